@@ -1,0 +1,103 @@
+// swift-tools-version:6.0
+//
+// dubfarm — a distributed batch render farm for video dubbing.
+//
+// Layout (one module per concern):
+//   C system libraries  CZeroMQ, CFFmpeg, CLibPQ, COpenBLAS   (module maps only)
+//   Thin wrappers       ZeroMQ, FFmpeg, Postgres, BLAS         (the only code touching raw C pointers)
+//   Pure logic          DubfarmCore (ids, states, planning, errors), FarmProtocol (wire codec)
+//   Services            FarmConfig, FarmStore, MediaPipeline, Coordinator, Worker, FarmClient, LocalFarm
+//   Model               Engine (tensors, ops on sgemm), VQModel (SwapTalk-style model, weights)
+//   Executable          dubfarm (command line)
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    .unsafeFlags(["-Ounchecked"], .when(configuration: .release)),
+]
+
+let package = Package(
+    name: "dubfarm",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "dubfarm", targets: ["dubfarm"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.0.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
+    ],
+    targets: [
+        // MARK: C system libraries
+        .systemLibrary(name: "CZeroMQ", pkgConfig: "libzmq", providers: [.apt(["libzmq3-dev"])]),
+        .systemLibrary(name: "CFFmpeg", pkgConfig: "libavformat",
+                       providers: [.apt(["libavformat-dev", "libavcodec-dev", "libavutil-dev", "libswscale-dev", "libswresample-dev"])]),
+        .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+
+        // MARK: Thin wrappers (no raw pointer leaves these)
+        .target(name: "ZeroMQ", dependencies: ["CZeroMQ"], swiftSettings: swiftSettings),
+        .target(name: "FFmpeg", dependencies: ["CFFmpeg", "DubfarmCore"], swiftSettings: swiftSettings),
+        .target(name: "Postgres", dependencies: ["CLibPQ"], swiftSettings: swiftSettings),
+        .target(name: "BLAS", dependencies: ["COpenBLAS"], swiftSettings: swiftSettings),
+
+        // MARK: Pure logic
+        .target(name: "DubfarmCore", dependencies: [], swiftSettings: swiftSettings),
+        .target(name: "FarmProtocol", dependencies: ["DubfarmCore"], swiftSettings: swiftSettings),
+
+        // MARK: Services
+        .target(name: "FarmConfig", dependencies: [
+            "DubfarmCore", .product(name: "Yams", package: "Yams"),
+        ], swiftSettings: swiftSettings),
+        .target(name: "FarmStore", dependencies: [
+            "DubfarmCore", "Postgres", .product(name: "Logging", package: "swift-log"),
+        ], resources: [], swiftSettings: swiftSettings),
+        .target(name: "MediaPipeline", dependencies: [
+            "DubfarmCore", "FFmpeg", .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftSettings),
+        .target(name: "Coordinator", dependencies: [
+            "DubfarmCore", "FarmProtocol", "FarmConfig", "FarmStore", "MediaPipeline", "ZeroMQ",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], swiftSettings: swiftSettings),
+        .target(name: "Worker", dependencies: [
+            "DubfarmCore", "FarmProtocol", "MediaPipeline", "ZeroMQ",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftSettings),
+        .target(name: "FarmClient", dependencies: [
+            "DubfarmCore", "FarmProtocol", "ZeroMQ",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ], swiftSettings: swiftSettings),
+        .target(name: "LocalFarm", dependencies: [
+            "DubfarmCore", "FarmConfig", .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftSettings),
+
+        // MARK: Model
+        .target(name: "Engine", dependencies: ["BLAS"], swiftSettings: swiftSettings),
+        .target(name: "VQModel", dependencies: ["Engine"], swiftSettings: swiftSettings),
+
+        // MARK: Executable
+        .executableTarget(name: "dubfarm", dependencies: [
+            "DubfarmCore", "FarmConfig", "FarmStore", "Coordinator", "Worker", "FarmClient", "LocalFarm",
+            "MediaPipeline", "Engine", "VQModel",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], swiftSettings: swiftSettings),
+
+        // MARK: Tests
+        .target(name: "FarmTestSupport", dependencies: ["LocalFarm", "FarmStore", "DubfarmCore"],
+                path: "Tests/FarmTestSupport"),
+        .testTarget(name: "DubfarmCoreTests", dependencies: ["DubfarmCore"]),
+        .testTarget(name: "FarmProtocolTests", dependencies: ["FarmProtocol", "DubfarmCore"]),
+        .testTarget(name: "FarmConfigTests", dependencies: ["FarmConfig"]),
+        .testTarget(name: "FarmStoreTests", dependencies: ["FarmStore", "FarmTestSupport"]),
+        .testTarget(name: "MediaPipelineTests", dependencies: ["MediaPipeline", "FFmpeg", "DubfarmCore"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "VQModel", "BLAS"]),
+        .testTarget(name: "IntegrationTests", dependencies: [
+            "FarmTestSupport", "Coordinator", "Worker", "FarmClient", "FarmProtocol", "ZeroMQ", "MediaPipeline",
+        ]),
+    ]
+)

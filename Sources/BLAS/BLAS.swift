@@ -1,0 +1,1 @@
+// BLAS module: see Package.swift

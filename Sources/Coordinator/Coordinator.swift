@@ -1,0 +1,1 @@
+// Coordinator module: see Package.swift

@@ -1,0 +1,1 @@
+// FFmpeg module: see Package.swift

@@ -1,0 +1,1 @@
+// FarmClient module: see Package.swift

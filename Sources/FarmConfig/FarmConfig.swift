@@ -1,0 +1,1 @@
+// FarmConfig module: see Package.swift

@@ -1,0 +1,1 @@
+// FarmProtocol module: see Package.swift

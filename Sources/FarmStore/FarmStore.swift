@@ -1,0 +1,1 @@
+// FarmStore module: see Package.swift

@@ -1,0 +1,1 @@
+// LocalFarm module: see Package.swift

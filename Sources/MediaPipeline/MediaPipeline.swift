@@ -1,0 +1,1 @@
+// MediaPipeline module: see Package.swift

@@ -1,0 +1,1 @@
+// VQModel module: see Package.swift

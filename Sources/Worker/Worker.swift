@@ -1,0 +1,1 @@
+// Worker module: see Package.swift

@@ -1,0 +1,1 @@
+// ZeroMQ module: see Package.swift
