@@ -78,6 +78,10 @@ let package = Package(
         .target(name: "Engine", dependencies: ["BLAS"], swiftSettings: swiftSettings),
         .target(name: "VQModel", dependencies: ["Engine"], swiftSettings: swiftSettings),
 
+        // MARK: Dubbing (faces and audio)
+        .target(name: "FaceAnalysis", dependencies: ["DubfarmCore"], swiftSettings: swiftSettings),
+        .target(name: "AudioFeatures", dependencies: [], swiftSettings: swiftSettings),
+
         // MARK: Executable
         .executableTarget(name: "dubfarm", dependencies: [
             "DubfarmCore", "FarmConfig", "FarmStore", "Coordinator", "Worker", "FarmClient", "LocalFarm",
@@ -96,6 +100,7 @@ let package = Package(
         .testTarget(name: "FarmStoreTests", dependencies: ["FarmStore", "FarmTestSupport"]),
         .testTarget(name: "MediaPipelineTests", dependencies: ["MediaPipeline", "FFmpeg", "DubfarmCore"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "VQModel", "BLAS"]),
+        .testTarget(name: "FaceAnalysisTests", dependencies: ["FaceAnalysis", "AudioFeatures", "DubfarmCore"]),
         .testTarget(name: "IntegrationTests", dependencies: [
             "FarmTestSupport", "Coordinator", "Worker", "FarmClient", "FarmProtocol", "ZeroMQ", "MediaPipeline",
         ]),

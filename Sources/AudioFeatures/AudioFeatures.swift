@@ -1,0 +1,1 @@
+// AudioFeatures module: see Package.swift

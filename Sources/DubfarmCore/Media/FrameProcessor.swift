@@ -1,0 +1,20 @@
+/// The worker's processing stage, seen from the segment renderer.
+///
+/// The renderer decodes a segment's frames (its context frames included) and feeds them in
+/// presentation order; the processor hands back frames ready to encode, in order, possibly later
+/// than it received them (a stage that smooths over time holds a few frames back). Frames it
+/// returns that lie outside the segment's output range are dropped by the renderer. Memory stays
+/// bounded: nothing holds a whole segment.
+public protocol FrameProcessor: AnyObject {
+    /// Takes the next decoded frame; returns the frames now ready, in order.
+    func process(_ frame: VideoFrame) throws -> [VideoFrame]
+    /// Called once after the last frame; returns every frame still held.
+    func flush() throws -> [VideoFrame]
+}
+
+/// Returns every frame unchanged: the `passthrough` stage.
+public final class PassthroughProcessor: FrameProcessor {
+    public init() {}
+    public func process(_ frame: VideoFrame) throws -> [VideoFrame] { [frame] }
+    public func flush() throws -> [VideoFrame] { [] }
+}
