@@ -43,6 +43,19 @@ public struct LeaseToken: Sendable, Hashable, Codable, CustomStringConvertible {
         }
         self.init(high: h, low: l)
     }
+    /// JSON form: 32 hex digits.
+    public init(from decoder: Decoder) throws {
+        let s = try decoder.singleValueContainer().decode(String.self)
+        guard let t = LeaseToken(hex: s) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "bad lease token"))
+        }
+        self = t
+    }
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(description)
+    }
+
     private func hex(_ v: UInt64) -> String {
         let s = String(v, radix: 16)
         return String(repeating: "0", count: 16 - s.count) + s

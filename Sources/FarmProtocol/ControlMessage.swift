@@ -1,0 +1,273 @@
+import DubfarmCore
+import Foundation
+
+/// Starts an upload: the file's name (for display only), size and SHA-256.
+public struct UploadBegin: Codable, Sendable, Hashable {
+    public var name: String
+    public var size: Int64
+    public var sha256: String
+    public init(name: String, size: Int64, sha256: String) {
+        self.name = name
+        self.size = size
+        self.sha256 = sha256
+    }
+}
+/// The coordinator's answer to ``UploadBegin``.
+public struct UploadStarted: Codable, Sendable, Hashable {
+    public var id: String
+    public var chunkSize: Int
+    public init(id: String, chunkSize: Int) {
+        self.id = id
+        self.chunkSize = chunkSize
+    }
+}
+/// Bytes received so far / the verified upload.
+public struct UploadStatus: Codable, Sendable, Hashable {
+    public var id: String
+    public var received: Int64
+    public var sha256: String?
+    public init(id: String, received: Int64, sha256: String? = nil) {
+        self.id = id
+        self.received = received
+        self.sha256 = sha256
+    }
+}
+/// A job to create from finished uploads.
+public struct SubmitSpec: Codable, Sendable, Hashable {
+    public var video: String
+    public var audio: String
+    public var face: String?
+    public var priority: Int
+    /// The stage to run; `nil` for the coordinator's default.
+    public var stage: String?
+    public var model: String?
+    public init(video: String, audio: String, face: String? = nil, priority: Int = 0, stage: String? = nil, model: String? = nil) {
+        self.video = video
+        self.audio = audio
+        self.face = face
+        self.priority = priority
+        self.stage = stage
+        self.model = model
+    }
+}
+public struct JobsQuery: Codable, Sendable, Hashable {
+    public var state: JobState?
+    public var limit: Int
+    public init(state: JobState? = nil, limit: Int = 100) {
+        self.state = state
+        self.limit = limit
+    }
+}
+public struct EventsQuery: Codable, Sendable, Hashable {
+    public var job: Int64?
+    public var after: Int64
+    public var limit: Int
+    public init(job: Int64?, after: Int64 = 0, limit: Int = 500) {
+        self.job = job
+        self.after = after
+        self.limit = limit
+    }
+}
+public struct FetchRequest: Codable, Sendable, Hashable {
+    public var job: Int64
+    public var offset: Int64
+    public var length: Int
+    public init(job: Int64, offset: Int64, length: Int) {
+        self.job = job
+        self.offset = offset
+        self.length = length
+    }
+}
+/// Header of a fetched chunk; the bytes follow in the payload frame.
+public struct FetchChunk: Codable, Sendable, Hashable {
+    public var total: Int64
+    public var offset: Int64
+    public var sha256: String
+    public init(total: Int64, offset: Int64, sha256: String) {
+        self.total = total
+        self.offset = offset
+        self.sha256 = sha256
+    }
+}
+public struct JobRef: Codable, Sendable, Hashable {
+    public var job: Int64
+    public init(job: Int64) { self.job = job }
+}
+/// The coordinator's self-description.
+public struct ServerHello: Codable, Sendable, Hashable {
+    public var version: String
+    public var protocolName: String
+    public var maxUploadBytes: Int64
+    public init(version: String, protocolName: String = ProtocolName.control, maxUploadBytes: Int64) {
+        self.version = version
+        self.protocolName = protocolName
+        self.maxUploadBytes = maxUploadBytes
+    }
+}
+struct Empty: Codable {}
+
+/// A request from the CLI to the coordinator's control endpoint.
+///
+/// On the wire: `[DUBFARM-CTL/1, request id (8 bytes), COMMAND, JSON header, payload?]`.
+public enum ControlRequest: Sendable, Hashable {
+    case hello
+    case uploadBegin(UploadBegin)
+    case uploadChunk(id: String, offset: Int64, data: [UInt8])
+    case uploadEnd(id: String)
+    case submit(SubmitSpec)
+    case status(job: Int64)
+    case jobs(JobsQuery)
+    case workers
+    case cancel(job: Int64)
+    case retry(job: Int64)
+    case fetch(FetchRequest)
+    case events(EventsQuery)
+
+    public var command: String {
+        switch self {
+        case .hello: return "HELLO"
+        case .uploadBegin: return "UPLOAD-BEGIN"
+        case .uploadChunk: return "UPLOAD-CHUNK"
+        case .uploadEnd: return "UPLOAD-END"
+        case .submit: return "SUBMIT"
+        case .status: return "STATUS"
+        case .jobs: return "JOBS"
+        case .workers: return "WORKERS"
+        case .cancel: return "CANCEL"
+        case .retry: return "RETRY"
+        case .fetch: return "FETCH"
+        case .events: return "EVENTS"
+        }
+    }
+
+    struct ChunkHeader: Codable { var id: String; var offset: Int64 }
+    struct IDHeader: Codable { var id: String }
+
+    public func encode(requestID: UInt64) -> [[UInt8]] {
+        var frames: [[UInt8]] = [Array(ProtocolName.control.utf8), requestIDFrame(requestID), Array(command.utf8)]
+        switch self {
+        case .hello, .workers: frames.append(Wire.header(Empty()))
+        case .uploadBegin(let b): frames.append(Wire.header(b))
+        case .uploadChunk(let id, let offset, let data):
+            frames.append(Wire.header(ChunkHeader(id: id, offset: offset)))
+            frames.append(data)
+        case .uploadEnd(let id): frames.append(Wire.header(IDHeader(id: id)))
+        case .submit(let s): frames.append(Wire.header(s))
+        case .status(let j), .cancel(let j), .retry(let j): frames.append(Wire.header(JobRef(job: j)))
+        case .jobs(let q): frames.append(Wire.header(q))
+        case .fetch(let f): frames.append(Wire.header(f))
+        case .events(let q): frames.append(Wire.header(q))
+        }
+        return frames
+    }
+
+    /// Parses a request (without the ROUTER identity frame).
+    public static func decode<C: Collection>(_ frames: C, limits: ProtocolLimits = .default) throws -> (UInt64, ControlRequest)
+    where C.Element == [UInt8] {
+        let f = Array(frames)
+        guard f.count >= 4 else { throw DubfarmError(.protocolViolation, "request of \(f.count) frames is too short") }
+        guard f[0] == Array(ProtocolName.control.utf8) else {
+            throw DubfarmError(.protocolViolation, "unknown protocol '\(Wire.string(f[0]) ?? "<binary>")' (expected \(ProtocolName.control))")
+        }
+        let id = try parseRequestID(f[1])
+        guard let command = Wire.string(f[2]) else { throw DubfarmError(.protocolViolation, "unreadable command frame") }
+        let expected = command == "UPLOAD-CHUNK" ? 5 : 4
+        guard f.count == expected else { throw DubfarmError(.protocolViolation, "\(command): \(f.count) frames, expected \(expected)") }
+        if f.count == 5, f[4].count > limits.maxPayloadBytes {
+            throw DubfarmError(.protocolViolation, "\(command): payload exceeds \(limits.maxPayloadBytes) bytes")
+        }
+        func header<T: Decodable>(_ t: T.Type) throws -> T { try Wire.decodeHeader(t, f[3], command: command, limits: limits) }
+        let request: ControlRequest
+        switch command {
+        case "HELLO": _ = try header(Empty.self); request = .hello
+        case "UPLOAD-BEGIN": request = .uploadBegin(try header(UploadBegin.self))
+        case "UPLOAD-CHUNK":
+            let h = try header(ChunkHeader.self)
+            request = .uploadChunk(id: h.id, offset: h.offset, data: f[4])
+        case "UPLOAD-END": request = .uploadEnd(id: try header(IDHeader.self).id)
+        case "SUBMIT": request = .submit(try header(SubmitSpec.self))
+        case "STATUS": request = .status(job: try header(JobRef.self).job)
+        case "JOBS": request = .jobs(try header(JobsQuery.self))
+        case "WORKERS": _ = try header(Empty.self); request = .workers
+        case "CANCEL": request = .cancel(job: try header(JobRef.self).job)
+        case "RETRY": request = .retry(job: try header(JobRef.self).job)
+        case "FETCH": request = .fetch(try header(FetchRequest.self))
+        case "EVENTS": request = .events(try header(EventsQuery.self))
+        default: throw DubfarmError(.protocolViolation, "unknown command '\(command)'")
+        }
+        return (id, request)
+    }
+}
+
+/// The coordinator's answer to one ``ControlRequest``.
+///
+/// On the wire: `[DUBFARM-CTL/1, request id, OK|ERR, JSON header, payload?]`.
+public struct ControlReply: Sendable, Hashable {
+    public var requestID: UInt64
+    public var outcome: Result<Body, DubfarmError>
+
+    public struct Body: Sendable, Hashable {
+        public var header: [UInt8]
+        public var payload: [UInt8]?
+    }
+    struct ErrorHeader: Codable { var code: String; var message: String }
+
+    /// A successful reply carrying `value` (and optional bytes).
+    public static func ok<T: Encodable>(_ requestID: UInt64, _ value: T, payload: [UInt8]? = nil) -> ControlReply {
+        ControlReply(requestID: requestID, outcome: .success(Body(header: Wire.header(value), payload: payload)))
+    }
+    public static func error(_ requestID: UInt64, _ error: DubfarmError) -> ControlReply {
+        ControlReply(requestID: requestID, outcome: .failure(error))
+    }
+
+    /// The reply's value, or the coordinator's error.
+    public func value<T: Decodable>(_ type: T.Type, limits: ProtocolLimits = .default) throws -> T {
+        let body = try outcome.get()
+        return try Wire.decodeHeader(type, body.header, command: "reply", limits: limits)
+    }
+    public var payload: [UInt8]? { try? outcome.get().payload }
+
+    public func encode() -> [[UInt8]] {
+        var frames: [[UInt8]] = [Array(ProtocolName.control.utf8), requestIDFrame(requestID)]
+        switch outcome {
+        case .success(let b):
+            frames.append(Array("OK".utf8))
+            frames.append(b.header)
+            if let p = b.payload { frames.append(p) }
+        case .failure(let e):
+            frames.append(Array("ERR".utf8))
+            frames.append(Wire.header(ErrorHeader(code: e.code.rawValue, message: e.message)))
+        }
+        return frames
+    }
+
+    public static func decode<C: Collection>(_ frames: C, limits: ProtocolLimits = .default) throws -> ControlReply
+    where C.Element == [UInt8] {
+        let f = Array(frames)
+        guard f.count == 4 || f.count == 5, f[0] == Array(ProtocolName.control.utf8) else {
+            throw DubfarmError(.protocolViolation, "malformed reply from coordinator")
+        }
+        let id = try parseRequestID(f[1])
+        switch Wire.string(f[2]) {
+        case "OK":
+            return ControlReply(requestID: id, outcome: .success(Body(header: f[3], payload: f.count == 5 ? f[4] : nil)))
+        case "ERR":
+            let h = try Wire.decodeHeader(ErrorHeader.self, f[3], command: "reply", limits: limits)
+            return ControlReply(requestID: id, outcome: .failure(DubfarmError(DubfarmError.Code(rawValue: h.code) ?? .internalError, h.message)))
+        default:
+            throw DubfarmError(.protocolViolation, "malformed reply status")
+        }
+    }
+}
+
+func requestIDFrame(_ id: UInt64) -> [UInt8] {
+    var w = ByteWriter(capacity: 8)
+    w.u64(id)
+    return w.bytes
+}
+
+func parseRequestID(_ frame: [UInt8]) throws -> UInt64 {
+    guard frame.count == 8 else { throw DubfarmError(.protocolViolation, "request id must be 8 bytes, got \(frame.count)") }
+    var r = ByteReader(frame)
+    return try r.u64()
+}

@@ -1,1 +1,0 @@
-// FarmProtocol module: see Package.swift

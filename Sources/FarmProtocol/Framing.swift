@@ -1,0 +1,64 @@
+import DubfarmCore
+import Foundation
+
+/// Protocol names and versions: the first frame of every message.
+public enum ProtocolName {
+    /// Coordinator ↔ worker.
+    public static let work = "DUBFARM-WORK/1"
+    /// CLI ↔ coordinator.
+    public static let control = "DUBFARM-CTL/1"
+}
+
+/// Limits the decoder enforces before it allocates anything large.
+public struct ProtocolLimits: Sendable, Hashable {
+    /// Largest JSON header accepted.
+    public var maxHeaderBytes: Int = 1 << 20
+    /// Largest binary payload frame accepted (libzmq also refuses bigger messages on the socket).
+    public var maxPayloadBytes: Int = 1 << 30
+    public init() {}
+    public static let `default` = ProtocolLimits()
+}
+
+enum Wire {
+    static let encoder: JSONEncoder = {
+        let e = JSONEncoder()
+        e.dateEncodingStrategy = .secondsSince1970
+        return e
+    }()
+    static let decoder: JSONDecoder = {
+        let d = JSONDecoder()
+        d.dateDecodingStrategy = .secondsSince1970
+        return d
+    }()
+
+    static func header<T: Encodable>(_ v: T) -> [UInt8] {
+        // Encoding our own Codable types cannot fail.
+        Array(try! encoder.encode(v))
+    }
+
+    static func decodeHeader<T: Decodable>(_ type: T.Type, _ bytes: [UInt8], command: String, limits: ProtocolLimits) throws -> T {
+        guard bytes.count <= limits.maxHeaderBytes else {
+            throw DubfarmError(.protocolViolation, "\(command): header of \(bytes.count) bytes exceeds \(limits.maxHeaderBytes)")
+        }
+        do {
+            return try decoder.decode(T.self, from: Data(bytes))
+        } catch {
+            throw DubfarmError(.protocolViolation, "\(command): malformed header (\(Self.describe(error)))")
+        }
+    }
+
+    static func describe(_ error: Error) -> String {
+        switch error {
+        case DecodingError.keyNotFound(let k, _): return "missing field '\(k.stringValue)'"
+        case DecodingError.typeMismatch(_, let c): return "wrong type at '\(c.codingPath.map(\.stringValue).joined(separator: "."))'"
+        case DecodingError.valueNotFound(_, let c): return "null at '\(c.codingPath.map(\.stringValue).joined(separator: "."))'"
+        case DecodingError.dataCorrupted(let c): return c.debugDescription
+        default: return "\(error)"
+        }
+    }
+
+    static func string(_ frame: [UInt8]) -> String? {
+        frame.count <= 64 ? String(validating: frame, as: UTF8.self) : nil
+    }
+}
+

@@ -1,0 +1,162 @@
+import DubfarmCore
+import Foundation
+
+// The read models the coordinator serves and the CLI prints (`--json` prints them as they are;
+// the README documents the schema).
+
+/// Segment counts of a job by state.
+public struct SegmentCounts: Codable, Sendable, Hashable {
+    public var total = 0, pending = 0, leased = 0, done = 0, dead = 0, cancelled = 0
+    public init() {}
+}
+
+/// One job, as `jobs` and `status` show it.
+public struct JobView: Codable, Sendable, Hashable {
+    public var id: Int64
+    public var state: JobState
+    public var priority: Int
+    public var createdAt: Date
+    public var updatedAt: Date
+    public var startedAt: Date?
+    public var finishedAt: Date?
+    /// The file names the user submitted.
+    public var video: String
+    public var audio: String
+    public var face: String?
+    public var stage: String
+    /// Exact video frame count (known once planned).
+    public var frames: Int?
+    /// Frame rate as `num/den`.
+    public var frameRate: String?
+    public var width: Int?
+    public var height: Int?
+    public var segments: SegmentCounts
+    /// Frames finished (done segments plus progress of leased ones).
+    public var framesDone: Int
+    /// How the dub track was fitted to the video (`exact`, `padded …`, `trimmed …`), once stitched.
+    public var audioFit: String?
+    public var outputBytes: Int64?
+    public var errorCode: String?
+    public var error: String?
+
+    public init(id: Int64, state: JobState, priority: Int, createdAt: Date, updatedAt: Date, video: String, audio: String,
+                face: String?, stage: String) {
+        self.id = id
+        self.state = state
+        self.priority = priority
+        self.createdAt = createdAt
+        self.updatedAt = updatedAt
+        self.video = video
+        self.audio = audio
+        self.face = face
+        self.stage = stage
+        self.segments = SegmentCounts()
+        self.framesDone = 0
+    }
+
+    /// Fraction done in 0...1.
+    public var progress: Double {
+        if state == .done { return 1 }
+        guard let f = frames, f > 0 else { return 0 }
+        return min(1, Double(framesDone) / Double(f))
+    }
+}
+
+/// One segment of a job.
+public struct SegmentView: Codable, Sendable, Hashable {
+    public var index: Int
+    public var startFrame: Int
+    public var endFrame: Int
+    public var state: SegmentState
+    public var worker: String?
+    public var leases: Int
+    public var failures: Int
+    public var framesDone: Int
+    public var error: String?
+    public var processSeconds: Double?
+    public var stats: SegmentStats?
+
+    public init(index: Int, startFrame: Int, endFrame: Int, state: SegmentState, worker: String?, leases: Int,
+                failures: Int, framesDone: Int, error: String?, processSeconds: Double?, stats: SegmentStats?) {
+        self.index = index
+        self.startFrame = startFrame
+        self.endFrame = endFrame
+        self.state = state
+        self.worker = worker
+        self.leases = leases
+        self.failures = failures
+        self.framesDone = framesDone
+        self.error = error
+        self.processSeconds = processSeconds
+        self.stats = stats
+    }
+}
+
+/// A job with its segments (`status JOB`).
+public struct JobDetail: Codable, Sendable, Hashable {
+    public var job: JobView
+    public var segments: [SegmentView]
+    public init(job: JobView, segments: [SegmentView]) {
+        self.job = job
+        self.segments = segments
+    }
+}
+
+/// A worker as the coordinator sees it.
+public struct WorkerView: Codable, Sendable, Hashable {
+    public var name: String
+    public var host: String
+    /// `idle`, `busy`, `lost` or `gone`.
+    public var state: String
+    public var threads: Int
+    public var stage: String
+    public var model: String?
+    /// `JOB/SEGMENT` it is working on.
+    public var current: String?
+    public var connectedAt: Date?
+    public var lastSeen: Date
+    public var segmentsDone: Int
+    public var framesDone: Int
+
+    public init(name: String, host: String, state: String, threads: Int, stage: String, model: String?, current: String?,
+                connectedAt: Date?, lastSeen: Date, segmentsDone: Int, framesDone: Int) {
+        self.name = name
+        self.host = host
+        self.state = state
+        self.threads = threads
+        self.stage = stage
+        self.model = model
+        self.current = current
+        self.connectedAt = connectedAt
+        self.lastSeen = lastSeen
+        self.segmentsDone = segmentsDone
+        self.framesDone = framesDone
+    }
+}
+
+/// One recorded state change.
+public struct EventView: Codable, Sendable, Hashable {
+    public var id: Int64
+    public var at: Date
+    public var job: Int64?
+    public var segment: Int?
+    public var worker: String?
+    /// `job`, `segment` or `worker`.
+    public var kind: String
+    public var from: String?
+    public var to: String?
+    public var reason: String
+
+    public init(id: Int64, at: Date, job: Int64?, segment: Int?, worker: String?, kind: String, from: String?,
+                to: String?, reason: String) {
+        self.id = id
+        self.at = at
+        self.job = job
+        self.segment = segment
+        self.worker = worker
+        self.kind = kind
+        self.from = from
+        self.to = to
+        self.reason = reason
+    }
+}

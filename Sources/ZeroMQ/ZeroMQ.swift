@@ -1,1 +1,0 @@
-// ZeroMQ module: see Package.swift

@@ -1,0 +1,149 @@
+import DubfarmCore
+import Foundation
+import Testing
+@testable import FarmProtocol
+
+let sampleCodec = CodecParameters(codecName: "h264", extradata: [1, 100, 0, 31, 255], width: 844, height: 844,
+                                  pixelFormat: "yuv420p", timeBase: Rational(1, 12800), frameRate: Rational(25, 1))
+
+func sampleTask() -> TaskAssignment {
+    var packets: [EncodedPacket] = []
+    for i in 0..<20 {
+        let data: [UInt8] = (0..<(i * 7 + 1)).map { (b: Int) -> UInt8 in UInt8(truncatingIfNeeded: b &* 31 &+ i) }
+        let pts = Int64(i * 512)
+        packets.append(EncodedPacket(pts: pts, dts: pts - 1024, duration: 512, isKey: i == 0, data: data))
+    }
+    return TaskAssignment(
+        ref: TaskRef(segment: SegmentRef(job: JobID(7), index: 2), token: .random()), stage: "passthrough",
+        outputFrames: 4..<16, decodedFrames: 2..<18, framePTS: (2..<18).map { Int64($0 * 512) },
+        frameRate: Rational(25, 1), encoder: EncoderSettings(), input: PacketBundle(codec: sampleCodec, packets: packets),
+        audio: AudioWindow(startSample: -400, samples: (0..<1000).map { Float($0) / 1000 }), sourceFace: [0x89, 0x50, 0x4e, 0x47],
+        model: "small")
+}
+
+func allWorkMessages() -> [WorkMessage] {
+    let ref = TaskRef(segment: SegmentRef(job: JobID(3), index: 1), token: .random())
+    let hello = WorkerHello(name: "w1", host: "render-7", pid: 1234, threads: 2, stage: "dub", model: "small",
+                            capabilities: ["stage:dub"], version: "0.1.0", busyWith: ref)
+    return [
+        .ready(hello), .task(sampleTask()), .progress(ref, framesDone: 10, framesTotal: 250),
+        .result(ref, output: PacketBundle(codec: sampleCodec, packets: [EncodedPacket(pts: 0, dts: 0, duration: 1, isKey: true, data: [1, 2, 3])]),
+                stats: SegmentStats(frames: 250, framesWithFace: 240, framesSwapped: 0, decodeSeconds: 0.5, stageSeconds: 1, encodeSeconds: 2, totalSeconds: 3.5)),
+        .failed(ref, FailureReport(code: "badInput", message: "decoder error at frame 17")),
+        .failed(ref, FailureReport(code: "cancelled", message: "worker stopping", handedBack: true)),
+        .cancel(ref), .heartbeat, .disconnect(reason: "SIGTERM"),
+    ]
+}
+
+@Suite("Work protocol codec")
+struct WorkMessageTests {
+    @Test("every command survives a round trip", arguments: allWorkMessages())
+    func roundTrip(message: WorkMessage) throws {
+        let frames = message.encode()
+        #expect(frames[0] == Array("DUBFARM-WORK/1".utf8))
+        #expect(try WorkMessage.decode(frames) == message)
+    }
+
+    @Test("a task without a face and without audio round-trips")
+    func bareTask() throws {
+        var t = sampleTask()
+        t.sourceFace = nil
+        t.audio = AudioWindow(startSample: 0, samples: [])
+        t.model = nil
+        #expect(try WorkMessage.decode(WorkMessage.task(t).encode()) == .task(t))
+    }
+
+    @Test("malformed messages are rejected with a reason")
+    func malformed() throws {
+        let good = WorkMessage.task(sampleTask()).encode()
+        var cases: [(String, [[UInt8]])] = [
+            ("empty", []),
+            ("only protocol", [Array("DUBFARM-WORK/1".utf8)]),
+            ("wrong protocol", [Array("DUBFARM-WORK/9".utf8), Array("HEARTBEAT".utf8), Array("{}".utf8)]),
+            ("unknown command", [Array("DUBFARM-WORK/1".utf8), Array("EXPLODE".utf8), Array("{}".utf8)]),
+            ("bad json", [Array("DUBFARM-WORK/1".utf8), Array("READY".utf8), Array("{\"name\":".utf8)]),
+            ("missing field", [Array("DUBFARM-WORK/1".utf8), Array("READY".utf8), Array("{\"name\":\"x\"}".utf8)]),
+            ("extra frame", [Array("DUBFARM-WORK/1".utf8), Array("HEARTBEAT".utf8), Array("{}".utf8), [1]]),
+            ("binary command", [Array("DUBFARM-WORK/1".utf8), [0xff, 0xfe], Array("{}".utf8)]),
+        ]
+        var truncatedBundle = good
+        truncatedBundle[3].removeLast(5)
+        cases.append(("truncated bundle", truncatedBundle))
+        var badAudio = good
+        badAudio[4] = [9, 0, 0, 0, 1]
+        cases.append(("bad audio", badAudio))
+        var noFace = good
+        noFace[5] = []
+        cases.append(("face mismatch", noFace))
+        var badRange = good
+        badRange[2] = Array(String(decoding: good[2], as: UTF8.self).replacingOccurrences(of: "\"outputEnd\":16", with: "\"outputEnd\":2").utf8)
+        cases.append(("inconsistent ranges", badRange))
+        var badToken = good
+        badToken[2] = Array(String(decoding: good[2], as: UTF8.self).replacingOccurrences(of: "\"token\":\"", with: "\"token\":\"zz").utf8)
+        cases.append(("bad token", badToken))
+        for (name, frames) in cases {
+            let accepted = (try? WorkMessage.decode(frames)) != nil
+            #expect(!accepted, "\(name) was accepted")
+        }
+    }
+
+    @Test("payloads above the configured limit are refused")
+    func limits() {
+        var limits = ProtocolLimits()
+        limits.maxPayloadBytes = 100
+        #expect(throws: DubfarmError.self) { try WorkMessage.decode(WorkMessage.task(sampleTask()).encode(), limits: limits) }
+        limits = ProtocolLimits()
+        limits.maxHeaderBytes = 10
+        let ready = WorkMessage.ready(WorkerHello(name: "w", host: "h", pid: 1, threads: 1, stage: "s", version: "v")).encode()
+        #expect(throws: DubfarmError.self) { try WorkMessage.decode(ready, limits: limits) }
+    }
+
+    @Test("seeded fuzz: random and mutated messages never crash the decoder")
+    func fuzz() {
+        var rng = SplitMix64(seed: 0x5eed)
+        let seeds = allWorkMessages().map { $0.encode() }
+        var accepted = 0
+        for i in 0..<20_000 {
+            var frames = seeds[i % seeds.count]
+            switch rng.next() % 4 {
+            case 0:  // flip bytes
+                for _ in 0..<(1 + rng.next() % 8) {
+                    let fi = Int(rng.next() % UInt64(frames.count))
+                    guard !frames[fi].isEmpty else { continue }
+                    let bi = Int(rng.next() % UInt64(frames[fi].count))
+                    frames[fi][bi] ^= UInt8(truncatingIfNeeded: rng.next() | 1)
+                }
+            case 1:  // truncate a frame
+                let fi = Int(rng.next() % UInt64(frames.count))
+                frames[fi] = Array(frames[fi].prefix(Int(rng.next() % UInt64(frames[fi].count + 1))))
+            case 2:  // drop or duplicate frames
+                if rng.next() % 2 == 0, frames.count > 1 { frames.remove(at: Int(rng.next() % UInt64(frames.count))) }
+                else { frames.append(frames[Int(rng.next() % UInt64(frames.count))]) }
+            default:  // random garbage after the protocol frame
+                var garbage: [[UInt8]] = [frames[0]]
+                for _ in 0..<(rng.next() % 5) {
+                    var f: [UInt8] = []
+                    for _ in 0..<(rng.next() % 64) { f.append(UInt8(truncatingIfNeeded: rng.next())) }
+                    garbage.append(f)
+                }
+                frames = garbage
+            }
+            if (try? WorkMessage.decode(frames)) != nil { accepted += 1 }
+        }
+        // Some mutations land in ignorable places (a stat value, a payload byte); most must be refused.
+        #expect(accepted < 20_000)
+    }
+}
+
+/// A tiny deterministic generator for reproducible fuzzing.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
