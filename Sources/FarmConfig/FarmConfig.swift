@@ -1,1 +1,0 @@
-// FarmConfig module: see Package.swift
