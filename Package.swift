@@ -39,7 +39,7 @@ let package = Package(
         // MARK: Thin wrappers (no raw pointer leaves these)
         .target(name: "ZeroMQ", dependencies: ["CZeroMQ"], swiftSettings: swiftSettings),
         .target(name: "FFmpeg", dependencies: ["CFFmpeg", "DubfarmCore"], swiftSettings: swiftSettings),
-        .target(name: "Postgres", dependencies: ["CLibPQ"], swiftSettings: swiftSettings),
+        .target(name: "Postgres", dependencies: ["CLibPQ", "DubfarmCore"], swiftSettings: swiftSettings),
         .target(name: "BLAS", dependencies: ["COpenBLAS"], swiftSettings: swiftSettings),
 
         // MARK: Pure logic
@@ -71,7 +71,7 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ], swiftSettings: swiftSettings),
         .target(name: "LocalFarm", dependencies: [
-            "DubfarmCore", "FarmConfig", .product(name: "Logging", package: "swift-log"),
+            "DubfarmCore", "FarmConfig", "Postgres", .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
 
         // MARK: Model

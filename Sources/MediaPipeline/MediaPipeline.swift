@@ -1,1 +1,40 @@
-// MediaPipeline module: see Package.swift
+// MediaPipeline: the media operations of the farm, in Swift types only.
+//
+// The FFmpeg-facing work (probe, index, cut, render, stitch, recut, audio decode) lives in the
+// FFmpeg module, the only code that touches libav* pointers; it is re-exported here so the
+// coordinator and workers import just MediaPipeline. This module adds the pure helpers on top.
+@_exported import FFmpeg
+import DubfarmCore
+
+extension AudioWindow {
+    /// The samples `range` (absolute 16 kHz sample indices) of a whole decoded dub track, with
+    /// silence where the range lies before the track's start or after its end.
+    public static func slice(pcm: [Float], range: Range<Int64>) -> AudioWindow {
+        var samples = [Float](repeating: 0, count: range.count)
+        let lo = max(range.lowerBound, 0), hi = min(range.upperBound, Int64(pcm.count))
+        if lo < hi {
+            let dst = Int(lo - range.lowerBound)
+            samples.withUnsafeMutableBufferPointer { out in
+                pcm.withUnsafeBufferPointer { src in
+                    out.baseAddress!.advanced(by: dst).update(from: src.baseAddress!.advanced(by: Int(lo)), count: Int(hi - lo))
+                }
+            }
+        }
+        return AudioWindow(startSample: range.lowerBound, samples: samples)
+    }
+}
+
+/// Cutting a job's input into segment tasks (coordinator side).
+public enum SegmentCutter {
+    /// The packets, decoded-frame range and timestamps a worker needs for `frames`, read from `source`.
+    public static func cut(_ source: SourceVideo, frames: Range<Int>, context: Int) throws -> (bundle: PacketBundle, window: PacketIndex.Window) {
+        let window = source.index.window(for: frames, context: context)
+        return (try source.bundle(for: window), window)
+    }
+
+    /// Whether an input must be re-cut (see ``Recut``) before it can be cut into tasks of bounded
+    /// size: it does not start with a keyframe, or two keyframes lie more than `maxInterval` frames apart.
+    public static func needsRecut(_ index: PacketIndex, maxInterval: Int) -> Bool {
+        !index.startsWithKeyframe || index.longestKeyframeInterval > maxInterval
+    }
+}

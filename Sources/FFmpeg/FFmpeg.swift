@@ -1,1 +1,0 @@
-// FFmpeg module: see Package.swift

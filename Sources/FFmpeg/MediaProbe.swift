@@ -1,0 +1,236 @@
+import CFFmpeg
+import DubfarmCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What the prober found about a file's video stream.
+public struct VideoStreamInfo: Sendable, Hashable {
+    /// Index of the stream in the container.
+    public var streamIndex: Int
+    /// FFmpeg codec name (`h264`).
+    public var codecName: String
+    public var width: Int
+    public var height: Int
+    /// FFmpeg pixel format name (`yuv420p`).
+    public var pixelFormat: String
+    /// The nominal frame rate (see ``MediaProbe`` for how it is chosen).
+    public var frameRate: Rational
+    /// The time base of the stream's packet timestamps.
+    public var timeBase: Rational
+    /// The exact number of frames, counted by demuxing every packet (not the header's claim).
+    public var frameCount: Int
+    /// Rotation from the display matrix in degrees, counter-clockwise (as ffprobe reports it), in `0..<360`.
+    public var rotation: Int
+
+    /// `frameCount / frameRate` seconds: the duration the farm works with.
+    public var duration: Double { frameRate.value > 0 ? Double(frameCount) / frameRate.value : 0 }
+}
+
+/// What the prober found about a file's audio stream.
+public struct AudioStreamInfo: Sendable, Hashable {
+    public var streamIndex: Int
+    public var codecName: String
+    public var sampleRate: Int
+    public var channels: Int
+    /// Duration in seconds from the stream (or the container when the stream has none); nil if unknown.
+    public var duration: Double?
+}
+
+/// A media file as the farm sees it.
+public struct MediaInfo: Sendable, Hashable {
+    public var path: String
+    /// FFmpeg's demuxer name (`mov,mp4,m4a,3gp,3g2,mj2`, `wav`, `matroska,webm`).
+    public var formatName: String
+    /// The container's duration in seconds, if it states one (may differ from the video's).
+    public var containerDuration: Double?
+    public var fileSize: Int64
+    public var video: VideoStreamInfo?
+    public var audio: AudioStreamInfo?
+}
+
+/// Reads what a media file contains, with clear errors for unusable input.
+///
+/// The frame rate is the stream's average rate when it agrees (within 1 %) with the nominal
+/// `r_frame_rate`, else the nominal rate when it is plausible (≤ 240 fps): a variable-frame-rate
+/// file (speaker-a.mp4: avg 1350/61, nominal 30) is treated as constant rate at its nominal rate,
+/// which is how the farm numbers frames (absolute index / frame rate).
+public enum MediaProbe {
+    /// Largest width or height accepted.
+    public static let maxDimension = 8192
+
+    /// Probes `path`. With `requireVideo` (the default) a file without a video stream is an error.
+    ///
+    /// Counts video frames by demuxing every packet of the video stream (no decode).
+    public static func probe(path: String, requireVideo: Bool = true) throws -> MediaInfo {
+        let input = try InputFile(path: path)
+        var info = MediaInfo(path: path, formatName: input.formatName,
+                             containerDuration: input.ctx.pointee.duration > 0
+                                ? Double(input.ctx.pointee.duration) / Double(AV_TIME_BASE) : nil,
+                             fileSize: input.fileSize, video: nil, audio: nil)
+        if let a = input.audioStreamIndex() {
+            let st = input.stream(a)
+            let par = st.pointee.codecpar.pointee
+            var dur: Double? = nil
+            if st.pointee.duration > 0 && st.pointee.duration != noPTS {
+                dur = Double(st.pointee.duration) * rational(st.pointee.time_base).value
+            } else {
+                dur = info.containerDuration
+            }
+            info.audio = AudioStreamInfo(streamIndex: a, codecName: String(cString: avcodec_get_name(par.codec_id)),
+                                         sampleRate: Int(par.sample_rate), channels: Int(par.ch_layout.nb_channels),
+                                         duration: dur)
+        }
+        if let v = input.videoStreamIndex() {
+            let scan = try VideoScan(input: input, streamIndex: v, verifyPositions: false)
+            info.video = scan.info
+        } else if requireVideo {
+            throw DubfarmError(.badInput, "\(input.name): no video stream (the file holds \(describeStreams(input)))")
+        }
+        return info
+    }
+
+    static func describeStreams(_ input: InputFile) -> String {
+        if input.streamCount == 0 { return "no streams" }
+        return (0..<input.streamCount).map { i -> String in
+            let par = input.stream(i).pointee.codecpar.pointee
+            let type = av_get_media_type_string(par.codec_type).map { String(cString: $0) } ?? "unknown"
+            return "\(type) (\(String(cString: avcodec_get_name(par.codec_id))))"
+        }.joined(separator: ", ")
+    }
+
+    /// The frame rate rule described on ``MediaProbe``.
+    static func chooseFrameRate(avg: AVRational, nominal: AVRational) -> Rational? {
+        let a = rational(avg), r = rational(nominal)
+        let aOK = a.num > 0 && a.den > 0, rOK = r.num > 0 && r.den > 0
+        if aOK && (!rOK || abs(a.value - r.value) <= 0.01 * r.value) { return a }
+        if rOK && r.value <= 240 { return r }
+        if aOK { return a }
+        return nil
+    }
+}
+
+/// One demux pass over a video stream: the packet index and the stream's facts.
+struct VideoScan {
+    var entries: [PacketIndex.Entry]
+    var info: VideoStreamInfo
+    var codec: CodecParameters
+
+    /// Demuxes every packet of stream `streamIndex` (others are discarded by the demuxer).
+    ///
+    /// With `verifyPositions`, every packet's bytes are compared with the file's bytes at the
+    /// packet's position, so ``SourceVideo`` can later read packets with `pread`; on any mismatch
+    /// (or a packet without a position) all positions are set to -1 (read by demuxing instead).
+    init(input: InputFile, streamIndex v: Int, verifyPositions: Bool) throws {
+        let name = input.name
+        let st = input.stream(v)
+        let par = st.pointee.codecpar.pointee
+        let codecName = String(cString: avcodec_get_name(par.codec_id))
+        let width = Int(par.width), height = Int(par.height)
+        guard width > 0, height > 0 else {
+            throw DubfarmError(.badInput, "\(name): the video stream has no picture size (\(width)x\(height)); the file is damaged")
+        }
+        guard width <= MediaProbe.maxDimension, height <= MediaProbe.maxDimension else {
+            throw DubfarmError(.badInput, "\(name): the video is \(width)x\(height), larger than the \(MediaProbe.maxDimension) pixel limit")
+        }
+        guard avcodec_find_decoder(par.codec_id) != nil else {
+            throw DubfarmError(.unsupported, "\(name): video codec '\(codecName)' is not supported (no decoder in this FFmpeg build)")
+        }
+        guard let fps = MediaProbe.chooseFrameRate(avg: st.pointee.avg_frame_rate, nominal: st.pointee.r_frame_rate) else {
+            throw DubfarmError(.badInput, "\(name): the video stream states no frame rate")
+        }
+        var degrees = 0.0
+        var rotation = 0
+        if cffmpeg_stream_rotation(st, &degrees) != 0 {
+            rotation = ((Int(degrees.rounded()) % 360) + 360) % 360
+        }
+
+        input.discardAll(except: v)
+        var entries: [PacketIndex.Entry] = []
+        let headerFrames = Int(st.pointee.nb_frames)
+        entries.reserveCapacity(max(headerFrames, 0) + 16)
+        let pkt = Packet()
+        var verify = verifyPositions
+        var reliable = verifyPositions
+        var fd: Int32 = -1
+        if verify {
+            fd = open(input.path, O_RDONLY | O_CLOEXEC)
+            if fd < 0 { verify = false; reliable = false }
+        }
+        defer { if fd >= 0 { close(fd) } }
+        var scratch = [UInt8](repeating: 0, count: 1 << 20)
+        var lastPTS: Int64 = 0, lastDuration: Int64 = 0
+        while true {
+            let r = av_read_frame(input.ctx, pkt.p)
+            if r == averrorEOF { break }
+            if r < 0 {
+                throw DubfarmError(.badInput, "\(name): the file is damaged or truncated after \(entries.count) video frames (\(avErrorString(r)))")
+            }
+            defer { av_packet_unref(pkt.p) }
+            guard Int(pkt.p.pointee.stream_index) == v else { continue }
+            let p = pkt.p.pointee
+            if (p.flags & AV_PKT_FLAG_CORRUPT) != 0 {
+                throw DubfarmError(.badInput, "\(name): video frame \(entries.count) is damaged or cut short; the file is truncated")
+            }
+            if p.pos >= 0 && p.pos + Int64(p.size) > input.fileSize {
+                throw DubfarmError(.badInput, "\(name): the file is truncated (video frame \(entries.count) lies past its end)")
+            }
+            let pts: Int64 = p.pts != noPTS ? p.pts : (p.dts != noPTS ? p.dts : (entries.isEmpty ? 0 : lastPTS + max(lastDuration, 1)))
+            let dts: Int64 = p.dts != noPTS ? p.dts : pts
+            lastPTS = pts
+            lastDuration = p.duration
+            if verify {
+                if p.pos < 0 {
+                    reliable = false
+                    verify = false
+                } else {
+                    let size = Int(p.size)
+                    if scratch.count < size { scratch = [UInt8](repeating: 0, count: size) }
+                    let same: Bool = scratch.withUnsafeMutableBytes { buf in
+                        let n = pread(fd, buf.baseAddress!, size, off_t(p.pos))
+                        return n == size && memcmp(buf.baseAddress!, p.data, size) == 0
+                    }
+                    if !same {
+                        reliable = false
+                        verify = false
+                    }
+                }
+            }
+            entries.append(PacketIndex.Entry(pts: pts, dts: dts, duration: p.duration, position: p.pos,
+                                             size: p.size, isKey: (p.flags & AV_PKT_FLAG_KEY) != 0))
+        }
+        guard !entries.isEmpty else {
+            throw DubfarmError(.badInput, "\(name): the video stream holds no frames")
+        }
+        if headerFrames > 0 && entries.count < headerFrames && input.formatName.hasPrefix("mov") {
+            throw DubfarmError(.badInput, "\(name): the file is truncated: its header lists \(headerFrames) video frames, only \(entries.count) are present")
+        }
+        if verifyPositions && !reliable {
+            for i in entries.indices { entries[i].position = -1 }
+        }
+        self.entries = entries
+        self.codec = codecParameters(of: st, frameRate: fps)
+        self.info = VideoStreamInfo(streamIndex: v, codecName: codecName, width: width, height: height,
+                                    pixelFormat: pixelFormatName(AVPixelFormat(rawValue: par.format)),
+                                    frameRate: fps, timeBase: rational(st.pointee.time_base),
+                                    frameCount: entries.count, rotation: rotation)
+    }
+}
+
+/// Builds a source video's packet index: one demux pass over the video stream, no decode.
+public enum SourceIndexer {
+    /// Indexes `path`'s video stream.
+    ///
+    /// Entries carry pts (dts when a packet has none), dts, duration, byte position, size and
+    /// the keyframe flag, in decode order. Positions are verified against the file's bytes; when
+    /// they cannot be trusted (some Matroska files, streams without positions) every position
+    /// is -1 and ``SourceVideo`` demuxes instead of reading byte ranges.
+    public static func index(path: String) throws -> (codec: CodecParameters, index: PacketIndex, info: VideoStreamInfo) {
+        let input = try InputFile(path: path)
+        guard let v = input.videoStreamIndex() else {
+            throw DubfarmError(.badInput, "\(input.name): no video stream (the file holds \(MediaProbe.describeStreams(input)))")
+        }
+        let scan = try VideoScan(input: input, streamIndex: v, verifyPositions: true)
+        return (scan.codec, PacketIndex(entries: scan.entries), scan.info)
+    }
+}

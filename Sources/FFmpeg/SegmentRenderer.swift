@@ -1,0 +1,151 @@
+import CFFmpeg
+import DubfarmCore
+
+/// The worker's job: decode a segment's source packets, run the processing stage, encode exactly
+/// the segment's frames.
+public enum SegmentRenderer {
+    /// Renders one segment.
+    ///
+    /// - Parameters:
+    ///   - input: the source packets (from the keyframe at or before the first needed frame).
+    ///   - framePTS: presentation timestamps (in `input.codec.timeBase`) of the frames handed to
+    ///     the stage, in order; decoded frames with other timestamps are reference-only and dropped.
+    ///   - decodedFrames: absolute indices of those frames (same count as `framePTS`).
+    ///   - outputFrames: the segment's frames (within `decodedFrames`); exactly these are encoded.
+    ///   - frameRate: the job's frame rate; output packets have time base `1/frameRate` and
+    ///     pts = absolute frame index.
+    ///   - encoder: the job's encoder settings (identical for every segment of a job).
+    ///   - layout: the layout the processor works in (`passthrough` uses `.yuv420p`).
+    ///   - processor: the processing stage.
+    ///   - threads: decoder and encoder threads (0: FFmpeg/x264 choose; 1: single-threaded).
+    ///   - progress: called with the number of frames encoded so far.
+    /// - Returns: the encoded segment: closed GOPs, first packet an IDR, SPS/PPS in the codec
+    ///   parameters' extradata.
+    /// - Throws: `DubfarmError` naming the missing frame when the source does not yield one.
+    public static func render(input: PacketBundle, framePTS: [Int64], decodedFrames: Range<Int>, outputFrames: Range<Int>,
+                              frameRate: Rational, encoder settings: EncoderSettings, layout: VideoFrame.Layout,
+                              processor: any FrameProcessor, threads: Int = 0,
+                              progress: (Int) -> Void = { _ in }) throws -> PacketBundle {
+        _ = ffmpegSetup
+        let what = "segment \(outputFrames.lowerBound)..<\(outputFrames.upperBound)"
+        guard framePTS.count == decodedFrames.count else {
+            throw DubfarmError(.badInput, "\(what): \(framePTS.count) frame timestamps for \(decodedFrames.count) decoded frames")
+        }
+        guard !outputFrames.isEmpty, outputFrames.lowerBound >= decodedFrames.lowerBound,
+              outputFrames.upperBound <= decodedFrames.upperBound else {
+            throw DubfarmError(.badInput, "\(what): output frames \(outputFrames) are not within the decoded frames \(decodedFrames)")
+        }
+        guard !input.packets.isEmpty else { throw DubfarmError(.badInput, "\(what): the task carries no video packets") }
+
+        var slotOfPTS: [Int64: Int] = [:]
+        slotOfPTS.reserveCapacity(framePTS.count)
+        for (i, p) in framePTS.enumerated() where slotOfPTS[p] == nil { slotOfPTS[p] = i }
+
+        let decoder = try Decoder(codec: input.codec, threads: threads, what: what)
+        let converter = FrameConverter(width: input.codec.width, height: input.codec.height, what: what)
+        let encoder = try VideoEncoder(settings: settings, width: input.codec.width, height: input.codec.height,
+                                       frameRate: frameRate, sampleAspect: input.codec.sampleAspect, color: input.codec,
+                                       threads: threads, globalHeader: true, what: what)
+        let encFrame = Frame()
+        let decFrame = Frame()
+        let pkt = Packet()
+
+        var packets: [EncodedPacket] = []
+        packets.reserveCapacity(outputFrames.count)
+        var nextSlot = 0                 // next frame (slot in decodedFrames) to hand to the stage
+        var pending: [Int: VideoFrame] = [:]  // frames the decoder returned early (reordering glitches)
+        var nextOutput = outputFrames.lowerBound  // next frame index the encoder expects
+        let maxPending = 16
+
+        func takeEncoded(_ p: UnsafeMutablePointer<AVPacket>) {
+            packets.append(Packet.encodedPacket(p))
+            progress(packets.count)
+        }
+
+        func encode(_ vf: VideoFrame) throws {
+            guard outputFrames.contains(vf.index) else { return }
+            guard vf.index == nextOutput else {
+                throw DubfarmError(.internalError, "\(what): the processing stage returned frame \(vf.index) where frame \(nextOutput) was due")
+            }
+            try converter.fill(encFrame, from: vf, format: encoder.pixelFormat)
+            encFrame.f.pointee.pts = Int64(vf.index)
+            encFrame.f.pointee.pict_type = vf.index == outputFrames.lowerBound ? AV_PICTURE_TYPE_I : AV_PICTURE_TYPE_NONE
+            try encoder.encode(encFrame.f, takeEncoded)
+            nextOutput += 1
+        }
+
+        func stage(_ vf: VideoFrame) throws {
+            for out in try processor.process(vf) { try encode(out) }
+        }
+
+        func received(_ frame: Frame) throws {
+            let f = frame.f.pointee
+            let pts = f.best_effort_timestamp != noPTS ? f.best_effort_timestamp : f.pts
+            guard let slot = slotOfPTS[pts], slot >= nextSlot else { return }  // reference-only or duplicate
+            let vf = try converter.videoFrame(from: frame, layout: layout, index: decodedFrames.lowerBound + slot)
+            if slot == nextSlot {
+                try stage(vf)
+                nextSlot += 1
+                while let held = pending.removeValue(forKey: nextSlot) {
+                    try stage(held)
+                    nextSlot += 1
+                }
+            } else {
+                pending[slot] = vf
+                if pending.count > maxPending {
+                    throw missing(decodedFrames.lowerBound + nextSlot, what)
+                }
+            }
+        }
+
+        for p in input.packets {
+            try pkt.load(p)
+            try decoder.decode(pkt.p, into: decFrame, received)
+            av_packet_unref(pkt.p)
+        }
+        try decoder.decode(nil, into: decFrame, received)
+        if nextSlot < framePTS.count { throw missing(decodedFrames.lowerBound + nextSlot, what) }
+        for out in try processor.flush() { try encode(out) }
+        try encoder.encode(nil, takeEncoded)
+
+        if nextOutput != outputFrames.upperBound {
+            throw DubfarmError(.internalError, "\(what): the processing stage returned frames up to \(nextOutput - 1) only; frame \(nextOutput) was never returned")
+        }
+        guard packets.count == outputFrames.count else {
+            throw DubfarmError(.internalError, "\(what): encoded \(packets.count) frames, expected exactly \(outputFrames.count)")
+        }
+        let sortedPTS = packets.map(\.pts).sorted()
+        guard sortedPTS.first == Int64(outputFrames.lowerBound), sortedPTS.last == Int64(outputFrames.upperBound - 1),
+              zip(sortedPTS, sortedPTS.dropFirst()).allSatisfy({ $1 == $0 + 1 }) else {
+            throw DubfarmError(.internalError, "\(what): the encoder's timestamps do not cover exactly frames \(outputFrames)")
+        }
+        guard packets[0].isKey else {
+            throw DubfarmError(.internalError, "\(what): the encoder's first packet is not a keyframe")
+        }
+        return PacketBundle(codec: encoder.outputCodecParameters(frameRate: frameRate), packets: packets)
+    }
+
+    /// Renders the frames `outputFrames` of a window from ``PacketIndex/window(for:context:)``.
+    public static func render(input: PacketBundle, window: PacketIndex.Window, outputFrames: Range<Int>,
+                              frameRate: Rational, encoder: EncoderSettings, layout: VideoFrame.Layout,
+                              processor: any FrameProcessor, threads: Int = 0,
+                              progress: (Int) -> Void = { _ in }) throws -> PacketBundle {
+        try render(input: input, framePTS: window.framePTS, decodedFrames: window.decodedFrames, outputFrames: outputFrames,
+                   frameRate: frameRate, encoder: encoder, layout: layout, processor: processor, threads: threads,
+                   progress: progress)
+    }
+
+    static func missing(_ frame: Int, _ what: String) -> DubfarmError {
+        DubfarmError(.badInput, "\(what): source frame \(frame) could not be decoded from the packets sent (missing or damaged); the input may need a re-cut")
+    }
+}
+
+extension Packet {
+    /// A packet's contents as Swift bytes.
+    static func encodedPacket(_ p: UnsafeMutablePointer<AVPacket>) -> EncodedPacket {
+        let n = Int(p.pointee.size)
+        let data = n > 0 ? [UInt8](UnsafeBufferPointer(start: p.pointee.data, count: n)) : []
+        return EncodedPacket(pts: p.pointee.pts, dts: p.pointee.dts, duration: p.pointee.duration,
+                             isKey: (p.pointee.flags & AV_PKT_FLAG_KEY) != 0, data: data)
+    }
+}

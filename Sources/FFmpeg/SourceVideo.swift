@@ -1,0 +1,143 @@
+import CFFmpeg
+import DubfarmCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A job's input video, opened once at the coordinator, handing out the compressed packets of
+/// segment windows.
+///
+/// Packets are read straight from the file by byte position (`pread`, no demux) when the index
+/// has positions; otherwise (positions -1) the window is found by seeking and demuxing.
+/// Not thread-safe: use one per thread (the `pread` path itself has no shared file offset).
+public final class SourceVideo {
+    public let path: String
+    public let codec: CodecParameters
+    public let index: PacketIndex
+    public let info: VideoStreamInfo?
+    private let fd: Int32
+    private var demuxer: InputFile?
+    private let name: String
+
+    /// Opens `path` with an index built earlier by ``SourceIndexer`` (e.g. loaded from the media store).
+    public init(path: String, codec: CodecParameters, index: PacketIndex, info: VideoStreamInfo? = nil) throws {
+        self.name = fileName(path)
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            let e = errno
+            if e == ENOENT { throw DubfarmError(.notFound, "\(fileName(path)): file not found") }
+            throw DubfarmError(.io, "\(fileName(path)): cannot open (\(String(cString: strerror(e))))")
+        }
+        self.fd = fd
+        self.path = path
+        self.codec = codec
+        self.index = index
+        self.info = info
+    }
+
+    /// Indexes `path` (one demux pass) and opens it.
+    public convenience init(path: String) throws {
+        let r = try SourceIndexer.index(path: path)
+        try self.init(path: path, codec: r.codec, index: r.index, info: r.info)
+    }
+
+    deinit { close(fd) }
+
+    /// The compressed packets of `window` with the codec parameters needed to decode them.
+    public func bundle(for window: PacketIndex.Window) throws -> PacketBundle {
+        let range = window.packets
+        guard !range.isEmpty, range.lowerBound >= 0, range.upperBound <= index.entries.count else {
+            throw DubfarmError(.internalError, "\(name): packet window \(range) lies outside the index (0..<\(index.entries.count))")
+        }
+        let entries = index.entries[range]
+        if entries.allSatisfy({ $0.position >= 0 }) {
+            return PacketBundle(codec: codec, packets: try readByPosition(entries))
+        }
+        return PacketBundle(codec: codec, packets: try readByDemuxing(range))
+    }
+
+    /// Reads packets by position: one `pread` over the span when it is dense (video packets
+    /// interleaved with a little audio), else one `pread` per packet.
+    private func readByPosition(_ entries: ArraySlice<PacketIndex.Entry>) throws -> [EncodedPacket] {
+        var lo = Int64.max, hi = Int64.min, total = 0
+        for e in entries {
+            lo = min(lo, e.position)
+            hi = max(hi, e.position + Int64(e.size))
+            total += Int(e.size)
+        }
+        var packets: [EncodedPacket] = []
+        packets.reserveCapacity(entries.count)
+        let span = Int(hi - lo)
+        if span <= 2 * total + (1 << 20) {
+            var buf = [UInt8](repeating: 0, count: span)
+            try buf.withUnsafeMutableBytes { try preadFully($0.baseAddress!, span, lo) }
+            for e in entries {
+                let off = Int(e.position - lo)
+                packets.append(EncodedPacket(pts: e.pts, dts: e.dts, duration: e.duration, isKey: e.isKey,
+                                             data: Array(buf[off..<(off + Int(e.size))])))
+            }
+        } else {
+            for e in entries {
+                var data = [UInt8](repeating: 0, count: Int(e.size))
+                try data.withUnsafeMutableBytes { try preadFully($0.baseAddress!, Int(e.size), e.position) }
+                packets.append(EncodedPacket(pts: e.pts, dts: e.dts, duration: e.duration, isKey: e.isKey, data: data))
+            }
+        }
+        return packets
+    }
+
+    private func preadFully(_ base: UnsafeMutableRawPointer, _ count: Int, _ offset: Int64) throws {
+        var done = 0
+        while done < count {
+            let n = pread(fd, base + done, count - done, off_t(offset + Int64(done)))
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { throw DubfarmError(.io, "\(name): read failed at byte \(offset + Int64(done)) (\(String(cString: strerror(errno))))") }
+            if n == 0 { throw DubfarmError(.badInput, "\(name): the file ends at byte \(offset + Int64(done)), before the packets the index lists; it was truncated or replaced") }
+            done += n
+        }
+    }
+
+    /// Seeks to the window's first keyframe and demuxes its packets.
+    private func readByDemuxing(_ range: Range<Int>) throws -> [EncodedPacket] {
+        if demuxer == nil { demuxer = try InputFile(path: path, findStreamInfo: false) }
+        guard let input = demuxer, let v = input.videoStreamIndex() else {
+            throw DubfarmError(.badInput, "\(name): no video stream")
+        }
+        input.discardAll(except: v)
+        let first = index.entries[range.lowerBound]
+        if av_seek_frame(input.ctx, Int32(v), first.dts, AVSEEK_FLAG_BACKWARD) < 0 {
+            let r = avformat_seek_file(input.ctx, -1, Int64.min, 0, 0, 0)
+            guard r >= 0 else { throw DubfarmError(.io, "\(name): cannot seek (\(avErrorString(r)))") }
+        }
+        let pkt = Packet()
+        var out: [EncodedPacket] = []
+        out.reserveCapacity(range.count)
+        var started = false
+        var rewound = false
+        while out.count < range.count {
+            let r = av_read_frame(input.ctx, pkt.p)
+            if r < 0 {
+                // The seek landed past the window (inexact index): start over from the beginning once.
+                if !started && !rewound {
+                    rewound = true
+                    let s = avformat_seek_file(input.ctx, -1, Int64.min, 0, 0, 0)
+                    if s >= 0 { continue }
+                }
+                throw DubfarmError(.badInput, "\(name): cannot find video packets \(range) when demuxing (\(avErrorString(r))); the file changed since it was indexed")
+            }
+            defer { av_packet_unref(pkt.p) }
+            guard Int(pkt.p.pointee.stream_index) == v else { continue }
+            let p = pkt.p.pointee
+            let pts = p.pts != noPTS ? p.pts : p.dts
+            let dts = p.dts != noPTS ? p.dts : pts
+            if !started {
+                guard pts == first.pts && (p.flags & AV_PKT_FLAG_KEY) != 0 else { continue }
+                started = true
+            }
+            let e = index.entries[range.lowerBound + out.count]
+            let data = p.size > 0 ? [UInt8](UnsafeBufferPointer(start: p.data, count: Int(p.size))) : []
+            out.append(EncodedPacket(pts: e.pts, dts: p.dts != noPTS ? dts : e.dts, duration: e.duration, isKey: e.isKey, data: data))
+        }
+        return out
+    }
+}

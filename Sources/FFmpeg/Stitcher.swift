@@ -1,0 +1,290 @@
+import CFFmpeg
+import DubfarmCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What to stitch: a job's encoded segments, in order, and its dub track.
+public struct StitchRequest: Sendable, Hashable {
+    /// Segment files as written from ``PacketBundle/encoded()``, in segment order.
+    public var segmentPaths: [String]
+    /// The dub track (any format FFmpeg reads); nil: video only.
+    public var audioPath: String?
+    /// Where the finished MP4 goes (written to a temporary name next to it, then renamed).
+    public var outputPath: String
+    /// The input's exact video frame count; the output must have exactly this many.
+    public var expectedFrameCount: Int
+    public var frameRate: Rational
+    /// Rotation (degrees counter-clockwise, from ``VideoStreamInfo/rotation``) stored in the output.
+    public var rotation: Int
+    /// Output audio sample rate (Hz) and bit rate (bits/s): AAC stereo.
+    public var audioSampleRate: Int
+    public var audioBitRate: Int
+
+    public init(segmentPaths: [String], audioPath: String?, outputPath: String, expectedFrameCount: Int,
+                frameRate: Rational, rotation: Int = 0, audioSampleRate: Int = 48_000, audioBitRate: Int = 192_000) {
+        self.segmentPaths = segmentPaths
+        self.audioPath = audioPath
+        self.outputPath = outputPath
+        self.expectedFrameCount = expectedFrameCount
+        self.frameRate = frameRate
+        self.rotation = rotation
+        self.audioSampleRate = audioSampleRate
+        self.audioBitRate = audioBitRate
+    }
+}
+
+/// What the stitch wrote.
+public struct StitchReport: Sendable, Hashable {
+    public var outputPath: String
+    public var framesWritten: Int
+    /// `framesWritten / frameRate` seconds.
+    public var videoDuration: Double
+    /// Seconds of audio encoded (equal to the video's, to the sample); 0 without audio.
+    public var audioDuration: Double
+    /// How the dub track was fitted (nil without audio).
+    public var audioFit: AudioFit?
+    /// Size of the output file.
+    public var bytes: Int64
+}
+
+/// Joins encoded segments by stream copy and muxes the dub track, encoded once as AAC.
+public enum Stitcher {
+    /// Within this many seconds the dub counts as exactly as long as the video.
+    public static let exactTolerance = 0.001
+
+    /// Stitches `request` into an MP4.
+    ///
+    /// Video: every segment's packets are copied (no re-encode); all segments must have identical
+    /// codec parameters and continue each other's frame indices. Audio: the whole dub track is
+    /// decoded once, resampled to stereo at ``StitchRequest/audioSampleRate``, padded with
+    /// silence or trimmed to exactly the video's duration, and encoded once with FFmpeg's AAC
+    /// encoder. The file is written under a temporary name, fsynced, re-probed (its frame count
+    /// must equal ``StitchRequest/expectedFrameCount``) and only then renamed into place; on any
+    /// error nothing is left at either name.
+    public static func stitch(_ request: StitchRequest) throws -> StitchReport {
+        _ = ffmpegSetup
+        let name = fileName(request.outputPath)
+        guard !request.segmentPaths.isEmpty else { throw DubfarmError(.stitch, "\(name): no segments to stitch") }
+        guard request.frameRate.num > 0, request.frameRate.den > 0 else {
+            throw DubfarmError(.stitch, "\(name): frame rate \(request.frameRate) is not positive")
+        }
+        guard request.expectedFrameCount > 0 else { throw DubfarmError(.stitch, "\(name): expected frame count must be positive") }
+        let tmp = MediaFile.temporaryPath(for: request.outputPath)
+        do {
+            var report = try write(request, to: tmp)
+            try MediaFile.fsync(path: tmp)
+            let info = try MediaProbe.probe(path: tmp)
+            guard let v = info.video, v.frameCount == request.expectedFrameCount else {
+                throw DubfarmError(.stitch, "\(name): the written file has \(info.video?.frameCount ?? 0) video frames, expected \(request.expectedFrameCount); not delivered")
+            }
+            report.bytes = info.fileSize
+            try MediaFile.commit(tmp, to: request.outputPath)
+            return report
+        } catch {
+            unlink(tmp)
+            throw error
+        }
+    }
+
+    static func describeMismatch(_ a: CodecParameters, _ b: CodecParameters) -> String {
+        var d: [String] = []
+        if a.codecName != b.codecName { d.append("codec \(b.codecName) vs \(a.codecName)") }
+        if a.width != b.width || a.height != b.height { d.append("size \(b.width)x\(b.height) vs \(a.width)x\(a.height)") }
+        if a.pixelFormat != b.pixelFormat { d.append("pixel format \(b.pixelFormat) vs \(a.pixelFormat)") }
+        if a.timeBase != b.timeBase || a.frameRate != b.frameRate { d.append("timing \(b.frameRate) fps vs \(a.frameRate) fps") }
+        if a.extradata != b.extradata { d.append("codec headers (SPS/PPS) differ") }
+        if d.isEmpty { d.append("profile, level or colour settings differ") }
+        return d.joined(separator: ", ")
+    }
+
+    private static func write(_ req: StitchRequest, to tmp: String) throws -> StitchReport {
+        let name = fileName(req.outputPath)
+        let fps = req.frameRate
+        let videoTB = avRational(fps.inverted)
+        let out = try OutputFile(tempPath: tmp, finalPath: req.outputPath)
+
+        // The first segment fixes the codec parameters.
+        var segment = try loadSegment(req.segmentPaths[0], number: 0, name: name)
+        let codec = segment.codec
+        guard codec.timeBase.num * fps.num == codec.timeBase.den * fps.den else {
+            throw DubfarmError(.stitch, "\(name): segment 0 has time base \(codec.timeBase), expected 1/\(fps) (pts must be frame indices)")
+        }
+        let vst = try out.addVideoStream(codec: codec, frameRate: fps, rotation: req.rotation)
+
+        // Audio: encoded whole before muxing (a few MB of AAC packets), so it can be interleaved.
+        let targetSamples = Int64((Double(req.expectedFrameCount) * Double(fps.den) * Double(req.audioSampleRate) / Double(fps.num)).rounded())
+        var audio: AACTrack? = nil
+        var fit: AudioFit? = nil
+        if let ap = req.audioPath {
+            let track = try AACTrack(path: ap, rate: req.audioSampleRate, bitRate: req.audioBitRate,
+                                     targetSamples: targetSamples, globalHeader: out.wantsGlobalHeader)
+            let diff = Double(track.sourceSamplesAtOutputRate - targetSamples) / Double(req.audioSampleRate)
+            fit = abs(diff) <= exactTolerance ? .exact : diff < 0 ? .padded(seconds: -diff) : .trimmed(seconds: diff)
+            audio = track
+        }
+        let ast = try audio.map { try out.addStream(for: $0.encoder.ctx) }
+        try out.begin()
+
+        let audioTB = AVRational(num: 1, den: Int32(req.audioSampleRate))
+        var audioNext = 0
+        func writeAudio(upTo dts: Int64?) throws {
+            guard let track = audio, let ast else { return }
+            while audioNext < track.packets.count {
+                let p = track.packets[audioNext].p
+                if let dts, av_compare_ts(p.pointee.pts, audioTB, dts, videoTB) > 0 { return }
+                try out.write(p, stream: ast, from: audioTB)
+                audioNext += 1
+            }
+        }
+
+        let pkt = Packet()
+        var nextFrame: Int64 = 0
+        var lastDTS = Int64.min
+        var written = 0
+        for k in req.segmentPaths.indices {
+            if k > 0 { segment = try loadSegment(req.segmentPaths[k], number: k, name: name) }
+            guard segment.codec == codec else {
+                throw DubfarmError(.stitch, "\(name): segment \(k) was encoded differently from segment 0 (\(describeMismatch(codec, segment.codec))); all segments of a job must use identical encoder settings")
+            }
+            guard let first = segment.packets.first, first.isKey else {
+                throw DubfarmError(.stitch, "\(name): segment \(k) does not start with a keyframe")
+            }
+            var lo = Int64.max, hi = Int64.min
+            for p in segment.packets {
+                lo = min(lo, p.pts)
+                hi = max(hi, p.pts)
+            }
+            guard lo == nextFrame, hi - lo + 1 == Int64(segment.packets.count) else {
+                throw DubfarmError(.stitch, "\(name): segment \(k) covers frames \(lo)...\(hi) in \(segment.packets.count) packets; expected it to start at frame \(nextFrame) with one packet per frame")
+            }
+            for p in segment.packets {
+                guard p.dts > lastDTS else {
+                    throw DubfarmError(.stitch, "\(name): segment \(k) has decode timestamps that do not follow the previous segment's (\(p.dts) after \(lastDTS))")
+                }
+                lastDTS = p.dts
+                try writeAudio(upTo: p.dts)
+                try pkt.load(p)
+                try out.write(pkt.p, stream: vst, from: videoTB)
+                written += 1
+            }
+            nextFrame = hi + 1
+        }
+        guard written == req.expectedFrameCount else {
+            throw DubfarmError(.stitch, "\(name): the segments hold \(written) frames, expected \(req.expectedFrameCount)")
+        }
+        try writeAudio(upTo: nil)
+        try out.finish()
+        return StitchReport(outputPath: req.outputPath, framesWritten: written,
+                            videoDuration: Double(written) / fps.value,
+                            audioDuration: audio == nil ? 0 : Double(targetSamples) / Double(req.audioSampleRate),
+                            audioFit: fit, bytes: 0)
+    }
+
+    private static func loadSegment(_ path: String, number k: Int, name: String) throws -> PacketBundle {
+        let bytes: [UInt8]
+        do {
+            bytes = try MediaFile.read(path: path)
+        } catch let e as DubfarmError {
+            throw DubfarmError(e.code == .notFound ? .stitch : e.code, "\(name): cannot read segment \(k): \(e.message)")
+        }
+        do {
+            return try PacketBundle(decoding: bytes)
+        } catch {
+            throw DubfarmError(.stitch, "\(name): segment \(k) (\(fileName(path))) is damaged: \(error)")
+        }
+    }
+}
+
+/// A dub track decoded once, fitted to an exact number of samples and encoded as stereo AAC.
+final class AACTrack {
+    let encoder: CodecContext
+    var packets: [Packet] = []
+    /// The source's length in samples at the output rate.
+    private(set) var sourceSamplesAtOutputRate: Int64 = 0
+
+    init(path: String, rate: Int, bitRate: Int, targetSamples: Int64, globalHeader: Bool) throws {
+        let reader = try AudioReader(path: path, rate: rate, channels: 2, planar: true)
+        let what = reader.input.name
+        guard let enc = avcodec_find_encoder_by_name("aac") else {
+            throw DubfarmError(.configuration, "the AAC encoder is not available in this FFmpeg build")
+        }
+        encoder = CodecContext(codec: enc)
+        let c = encoder.ctx
+        c.pointee.sample_fmt = AV_SAMPLE_FMT_FLTP
+        c.pointee.sample_rate = Int32(rate)
+        av_channel_layout_default(&c.pointee.ch_layout, 2)
+        c.pointee.bit_rate = Int64(bitRate)
+        c.pointee.time_base = AVRational(num: 1, den: Int32(rate))
+        if globalHeader { c.pointee.flags |= AV_CODEC_FLAG_GLOBAL_HEADER }
+        var r = avcodec_open2(c, enc, nil)
+        guard r >= 0 else { throw DubfarmError(.configuration, "\(what): cannot open the AAC encoder at \(rate) Hz (\(avErrorString(r)))") }
+        let frameSize = Int(c.pointee.frame_size > 0 ? c.pointee.frame_size : 1024)
+
+        let frame = Frame()
+        frame.f.pointee.format = AV_SAMPLE_FMT_FLTP.rawValue
+        frame.f.pointee.sample_rate = Int32(rate)
+        av_channel_layout_default(&frame.f.pointee.ch_layout, 2)
+        frame.f.pointee.nb_samples = Int32(frameSize)
+        r = av_frame_get_buffer(frame.f, 0)
+        guard r >= 0 else { throw DubfarmError(.internalError, "\(what): cannot allocate audio buffers") }
+        let pkt = Packet()
+        var fill = 0
+        var submitted: Int64 = 0   // samples handed to the encoder
+        var taken: Int64 = 0       // samples accepted into frames (≤ targetSamples)
+
+        func drain() throws {
+            while true {
+                let r = avcodec_receive_packet(c, pkt.p)
+                if r == averrorEAGAIN || r == averrorEOF { return }
+                if r < 0 { throw DubfarmError(.internalError, "\(what): AAC encoding failed (\(avErrorString(r)))") }
+                let owned = Packet()
+                av_packet_move_ref(owned.p, pkt.p)
+                packets.append(owned)
+            }
+        }
+        func send(_ f: UnsafeMutablePointer<AVFrame>?) throws {
+            let r = avcodec_send_frame(c, f)
+            if r < 0 { throw DubfarmError(.internalError, "\(what): AAC encoding failed (\(avErrorString(r)))") }
+            try drain()
+        }
+        func emit(count: Int) throws {
+            frame.f.pointee.nb_samples = Int32(count)
+            frame.f.pointee.pts = submitted
+            try send(frame.f)
+            submitted += Int64(count)
+            fill = 0
+            let r = av_frame_make_writable(frame.f)
+            guard r >= 0 else { throw DubfarmError(.internalError, "\(what): cannot allocate audio buffers") }
+            frame.f.pointee.nb_samples = Int32(frameSize)
+        }
+        func append(_ planes: [UnsafePointer<Float>?], _ count: Int) throws {
+            var off = 0
+            while off < count && taken < targetSamples {
+                let n = min(count - off, frameSize - fill, Int(targetSamples - taken))
+                for ch in 0..<2 {
+                    let dst = UnsafeMutableRawPointer(frame.plane(ch)!).assumingMemoryBound(to: Float.self) + fill
+                    if let src = planes[ch] {
+                        dst.update(from: src + off, count: n)
+                    } else {
+                        dst.update(repeating: 0, count: n)
+                    }
+                }
+                fill += n
+                off += n
+                taken += Int64(n)
+                if fill == frameSize { try emit(count: fill) }
+            }
+        }
+
+        try reader.read { planes, n in
+            self.sourceSamplesAtOutputRate += Int64(n)
+            try append(planes.map { Optional($0) }, n)
+        }
+        if sourceSamplesAtOutputRate == 0 { throw DubfarmError(.badInput, "\(what): the audio track is empty") }
+        // Pad with silence up to the video's duration.
+        while taken < targetSamples { try append([nil, nil], Int(min(targetSamples - taken, Int64(frameSize)))) }
+        if fill > 0 { try emit(count: fill) }
+        try send(nil)
+    }
+}
