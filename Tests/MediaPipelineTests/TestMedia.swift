@@ -18,7 +18,14 @@ enum TestMedia {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         return dir.path
     }
-    static func cleanup(_ dir: String) { try? FileManager.default.removeItem(atPath: dir) }
+    /// Removes a scratch dir (kept, and its path printed, when DUBFARM_KEEP_TEST_MEDIA is set).
+    static func cleanup(_ dir: String) {
+        if ProcessInfo.processInfo.environment["DUBFARM_KEEP_TEST_MEDIA"] != nil {
+            print("kept \(dir)")
+            return
+        }
+        try? FileManager.default.removeItem(atPath: dir)
+    }
 
     /// Path of a command-line tool, if installed.
     static func tool(_ name: String) -> String? {
