@@ -51,8 +51,9 @@ public struct MediaInfo: Sendable, Hashable {
 
 /// Reads what a media file contains, with clear errors for unusable input.
 ///
-/// The frame rate is the stream's average rate when it agrees (within 1 %) with the nominal
-/// `r_frame_rate`, else the nominal rate when it is plausible (≤ 240 fps): a variable-frame-rate
+/// The frame rate is the stream's average rate or its nominal `r_frame_rate`: when they agree
+/// within 1 %, the one with the smaller denominator (concatenated files have averages such as
+/// 6440960/257741 for 25 fps); else the nominal rate when it is plausible (≤ 240 fps): a variable-frame-rate
 /// file (speaker-a.mp4: avg 1350/61, nominal 30) is treated as constant rate at its nominal rate,
 /// which is how the farm numbers frames (absolute index / frame rate).
 public enum MediaProbe {
@@ -103,7 +104,11 @@ public enum MediaProbe {
     static func chooseFrameRate(avg: AVRational, nominal: AVRational) -> Rational? {
         let a = rational(avg), r = rational(nominal)
         let aOK = a.num > 0 && a.den > 0, rOK = r.num > 0 && r.den > 0
-        if aOK && (!rOK || abs(a.value - r.value) <= 0.01 * r.value) { return a }
+        if aOK && rOK && abs(a.value - r.value) <= 0.01 * r.value {
+            // They agree: take the simpler ratio (25 rather than 6440960/257741 from a concatenated file).
+            return a.den <= r.den ? a : r
+        }
+        if aOK && !rOK { return a }
         if rOK && r.value <= 240 { return r }
         if aOK { return a }
         return nil
