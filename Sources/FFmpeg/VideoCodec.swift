@@ -103,6 +103,9 @@ final class VideoEncoder {
             av_opt_set(c.pointee.priv_data, "crf", String(settings.crf), 0)
             av_opt_set(c.pointee.priv_data, "preset", settings.preset, 0)
             av_opt_set(c.pointee.priv_data, "forced-idr", "1", 0)
+            // SPS/PPS also in-band before every IDR (a few dozen bytes per segment), so a segment's
+            // packets decode on their own even without the extradata.
+            if settings.codec == "libx264" { av_opt_set(c.pointee.priv_data, "x264-params", "repeat-headers=1", 0) }
         }
         let r = avcodec_open2(c, enc, nil)
         guard r >= 0 else {

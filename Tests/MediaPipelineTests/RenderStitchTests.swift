@@ -131,6 +131,56 @@ struct RenderStitchTests {
         if case .trimmed = report.audioFit {} else { Issue.record("expected trimming, got \(String(describing: report.audioFit))") }
     }
 
+    /// Whether Annex B `data` holds a NAL unit of `type` (7: SPS, 5: IDR slice).
+    static func hasNAL(_ data: [UInt8], type: UInt8) -> Bool {
+        var i = 0
+        while i + 3 < data.count {
+            if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
+                if data[i + 3] & 0x1f == type { return true }
+                i += 3
+            } else {
+                i += 1
+            }
+        }
+        return false
+    }
+
+    @Test func segmentsStartWithIDRAndInBandHeaders() throws {
+        let source = try SourceVideo(path: TestMedia.path("speaker-c.mp4"))
+        let (input, window) = try SegmentCutter.cut(source, frames: 60..<80, context: 2)
+        let out = try SegmentRenderer.render(input: input, window: window, outputFrames: 60..<80, frameRate: Rational(25, 1),
+                                             encoder: Self.settings, layout: .yuv420p, processor: PassthroughProcessor(), threads: 1)
+        let first = try #require(out.packets.first)
+        #expect(first.isKey && first.pts == 60 && Self.hasNAL(first.data, type: 5), "first packet must be an IDR")
+        #expect(Self.hasNAL(first.data, type: 7), "SPS in-band")
+        #expect(Self.hasNAL(out.codec.extradata, type: 7), "SPS in the extradata")
+        #expect(out.packets.dropFirst().allSatisfy { !$0.isKey || $0.pts > 60 })
+    }
+
+    @Test func rotationIsKept() throws {
+        guard let ffmpeg = TestMedia.tool("ffmpeg") else { return }
+        let dir = try TestMedia.scratch("rot")
+        defer { TestMedia.cleanup(dir) }
+        let rotated = "\(dir)/rotated.mp4"
+        try TestMedia.run(ffmpeg, ["-v", "error", "-i", TestMedia.path("speaker-c.mp4"), "-c", "copy", "-metadata:s:v:0", "rotate=90", rotated])
+        let source = try SourceVideo(path: rotated)
+        let info = try #require(source.info)
+        #expect(info.rotation == 90)
+        #expect(try MediaProbe.probe(path: rotated).video?.rotation == 90)
+        let (input, window) = try SegmentCutter.cut(source, frames: 0..<125, context: 0)
+        let seg = try SegmentRenderer.render(input: input, window: window, outputFrames: 0..<125, frameRate: info.frameRate,
+                                             encoder: EncoderSettings(crf: 30, preset: "ultrafast"), layout: .yuv420p,
+                                             processor: PassthroughProcessor(), threads: 2)
+        try MediaFile.writeAtomically(seg.encoded(), to: "\(dir)/0.dfpb")
+        let out = "\(dir)/out.mp4"
+        _ = try Stitcher.stitch(StitchRequest(segmentPaths: ["\(dir)/0.dfpb"], audioPath: nil, outputPath: out,
+                                              expectedFrameCount: 125, frameRate: info.frameRate, rotation: info.rotation))
+        let probed = try MediaProbe.probe(path: out)
+        #expect(probed.video?.rotation == 90)
+        #expect(probed.video?.frameCount == 125)
+        #expect(probed.audio == nil)
+    }
+
     @Test func missingFrameIsNamed() throws {
         let source = try SourceVideo(path: TestMedia.path("speaker-c.mp4"))
         let (input, window) = try SegmentCutter.cut(source, frames: 10..<20, context: 0)
