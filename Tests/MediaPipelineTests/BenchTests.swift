@@ -87,4 +87,41 @@ struct BenchTests {
         print(String(format: "bench: index+cut+stitch(video) = %.2f× remux; index+cut+stitch(AAC) = %.2f× ffmpeg copy+AAC",
                      (index + cut + stitchVideo) / remux, (index + cut + stitch) / remuxWithAAC))
     }
+
+    static func residentMB() -> Double {
+        guard let s = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8),
+              let pages = s.split(separator: " ").dropFirst().first.flatMap({ Double($0) }) else { return 0 }
+        return pages * 4096 / 1e6
+    }
+
+    /// Repeats every operation many times; resident memory must stay flat (no leaked FFmpeg objects).
+    @Test func noLeaks() throws {
+        let dir = try TestMedia.scratch("leak")
+        defer { TestMedia.cleanup(dir) }
+        let source = try SourceVideo(path: TestMedia.path("speaker-c.mp4"))
+        let settings = EncoderSettings(crf: 35, preset: "ultrafast")
+        func round() throws {
+            _ = try MediaProbe.probe(path: TestMedia.path("speaker-a.mp4"))
+            _ = try SourceIndexer.index(path: TestMedia.path("speaker-b.mp4"))
+            let (input, window) = try SegmentCutter.cut(source, frames: 0..<10, context: 2)
+            let seg = try SegmentRenderer.render(input: input, window: window, outputFrames: 0..<10, frameRate: Rational(25, 1),
+                                                 encoder: settings, layout: .rgb24, processor: PassthroughProcessor(), threads: 1)
+            try MediaFile.writeAtomically(seg.encoded(), to: "\(dir)/s.dfpb")
+            _ = try Stitcher.stitch(StitchRequest(segmentPaths: ["\(dir)/s.dfpb"], audioPath: TestMedia.path("dub-2.wav"),
+                                                  outputPath: "\(dir)/o.mp4", expectedFrameCount: 10, frameRate: Rational(25, 1)))
+            _ = try DubAudio.decodePCM(path: TestMedia.path("dub-1.wav"))
+            _ = try ImageLoader.load(path: TestMedia.path("face-source.png"))
+            _ = try? MediaProbe.probe(path: TestMedia.path("dub-1.wav"))
+        }
+        for _ in 0..<5 { try round() }
+        let before = Self.residentMB()
+        let rounds = Int(ProcessInfo.processInfo.environment["DUBFARM_LEAK_ROUNDS"] ?? "") ?? 40
+        for i in 0..<rounds {
+            try round()
+            if i % 20 == 19 { print(String(format: "bench: after %d rounds %.1f MB", i + 1, Self.residentMB())) }
+        }
+        let after = Self.residentMB()
+        print(String(format: "bench: resident memory %.1f MB before %d rounds, %.1f MB after", before, rounds, after))
+        #expect(after - before < 20)
+    }
 }
