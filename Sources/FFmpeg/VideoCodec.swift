@@ -81,6 +81,9 @@ final class VideoEncoder {
         guard frameRate.num > 0, frameRate.den > 0 else {
             throw DubfarmError(.configuration, "\(what): frame rate \(frameRate) is not positive")
         }
+        if settings.pixelFormat.contains("420") && (width % 2 != 0 || height % 2 != 0) {
+            throw DubfarmError(.unsupported, "\(what): the picture is \(width)x\(height); \(settings.pixelFormat) output needs an even width and height")
+        }
         pixelFormat = fmt
         codec = CodecContext(codec: enc)
         let c = codec.ctx
