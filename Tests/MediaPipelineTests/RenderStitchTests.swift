@@ -155,6 +155,11 @@ struct RenderStitchTests {
         #expect(Self.hasNAL(first.data, type: 7), "SPS in-band")
         #expect(Self.hasNAL(out.codec.extradata, type: 7), "SPS in the extradata")
         #expect(out.packets.dropFirst().allSatisfy { !$0.isKey || $0.pts > 60 })
+        // Workers with other thread counts produce stitchable segments (identical codec parameters).
+        let threaded = try SegmentRenderer.render(input: input, window: window, outputFrames: 60..<80, frameRate: Rational(25, 1),
+                                                  encoder: Self.settings, layout: .yuv420p, processor: PassthroughProcessor(), threads: 3)
+        #expect(threaded.codec == out.codec)
+        #expect(threaded.packets.count == 20)
     }
 
     @Test func rotationIsKept() throws {
