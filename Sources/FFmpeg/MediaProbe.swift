@@ -5,7 +5,7 @@ import Glibc
 #endif
 
 /// What the prober found about a file's video stream.
-public struct VideoStreamInfo: Sendable, Hashable {
+public struct VideoStreamInfo: Sendable, Hashable, Codable {
     /// Index of the stream in the container.
     public var streamIndex: Int
     /// FFmpeg codec name (`h264`).
@@ -22,13 +22,31 @@ public struct VideoStreamInfo: Sendable, Hashable {
     public var frameCount: Int
     /// Rotation from the display matrix in degrees, counter-clockwise (as ffprobe reports it), in `0..<360`.
     public var rotation: Int
+    /// Whether every packet carried a presentation timestamp. Raw elementary streams (`.h264`)
+    /// do not: their frames cannot be cut by timestamp and the input must be re-cut first
+    /// (see ``SegmentCutter/needsRecut(_:info:maxInterval:)`` in MediaPipeline).
+    public var hasPresentationTimestamps: Bool = true
+
+    public init(streamIndex: Int, codecName: String, width: Int, height: Int, pixelFormat: String, frameRate: Rational,
+                timeBase: Rational, frameCount: Int, rotation: Int, hasPresentationTimestamps: Bool = true) {
+        self.streamIndex = streamIndex
+        self.codecName = codecName
+        self.width = width
+        self.height = height
+        self.pixelFormat = pixelFormat
+        self.frameRate = frameRate
+        self.timeBase = timeBase
+        self.frameCount = frameCount
+        self.rotation = rotation
+        self.hasPresentationTimestamps = hasPresentationTimestamps
+    }
 
     /// `frameCount / frameRate` seconds: the duration the farm works with.
     public var duration: Double { frameRate.value > 0 ? Double(frameCount) / frameRate.value : 0 }
 }
 
 /// What the prober found about a file's audio stream.
-public struct AudioStreamInfo: Sendable, Hashable {
+public struct AudioStreamInfo: Sendable, Hashable, Codable {
     public var streamIndex: Int
     public var codecName: String
     public var sampleRate: Int
@@ -38,7 +56,7 @@ public struct AudioStreamInfo: Sendable, Hashable {
 }
 
 /// A media file as the farm sees it.
-public struct MediaInfo: Sendable, Hashable {
+public struct MediaInfo: Sendable, Hashable, Codable {
     public var path: String
     /// FFmpeg's demuxer name (`mov,mp4,m4a,3gp,3g2,mj2`, `wav`, `matroska,webm`).
     public var formatName: String
@@ -165,6 +183,7 @@ struct VideoScan {
         defer { if fd >= 0 { close(fd) } }
         var scratch = [UInt8](repeating: 0, count: 1 << 20)
         var lastPTS: Int64 = 0, lastDuration: Int64 = 0
+        var missingPTS = false
         while true {
             let r = av_read_frame(input.ctx, pkt.p)
             if r == averrorEOF { break }
@@ -180,6 +199,7 @@ struct VideoScan {
             if p.pos >= 0 && p.pos + Int64(p.size) > input.fileSize {
                 throw DubfarmError(.badInput, "\(name): the file is truncated (video frame \(entries.count) lies past its end)")
             }
+            if p.pts == noPTS { missingPTS = true }
             let pts: Int64 = p.pts != noPTS ? p.pts : (p.dts != noPTS ? p.dts : (entries.isEmpty ? 0 : lastPTS + max(lastDuration, 1)))
             let dts: Int64 = p.dts != noPTS ? p.dts : pts
             lastPTS = pts
@@ -218,7 +238,7 @@ struct VideoScan {
         self.info = VideoStreamInfo(streamIndex: v, codecName: codecName, width: width, height: height,
                                     pixelFormat: pixelFormatName(AVPixelFormat(rawValue: par.format)),
                                     frameRate: fps, timeBase: rational(st.pointee.time_base),
-                                    frameCount: entries.count, rotation: rotation)
+                                    frameCount: entries.count, rotation: rotation, hasPresentationTimestamps: !missingPTS)
     }
 }
 

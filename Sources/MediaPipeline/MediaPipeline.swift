@@ -37,4 +37,10 @@ public enum SegmentCutter {
     public static func needsRecut(_ index: PacketIndex, maxInterval: Int) -> Bool {
         !index.startsWithKeyframe || index.longestKeyframeInterval > maxInterval
     }
+
+    /// ``needsRecut(_:maxInterval:)``, and also when the stream lacks presentation timestamps
+    /// (a raw elementary stream), which the cut relies on to tell frames apart.
+    public static func needsRecut(_ index: PacketIndex, info: VideoStreamInfo, maxInterval: Int) -> Bool {
+        needsRecut(index, maxInterval: maxInterval) || !info.hasPresentationTimestamps
+    }
 }

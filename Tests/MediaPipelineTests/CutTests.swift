@@ -85,4 +85,22 @@ struct CutTests {
         #expect(!SegmentCutter.needsRecut(after.index, maxInterval: 50))
         #expect(try !FileManager.default.contentsOfDirectory(atPath: dir).contains { $0.contains(".tmp-") })
     }
+
+    /// A raw H.264 stream has no timestamps: the indexer says so, and a recut makes it cuttable.
+    @Test func rawStreamIsRecut() throws {
+        guard let ffmpeg = TestMedia.tool("ffmpeg") else { return }
+        let dir = try TestMedia.scratch("raw")
+        defer { TestMedia.cleanup(dir) }
+        let raw = "\(dir)/speaker-c.h264"
+        try TestMedia.run(ffmpeg, ["-v", "error", "-i", TestMedia.path("speaker-c.mp4"), "-c:v", "copy", "-an", "-bsf:v", "h264_mp4toannexb", raw])
+        let r = try SourceIndexer.index(path: raw)
+        #expect(r.info.frameCount == 125)
+        #expect(!r.info.hasPresentationTimestamps)
+        #expect(SegmentCutter.needsRecut(r.index, info: r.info, maxInterval: 250))
+        let fixed = "\(dir)/fixed.mp4"
+        try Recut.recut(input: raw, output: fixed, frameRate: r.info.frameRate, keyframesAt: [0, 50, 100], crf: 30, preset: "ultrafast", threads: 2)
+        let f = try SourceIndexer.index(path: fixed)
+        #expect(f.info.frameCount == 125 && f.info.hasPresentationTimestamps)
+        #expect(!SegmentCutter.needsRecut(f.index, info: f.info, maxInterval: 50))
+    }
 }
