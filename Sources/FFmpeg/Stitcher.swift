@@ -5,7 +5,7 @@ import Glibc
 #endif
 
 /// What to stitch: a job's encoded segments, in order, and its dub track.
-public struct StitchRequest: Sendable, Hashable {
+public struct StitchRequest: Sendable, Hashable, Codable {
     /// Segment files as written from ``PacketBundle/encoded()``, in segment order.
     public var segmentPaths: [String]
     /// The dub track (any format FFmpeg reads); nil: video only.
@@ -35,7 +35,7 @@ public struct StitchRequest: Sendable, Hashable {
 }
 
 /// What the stitch wrote.
-public struct StitchReport: Sendable, Hashable {
+public struct StitchReport: Sendable, Hashable, Codable {
     public var outputPath: String
     public var framesWritten: Int
     /// `framesWritten / frameRate` seconds.

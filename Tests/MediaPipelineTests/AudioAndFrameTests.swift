@@ -40,6 +40,8 @@ struct AudioAndFrameTests {
             indices.append(f.index)
         }
         #expect(n == 125 && indices == Array(0..<125))
+        // speaker-a: an edit list and variable frame durations; every one of its 135 frames decodes.
+        #expect(try VideoDecoder.decodeFrames(path: TestMedia.path("speaker-a.mp4"), layout: .yuv420p, threads: 2) { _ in } == 135)
     }
 
     @Test func loadsStillImage() throws {
