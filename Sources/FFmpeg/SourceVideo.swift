@@ -28,6 +28,12 @@ public final class SourceVideo {
             if e == ENOENT { throw DubfarmError(.notFound, "\(fileName(path)): file not found") }
             throw DubfarmError(.io, "\(fileName(path)): cannot open (\(String(cString: strerror(e))))")
         }
+        var st = stat()
+        let end = index.entries.reduce(Int64(0)) { max($0, $1.position + Int64($1.size)) }
+        guard fstat(fd, &st) == 0, Int64(st.st_size) >= end else {
+            close(fd)
+            throw DubfarmError(.badInput, "\(fileName(path)): the file is shorter than its packet index says; it was truncated or replaced since it was indexed")
+        }
         self.fd = fd
         self.path = path
         self.codec = codec
@@ -135,8 +141,11 @@ public final class SourceVideo {
                 started = true
             }
             let e = index.entries[range.lowerBound + out.count]
+            guard p.pts == noPTS || pts == e.pts, p.dts == noPTS || dts == e.dts, p.size == e.size else {
+                throw DubfarmError(.badInput, "\(name): video packet \(range.lowerBound + out.count) differs from the index (pts \(pts), expected \(e.pts)); the file changed since it was indexed")
+            }
             let data = p.size > 0 ? [UInt8](UnsafeBufferPointer(start: p.data, count: Int(p.size))) : []
-            out.append(EncodedPacket(pts: e.pts, dts: p.dts != noPTS ? dts : e.dts, duration: e.duration, isKey: e.isKey, data: data))
+            out.append(EncodedPacket(pts: e.pts, dts: e.dts, duration: e.duration, isKey: e.isKey, data: data))
         }
         return out
     }
