@@ -1,5 +1,6 @@
 import CFFmpeg
 import DubfarmCore
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -9,14 +10,15 @@ import Glibc
 ///
 /// Packets are read straight from the file by byte position (`pread`, no demux) when the index
 /// has positions; otherwise (positions -1) the window is found by seeking and demuxing.
-/// Not thread-safe: use one per thread (the `pread` path itself has no shared file offset).
-public final class SourceVideo {
+/// Safe to share between threads: the `pread` path has no shared file offset and the demux
+/// fallback is serialized by a lock.
+public final class SourceVideo: @unchecked Sendable {
     public let path: String
     public let codec: CodecParameters
     public let index: PacketIndex
     public let info: VideoStreamInfo?
     private let fd: Int32
-    private var demuxer: InputFile?
+    private let demuxer = Mutex<InputFile?>(nil)
     private let name: String
 
     /// Opens `path` with an index built earlier by ``SourceIndexer`` (e.g. loaded from the media store).
@@ -105,8 +107,14 @@ public final class SourceVideo {
 
     /// Seeks to the window's first keyframe and demuxes its packets.
     private func readByDemuxing(_ range: Range<Int>) throws -> [EncodedPacket] {
-        if demuxer == nil { demuxer = try InputFile(path: path, findStreamInfo: false) }
-        guard let input = demuxer, let v = input.videoStreamIndex() else {
+        try demuxer.withLock { demuxer in
+            if demuxer == nil { demuxer = try InputFile(path: path, findStreamInfo: false) }
+            return try readByDemuxing(range, input: demuxer!)
+        }
+    }
+
+    private func readByDemuxing(_ range: Range<Int>, input: InputFile) throws -> [EncodedPacket] {
+        guard let v = input.videoStreamIndex() else {
             throw DubfarmError(.badInput, "\(name): no video stream")
         }
         input.discardAll(except: v)

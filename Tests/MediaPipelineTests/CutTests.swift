@@ -32,7 +32,7 @@ struct CutTests {
 
     /// Bundles read by position must hold exactly the bytes the demuxer returns, in MP4, MOV and MKV.
     @Test(arguments: ["mp4", "mov", "mkv"])
-    func bundleBytesEqualDemuxer(container: String) throws {
+    func bundleBytesEqualDemuxer(container: String) async throws {
         var path = TestMedia.path("speaker-long.mp4")
         let dir = try TestMedia.scratch("bundle")
         defer { TestMedia.cleanup(dir) }
@@ -54,6 +54,19 @@ struct CutTests {
             #expect(bundle.packets.map(\.pts) == expected.map(\.pts))
             #expect(bundle.packets.map(\.isKey) == expected.map(\.isKey))
             #expect(bundle.packets.first?.isKey == true)
+        }
+        // One SourceVideo serves several threads at once.
+        let spans = SegmentPlanner.plan(frameCount: 629, segmentFrames: 100)
+        let concurrent = try await withThrowingTaskGroup(of: (Int, [[UInt8]]).self) { group in
+            for s in spans {
+                group.addTask { (s.index, try source.bundle(for: source.index.window(for: s.frames, context: 2)).packets.map(\.data)) }
+            }
+            var out: [Int: [[UInt8]]] = [:]
+            for try await (k, data) in group { out[k] = data }
+            return out
+        }
+        for s in spans {
+            #expect(concurrent[s.index] == Array(reference[source.index.window(for: s.frames, context: 2).packets]).map(\.data))
         }
         // The seek+demux fallback (positions unknown) returns the same packets.
         let blind = PacketIndex(entries: source.index.entries.map { var e = $0; e.position = -1; return e })
