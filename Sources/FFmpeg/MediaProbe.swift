@@ -26,6 +26,12 @@ public struct VideoStreamInfo: Sendable, Hashable, Codable {
     /// do not: their frames cannot be cut by timestamp and the input must be re-cut first
     /// (see ``SegmentCutter/needsRecut(_:info:maxInterval:)`` in MediaPipeline).
     public var hasPresentationTimestamps: Bool = true
+    /// Whether the average frame rate differs from the nominal one by more than 1 %: the frames
+    /// are not evenly spaced (phones record so). The farm numbers frames at ``frameRate``; to
+    /// keep the source's timeline instead, re-cut with ``Recut/Timing/timestamps`` first.
+    public var isVariableFrameRate: Bool = false
+    /// Seconds from the first frame's presentation time to the end of the last frame.
+    public var timelineDuration: Double = 0
 
     public init(streamIndex: Int, codecName: String, width: Int, height: Int, pixelFormat: String, frameRate: Rational,
                 timeBase: Rational, frameCount: Int, rotation: Int, hasPresentationTimestamps: Bool = true) {
@@ -39,6 +45,11 @@ public struct VideoStreamInfo: Sendable, Hashable, Codable {
         self.frameCount = frameCount
         self.rotation = rotation
         self.hasPresentationTimestamps = hasPresentationTimestamps
+    }
+
+    /// Whether ``isVariableFrameRate`` holds for these average and nominal rates.
+    static func variable(avg: Rational, nominal: Rational) -> Bool {
+        avg.num > 0 && avg.den > 0 && nominal.num > 0 && nominal.den > 0 && abs(avg.value - nominal.value) > 0.01 * nominal.value
     }
 
     /// `frameCount / frameRate` seconds: the duration the farm works with.
@@ -239,6 +250,10 @@ struct VideoScan {
                                     pixelFormat: pixelFormatName(AVPixelFormat(rawValue: par.format)),
                                     frameRate: fps, timeBase: rational(st.pointee.time_base),
                                     frameCount: entries.count, rotation: rotation, hasPresentationTimestamps: !missingPTS)
+        self.info.isVariableFrameRate = VideoStreamInfo.variable(avg: rational(st.pointee.avg_frame_rate), nominal: rational(st.pointee.r_frame_rate))
+        let first = entries.map(\.pts).min() ?? 0
+        let last = entries.map { $0.pts + max($0.duration, 0) }.max() ?? 0
+        self.info.timelineDuration = Double(last - first) * rational(st.pointee.time_base).value
     }
 }
 

@@ -116,4 +116,27 @@ struct CutTests {
         #expect(f.info.frameCount == 125 && f.info.hasPresentationTimestamps)
         #expect(!SegmentCutter.needsRecut(f.index, info: f.info, maxInterval: 50))
     }
+
+    /// speaker-a is variable frame rate: 135 frames over 6.07 s. The default numbering keeps 135
+    /// frames at 30 fps; a timestamp recut keeps its timeline instead.
+    @Test func variableFrameRateRecut() throws {
+        let a = try SourceIndexer.index(path: TestMedia.path("speaker-a.mp4"))
+        #expect(a.info.isVariableFrameRate)
+        #expect(abs(a.info.timelineDuration - 6.067) < 0.01)
+        let b = try MediaProbe.probe(path: TestMedia.path("speaker-b.mp4"))
+        #expect(b.video?.isVariableFrameRate == false)
+
+        let dir = try TestMedia.scratch("vfr")
+        defer { TestMedia.cleanup(dir) }
+        let out = "\(dir)/cfr.mp4"
+        let n = try Recut.recut(input: TestMedia.path("speaker-a.mp4"), output: out, frameRate: Rational(30, 1), keyframesAt: [0, 90],
+                                timing: .timestamps, crf: 30, preset: "ultrafast", threads: 2)
+        let expected = Int((a.info.timelineDuration * 30).rounded(.up))
+        #expect(n == expected)
+        let r = try SourceIndexer.index(path: out)
+        #expect(r.info.frameCount == n && r.info.frameRate == Rational(30, 1) && !r.info.isVariableFrameRate)
+        #expect(abs(r.info.duration - a.info.timelineDuration) < 1.0 / 30)
+        let keys = (0..<n).filter { r.index.entries[r.index.presentationOrder[$0]].isKey }
+        #expect(keys.contains(0) && keys.contains(90))
+    }
 }
