@@ -130,6 +130,19 @@ struct RenderStitchTests {
         let report = try Stitcher.stitch(base)
         #expect(report.framesWritten == 125)
         if case .trimmed = report.audioFit {} else { Issue.record("expected trimming, got \(String(describing: report.audioFit))") }
+
+        // A mono 22.05 kHz dub exactly as long as the video: fitted exactly, upmixed to stereo 48 kHz.
+        if let ffmpeg = TestMedia.tool("ffmpeg") {
+            let dub = "\(dir)/exact.wav"
+            try TestMedia.run(ffmpeg, ["-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=22050:duration=5", "-ac", "1", dub])
+            var exact = base
+            exact.audioPath = dub
+            exact.outputPath = "\(dir)/exact.mp4"
+            let r = try Stitcher.stitch(exact)
+            #expect(r.audioFit == .exact)
+            let a = try MediaProbe.probe(path: exact.outputPath).audio
+            #expect(a?.channels == 2 && a?.sampleRate == 48_000)
+        }
     }
 
     /// Whether Annex B `data` holds a NAL unit of `type` (7: SPS, 5: IDR slice).
