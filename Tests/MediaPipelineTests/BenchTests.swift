@@ -112,6 +112,11 @@ struct BenchTests {
             _ = try DubAudio.decodePCM(path: TestMedia.path("dub-1.wav"))
             _ = try ImageLoader.load(path: TestMedia.path("face-source.png"))
             _ = try? MediaProbe.probe(path: TestMedia.path("dub-1.wav"))
+            try Recut.recut(input: TestMedia.path("speaker-a.mp4"), output: "\(dir)/r.mp4", frameRate: Rational(30, 1), keyframesAt: [0],
+                            timing: .timestamps, crf: 40, preset: "ultrafast", threads: 1)
+            let r = try SourceIndexer.index(path: "\(dir)/r.mp4")
+            let blind = PacketIndex(entries: r.index.entries.map { var e = $0; e.position = -1; return e })
+            _ = try SourceVideo(path: "\(dir)/r.mp4", codec: r.codec, index: blind).bundle(for: blind.window(for: 10..<20, context: 1))
         }
         for _ in 0..<5 { try round() }
         let before = Self.residentMB()
