@@ -62,6 +62,8 @@ static inline int cffmpeg_stream_rotation(const AVStream *st, double *degrees) {
 static inline int cffmpeg_stream_set_rotation(AVStream *st, double degrees) {
     uint8_t *m = av_stream_new_side_data(st, AV_PKT_DATA_DISPLAYMATRIX, 9 * sizeof(int32_t));
     if (!m) return AVERROR(ENOMEM);
-    av_display_rotation_set((int32_t *)m, degrees);
+    /* av_display_rotation_set takes a clockwise angle; av_display_rotation_get returns a
+       counter-clockwise one. Negate so that get(set(d)) == d. */
+    av_display_rotation_set((int32_t *)m, -degrees);
     return 0;
 }

@@ -65,3 +65,29 @@ public enum ImageLoader {
         return result
     }
 }
+
+/// Plain demuxing of a file's video packets (a reference for checks and tools; the coordinator
+/// uses ``SourceIndexer`` and ``SourceVideo``).
+public enum VideoDemuxer {
+    /// Every packet of `path`'s video stream in decode order, as the demuxer returns it
+    /// (pts falls back to dts when missing, as in ``SourceIndexer``).
+    public static func packets(path: String) throws -> [EncodedPacket] {
+        let input = try InputFile(path: path)
+        guard let v = input.videoStreamIndex() else { throw DubfarmError(.badInput, "\(input.name): no video stream") }
+        input.discardAll(except: v)
+        let pkt = Packet()
+        var out: [EncodedPacket] = []
+        while true {
+            let r = av_read_frame(input.ctx, pkt.p)
+            if r == averrorEOF { break }
+            if r < 0 { throw DubfarmError(.badInput, "\(input.name): demuxing failed (\(avErrorString(r)))") }
+            defer { av_packet_unref(pkt.p) }
+            guard Int(pkt.p.pointee.stream_index) == v else { continue }
+            var e = Packet.encodedPacket(pkt.p)
+            if e.pts == noPTS { e.pts = e.dts }
+            if e.dts == noPTS { e.dts = e.pts }
+            out.append(e)
+        }
+        return out
+    }
+}

@@ -5,7 +5,7 @@ import Glibc
 #endif
 
 /// What the prober found about a file's video stream.
-public struct VideoStreamInfo: Sendable, Hashable {
+public struct VideoStreamInfo: Sendable, Hashable, Codable {
     /// Index of the stream in the container.
     public var streamIndex: Int
     /// FFmpeg codec name (`h264`).
@@ -22,13 +22,42 @@ public struct VideoStreamInfo: Sendable, Hashable {
     public var frameCount: Int
     /// Rotation from the display matrix in degrees, counter-clockwise (as ffprobe reports it), in `0..<360`.
     public var rotation: Int
+    /// Whether every packet carried a presentation timestamp. Raw elementary streams (`.h264`)
+    /// do not: their frames cannot be cut by timestamp and the input must be re-cut first
+    /// (see ``SegmentCutter/needsRecut(_:info:maxInterval:)`` in MediaPipeline).
+    public var hasPresentationTimestamps: Bool = true
+    /// Whether the average frame rate differs from the nominal one by more than 1 %: the frames
+    /// are not evenly spaced (phones record so). The farm numbers frames at ``frameRate``; to
+    /// keep the source's timeline instead, re-cut with ``Recut/Timing/timestamps`` first.
+    public var isVariableFrameRate: Bool = false
+    /// Seconds from the first frame's presentation time to the end of the last frame.
+    public var timelineDuration: Double = 0
+
+    public init(streamIndex: Int, codecName: String, width: Int, height: Int, pixelFormat: String, frameRate: Rational,
+                timeBase: Rational, frameCount: Int, rotation: Int, hasPresentationTimestamps: Bool = true) {
+        self.streamIndex = streamIndex
+        self.codecName = codecName
+        self.width = width
+        self.height = height
+        self.pixelFormat = pixelFormat
+        self.frameRate = frameRate
+        self.timeBase = timeBase
+        self.frameCount = frameCount
+        self.rotation = rotation
+        self.hasPresentationTimestamps = hasPresentationTimestamps
+    }
+
+    /// Whether ``isVariableFrameRate`` holds for these average and nominal rates.
+    static func variable(avg: Rational, nominal: Rational) -> Bool {
+        avg.num > 0 && avg.den > 0 && nominal.num > 0 && nominal.den > 0 && abs(avg.value - nominal.value) > 0.01 * nominal.value
+    }
 
     /// `frameCount / frameRate` seconds: the duration the farm works with.
     public var duration: Double { frameRate.value > 0 ? Double(frameCount) / frameRate.value : 0 }
 }
 
 /// What the prober found about a file's audio stream.
-public struct AudioStreamInfo: Sendable, Hashable {
+public struct AudioStreamInfo: Sendable, Hashable, Codable {
     public var streamIndex: Int
     public var codecName: String
     public var sampleRate: Int
@@ -38,7 +67,7 @@ public struct AudioStreamInfo: Sendable, Hashable {
 }
 
 /// A media file as the farm sees it.
-public struct MediaInfo: Sendable, Hashable {
+public struct MediaInfo: Sendable, Hashable, Codable {
     public var path: String
     /// FFmpeg's demuxer name (`mov,mp4,m4a,3gp,3g2,mj2`, `wav`, `matroska,webm`).
     public var formatName: String
@@ -51,8 +80,9 @@ public struct MediaInfo: Sendable, Hashable {
 
 /// Reads what a media file contains, with clear errors for unusable input.
 ///
-/// The frame rate is the stream's average rate when it agrees (within 1 %) with the nominal
-/// `r_frame_rate`, else the nominal rate when it is plausible (≤ 240 fps): a variable-frame-rate
+/// The frame rate is the stream's average rate or its nominal `r_frame_rate`: when they agree
+/// within 1 %, the one with the smaller denominator (concatenated files have averages such as
+/// 6440960/257741 for 25 fps); else the nominal rate when it is plausible (≤ 240 fps): a variable-frame-rate
 /// file (speaker-a.mp4: avg 1350/61, nominal 30) is treated as constant rate at its nominal rate,
 /// which is how the farm numbers frames (absolute index / frame rate).
 public enum MediaProbe {
@@ -103,7 +133,11 @@ public enum MediaProbe {
     static func chooseFrameRate(avg: AVRational, nominal: AVRational) -> Rational? {
         let a = rational(avg), r = rational(nominal)
         let aOK = a.num > 0 && a.den > 0, rOK = r.num > 0 && r.den > 0
-        if aOK && (!rOK || abs(a.value - r.value) <= 0.01 * r.value) { return a }
+        if aOK && rOK && abs(a.value - r.value) <= 0.01 * r.value {
+            // They agree: take the simpler ratio (25 rather than 6440960/257741 from a concatenated file).
+            return a.den <= r.den ? a : r
+        }
+        if aOK && !rOK { return a }
         if rOK && r.value <= 240 { return r }
         if aOK { return a }
         return nil
@@ -160,6 +194,7 @@ struct VideoScan {
         defer { if fd >= 0 { close(fd) } }
         var scratch = [UInt8](repeating: 0, count: 1 << 20)
         var lastPTS: Int64 = 0, lastDuration: Int64 = 0
+        var missingPTS = false
         while true {
             let r = av_read_frame(input.ctx, pkt.p)
             if r == averrorEOF { break }
@@ -175,6 +210,7 @@ struct VideoScan {
             if p.pos >= 0 && p.pos + Int64(p.size) > input.fileSize {
                 throw DubfarmError(.badInput, "\(name): the file is truncated (video frame \(entries.count) lies past its end)")
             }
+            if p.pts == noPTS { missingPTS = true }
             let pts: Int64 = p.pts != noPTS ? p.pts : (p.dts != noPTS ? p.dts : (entries.isEmpty ? 0 : lastPTS + max(lastDuration, 1)))
             let dts: Int64 = p.dts != noPTS ? p.dts : pts
             lastPTS = pts
@@ -213,7 +249,11 @@ struct VideoScan {
         self.info = VideoStreamInfo(streamIndex: v, codecName: codecName, width: width, height: height,
                                     pixelFormat: pixelFormatName(AVPixelFormat(rawValue: par.format)),
                                     frameRate: fps, timeBase: rational(st.pointee.time_base),
-                                    frameCount: entries.count, rotation: rotation)
+                                    frameCount: entries.count, rotation: rotation, hasPresentationTimestamps: !missingPTS)
+        self.info.isVariableFrameRate = VideoStreamInfo.variable(avg: rational(st.pointee.avg_frame_rate), nominal: rational(st.pointee.r_frame_rate))
+        let first = entries.map(\.pts).min() ?? 0
+        let last = entries.map { $0.pts + max($0.duration, 0) }.max() ?? 0
+        self.info.timelineDuration = Double(last - first) * rational(st.pointee.time_base).value
     }
 }
 

@@ -12,12 +12,25 @@ public enum Recut {
     /// 8-bit formats kept as they are; anything else becomes yuv420p.
     static let keptFormats: Set<String> = ["yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"]
 
+    /// How source frames map to the output's constant-rate frames.
+    public enum Timing: Sendable, Hashable {
+        /// Output frame `i` is source frame `i` (presentation order): the frame count is kept and
+        /// a variable-frame-rate source plays at `frameRate` (how the farm numbers frames).
+        case frameIndex
+        /// Output frame `n` shows the source frame on screen at time `n / frameRate` (frames are
+        /// repeated or dropped): the source's timeline is kept, as for a phone's variable-rate
+        /// video (see ``VideoStreamInfo/isVariableFrameRate``).
+        case timestamps
+    }
+
     /// Re-encodes `input`'s video into `output` (container from its extension; MP4 when unknown):
     /// libx264 crf `crf` (default 12), preset `preset`, constant frame rate `frameRate` with
-    /// frame `i` at pts `i`, an IDR keyframe at every index in `keyframesAt`, rotation kept, no
-    /// audio. Written to a temporary name, fsynced and renamed. Returns the number of frames.
+    /// frame `i` at pts `i`, an IDR keyframe at every output index in `keyframesAt`, rotation
+    /// kept, no audio. Written to a temporary name, fsynced and renamed. Returns the number of
+    /// frames written.
     @discardableResult
     public static func recut(input: String, output: String, frameRate: Rational, keyframesAt: [Int],
+                             timing: Timing = .frameIndex,
                              crf: Int = 12, preset: String = "veryfast", threads: Int = 0) throws -> Int {
         _ = ffmpegSetup
         let name = fileName(input)
@@ -28,6 +41,7 @@ public enum Recut {
         let tmp = MediaFile.temporaryPath(for: output)
         do {
             var frames = 0
+            var written: Int64 = 0
             do {
                 let out = try OutputFile(tempPath: tmp, finalPath: output)
                 let settings = EncoderSettings(codec: "libx264", crf: crf, preset: preset, pixelFormat: pixfmt)
@@ -42,6 +56,25 @@ public enum Recut {
                 let write: (UnsafeMutablePointer<AVPacket>) throws -> Void = { p in try out.write(p, stream: st, from: encTB) }
                 let converted = Frame()
                 var scaler: Scaler? = nil
+                func emit(_ f: UnsafeMutablePointer<AVFrame>, _ n: Int64) throws {
+                    f.pointee.pts = n
+                    f.pointee.pict_type = keys.contains(Int(n)) ? AV_PICTURE_TYPE_I : AV_PICTURE_TYPE_NONE
+                    try enc.encode(f, write)
+                    written += 1
+                }
+                // Timestamp mode: the source timeline [start, end) in stream ticks, and the frame held back.
+                let tb = info.timeBase
+                let start = source.index.entries.map(\.pts).min() ?? 0
+                let end = source.index.entries.map { $0.pts + max($0.duration, 0) }.max() ?? 0
+                let held = Frame()
+                /// Emits the held frame for every output instant n / frameRate before `t` (stream ticks).
+                func emitHeld(until t: Int64) throws {
+                    // n / fps < (t - start) * tb  <=>  n * fps.den * tb.den < (t - start) * tb.num * fps.num
+                    let rhs = (t - start) * Int64(tb.num) * Int64(frameRate.num)
+                    while written * Int64(frameRate.den) * Int64(tb.den) < rhs {
+                        try emit(held.f, written)  // only pts and picture type change: no copy
+                    }
+                }
                 frames = try VideoDecoder.forEachDecodedFrame(path: input, threads: threads) { frame, index, _ in
                     var f = frame.f
                     if f.pointee.format != enc.pixelFormat.rawValue {
@@ -60,17 +93,29 @@ public enum Recut {
                         cffmpeg_scale_frame_to_frame(scaler!.sws, f, converted.f)
                         f = converted.f
                     }
-                    f.pointee.pts = Int64(index)
-                    f.pointee.pict_type = keys.contains(index) ? AV_PICTURE_TYPE_I : AV_PICTURE_TYPE_NONE
-                    try enc.encode(f, write)
+                    switch timing {
+                    case .frameIndex:
+                        try emit(f, Int64(index))
+                    case .timestamps:
+                        // Frame `index` is on screen from its pts until the next frame's: emit the
+                        // held previous frame for every output instant before this one's start.
+                        let pts = f.pointee.best_effort_timestamp != noPTS ? f.pointee.best_effort_timestamp : f.pointee.pts
+                        if pts != noPTS && held.f.pointee.data.0 != nil { try emitHeld(until: pts) }
+                        av_frame_unref(held.f)
+                        let r = av_frame_ref(held.f, f)
+                        guard r >= 0 else { throw DubfarmError(.internalError, "\(name): out of memory") }
+                    }
                     return true
                 }
+                if timing == .timestamps && held.f.pointee.data.0 != nil { try emitHeld(until: end) }
                 try enc.encode(nil, write)
                 try out.finish()
             }
             guard frames == info.frameCount else {
                 throw DubfarmError(.badInput, "\(name): decoded \(frames) frames but the file holds \(info.frameCount); it is damaged")
             }
+            if timing == .timestamps { frames = Int(written) }
+            guard frames > 0 else { throw DubfarmError(.badInput, "\(name): no frames to write") }
             try MediaFile.fsync(path: tmp)
             try MediaFile.commit(tmp, to: output)
             return frames

@@ -18,14 +18,15 @@ public enum SegmentRenderer {
     ///   - layout: the layout the processor works in (`passthrough` uses `.yuv420p`).
     ///   - processor: the processing stage.
     ///   - threads: decoder and encoder threads (0: FFmpeg/x264 choose; 1: single-threaded).
-    ///   - progress: called with the number of frames encoded so far.
+    ///   - progress: called with the number of frames encoded so far; throwing from it (e.g. a
+    ///     `.cancelled` error when the lease is lost) abandons the segment.
     /// - Returns: the encoded segment: closed GOPs, first packet an IDR, SPS/PPS in the codec
     ///   parameters' extradata.
     /// - Throws: `DubfarmError` naming the missing frame when the source does not yield one.
     public static func render(input: PacketBundle, framePTS: [Int64], decodedFrames: Range<Int>, outputFrames: Range<Int>,
                               frameRate: Rational, encoder settings: EncoderSettings, layout: VideoFrame.Layout,
                               processor: any FrameProcessor, threads: Int = 0,
-                              progress: (Int) -> Void = { _ in }) throws -> PacketBundle {
+                              progress: (Int) throws -> Void = { _ in }) throws -> PacketBundle {
         _ = ffmpegSetup
         let what = "segment \(outputFrames.lowerBound)..<\(outputFrames.upperBound)"
         guard framePTS.count == decodedFrames.count else {
@@ -57,9 +58,9 @@ public enum SegmentRenderer {
         var nextOutput = outputFrames.lowerBound  // next frame index the encoder expects
         let maxPending = 16
 
-        func takeEncoded(_ p: UnsafeMutablePointer<AVPacket>) {
+        func takeEncoded(_ p: UnsafeMutablePointer<AVPacket>) throws {
             packets.append(Packet.encodedPacket(p))
-            progress(packets.count)
+            try progress(packets.count)
         }
 
         func encode(_ vf: VideoFrame) throws {
@@ -129,7 +130,7 @@ public enum SegmentRenderer {
     public static func render(input: PacketBundle, window: PacketIndex.Window, outputFrames: Range<Int>,
                               frameRate: Rational, encoder: EncoderSettings, layout: VideoFrame.Layout,
                               processor: any FrameProcessor, threads: Int = 0,
-                              progress: (Int) -> Void = { _ in }) throws -> PacketBundle {
+                              progress: (Int) throws -> Void = { _ in }) throws -> PacketBundle {
         try render(input: input, framePTS: window.framePTS, decodedFrames: window.decodedFrames, outputFrames: outputFrames,
                    frameRate: frameRate, encoder: encoder, layout: layout, processor: processor, threads: threads,
                    progress: progress)

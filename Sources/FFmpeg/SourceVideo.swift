@@ -1,5 +1,6 @@
 import CFFmpeg
 import DubfarmCore
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -9,14 +10,15 @@ import Glibc
 ///
 /// Packets are read straight from the file by byte position (`pread`, no demux) when the index
 /// has positions; otherwise (positions -1) the window is found by seeking and demuxing.
-/// Not thread-safe: use one per thread (the `pread` path itself has no shared file offset).
-public final class SourceVideo {
+/// Safe to share between threads: the `pread` path has no shared file offset and the demux
+/// fallback is serialized by a lock.
+public final class SourceVideo: @unchecked Sendable {
     public let path: String
     public let codec: CodecParameters
     public let index: PacketIndex
     public let info: VideoStreamInfo?
     private let fd: Int32
-    private var demuxer: InputFile?
+    private let demuxer = Mutex<InputFile?>(nil)
     private let name: String
 
     /// Opens `path` with an index built earlier by ``SourceIndexer`` (e.g. loaded from the media store).
@@ -27,6 +29,12 @@ public final class SourceVideo {
             let e = errno
             if e == ENOENT { throw DubfarmError(.notFound, "\(fileName(path)): file not found") }
             throw DubfarmError(.io, "\(fileName(path)): cannot open (\(String(cString: strerror(e))))")
+        }
+        var st = stat()
+        let end = index.entries.reduce(Int64(0)) { max($0, $1.position + Int64($1.size)) }
+        guard fstat(fd, &st) == 0, Int64(st.st_size) >= end else {
+            close(fd)
+            throw DubfarmError(.badInput, "\(fileName(path)): the file is shorter than its packet index says; it was truncated or replaced since it was indexed")
         }
         self.fd = fd
         self.path = path
@@ -99,8 +107,14 @@ public final class SourceVideo {
 
     /// Seeks to the window's first keyframe and demuxes its packets.
     private func readByDemuxing(_ range: Range<Int>) throws -> [EncodedPacket] {
-        if demuxer == nil { demuxer = try InputFile(path: path, findStreamInfo: false) }
-        guard let input = demuxer, let v = input.videoStreamIndex() else {
+        try demuxer.withLock { demuxer in
+            if demuxer == nil { demuxer = try InputFile(path: path, findStreamInfo: false) }
+            return try readByDemuxing(range, input: demuxer!)
+        }
+    }
+
+    private func readByDemuxing(_ range: Range<Int>, input: InputFile) throws -> [EncodedPacket] {
+        guard let v = input.videoStreamIndex() else {
             throw DubfarmError(.badInput, "\(name): no video stream")
         }
         input.discardAll(except: v)
@@ -135,8 +149,11 @@ public final class SourceVideo {
                 started = true
             }
             let e = index.entries[range.lowerBound + out.count]
+            guard p.pts == noPTS || pts == e.pts, p.dts == noPTS || dts == e.dts, p.size == e.size else {
+                throw DubfarmError(.badInput, "\(name): video packet \(range.lowerBound + out.count) differs from the index (pts \(pts), expected \(e.pts)); the file changed since it was indexed")
+            }
             let data = p.size > 0 ? [UInt8](UnsafeBufferPointer(start: p.data, count: Int(p.size))) : []
-            out.append(EncodedPacket(pts: e.pts, dts: p.dts != noPTS ? dts : e.dts, duration: e.duration, isKey: e.isKey, data: data))
+            out.append(EncodedPacket(pts: e.pts, dts: e.dts, duration: e.duration, isKey: e.isKey, data: data))
         }
         return out
     }

@@ -5,7 +5,7 @@ import Glibc
 #endif
 
 /// What to stitch: a job's encoded segments, in order, and its dub track.
-public struct StitchRequest: Sendable, Hashable {
+public struct StitchRequest: Sendable, Hashable, Codable {
     /// Segment files as written from ``PacketBundle/encoded()``, in segment order.
     public var segmentPaths: [String]
     /// The dub track (any format FFmpeg reads); nil: video only.
@@ -35,7 +35,7 @@ public struct StitchRequest: Sendable, Hashable {
 }
 
 /// What the stitch wrote.
-public struct StitchReport: Sendable, Hashable {
+public struct StitchReport: Sendable, Hashable, Codable {
     public var outputPath: String
     public var framesWritten: Int
     /// `framesWritten / frameRate` seconds.
@@ -74,9 +74,20 @@ public enum Stitcher {
         do {
             var report = try write(request, to: tmp)
             try MediaFile.fsync(path: tmp)
-            let info = try MediaProbe.probe(path: tmp)
+            let info: MediaInfo
+            do {
+                info = try MediaProbe.probe(path: tmp)
+            } catch let e as DubfarmError {
+                throw DubfarmError(.stitch, "\(name): the written file does not read back (\(e.message)); not delivered")
+            }
             guard let v = info.video, v.frameCount == request.expectedFrameCount else {
                 throw DubfarmError(.stitch, "\(name): the written file has \(info.video?.frameCount ?? 0) video frames, expected \(request.expectedFrameCount); not delivered")
+            }
+            if request.audioPath != nil {
+                let audio = info.audio?.duration ?? 0
+                guard abs(audio - report.videoDuration) <= 1 / request.frameRate.value else {
+                    throw DubfarmError(.stitch, "\(name): the written audio lasts \(audio) s but the video \(report.videoDuration) s; not delivered")
+                }
             }
             report.bytes = info.fileSize
             try MediaFile.commit(tmp, to: request.outputPath)

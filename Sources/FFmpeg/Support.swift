@@ -21,7 +21,8 @@ func fileName(_ path: String) -> String {
 func avErrorString(_ code: Int32) -> String {
     var buf = [CChar](repeating: 0, count: 256)
     av_strerror(code, &buf, buf.count)
-    return String(cString: buf)
+    let bytes = buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
+    return String(decoding: bytes, as: UTF8.self)
 }
 
 let averrorEOF = cffmpeg_averror_eof()

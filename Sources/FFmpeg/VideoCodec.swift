@@ -81,6 +81,9 @@ final class VideoEncoder {
         guard frameRate.num > 0, frameRate.den > 0 else {
             throw DubfarmError(.configuration, "\(what): frame rate \(frameRate) is not positive")
         }
+        if settings.pixelFormat.contains("420") && (width % 2 != 0 || height % 2 != 0) {
+            throw DubfarmError(.unsupported, "\(what): the picture is \(width)x\(height); \(settings.pixelFormat) output needs an even width and height")
+        }
         pixelFormat = fmt
         codec = CodecContext(codec: enc)
         let c = codec.ctx
@@ -103,6 +106,9 @@ final class VideoEncoder {
             av_opt_set(c.pointee.priv_data, "crf", String(settings.crf), 0)
             av_opt_set(c.pointee.priv_data, "preset", settings.preset, 0)
             av_opt_set(c.pointee.priv_data, "forced-idr", "1", 0)
+            // SPS/PPS also in-band before every IDR (a few dozen bytes per segment), so a segment's
+            // packets decode on their own even without the extradata.
+            if settings.codec == "libx264" { av_opt_set(c.pointee.priv_data, "x264-params", "repeat-headers=1", 0) }
         }
         let r = avcodec_open2(c, enc, nil)
         guard r >= 0 else {

@@ -3,6 +3,19 @@
 // The FFmpeg-facing work (probe, index, cut, render, stitch, recut, audio decode) lives in the
 // FFmpeg module, the only code that touches libav* pointers; it is re-exported here so the
 // coordinator and workers import just MediaPipeline. This module adds the pure helpers on top.
+//
+// The flow of one job:
+//
+//   coordinator  MediaProbe.probe(path:)                    facts + clear errors for bad input
+//                SourceIndexer.index(path:)                 one demux pass -> PacketIndex (store it)
+//                SegmentCutter.needsRecut(_:info:maxInterval:) -> Recut.recut(...) once, re-index
+//                SourceVideo(path:codec:index:)             opened once per job
+//                SegmentCutter.cut(_:frames:context:)       PacketBundle + Window per task (pread)
+//                DubAudio.decodePCM(path:) + AudioWindow.slice(pcm:range:)   lip-sync audio per task
+//   worker       SegmentRenderer.render(input:window:outputFrames:...)       exactly the segment's frames
+//                PacketBundle.encoded() -> segment file in the media store (MediaFile.writeAtomically)
+//   coordinator  Stitcher.stitch(StitchRequest)             stream copy + dub encoded once as AAC,
+//                                                           frame count verified, temp+fsync+rename
 @_exported import FFmpeg
 import DubfarmCore
 
@@ -36,5 +49,11 @@ public enum SegmentCutter {
     /// size: it does not start with a keyframe, or two keyframes lie more than `maxInterval` frames apart.
     public static func needsRecut(_ index: PacketIndex, maxInterval: Int) -> Bool {
         !index.startsWithKeyframe || index.longestKeyframeInterval > maxInterval
+    }
+
+    /// ``needsRecut(_:maxInterval:)``, and also when the stream lacks presentation timestamps
+    /// (a raw elementary stream), which the cut relies on to tell frames apart.
+    public static func needsRecut(_ index: PacketIndex, info: VideoStreamInfo, maxInterval: Int) -> Bool {
+        needsRecut(index, maxInterval: maxInterval) || !info.hasPresentationTimestamps
     }
 }

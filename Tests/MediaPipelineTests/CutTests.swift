@@ -1,0 +1,142 @@
+import Foundation
+import Testing
+import DubfarmCore
+import MediaPipeline
+
+@Suite(.enabled(if: TestMedia.available, TestMedia.skipReason))
+struct CutTests {
+    @Test func indexAndWindows() throws {
+        let (codec, index, info) = try SourceIndexer.index(path: TestMedia.path("speaker-long.mp4"))
+        #expect(index.frameCount == 629)
+        #expect(info.frameCount == 629 && info.frameRate == Rational(25, 1))
+        #expect(codec.codecName == "h264" && codec.width == 844 && !codec.extradata.isEmpty)
+        #expect(codec.timeBase == Rational(1, 12800))
+        #expect(index.startsWithKeyframe)
+        #expect(index.entries.allSatisfy { $0.position >= 0 }, "MP4 positions should be verified as reliable")
+        #expect(index.entries.contains { $0.dts < 0 }, "this file has negative dts (B-frames)")
+        // Presentation order is increasing pts.
+        let pts = (0..<index.frameCount).map { index.pts(ofFrame: $0) }
+        #expect(zip(pts, pts.dropFirst()).allSatisfy { $0 < $1 })
+
+        let spans = SegmentPlanner.plan(frameCount: index.frameCount, frameRate: info.frameRate, segmentSeconds: 10)
+        #expect(spans.map(\.frames.count) == [250, 250, 129])
+        for s in spans {
+            let w = index.window(for: s.frames, context: 3)
+            #expect(index.entries[w.packets.lowerBound].isKey)
+            #expect(w.decodedFrames == SegmentPlanner.contextRange(of: s.frames, context: 3, frameCount: 629))
+            #expect(w.framePTS.count == w.decodedFrames.count)
+            // Every decoded frame's packet is inside the window.
+            for f in w.decodedFrames { #expect(w.packets.contains(index.presentationOrder[f])) }
+        }
+    }
+
+    /// Bundles read by position must hold exactly the bytes the demuxer returns, in MP4, MOV and MKV.
+    @Test(arguments: ["mp4", "mov", "mkv"])
+    func bundleBytesEqualDemuxer(container: String) async throws {
+        var path = TestMedia.path("speaker-long.mp4")
+        let dir = try TestMedia.scratch("bundle")
+        defer { TestMedia.cleanup(dir) }
+        if container != "mp4" {
+            guard let ffmpeg = TestMedia.tool("ffmpeg") else { return }
+            path = "\(dir)/speaker-long.\(container)"
+            try TestMedia.run(ffmpeg, ["-v", "error", "-i", TestMedia.path("speaker-long.mp4"), "-c", "copy", path])
+        }
+        let source = try SourceVideo(path: path)
+        let reference = try VideoDemuxer.packets(path: path)
+        #expect(reference.count == 629)
+        #expect(source.index.frameCount == 629)
+        for span in SegmentPlanner.plan(frameCount: 629, segmentFrames: 250) {
+            let (bundle, window) = try SegmentCutter.cut(source, frames: span.frames, context: 2)
+            #expect(bundle.codec == source.codec)
+            let expected = Array(reference[window.packets])
+            #expect(bundle.packets.count == expected.count)
+            #expect(bundle.packets.map(\.data) == expected.map(\.data), "\(container): bytes differ from the demuxer's")
+            #expect(bundle.packets.map(\.pts) == expected.map(\.pts))
+            #expect(bundle.packets.map(\.isKey) == expected.map(\.isKey))
+            #expect(bundle.packets.first?.isKey == true)
+        }
+        // One SourceVideo serves several threads at once.
+        let spans = SegmentPlanner.plan(frameCount: 629, segmentFrames: 100)
+        let concurrent = try await withThrowingTaskGroup(of: (Int, [[UInt8]]).self) { group in
+            for s in spans {
+                group.addTask { (s.index, try source.bundle(for: source.index.window(for: s.frames, context: 2)).packets.map(\.data)) }
+            }
+            var out: [Int: [[UInt8]]] = [:]
+            for try await (k, data) in group { out[k] = data }
+            return out
+        }
+        for s in spans {
+            #expect(concurrent[s.index] == Array(reference[source.index.window(for: s.frames, context: 2).packets]).map(\.data))
+        }
+        // The seek+demux fallback (positions unknown) returns the same packets.
+        let blind = PacketIndex(entries: source.index.entries.map { var e = $0; e.position = -1; return e })
+        let fallback = try SourceVideo(path: path, codec: source.codec, index: blind)
+        let w = blind.window(for: 300..<400, context: 2)
+        let b = try fallback.bundle(for: w)
+        #expect(b.packets.map(\.data) == Array(reference[w.packets]).map(\.data))
+    }
+
+    @Test func recutPlacesKeyframes() throws {
+        let dir = try TestMedia.scratch("recut")
+        defer { TestMedia.cleanup(dir) }
+        // A file with a single keyframe (x264's default keyframe interval exceeds its 125 frames).
+        let sparse = "\(dir)/sparse.mp4"
+        let n = try Recut.recut(input: TestMedia.path("speaker-c.mp4"), output: sparse, frameRate: Rational(25, 1),
+                                keyframesAt: [0], crf: 30, preset: "ultrafast", threads: 2)
+        #expect(n == 125)
+        let before = try SourceIndexer.index(path: sparse)
+        #expect(before.index.longestKeyframeInterval > 100)
+        #expect(SegmentCutter.needsRecut(before.index, maxInterval: 50))
+
+        let wanted = [0, 25, 50, 75, 100]
+        let out = "\(dir)/recut.mp4"
+        try Recut.recut(input: sparse, output: out, frameRate: Rational(25, 1), keyframesAt: wanted, threads: 2)
+        let after = try SourceIndexer.index(path: out)
+        #expect(after.info.frameCount == 125 && after.info.frameRate == Rational(25, 1))
+        let keyFrames = (0..<125).filter { after.index.entries[after.index.presentationOrder[$0]].isKey }
+        #expect(Set(wanted).isSubset(of: Set(keyFrames)), "keyframes at \(keyFrames)")
+        #expect(!SegmentCutter.needsRecut(after.index, maxInterval: 50))
+        #expect(try !FileManager.default.contentsOfDirectory(atPath: dir).contains { $0.contains(".tmp-") })
+    }
+
+    /// A raw H.264 stream has no timestamps: the indexer says so, and a recut makes it cuttable.
+    @Test func rawStreamIsRecut() throws {
+        guard let ffmpeg = TestMedia.tool("ffmpeg") else { return }
+        let dir = try TestMedia.scratch("raw")
+        defer { TestMedia.cleanup(dir) }
+        let raw = "\(dir)/speaker-c.h264"
+        try TestMedia.run(ffmpeg, ["-v", "error", "-i", TestMedia.path("speaker-c.mp4"), "-c:v", "copy", "-an", "-bsf:v", "h264_mp4toannexb", raw])
+        let r = try SourceIndexer.index(path: raw)
+        #expect(r.info.frameCount == 125)
+        #expect(!r.info.hasPresentationTimestamps)
+        #expect(SegmentCutter.needsRecut(r.index, info: r.info, maxInterval: 250))
+        let fixed = "\(dir)/fixed.mp4"
+        try Recut.recut(input: raw, output: fixed, frameRate: r.info.frameRate, keyframesAt: [0, 50, 100], crf: 30, preset: "ultrafast", threads: 2)
+        let f = try SourceIndexer.index(path: fixed)
+        #expect(f.info.frameCount == 125 && f.info.hasPresentationTimestamps)
+        #expect(!SegmentCutter.needsRecut(f.index, info: f.info, maxInterval: 50))
+    }
+
+    /// speaker-a is variable frame rate: 135 frames over 6.07 s. The default numbering keeps 135
+    /// frames at 30 fps; a timestamp recut keeps its timeline instead.
+    @Test func variableFrameRateRecut() throws {
+        let a = try SourceIndexer.index(path: TestMedia.path("speaker-a.mp4"))
+        #expect(a.info.isVariableFrameRate)
+        #expect(abs(a.info.timelineDuration - 6.067) < 0.01)
+        let b = try MediaProbe.probe(path: TestMedia.path("speaker-b.mp4"))
+        #expect(b.video?.isVariableFrameRate == false)
+
+        let dir = try TestMedia.scratch("vfr")
+        defer { TestMedia.cleanup(dir) }
+        let out = "\(dir)/cfr.mp4"
+        let n = try Recut.recut(input: TestMedia.path("speaker-a.mp4"), output: out, frameRate: Rational(30, 1), keyframesAt: [0, 90],
+                                timing: .timestamps, crf: 30, preset: "ultrafast", threads: 2)
+        let expected = Int((a.info.timelineDuration * 30).rounded(.up))
+        #expect(n == expected)
+        let r = try SourceIndexer.index(path: out)
+        #expect(r.info.frameCount == n && r.info.frameRate == Rational(30, 1) && !r.info.isVariableFrameRate)
+        #expect(abs(r.info.duration - a.info.timelineDuration) < 1.0 / 30)
+        let keys = (0..<n).filter { r.index.entries[r.index.presentationOrder[$0]].isKey }
+        #expect(keys.contains(0) && keys.contains(90))
+    }
+}
