@@ -111,6 +111,9 @@ public final class PostgresConnection {
                                "cannot connect to PostgreSQL at \(target): \(target.scrub(why.trimmingTrailingNewlines.oneLine)); is the server running and the URL right?")
         }
         conn = c
+        // Server notices (e.g. "relation already exists, skipping") are not errors: drop them
+        // instead of letting libpq print them on stderr.
+        PQsetNoticeProcessor(c, { _, _ in }, nil)
         let res = PQexec(c, "SET TimeZone TO 'UTC'; SET DateStyle TO 'ISO, MDY'; SET IntervalStyle TO 'postgres'")
         _ = try consume(res, what: "session setup")
     }
