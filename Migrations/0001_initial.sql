@@ -66,16 +66,21 @@ CREATE TABLE segments (
     started_at        timestamptz,
     finished_at       timestamptz,
     updated_at        timestamptz NOT NULL DEFAULT now(),
+    -- Copies of the job's priority and created_at, so the claim walks one index in queue order.
+    job_priority      integer NOT NULL DEFAULT 0,
+    job_created_at    timestamptz NOT NULL DEFAULT '-infinity',
     PRIMARY KEY (job_id, idx),
     CHECK (end_frame > start_frame),
     CHECK ((state = 'leased') = (lease_token IS NOT NULL))
 );
 
--- The claim: pending segments of a job in index order.
-CREATE INDEX segments_claimable ON segments (job_id, idx) WHERE state = 'pending';
+-- The claim: pending segments in queue order (job priority, job age, job, index).
+CREATE INDEX segments_claim ON segments (job_priority DESC, job_created_at, job_id, idx) WHERE state = 'pending';
 -- Lease expiry and release of a lost worker's leases.
 CREATE INDEX segments_lease_expiry ON segments (lease_expires_at) WHERE state = 'leased';
 CREATE INDEX segments_leased_by ON segments (leased_by) WHERE state = 'leased';
+-- "Is any segment of this job unfinished?" in O(1), on every completion.
+CREATE INDEX segments_unfinished ON segments (job_id) WHERE state <> 'done';
 
 CREATE TABLE workers (
     name             text PRIMARY KEY,

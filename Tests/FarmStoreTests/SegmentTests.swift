@@ -65,6 +65,29 @@ struct SegmentTests {
         #expect(events.count == 200)
     }
 
+    @Test("concurrent completions from two stores: exactly one sees allDone")
+    func exactlyOneAllDone() async throws {
+        let db = try await TestDatabase.create()
+        defer { db.drop() }
+        let a = db.store(actor: "a"), b = db.store(actor: "b")
+        let job = try await makeRunningJob(a, segments: 60)
+        var claims: [ClaimedSegment] = []
+        while let s = try await a.claimSegment(worker: "w", leaseSeconds: 60) { claims.append(s) }
+        #expect(claims.count == 60)
+        func complete(_ store: FarmStore, _ list: [ClaimedSegment]) async throws -> Int {
+            var n = 0
+            for s in list where try await store.completeSegment(s.ref, token: s.token, resultBytes: 1, processSeconds: 0).get().allDone {
+                n += 1
+            }
+            return n
+        }
+        async let x = complete(a, claims.enumerated().filter { $0.offset % 2 == 0 }.map(\.element))
+        async let y = complete(b, claims.enumerated().filter { $0.offset % 2 == 1 }.map(\.element))
+        let (na, nb) = try await (x, y)
+        #expect(na + nb == 1)
+        #expect(try await a.job(job.id)?.segments?.done == 60)
+    }
+
     @Test("fencing: a stale token after release and re-lease is rejected and changes nothing")
     func fencing() async throws {
         let db = try await TestDatabase.create()
@@ -92,7 +115,7 @@ struct SegmentTests {
         #expect(try await store.events(job: job.id).count == eventsBefore)
         // The current lease still works.
         let ok = try await store.completeSegment(second.ref, token: second.token, resultBytes: 7, processSeconds: 2)
-        #expect(try ok.get() == CompletionOutcome(allDone: true, remaining: 0))
+        #expect(try ok.get() == CompletionOutcome(allDone: true))
         // And a duplicate of the accepted result is rejected.
         #expect(!(try await store.completeSegment(second.ref, token: second.token, resultBytes: 7, processSeconds: 2).isSuccess))
         let done = try #require(try await store.segment(second.ref))
@@ -238,7 +261,10 @@ struct SegmentTests {
         defer { db.drop() }
         let store = db.store()
         let report = try await StoreBench.transitions(store: store, count: 2000)
-        print("StoreBench.transitions (ephemeral test cluster, fsync off): \(report)")
+        print("StoreBench.transitions (ephemeral test cluster, fsync off), actor calls: \(report)")
         #expect(report.transitions == 2000)
+        let inside = try await StoreBench.transitions(store: store, count: 2000, inside: true)
+        print("StoreBench.transitions (ephemeral test cluster, fsync off), inside the actor: \(inside)")
+        #expect(inside.transitions == 2000)
     }
 }

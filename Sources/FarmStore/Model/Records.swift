@@ -207,12 +207,9 @@ public struct LeasedSegment: Sendable, Hashable {
 public struct CompletionOutcome: Sendable, Hashable {
     /// Whether every segment of the job is now done (time to stitch).
     public var allDone: Bool
-    /// Segments of the job not yet done.
-    public var remaining: Int
 
-    public init(allDone: Bool, remaining: Int) {
+    public init(allDone: Bool) {
         self.allDone = allDone
-        self.remaining = remaining
     }
 }
 

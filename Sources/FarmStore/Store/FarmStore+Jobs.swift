@@ -81,8 +81,9 @@ extension FarmStore {
             if !same {
                 try c.query("DELETE FROM segments WHERE job_id = $1", [.int(Int(id.rawValue))])
                 try c.query("""
-                    INSERT INTO segments (job_id, idx, start_frame, end_frame, frames_total)
-                    SELECT $1, t.i, t.s, t.e, t.e - t.s FROM unnest($2::int[], $3::int[], $4::int[]) AS t(i, s, e)
+                    INSERT INTO segments (job_id, idx, start_frame, end_frame, frames_total, job_priority, job_created_at)
+                    SELECT $1, t.i, t.s, t.e, t.e - t.s, j.priority, j.created_at
+                    FROM unnest($2::int[], $3::int[], $4::int[]) AS t(i, s, e), jobs j WHERE j.id = $1
                     """, [.int(Int(id.rawValue)), .array(plan.spans.map { .int($0.index) }),
                           .array(plan.spans.map { .int($0.frames.lowerBound) }),
                           .array(plan.spans.map { .int($0.frames.upperBound) })])
@@ -111,6 +112,15 @@ extension FarmStore {
             let from = try lockJob(c, id)
             try applyJobTransition(c, id, from: from, to: state, reason: reason, actor: actor, error: error)
             return try loadJob(c, id)
+        }
+    }
+
+    /// Changes job `id`'s priority (its unfinished segments follow).
+    public func setJobPriority(_ id: JobID, _ priority: Int, actor: String? = nil) throws {
+        try transaction { c in
+            _ = try lockJob(c, id)
+            try c.query("UPDATE jobs SET priority = $2, updated_at = now() WHERE id = $1", [.int(Int(id.rawValue)), .int(priority)])
+            try c.query("UPDATE segments SET job_priority = $2 WHERE job_id = $1", [.int(Int(id.rawValue)), .int(priority)])
         }
     }
 

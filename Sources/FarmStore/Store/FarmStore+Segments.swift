@@ -37,7 +37,7 @@ extension FarmStore {
                 WHERE s.state = 'pending' AND s.not_before <= now() AND j.state = 'running'
                   AND NOT EXISTS (SELECT 1 FROM job_worker_failures f
                                   WHERE f.job_id = s.job_id AND f.worker = $1 AND f.failures >= $4)
-                ORDER BY j.priority DESC, j.created_at, j.id, s.idx
+                ORDER BY s.job_priority DESC, s.job_created_at, s.job_id, s.idx
                 LIMIT 1
                 FOR UPDATE OF s SKIP LOCKED
             ), u AS (
@@ -65,34 +65,53 @@ extension FarmStore {
 
     /// Accepts the result of lease `token`: the segment becomes `done`. A stale token (the lease
     /// was released, expired or re-leased) is rejected and changes nothing; log it.
+    ///
+    /// Completions of one job are serialised on the job's row, so exactly one of them sees
+    /// `allDone`. Two round trips: `BEGIN` + locks, then the write + `COMMIT` (pipelined).
     public func completeSegment(_ ref: SegmentRef, token: LeaseToken, resultBytes: Int64, processSeconds: Double)
         throws -> Result<CompletionOutcome, SegmentStateMachine.Rejection> {
-        try transaction { c in
-            let rec = try lockSegment(c, ref)
+        let c = try db()
+        let key: [PostgresValue?] = [.int(Int(ref.job.rawValue)), .int(ref.index)]
+        do {
+            let locked = try c.pipeline([
+                PostgresStatement("BEGIN"),
+                PostgresStatement("SELECT state FROM jobs WHERE id = $1 FOR NO KEY UPDATE", [key[0]]),
+                PostgresStatement("SELECT \(Columns.segment) FROM segments WHERE job_id = $1 AND idx = $2 FOR UPDATE", key),
+            ])
+            guard locked[1].count == 1, let row = locked[2].first else {
+                try c.query("ROLLBACK")
+                throw DubfarmError(.notFound, "there is no segment \(ref)")
+            }
+            let rec = try SegmentRecord(row: row)
             var m = rec.machine
             do throws(SegmentStateMachine.Rejection) {
                 try m.complete(token: token)
             } catch {
+                try c.query("ROLLBACK")
                 return .failure(error)
             }
-            let row = try c.query("""
-                WITH u AS (
-                    UPDATE segments SET state = 'done', lease_token = NULL, lease_expires_at = NULL, result_bytes = $3,
-                        process_seconds = $4, frames_done = frames_total, finished_at = now(), updated_at = now()
-                    WHERE job_id = $1 AND idx = $2 RETURNING frames_total
-                ), w AS (
-                    UPDATE workers SET segments_done = segments_done + 1,
-                        frames_done = workers.frames_done + (SELECT frames_total FROM u), last_seen = now()
-                    WHERE name = $5
-                ), e AS (
-                    INSERT INTO events (kind, job_id, segment_idx, worker, from_state, to_state, reason, actor)
-                    VALUES ('segment', $1, $2, $5, 'leased', 'done', 'completed', $5)
-                )
-                SELECT count(*) FILTER (WHERE idx <> $2 AND state <> 'done') AS remaining FROM segments WHERE job_id = $1
-                """, [.int(Int(ref.job.rawValue)), .int(ref.index), .int(Int(resultBytes)), .double(processSeconds),
-                      .text(rec.leasedBy ?? "")], prepare: true)[0]
-            let remaining = try row["remaining"].decode(Int.self)
-            return .success(CompletionOutcome(allDone: remaining == 0, remaining: remaining))
+            let done = try c.pipeline([
+                PostgresStatement("""
+                    WITH u AS (
+                        UPDATE segments SET state = 'done', lease_token = NULL, lease_expires_at = NULL, result_bytes = $3,
+                            process_seconds = $4, frames_done = frames_total, finished_at = now(), updated_at = now()
+                        WHERE job_id = $1 AND idx = $2 RETURNING frames_total
+                    ), w AS (
+                        UPDATE workers SET segments_done = segments_done + 1,
+                            frames_done = workers.frames_done + (SELECT frames_total FROM u), last_seen = now()
+                        WHERE name = $5
+                    ), e AS (
+                        INSERT INTO events (kind, job_id, segment_idx, worker, from_state, to_state, reason, actor)
+                        VALUES ('segment', $1, $2, $5, 'leased', 'done', 'completed', $5)
+                    )
+                    SELECT NOT EXISTS (SELECT 1 FROM segments WHERE job_id = $1 AND state <> 'done' AND idx <> $2) AS all_done
+                    """, key + [.int(Int(resultBytes)), .double(processSeconds), .text(rec.leasedBy ?? "")]),
+                PostgresStatement("COMMIT"),
+            ])
+            return .success(CompletionOutcome(allDone: try done[0][0]["all_done"].decode(Bool.self)))
+        } catch {
+            if c.isConnected && c.inTransaction { _ = try? c.query("ROLLBACK") }
+            throw error
         }
     }
 
@@ -107,6 +126,8 @@ extension FarmStore {
                             policy: RetryPolicy = RetryPolicy())
         throws -> Result<FailureOutcome, SegmentStateMachine.Rejection> {
         try transaction { c in
+            // Lock order everywhere: job row, then segment rows.
+            let jobState = try lockJob(c, ref.job)
             let rec = try lockSegment(c, ref)
             var m = rec.machine
             let outcome: SegmentStateMachine.FailureOutcome
@@ -144,7 +165,6 @@ extension FarmStore {
             var jobFailed = false
             var cancelled: [LeasedSegment] = []
             if outcome == .dead {
-                let jobState = try lockJob(c, ref.job)
                 if jobState.canTransition(to: .failed) {
                     let e = DubfarmError(code, "segment \(ref.index): \(error)")
                     try applyJobTransition(c, ref.job, from: jobState, to: .failed, reason: e.message, actor: worker, error: e)
