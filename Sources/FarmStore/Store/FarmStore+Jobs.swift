@@ -67,7 +67,7 @@ extension FarmStore {
         for (k, span) in plan.spans.enumerated() where span.index != k || span.frames.isEmpty {
             throw DubfarmError(.internalError, "plan for job \(id) is malformed at segment \(k) (\(span)); segments must be numbered 0..<n and non-empty")
         }
-        return try transaction { c in
+        let record = try transaction { c in
             let state = try lockJob(c, id)
             guard state == .planning else {
                 throw DubfarmError(.badInput, "job \(id) is \(state), not planning; its plan was not saved")
@@ -101,6 +101,15 @@ extension FarmStore {
             try notifyWork(c)
             return try loadJob(c, id)
         }
+        // Fresh statistics keep the claim an index walk: without them the planner may sort every
+        // pending segment on each claim (milliseconds per claim for a long video).
+        do {
+            try db().query("ANALYZE segments")
+        } catch {
+            logger.warning("ANALYZE segments failed (claims may be slower until autovacuum runs)",
+                           metadata: ["error": "\(error)"])
+        }
+        return record
     }
 
     /// Moves job `id` to `state`, enforcing ``DubfarmCore/JobState/canTransition(to:)``, and

@@ -33,10 +33,14 @@ extension FarmStore {
     public func claimSegment(worker: String, token: LeaseToken = .random(), leaseSeconds: Double) throws -> ClaimedSegment? {
         let rows = try db().query("""
             WITH c AS (
-                SELECT s.job_id, s.idx FROM segments s JOIN jobs j ON j.id = s.job_id
-                WHERE s.state = 'pending' AND s.not_before <= now() AND j.state = 'running'
-                  AND NOT EXISTS (SELECT 1 FROM job_worker_failures f
-                                  WHERE f.job_id = s.job_id AND f.worker = $1 AND f.failures >= $4)
+                -- One table, filters as per-row subqueries: the plan is an ordered walk of
+                -- segments_claim that stops at the first free row (no join, no sort), provided
+                -- the table's statistics are fresh (savePlan runs ANALYZE).
+                SELECT s.job_id, s.idx FROM segments s
+                WHERE s.state = 'pending' AND s.not_before <= now()
+                  AND (SELECT j.state FROM jobs j WHERE j.id = s.job_id) = 'running'
+                  AND coalesce((SELECT f.failures FROM job_worker_failures f
+                                WHERE f.job_id = s.job_id AND f.worker = $1), 0) < $4
                 ORDER BY s.job_priority DESC, s.job_created_at, s.job_id, s.idx
                 LIMIT 1
                 FOR UPDATE OF s SKIP LOCKED
