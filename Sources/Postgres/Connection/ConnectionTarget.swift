@@ -11,6 +11,25 @@ public struct PostgresTarget: Sendable, Hashable, CustomStringConvertible {
     /// The password, kept only so it can be scrubbed from libpq's messages.
     let password: String?
 
+    init(host: String?, port: String?, database: String?, user: String?, password: String?) {
+        self.host = host
+        self.port = port
+        self.database = database
+        self.user = user
+        self.password = password
+    }
+
+    /// Parses `url` (a `postgresql://` URL or `key=value` string) for printing; `nil` when malformed.
+    public init?(parsing url: String) {
+        guard let t = Self.parse(url).0 else { return nil }
+        self = t
+    }
+
+    /// `url` with its password replaced by `***`, for logs and messages.
+    public static func redacted(_ url: String) -> String {
+        redact(url)
+    }
+
     /// Parses a `postgresql://` URL or a `key=value` connection string with libpq's own parser.
     /// Returns `nil` and the parser's message when it is malformed.
     static func parse(_ conninfo: String) -> (PostgresTarget?, String?) {

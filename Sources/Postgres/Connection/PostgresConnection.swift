@@ -8,6 +8,19 @@ import Glibc
 import Darwin
 #endif
 
+/// One statement of a ``PostgresConnection/pipeline(_:)``.
+public struct PostgresStatement: Sendable {
+    public var sql: String
+    public var params: [PostgresValue?]
+    /// Prepare once per connection and reuse (for hot statements).
+    public var prepare: Bool
+    public init(_ sql: String, _ params: [PostgresValue?] = [], prepare: Bool = true) {
+        self.sql = sql
+        self.params = params
+        self.prepare = prepare
+    }
+}
+
 /// A notification received on a channel this connection listens to.
 public struct PostgresNotification: Sendable, Hashable {
     public var channel: String
@@ -111,6 +124,9 @@ public final class PostgresConnection {
                                "cannot connect to PostgreSQL at \(target): \(target.scrub(why.trimmingTrailingNewlines.oneLine)); is the server running and the URL right?")
         }
         conn = c
+        // Server notices (e.g. "relation already exists, skipping") are not errors: drop them
+        // instead of letting libpq print them on stderr.
+        PQsetNoticeProcessor(c, { _, _ in }, nil)
         let res = PQexec(c, "SET TimeZone TO 'UTC'; SET DateStyle TO 'ISO, MDY'; SET IntervalStyle TO 'postgres'")
         _ = try consume(res, what: "session setup")
     }
@@ -134,18 +150,7 @@ public final class PostgresConnection {
         let texts = params.map { $0?.textForm }
         let cstrs: [UnsafePointer<CChar>?] = texts.map { $0.map { UnsafePointer(strdup($0)!) } }
         defer { for p in cstrs { free(UnsafeMutablePointer(mutating: p)) } }
-        var statementName: String?
-        if prepare {
-            if let name = preparedNames[sql] {
-                statementName = name
-            } else {
-                let name = "dubfarm_\(preparedNames.count + 1)"
-                let res = PQprepare(c, name, sql, Int32(params.count), nil)
-                _ = try consume(res, what: sql)
-                preparedNames[sql] = name
-                statementName = name
-            }
-        }
+        let statementName = prepare ? try preparedName(sql, paramCount: params.count) : nil
         let res = cstrs.withUnsafeBufferPointer { buf -> OpaquePointer? in
             let values = buf.count == 0 ? nil : buf.baseAddress
             if let statementName {
@@ -154,6 +159,64 @@ public final class PostgresConnection {
             return PQexecParams(c, sql, Int32(buf.count), nil, values, nil, nil, 0)
         }
         return try consume(res, what: sql)
+    }
+
+    /// The name of `sql` prepared on this connection, preparing it on first use.
+    private func preparedName(_ sql: String, paramCount: Int) throws -> String {
+        if let name = preparedNames[sql] { return name }
+        let c = try live()
+        let name = "dubfarm_\(preparedNames.count + 1)"
+        _ = try consume(PQprepare(c, name, sql, Int32(paramCount), nil), what: sql)
+        preparedNames[sql] = name
+        return name
+    }
+
+    /// Sends `statements` in one round trip (libpq pipeline mode) and returns their rows in order.
+    ///
+    /// They run one after the other as usual; when one fails, the rest are skipped and its error
+    /// is thrown. Use it to save round trips: `BEGIN` with the first statements of a transaction,
+    /// or the last ones with `COMMIT`. (After a failure inside a transaction, the transaction is
+    /// aborted: roll it back.)
+    @discardableResult
+    public func pipeline(_ statements: [PostgresStatement]) throws -> [PostgresRows] {
+        let c = try live()
+        let names = try statements.map { $0.prepare ? try preparedName($0.sql, paramCount: $0.params.count) : nil }
+        guard PQenterPipelineMode(c) == 1 else {
+            throw DubfarmError(.internalError, "libpq refused pipeline mode: \(String(cString: PQerrorMessage(c)).oneLine)")
+        }
+        defer { PQexitPipelineMode(c) }
+        var allocated: [UnsafeMutablePointer<CChar>?] = []
+        defer { for p in allocated { free(p) } }
+        for (s, name) in zip(statements, names) {
+            let cstrs: [UnsafePointer<CChar>?] = s.params.map { $0.map { UnsafePointer(strdup($0.textForm)!) } }
+            allocated += cstrs.map { $0.map { UnsafeMutablePointer(mutating: $0) } }
+            let ok = cstrs.withUnsafeBufferPointer { buf -> Int32 in
+                let values = buf.count == 0 ? nil : buf.baseAddress
+                if let name { return PQsendQueryPrepared(c, name, Int32(buf.count), values, nil, nil, 0) }
+                return PQsendQueryParams(c, s.sql, Int32(buf.count), nil, values, nil, nil, 0)
+            }
+            guard ok == 1 else { throw lostConnection(c) }
+        }
+        guard PQpipelineSync(c) == 1 else { throw lostConnection(c) }
+        var results: [PostgresRows] = []
+        var firstError: Error?
+        for s in statements {
+            guard let res = PQgetResult(c) else { throw lostConnection(c) }
+            if PQresultStatus(res) == PGRES_PIPELINE_ABORTED {
+                PQclear(res)
+            } else {
+                do {
+                    results.append(try consume(res, what: s.sql))
+                } catch {
+                    if firstError == nil { firstError = error }
+                }
+            }
+            while let extra = PQgetResult(c) { PQclear(extra) }  // the NULL that ends this statement
+        }
+        guard let sync = PQgetResult(c) else { throw lostConnection(c) }
+        PQclear(sync)
+        if let firstError { throw firstError }
+        return results
     }
 
     /// Runs several `;`-separated statements without parameters (a migration, a setup script).

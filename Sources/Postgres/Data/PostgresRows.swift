@@ -73,6 +73,9 @@ public struct PostgresCell: Sendable {
     public let text: String?
     let missing: Bool
 
+    /// Whether the result has this column at all.
+    public var exists: Bool { !missing }
+
     /// Whether the value is SQL `NULL`.
     public var isNull: Bool { text == nil }
 

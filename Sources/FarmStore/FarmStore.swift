@@ -1,1 +1,0 @@
-// FarmStore module: see Package.swift

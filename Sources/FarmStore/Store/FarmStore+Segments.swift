@@ -1,0 +1,332 @@
+import DubfarmCore
+import Foundation
+import Postgres
+
+/// A segment's machine before and after a rule of ``SegmentStateMachine`` was applied.
+struct SegmentChange {
+    var ref: SegmentRef
+    var old: SegmentStateMachine
+    var new: SegmentStateMachine
+}
+
+extension FarmStore {
+    // MARK: Reading
+
+    /// The segments of `job`, in index order.
+    public func segments(job: JobID) throws -> [SegmentRecord] {
+        try db().query("SELECT \(Columns.segment) FROM segments WHERE job_id = $1 ORDER BY idx",
+                       [.int(Int(job.rawValue))], prepare: true).map(SegmentRecord.init(row:))
+    }
+
+    /// One segment; `nil` if there is none.
+    public func segment(_ ref: SegmentRef) throws -> SegmentRecord? {
+        try db().query("SELECT \(Columns.segment) FROM segments WHERE job_id = $1 AND idx = $2",
+                       [.int(Int(ref.job.rawValue)), .int(ref.index)], prepare: true).first.map(SegmentRecord.init(row:))
+    }
+
+    // MARK: Claiming
+
+    /// Leases the most urgent claimable segment to `worker` under `token`, in one statement:
+    /// `pending` segments past their backoff, of `running` jobs, by job priority (highest first),
+    /// job age, then index; jobs where `worker` is blocklisted are skipped. Concurrent claimers
+    /// never get the same segment (`FOR UPDATE SKIP LOCKED`). `nil` when nothing is claimable.
+    public func claimSegment(worker: String, token: LeaseToken = .random(), leaseSeconds: Double) throws -> ClaimedSegment? {
+        let rows = try db().query("""
+            WITH c AS (
+                -- One table, filters as per-row subqueries: the plan is an ordered walk of
+                -- segments_claim that stops at the first free row (no join, no sort), provided
+                -- the table's statistics are fresh (savePlan runs ANALYZE).
+                SELECT s.job_id, s.idx FROM segments s
+                WHERE s.state = 'pending' AND s.not_before <= now()
+                  AND (SELECT j.state FROM jobs j WHERE j.id = s.job_id) = 'running'
+                  AND coalesce((SELECT f.failures FROM job_worker_failures f
+                                WHERE f.job_id = s.job_id AND f.worker = $1), 0) < $4
+                ORDER BY s.job_priority DESC, s.job_created_at, s.job_id, s.idx
+                LIMIT 1
+                FOR UPDATE OF s SKIP LOCKED
+            ), u AS (
+                UPDATE segments s SET state = 'leased', lease_token = $2, leased_by = $1,
+                    lease_expires_at = now() + make_interval(secs => $3), leases = s.leases + 1,
+                    frames_done = 0, started_at = now(), updated_at = now()
+                FROM c WHERE s.job_id = c.job_id AND s.idx = c.idx
+                RETURNING s.job_id, s.idx, s.start_frame, s.end_frame, s.lease_expires_at, s.leases, s.failures
+            ), e AS (
+                INSERT INTO events (kind, job_id, segment_idx, worker, from_state, to_state, reason, actor)
+                SELECT 'segment', job_id, idx, $1, 'pending', 'leased', 'claimed', $1 FROM u
+            )
+            SELECT * FROM u
+            """, [.text(worker), .text(token.description), .double(leaseSeconds), .int(Self.blocklistFailures)],
+            prepare: true)
+        guard let row = rows.first else { return nil }
+        return ClaimedSegment(
+            ref: SegmentRef(job: JobID(try row["job_id"].decode(Int64.self)), index: try row["idx"].decode(Int.self)),
+            frames: try row["start_frame"].decode(Int.self)..<row["end_frame"].decode(Int.self),
+            token: token, worker: worker, leaseExpiresAt: try row["lease_expires_at"].decode(Date.self),
+            attempt: try row["leases"].decode(Int.self), failures: try row["failures"].decode(Int.self))
+    }
+
+    // MARK: Replies from workers (fenced)
+
+    /// Accepts the result of lease `token`: the segment becomes `done`. A stale token (the lease
+    /// was released, expired or re-leased) is rejected and changes nothing; log it.
+    ///
+    /// Completions of one job are serialised on the job's row, so exactly one of them sees
+    /// `allDone`. Two round trips: `BEGIN` + locks, then the write + `COMMIT` (pipelined).
+    public func completeSegment(_ ref: SegmentRef, token: LeaseToken, resultBytes: Int64, processSeconds: Double)
+        throws -> Result<CompletionOutcome, SegmentStateMachine.Rejection> {
+        let c = try db()
+        let key: [PostgresValue?] = [.int(Int(ref.job.rawValue)), .int(ref.index)]
+        do {
+            let locked = try c.pipeline([
+                PostgresStatement("BEGIN"),
+                PostgresStatement("SELECT state FROM jobs WHERE id = $1 FOR NO KEY UPDATE", [key[0]]),
+                PostgresStatement("SELECT \(Columns.segment) FROM segments WHERE job_id = $1 AND idx = $2 FOR UPDATE", key),
+            ])
+            guard locked[1].count == 1, let row = locked[2].first else {
+                try c.query("ROLLBACK")
+                throw DubfarmError(.notFound, "there is no segment \(ref)")
+            }
+            let rec = try SegmentRecord(row: row)
+            var m = rec.machine
+            do throws(SegmentStateMachine.Rejection) {
+                try m.complete(token: token)
+            } catch {
+                try c.query("ROLLBACK")
+                return .failure(error)
+            }
+            let done = try c.pipeline([
+                PostgresStatement("""
+                    WITH u AS (
+                        UPDATE segments SET state = 'done', lease_token = NULL, lease_expires_at = NULL, result_bytes = $3,
+                            process_seconds = $4, frames_done = frames_total, finished_at = now(), updated_at = now()
+                        WHERE job_id = $1 AND idx = $2 RETURNING frames_total
+                    ), w AS (
+                        UPDATE workers SET segments_done = segments_done + 1,
+                            frames_done = workers.frames_done + (SELECT frames_total FROM u), last_seen = now()
+                        WHERE name = $5
+                    ), e AS (
+                        INSERT INTO events (kind, job_id, segment_idx, worker, from_state, to_state, reason, actor)
+                        VALUES ('segment', $1, $2, $5, 'leased', 'done', 'completed', $5)
+                    )
+                    SELECT NOT EXISTS (SELECT 1 FROM segments WHERE job_id = $1 AND state <> 'done' AND idx <> $2) AS all_done
+                    """, key + [.int(Int(resultBytes)), .double(processSeconds), .text(rec.leasedBy ?? "")]),
+                PostgresStatement("COMMIT"),
+            ])
+            return .success(CompletionOutcome(allDone: try done[0][0]["all_done"].decode(Bool.self)))
+        } catch {
+            if c.isConnected && c.inTransaction { _ = try? c.query("ROLLBACK") }
+            throw error
+        }
+    }
+
+    /// Records a failed attempt of lease `token`. The segment goes back to `pending` after a
+    /// backoff (``DubfarmCore/RetryPolicy``), or, its attempts spent, becomes `dead` and its job
+    /// fails with "segment N: <error>" (the job's other leases are cancelled and returned). The
+    /// worker's failures in this job are counted; at ``blocklistFailures`` it gets no more of
+    /// the job's segments. A stale token is rejected and changes nothing.
+    ///
+    /// - Parameter code: the job's error code if this failure kills the job.
+    public func failSegment(_ ref: SegmentRef, token: LeaseToken, error: String, code: DubfarmError.Code = .internalError,
+                            policy: RetryPolicy = RetryPolicy())
+        throws -> Result<FailureOutcome, SegmentStateMachine.Rejection> {
+        try transaction { c in
+            // Lock order everywhere: job row, then segment rows.
+            let jobState = try lockJob(c, ref.job)
+            let rec = try lockSegment(c, ref)
+            var m = rec.machine
+            let outcome: SegmentStateMachine.FailureOutcome
+            do throws(SegmentStateMachine.Rejection) {
+                outcome = try m.fail(token: token, policy: policy)
+            } catch {
+                return .failure(error)
+            }
+            let worker = rec.leasedBy
+            let backoff: Double
+            if case .retry(let s) = outcome { backoff = s } else { backoff = 0 }
+            try c.query("""
+                UPDATE segments SET state = $3, lease_token = NULL, leased_by = NULL, lease_expires_at = NULL,
+                    failures = $4, error = $5, frames_done = 0, updated_at = now(),
+                    not_before = CASE WHEN $3 = 'pending' THEN now() + make_interval(secs => $6) ELSE not_before END,
+                    finished_at = CASE WHEN $3 = 'dead' THEN now() ELSE NULL END
+                WHERE job_id = $1 AND idx = $2
+                """, [.int(Int(ref.job.rawValue)), .int(ref.index), .text(m.state.rawValue), .int(m.failures),
+                      .text(error), .double(backoff)], prepare: true)
+            let why: String
+            switch outcome {
+            case .retry(let s): why = "failed (attempt \(m.failures) of \(policy.maxAttempts), retry in \(s) s): \(error)"
+            case .dead: why = "failed (attempt \(m.failures) of \(policy.maxAttempts), giving up): \(error)"
+            }
+            try recordEvent(c, kind: .segment, job: ref.job, segment: ref.index, worker: worker,
+                            from: SegmentState.leased.rawValue, to: m.state.rawValue, reason: why, actor: worker)
+            var workerFailures = 0
+            if let worker {
+                workerFailures = try c.query("""
+                    INSERT INTO job_worker_failures (job_id, worker, failures) VALUES ($1, $2, 1)
+                    ON CONFLICT (job_id, worker) DO UPDATE SET failures = job_worker_failures.failures + 1
+                    RETURNING failures
+                    """, [.int(Int(ref.job.rawValue)), .text(worker)], prepare: true)[0]["failures"].decode(Int.self)
+            }
+            var jobFailed = false
+            var cancelled: [LeasedSegment] = []
+            if outcome == .dead {
+                if jobState.canTransition(to: .failed) {
+                    let e = DubfarmError(code, "segment \(ref.index): \(error)")
+                    try applyJobTransition(c, ref.job, from: jobState, to: .failed, reason: e.message, actor: worker, error: e)
+                    cancelled = try cancelSegments(c, ref.job, reason: "job failed: segment \(ref.index) is dead", actor: worker)
+                    jobFailed = true
+                }
+            }
+            return .success(FailureOutcome(segment: outcome, failures: m.failures, worker: worker,
+                                           workerFailuresInJob: workerFailures,
+                                           workerBlocklisted: workerFailures >= Self.blocklistFailures,
+                                           jobFailed: jobFailed, cancelledLeases: cancelled))
+        }
+    }
+
+    /// Records progress of lease `token`; `false` (and nothing written) when the token is stale.
+    /// Not a state change: no event.
+    @discardableResult
+    public func reportProgress(_ ref: SegmentRef, token: LeaseToken, framesDone: Int) throws -> Bool {
+        // The fencing check of SegmentStateMachine.check(token:), as one guarded UPDATE (hot path).
+        let rows = try db().query("""
+            UPDATE segments SET frames_done = least($4, frames_total), updated_at = now()
+            WHERE job_id = $1 AND idx = $2 AND state = 'leased' AND lease_token = $3
+            """, [.int(Int(ref.job.rawValue)), .int(ref.index), .text(token.description), .int(framesDone)], prepare: true)
+        return rows.affectedRows == 1
+    }
+
+    // MARK: Taking leases back
+
+    /// A worker handed lease `token` back (stopping, draining): the segment is `pending` again,
+    /// without counting a failure.
+    public func releaseLease(_ ref: SegmentRef, token: LeaseToken, reason: String, actor: String? = nil)
+        throws -> Result<Void, SegmentStateMachine.Rejection> {
+        try transaction { c in
+            let rec = try lockSegment(c, ref)
+            var m = rec.machine
+            do throws(SegmentStateMachine.Rejection) {
+                try m.release(token: token)
+            } catch {
+                return .failure(error)
+            }
+            try writeBack(c, [SegmentChange(ref: ref, old: rec.machine, new: m)], reason: reason, actor: actor ?? rec.leasedBy)
+            try notifyWork(c)
+            return .success(())
+        }
+    }
+
+    /// Takes back every lease held by `worker` (it was lost or disconnected): those segments are
+    /// `pending` again, no failure counted. Returns them.
+    @discardableResult
+    public func releaseLeases(worker: String, reason: String, actor: String? = nil) throws -> [SegmentRef] {
+        try transaction { c in
+            let rows = try c.query("""
+                SELECT \(Columns.segment) FROM segments WHERE state = 'leased' AND leased_by = $1
+                ORDER BY job_id, idx FOR UPDATE
+                """, [.text(worker)], prepare: true)
+            return try releaseAll(c, rows, reason: reason, actor: actor)
+        }
+    }
+
+    /// Takes back every lease past its deadline (`lease_expires_at < now()`). Returns them.
+    @discardableResult
+    public func expireLeases(actor: String? = nil) throws -> [SegmentRef] {
+        try transaction { c in
+            let rows = try c.query("""
+                SELECT \(Columns.segment) FROM segments WHERE state = 'leased' AND lease_expires_at < now()
+                ORDER BY job_id, idx FOR UPDATE SKIP LOCKED
+                """, prepare: true)
+            return try releaseAll(c, rows, reason: "lease expired", actor: actor)
+        }
+    }
+
+    /// Extends every lease of `worker` to `seconds` from now (it is alive). Returns how many.
+    @discardableResult
+    public func renewLeases(worker: String, seconds: Double) throws -> Int {
+        try db().query("""
+            UPDATE segments SET lease_expires_at = now() + make_interval(secs => $2)
+            WHERE state = 'leased' AND leased_by = $1
+            """, [.text(worker), .double(seconds)], prepare: true).affectedRows
+    }
+
+    // MARK: Internals
+
+    func lockSegment(_ c: PostgresConnection, _ ref: SegmentRef) throws -> SegmentRecord {
+        let rows = try c.query("SELECT \(Columns.segment) FROM segments WHERE job_id = $1 AND idx = $2 FOR UPDATE",
+                               [.int(Int(ref.job.rawValue)), .int(ref.index)], prepare: true)
+        guard let row = rows.first else { throw DubfarmError(.notFound, "there is no segment \(ref)") }
+        return try SegmentRecord(row: row)
+    }
+
+    private func releaseAll(_ c: PostgresConnection, _ rows: PostgresRows, reason: String, actor: String?) throws -> [SegmentRef] {
+        var changes: [SegmentChange] = []
+        for row in rows {
+            let rec = try SegmentRecord(row: row)
+            var m = rec.machine
+            do {
+                try m.release(token: nil)
+            } catch {
+                continue
+            }
+            changes.append(SegmentChange(ref: rec.ref, old: rec.machine, new: m))
+        }
+        try writeBack(c, changes, reason: reason, actor: actor)
+        if !changes.isEmpty { try notifyWork(c) }
+        return changes.map(\.ref)
+    }
+
+    /// Cancels job `id`'s pending and leased segments (``SegmentStateMachine/cancel()``);
+    /// returns the leases that were active.
+    func cancelSegments(_ c: PostgresConnection, _ id: JobID, reason: String, actor: String?) throws -> [LeasedSegment] {
+        let rows = try c.query("""
+            SELECT \(Columns.segment) FROM segments WHERE job_id = $1 AND state IN ('pending', 'leased')
+            ORDER BY idx FOR UPDATE
+            """, [.int(Int(id.rawValue))], prepare: true)
+        var changes: [SegmentChange] = []
+        var leases: [LeasedSegment] = []
+        for row in rows {
+            let rec = try SegmentRecord(row: row)
+            if rec.state == .leased, let token = rec.lease {
+                leases.append(LeasedSegment(ref: rec.ref, token: token, worker: rec.leasedBy ?? ""))
+            }
+            var m = rec.machine
+            m.cancel()
+            changes.append(SegmentChange(ref: rec.ref, old: rec.machine, new: m))
+        }
+        try writeBack(c, changes, reason: reason, actor: actor)
+        return leases
+    }
+
+    /// Writes the new machines of `changes` (rows already locked) and one event per change, in
+    /// two statements whatever their number.
+    func writeBack(_ c: PostgresConnection, _ changes: [SegmentChange], reason: String, actor: String?,
+                   resetBackoff: Bool = false, clearError: Bool = false) throws {
+        let changed = changes.filter { $0.old != $0.new }
+        guard !changed.isEmpty else { return }
+        try c.query("""
+            UPDATE segments s SET state = t.state, lease_token = t.token, leased_by = t.by, failures = t.failures,
+                leases = t.leases, updated_at = now(),
+                lease_expires_at = CASE WHEN t.state = 'leased' THEN s.lease_expires_at ELSE NULL END,
+                frames_done = CASE WHEN t.state = 'pending' THEN 0 ELSE s.frames_done END,
+                not_before = CASE WHEN $7 THEN '-infinity'::timestamptz ELSE s.not_before END,
+                error = CASE WHEN $8 THEN NULL ELSE s.error END,
+                finished_at = CASE WHEN t.state IN ('cancelled', 'dead', 'done') THEN now() ELSE NULL END
+            FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::int[], $9::int[])
+                AS t(job_id, idx, state, token, by, failures, leases)
+            WHERE s.job_id = t.job_id AND s.idx = t.idx
+            """, [.array(changed.map { .int(Int($0.ref.job.rawValue)) }), .array(changed.map { .int($0.ref.index) }),
+                  .array(changed.map { .text($0.new.state.rawValue) }),
+                  .array(changed.map { $0.new.lease.map { .text($0.description) } }),
+                  .array(changed.map { $0.new.leasedBy.map { .text($0) } }),
+                  .array(changed.map { .int($0.new.failures) }), .bool(resetBackoff), .bool(clearError),
+                  .array(changed.map { .int($0.new.leases) })], prepare: true)
+        try c.query("""
+            INSERT INTO events (kind, job_id, segment_idx, worker, from_state, to_state, reason, actor)
+            SELECT 'segment', t.job_id, t.idx, t.worker, t.from_state, t.to_state, $6, $7
+            FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[]) AS t(job_id, idx, worker, from_state, to_state)
+            """, [.array(changed.map { .int(Int($0.ref.job.rawValue)) }), .array(changed.map { .int($0.ref.index) }),
+                  .array(changed.map { $0.old.leasedBy.map { .text($0) } }),
+                  .array(changed.map { .text($0.old.state.rawValue) }), .array(changed.map { .text($0.new.state.rawValue) }),
+                  .text(reason), .text(actor ?? defaultActor)], prepare: true)
+    }
+}

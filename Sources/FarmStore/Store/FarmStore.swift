@@ -1,0 +1,169 @@
+import DubfarmCore
+import Foundation
+import Logging
+import Postgres
+
+/// The farm's state in PostgreSQL: jobs, segments, workers and the event log.
+///
+/// PostgreSQL is the single source of truth: a coordinator killed at any instant loses nothing,
+/// and a new one resumes from here (``jobsToResume(actor:)``). Every state change of a job or
+/// segment writes an `events` row (who, when, why) in the same transaction. Segment changes
+/// lock the row (`SELECT … FOR UPDATE`), apply ``DubfarmCore/SegmentStateMachine`` (where the
+/// rules, fencing included, live) and write the answer back; claiming is one
+/// `FOR UPDATE SKIP LOCKED` statement, so any number of stores can claim concurrently.
+///
+/// The actor runs on its own ``DubfarmCore/ThreadExecutor``: libpq blocks, and that thread is
+/// the only one it blocks. A lost connection is re-opened on the next call.
+public actor FarmStore {
+    /// The NOTIFY channel raised when segments become claimable (a wake-up hint only).
+    public static let workChannel = "dubfarm_work"
+    /// A worker that failed this many segments of one job no longer gets that job's segments.
+    public static let blocklistFailures = 3
+
+    private let executor: ThreadExecutor
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
+
+    private let url: String
+    private var connection: PostgresConnection?
+    let logger: Logger
+    /// Who this store acts as in events when no actor is given (e.g. `coordinator@host`).
+    public nonisolated let defaultActor: String
+    /// The database this store talks to, without credentials.
+    public nonisolated let target: String
+
+    /// A store for the database at `url` (a `postgresql://` URL); nothing is opened until
+    /// ``connect(retryFor:)`` or the first call.
+    public init(url: String, actor: String? = nil, logger: Logger = Logger(label: "dubfarm.store")) {
+        self.url = url
+        self.logger = logger
+        self.defaultActor = actor ?? "coordinator@\(ProcessInfo.processInfo.hostName)"
+        self.target = PostgresTarget(parsing: url)?.description ?? PostgresTarget.redacted(url)
+        self.executor = ThreadExecutor(name: "dubfarm-store")
+    }
+
+    deinit {
+        executor.shutdown()
+    }
+
+    /// Opens the connection, retrying for up to `seconds` (a database that starts with the farm).
+    public func connect(retryFor seconds: Double = 0) async throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        var delay = 0.1
+        while true {
+            do {
+                _ = try db()
+                return
+            } catch let e as DubfarmError where e.code == .unreachable && Date() < deadline {
+                logger.info("database not reachable yet, retrying", metadata: ["target": "\(target)", "error": "\(e.message)"])
+                try await Task.sleep(nanoseconds: UInt64(min(delay, max(0.01, deadline.timeIntervalSinceNow)) * 1e9))
+                delay = min(delay * 2, 2)
+            }
+        }
+    }
+
+    /// Closes the connection (the next call opens a new one).
+    public func close() {
+        connection?.close()
+        connection = nil
+    }
+
+    /// The open connection, (re)connecting if needed.
+    func db() throws -> PostgresConnection {
+        if let c = connection {
+            if c.isConnected { return c }
+            logger.warning("database connection lost; reconnecting", metadata: ["target": "\(target)"])
+            try c.reconnect()
+            return c
+        }
+        let c = try PostgresConnection(url: url, applicationName: "dubfarm-store")
+        connection = c
+        return c
+    }
+
+    /// Runs `body` in one transaction on the connection.
+    func transaction<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
+        let c = try db()
+        return try c.transaction { try body(c) }
+    }
+
+    // MARK: Schema
+
+    /// Applies the embedded migrations this database lacks; returns those it applied (empty when
+    /// the schema is current). Safe to run from several processes at once.
+    @discardableResult
+    public func migrate() throws -> [Migration] {
+        try migrate(Migration.embedded)
+    }
+
+    /// Applies `migrations` (tests use this to simulate other builds).
+    @discardableResult
+    public func migrate(_ migrations: [Migration]) throws -> [Migration] {
+        let applied = try Migrator.migrate(try db(), migrations: migrations)
+        for m in applied { logger.info("applied migration \(m)") }
+        return applied
+    }
+
+    /// The database's schema version (0: no dubfarm schema).
+    public func schemaVersion() throws -> Int {
+        try Migrator.version(try db())
+    }
+
+    /// Throws unless the database's schema is exactly what this build knows: `.schemaTooNew` when
+    /// it is newer, `.configuration` ("run `dubfarm migrate`") when older.
+    public func checkSchema() throws {
+        try Migrator.check(try db(), known: Migration.latestVersion)
+    }
+
+    // MARK: Shared helpers
+
+    /// Inserts one event row.
+    func recordEvent(_ c: PostgresConnection, kind: EventKind, job: JobID? = nil, segment: Int? = nil,
+                     worker: String? = nil, from: String?, to: String?, reason: String?, actor: String?) throws {
+        try c.query("""
+            INSERT INTO events (kind, job_id, segment_idx, worker, from_state, to_state, reason, actor)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            """,
+            [.text(kind.rawValue), job.map { .int(Int($0.rawValue)) }, segment.map { .int($0) }, worker.map { .text($0) },
+             from.map { .text($0) }, to.map { .text($0) }, reason.map { .text($0) }, .text(actor ?? defaultActor)],
+            prepare: true)
+    }
+
+    /// Raises the work hint (delivered at commit when inside a transaction).
+    func notifyWork(_ c: PostgresConnection) throws {
+        try c.notify(Self.workChannel)
+    }
+}
+
+/// Waits for the ``FarmStore/workChannel`` hint on a connection of its own (LISTEN blocks the
+/// connection's thread while it waits, so it must not share the store's).
+public actor WorkListener {
+    private let executor = ThreadExecutor(name: "dubfarm-listen")
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
+    private let url: String
+    private var connection: PostgresConnection?
+
+    public init(url: String) {
+        self.url = url
+    }
+
+    deinit { executor.shutdown() }
+
+    /// Starts listening (idempotent).
+    public func start() throws {
+        if let c = connection, c.isConnected { return }
+        if let c = connection {
+            try c.reconnect()
+            return
+        }
+        let c = try PostgresConnection(url: url, applicationName: "dubfarm-listen")
+        try c.listen(FarmStore.workChannel)
+        connection = c
+    }
+
+    /// Waits up to `timeout` seconds for a hint; returns whether one came. Correctness never
+    /// depends on it: callers poll on timeout anyway.
+    public func wait(timeout: Double) throws -> Bool {
+        try start()
+        return try !(connection!.waitForNotifications(timeout: timeout).isEmpty)
+    }
+}

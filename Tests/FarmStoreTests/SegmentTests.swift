@@ -1,0 +1,270 @@
+import DubfarmCore
+import FarmStore
+import FarmTestSupport
+import Foundation
+import Postgres
+import Testing
+
+@Suite("Segments")
+struct SegmentTests {
+    @Test("segments are claimed by job priority, then job age, then index; only of running jobs")
+    func claimOrder() async throws {
+        let db = try await TestDatabase.create()
+        defer { db.drop() }
+        let store = db.store()
+        let old = try await makeRunningJob(store, segments: 2, priority: 0)
+        let urgent = try await makeRunningJob(store, segments: 2, priority: 10)
+        let young = try await makeRunningJob(store, segments: 1, priority: 0)
+        _ = try await store.createJob(NewJob(videoName: "queued", audioName: "a", priority: 100))  // not planned
+        var order: [SegmentRef] = []
+        while let s = try await store.claimSegment(worker: "w", leaseSeconds: 30) { order.append(s.ref) }
+        #expect(order == [SegmentRef(job: urgent.id, index: 0), SegmentRef(job: urgent.id, index: 1),
+                          SegmentRef(job: old.id, index: 0), SegmentRef(job: old.id, index: 1),
+                          SegmentRef(job: young.id, index: 0)])
+    }
+
+    @Test("a claim records the lease: token, holder, deadline, attempt, event")
+    func claimRecordsLease() async throws {
+        let db = try await TestDatabase.create()
+        defer { db.drop() }
+        let store = db.store()
+        let job = try await makeRunningJob(store, segments: 1)
+        let token = LeaseToken.random()
+        let s = try #require(try await store.claimSegment(worker: "w9", token: token, leaseSeconds: 30))
+        #expect(s.token == token && s.attempt == 1 && s.failures == 0 && s.frames == 0..<10)
+        #expect(s.leaseExpiresAt.timeIntervalSinceNow > 20)
+        let rec = try #require(try await store.segment(s.ref))
+        #expect(rec.state == .leased && rec.lease == token && rec.leasedBy == "w9" && rec.leases == 1)
+        let ev = try await store.events(job: job.id).last
+        #expect(ev?.kind == .segment && ev?.from == "pending" && ev?.to == "leased" && ev?.worker == "w9" && ev?.segment == 0)
+    }
+
+    @Test("two stores claiming 200 segments concurrently never share one (SKIP LOCKED)")
+    func concurrentClaims() async throws {
+        let db = try await TestDatabase.create()
+        defer { db.drop() }
+        let setup = db.store()
+        let job = try await makeRunningJob(setup, segments: 200)
+        let a = db.store(actor: "coord-a"), b = db.store(actor: "coord-b")
+        try await a.connect()
+        try await b.connect()
+        func drain(_ store: FarmStore, _ worker: String) async throws -> [SegmentRef] {
+            var got: [SegmentRef] = []
+            while let s = try await store.claimSegment(worker: worker, leaseSeconds: 60) { got.append(s.ref) }
+            return got
+        }
+        async let ga = drain(a, "wa")
+        async let gb = drain(b, "wb")
+        let (x, y) = try await (ga, gb)
+        #expect(Set(x).isDisjoint(with: Set(y)))
+        #expect(x.count + y.count == 200)
+        #expect(Set(x).union(y) == Set((0..<200).map { SegmentRef(job: job.id, index: $0) }))
+        let segs = try await setup.segments(job: job.id)
+        #expect(segs.allSatisfy { $0.state == .leased && $0.leases == 1 })
+        let events = try await setup.events(job: job.id, limit: 10_000).filter { $0.to == "leased" }
+        #expect(events.count == 200)
+    }
+
+    @Test("concurrent completions from two stores: exactly one sees allDone")
+    func exactlyOneAllDone() async throws {
+        let db = try await TestDatabase.create()
+        defer { db.drop() }
+        let a = db.store(actor: "a"), b = db.store(actor: "b")
+        let job = try await makeRunningJob(a, segments: 60)
+        var claims: [ClaimedSegment] = []
+        while let s = try await a.claimSegment(worker: "w", leaseSeconds: 60) { claims.append(s) }
+        #expect(claims.count == 60)
+        func complete(_ store: FarmStore, _ list: [ClaimedSegment]) async throws -> Int {
+            var n = 0
+            for s in list where try await store.completeSegment(s.ref, token: s.token, resultBytes: 1, processSeconds: 0).get().allDone {
+                n += 1
+            }
+            return n
+        }
+        async let x = complete(a, claims.enumerated().filter { $0.offset % 2 == 0 }.map(\.element))
+        async let y = complete(b, claims.enumerated().filter { $0.offset % 2 == 1 }.map(\.element))
+        let (na, nb) = try await (x, y)
+        #expect(na + nb == 1)
+        #expect(try await a.job(job.id)?.segments?.done == 60)
+    }
+
+    @Test("fencing: a stale token after release and re-lease is rejected and changes nothing")
+    func fencing() async throws {
+        let db = try await TestDatabase.create()
+        defer { db.drop() }
+        let store = db.store()
+        let job = try await makeRunningJob(store, segments: 1)
+        let first = try #require(try await store.claimSegment(worker: "w1", leaseSeconds: 30))
+        #expect(try await store.reportProgress(first.ref, token: first.token, framesDone: 4))
+        let released = try await store.releaseLeases(worker: "w1", reason: "worker lost")
+        #expect(released == [first.ref])
+        let second = try #require(try await store.claimSegment(worker: "w2", leaseSeconds: 30))
+        #expect(second.ref == first.ref && second.attempt == 2 && second.token != first.token)
+        let before = try #require(try await store.segment(first.ref))
+        let eventsBefore = try await store.events(job: job.id).count
+
+        let r = try await store.completeSegment(first.ref, token: first.token, resultBytes: 1, processSeconds: 1)
+        #expect(r.failureValue == .staleToken(current: second.token))
+        let f = try await store.failSegment(first.ref, token: first.token, error: "late")
+        #expect(f.failureValue == .staleToken(current: second.token))
+        #expect(try await store.reportProgress(first.ref, token: first.token, framesDone: 9) == false)
+        let rel = try await store.releaseLease(first.ref, token: first.token, reason: "late")
+        #expect(rel.failureValue == .staleToken(current: second.token))
+
+        #expect(try await store.segment(first.ref) == before)
+        #expect(try await store.events(job: job.id).count == eventsBefore)
+        // The current lease still works.
+        let ok = try await store.completeSegment(second.ref, token: second.token, resultBytes: 7, processSeconds: 2)
+        #expect(try ok.get() == CompletionOutcome(allDone: true))
+        // And a duplicate of the accepted result is rejected.
+        #expect(!(try await store.completeSegment(second.ref, token: second.token, resultBytes: 7, processSeconds: 2).isSuccess))
+        let done = try #require(try await store.segment(second.ref))
+        #expect(done.state == .done && done.resultBytes == 7 && done.framesDone == 10 && done.leasedBy == "w2")
+    }
+
+    @Test("failures back off (not_before), then the segment is dead and the job fails with the reason")
+    func failuresBackOffThenDie() async throws {
+        let db = try await TestDatabase.create()
+        defer { db.drop() }
+        let store = db.store()
+        let job = try await makeRunningJob(store, segments: 2)
+        let policy = RetryPolicy(maxAttempts: 3, backoffBase: 0.3, backoffMax: 0.3)
+        let s1 = try #require(try await store.claimSegment(worker: "w1", leaseSeconds: 30))
+        let other = try #require(try await store.claimSegment(worker: "w2", leaseSeconds: 30))
+        let out1 = try await store.failSegment(s1.ref, token: s1.token, error: "out of memory", policy: policy).get()
+        #expect(out1.segment == .retry(backoffSeconds: 0.3) && out1.failures == 1 && !out1.jobFailed)
+        #expect(out1.worker == "w1" && out1.workerFailuresInJob == 1 && !out1.workerBlocklisted)
+        let rec = try #require(try await store.segment(s1.ref))
+        #expect(rec.state == .pending && rec.failures == 1 && rec.error == "out of memory" && rec.lease == nil)
+        #expect(try #require(rec.notBefore).timeIntervalSinceNow > 0)
+        // Backing off: not claimable yet.
+        #expect(try await store.claimSegment(worker: "w3", leaseSeconds: 30) == nil)
+        try await Task.sleep(nanoseconds: 400_000_000)
+        let s2 = try #require(try await store.claimSegment(worker: "w3", leaseSeconds: 30))
+        #expect(s2.ref == s1.ref && s2.failures == 1 && s2.attempt == 2)
+        _ = try await store.failSegment(s2.ref, token: s2.token, error: "out of memory", policy: policy).get()
+        try await Task.sleep(nanoseconds: 400_000_000)
+        let s3 = try #require(try await store.claimSegment(worker: "w4", leaseSeconds: 30))
+        let out3 = try await store.failSegment(s3.ref, token: s3.token, error: "bad frame 12", code: .badInput,
+                                               policy: policy).get()
+        #expect(out3.segment == .dead && out3.jobFailed)
+        #expect(out3.cancelledLeases == [LeasedSegment(ref: other.ref, token: other.token, worker: "w2")])
+        let failed = try #require(try await store.job(job.id))
+        #expect(failed.state == .failed && failed.error == "segment 0: bad frame 12" && failed.errorCode == .badInput)
+        let jobEvent = try await store.events(job: job.id).last { $0.kind == .job }
+        #expect(jobEvent?.to == "failed" && jobEvent?.reason == "segment 0: bad frame 12")
+        let segs = try await store.segments(job: job.id)
+        #expect(segs.map(\.state) == [.dead, .cancelled])
+    }
+
+    @Test("a worker that fails three segments of a job gets no more of that job")
+    func blocklist() async throws {
+        let db = try await TestDatabase.create()
+        defer { db.drop() }
+        let store = db.store()
+        let job = try await makeRunningJob(store, segments: 5)
+        let other = try await makeRunningJob(store, segments: 1)
+        let policy = RetryPolicy(maxAttempts: 10, backoffBase: 0, backoffMax: 0)
+        var last: FailureOutcome?
+        for _ in 0..<3 {
+            let s = try #require(try await store.claimSegment(worker: "bad", leaseSeconds: 30))
+            #expect(s.ref.job == job.id)
+            last = try await store.failSegment(s.ref, token: s.token, error: "gpu fault", policy: policy).get()
+        }
+        #expect(last?.workerBlocklisted == true && last?.workerFailuresInJob == 3)
+        // "bad" now skips job 1 and gets the other job's segment; a good worker still gets job 1.
+        #expect(try await store.claimSegment(worker: "bad", leaseSeconds: 30)?.ref.job == other.id)
+        #expect(try await store.claimSegment(worker: "bad", leaseSeconds: 30) == nil)
+        #expect(try await store.claimSegment(worker: "good", leaseSeconds: 30)?.ref.job == job.id)
+    }
+
+    @Test("expired leases are taken back without counting a failure")
+    func expiry() async throws {
+        let db = try await TestDatabase.create()
+        defer { db.drop() }
+        let store = db.store()
+        let job = try await makeRunningJob(store, segments: 2)
+        let short = try #require(try await store.claimSegment(worker: "w1", leaseSeconds: 0.3))
+        let long = try #require(try await store.claimSegment(worker: "w2", leaseSeconds: 60))
+        try await Task.sleep(nanoseconds: 500_000_000)
+        #expect(try await store.expireLeases() == [short.ref])
+        #expect(try await store.expireLeases().isEmpty)
+        let rec = try #require(try await store.segment(short.ref))
+        #expect(rec.state == .pending && rec.failures == 0 && rec.lease == nil && rec.leaseExpiresAt == nil)
+        #expect(try await store.segment(long.ref)?.state == .leased)
+        let ev = try await store.events(job: job.id).last
+        #expect(ev?.reason == "lease expired" && ev?.from == "leased" && ev?.to == "pending" && ev?.worker == "w1")
+        // Renewal keeps a lease alive.
+        let again = try #require(try await store.claimSegment(worker: "w3", leaseSeconds: 0.3))
+        #expect(try await store.renewLeases(worker: "w3", seconds: 60) == 1)
+        try await Task.sleep(nanoseconds: 500_000_000)
+        #expect(try await store.expireLeases().isEmpty)
+        #expect(try await store.segment(again.ref)?.state == .leased)
+    }
+
+    @Test("a handed-back lease is pending again; progress is recorded under the current token only")
+    func handBackAndProgress() async throws {
+        let db = try await TestDatabase.create()
+        defer { db.drop() }
+        let store = db.store()
+        _ = try await makeRunningJob(store, segments: 1)
+        let s = try #require(try await store.claimSegment(worker: "w1", leaseSeconds: 30))
+        #expect(try await store.reportProgress(s.ref, token: s.token, framesDone: 6))
+        #expect(try await store.segment(s.ref)?.framesDone == 6)
+        #expect(try await store.reportProgress(s.ref, token: .random(), framesDone: 8) == false)
+        #expect(try await store.releaseLease(s.ref, token: s.token, reason: "draining").isSuccess)
+        let rec = try #require(try await store.segment(s.ref))
+        #expect(rec.state == .pending && rec.framesDone == 0 && rec.failures == 0)
+        #expect(try await store.releaseLease(s.ref, token: s.token, reason: "twice").failureValue != nil)
+    }
+
+    @Test("workers are upserted, their state changes recorded, counters kept")
+    func workers() async throws {
+        let db = try await TestDatabase.create()
+        defer { db.drop() }
+        let store = db.store()
+        try await store.workerSeen(WorkerInfo(name: "w1", host: "gpu-1", threads: 8, model: "tiny",
+                                              capabilities: ["gpu": "none"]))
+        try await store.workerSeen(WorkerInfo(name: "w1", host: "gpu-1", threads: 16, model: "tiny"))
+        let job = try await makeRunningJob(store, segments: 1)
+        let s = try #require(try await store.claimSegment(worker: "w1", leaseSeconds: 30))
+        try await store.setWorkerState("w1", .busy, segment: s.ref, stage: "lipsync")
+        var w = try #require(try await store.workers().first)
+        #expect(w.name == "w1" && w.threads == 16 && w.state == .busy && w.current == s.ref && w.stage == "lipsync")
+        _ = try await store.completeSegment(s.ref, token: s.token, resultBytes: 1, processSeconds: 1)
+        try await store.setWorkerState("w1", .idle)
+        try await store.setWorkerState("w1", .gone, reason: "disconnected")
+        try await store.workerSeen(WorkerInfo(name: "w1"))
+        w = try #require(try await store.workers().first)
+        #expect(w.state == .idle && w.segmentsDone == 1 && w.framesDone == 10 && w.current == nil)
+        let ev = try await store.events().filter { $0.kind == .worker }.map { "\($0.from ?? "-")>\($0.to ?? "-")" }
+        #expect(ev == ["->idle", "idle>busy", "busy>idle", "idle>gone", "gone>idle"])
+        await #expect(throws: DubfarmError.self) { try await store.setWorkerState("nobody", .idle) }
+        _ = job
+    }
+
+    @Test("segments becoming claimable raise the dubfarm_work hint")
+    func workHint() async throws {
+        let db = try await TestDatabase.create()
+        defer { db.drop() }
+        let listener = WorkListener(url: db.url)
+        try await listener.start()
+        let store = db.store()
+        _ = try await makeRunningJob(store, segments: 1)
+        #expect(try await listener.wait(timeout: 5))
+        #expect(try await listener.wait(timeout: 0.1) == false)
+    }
+
+    @Test("store benchmark: claim + complete cycles (prints transitions/s)")
+    func bench() async throws {
+        let db = try await TestDatabase.create()
+        defer { db.drop() }
+        let store = db.store()
+        let inside = try await StoreBench.transitions(store: store, count: 2000, inside: true)
+        print("StoreBench.transitions (ephemeral test cluster, fsync off), inside the actor: \(inside)")
+        #expect(inside.transitions == 2000)
+        let report = try await StoreBench.transitions(store: store, count: 2000)
+        print("StoreBench.transitions (ephemeral test cluster, fsync off), actor calls: \(report)")
+        #expect(report.transitions == 2000)
+    }
+}
