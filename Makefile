@@ -1,7 +1,48 @@
-# dubfarm — see README.md. The two commands a new user runs: `make demo` and `make test`.
-SWIFT ?= swift
-.PHONY: build test
-build:
-	$(SWIFT) build
-test:
-	$(SWIFT) test
+# dubfarm — a distributed batch render farm for video dubbing. See README.md.
+#
+# A new user runs two commands:
+#   make demo   installs what is missing, builds, starts a local farm, dubs the bundled sample
+#   make test   the whole test suite (unit and integration: real PostgreSQL, ZeroMQ and media)
+SHELL := /bin/bash
+SWIFT ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)
+# Tests run on an optimised build: the model and face code are far too slow unoptimised.
+TEST_FLAGS ?= -c release -Xswiftc -enable-testing
+BIN := .build/release/dubfarm
+FARM_DIR ?= $(CURDIR)/.farm
+OUT ?= $(CURDIR)/out
+
+.PHONY: deps build test demo demo-down bench clean help
+
+help:
+	@echo "make demo      start a local farm and dub the bundled sample"
+	@echo "make test      run every test"
+	@echo "make bench     print the benchmark figures"
+	@echo "make build     build bin: $(BIN)"
+	@echo "make demo-down stop the local farm"
+
+deps:
+	@tools/install-deps.sh
+
+build: deps
+	$(SWIFT) build -c release --product dubfarm
+
+test: deps
+	$(SWIFT) build $(TEST_FLAGS) --build-tests
+	$(SWIFT) test $(TEST_FLAGS) --skip-build
+
+demo: build
+	@mkdir -p $(OUT)
+	$(BIN) local up --dir $(FARM_DIR) --workers 2
+	DUBFARM_LOCAL_DIR=$(FARM_DIR) $(BIN) submit demo/speaker.mp4 --audio demo/dub.wav --wait --out $(OUT)/demo-dubbed.mp4
+	@echo
+	@echo "Done. The dubbed video is $(OUT)/demo-dubbed.mp4"
+	@echo "The farm keeps running: try '$(BIN) jobs' or '$(BIN) workers'; stop it with 'make demo-down'."
+
+demo-down:
+	-$(BIN) local down --dir $(FARM_DIR)
+
+bench: build
+	tools/bench/farm.sh
+
+clean:
+	rm -rf .build out

@@ -34,17 +34,26 @@ public struct UploadStatus: Codable, Sendable, Hashable {
 }
 /// A job to create from finished uploads.
 public struct SubmitSpec: Codable, Sendable, Hashable {
+    /// Upload ids.
     public var video: String
     public var audio: String
     public var face: String?
+    /// The user's file names, for display only (never used as paths).
+    public var videoName: String
+    public var audioName: String
+    public var faceName: String?
     public var priority: Int
     /// The stage to run; `nil` for the coordinator's default.
     public var stage: String?
     public var model: String?
-    public init(video: String, audio: String, face: String? = nil, priority: Int = 0, stage: String? = nil, model: String? = nil) {
+    public init(video: String, audio: String, face: String? = nil, videoName: String = "video", audioName: String = "audio",
+                faceName: String? = nil, priority: Int = 0, stage: String? = nil, model: String? = nil) {
         self.video = video
         self.audio = audio
         self.face = face
+        self.videoName = videoName
+        self.audioName = audioName
+        self.faceName = faceName
         self.priority = priority
         self.stage = stage
         self.model = model

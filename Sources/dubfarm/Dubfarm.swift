@@ -1,10 +1,76 @@
 import ArgumentParser
+import DubfarmCore
+import Foundation
 
 @main
 struct Dubfarm: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dubfarm",
         abstract: "A distributed batch render farm for video dubbing.",
-        subcommands: []
+        discussion: """
+            Quick start:  dubfarm local up            (a private farm on this machine)
+                          dubfarm submit talk.mp4 --audio dub.wav --wait --out dubbed.mp4
+
+            A coordinator cuts each video into 10-second segments, keeps all state in PostgreSQL and
+            hands segments to workers over ZeroMQ; workers may run on any number of machines
+            (`dubfarm worker --connect tcp://COORDINATOR:5555`).
+
+            Exit codes: 0 success · 1 the job failed or was cancelled · 2 usage or input error ·
+            3 coordinator (or database) unreachable.
+            """,
+        version: DubfarmVersion.current,
+        subcommands: [
+            Submit.self, Status.self, Jobs.self, Workers.self, Logs.self, Cancel.self, Retry.self, Fetch.self,
+            CoordinatorCommand.self, WorkerCommand.self, Migrate.self, ConfigCommand.self, LocalCommand.self, BenchCommand.self,
+        ]
     )
+
+    /// Parses, runs, and maps failures to the documented exit codes.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var async = command as? AsyncParsableCommand {
+                try await async.run()
+            } else {
+                try command.run()
+            }
+        } catch let e as DubfarmError {
+            FileHandle.standardError.write(Data("dubfarm: \(e.message)\n".utf8))
+            Foundation.exit(ExitStatus.for(e))
+        } catch let e as JobEnded {
+            FileHandle.standardError.write(Data("dubfarm: \(e.message)\n".utf8))
+            Foundation.exit(1)
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success {
+                exit(withError: error)
+            }
+            let message = fullMessage(for: error)
+            if !message.isEmpty { FileHandle.standardError.write(Data((message + "\n").utf8)) }
+            // ArgumentParser reports usage errors as 64; dubfarm documents 2.
+            Foundation.exit(code == .validationFailure ? 2 : code.rawValue == 64 ? 2 : code.rawValue)
+        }
+    }
+}
+
+/// The documented exit codes.
+enum ExitStatus {
+    static let success: Int32 = 0
+    static let jobFailed: Int32 = 1
+    static let usage: Int32 = 2
+    static let unreachable: Int32 = 3
+
+    static func `for`(_ e: DubfarmError) -> Int32 {
+        switch e.code {
+        case .unreachable, .timeout: return unreachable
+        case .badInput, .unsupported, .notFound, .configuration, .schemaTooNew: return usage
+        case .cancelled, .stitch: return jobFailed
+        default: return jobFailed
+        }
+    }
+}
+
+/// A job that ended in `failed` or `cancelled` while the CLI waited for it (exit code 1).
+struct JobEnded: Error {
+    let message: String
 }

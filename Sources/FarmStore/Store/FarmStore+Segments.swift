@@ -30,7 +30,12 @@ extension FarmStore {
     /// `pending` segments past their backoff, of `running` jobs, by job priority (highest first),
     /// job age, then index; jobs where `worker` is blocklisted are skipped. Concurrent claimers
     /// never get the same segment (`FOR UPDATE SKIP LOCKED`). `nil` when nothing is claimable.
-    public func claimSegment(worker: String, token: LeaseToken = .random(), leaseSeconds: Double) throws -> ClaimedSegment? {
+    ///
+    /// Only jobs the worker can run: when `stage` is given, jobs whose stage (the `stage` option
+    /// of their params) is that one, and of those that require a model (the `model` option) only
+    /// the ones requiring `model`. Without `stage`, no capability check is made.
+    public func claimSegment(worker: String, token: LeaseToken = .random(), leaseSeconds: Double,
+                             stage: String? = nil, model: String? = nil) throws -> ClaimedSegment? {
         let rows = try db().query("""
             WITH c AS (
                 -- One table, filters as per-row subqueries: the plan is an ordered walk of
@@ -38,7 +43,10 @@ extension FarmStore {
                 -- the table's statistics are fresh (savePlan runs ANALYZE).
                 SELECT s.job_id, s.idx FROM segments s
                 WHERE s.state = 'pending' AND s.not_before <= now()
-                  AND (SELECT j.state FROM jobs j WHERE j.id = s.job_id) = 'running'
+                  AND (SELECT j.state = 'running'
+                              AND ($5::text IS NULL OR (j.params->'options'->>'stage' = $5
+                                   AND (j.params->'options'->>'model' IS NULL OR j.params->'options'->>'model' = $6)))
+                       FROM jobs j WHERE j.id = s.job_id)
                   AND coalesce((SELECT f.failures FROM job_worker_failures f
                                 WHERE f.job_id = s.job_id AND f.worker = $1), 0) < $4
                 ORDER BY s.job_priority DESC, s.job_created_at, s.job_id, s.idx
@@ -55,7 +63,8 @@ extension FarmStore {
                 SELECT 'segment', job_id, idx, $1, 'pending', 'leased', 'claimed', $1 FROM u
             )
             SELECT * FROM u
-            """, [.text(worker), .text(token.description), .double(leaseSeconds), .int(Self.blocklistFailures)],
+            """, [.text(worker), .text(token.description), .double(leaseSeconds), .int(Self.blocklistFailures),
+                  stage.map { .text($0) }, model.map { .text($0) }],
             prepare: true)
         guard let row = rows.first else { return nil }
         return ClaimedSegment(

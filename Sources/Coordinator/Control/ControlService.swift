@@ -1,0 +1,338 @@
+import Crypto
+import DubfarmCore
+import FarmConfig
+import FarmProtocol
+import FarmStore
+import Foundation
+import Logging
+import MediaPipeline
+
+/// Answers the CLI on the control endpoint: uploads, submissions, queries, cancel and retry,
+/// downloads. Runs on its own thread with its own database connection, so a client flooding the
+/// control endpoint never stalls dispatch to workers.
+actor ControlService {
+    let executor = ThreadExecutor(name: "control")
+    nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
+
+    let config: FarmConfiguration
+    let store: FarmStore
+    let media: MediaStore
+    let dispatcher: Dispatcher
+    let pipeline: JobPipeline
+    let endpoint: RouterEndpoint
+    let logger: Logger
+    let name: String
+    static let chunkSize = 1 << 20
+
+    final class Upload {
+        let id: String
+        let name: String
+        let size: Int64
+        let sha256: String
+        let handle: FileHandle
+        var received: Int64 = 0
+        var hasher = SHA256()
+        var lastActivity = ContinuousClock.now
+        init(id: String, name: String, size: Int64, sha256: String, handle: FileHandle) {
+            self.id = id
+            self.name = name
+            self.size = size
+            self.sha256 = sha256
+            self.handle = handle
+        }
+    }
+    var uploads: [String: Upload] = [:]
+
+    init(config: FarmConfiguration, store: FarmStore, media: MediaStore, dispatcher: Dispatcher, pipeline: JobPipeline,
+         endpoint: RouterEndpoint, name: String, logger: Logger) {
+        self.config = config
+        self.store = store
+        self.media = media
+        self.dispatcher = dispatcher
+        self.pipeline = pipeline
+        self.endpoint = endpoint
+        self.name = name
+        self.logger = logger
+    }
+
+    func receive(_ inbound: RouterEndpoint.Inbound) async {
+        let requestID: UInt64
+        let request: ControlRequest
+        do {
+            (requestID, request) = try ControlRequest.decode(inbound.frames, limits: config.limits)
+        } catch {
+            logger.warning("dropped a malformed control request: \(error)")
+            // Answer when the request id is readable, so the client is not left waiting.
+            if inbound.frames.count >= 2, inbound.frames[1].count == 8 {
+                var r = ByteReader(inbound.frames[1])
+                if let id = try? r.u64() {
+                    let e = error as? DubfarmError ?? DubfarmError(.protocolViolation, "\(error)")
+                    endpoint.send(to: inbound.identity, ControlReply.error(id, e).encode())
+                }
+            }
+            return
+        }
+        let reply: ControlReply
+        do {
+            reply = try await handle(request, id: requestID)
+        } catch let e as DubfarmError {
+            reply = .error(requestID, e)
+        } catch {
+            reply = .error(requestID, DubfarmError(.internalError, "\(error)"))
+        }
+        endpoint.send(to: inbound.identity, reply.encode())
+    }
+
+    private func handle(_ request: ControlRequest, id: UInt64) async throws -> ControlReply {
+        switch request {
+        case .hello:
+            return .ok(id, ServerHello(version: DubfarmVersion.current, maxUploadBytes: config.maxUploadBytes))
+        case .uploadBegin(let b):
+            return .ok(id, try beginUpload(b))
+        case .uploadChunk(let uid, let offset, let data):
+            return .ok(id, try chunk(uid, offset: offset, data: data))
+        case .uploadEnd(let uid):
+            return .ok(id, try endUpload(uid))
+        case .submit(let spec):
+            return .ok(id, try await submit(spec))
+        case .status(let job):
+            guard let rec = try await store.job(JobID(job)) else { throw notFound(job) }
+            let segments = try await store.segments(job: rec.id)
+            let results = try await store.results(job: rec.id)
+            let inflight = await dispatcher.inFlight()
+            let segViews = segments.map { s in
+                SegmentView(index: s.ref.index, startFrame: s.frames.lowerBound, endFrame: s.frames.upperBound, state: s.state,
+                            worker: s.leasedBy, leases: s.leases, failures: s.failures,
+                            framesDone: s.state == .done ? s.frames.count : (inflight[s.ref] ?? s.framesDone),
+                            error: s.error, processSeconds: s.processSeconds, stats: results[s.ref.index]?.stats ?? nil)
+            }
+            var view = jobView(rec)
+            view.framesDone = segViews.reduce(0) { $0 + $1.framesDone }
+            return .ok(id, JobDetail(job: view, segments: segViews))
+        case .jobs(let q):
+            let records = try await store.jobs(state: q.state, limit: min(max(q.limit, 1), 10_000))
+            let frames = try await store.framesDone(jobs: records.map(\.id))
+            return .ok(id, records.map { r in
+                var v = jobView(r)
+                v.framesDone = r.state == .done ? (r.frameCount ?? 0) : frames[r.id] ?? 0
+                return v
+            })
+        case .workers:
+            return .ok(id, await dispatcher.workerViews())
+        case .cancel(let job):
+            guard try await store.job(JobID(job)) != nil else { throw notFound(job) }
+            let leases = try await store.cancelJob(JobID(job), reason: "cancelled by user", actor: "cli")
+            await dispatcher.cancel(leases)
+            await dispatcher.forget(job: JobID(job))
+            logger.info("job cancelled", metadata: ["job": .stringConvertible(job)])
+            return .ok(id, jobView(try await store.job(JobID(job))!))
+        case .retry(let job):
+            guard try await store.job(JobID(job)) != nil else { throw notFound(job) }
+            let rec = try await store.retryJob(JobID(job), actor: "cli")
+            await pipeline.nudge()
+            await dispatcher.dispatchAll()
+            logger.info("job retried", metadata: ["job": .stringConvertible(job)])
+            return .ok(id, jobView(rec))
+        case .fetch(let f):
+            return try fetch(f, id: id)
+        case .events(let q):
+            let events = try await store.events(job: q.job.map { JobID($0) }, afterID: q.after, limit: min(max(q.limit, 1), 10_000))
+            return .ok(id, events.map { e in
+                EventView(id: e.id, at: e.at, job: e.job?.rawValue, segment: e.segment, worker: e.worker, kind: e.kind.rawValue,
+                          from: e.from, to: e.to, reason: e.reason ?? "")
+            })
+        }
+    }
+
+    private func notFound(_ job: Int64) -> DubfarmError {
+        DubfarmError(.notFound, "job \(job) does not exist (see `dubfarm jobs`)")
+    }
+
+    func jobView(_ r: JobRecord) -> JobView {
+        var v = JobView(id: r.id.rawValue, state: r.state, priority: r.priority, createdAt: r.createdAt, updatedAt: r.updatedAt,
+                        video: r.videoName, audio: r.audioName, face: r.faceName, stage: r.params.options["stage"] ?? config.defaultStage)
+        v.startedAt = r.startedAt
+        v.finishedAt = r.finishedAt
+        v.frames = r.frameCount
+        v.frameRate = r.frameRate?.description
+        v.width = r.width
+        v.height = r.height
+        if let c = r.segments {
+            v.segments.total = c.total
+            v.segments.pending = c.pending
+            v.segments.leased = c.leased
+            v.segments.done = c.done
+            v.segments.dead = c.dead
+            v.segments.cancelled = c.cancelled
+        }
+        v.audioFit = r.audioFit?.description
+        v.outputBytes = r.outputBytes
+        v.errorCode = r.errorCode?.rawValue
+        v.error = r.error
+        return v
+    }
+
+    // MARK: Uploads
+
+    private func beginUpload(_ b: UploadBegin) throws -> UploadStarted {
+        guard b.size >= 0 else { throw DubfarmError(.badInput, "\(b.name): negative size") }
+        guard b.size <= config.maxUploadBytes else {
+            throw DubfarmError(.badInput, "\(b.name): \(b.size) bytes exceeds the coordinator's upload limit of \(config.maxUploadBytes) bytes (media.max_upload_bytes)")
+        }
+        guard b.sha256.count == 64, b.sha256.allSatisfy(\.isHexDigit) else {
+            throw DubfarmError(.badInput, "\(b.name): the checksum must be 64 hex digits of SHA-256")
+        }
+        expireIdleUploads()
+        let uid = (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+        let part = media.uploadPart(uid)
+        guard FileManager.default.createFile(atPath: part.path, contents: nil), let h = try? FileHandle(forWritingTo: part) else {
+            throw DubfarmError(.io, "the coordinator cannot create an upload file in its media store")
+        }
+        uploads[uid] = Upload(id: uid, name: b.name, size: b.size, sha256: b.sha256.lowercased(), handle: h)
+        return UploadStarted(id: uid, chunkSize: Self.chunkSize)
+    }
+
+    private func upload(_ uid: String) throws -> Upload {
+        guard MediaStore.isValidUploadID(uid), let u = uploads[uid] else {
+            throw DubfarmError(.notFound, "upload \(uid.prefix(40)) is unknown or expired; start it again")
+        }
+        return u
+    }
+
+    private func chunk(_ uid: String, offset: Int64, data: [UInt8]) throws -> UploadStatus {
+        let u = try upload(uid)
+        guard offset == u.received else {
+            throw DubfarmError(.badInput, "\(u.name): chunk at offset \(offset), expected \(u.received)")
+        }
+        guard u.received + Int64(data.count) <= u.size else {
+            abort(u)
+            throw DubfarmError(.badInput, "\(u.name): more bytes than the announced \(u.size)")
+        }
+        do { try u.handle.write(contentsOf: data) } catch {
+            abort(u)
+            throw DubfarmError(.diskFull, "\(u.name): the coordinator could not store the upload: \(error.localizedDescription)")
+        }
+        u.hasher.update(data: data)
+        u.received += Int64(data.count)
+        u.lastActivity = .now
+        return UploadStatus(id: uid, received: u.received)
+    }
+
+    private func endUpload(_ uid: String) throws -> UploadStatus {
+        let u = try upload(uid)
+        defer { uploads[uid] = nil }
+        guard u.received == u.size else {
+            abort(u)
+            throw DubfarmError(.badInput, "\(u.name): received \(u.received) of \(u.size) bytes")
+        }
+        let digest = u.hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        guard digest == u.sha256 else {
+            abort(u)
+            throw DubfarmError(.badInput, "\(u.name): checksum mismatch (the upload was corrupted in transit); submit again")
+        }
+        do {
+            try u.handle.synchronize()
+            try u.handle.close()
+            try FileManager.default.moveItem(at: media.uploadPart(uid), to: media.uploadDone(uid))
+        } catch {
+            abort(u)
+            throw DubfarmError(.io, "\(u.name): the coordinator could not finish the upload: \(error.localizedDescription)")
+        }
+        return UploadStatus(id: uid, received: u.received, sha256: digest)
+    }
+
+    private func abort(_ u: Upload) {
+        try? u.handle.close()
+        try? FileManager.default.removeItem(at: media.uploadPart(u.id))
+        uploads[u.id] = nil
+    }
+
+    private func expireIdleUploads() {
+        for u in uploads.values where ContinuousClock.now - u.lastActivity > .seconds(3600) { abort(u) }
+    }
+
+    // MARK: Submit
+
+    private func submit(_ spec: SubmitSpec) async throws -> JobView {
+        func done(_ uid: String, _ what: String) throws -> URL {
+            let url = media.uploadDone(uid)
+            guard MediaStore.isValidUploadID(uid), FileManager.default.fileExists(atPath: url.path) else {
+                throw DubfarmError(.badInput, "the \(what) upload \(uid.prefix(40)) is not finished or does not exist")
+            }
+            return url
+        }
+        let video = try done(spec.video, "video")
+        let audio = try done(spec.audio, "audio")
+        let face = try spec.face.map { try done($0, "face") }
+        let names = try uploadNames(spec)
+        let stage = spec.stage ?? config.defaultStage
+        guard ["passthrough", "dub", "sleep", "fail"].contains(stage) else {
+            throw DubfarmError(.badInput, "unknown stage '\(stage)' (passthrough or dub)")
+        }
+        var params = JobParams(encoder: config.encoder, segmentSeconds: config.segmentSeconds)
+        params.options["upload.video"] = spec.video
+        params.options["upload.audio"] = spec.audio
+        if let f = spec.face { params.options["upload.face"] = f }
+        if let m = spec.model { params.options["model"] = m }
+        params.options["stage"] = stage
+        let new = NewJob(videoName: names.video, audioName: names.audio, faceName: names.face, priority: spec.priority,
+                         params: params, submittedBy: "cli")
+
+        // Check the inputs now, so the user hears about a bad file at once.
+        let check: DubfarmError? = try await runBlocking("check inputs") {
+            do {
+                let v = try naming(video, as: names.video) { try MediaProbe.probe(path: video.path, requireVideo: true) }
+                guard let vs = v.video, vs.frameCount > 0 else {
+                    throw DubfarmError(.badInput, "\(names.video): the video stream has no frames")
+                }
+                let a = try naming(audio, as: names.audio) { try MediaProbe.probe(path: audio.path, requireVideo: false) }
+                guard a.audio != nil else { throw DubfarmError(.badInput, "\(names.audio): no audio stream (the dub track must be audio)") }
+                if let face, let fname = names.face {
+                    _ = try naming(face, as: fname) { try ImageLoader.load(path: face.path) }
+                }
+                return nil
+            } catch let e as DubfarmError {
+                return e
+            }
+        }
+        let record = try await store.createJob(new, actor: "cli")
+        var log = logger
+        log[metadataKey: "job"] = .stringConvertible(record.id)
+        if let check {
+            _ = try await store.failJob(record.id, code: check.code, message: check.message, actor: name)
+            for u in [video, audio] + (face.map { [$0] } ?? []) { try? FileManager.default.removeItem(at: u) }
+            log.warning("job refused: \(check.message)")
+            throw DubfarmError(check.code, "\(check.message) (job \(record.id) failed)")
+        }
+        log.info("job submitted", metadata: ["video": .string(names.video), "priority": .stringConvertible(spec.priority), "stage": .string(stage)])
+        await pipeline.nudge()
+        return jobView(record)
+    }
+
+    /// Display names: the last path component, printable, bounded. They never become paths.
+    private func uploadNames(_ spec: SubmitSpec) throws -> (video: String, audio: String, face: String?) {
+        func clean(_ s: String, _ fallback: String) -> String {
+            let last = s.split(separator: "/").last.map(String.init) ?? s
+            let printable = String(last.unicodeScalars.filter { !CharacterSet.controlCharacters.contains($0) }.map(Character.init))
+            return printable.isEmpty ? fallback : String(printable.prefix(200))
+        }
+        return (clean(spec.videoName, "video"), clean(spec.audioName, "audio"), spec.faceName.map { clean($0, "face") })
+    }
+
+    // MARK: Fetch
+
+    private func fetch(_ f: FetchRequest, id: UInt64) throws -> ControlReply {
+        let out = media.output(JobID(f.job))
+        guard FileManager.default.fileExists(atPath: out.path),
+              let sum = try? String(contentsOf: media.outputChecksum(JobID(f.job)), encoding: .utf8) else {
+            throw DubfarmError(.notFound, "job \(f.job) has no output (is it done? see `dubfarm status \(f.job)`)")
+        }
+        guard let h = try? FileHandle(forReadingFrom: out) else { throw DubfarmError(.io, "cannot read the output of job \(f.job)") }
+        defer { try? h.close() }
+        let total = Int64(try h.seekToEnd())
+        guard f.offset >= 0, f.offset <= total else { throw DubfarmError(.badInput, "offset \(f.offset) is outside the output (\(total) bytes)") }
+        try h.seek(toOffset: UInt64(f.offset))
+        let data = try h.read(upToCount: min(max(f.length, 1), 16 << 20)) ?? Data()
+        return .ok(id, FetchChunk(total: total, offset: f.offset, sha256: sum), payload: Array(data))
+    }
+}

@@ -1,1 +1,0 @@
-// Coordinator module: see Package.swift

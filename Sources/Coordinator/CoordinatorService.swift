@@ -1,0 +1,110 @@
+import DubfarmCore
+import FarmConfig
+import FarmProtocol
+import FarmStore
+import Foundation
+import Logging
+import ServiceLifecycle
+
+extension FarmConfiguration {
+    /// Protocol limits derived from `limits.max_message_bytes`.
+    public var limits: ProtocolLimits {
+        var l = ProtocolLimits()
+        l.maxPayloadBytes = Int(maxMessageBytes)
+        return l
+    }
+}
+
+/// The coordinator: work endpoint for workers, control endpoint for the CLI, planning and
+/// stitching, all state in PostgreSQL.
+///
+/// A `Service` (swift-service-lifecycle): run it in a `ServiceGroup`, which turns SIGTERM and
+/// SIGINT into graceful shutdown — stop dispatching, give in-flight segments a moment to come
+/// back, say goodbye to workers (they keep their segments and report to the next coordinator),
+/// and return. Killed at any instant instead, a new coordinator resumes from the database and
+/// the media store alone.
+public final class CoordinatorService: Service, Sendable {
+    public let config: FarmConfiguration
+    let logger: Logger
+    let work: RouterEndpoint
+    let control: RouterEndpoint
+    /// Seconds graceful shutdown waits for in-flight segments.
+    let drainSeconds: Double
+
+    public init(config: FarmConfiguration, logger: Logger, drainSeconds: Double = 10) {
+        self.config = config
+        self.logger = logger
+        self.drainSeconds = drainSeconds
+        work = RouterEndpoint(name: "work", logger: logger)
+        control = RouterEndpoint(name: "control", logger: logger)
+    }
+
+    /// The endpoints actually bound (real ports), once `run()` has started them.
+    public var boundEndpoints: (work: String, control: String) { (work.boundEndpoint, control.boundEndpoint) }
+
+    public func run() async throws {
+        let name = "coordinator@\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)"
+        let media = try MediaStore(root: config.mediaStore)
+        // One connection (and thread) each for dispatch, control queries and planning/stitching.
+        let dispatchStore = FarmStore(url: config.databaseURL, actor: name, logger: logger)
+        let controlStore = FarmStore(url: config.databaseURL, actor: name, logger: logger)
+        let jobStore = FarmStore(url: config.databaseURL, actor: name, logger: logger)
+        for s in [dispatchStore, controlStore, jobStore] { try await s.connect(retryFor: 30) }
+        try await dispatchStore.checkSchema()
+
+        let pipelineBox = PipelineBox()
+        let dispatcher = Dispatcher(config: config, store: dispatchStore, media: media, endpoint: work, name: name, logger: logger) { job in
+            Task { await pipelineBox.pipeline?.stitchWhenReady(job) }
+        }
+        let pipeline = JobPipeline(config: config, store: jobStore, media: media, name: name, logger: logger) { _ in
+            Task { await dispatcher.dispatchAll() }
+        }
+        pipelineBox.pipeline = pipeline
+        let controller = ControlService(config: config, store: controlStore, media: media, dispatcher: dispatcher,
+                                        pipeline: pipeline, endpoint: control, name: name, logger: logger)
+
+        try work.start(endpoint: config.workEndpoint, options: .init(maxMessageBytes: config.maxMessageBytes))
+        try control.start(endpoint: config.controlEndpoint, options: .init(maxMessageBytes: config.maxMessageBytes))
+        logger.info("coordinator ready", metadata: ["work": .string(work.boundEndpoint), "control": .string(control.boundEndpoint),
+                                                    "database": .string(config.redactedDatabaseURL), "store": .string(media.root.path)])
+
+        let work = self.work, control = self.control, logger = self.logger, drainSeconds = self.drainSeconds
+        let heartbeat = config.heartbeatInterval
+        await withGracefulShutdownHandler {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { for await m in work.inbound { await dispatcher.receive(m) } }
+                group.addTask { for await m in control.inbound { await controller.receive(m) } }
+                group.addTask { await pipeline.run() }
+                group.addTask {
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: .milliseconds(Int(max(50, heartbeat * 1000 / 4))))
+                        await dispatcher.tick()
+                    }
+                }
+                // Shutdown: wait for the endpoints to close, then stop the rest.
+                await group.next()
+                group.cancelAll()
+            }
+        } onGracefulShutdown: {
+            Task {
+                logger.notice("shutting down: no new segments will be handed out")
+                let clock = ContinuousClock()
+                let deadline = clock.now + .milliseconds(Int(drainSeconds * 1000))
+                while await dispatcher.drain() > 0, clock.now < deadline {
+                    try? await Task.sleep(for: .milliseconds(100))
+                }
+                await dispatcher.goodbye()
+                try? await Task.sleep(for: .milliseconds(100))
+                work.stop()
+                control.stop()
+            }
+        }
+        for s in [dispatchStore, controlStore, jobStore] { await s.close() }
+        logger.notice("coordinator stopped")
+    }
+}
+
+/// Breaks the dispatcher ↔ pipeline reference cycle at construction.
+final class PipelineBox: @unchecked Sendable {
+    var pipeline: JobPipeline?
+}

@@ -1,0 +1,411 @@
+import DubfarmCore
+import FarmConfig
+import FarmProtocol
+import FarmStore
+import Foundation
+import Logging
+import MediaPipeline
+
+/// Hands segments to workers and takes their results: the heart of the work endpoint.
+///
+/// Runs on a thread of its own (cutting a task reads the media store). Every message from a
+/// worker is checked against the lease it claims to answer: the database's lease token decides
+/// (fencing), so a late reply from a worker presumed dead never overwrites newer work.
+actor Dispatcher {
+    let executor = ThreadExecutor(name: "dispatch")
+    nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
+
+    struct Peer {
+        let identity: [UInt8]
+        var hello: WorkerHello
+        var lastHeard: ContinuousClock.Instant
+        var lastSent: ContinuousClock.Instant
+        var task: TaskRef?
+        var taskStarted: ContinuousClock.Instant?
+        var framesDone = 0
+        var segmentsDone = 0
+        var totalFrames = 0
+        var connectedAt = Date()
+        var lastSeenDate = Date()
+    }
+
+    let config: FarmConfiguration
+    let store: FarmStore
+    let media: MediaStore
+    let endpoint: RouterEndpoint
+    let logger: Logger
+    let onJobReady: @Sendable (JobID) -> Void
+    var peers: [[UInt8]: Peer] = [:]
+    var jobs: [JobID: JobMedia] = [:]
+    var draining = false
+    var lastRenewal = ContinuousClock.now
+    var lastSweep = ContinuousClock.now
+    let name: String
+
+    init(config: FarmConfiguration, store: FarmStore, media: MediaStore, endpoint: RouterEndpoint,
+         name: String, logger: Logger, onJobReady: @escaping @Sendable (JobID) -> Void) {
+        self.config = config
+        self.store = store
+        self.media = media
+        self.endpoint = endpoint
+        self.name = name
+        self.logger = logger
+        self.onJobReady = onJobReady
+    }
+
+    // MARK: Messages
+
+    func receive(_ inbound: RouterEndpoint.Inbound) async {
+        let message: WorkMessage
+        do { message = try WorkMessage.decode(inbound.frames, limits: config.limits) } catch {
+            logger.warning("dropped a malformed message on the work endpoint: \(error)")
+            return
+        }
+        let id = inbound.identity
+        let now = ContinuousClock.now
+        if case .ready(let hello) = message {
+            await register(id, hello)
+            return
+        }
+        guard peers[id] != nil else {
+            // Not registered (this coordinator restarted, or the worker was presumed dead). Results
+            // are still judged by their lease token; the worker says READY again once it notices
+            // that nobody answers its heartbeats.
+            switch message {
+            case .result, .failed, .progress: break
+            default: return
+            }
+            await handle(message, from: id, workerName: nil)
+            return
+        }
+        peers[id]!.lastHeard = now
+        peers[id]!.lastSeenDate = Date()
+        await handle(message, from: id, workerName: peers[id]!.hello.name)
+    }
+
+    private func register(_ id: [UInt8], _ hello: WorkerHello) async {
+        var log = logger
+        log[metadataKey: "worker"] = .string(hello.name)
+        // A worker that restarted under the same name replaces its old self.
+        for (other, peer) in peers where peer.hello.name == hello.name && other != id {
+            peers[other] = nil
+            await releaseLeases(of: peer.hello.name, reason: "worker \(hello.name) reconnected as a new process")
+        }
+        let existing = peers[id]
+        var peer = Peer(identity: id, hello: hello, lastHeard: .now, lastSent: .now,
+                        task: existing?.task, taskStarted: existing?.taskStarted)
+        peer.connectedAt = existing?.connectedAt ?? Date()
+        peer.segmentsDone = existing?.segmentsDone ?? 0
+        peer.totalFrames = existing?.totalFrames ?? 0
+        if let busy = hello.busyWith {
+            // Still working on a segment from before a reconnect or a coordinator restart: keep
+            // the lease if it is still the segment's current one.
+            let current = (try? await store.segment(busy.segment))?.lease
+            if current == busy.token {
+                peer.task = busy
+                peer.taskStarted = peer.taskStarted ?? .now
+                log.info("worker resumed its segment", metadata: ["segment": .stringConvertible(busy.segment)])
+            } else {
+                peer.task = nil
+                endpoint.send(to: id, WorkMessage.cancel(busy).encode())
+            }
+        } else if let old = existing?.task {
+            // It forgot its task (restarted with the same identity): take the lease back.
+            _ = try? await store.releaseLease(old.segment, token: old.token, reason: "worker \(hello.name) restarted", actor: name)
+            peer.task = nil
+        }
+        peers[id] = peer
+        do {
+            try await store.workerSeen(WorkerInfo(name: hello.name, host: hello.host, threads: hello.threads,
+                                                  model: hello.model, capabilities: ["stage": hello.stage]))
+            try await store.setWorkerState(hello.name, peer.task == nil ? .idle : .busy, segment: peer.task?.segment, stage: hello.stage)
+        } catch {
+            log.warning("could not record worker: \(error)")
+        }
+        if existing == nil {
+            log.info("worker connected", metadata: ["host": .string(hello.host), "stage": .string(hello.stage),
+                                                    "threads": .stringConvertible(hello.threads)])
+        }
+        await dispatch(to: id)
+    }
+
+    private func handle(_ message: WorkMessage, from id: [UInt8], workerName: String?) async {
+        switch message {
+        case .heartbeat, .ready, .task, .cancel:
+            return
+        case .disconnect(let reason):
+            guard let peer = peers.removeValue(forKey: id) else { return }
+            logger.info("worker disconnected: \(reason)", metadata: ["worker": .string(peer.hello.name)])
+            await releaseLeases(of: peer.hello.name, reason: "worker \(peer.hello.name) disconnected: \(reason)")
+            try? await store.setWorkerState(peer.hello.name, .gone)
+        case .progress(let ref, let done, _):
+            if (try? await store.reportProgress(ref.segment, token: ref.token, framesDone: done)) == true {
+                peers[id]?.framesDone = done
+            }
+        case .result(let ref, let output, let stats):
+            await accept(ref, output: output, stats: stats, from: id, workerName: workerName)
+        case .failed(let ref, let failure):
+            await failed(ref, failure, from: id, workerName: workerName)
+        }
+    }
+
+    private func finishTask(_ id: [UInt8], _ ref: TaskRef, frames: Int) async {
+        guard var peer = peers[id], peer.task == ref else { return }
+        peer.task = nil
+        peer.taskStarted = nil
+        peer.framesDone = 0
+        peer.segmentsDone += 1
+        peer.totalFrames += frames
+        peers[id] = peer
+        try? await store.setWorkerState(peer.hello.name, .idle)
+        if !draining { await dispatch(to: id) }
+    }
+
+    private func accept(_ ref: TaskRef, output: PacketBundle, stats: SegmentStats, from id: [UInt8], workerName: String?) async {
+        var log = logger
+        log[metadataKey: "job"] = .stringConvertible(ref.segment.job)
+        log[metadataKey: "segment"] = .stringConvertible(ref.segment.index)
+        log[metadataKey: "worker"] = .string(workerName ?? "unregistered")
+        // Cheap fencing pre-check before writing megabytes; the transaction below decides.
+        guard let rec = try? await store.segment(ref.segment), rec.lease == ref.token, rec.state == .leased else {
+            log.warning("rejected a result with a stale lease token", metadata: ["token": .stringConvertible(ref.token)])
+            await finishTask(id, ref, frames: 0)
+            return
+        }
+        let expected = rec.frames.count
+        guard output.packets.count == expected else {
+            let msg = "worker returned \(output.packets.count) frames for a segment of \(expected)"
+            log.error("\(msg)")
+            await failed(ref, FailureReport(code: DubfarmError.Code.protocolViolation.rawValue, message: msg), from: id, workerName: workerName)
+            return
+        }
+        let path = media.segmentResult(ref.segment, token: ref.token)
+        let bytes = output.encoded()
+        do {
+            try MediaStore.writeAtomically(bytes, to: path)
+        } catch {
+            log.error("cannot store segment result: \(error)")
+            // Hand the segment back: the disk may recover; not the worker's fault.
+            _ = try? await store.releaseLease(ref.segment, token: ref.token, reason: "coordinator could not store the result: \(error)", actor: name)
+            await finishTask(id, ref, frames: 0)
+            return
+        }
+        do {
+            // Name the kept result file first (fenced), then complete (fenced again, in one transaction).
+            guard try await store.recordResult(ref.segment, token: ref.token, stats: stats) else {
+                try? FileManager.default.removeItem(at: path)
+                log.warning("rejected a result with a stale lease token", metadata: ["token": .stringConvertible(ref.token)])
+                await finishTask(id, ref, frames: 0)
+                return
+            }
+            switch try await store.completeSegment(ref.segment, token: ref.token, resultBytes: Int64(bytes.count),
+                                                   processSeconds: stats.totalSeconds) {
+            case .success(let outcome):
+                log.info("segment done", metadata: ["allDone": .stringConvertible(outcome.allDone),
+                                                    "seconds": .string(String(format: "%.2f", stats.totalSeconds))])
+                if outcome.allDone { onJobReady(ref.segment.job) }
+            case .failure(let rejection):
+                try? FileManager.default.removeItem(at: path)
+                log.warning("rejected a result: \(rejection)")
+            }
+        } catch {
+            log.error("could not record the result: \(error)")
+        }
+        await finishTask(id, ref, frames: expected)
+    }
+
+    private func failed(_ ref: TaskRef, _ failure: FailureReport, from id: [UInt8], workerName: String?) async {
+        var log = logger
+        log[metadataKey: "job"] = .stringConvertible(ref.segment.job)
+        log[metadataKey: "segment"] = .stringConvertible(ref.segment.index)
+        log[metadataKey: "worker"] = .string(workerName ?? "unregistered")
+        do {
+            if failure.handedBack {
+                if case .success = try await store.releaseLease(ref.segment, token: ref.token,
+                                                                  reason: "handed back by \(workerName ?? "worker"): \(failure.message)", actor: name) {
+                    log.notice("segment handed back")
+                }
+            } else {
+                let code = DubfarmError.Code(rawValue: failure.code) ?? .internalError
+                switch try await store.failSegment(ref.segment, token: ref.token, error: failure.message, code: code, policy: config.retry) {
+                case .success(let outcome):
+                    log.warning("segment failed: \(failure.message)", metadata: ["failures": .stringConvertible(outcome.failures)])
+                    if outcome.jobFailed {
+                        log.error("job failed: segment \(ref.segment.index) is out of attempts")
+                        cancel(outcome.cancelledLeases)
+                        jobs[ref.segment.job] = nil
+                    }
+                case .failure(let rejection):
+                    log.notice("ignored a failure report: \(rejection)")
+                }
+            }
+        } catch {
+            log.error("could not record the failure: \(error)")
+        }
+        await finishTask(id, ref, frames: 0)
+    }
+
+    // MARK: Dispatch
+
+    /// Offers work to every idle worker (new jobs planned, backoffs expired).
+    func dispatchAll() async {
+        for id in peers.keys where peers[id]?.task == nil { await dispatch(to: id) }
+    }
+
+    private func dispatch(to id: [UInt8]) async {
+        guard !draining, let peer = peers[id], peer.task == nil else { return }
+        let claimed: ClaimedSegment?
+        do {
+            claimed = try await store.claimSegment(worker: peer.hello.name, token: .random(), leaseSeconds: config.leaseSeconds,
+                                                   stage: peer.hello.stage, model: peer.hello.model)
+        } catch {
+            logger.error("claiming a segment failed: \(error)")
+            return
+        }
+        guard let claim = claimed else { return }
+        let ref = TaskRef(segment: claim.ref, token: claim.token)
+        var log = logger
+        log[metadataKey: "job"] = .stringConvertible(claim.ref.job)
+        log[metadataKey: "segment"] = .stringConvertible(claim.ref.index)
+        log[metadataKey: "worker"] = .string(peer.hello.name)
+        do {
+            let task = try await buildTask(claim, ref)
+            guard peers[id]?.task == nil else {
+                _ = try? await store.releaseLease(claim.ref, token: claim.token, reason: "worker became busy", actor: name)
+                return
+            }
+            peers[id]!.task = ref
+            peers[id]!.taskStarted = .now
+            peers[id]!.framesDone = 0
+            peers[id]!.lastSent = .now
+            endpoint.send(to: id, WorkMessage.task(task).encode())
+            try? await store.setWorkerState(peer.hello.name, .busy, segment: claim.ref)
+            log.debug("task sent", metadata: ["attempt": .stringConvertible(claim.attempt), "packets": .stringConvertible(task.input.packets.count)])
+        } catch {
+            // The coordinator cannot cut this segment (its media is damaged or gone): that is the
+            // segment's failure, not the worker's.
+            log.error("cannot prepare the task: \(error)")
+            let e = error as? DubfarmError ?? DubfarmError(.io, "\(error)")
+            _ = try? await store.failSegment(claim.ref, token: claim.token, error: e.message, code: e.code, policy: config.retry)
+            jobs[claim.ref.job] = nil
+        }
+    }
+
+    private func buildTask(_ claim: ClaimedSegment, _ ref: TaskRef) async throws -> TaskAssignment {
+        let jm: JobMedia
+        if let cached = jobs[claim.ref.job] {
+            jm = cached
+        } else {
+            guard let job = try await store.job(claim.ref.job) else {
+                throw DubfarmError(.notFound, "job \(claim.ref.job) vanished")
+            }
+            jm = try JobMedia(job: job, store: media, defaultStage: config.defaultStage)
+            if jobs.count >= 8, let oldest = jobs.min(by: { $0.value.lastUsed < $1.value.lastUsed }) { jobs[oldest.key] = nil }
+            jobs[claim.ref.job] = jm
+        }
+        jm.lastUsed = .now
+        let (bundle, window) = try SegmentCutter.cut(jm.source, frames: claim.frames, context: config.contextFrames)
+        let samples = SegmentPlanner.audioSamples(for: window.decodedFrames, frameRate: jm.frameRate, marginSeconds: config.audioMarginSeconds)
+        return TaskAssignment(ref: ref, stage: jm.stage, outputFrames: claim.frames, decodedFrames: window.decodedFrames,
+                              framePTS: window.framePTS, frameRate: jm.frameRate, encoder: jm.encoder, input: bundle,
+                              audio: AudioWindow.slice(pcm: jm.pcm, range: samples), sourceFace: jm.face, model: jm.model)
+    }
+
+    // MARK: Liveness
+
+    /// Heartbeats, dead-worker detection, lease renewal and expiry; called every few hundred ms.
+    func tick() async {
+        let now = ContinuousClock.now
+        let interval = Duration.milliseconds(Int(config.heartbeatInterval * 1000))
+        let silence = Duration.milliseconds(Int(config.livenessTimeout * 1000))
+        for (id, peer) in peers {
+            if now - peer.lastHeard > silence {
+                peers[id] = nil
+                logger.warning("worker lost: no heartbeat for \(config.livenessTimeout) s", metadata: ["worker": .string(peer.hello.name)])
+                await releaseLeases(of: peer.hello.name, reason: "worker \(peer.hello.name) lost (no heartbeat for \(config.livenessTimeout) s)")
+                try? await store.setWorkerState(peer.hello.name, .lost)
+            } else if now - peer.lastSent >= interval {
+                peers[id]!.lastSent = now
+                endpoint.send(to: id, WorkMessage.heartbeat.encode())
+            }
+        }
+        if now - lastRenewal > .milliseconds(Int(config.leaseSeconds * 1000 / 3)) {
+            lastRenewal = now
+            for peer in peers.values where peer.task != nil {
+                _ = try? await store.renewLeases(worker: peer.hello.name, seconds: config.leaseSeconds)
+            }
+            try? await store.touchWorkers(peers.values.map(\.hello.name))
+        }
+        if now - lastSweep > .seconds(2) {
+            lastSweep = now
+            // Leases nobody renews (their worker never came back after a coordinator restart).
+            if let expired = try? await store.expireLeases(actor: name), !expired.isEmpty {
+                logger.warning("expired \(expired.count) abandoned lease(s): \(expired.map(\.description).joined(separator: ", "))")
+            }
+            for (job, jm) in jobs where now - jm.lastUsed > .seconds(120) { jobs[job] = nil }
+        }
+        await dispatchAll()
+    }
+
+    private func releaseLeases(of worker: String, reason: String) async {
+        do {
+            let refs = try await store.releaseLeases(worker: worker, reason: reason, actor: name)
+            if !refs.isEmpty {
+                logger.notice("segments back in the queue: \(refs.map(\.description).joined(separator: ", "))", metadata: ["worker": .string(worker)])
+            }
+        } catch {
+            logger.error("could not release the leases of \(worker): \(error)")
+        }
+    }
+
+    /// Tells the workers holding `leases` to stop (job cancelled or failed).
+    func cancel(_ leases: [LeasedSegment]) {
+        for lease in leases {
+            let ref = TaskRef(segment: lease.ref, token: lease.token)
+            for (id, peer) in peers where peer.task == ref {
+                endpoint.send(to: id, WorkMessage.cancel(ref).encode())
+                logger.info("cancel sent", metadata: ["worker": .string(peer.hello.name), "segment": .stringConvertible(lease.ref)])
+            }
+        }
+    }
+
+    func forget(job: JobID) { jobs[job] = nil }
+
+    // MARK: Shutdown
+
+    /// Stops handing out work; returns how many segments are still being processed.
+    func drain() -> Int {
+        draining = true
+        return peers.values.filter { $0.task != nil }.count
+    }
+
+    /// Says goodbye to every worker (they keep their segments and report to the next coordinator).
+    func goodbye() {
+        for id in peers.keys { endpoint.send(to: id, WorkMessage.disconnect(reason: "coordinator stopping").encode()) }
+    }
+
+    // MARK: Views
+
+    func workerViews() -> [WorkerView] {
+        let now = ContinuousClock.now
+        return peers.values.sorted { $0.hello.name < $1.hello.name }.map { p in
+            let ago = now - p.lastHeard
+            return WorkerView(name: p.hello.name, host: p.hello.host, state: p.task == nil ? (draining ? "draining" : "idle") : "busy",
+                              threads: p.hello.threads, stage: p.hello.stage, model: p.hello.model,
+                              current: p.task.map { "\($0.segment.job)/\($0.segment.index)" }, connectedAt: p.connectedAt,
+                              lastSeen: Date().addingTimeInterval(-ago.seconds), segmentsDone: p.segmentsDone,
+                              framesDone: p.totalFrames + p.framesDone)
+        }
+    }
+
+    /// Frames in progress per leased segment (for job progress).
+    func inFlight() -> [SegmentRef: Int] {
+        var out: [SegmentRef: Int] = [:]
+        for p in peers.values { if let t = p.task { out[t.segment] = p.framesDone } }
+        return out
+    }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
+}

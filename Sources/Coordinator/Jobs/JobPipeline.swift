@@ -1,0 +1,218 @@
+import Crypto
+import DubfarmCore
+import FarmConfig
+import FarmStore
+import Foundation
+import Logging
+import MediaPipeline
+
+/// Plans queued jobs (probe, index, cut plan, dub PCM) and stitches finished ones, off the socket
+/// loops. Both steps are idempotent: a coordinator killed mid-step redoes the step from its start.
+actor JobPipeline {
+    let config: FarmConfiguration
+    let store: FarmStore
+    let media: MediaStore
+    let logger: Logger
+    let name: String
+    let onPlanned: @Sendable (JobID) -> Void
+    var stitchQueue: [JobID] = []
+    var stitching: Set<JobID> = []
+    var wakeup: AsyncStream<Void>.Continuation?
+
+    init(config: FarmConfiguration, store: FarmStore, media: MediaStore, name: String, logger: Logger,
+         onPlanned: @escaping @Sendable (JobID) -> Void) {
+        self.config = config
+        self.store = store
+        self.media = media
+        self.name = name
+        self.logger = logger
+        self.onPlanned = onPlanned
+    }
+
+    /// Asks for a stitch of `job` (all its segments are done).
+    func stitchWhenReady(_ job: JobID) {
+        if !stitchQueue.contains(job) && !stitching.contains(job) { stitchQueue.append(job) }
+        wakeup?.yield()
+    }
+
+    func nudge() { wakeup?.yield() }
+
+    /// Runs until cancelled: plans queued jobs one at a time and stitches finished ones.
+    func run() async {
+        let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        wakeup = continuation
+        do {
+            let report = try await store.jobsToResume(actor: name)
+            if !report.requeued.isEmpty { logger.notice("re-planning jobs interrupted while planning: \(report.requeued.map(\.description).joined(separator: ", "))") }
+            for j in report.stitching + report.readyToStitch { stitchWhenReady(j.id) }
+        } catch {
+            logger.error("could not read jobs to resume: \(error)")
+        }
+        // Poll as a backstop; wake-ups make it prompt.
+        let ticker = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(500))
+                continuation.yield()
+            }
+        }
+        defer { ticker.cancel() }
+        for await _ in stream {
+            if Task.isCancelled { break }
+            while let job = stitchQueue.first {
+                stitchQueue.removeFirst()
+                await stitch(job)
+            }
+            while !Task.isCancelled {
+                let job: JobRecord?
+                do { job = try await store.claimQueuedJob(actor: name) } catch {
+                    logger.error("could not take a queued job: \(error)")
+                    break
+                }
+                guard let job else { break }
+                await plan(job)
+            }
+        }
+    }
+
+    // MARK: Planning
+
+    private func plan(_ job: JobRecord) async {
+        var log = logger
+        log[metadataKey: "job"] = .stringConvertible(job.id)
+        log.info("planning", metadata: ["video": .string(job.videoName)])
+        let config = self.config
+        let media = self.media
+        let started = ContinuousClock.now
+        do {
+            let planLog = log
+            let plan = try await runBlocking("plan \(job.id)") { try Self.makePlan(job, config: config, media: media, logger: planLog) }
+            _ = try await store.savePlan(job: job.id, plan: plan, actor: name)
+            log.info("planned", metadata: ["segments": .stringConvertible(plan.spans.count), "frames": .stringConvertible(plan.frameCount),
+                                           "fps": .stringConvertible(plan.frameRate), "seconds": .string(String(format: "%.2f", (ContinuousClock.now - started).seconds))])
+            onPlanned(job.id)
+        } catch {
+            let e = error as? DubfarmError ?? DubfarmError(.internalError, "\(error)")
+            log.error("planning failed: \(e.message)")
+            _ = try? await store.failJob(job.id, code: e.code, message: e.message, actor: name)
+        }
+    }
+
+    /// Probe, index (re-cutting inputs with far-apart keyframes), decode the dub track once.
+    static func makePlan(_ job: JobRecord, config: FarmConfiguration, media: MediaStore, logger: Logger) throws -> PlannedJob {
+        try adoptUploads(job, media: media)
+        let videoPath = media.video(job.id).path
+        var indexed = try naming(media.video(job.id), as: job.videoName) { try SourceIndexer.index(path: videoPath) }
+        let info = indexed.info
+        guard info.frameRate.num > 0, info.frameRate.den > 0 else {
+            throw DubfarmError(.badInput, "\(job.videoName): the video has no usable frame rate")
+        }
+        let segmentFrames = SegmentPlanner.framesPerSegment(seconds: job.params.segmentSeconds, frameRate: info.frameRate)
+        let spans = SegmentPlanner.plan(frameCount: indexed.index.frameCount, segmentFrames: segmentFrames)
+        guard !spans.isEmpty else { throw DubfarmError(.badInput, "\(job.videoName): the video stream has no frames") }
+        let maxInterval = Int((config.maxKeyframeInterval * info.frameRate.value).rounded(.up))
+        let recut = media.recut(job.id)
+        if SegmentCutter.needsRecut(indexed.index, maxInterval: maxInterval) {
+            // Keyframes far apart would make tasks carry long runs of reference packets. Re-encode
+            // once at high quality with a keyframe where each segment's decoding starts.
+            let keys = spans.map { max(0, $0.frames.lowerBound - config.contextFrames) } + spans.map(\.frames.lowerBound)
+            logger.notice("re-cutting the input: keyframes up to \(indexed.index.longestKeyframeInterval) frames apart (limit \(maxInterval))")
+            try Recut.recut(input: videoPath, output: recut.path, frameRate: info.frameRate, keyframesAt: Array(Set(keys)).sorted())
+            indexed = try naming(recut, as: job.videoName) { try SourceIndexer.index(path: recut.path) }
+            guard indexed.index.frameCount == info.frameCount else {
+                throw DubfarmError(.internalError, "\(job.videoName): re-cut produced \(indexed.index.frameCount) frames, expected \(info.frameCount)")
+            }
+        } else {
+            try? FileManager.default.removeItem(at: recut)
+        }
+        try MediaStore.writeAtomically(indexed.index.encoded(), to: media.packetIndex(job.id))
+        try MediaStore.writeAtomically(indexed.codec.fileBytes(), to: media.codec(job.id))
+        let pcm = try naming(media.audio(job.id), as: job.audioName) { try DubAudio.decodePCM(path: media.audio(job.id).path) }
+        try MediaStore.writeAtomically(pcm.rawBytes, to: media.dubPCM(job.id))
+        return PlannedJob(frameCount: info.frameCount, frameRate: info.frameRate, width: info.width, height: info.height,
+                          rotation: info.rotation, segmentFrames: segmentFrames, spans: spans)
+    }
+
+    /// Moves the job's finished uploads into its directory (idempotent: done on every planning
+    /// attempt, a no-op once they are there).
+    static func adoptUploads(_ job: JobRecord, media: MediaStore) throws {
+        try FileManager.default.createDirectory(at: media.jobDir(job.id), withIntermediateDirectories: true)
+        let wanted: [(String, URL, String)] = [("upload.video", media.video(job.id), job.videoName),
+                                               ("upload.audio", media.audio(job.id), job.audioName),
+                                               ("upload.face", media.face(job.id), job.faceName ?? "face")]
+        for (key, dest, name) in wanted {
+            guard let uid = job.params.options[key] else { continue }
+            if FileManager.default.fileExists(atPath: dest.path) { continue }
+            let src = media.uploadDone(uid)
+            guard MediaStore.isValidUploadID(uid), FileManager.default.fileExists(atPath: src.path) else {
+                throw DubfarmError(.notFound, "\(name): the uploaded file is missing from the media store")
+            }
+            try FileManager.default.moveItem(at: src, to: dest)
+        }
+        MediaStore.syncDirectory(media.jobDir(job.id))
+    }
+
+    // MARK: Stitching
+
+    private func stitch(_ id: JobID) async {
+        var log = logger
+        log[metadataKey: "job"] = .stringConvertible(id)
+        stitching.insert(id)
+        defer { stitching.remove(id) }
+        do {
+            guard let job = try await store.job(id) else { return }
+            if job.state == .running { _ = try await store.markStitching(id, actor: name) }
+            else if job.state != .stitching { return }
+            let segments = try await store.segments(job: id)
+            guard segments.allSatisfy({ $0.state == .done }), let frameCount = job.frameCount, let rate = job.frameRate else {
+                throw DubfarmError(.internalError, "job \(id) reached stitching with unfinished segments")
+            }
+            var paths: [String] = []
+            let results = try await store.results(job: id)
+            for s in segments {
+                guard let token = results[s.ref.index]?.token else {
+                    throw DubfarmError(.internalError, "segment \(s.ref) is done but has no result recorded")
+                }
+                paths.append(media.segmentResult(s.ref, token: token).path)
+            }
+            let request = StitchRequest(segmentPaths: paths, audioPath: media.audio(id).path, outputPath: media.output(id).path,
+                                        expectedFrameCount: frameCount, frameRate: rate, rotation: job.rotation ?? 0,
+                                        audioBitRate: config.audioBitrate)
+            let media = self.media
+            log.info("stitching", metadata: ["segments": .stringConvertible(paths.count)])
+            let started = ContinuousClock.now
+            let report = try await runBlocking("stitch \(id)") { () throws -> StitchReport in
+                let r = try Stitcher.stitch(request)
+                try MediaStore.writeAtomically(Array(try sha256(of: media.output(id)).utf8), to: media.outputChecksum(id))
+                return r
+            }
+            _ = try await store.finishJob(id, audioFit: report.audioFit ?? .exact, outputBytes: report.bytes, actor: name)
+            log.info("job done", metadata: ["frames": .stringConvertible(report.framesWritten), "audio": .string(report.audioFit?.description ?? "none"),
+                                            "seconds": .string(String(format: "%.2f", (ContinuousClock.now - started).seconds))])
+            // Segment results are no longer needed once the output is safely written.
+            try? FileManager.default.removeItem(at: media.segmentsDir(id))
+        } catch {
+            let e = error as? DubfarmError ?? DubfarmError(.internalError, "\(error)")
+            log.error("stitch failed: \(e.message)")
+            _ = try? await store.failJob(id, code: e.code, message: "stitch failed: \(e.message)", actor: name)
+        }
+    }
+}
+
+/// Runs `body` on the media-store file `url`, and names the user's file (`name`) instead of the
+/// store's internal path in any error it throws.
+func naming<T>(_ url: URL, as name: String, _ body: () throws -> T) throws -> T {
+    do { return try body() } catch let e as DubfarmError {
+        let msg = e.message.replacingOccurrences(of: url.path, with: name)
+            .replacingOccurrences(of: "\(url.lastPathComponent):", with: "\(name):")
+        throw DubfarmError(e.code, msg.hasPrefix(name) ? msg : "\(name): \(msg)")
+    }
+}
+
+/// Hex SHA-256 of a file, streamed.
+func sha256(of url: URL) throws -> String {
+    guard let h = try? FileHandle(forReadingFrom: url) else { throw DubfarmError(.io, "cannot read \(url.path)") }
+    defer { try? h.close() }
+    var hasher = SHA256()
+    while let chunk = try h.read(upToCount: 4 << 20), !chunk.isEmpty { hasher.update(data: chunk) }
+    return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+}

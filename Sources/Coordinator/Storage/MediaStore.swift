@@ -1,0 +1,127 @@
+import DubfarmCore
+import Foundation
+import Glibc
+
+/// The coordinator's disk: uploads, each job's inputs and intermediate files, segment results
+/// and outputs.
+///
+/// Every path is derived from ids the coordinator made (job ids, upload ids it generated,
+/// segment indexes, lease tokens): nothing a client sends can name a path, so nothing can point
+/// outside the store. Every file is written under a temporary name, fsynced, then renamed: a
+/// partially written file is never taken as finished.
+public struct MediaStore: Sendable {
+    public let root: URL
+
+    public init(root: String) throws {
+        self.root = URL(fileURLWithPath: root).standardizedFileURL
+        for dir in [self.root, uploads, jobsRoot] {
+            do { try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true) } catch {
+                throw DubfarmError(.io, "cannot create the media store directory \(dir.path): \(error.localizedDescription)")
+            }
+        }
+    }
+
+    var uploads: URL { root.appendingPathComponent("uploads", isDirectory: true) }
+    var jobsRoot: URL { root.appendingPathComponent("jobs", isDirectory: true) }
+
+    /// Upload ids are generated here (hex), and checked again on use.
+    public static func isValidUploadID(_ id: String) -> Bool {
+        id.count == 32 && id.allSatisfy { $0.isHexDigit && !$0.isUppercase }
+    }
+    public func uploadPart(_ id: String) -> URL { uploads.appendingPathComponent("\(id).part") }
+    public func uploadDone(_ id: String) -> URL { uploads.appendingPathComponent("\(id).done") }
+
+    public func jobDir(_ job: JobID) -> URL { jobsRoot.appendingPathComponent(String(job.rawValue), isDirectory: true) }
+    public func video(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("video") }
+    public func audio(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("audio") }
+    public func face(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("face") }
+    /// The input re-cut with keyframes at segment starts (only for inputs whose keyframes are far apart).
+    public func recut(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("recut.mp4") }
+    public func packetIndex(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("packets.idx") }
+    public func codec(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("codec.bin") }
+    public func dubPCM(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("dub-16k.f32") }
+    public func segmentsDir(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("segments", isDirectory: true) }
+    /// A segment's result; the lease token in the name keeps a stale result from touching a newer one.
+    public func segmentResult(_ ref: SegmentRef, token: LeaseToken) -> URL {
+        segmentsDir(ref.job).appendingPathComponent(String(format: "%06d-", ref.index) + token.description + ".dfpb")
+    }
+    public func output(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("output.mp4") }
+    public func outputChecksum(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("output.mp4.sha256") }
+
+    /// Whether `url` lies inside the store (after resolving symbolic links).
+    public func contains(_ url: URL) -> Bool {
+        let r = root.resolvingSymlinksInPath().path
+        let p = url.resolvingSymlinksInPath().path
+        return p == r || p.hasPrefix(r + "/")
+    }
+
+    /// Writes `bytes` to `url` atomically: temporary file, fsync, rename, fsync of the directory.
+    public static func writeAtomically(_ bytes: [UInt8], to url: URL) throws {
+        let dir = url.deletingLastPathComponent()
+        try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let tmp = dir.appendingPathComponent(".\(url.lastPathComponent).tmp-\(UInt32.random(in: 0...UInt32.max))")
+        let fd = open(tmp.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw ioError("create", tmp, errno) }
+        var ok = false
+        defer {
+            if !ok { unlink(tmp.path) }
+        }
+        var written = 0
+        while written < bytes.count {
+            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + written, $0.count - written) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                let e = errno
+                close(fd)
+                throw ioError("write", url, e)
+            }
+            written += n
+        }
+        if fsync(fd) != 0 {
+            let e = errno
+            close(fd)
+            throw ioError("fsync", url, e)
+        }
+        close(fd)
+        guard rename(tmp.path, url.path) == 0 else { throw ioError("rename", url, errno) }
+        ok = true
+        syncDirectory(dir)
+    }
+
+    /// Makes a rename in `dir` durable.
+    public static func syncDirectory(_ dir: URL) {
+        let fd = open(dir.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if fd >= 0 {
+            fsync(fd)
+            close(fd)
+        }
+    }
+
+    public static func read(_ url: URL) throws -> [UInt8] {
+        guard let data = FileManager.default.contents(atPath: url.path) else {
+            throw DubfarmError(.io, "cannot read \(url.path)")
+        }
+        return [UInt8](data)
+    }
+
+    static func ioError(_ op: String, _ url: URL, _ e: Int32) -> DubfarmError {
+        if e == ENOSPC || e == EDQUOT {
+            return DubfarmError(.diskFull, "the media store is out of space (\(op) \(url.lastPathComponent)); free space under \(url.deletingLastPathComponent().path) and retry")
+        }
+        return DubfarmError(.io, "\(op) \(url.path) failed: \(String(cString: strerror(e)))")
+    }
+}
+
+extension [Float] {
+    /// Little-endian raw bytes.
+    var rawBytes: [UInt8] { withUnsafeBytes { [UInt8]($0) } }
+    init(rawBytes: [UInt8]) {
+        let n = rawBytes.count / 4
+        self = [Float](unsafeUninitializedCapacity: n) { buf, count in
+            rawBytes.withUnsafeBytes { src in
+                UnsafeMutableRawBufferPointer(buf).copyMemory(from: UnsafeRawBufferPointer(start: src.baseAddress, count: n * 4))
+            }
+            count = n
+        }
+    }
+}

@@ -1,0 +1,128 @@
+import DubfarmCore
+import Foundation
+import Logging
+import Synchronization
+import ZeroMQ
+
+/// One ZeroMQ ROUTER socket and the OS thread that owns it.
+///
+/// Messages in arrive on ``inbound`` (identity and frames); messages out are posted with
+/// ``send(to:_:)`` from any task and written by the owner thread. The socket is never touched
+/// from anywhere else.
+public final class RouterEndpoint: Sendable {
+    public struct Inbound: Sendable {
+        public let identity: [UInt8]
+        public let frames: [[UInt8]]
+    }
+    struct Outbound: Sendable {
+        let identity: [UInt8]
+        let frames: [[UInt8]]
+    }
+
+    public struct Options: Sendable {
+        public var maxMessageBytes: Int64
+        /// CURVE server secret key (Z85) when encryption is on.
+        public var curveSecretKey: String?
+        /// ZAP domain for allow-list checks.
+        public var zapDomain: String?
+        public init(maxMessageBytes: Int64, curveSecretKey: String? = nil, zapDomain: String? = nil) {
+            self.maxMessageBytes = maxMessageBytes
+            self.curveSecretKey = curveSecretKey
+            self.zapDomain = zapDomain
+        }
+    }
+
+    public let name: String
+    public let inbound: AsyncStream<Inbound>
+    let continuation: AsyncStream<Inbound>.Continuation
+    let outbox = Mailbox<Outbound>()
+    let stopSignal = EventSignal()
+    let stopped = Atomic<Bool>(false)
+    let bound = Mutex<String>("")
+    let logger: Logger
+
+    public init(name: String, logger: Logger) {
+        self.name = name
+        self.logger = logger
+        (inbound, continuation) = AsyncStream.makeStream(of: Inbound.self, bufferingPolicy: .unbounded)
+    }
+
+    /// The endpoint actually bound (real port when bound to port 0 or `*`).
+    public var boundEndpoint: String { bound.withLock { $0 } }
+
+    /// Binds `endpoint` on a new thread; returns once bound, or throws why it could not bind.
+    public func start(endpoint: String, options: Options) throws {
+        let result = Mutex<Result<Void, DubfarmError>?>(nil)
+        let ready = DispatchSemaphore(value: 0)
+        let thread = Thread { [self] in
+            let socket: ZMQSocket
+            do {
+                socket = try ZMQSocket(.router)
+                try socket.setRouterMandatory(true)
+                try socket.setRouterHandover(true)
+                try socket.setMaxMessageSize(options.maxMessageBytes)
+                try socket.setSendHighWaterMark(100_000)
+                try socket.setReceiveHighWaterMark(100_000)
+                if let d = options.zapDomain { try socket.setZAPDomain(d) }
+                if let key = options.curveSecretKey { try socket.setCurveServer(secretKey: key) }
+                try socket.bind(endpoint)
+                bound.withLock { $0 = socket.lastEndpoint }
+                result.withLock { $0 = .success(()) }
+                ready.signal()
+            } catch {
+                result.withLock { $0 = .failure(DubfarmError(.configuration, "cannot bind the \(name) endpoint \(endpoint): \(error)")) }
+                ready.signal()
+                return
+            }
+            loop(socket)
+        }
+        thread.name = "zmq-\(name)"
+        thread.start()
+        ready.wait()
+        try result.withLock { $0! }.get()
+    }
+
+    /// Queues a message for `identity`.
+    public func send(to identity: [UInt8], _ frames: [[UInt8]]) {
+        outbox.post(Outbound(identity: identity, frames: frames))
+    }
+
+    /// Closes the socket and ends ``inbound``.
+    public func stop() {
+        stopped.store(true, ordering: .relaxed)
+        stopSignal.raise()
+    }
+
+    private func loop(_ socket: ZMQSocket) {
+        var poller = ZMQPoller([.socket(socket), .fd(outbox.signal.fd), .fd(stopSignal.fd)])
+        defer { continuation.finish() }
+        while !stopped.load(ordering: .relaxed) {
+            do {
+                let ready = try poller.poll(timeoutMilliseconds: 1000)
+                if ready[0] {
+                    // Bounded batch so a flood on this socket still lets outbound traffic through.
+                    var n = 0
+                    while n < 256, let frames = try socket.receive() {
+                        n += 1
+                        guard frames.count >= 2 else { continue }
+                        continuation.yield(Inbound(identity: frames[0], frames: Array(frames.dropFirst())))
+                    }
+                }
+                _ = ready
+                for m in outbox.drain() {
+                    do {
+                        _ = try socket.send([m.identity] + m.frames)
+                    } catch let e as ZMQError where e.isHostUnreachable {
+                        logger.debug("\(name): peer is gone; message dropped")
+                    }
+                }
+            } catch {
+                logger.error("\(name) endpoint: \(error)")
+                Thread.sleep(forTimeInterval: 0.01)
+            }
+        }
+        // Flush what is queued before closing (graceful shutdown says goodbye to workers).
+        for m in outbox.drain() { _ = try? socket.send([m.identity] + m.frames) }
+        try? socket.setLinger(milliseconds: 500)
+    }
+}

@@ -1,1 +1,0 @@
-// FarmClient module: see Package.swift

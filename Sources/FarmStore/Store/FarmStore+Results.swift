@@ -1,0 +1,46 @@
+import DubfarmCore
+import Foundation
+import Postgres
+
+extension FarmStore {
+    /// Records which lease's result file is the segment's and what the worker measured, if and
+    /// only if `token` is still the segment's current lease. Call it before
+    /// ``completeSegment(_:token:resultBytes:processSeconds:)``: if the coordinator dies between
+    /// the two, the lease simply expires and the segment is redone, whose result replaces this one.
+    /// - Returns: whether the lease was current (a stale token changes nothing).
+    public func recordResult(_ ref: SegmentRef, token: LeaseToken, stats: SegmentStats) throws -> Bool {
+        let json = String(decoding: try JSONEncoder().encode(stats), as: UTF8.self)
+        let rows = try db().query("""
+            UPDATE segments SET result_token = $3, stats = $4, updated_at = now()
+            WHERE job_id = $1 AND idx = $2 AND state = 'leased' AND lease_token = $3
+            RETURNING idx
+            """, [.int(Int(ref.job.rawValue)), .int(ref.index), .text(token.description), .json(json)], prepare: true)
+        return !rows.isEmpty
+    }
+
+    /// The result token and worker statistics of every segment of `job` (nil where none recorded).
+    public func results(job: JobID) throws -> [Int: (token: LeaseToken?, stats: SegmentStats?)] {
+        let rows = try db().query("SELECT idx, result_token, stats::text AS stats FROM segments WHERE job_id = $1",
+                                  [.int(Int(job.rawValue))], prepare: true)
+        var out: [Int: (LeaseToken?, SegmentStats?)] = [:]
+        for r in rows {
+            let token = try r["result_token"].decode(String?.self).flatMap { LeaseToken(hex: $0) }
+            let stats = try r["stats"].decode(String?.self).flatMap { try? JSONDecoder().decode(SegmentStats.self, from: Data($0.utf8)) }
+            out[try r["idx"].decode(Int.self)] = (token, stats)
+        }
+        return out
+    }
+}
+
+extension FarmStore {
+    /// Frames finished per job (done segments in full, leased ones as far as reported).
+    public func framesDone(jobs: [JobID]) throws -> [JobID: Int] {
+        guard !jobs.isEmpty else { return [:] }
+        let rows = try db().query("""
+            SELECT job_id, sum(frames_done)::bigint AS frames FROM segments WHERE job_id = ANY($1) GROUP BY job_id
+            """, [.array(jobs.map { .int(Int($0.rawValue)) })], prepare: true)
+        var out: [JobID: Int] = [:]
+        for r in rows { out[JobID(try r["job_id"].decode(Int64.self))] = try r["frames"].decode(Int.self) }
+        return out
+    }
+}

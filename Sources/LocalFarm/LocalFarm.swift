@@ -1,1 +1,0 @@
-// LocalFarm module: see Package.swift

@@ -1,0 +1,137 @@
+import DubfarmCore
+import Foundation
+import Glibc
+
+/// What `dubfarm local up` started, saved as `farm.json` in the farm directory so `status`,
+/// `down` and the CLI's default coordinator address find it again.
+public struct LocalFarmState: Codable, Sendable, Hashable {
+    public var directory: String
+    public var databaseURL: String
+    public var postgresPort: Int
+    public var workEndpoint: String
+    public var controlEndpoint: String
+    public var coordinatorPID: Int32
+    public var workerPIDs: [Int32]
+    public var workerNames: [String]
+
+    public init(directory: String, databaseURL: String, postgresPort: Int, workEndpoint: String, controlEndpoint: String,
+                coordinatorPID: Int32, workerPIDs: [Int32], workerNames: [String]) {
+        self.directory = directory
+        self.databaseURL = databaseURL
+        self.postgresPort = postgresPort
+        self.workEndpoint = workEndpoint
+        self.controlEndpoint = controlEndpoint
+        self.coordinatorPID = coordinatorPID
+        self.workerPIDs = workerPIDs
+        self.workerNames = workerNames
+    }
+
+    /// `$DUBFARM_LOCAL_DIR`, else `./.farm`.
+    public static func defaultDirectory() -> URL {
+        if let d = ProcessInfo.processInfo.environment["DUBFARM_LOCAL_DIR"], !d.isEmpty { return URL(fileURLWithPath: d) }
+        return URL(fileURLWithPath: FileManager.default.currentDirectoryPath).appendingPathComponent(".farm")
+    }
+
+    public static func file(in directory: URL) -> URL { directory.appendingPathComponent("farm.json") }
+
+    public static func load(directory: URL) -> LocalFarmState? {
+        guard let data = FileManager.default.contents(atPath: file(in: directory).path) else { return nil }
+        return try? JSONDecoder().decode(LocalFarmState.self, from: data)
+    }
+
+    public func save() throws {
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let url = Self.file(in: URL(fileURLWithPath: directory))
+        try e.encode(self).write(to: url, options: .atomic)
+    }
+
+    public var isCoordinatorAlive: Bool { ProcessControl.isAlive(coordinatorPID) }
+    public var aliveWorkers: [Int32] { workerPIDs.filter(ProcessControl.isAlive) }
+}
+
+/// Starting and stopping background processes by pid.
+public enum ProcessControl {
+    /// Whether `pid` is a live process (not a zombie).
+    public static func isAlive(_ pid: Int32) -> Bool {
+        guard pid > 0, kill(pid, 0) == 0 || errno == EPERM else { return false }
+        // A zombie still answers kill(0); look at its state.
+        if let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+           let close = stat.lastIndex(of: ")") {
+            let state = stat[stat.index(close, offsetBy: 2)]
+            return state != "Z" && state != "X"
+        }
+        return true
+    }
+
+    /// The running executable's path (`/proc/self/exe`).
+    public static var currentExecutable: String {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    }
+
+    /// Starts `arguments` in a session of its own (it outlives the terminal and the caller), with
+    /// stdin from /dev/null and stdout and stderr appended to `log`. Returns its pid.
+    public static func spawnDetached(_ executable: String, _ arguments: [String], log: URL,
+                                     environment: [String: String] = ProcessInfo.processInfo.environment) throws -> Int32 {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, log.path, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        // POSIX_SPAWN_SETSID (glibc ≥ 2.26) is not imported by Swift; its value is 0x80.
+        posix_spawnattr_setflags(&attr, Int16(0x80))
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, executable, &actions, &attr, argv, envp)
+        guard rc == 0 else {
+            throw DubfarmError(.io, "cannot start \(executable): \(String(cString: strerror(rc)))")
+        }
+        return pid
+    }
+
+    /// Sends SIGTERM, waits up to `grace` seconds, then SIGKILL. Returns whether it had to kill.
+    @discardableResult
+    public static func stop(_ pid: Int32, grace: Double) -> Bool {
+        guard isAlive(pid) else { return false }
+        kill(pid, SIGTERM)
+        let deadline = Date().addingTimeInterval(grace)
+        while Date() < deadline {
+            reap(pid)
+            if !isAlive(pid) { return false }
+            usleep(50_000)
+        }
+        kill(pid, SIGKILL)
+        usleep(100_000)
+        reap(pid)
+        return true
+    }
+
+    /// Collects `pid`'s exit status if it is our child (no zombie left behind).
+    public static func reap(_ pid: Int32) {
+        var status: Int32 = 0
+        _ = waitpid(pid, &status, WNOHANG)
+    }
+
+    /// A TCP port on 127.0.0.1 that is free right now.
+    public static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+}

@@ -1,0 +1,299 @@
+import DubfarmCore
+import FarmProtocol
+import Foundation
+import Logging
+import MediaPipeline
+import Synchronization
+import ZeroMQ
+
+/// How a worker connects and behaves.
+public struct WorkerOptions: Sendable {
+    /// The coordinator's work endpoint, e.g. `tcp://render-01:5555`.
+    public var endpoint: String
+    public var name: String
+    public var threads: Int
+    public var heartbeatInterval: Double = 1
+    public var liveness: Int = 5
+    /// Seconds a stopping worker waits for its current segment before handing it back.
+    public var graceSeconds: Double = 30
+    /// Largest message accepted from the coordinator.
+    public var maxMessageBytes: Int64 = 1 << 30
+    /// Longest wait between reconnection attempts.
+    public var maxReconnectSeconds: Double = 10
+    /// CURVE: the coordinator's public key and this worker's key pair.
+    public var curve: (serverKey: String, keys: CurveKeyPair)?
+
+    public init(endpoint: String, name: String, threads: Int) {
+        self.endpoint = endpoint
+        self.name = name
+        self.threads = threads
+    }
+}
+
+/// A worker process's engine: one thread owns the DEALER socket (heartbeats, messages), another
+/// does the heavy work of one segment at a time, so heartbeats continue during long segments.
+public final class WorkerNode: Sendable {
+    let options: WorkerOptions
+    let stage: any Stage
+    let logger: Logger
+    let outbox = Mailbox<WorkMessage>()
+    let control = Mutex(ControlState())
+    let stopSignal = EventSignal()
+
+    struct ControlState {
+        var stopping = false
+        var stopRequestedAt: ContinuousClock.Instant?
+        var current: RunningTask?
+    }
+
+    /// The segment being processed and its cancel flag.
+    final class RunningTask: Sendable {
+        let ref: TaskRef
+        let cancelled = Atomic<Bool>(false)
+        let handBack = Atomic<Bool>(false)
+        init(ref: TaskRef) { self.ref = ref }
+    }
+
+    public init(options: WorkerOptions, stage: any Stage, logger: Logger) {
+        self.options = options
+        self.stage = stage
+        var l = logger
+        l[metadataKey: "worker"] = .string(options.name)
+        self.logger = l
+    }
+
+    /// Asks the worker to stop: it finishes its current segment within the grace period or hands
+    /// it back, says DISCONNECT, and `run()` returns. Safe from any thread (a signal handler task).
+    public func stop() {
+        control.withLock { s in
+            if !s.stopping {
+                s.stopping = true
+                s.stopRequestedAt = .now
+            }
+        }
+        stopSignal.raise()
+    }
+
+    /// Runs until ``stop()``; blocks the calling thread (start it on a thread of its own).
+    public func run() throws {
+        let socket = try ZMQSocket(.dealer)
+        try socket.setRoutingID(Array("\(options.name)#\(ProcessInfo.processInfo.processIdentifier)".utf8))
+        try socket.setMaxMessageSize(options.maxMessageBytes)
+        try socket.setReconnectInterval(milliseconds: 100, max: Int(options.maxReconnectSeconds * 1000))
+        try socket.setSendHighWaterMark(10_000)
+        if let curve = options.curve {
+            try socket.setCurveClient(serverKey: curve.serverKey, publicKey: curve.keys.publicKey, secretKey: curve.keys.secretKey)
+        }
+        try socket.connect(options.endpoint)
+        logger.info("connecting", metadata: ["endpoint": .string(options.endpoint), "stage": .string(stage.name),
+                                             "threads": .stringConvertible(options.threads)])
+
+        let clock = ContinuousClock()
+        let interval = Duration.milliseconds(Int(options.heartbeatInterval * 1000))
+        let silence = Duration.milliseconds(Int(options.heartbeatInterval * Double(options.liveness) * 1000))
+        var lastHeard = clock.now
+        var lastSent = clock.now
+        var readyBackoff = silence
+        var connected = false
+        var pending: [[[UInt8]]] = []  // messages that would have blocked; retried in order
+
+        func send(_ m: WorkMessage) {
+            pending.append(m.encode())
+            flush()
+            lastSent = clock.now
+        }
+        func flush() {
+            while let first = pending.first {
+                do {
+                    guard try socket.send(first) else { return }
+                    pending.removeFirst()
+                } catch {
+                    logger.warning("send failed: \(error)")
+                    return
+                }
+            }
+        }
+        func hello() -> WorkMessage {
+            let busy = control.withLock { $0.current?.ref }
+            return .ready(WorkerHello(
+                name: options.name, host: ProcessInfo.processInfo.hostName, pid: Int(ProcessInfo.processInfo.processIdentifier),
+                threads: options.threads, stage: stage.name, model: stage.model,
+                capabilities: ["stage:\(stage.name)"] + (stage.model.map { ["model:\($0)"] } ?? []),
+                version: DubfarmVersion.current, busyWith: busy))
+        }
+
+        send(hello())
+        var poller = ZMQPoller([.socket(socket), .fd(outbox.signal.fd), .fd(stopSignal.fd)])
+        while true {
+            let (stopping, stopAt, current) = control.withLock { ($0.stopping, $0.stopRequestedAt, $0.current) }
+            if stopping {
+                if current == nil {
+                    send(.disconnect(reason: "worker stopping"))
+                    // Give libzmq a moment to put DISCONNECT on the wire.
+                    try? socket.setLinger(milliseconds: 1000)
+                    logger.info("stopped")
+                    return
+                }
+                if let stopAt, clock.now - stopAt > .milliseconds(Int(options.graceSeconds * 1000)),
+                   let current, !current.handBack.load(ordering: .relaxed) {
+                    logger.notice("grace period over: handing segment back", metadata: ["segment": .stringConvertible(current.ref)])
+                    current.handBack.store(true, ordering: .relaxed)
+                    current.cancelled.store(true, ordering: .relaxed)
+                }
+            }
+            let untilBeat = interval - (clock.now - lastSent)
+            let timeout = max(1, min(Int(untilBeat.components.seconds * 1000 + untilBeat.components.attoseconds / 1_000_000_000_000_000), 1000))
+            let ready = try poller.poll(timeoutMilliseconds: pending.isEmpty ? timeout : min(timeout, 20))
+            if ready[2] { stopSignal.clear() }
+            if ready[0] {
+                while let frames = try socket.receive() {
+                    lastHeard = clock.now
+                    readyBackoff = silence
+                    if !connected {
+                        connected = true
+                        logger.info("coordinator answered")
+                    }
+                    let message: WorkMessage
+                    do { message = try WorkMessage.decode(frames) } catch {
+                        logger.warning("dropped a malformed message from the coordinator: \(error)")
+                        continue
+                    }
+                    handle(message, send: send)
+                }
+            }
+            if ready[1] {
+                for m in outbox.drain() { send(m) }
+            }
+            flush()
+            if clock.now - lastSent >= interval { send(.heartbeat) }
+            if clock.now - lastHeard > readyBackoff {
+                // The coordinator is silent: it died or restarted. libzmq reconnects the TCP session by
+                // itself; saying READY again makes a new coordinator register us (and our busy segment).
+                if connected { logger.warning("coordinator silent for \(silence): reconnecting") }
+                connected = false
+                send(hello())
+                lastHeard = clock.now
+                readyBackoff = min(readyBackoff * 2, .milliseconds(Int(options.maxReconnectSeconds * 1000)))
+            }
+        }
+    }
+
+    private func handle(_ message: WorkMessage, send: (WorkMessage) -> Void) {
+        switch message {
+        case .task(let task):
+            let accepted: Bool = control.withLock { s in
+                guard s.current == nil, !s.stopping else { return false }
+                s.current = RunningTask(ref: task.ref)
+                return true
+            }
+            guard accepted else {
+                send(.failed(task.ref, FailureReport(code: DubfarmError.Code.cancelled.rawValue,
+                                                     message: "worker \(options.name) is busy or stopping", handedBack: true)))
+                return
+            }
+            let running = control.withLock { $0.current! }
+            let thread = Thread { [self] in process(task, running) }
+            thread.name = "segment \(task.ref.segment)"
+            thread.stackSize = 16 << 20
+            thread.start()
+        case .cancel(let ref):
+            control.withLock { s in
+                if let c = s.current, c.ref == ref {
+                    c.cancelled.store(true, ordering: .relaxed)
+                    logger.info("segment cancelled by coordinator", metadata: ["segment": .stringConvertible(ref)])
+                }
+            }
+        case .disconnect(let reason):
+            logger.notice("coordinator said goodbye: \(reason)")
+        case .heartbeat, .ready, .progress, .result, .failed:
+            break
+        }
+    }
+
+    /// The heavy work, on its own thread: decode, stage, encode; reports through the outbox.
+    private func process(_ task: TaskAssignment, _ running: RunningTask) {
+        var log = logger
+        log[metadataKey: "job"] = .stringConvertible(task.ref.segment.job)
+        log[metadataKey: "segment"] = .stringConvertible(task.ref.segment.index)
+        log.info("segment started", metadata: ["frames": .string("\(task.outputFrames.lowerBound)..<\(task.outputFrames.upperBound)")])
+        let started = ContinuousClock.now
+        var lastProgress = ContinuousClock.now
+        let total = task.outputFrames.count
+        let outbox = self.outbox
+        let message: WorkMessage
+        do {
+            guard task.stage == stage.name else {
+                throw DubfarmError(.unsupported, "worker \(options.name) runs stage '\(stage.name)', not '\(task.stage)'")
+            }
+            let context = StageContext(task: task.ref, outputFrames: task.outputFrames, decodedFrames: task.decodedFrames,
+                                       frameRate: task.frameRate, audio: task.audio, sourceFace: task.sourceFace,
+                                       threads: options.threads,
+                                       isCancelled: { running.cancelled.load(ordering: .relaxed) })
+            let inner = try stage.makeProcessor(for: context)
+            let processor = InstrumentedProcessor(inner, cancelled: running, what: "segment \(task.ref.segment)")
+            let output = try SegmentRenderer.render(
+                input: task.input, framePTS: task.framePTS, decodedFrames: task.decodedFrames,
+                outputFrames: task.outputFrames, frameRate: task.frameRate, encoder: task.encoder,
+                layout: stage.layout, processor: processor, threads: options.threads
+            ) { done in
+                if ContinuousClock.now - lastProgress > .milliseconds(500) {
+                    lastProgress = .now
+                    outbox.post(.progress(task.ref, framesDone: done, framesTotal: total))
+                }
+            }
+            let counts = stage.statistics(of: inner)
+            let seconds = (ContinuousClock.now - started).seconds
+            let stats = SegmentStats(frames: total, framesWithFace: counts.framesWithFace, framesSwapped: counts.framesSwapped,
+                                     decodeSeconds: 0, stageSeconds: processor.stageSeconds,
+                                     encodeSeconds: max(0, seconds - processor.stageSeconds), totalSeconds: seconds)
+            log.info("segment done", metadata: ["seconds": .string(String(format: "%.2f", seconds)),
+                                                "fps": .string(String(format: "%.1f", Double(total) / max(seconds, 1e-9)))])
+            message = .result(task.ref, output: output, stats: stats)
+        } catch {
+            let e = error as? DubfarmError ?? DubfarmError(.internalError, "\(error)")
+            let handedBack = running.handBack.load(ordering: .relaxed)
+            if running.cancelled.load(ordering: .relaxed) {
+                log.notice(handedBack ? "segment handed back" : "segment cancelled")
+            } else {
+                log.error("segment failed: \(e.message)")
+            }
+            message = .failed(task.ref, FailureReport(code: e.code.rawValue, message: e.message, handedBack: handedBack))
+        }
+        control.withLock { $0.current = nil }
+        outbox.post(message)
+        stopSignal.raise()
+    }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
+}
+
+/// Wraps a stage's processor: stops the segment when it is cancelled (between frames) and
+/// measures the time spent in the stage itself.
+final class InstrumentedProcessor: FrameProcessor {
+    let inner: any FrameProcessor
+    let running: WorkerNode.RunningTask
+    let what: String
+    private(set) var stageSeconds = 0.0
+
+    init(_ inner: any FrameProcessor, cancelled running: WorkerNode.RunningTask, what: String) {
+        self.inner = inner
+        self.running = running
+        self.what = what
+    }
+
+    func process(_ frame: VideoFrame) throws -> [VideoFrame] {
+        if running.cancelled.load(ordering: .relaxed) { throw DubfarmError(.cancelled, "\(what) cancelled") }
+        let t = ContinuousClock.now
+        defer { stageSeconds += (ContinuousClock.now - t).seconds }
+        return try inner.process(frame)
+    }
+
+    func flush() throws -> [VideoFrame] {
+        if running.cancelled.load(ordering: .relaxed) { throw DubfarmError(.cancelled, "\(what) cancelled") }
+        let t = ContinuousClock.now
+        defer { stageSeconds += (ContinuousClock.now - t).seconds }
+        return try inner.flush()
+    }
+}

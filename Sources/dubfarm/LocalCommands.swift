@@ -1,0 +1,176 @@
+import ArgumentParser
+import DubfarmCore
+import FarmClient
+import FarmProtocol
+import FarmStore
+import Foundation
+import LocalFarm
+import Logging
+
+struct LocalCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "local",
+        abstract: "Run a private farm on this machine: its own PostgreSQL, a coordinator and workers.",
+        discussion: """
+            Everything lives in one directory (default ./.farm, or --dir, or $DUBFARM_LOCAL_DIR):
+            the PostgreSQL cluster, the media store, logs/ and farm.json. Other dubfarm commands
+            find the local coordinator by themselves. Running `local up` again is harmless.
+            """,
+        subcommands: [Up.self, LocalStatus.self, Down.self])
+
+    struct DirOption: ParsableArguments {
+        @Option(name: .long, help: "The farm's directory.") var dir: String?
+        var url: URL { dir.map { URL(fileURLWithPath: $0).standardizedFileURL } ?? LocalFarmState.defaultDirectory() }
+    }
+
+    struct Up: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Start the local farm (initialising it on first use) and print the coordinator's address.")
+        @OptionGroup var dir: DirOption
+        @Option(name: .long, help: "Number of workers.") var workers: Int = 2
+        @Option(name: .long, help: "Threads per worker.") var threads: Int = 1
+        @Option(name: .long, help: "Stage the workers run.") var stage: String = "passthrough"
+
+        func run() async throws {
+            let root = dir.url
+            let logs = root.appendingPathComponent("logs")
+            try FileManager.default.createDirectory(at: logs, withIntermediateDirectories: true)
+            if var state = LocalFarmState.load(directory: root), state.isCoordinatorAlive {
+                // Already up: top the workers up to the requested number.
+                let missing = workers - state.aliveWorkers.count
+                if missing > 0 {
+                    let started = try startWorkers(missing, state: state, logs: logs, offset: state.workerNames.count)
+                    state.workerPIDs = state.aliveWorkers + started.map(\.0)
+                    state.workerNames += started.map(\.1)
+                    try state.save()
+                }
+                print("local farm already running (\(state.aliveWorkers.count) workers)")
+                print("coordinator: \(state.controlEndpoint)")
+                return
+            }
+            let previous = LocalFarmState.load(directory: root)
+            print("starting PostgreSQL…")
+            let cluster = try PostgresCluster(directory: root.appendingPathComponent("postgres"),
+                                              port: previous?.postgresPort ?? ProcessControl.freePort())
+            if try cluster.initIfNeeded() { print("  initialised a new cluster in \(cluster.root.path)") }
+            if !cluster.isRunning { try cluster.start() }
+            _ = try cluster.createDatabase("dubfarm")
+            let dbURL = cluster.url(database: "dubfarm")
+
+            let logger = bootstrapLogging(level: "warning")
+            let store = FarmStore(url: dbURL, actor: "dubfarm local up", logger: logger)
+            try await store.connect(retryFor: 20)
+            let applied = try await store.migrate()
+            await store.close()
+            if !applied.isEmpty { print("  applied \(applied.count) migration(s)") }
+
+            let work = "tcp://127.0.0.1:\(ProcessControl.freePort())"
+            let control = "tcp://127.0.0.1:\(ProcessControl.freePort())"
+            let configFile = root.appendingPathComponent("coordinator.yml")
+            try """
+                # Written by `dubfarm local up`.
+                coordinator:
+                  work_endpoint: "\(work)"
+                  control_endpoint: "\(control)"
+                  default_stage: \(stage)
+                database:
+                  url: "\(dbURL)"
+                media:
+                  store: "\(root.appendingPathComponent("store").path)"
+                """.write(to: configFile, atomically: true, encoding: .utf8)
+
+            print("starting the coordinator…")
+            let ready = root.appendingPathComponent("coordinator.ready")
+            try? FileManager.default.removeItem(at: ready)
+            let exe = ProcessControl.currentExecutable
+            let pid = try ProcessControl.spawnDetached(exe, ["coordinator", "--config", configFile.path, "--ready-file", ready.path],
+                                                       log: logs.appendingPathComponent("coordinator.log"))
+            let deadline = Date().addingTimeInterval(30)
+            while !FileManager.default.fileExists(atPath: ready.path) {
+                guard ProcessControl.isAlive(pid), Date() < deadline else {
+                    let tail = (try? String(contentsOf: logs.appendingPathComponent("coordinator.log"), encoding: .utf8))?
+                        .split(separator: "\n").suffix(10).joined(separator: "\n") ?? ""
+                    throw DubfarmError(.unreachable, "the coordinator did not start; its log (\(logs.path)/coordinator.log) ends with:\n\(tail)")
+                }
+                usleep(50_000)
+            }
+            var state = LocalFarmState(directory: root.path, databaseURL: dbURL, postgresPort: cluster.port, workEndpoint: work,
+                                       controlEndpoint: control, coordinatorPID: pid, workerPIDs: [], workerNames: [])
+            try state.save()
+            print("starting \(workers) worker(s)…")
+            let started = try startWorkers(workers, state: state, logs: logs, offset: 0)
+            state.workerPIDs = started.map(\.0)
+            state.workerNames = started.map(\.1)
+            try state.save()
+            print("local farm is up")
+            print("coordinator: \(control)")
+            print("logs:        \(logs.path)")
+        }
+
+        func startWorkers(_ n: Int, state: LocalFarmState, logs: URL, offset: Int) throws -> [(Int32, String)] {
+            let exe = ProcessControl.currentExecutable
+            return try (0..<n).map { i in
+                let name = "local-\(offset + i + 1)"
+                let pid = try ProcessControl.spawnDetached(
+                    exe, ["worker", "--connect", state.workEndpoint, "--name", name, "--threads", "\(threads)", "--stage", stage],
+                    log: logs.appendingPathComponent("\(name).log"))
+                return (pid, name)
+            }
+        }
+    }
+
+    struct LocalStatus: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "status", abstract: "Show what the local farm runs.")
+        @OptionGroup var dir: DirOption
+        @Flag(name: .long, help: "Print JSON.") var json = false
+
+        func run() throws {
+            guard let state = LocalFarmState.load(directory: dir.url) else {
+                if json { try printJSON(["running": false]) } else { print("no local farm in \(dir.url.path) (start one with `dubfarm local up`)") }
+                return
+            }
+            if json { return try printJSON(state) }
+            func alive(_ p: Int32) -> String { ProcessControl.isAlive(p) ? "running" : "stopped" }
+            print("local farm in \(state.directory)")
+            print("  postgres     port \(state.postgresPort)")
+            print("  coordinator  pid \(state.coordinatorPID)  \(alive(state.coordinatorPID))  \(state.controlEndpoint)")
+            for (pid, name) in zip(state.workerPIDs, state.workerNames) {
+                print("  worker       pid \(pid)  \(alive(pid))  \(name)")
+            }
+        }
+    }
+
+    struct Down: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Stop everything the local farm started (data is kept).")
+        @OptionGroup var dir: DirOption
+
+        func run() throws {
+            guard let state = LocalFarmState.load(directory: dir.url) else {
+                print("no local farm in \(dir.url.path)")
+                return
+            }
+            if state.coordinatorPID == 0 && state.workerPIDs.isEmpty {
+                print("local farm in \(dir.url.path) is not running")
+            }
+            for (pid, name) in zip(state.workerPIDs, state.workerNames) where ProcessControl.isAlive(pid) {
+                if ProcessControl.stop(pid, grace: 15) { print("worker \(name) had to be killed") } else { print("stopped worker \(name)") }
+            }
+            if ProcessControl.isAlive(state.coordinatorPID) {
+                ProcessControl.stop(state.coordinatorPID, grace: 15)
+                print("stopped the coordinator")
+            }
+            let cluster = try PostgresCluster(directory: URL(fileURLWithPath: state.directory).appendingPathComponent("postgres"),
+                                              port: state.postgresPort)
+            if cluster.isRunning {
+                try cluster.stop()
+                print("stopped PostgreSQL")
+            }
+            // Keep the record (the cluster's port is fixed in its configuration); mark nothing running.
+            var stopped = state
+            stopped.coordinatorPID = 0
+            stopped.workerPIDs = []
+            stopped.workerNames = []
+            try stopped.save()
+            print("local farm is down")
+        }
+    }
+}

@@ -1,0 +1,158 @@
+import ArgumentParser
+import Coordinator
+import DubfarmCore
+import FarmConfig
+import FarmStore
+import Foundation
+import Logging
+import ServiceLifecycle
+import Worker
+
+struct CoordinatorCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "coordinator",
+        abstract: "Run the coordinator: work endpoint for workers, control endpoint for the CLI.",
+        discussion: """
+            All state lives in PostgreSQL (run `dubfarm migrate` once first); media lives in the store
+            directory. Kill it at any moment: a new one resumes from the database and the store.
+            SIGTERM stops handing out work, waits briefly for segments in flight, and exits.
+            """)
+
+    @OptionGroup var options: ConfigOptions
+
+    @Option(name: .long, help: "Write the bound endpoints as JSON to this file once ready (for scripts and tests).")
+    var readyFile: String?
+
+    func run() async throws {
+        let loaded = try options.load()
+        let logger = bootstrapLogging(level: loaded.configuration.logLevel)
+        let service = CoordinatorService(config: loaded.configuration, logger: logger)
+        let readyFile = self.readyFile
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: service, successTerminationBehavior: .gracefullyShutdownGroup,
+                             failureTerminationBehavior: .gracefullyShutdownGroup)],
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        let announce = Task {
+            guard let readyFile else { return }
+            while !Task.isCancelled {
+                let (w, c) = service.boundEndpoints
+                if !w.isEmpty && !c.isEmpty {
+                    let text = "{\"work\":\"\(w)\",\"control\":\"\(c)\",\"pid\":\(getpid())}\n"
+                    try? text.write(toFile: readyFile, atomically: true, encoding: .utf8)
+                    return
+                }
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+        }
+        defer { announce.cancel() }
+        try await group.run()
+    }
+}
+
+struct WorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker",
+        abstract: "Run a worker that processes segments for a coordinator.",
+        discussion: """
+            Needs no database and no shared filesystem: everything arrives in the task. Start as many
+            as you like, on any machine that reaches the coordinator's work endpoint. SIGTERM finishes
+            the current segment within --grace seconds or hands it back.
+            """)
+
+    @Option(name: .long, help: "The coordinator's work endpoint, e.g. tcp://render-01:5555.")
+    var connect: String
+
+    @Option(name: .long, help: "Unique worker name (default: HOST-PID).")
+    var name: String?
+
+    @Option(name: .long, help: "Threads for decoding, the stage and encoding.")
+    var threads: Int = 1
+
+    @Option(name: .long, help: "Processing stage: passthrough (decode and re-encode unchanged), sleep, fail.")
+    var stage: String = "passthrough"
+
+    @Option(name: .long, help: "Seconds per segment for the sleep stage.")
+    var sleepSeconds: Double = 1
+
+    @Option(name: .long, help: "Seconds a stopping worker waits for its segment before handing it back.")
+    var grace: Double = 30
+
+    @Option(name: .long, help: "Seconds between heartbeats (match the coordinator's workers.heartbeat_interval).")
+    var heartbeat: Double = 1
+
+    @Option(name: .long, help: "Missed heartbeats before the coordinator is presumed gone.")
+    var liveness: Int = 5
+
+    @Option(name: .long, help: "trace, debug, info, notice, warning, error.")
+    var logLevel: String = "info"
+
+    func validate() throws {
+        guard threads >= 1 && threads <= 256 else { throw ValidationError("--threads must be between 1 and 256") }
+        guard connect.contains("://") else { throw ValidationError("--connect needs a ZeroMQ endpoint such as tcp://HOST:5555") }
+    }
+
+    func run() async throws {
+        let logger = bootstrapLogging(level: logLevel)
+        let stageImpl: any Stage
+        switch stage {
+        case "passthrough": stageImpl = PassthroughStage()
+        case "sleep": stageImpl = SleepStage(seconds: sleepSeconds)
+        case "fail": stageImpl = FailingStage()
+        default: throw ValidationError("unknown stage '\(stage)': passthrough, sleep or fail")
+        }
+        var opts = WorkerOptions(endpoint: connect.replacingOccurrences(of: "tcp://*:", with: "tcp://127.0.0.1:"),
+                                 name: name ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())", threads: threads)
+        opts.heartbeatInterval = heartbeat
+        opts.liveness = liveness
+        opts.graceSeconds = grace
+        let node = WorkerNode(options: opts, stage: stageImpl, logger: logger)
+        // Signals arrive on a dispatch source; the node stops itself in an orderly way.
+        signal(SIGTERM, SIG_IGN)
+        signal(SIGINT, SIG_IGN)
+        let sources = [SIGTERM, SIGINT].map { sig -> DispatchSourceSignal in
+            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            s.setEventHandler { node.stop() }
+            s.resume()
+            return s
+        }
+        defer { sources.forEach { $0.cancel() } }
+        try await runBlocking("worker socket") { try node.run() }
+    }
+}
+
+struct Migrate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Apply pending database migrations (each exactly once, in a transaction).")
+
+    @OptionGroup var options: ConfigOptions
+
+    func run() async throws {
+        let c = try options.load().configuration
+        let logger = bootstrapLogging(level: "warning")
+        let store = FarmStore(url: c.databaseURL, actor: "dubfarm migrate", logger: logger)
+        try await store.connect(retryFor: 10)
+        let applied = try await store.migrate()
+        let version = try await store.schemaVersion()
+        await store.close()
+        if applied.isEmpty {
+            print("database is up to date (schema version \(version))")
+        } else {
+            for m in applied { print("applied \(m.version) \(m.name)") }
+            print("schema version \(version)")
+        }
+    }
+}
+
+struct ConfigCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "config", abstract: "Inspect the coordinator's configuration.", subcommands: [Check.self])
+
+    struct Check: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Validate the configuration and print the effective values (secrets redacted).")
+        @OptionGroup var options: ConfigOptions
+        func run() throws {
+            print(try options.load().render(), terminator: "")
+        }
+    }
+}

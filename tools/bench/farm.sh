@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The farm's benchmarks (issue: farm core). Prints figures with the command that reproduces each.
+# Needs: a release build (.build/release/dubfarm), ffmpeg, PostgreSQL 15.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BIN=.build/release/dubfarm
+BENCH=${BENCH_DIR:-$PWD/.bench}
+mkdir -p "$BENCH"
+MEDIA=../shared/media
+
+echo "== farm benchmarks ($(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ))"
+
+# 1. Store: segment state transitions per second, one connection.
+FARM="$BENCH/farm"
+DUBFARM_SEGMENTS_SECONDS=0.04 DUBFARM_SEGMENTS_CONTEXT_FRAMES=0 DUBFARM_LOGGING_LEVEL=warning \
+  $BIN local up --dir "$FARM" --workers 0 >/dev/null
+trap '$BIN local down --dir "$FARM" >/dev/null 2>&1 || true' EXIT
+DB=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["databaseURL"])' "$FARM/farm.json")
+echo "-- $BIN bench store --database <local farm> --count 4000"
+$BIN bench store --database "$DB" --count 4000
+
+# 2. Dispatch: no-op workers against a real coordinator (one-frame segments of an all-intra clip).
+CLIP="$BENCH/intra-64x64-60s.mp4"
+[[ -f "$CLIP" ]] || ffmpeg -v error -y -f lavfi -i testsrc2=size=64x64:rate=25 -t 60 -c:v libx264 -g 1 -bf 0 -pix_fmt yuv420p "$CLIP"
+WORK=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["workEndpoint"])' "$FARM/farm.json")
+CTL=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["controlEndpoint"])' "$FARM/farm.json")
+echo "-- $BIN bench dispatch --workers 4 (1500 one-frame segments)"
+$BIN bench dispatch --work "$WORK" --control "$CTL" --workers 4 --video "$CLIP" --audio "$MEDIA/dub-1.wav"
+
+# 3. Cut + stitch of a 10-minute 720p file against a plain stream-copy remux.
+LONG="$BENCH/720p-10min.mp4"
+if [[ ! -f "$LONG" ]]; then
+  echo "(making a 10-minute 720p test file once: $LONG)"
+  ffmpeg -v error -y -f lavfi -i testsrc2=size=1280x720:rate=25 -t 600 -c:v libx264 -preset ultrafast -crf 23 \
+    -g 250 -keyint_min 250 -sc_threshold 0 -bf 0 -pix_fmt yuv420p "$LONG"
+fi
+sync
+best() { sort -n | head -1; }
+remux=$(for i in 1 2 3; do /usr/bin/time -f %e ffmpeg -v error -y -i "$LONG" -c copy -map 0:v "$BENCH/remux.mp4" 2>&1 >/dev/null | tail -1; done | best)
+ours=$(for i in 1 2 3; do $BIN bench media --input "$LONG" --scratch "$BENCH" | grep media-total-seconds | awk '{print $2}'; done | best)
+echo "-- ffmpeg -i 720p-10min.mp4 -c copy (best of 3): ${remux} s"
+echo "-- $BIN bench media --input 720p-10min.mp4 (index + cut 60 segments + store + stitch, best of 3): ${ours} s"
+python3 -c "import sys; print(f'media: cut+stitch / remux = {float(sys.argv[1])/float(sys.argv[2]):.2f}x (target <= 1.5x)')" "$ours" "$remux"
+$BIN bench media --input "$LONG" --audio "$MEDIA/dub-long.wav" --scratch "$BENCH" | head -1
+rm -f "$BENCH/remux.mp4"
+
+# 4. The model engine (its own script), when present.
+if [[ -x tools/bench/model.sh ]]; then tools/bench/model.sh; fi

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs the Debian packages dubfarm needs, if any are missing. Works as root (apt-get) or as an
+# ordinary user (sudo -n when available; otherwise it prints the command to run and fails).
+set -euo pipefail
+
+packages=(
+  pkg-config
+  libzmq3-dev
+  libavformat-dev libavcodec-dev libavutil-dev libswscale-dev libswresample-dev
+  libopenblas-dev
+  libpq-dev postgresql-15
+  ffmpeg            # ffprobe cross-checks in tests, the remux baseline in benchmarks
+)
+# Extra packages for optional features can be added by callers: install-deps.sh pkg...
+packages+=("$@")
+
+missing=()
+for p in "${packages[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  [[ "$status" == "install ok installed" ]] || missing+=("$p")
+done
+if [[ ${#missing[@]} -eq 0 ]]; then
+  exit 0
+fi
+
+echo "installing: ${missing[*]}"
+if [[ $(id -u) -eq 0 ]]; then
+  apt=(apt-get)
+elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+  apt=(sudo apt-get)
+else
+  echo "dubfarm needs these Debian packages: ${missing[*]}" >&2
+  echo "run: sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${apt[@]}" update -qq || true
+"${apt[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
