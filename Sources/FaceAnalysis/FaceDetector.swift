@@ -103,8 +103,8 @@ public struct FaceDetector: Sendable {
             if sw - ww <= 0 || sh - wh <= 0 { break }
             if winW > sizeRange.upperBound { break }
             if winW < sizeRange.lowerBound { continue }
-            // Two pixels of the level (1/12 of the window); OpenCV uses one above factor 2.
-            let step = 2
+            // As OpenCV: two pixels of the level for small windows, one above factor 2.
+            let step = factor > 2 ? 1 : 2
             // Window origins on the step grid, in scaled-image pixels.
             var xs = 0, xe = sw - ww, ys = 0, ye = sh - wh   // [xs, xe) etc.
             if let r = region {
