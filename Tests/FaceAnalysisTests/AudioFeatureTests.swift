@@ -94,3 +94,29 @@ import Testing
         #expect(mel.values.allSatisfy { $0 == MelSpectrogram.floor })
     }
 }
+
+@Suite struct ResamplerTests {
+    @Test(arguments: [44100, 48000])
+    func toneSurvivesAndImagesAreRejected(_ rate: Int) {
+        // 1 kHz (kept) plus 12 kHz (above the 8 kHz output Nyquist: must be removed), stereo.
+        let n = rate / 2
+        var stereo = [Float](repeating: 0, count: 2 * n)
+        for i in 0..<n {
+            let t: Double = Double(i) / Double(rate)
+            let low: Double = 0.5 * sin(2 * Double.pi * 1000 * t)
+            let high: Double = 0.3 * sin(2 * Double.pi * 12000 * t)
+            let v = Float(low + high)
+            stereo[2 * i] = v
+            stereo[2 * i + 1] = v
+        }
+        let y = AudioResampler.mono16k(interleaved: stereo, channels: 2, sampleRate: rate)
+        #expect(y.count == n * 16000 / rate)
+        // Compare with the ideal 1 kHz tone away from the edges.
+        var err = 0.0
+        for i in 400..<(y.count - 400) {
+            let ideal: Double = 0.5 * sin(2 * Double.pi * 1000 * Double(i) / 16000)
+            err = max(err, abs(Double(y[i]) - ideal))
+        }
+        #expect(err < 0.01)
+    }
+}

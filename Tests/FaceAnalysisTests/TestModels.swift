@@ -8,6 +8,19 @@ enum TestModels {
     static let mediaAvailable = FileManager.default.fileExists(atPath: TestMedia.path("speaker-b.mp4")) && TestMedia.ffmpegAvailable
     static let faceReady = cascadeAvailable && landmarksAvailable && mediaAvailable
 
+    /// Debug builds evaluate ~20× slower; there the video tests look at the first frames only
+    /// (`make test` runs release, where every frame is used).
+    static let debugFrameLimit: Int? = {
+        #if DEBUG
+        return 30
+        #else
+        return nil
+        #endif
+    }()
+
+    /// ffmpeg arguments limiting decoding to `debugFrameLimit` frames.
+    static var frameLimitArgs: [String] { debugFrameLimit.map { ["-frames:v", "\($0)"] } ?? [] }
+
     static let analyzer: FaceAnalyzer = {
         do {
             return try FaceAnalyzer.load()
