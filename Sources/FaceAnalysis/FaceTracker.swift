@@ -85,14 +85,23 @@ public final class FaceTracker {
     private var nextOut = 0
     private var lastBox: FaceBox?
 
-    public init(analyzer: FaceAnalyzer, parameters: Parameters = Parameters()) {
+    /// Per-frame analysis; replaceable in tests to simulate detector misses.
+    private let observe: (VideoFrame, FaceBox?) -> FaceObservation?
+
+    public convenience init(analyzer: FaceAnalyzer, parameters: Parameters = Parameters()) {
+        self.init(analyzer: analyzer, parameters: parameters) { analyzer.analyze($0, near: $1) }
+    }
+
+    init(analyzer: FaceAnalyzer, parameters: Parameters = Parameters(),
+         observe: @escaping (VideoFrame, FaceBox?) -> FaceObservation?) {
         self.analyzer = analyzer
         self.parameters = parameters
+        self.observe = observe
     }
 
     /// Takes the next frame; returns the frames now ready, in order.
     public func push(_ frame: VideoFrame) -> [TrackedFrame] {
-        let obs = analyzer.analyze(frame, near: lastBox)
+        let obs = observe(frame, lastBox)
         if let o = obs { lastBox = o.detectorBox }
         entries.append(Entry(frame: frame, analysis: nil, observation: obs, detected: obs != nil, resolved: obs != nil))
         return drain(final: false)
