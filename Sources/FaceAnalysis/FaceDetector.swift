@@ -55,7 +55,7 @@ public struct FaceDetector: Sendable {
     ///
     /// - Parameters:
     ///   - near: when given (frame coordinates), only faces whose box lies within this box grown
-    ///     by half its size on each side, and of 0.7–1.45× its size, are searched for.
+    ///     by 0.35 of its size on each side, and of 0.75–1.35× its size, are searched for.
     public func detect(in frame: VideoFrame, near: FaceBox? = nil) -> [FaceDetection] {
         let prepared = prepare(frame)
         return detect(inAnalysis: prepared, near: near)
@@ -90,8 +90,10 @@ public struct FaceDetector: Sendable {
         var region: (x0: Double, y0: Double, x1: Double, y1: Double)?
         if let n = near {
             let side = max(n.width, n.height)
-            sizeRange = max(minSide, 0.7 * side)...max(minSide, 1.45 * side)
-            let m = 0.5
+            // Wide enough that every raw window grouped into the face (eps 0.2) is searched, so
+            // the result equals the full search's for that face.
+            sizeRange = max(minSide, 0.75 * side)...max(minSide, 1.35 * side)
+            let m = 0.35
             region = (n.x - m * n.width, n.y - m * n.height, n.maxX + m * n.width, n.maxY + m * n.height)
         }
         var raw: [FaceBox] = []

@@ -57,6 +57,9 @@ public enum FaceWarp {
     /// with bilinear interpolation (edge pixels repeated outside the frame). Frames must be rgb24.
     public static func crop(_ frame: VideoFrame, transform t: SimilarityTransform, size: Int) throws -> FaceCrop {
         try requireRGB(frame)
+        guard size > 0, size <= 4096 else {
+            throw DubfarmError(.badInput, "Face crop size \(size) is out of range (1…4096).")
+        }
         var out = [UInt8](repeating: 0, count: size * size * 3)
         let w = frame.width, h = frame.height, stride = frame.strides[0]
         frame.planes[0].withUnsafeBufferPointer { src in
