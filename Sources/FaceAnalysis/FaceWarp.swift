@@ -36,6 +36,14 @@ public enum BlendMask: Sendable, Hashable {
         }
     }
 
+    /// The part of the crop `(u0, v0, u1, v1)` outside which the weight is 0.
+    public var support: (u0: Double, v0: Double, u1: Double, v1: Double) {
+        switch self {
+        case .wholeFace: return (0.5 - 0.31, 0.56 - 0.38, 0.5 + 0.31, 0.56 + 0.38)
+        case .lowerFace: return (0.5 - 0.29, 0.54, 0.5 + 0.29, 0.66 + 0.27)
+        }
+    }
+
     @inline(__always)
     static func smoothstep(_ e0: Double, _ e1: Double, _ x: Double) -> Double {
         let t = min(1, max(0, (x - e0) / (e1 - e0)))
@@ -89,8 +97,10 @@ public enum FaceWarp {
         try requireRGB(frame)
         let s = crop.size, ds = Double(s)
         let inv = t.inverse
-        // Frame-pixel bounds of the crop's footprint.
-        let corners = [Point2(0, 0), Point2(ds, 0), Point2(0, ds), Point2(ds, ds)].map(t.apply)
+        // Frame-pixel bounds of the mask's support.
+        let m = mask.support
+        let corners = [Point2(m.u0 * ds, m.v0 * ds), Point2(m.u1 * ds, m.v0 * ds), Point2(m.u0 * ds, m.v1 * ds),
+                       Point2(m.u1 * ds, m.v1 * ds)].map(t.apply)
         let x0 = max(0, Int(corners.map(\.x).min()!.rounded(.down)))
         let x1 = min(frame.width - 1, Int(corners.map(\.x).max()!.rounded(.up)))
         let y0 = max(0, Int(corners.map(\.y).min()!.rounded(.down)))
@@ -139,7 +149,10 @@ public enum FaceWarp {
     }
 
     @inline(__always)
-    static func clamp8(_ v: Double) -> UInt8 { UInt8(max(0, min(255, v.rounded()))) }
+    static func clamp8(_ v: Double) -> UInt8 {
+        // Round half up by truncation (the value is non-negative after clamping).
+        UInt8(truncatingIfNeeded: Int(max(0, min(255, v)) + 0.5))
+    }
 
     @inline(__always)
     static func bilinear(_ src: UnsafeBufferPointer<UInt8>, _ w: Int, _ h: Int, _ stride: Int,
