@@ -1,1 +1,0 @@
-// AudioFeatures module: see Package.swift

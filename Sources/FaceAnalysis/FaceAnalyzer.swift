@@ -1,0 +1,115 @@
+import DubfarmCore
+import Foundation
+
+/// What was found about the face in one frame, before smoothing.
+public struct FaceObservation: Sendable, Hashable {
+    /// The face box, frame pixels. With landmarks: the box in dlib's convention re-fitted to the
+    /// landmarks (see ``FaceAnalyzer``), grown where needed to enclose all 68 (the jaw line
+    /// reaches past dlib's box); without landmarks, the detector's box.
+    public var box: FaceBox
+    /// The detector's own box (OpenCV convention: brow to lower lip, roughly).
+    public var detectorBox: FaceBox
+    /// The 68 landmarks (iBUG order), frame pixels; nil without the landmark model or when the
+    /// observation was bridged over a detection miss.
+    public var landmarks: [Point2]?
+    /// The crop square: FFHQ from landmarks, or box-based.
+    public var alignment: FaceAlignment
+    /// Detector confidence (neighbour count); 0 for a bridged observation.
+    public var neighbors: Int
+}
+
+/// Per-frame face analysis: detection (optionally near a previous box), landmarks and alignment.
+///
+/// Stateless apart from its models, so the same frame always gives the same observation for the
+/// same `near` box, which keeps trajectories identical across segment borders.
+public struct FaceAnalyzer: Sendable {
+    public let detector: FaceDetector
+    /// nil when the landmark model is absent: crops then come from ``FaceAlignment/fromBox(_:)``.
+    public let predictor: ShapePredictor?
+
+    public init(detector: FaceDetector, predictor: ShapePredictor?) {
+        self.detector = detector
+        self.predictor = predictor
+    }
+
+    /// Loads the cascade (required) and the landmark model (optional). A missing landmark model
+    /// is reported once through `log` and the analyzer falls back to box-based crops; an
+    /// unreadable or corrupt one is an error.
+    public static func load(cascadePath: String = HaarCascade.defaultPath,
+                            landmarkPath: String = ShapePredictor.defaultPath,
+                            parameters: FaceDetector.Parameters = .init(),
+                            log: (String) -> Void = { _ in }) throws -> FaceAnalyzer {
+        let detector = try FaceDetector(cascadePath: cascadePath, parameters: parameters)
+        var predictor: ShapePredictor?
+        if FileManager.default.fileExists(atPath: landmarkPath) {
+            predictor = try ShapePredictor(contentsOf: landmarkPath)
+        } else {
+            log("Landmark model \(landmarkPath) not found (install libdlib-data): face crops fall back to box-based squares without alignment.")
+        }
+        return FaceAnalyzer(detector: detector, predictor: predictor)
+    }
+
+    /// Analyses one frame. With `near`, the detector first searches around that box and falls back
+    /// to the whole frame. Among several faces it takes the one overlapping `near` most, else the
+    /// best supported.
+    public func analyze(_ frame: VideoFrame, near: FaceBox? = nil) -> FaceObservation? {
+        let prepared = detector.prepare(frame)
+        var found = near.map { detector.detect(inAnalysis: prepared, near: $0) } ?? []
+        if found.isEmpty { found = detector.detect(inAnalysis: prepared) }
+        guard var best = found.first else { return nil }
+        if let n = near, let match = found.max(by: { $0.box.iou(n) < $1.box.iou(n) }), match.box.iou(n) > 0.2 {
+            best = match
+        }
+        return observe(frame, detectorBox: best.box, neighbors: best.neighbors)
+    }
+
+    /// Landmarks and alignment for a face at `detectorBox`.
+    public func observe(_ frame: VideoFrame, detectorBox: FaceBox, neighbors: Int) -> FaceObservation {
+        guard let predictor else {
+            return FaceObservation(box: detectorBox, detectorBox: detectorBox, landmarks: nil,
+                                   alignment: .fromBox(detectorBox), neighbors: neighbors)
+        }
+        // dlib's model expects boxes from dlib's HOG detector, which sit lower and tighter than
+        // OpenCV's Haar boxes. Run once on the Haar box, fit the mean shape to the result to get
+        // the box the model would have wanted, and run again on that box.
+        let first = predictor.landmarks(in: frame, box: detectorBox)
+        let box = predictor.impliedBox(for: first)
+        let lm = predictor.landmarks(in: frame, box: box)
+        var x0 = box.x, y0 = box.y, x1 = box.maxX, y1 = box.maxY
+        for p in lm {
+            x0 = min(x0, p.x); y0 = min(y0, p.y); x1 = max(x1, p.x); y1 = max(y1, p.y)
+        }
+        return FaceObservation(box: FaceBox(x: x0, y: y0, width: x1 - x0, height: y1 - y0), detectorBox: detectorBox, landmarks: lm,
+                               alignment: .ffhq(landmarks: lm), neighbors: neighbors)
+    }
+}
+
+extension ShapePredictor {
+    /// The box for which the model's mean shape best fits `landmarks` (least-squares similarity
+    /// from the unit-box mean shape, its scale and translation applied to the unit square).
+    public func impliedBox(for landmarks: [Point2]) -> FaceBox {
+        let n = min(landmarks.count, landmarkCount)
+        var mfx = 0.0, mfy = 0.0, mtx = 0.0, mty = 0.0
+        for i in 0..<n {
+            mfx += Double(initialShape[2 * i]); mfy += Double(initialShape[2 * i + 1])
+            mtx += landmarks[i].x; mty += landmarks[i].y
+        }
+        let dn = Double(max(n, 1))
+        mfx /= dn; mfy /= dn; mtx /= dn; mty /= dn
+        var sf = 0.0, c00 = 0.0, c01 = 0.0, c10 = 0.0, c11 = 0.0
+        for i in 0..<n {
+            let fx = Double(initialShape[2 * i]) - mfx, fy = Double(initialShape[2 * i + 1]) - mfy
+            let tx = landmarks[i].x - mtx, ty = landmarks[i].y - mty
+            sf += fx * fx + fy * fy
+            c00 += tx * fx; c01 += tx * fy; c10 += ty * fx; c11 += ty * fy
+        }
+        guard sf > 0 else { return FaceBox(x: mtx, y: mty, width: 1, height: 1) }
+        let p = (c00 + c11) / sf, q = (c10 - c01) / sf
+        // Scale of the fitted similarity; the rotation is dropped (boxes are upright).
+        let scale = (p * p + q * q).squareRoot()
+        // Unit-box coordinates span `side - 1` pixels (dlib's inclusive rectangles).
+        let side = scale + 1
+        let cx = mtx + scale * (0.5 - mfx), cy = mty + scale * (0.5 - mfy)
+        return FaceBox(x: cx - scale / 2, y: cy - scale / 2, width: side, height: side)
+    }
+}

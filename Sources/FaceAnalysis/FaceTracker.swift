@@ -1,0 +1,235 @@
+import DubfarmCore
+import Foundation
+
+/// The smoothed face of one frame.
+public struct TrackedFace: Sendable, Hashable {
+    /// Smoothed face box (see ``FaceObservation/box``), frame pixels.
+    public var box: FaceBox
+    /// Smoothed crop square; use ``FaceAlignment/transform(cropSize:)`` to warp.
+    public var alignment: FaceAlignment
+    /// This frame's own landmarks, unsmoothed; nil when bridged or without the landmark model.
+    public var landmarks: [Point2]?
+    /// This frame's own face box, unsmoothed (interpolated when bridged).
+    public var observedBox: FaceBox
+    /// This frame's raw detector box (interpolated when bridged).
+    public var detectorBox: FaceBox
+    /// False when the detector missed this frame and the face was bridged from its neighbours.
+    public var detected: Bool
+}
+
+/// A frame handed back by the tracker, with its face (nil: no face, pass the frame through).
+public struct TrackedFrame: Sendable {
+    public var frame: VideoFrame
+    public var face: TrackedFace?
+}
+
+/// Counts kept by the tracker over the frames it has handed back.
+public struct FaceTrackingStats: Sendable, Hashable {
+    public var frames = 0
+    /// Frames with a face (detected or bridged).
+    public var framesWithFace = 0
+    /// Frames bridged over a detection miss (included in ``framesWithFace``).
+    public var bridgedFrames = 0
+    /// Frames without a face: they pass through unchanged.
+    public var framesWithoutFace: Int { frames - framesWithFace }
+    public init() {}
+}
+
+/// Follows the face through a segment's frames (context frames included), fed in order.
+///
+/// Each frame is analysed as it arrives (near the previous detection). A frame is handed back
+/// ``Parameters/latency`` frames later, once its smoothing window and gap look-ahead are known:
+///
+/// - **Bridging**: a frame without a detection, within ``Parameters/maxGap`` frames of detections,
+///   gets the face interpolated between them (held from one side at a stream end), provided the
+///   frame still shows a face-like pattern there (luma standard deviation and cascade stage depth
+///   above thresholds), so a black or cut frame is not given a face.
+/// - **Smoothing**: box and crop square are Gaussian-weighted averages (σ = radius / 2) of the
+///   frame's own and its ±``Parameters/smoothingRadius`` neighbours' observations; neighbours
+///   without a face are left out. Centred windows need no future beyond the radius, so a segment
+///   with at least `radius` context frames on each side gets, at its borders, exactly the
+///   trajectory one long run would give.
+public final class FaceTracker {
+    public struct Parameters: Sendable, Hashable {
+        /// Neighbours on each side averaged into a frame's crop.
+        public var smoothingRadius = 3
+        /// Longest run of missed frames bridged.
+        public var maxGap = 4
+        /// A bridged face needs at least this luma standard deviation in its box.
+        public var bridgeMinStdDev = 8.0
+        /// ... and at least this fraction of cascade stages passed near its box.
+        public var bridgeMinStageDepth = 0.5
+        /// Frames held back before being handed out.
+        public var latency: Int { smoothingRadius + maxGap }
+        public init() {}
+    }
+
+    public let analyzer: FaceAnalyzer
+    public let parameters: Parameters
+    public private(set) var stats = FaceTrackingStats()
+
+    private struct Entry {
+        var frame: VideoFrame
+        var analysis: FaceDetector.AnalysisImage?
+        var observation: FaceObservation?
+        var detected: Bool
+        /// Bridging has been decided.
+        var resolved: Bool
+    }
+
+    /// Entries from sequence number `base` on: the last `smoothingRadius` handed out (kept for
+    /// their observations) and the pending ones.
+    private var entries: [Entry] = []
+    private var base = 0
+    /// Sequence number of the next entry to hand out.
+    private var nextOut = 0
+    private var lastBox: FaceBox?
+
+    /// Per-frame analysis; replaceable in tests to simulate detector misses.
+    private let observe: (VideoFrame, FaceBox?) -> FaceObservation?
+
+    public convenience init(analyzer: FaceAnalyzer, parameters: Parameters = Parameters()) {
+        self.init(analyzer: analyzer, parameters: parameters) { analyzer.analyze($0, near: $1) }
+    }
+
+    init(analyzer: FaceAnalyzer, parameters: Parameters = Parameters(),
+         observe: @escaping (VideoFrame, FaceBox?) -> FaceObservation?) {
+        self.analyzer = analyzer
+        self.parameters = parameters
+        self.observe = observe
+    }
+
+    /// Takes the next frame; returns the frames now ready, in order.
+    public func push(_ frame: VideoFrame) -> [TrackedFrame] {
+        let obs = observe(frame, lastBox)
+        if let o = obs { lastBox = o.detectorBox }
+        entries.append(Entry(frame: frame, analysis: nil, observation: obs, detected: obs != nil, resolved: obs != nil))
+        return drain(final: false)
+    }
+
+    /// Returns every frame still held (call once after the last frame).
+    public func flush() -> [TrackedFrame] {
+        drain(final: true)
+    }
+
+    private var end: Int { base + entries.count }
+
+    private func drain(final: Bool) -> [TrackedFrame] {
+        // Resolve gaps whose look-ahead is complete.
+        let resolvableEnd = final ? end : end - parameters.maxGap
+        var i = nextOut
+        while i < resolvableEnd {
+            if !entries[i - base].resolved { resolveGap(at: i, final: final) }
+            i += 1
+        }
+        var out: [TrackedFrame] = []
+        let readyEnd = final ? end : end - parameters.latency
+        while nextOut < readyEnd {
+            out.append(emit(nextOut, final: final))
+            nextOut += 1
+        }
+        // Keep enough handed-out entries for the next windows and gap look-backs.
+        let keepFrom = max(base, nextOut - max(parameters.smoothingRadius, parameters.maxGap))
+        if keepFrom > base {
+            entries.removeFirst(keepFrom - base)
+            base = keepFrom
+        }
+        return out
+    }
+
+    private func resolveGap(at i: Int, final: Bool) {
+        let g = parameters.maxGap
+        var prev: Int?, next: Int?
+        var j = i - 1
+        while j >= max(base, i - g) {
+            if entries[j - base].detected { prev = j; break }
+            j -= 1
+        }
+        j = i + 1
+        while j < min(end, i + g + 1) {
+            if entries[j - base].detected { next = j; break }
+            j += 1
+        }
+        entries[i - base].resolved = true
+        let candidate: (FaceBox, FaceAlignment, FaceBox)
+        switch (prev, next) {
+        case let (p?, n?):
+            let a = entries[p - base].observation!, b = entries[n - base].observation!
+            let t = Double(i - p) / Double(n - p)
+            candidate = (lerp(a.box, b.box, t), lerp(a.alignment, b.alignment, t), lerp(a.detectorBox, b.detectorBox, t))
+        case let (p?, nil):
+            let a = entries[p - base].observation!
+            candidate = (a.box, a.alignment, a.detectorBox)
+        case let (nil, n?):
+            let b = entries[n - base].observation!
+            candidate = (b.box, b.alignment, b.detectorBox)
+        default:
+            return
+        }
+        guard looksLikeFace(entries[i - base].frame, box: candidate.2) else { return }
+        entries[i - base].observation = FaceObservation(box: candidate.0, detectorBox: candidate.2, landmarks: nil,
+                                                        alignment: candidate.1, neighbors: 0)
+    }
+
+    private func looksLikeFace(_ frame: VideoFrame, box: FaceBox) -> Bool {
+        let a = analyzer.detector.prepare(frame)
+        let b = box.scaled(by: 1 / a.factor)
+        let img = a.image
+        let x0 = max(0, Int(b.x)), y0 = max(0, Int(b.y))
+        let x1 = min(img.width, Int(b.maxX)), y1 = min(img.height, Int(b.maxY))
+        guard x1 > x0 + 4, y1 > y0 + 4 else { return false }
+        var s = 0.0, q = 0.0
+        for y in y0..<y1 {
+            for x in x0..<x1 {
+                let v = Double(img.pixels[y * img.width + x])
+                s += v
+                q += v * v
+            }
+        }
+        let n = Double((x1 - x0) * (y1 - y0))
+        let sd = max(0, q / n - (s / n) * (s / n)).squareRoot()
+        guard sd >= parameters.bridgeMinStdDev else { return false }
+        return analyzer.detector.stageDepth(in: img, around: b) >= parameters.bridgeMinStageDepth
+    }
+
+    private func emit(_ i: Int, final: Bool) -> TrackedFrame {
+        let e = entries[i - base]
+        stats.frames += 1
+        guard let own = e.observation else { return TrackedFrame(frame: e.frame, face: nil) }
+        stats.framesWithFace += 1
+        if !e.detected { stats.bridgedFrames += 1 }
+        let r = parameters.smoothingRadius
+        let sigma = max(Double(r) / 2, 0.5)
+        var wsum = 0.0
+        var box = (0.0, 0.0, 0.0, 0.0)
+        var al = (0.0, 0.0, 0.0, 0.0, 0.0)   // cx, cy, half, cos, sin
+        for j in max(base, i - r)...min(end - 1, i + r) {
+            guard let o = entries[j - base].observation else { continue }
+            let d = Double(j - i)
+            let w = exp(-0.5 * d * d / (sigma * sigma))
+            wsum += w
+            box.0 += w * o.box.centerX; box.1 += w * o.box.centerY
+            box.2 += w * o.box.width; box.3 += w * o.box.height
+            al.0 += w * o.alignment.center.x; al.1 += w * o.alignment.center.y
+            al.2 += w * o.alignment.halfSide
+            al.3 += w * cos(o.alignment.angle); al.4 += w * sin(o.alignment.angle)
+        }
+        let k = 1 / wsum
+        let sbox = FaceBox(x: box.0 * k - box.2 * k / 2, y: box.1 * k - box.3 * k / 2, width: box.2 * k, height: box.3 * k)
+        let salign = FaceAlignment(center: Point2(al.0 * k, al.1 * k), halfSide: al.2 * k, angle: atan2(al.4, al.3))
+        return TrackedFrame(frame: e.frame, face: TrackedFace(box: sbox, alignment: salign, landmarks: own.landmarks, observedBox: own.box, detectorBox: own.detectorBox, detected: e.detected))
+    }
+}
+
+private func lerp(_ a: FaceBox, _ b: FaceBox, _ t: Double) -> FaceBox {
+    FaceBox(x: a.x + t * (b.x - a.x), y: a.y + t * (b.y - a.y), width: a.width + t * (b.width - a.width),
+            height: a.height + t * (b.height - a.height))
+}
+
+private func lerp(_ a: FaceAlignment, _ b: FaceAlignment, _ t: Double) -> FaceAlignment {
+    var da = b.angle - a.angle
+    if da > .pi { da -= 2 * .pi }
+    if da < -.pi { da += 2 * .pi }
+    return FaceAlignment(center: a.center + (b.center - a.center) * t, halfSide: a.halfSide + t * (b.halfSide - a.halfSide),
+                         angle: a.angle + t * da)
+}
