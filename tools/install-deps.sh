@@ -10,6 +10,8 @@ packages=(
   libopenblas-dev
   libpq-dev postgresql-15
   ffmpeg            # ffprobe cross-checks in tests, the remux baseline in benchmarks
+  opencv-data       # the Haar face cascade (read by our own code)
+  libdlib-data      # dlib's 68-point landmark model (read by our own code)
 )
 # Extra packages for optional features can be added by callers: install-deps.sh pkg...
 packages+=("$@")

@@ -98,6 +98,71 @@ public enum ProcessControl {
         return pid
     }
 
+    /// What ``run(_:_:directory:environment:timeout:)`` saw.
+    public struct Outcome: Sendable {
+        /// Exit status; 128 + signal when killed by one.
+        public var status: Int32
+        public var stdout: String
+        public var stderr: String
+        public var timedOut: Bool
+    }
+
+    /// Runs a program to completion: posix_spawn, output collected in temporary files, a
+    /// `waitpid` on the calling thread. Foundation's `Process` was seen to miss children's exits
+    /// on Linux, and a daemon the program starts (`pg_ctl start`) must not hold a pipe open.
+    public static func run(_ executable: String, _ arguments: [String], directory: String? = nil,
+                           environment: [String: String] = ProcessInfo.processInfo.environment,
+                           timeout: Double? = nil) throws -> Outcome {
+        func tempFile(_ tag: String) throws -> (Int32, String) {
+            var template = Array("/tmp/dubfarm-\(tag)-XXXXXX".utf8CString)
+            let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+            guard fd >= 0 else { throw DubfarmError(.io, "cannot create a temporary file: \(String(cString: strerror(errno)))") }
+            return (fd, String(decoding: template.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        }
+        let (outFD, outPath) = try tempFile("out")
+        let (errFD, errPath) = try tempFile("err")
+        defer {
+            close(outFD); unlink(outPath)
+            close(errFD); unlink(errPath)
+        }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, outFD, 1)
+        posix_spawn_file_actions_adddup2(&actions, errFD, 2)
+        // `env -C DIR` changes directory first (posix_spawn's chdir action is not imported).
+        let launch = directory.map { ["/usr/bin/env", "-C", $0, executable] } ?? [executable]
+        let argv = (launch + arguments).map { strdup($0) } + [nil]
+        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, launch[0], &actions, nil, argv, envp)
+        guard rc == 0 else { throw DubfarmError(.io, "cannot run \(executable): \(String(cString: strerror(rc)))") }
+        var status: Int32 = 0
+        var timedOut = false
+        if let timeout {
+            let deadline = Date().addingTimeInterval(timeout)
+            while waitpid(pid, &status, WNOHANG) == 0 {
+                if Date() > deadline {
+                    timedOut = true
+                    kill(pid, SIGKILL)
+                    waitpid(pid, &status, 0)
+                    break
+                }
+                usleep(10_000)
+            }
+        } else {
+            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        }
+        let code: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        let read = { (p: String) in (try? String(contentsOfFile: p, encoding: .utf8)) ?? "" }
+        return Outcome(status: code, stdout: read(outPath), stderr: read(errPath), timedOut: timedOut)
+    }
+
     /// Sends SIGTERM, waits up to `grace` seconds, then SIGKILL. Returns whether it had to kill.
     @discardableResult
     public static func stop(_ pid: Int32, grace: Double) -> Bool {

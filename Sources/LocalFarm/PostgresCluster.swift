@@ -231,45 +231,10 @@ public struct PostgresCluster: Sendable {
         try Self.spawnAndWait(exe, args)
     }
 
-    /// Runs `exe` with `args` and waits for it, its output (stdout and stderr) collected in a
-    /// temporary file rather than a pipe: `pg_ctl start` leaves a daemon behind that must not
-    /// hold us up. (Foundation's `Process` was seen to miss such a child's exit on Linux.)
+    /// Runs `exe` from /tmp (the postgres user may not be allowed into our directory).
     static func spawnAndWait(_ exe: String, _ args: [String]) throws -> CommandResult {
-        var template = Array("/tmp/dubfarm-cmd-XXXXXX".utf8CString)
-        let outFD = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-        guard outFD >= 0 else {
-            throw DubfarmError(.io, "cannot create a temporary file to run \(exe): \(String(cString: strerror(errno)))")
-        }
-        let outPath = String(decoding: template.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        defer {
-            close(outFD)
-            unlink(outPath)
-        }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, outFD, 1)
-        posix_spawn_file_actions_adddup2(&actions, outFD, 2)
-        // Run from /tmp (`env -C`): the postgres user may not be allowed into our directory.
-        let launcher = "/usr/bin/env"
-        let argv: [UnsafeMutablePointer<CChar>?] = ([launcher, "-C", "/tmp", exe] + args).map { strdup($0) } + [nil]
-        defer { for p in argv { free(p) } }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, launcher, &actions, nil, argv, environ)
-        guard rc == 0 else {
-            throw DubfarmError(.io, "cannot run \(exe): \(String(cString: strerror(rc)))")
-        }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 {
-            guard errno == EINTR else {
-                throw DubfarmError(.io, "waiting for \(exe) failed: \(String(cString: strerror(errno)))")
-            }
-        }
-        let exited = (status & 0x7f) == 0
-        let code = exited ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-        let output = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
-        return CommandResult(status: code, output: output)
+        let r = try ProcessControl.run(exe, args, directory: "/tmp")
+        return CommandResult(status: r.status, output: r.stdout + r.stderr)
     }
 
     static var runuser: String {

@@ -51,6 +51,8 @@ public final class WorkerNode: Sendable {
         let ref: TaskRef
         let cancelled = Atomic<Bool>(false)
         let handBack = Atomic<Bool>(false)
+        /// Its RESULT or FAILED is posted; the worker is as good as idle.
+        let finished = Atomic<Bool>(false)
         init(ref: TaskRef) { self.ref = ref }
     }
 
@@ -125,9 +127,13 @@ public final class WorkerNode: Sendable {
         send(hello())
         var poller = ZMQPoller([.socket(socket), .fd(outbox.signal.fd), .fd(stopSignal.fd)])
         while true {
+            // Results and reports first: a stopping worker must not leave its last RESULT behind.
+            for m in outbox.drain() { send(m) }
             let (stopping, stopAt, current) = control.withLock { ($0.stopping, $0.stopRequestedAt, $0.current) }
             if stopping {
                 if current == nil {
+                    // The last segment's RESULT was posted before `current` was cleared: send it first.
+                    for m in outbox.drain() { send(m) }
                     send(.disconnect(reason: "worker stopping"))
                     // Give libzmq a moment to put DISCONNECT on the wire.
                     try? socket.setLinger(milliseconds: 1000)
@@ -182,7 +188,7 @@ public final class WorkerNode: Sendable {
         switch message {
         case .task(let task):
             let accepted: Bool = control.withLock { s in
-                guard s.current == nil, !s.stopping else { return false }
+                guard s.current == nil || s.current!.finished.load(ordering: .acquiring), !s.stopping else { return false }
                 s.current = RunningTask(ref: task.ref)
                 return true
             }
@@ -259,8 +265,12 @@ public final class WorkerNode: Sendable {
             }
             message = .failed(task.ref, FailureReport(code: e.code.rawValue, message: e.message, handedBack: handedBack))
         }
-        control.withLock { $0.current = nil }
+        // Post before clearing `current`: whoever sees the worker idle also finds the message queued.
+        running.finished.store(true, ordering: .releasing)
         outbox.post(message)
+        control.withLock { s in
+            if s.current === running { s.current = nil }
+        }
         stopSignal.raise()
     }
 }

@@ -45,15 +45,15 @@ struct Submit: ParsableCommand {
         for (what, path) in [("video", video), ("audio", audio)] + (face.map { [("face", $0)] } ?? []) {
             var isDir: ObjCBool = false
             guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
-                throw DubfarmError(.badInput, "\(path): no such \(what) file")
+                throw ValidationError("\(path): no such \(what) file")
             }
-            guard !isDir.boolValue else { throw DubfarmError(.badInput, "\(path): is a directory, not a \(what) file") }
-            guard FileManager.default.isReadableFile(atPath: path) else { throw DubfarmError(.badInput, "\(path): not readable") }
+            guard !isDir.boolValue else { throw ValidationError("\(path): is a directory, not a \(what) file") }
+            guard FileManager.default.isReadableFile(atPath: path) else { throw ValidationError("\(path): not readable") }
         }
         if let out {
             let dir = URL(fileURLWithPath: out).deletingLastPathComponent().path
             guard FileManager.default.isWritableFile(atPath: dir) else {
-                throw DubfarmError(.badInput, "--out \(out): cannot write to \(dir)")
+                throw ValidationError("--out \(out): cannot write to \(dir)")
             }
         }
     }

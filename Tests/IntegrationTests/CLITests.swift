@@ -8,44 +8,11 @@ import Testing
 /// Runs the `dubfarm` binary; returns its exit status and output.
 @discardableResult
 func dubfarm(_ args: [String], environment: [String: String] = [:], timeout: Double = 300) throws -> (status: Int32, out: String, err: String) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: dubfarmExecutable)
-    p.arguments = args
     var env = ProcessInfo.processInfo.environment
     env["DUBFARM_COORDINATOR"] = nil
     for (k, v) in environment { env[k] = v }
-    p.environment = env
-    let out = Pipe(), err = Pipe()
-    p.standardOutput = out
-    p.standardError = err
-    p.standardInput = FileHandle.nullDevice
-    try p.run()
-    // Drain both pipes while the process runs, so a chatty child never blocks on a full pipe.
-    let outData = Mutexed(Data()), errData = Mutexed(Data())
-    let g = DispatchGroup()
-    for (pipe, box) in [(out, outData), (err, errData)] {
-        g.enter()
-        DispatchQueue.global().async {
-            box.value = pipe.fileHandleForReading.readDataToEndOfFile()
-            g.leave()
-        }
-    }
-    let deadline = Date().addingTimeInterval(timeout)
-    while p.isRunning && Date() < deadline { usleep(20_000) }
-    if p.isRunning { p.terminate() }
-    p.waitUntilExit()
-    g.wait()
-    return (p.terminationStatus, String(decoding: outData.value, as: UTF8.self), String(decoding: errData.value, as: UTF8.self))
-}
-
-final class Mutexed<T>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var v: T
-    init(_ v: T) { self.v = v }
-    var value: T {
-        get { lock.lock(); defer { lock.unlock() }; return v }
-        set { lock.lock(); v = newValue; lock.unlock() }
-    }
+    let r = try ProcessControl.run(dubfarmExecutable, args, environment: env, timeout: timeout)
+    return (r.timedOut ? -1 : r.status, r.stdout, r.stderr)
 }
 
 @Suite("Command line", .serialized)

@@ -185,17 +185,12 @@ struct MediaStoreView {
 
 /// Counts video frames and measures streams with ffprobe, an independent check on our own prober.
 func ffprobeCounts(_ path: String) -> (frames: Int, rate: String, audioDuration: Double)? {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/ffprobe")
-    guard FileManager.default.isExecutableFile(atPath: p.executableURL!.path) else { return nil }
-    p.arguments = ["-v", "error", "-count_packets", "-show_entries", "stream=codec_type,nb_read_packets,r_frame_rate,duration", "-of", "csv=p=0", path]
-    let out = Pipe()
-    p.standardOutput = out
-    try? p.run()
-    p.waitUntilExit()
-    let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    guard FileManager.default.isExecutableFile(atPath: "/usr/bin/ffprobe"),
+          let r = try? ProcessControl.run("/usr/bin/ffprobe", ["-v", "error", "-count_packets", "-show_entries",
+                                                               "stream=codec_type,nb_read_packets,r_frame_rate,duration",
+                                                               "-of", "csv=p=0", path], timeout: 60) else { return nil }
     var frames = 0, rate = "", audio = 0.0
-    for line in text.split(separator: "\n") {
+    for line in r.stdout.split(separator: "\n") {
         let f = line.split(separator: ",").map(String.init)
         if f.first == "video", f.count >= 4 { rate = f[1]; frames = Int(f[3]) ?? 0 }
         if f.first == "audio", f.count >= 4 { audio = Double(f[2]) ?? 0 }
