@@ -100,7 +100,7 @@ let package = Package(
         .testTarget(name: "FarmStoreTests", dependencies: ["FarmStore", "FarmTestSupport"]),
         .testTarget(name: "MediaPipelineTests", dependencies: ["MediaPipeline", "FFmpeg", "DubfarmCore"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "VQModel", "BLAS"]),
-        .testTarget(name: "FaceAnalysisTests", dependencies: ["FaceAnalysis", "AudioFeatures", "DubfarmCore"],
+        .testTarget(name: "FaceAnalysisTests", dependencies: ["FaceAnalysis", "AudioFeatures", "DubfarmCore", "MediaPipeline"],
                     exclude: ["Fixtures"]),
         .testTarget(name: "IntegrationTests", dependencies: [
             "FarmTestSupport", "Coordinator", "Worker", "FarmClient", "FarmProtocol", "ZeroMQ", "MediaPipeline",

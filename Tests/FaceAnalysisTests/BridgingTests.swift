@@ -24,7 +24,7 @@ struct BridgingTests {
     /// the frames within 4 of a detection are bridged (held); a black frame (20) never is.
     @Test func briefMissesAreBridged() throws {
         var frames: [VideoFrame] = []
-        try TestMedia.forEachFrame(TestMedia.path("speaker-c.mp4"), extraArgs: ["-frames:v", "45"]) { frames.append($0) }
+        try TestMedia.forEachFrame(TestMedia.path("speaker-c.mp4"), limit: 45) { frames.append($0) }
         let f = frames[20]
         frames[20] = VideoFrame(width: f.width, height: f.height, layout: .rgb24,
                                 planes: [[UInt8](repeating: 0, count: f.planes[0].count)], strides: f.strides, index: 20)

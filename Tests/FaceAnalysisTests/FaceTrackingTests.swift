@@ -11,7 +11,7 @@ struct FaceTrackingTests {
         let tracker = FaceTracker(analyzer: TestModels.analyzer)
         var out: [TrackedFrame] = []
         var analysisTime = 0.0
-        try TestMedia.forEachFrame(TestMedia.path(name), extraArgs: TestModels.frameLimitArgs) { f in
+        try TestMedia.forEachFrame(TestMedia.path(name), limit: TestModels.debugFrameLimit) { f in
             let t0 = Date()
             out += tracker.push(f)
             analysisTime += Date().timeIntervalSince(t0)
@@ -64,7 +64,7 @@ struct FaceTrackingTests {
         let total = TestModels.debugFrameLimit.map { _ in 45 } ?? 125
         let seamAt = total == 125 ? 65 : 25
         var frames: [VideoFrame] = []
-        try TestMedia.forEachFrame(TestMedia.path("speaker-b.mp4"), extraArgs: ["-frames:v", "\(total)"]) { frames.append($0) }
+        try TestMedia.forEachFrame(TestMedia.path("speaker-b.mp4"), limit: total) { frames.append($0) }
         #expect(frames.count == total)
         func run(_ range: Range<Int>) -> [Int: FaceAlignment] {
             let t = FaceTracker(analyzer: TestModels.analyzer)
@@ -100,7 +100,7 @@ struct FaceTrackingTests {
 
     @Test func blackFramePassesThroughAndIsCounted() throws {
         var frames: [VideoFrame] = []
-        try TestMedia.forEachFrame(TestMedia.path("speaker-c.mp4"), extraArgs: ["-frames:v", "40"]) { frames.append($0) }
+        try TestMedia.forEachFrame(TestMedia.path("speaker-c.mp4"), limit: 40) { frames.append($0) }
         let f = frames[20]
         frames[20] = VideoFrame(width: f.width, height: f.height, layout: .rgb24,
                                 planes: [[UInt8](repeating: 0, count: f.planes[0].count)], strides: f.strides, index: 20)
@@ -120,7 +120,7 @@ struct FaceTrackingTests {
     func warpRoundTrip(_ mask: BlendMask) throws {
         for name in ["speaker-b.mp4", "speaker-c.mp4"] {
             var frame: VideoFrame?
-            try TestMedia.forEachFrame(TestMedia.path(name), extraArgs: ["-frames:v", "1"]) { frame = $0 }
+            try TestMedia.forEachFrame(TestMedia.path(name), limit: 1) { frame = $0 }
             let input = try #require(frame)
             let obs = try #require(TestModels.analyzer.analyze(input))
             let size = 320
@@ -176,7 +176,7 @@ struct FaceTrackingTests {
     /// serialized suite so no other face test competes for the CPU); asserts nothing about speed.
     @Test func perStageMilliseconds() throws {
         var frames: [VideoFrame] = []
-        try TestMedia.forEachFrame(TestMedia.path("speaker-b.mp4"), extraArgs: ["-frames:v", "10"]) { frames.append($0) }
+        try TestMedia.forEachFrame(TestMedia.path("speaker-b.mp4"), limit: 10) { frames.append($0) }
         let a = TestModels.analyzer
         func ms(_ body: (VideoFrame) throws -> Void) rethrows -> Double {
             let t0 = Date()

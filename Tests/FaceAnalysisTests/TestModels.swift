@@ -5,7 +5,7 @@ import Foundation
 enum TestModels {
     static let cascadeAvailable = FileManager.default.fileExists(atPath: HaarCascade.defaultPath)
     static let landmarksAvailable = FileManager.default.fileExists(atPath: ShapePredictor.defaultPath)
-    static let mediaAvailable = FileManager.default.fileExists(atPath: TestMedia.path("speaker-b.mp4")) && TestMedia.ffmpegAvailable
+    static let mediaAvailable = FileManager.default.fileExists(atPath: TestMedia.path("speaker-b.mp4"))
     static let faceReady = cascadeAvailable && landmarksAvailable && mediaAvailable
 
     /// Debug builds evaluate ~20× slower; there the video tests look at the first frames only
@@ -18,8 +18,8 @@ enum TestModels {
         #endif
     }()
 
-    /// ffmpeg arguments limiting decoding to `debugFrameLimit` frames.
-    static var frameLimitArgs: [String] { debugFrameLimit.map { ["-frames:v", "\($0)"] } ?? [] }
+
+
 
     static let analyzer: FaceAnalyzer = {
         do {

@@ -308,7 +308,7 @@ actor Dispatcher {
         let samples = SegmentPlanner.audioSamples(for: window.decodedFrames, frameRate: jm.frameRate, marginSeconds: config.audioMarginSeconds)
         return TaskAssignment(ref: ref, stage: jm.stage, outputFrames: claim.frames, decodedFrames: window.decodedFrames,
                               framePTS: window.framePTS, frameRate: jm.frameRate, encoder: jm.encoder, input: bundle,
-                              audio: AudioWindow.slice(pcm: jm.pcm, range: samples), sourceFace: jm.face, model: jm.model)
+                              audio: try jm.audioWindow(samples), sourceFace: jm.face, model: jm.model)
     }
 
     // MARK: Liveness

@@ -8,7 +8,9 @@ import MediaPipeline
 final class JobMedia {
     let job: JobID
     let source: SourceVideo
-    let pcm: [Float]
+    /// The dub track as 16 kHz mono float PCM on disk; tasks read their window from it.
+    let pcm: FileHandle
+    let pcmSamples: Int64
     let face: [UInt8]?
     let frameRate: Rational
     let encoder: EncoderSettings
@@ -23,7 +25,11 @@ final class JobMedia {
         let recut = store.recut(job.id)
         let path = FileManager.default.fileExists(atPath: recut.path) ? recut.path : store.video(job.id).path
         source = try SourceVideo(path: path, codec: codec, index: index)
-        pcm = [Float](rawBytes: try MediaStore.read(store.dubPCM(job.id)))
+        guard let handle = try? FileHandle(forReadingFrom: store.dubPCM(job.id)) else {
+            throw DubfarmError(.io, "job \(job.id): the decoded dub track is missing from the media store")
+        }
+        pcm = handle
+        pcmSamples = Int64(try handle.seekToEnd()) / 4
         face = job.faceName == nil ? nil : try MediaStore.read(store.face(job.id))
         guard let rate = job.frameRate else {
             throw DubfarmError(.internalError, "job \(job.id) is running but has no frame rate recorded")
@@ -32,6 +38,22 @@ final class JobMedia {
         encoder = job.params.encoder
         stage = job.params.options["stage"] ?? defaultStage
         model = job.params.options["model"]
+    }
+}
+
+extension JobMedia {
+    /// The 16 kHz samples `range` of the dub track; silence outside the track.
+    func audioWindow(_ range: Range<Int64>) throws -> AudioWindow {
+        var samples = [Float](repeating: 0, count: range.count)
+        let lo = max(range.lowerBound, 0), hi = min(range.upperBound, pcmSamples)
+        if lo < hi {
+            try pcm.seek(toOffset: UInt64(lo * 4))
+            let data = try pcm.read(upToCount: Int(hi - lo) * 4) ?? Data()
+            let floats = [Float](rawBytes: [UInt8](data))
+            let offset = Int(lo - range.lowerBound)
+            samples.replaceSubrange(offset..<offset + floats.count, with: floats)
+        }
+        return AudioWindow(startSample: range.lowerBound, samples: samples)
     }
 }
 
