@@ -132,7 +132,7 @@ extension ConfigKey {
         key("database.url_file", "file whose first line is the database URL (overrides url)", \.databaseURLFile),
         key("media.store", "directory for uploads, segments and outputs (the coordinator's disk)", \.mediaStore),
         key("media.max_upload_bytes", "largest file a client may upload", \.maxUploadBytes, 1...(1 << 50)),
-        key("segments.seconds", "nominal segment length in seconds", \.segmentSeconds, 0.1...3600),
+        key("segments.seconds", "nominal segment length in seconds", \.segmentSeconds, 0.01...3600),
         key("segments.context_frames", "frames decoded on each side of a segment (tracking across seams)", \.contextFrames, 0...120),
         key("segments.max_keyframe_interval", "inputs with keyframes further apart (seconds) are re-cut once", \.maxKeyframeInterval, 0.5...3600),
         key("segments.audio_margin", "seconds of dub audio sent beyond each side of a segment", \.audioMarginSeconds, 0...10),

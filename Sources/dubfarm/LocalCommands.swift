@@ -49,8 +49,7 @@ struct LocalCommand: AsyncParsableCommand {
             }
             let previous = LocalFarmState.load(directory: root)
             print("starting PostgreSQL…")
-            let cluster = try PostgresCluster(directory: root.appendingPathComponent("postgres"),
-                                              port: previous?.postgresPort ?? ProcessControl.freePort())
+            let cluster = try Self.cluster(in: root, preferredPort: previous?.postgresPort)
             if try cluster.initIfNeeded() { print("  initialised a new cluster in \(cluster.root.path)") }
             if !cluster.isRunning { try cluster.start() }
             _ = try cluster.createDatabase("dubfarm")
@@ -104,6 +103,19 @@ struct LocalCommand: AsyncParsableCommand {
             print("local farm is up")
             print("coordinator: \(control)")
             print("logs:        \(logs.path)")
+        }
+
+        /// The farm's cluster. An existing cluster keeps the port written in its configuration (a
+        /// farm whose first start failed half-way has no farm.json to remember it).
+        static func cluster(in root: URL, preferredPort: Int?) throws -> PostgresCluster {
+            let probe = try PostgresCluster(directory: root.appendingPathComponent("postgres"), port: preferredPort ?? 0)
+            let conf = probe.dataDirectory.appendingPathComponent("postgresql.conf")
+            if let text = try? String(contentsOf: conf, encoding: .utf8),
+               let line = text.split(separator: "\n").last(where: { $0.hasPrefix("port = ") }),
+               let port = Int(line.dropFirst("port = ".count).trimmingCharacters(in: .whitespaces)) {
+                return try PostgresCluster(directory: root.appendingPathComponent("postgres"), port: port)
+            }
+            return try PostgresCluster(directory: root.appendingPathComponent("postgres"), port: preferredPort ?? ProcessControl.freePort())
         }
 
         func startWorkers(_ n: Int, state: LocalFarmState, logs: URL, offset: Int) throws -> [(Int32, String)] {
