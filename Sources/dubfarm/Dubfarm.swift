@@ -5,6 +5,6 @@ struct Dubfarm: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dubfarm",
         abstract: "A distributed batch render farm for video dubbing.",
-        subcommands: []
+        subcommands: [ModelCommand.self]
     )
 }
