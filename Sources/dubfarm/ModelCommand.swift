@@ -102,7 +102,10 @@ struct ModelCommand: AsyncParsableCommand {
             if let z = t["decode.input"] { out.append(("decode.output", try model.decode(z, ctx).copy())) }
             if t["frame.target"] != nil {
                 let src = try model.prepareSource(image: try input("frame.source"), ctx)
-                out.append(("frame.output", try model.runFrame(target: try input("frame.target"), source: src, mel: try input("frame.mel"), ctx).copy()))
+                let tok = try model.tokenizeWithIndices(try input("frame.target"), ctx)
+                out.append(("frame.output", try model.runFrame(tokens: tok.grid, source: src, mel: try input("frame.mel"), ctx).copy()))
+                out.append(("frame.indices_upper", Tensor(shape: [tok.upper.count], values: tok.upper.map(Float.init))))
+                out.append(("frame.indices_lower", Tensor(shape: [tok.lower.count], values: tok.lower.map(Float.init))))
             }
             if out.isEmpty { throw ModelError(.badInput, "\(inputs) holds none of the known input tensors (see --help)") }
             try SafeTensors.write(out, to: URL(fileURLWithPath: self.out))

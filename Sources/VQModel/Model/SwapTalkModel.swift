@@ -131,11 +131,17 @@ public final class SwapTalkModel: @unchecked Sendable {
 
     /// Encodes and quantises both halves of a face `[3, S, S]`, returning the joined grid `[E, G, G]`.
     public func tokenize(_ image: Tensor, _ ctx: ComputeContext) throws -> Tensor {
+        try tokenizeWithIndices(image, ctx).grid
+    }
+
+    /// ``tokenize(_:_:)`` that also returns the chosen code of every upper and lower position.
+    public func tokenizeWithIndices(_ image: Tensor, _ ctx: ComputeContext) throws
+        -> (grid: Tensor, upper: [Int32], lower: [Int32]) {
         try expect(image, [3, config.imageSize, config.imageSize], "face image")
         let s = config.imageSize
         let up = try quantize(try encode(Shape.sliceHeight(image, from: 0, count: s / 2, ctx), ctx), half: .upper, ctx)
         let lo = try quantize(try encode(Shape.sliceHeight(image, from: s / 2, count: s / 2, ctx), ctx), half: .lower, ctx)
-        return Shape.concatHeight([up.quantized, lo.quantized], ctx)
+        return (Shape.concatHeight([up.quantized, lo.quantized], ctx), up.indices, lo.indices)
     }
 
     /// Prepares a source face's token grid `[E, G, G]` for swapping (once per job).
@@ -179,7 +185,11 @@ public final class SwapTalkModel: @unchecked Sendable {
     /// mel window with the frame's own lower half as reference (R = T, the paper's choice for
     /// dubbing), decode. The face-warping branch is bypassed, as at the paper's inference.
     public func runFrame(target: Tensor, source: SwapSource, mel: Tensor, _ ctx: ComputeContext) throws -> Tensor {
-        let t = try tokenize(target, ctx)
+        try runFrame(tokens: try tokenize(target, ctx), source: source, mel: mel, ctx)
+    }
+
+    /// ``runFrame(target:source:mel:_:)`` from an already tokenized target grid `[E, G, G]`.
+    public func runFrame(tokens t: Tensor, source: SwapSource, mel: Tensor, _ ctx: ComputeContext) throws -> Tensor {
         let swapped = try swap(target: t, source: source, ctx)
         let h = config.halfGrid.h
         let lower = Shape.sliceHeight(swapped, from: h, count: h, ctx)
