@@ -41,61 +41,96 @@ enum Winograd {
          g2]
     }
 
-    /// Tiles per block so that the block's transformed input and product fit in ~L2.
-    static func blockTiles(inC: Int, outC: Int) -> Int {
+    /// Tile rows per block so that the block's transformed input and products fit in ~L2.
+    static func blockRows(inC: Int, outC: Int, tilesPerRow: Int) -> Int {
         let bytesPerTile = 36 * 4 * (inC + outC)
-        let b = (768 * 1024) / bytesPerTile
-        return min(512, max(16, b & ~7))
+        let tiles = (1536 * 1024) / bytesPerTile
+        return max(1, min(tiles, 2048) / tilesPerRow)
     }
 
+    /// Transforms are separable and done a tile row at a time with loops over contiguous
+    /// arrays, which the compiler vectorises: input rows are first split by column phase
+    /// (`x mod 4`), so the horizontal 6-point transforms of all tiles of a row read six
+    /// contiguous arrays; outputs are computed per phase and interleaved back into the row.
     static func convolve(_ x: Tensor, weightT: Tensor, bias: Tensor?, padding p: Int, out: Tensor, _ ctx: ComputeContext) {
         let cin = x.shape[0], h = x.shape[1], w = x.shape[2]
         let cout = out.shape[0], oh = out.shape[1], ow = out.shape[2]
         let th = (oh + 3) / 4, tw = (ow + 3) / 4
-        let tiles = th * tw
-        let tb = min(blockTiles(inC: cin, outC: cout), tiles)
-        let blocks = (tiles + tb - 1) / tb
+        let rowsPerBlock = min(th, blockRows(inC: cin, outC: cout, tilesPerRow: tw))
+        let blocks = (th + rowsPerBlock - 1) / rowsPerBlock
+        let ntMax = rowsPerBlock * tw
         let workers = min(ctx.threads, blocks)
-        let vSize = 36 * cin * tb, mSize = 36 * cout * tb
-        let scratch = ctx.workspace.allocate(workers * (vSize + mSize))
+        let ph = tw + 1 // phase array length
+        let vSize = 36 * cin * ntMax, mSize = 36 * cout * ntMax, tmpSize = 6 * 4 * ph + 6 * 4 * ph + 16 * ph
+        let per = vSize + mSize + tmpSize
+        let scratch = ctx.workspace.allocate(workers * per)
         let xd = x.data, od = out.data, ud = weightT.data
         let bd = bias?.data
-        let single = workers > 1 || ctx.threads == 1
-        if single && ctx.threads > 1 { BLAS.setThreads(1) }
-        defer { if single && ctx.threads > 1 { BLAS.setThreads(ctx.threads) } }
+        let single = workers > 1
+        if single { BLAS.setThreads(1) }
+        defer { if single { BLAS.setThreads(ctx.threads) } }
         let run: (Int) -> Void = { wk in
-            let v = scratch + wk * (vSize + mSize)
+            let v = scratch + wk * per
             let m = v + vSize
+            let rows = m + mSize          // 6 input rows × 4 phases × ph
+            let vert = rows + 24 * ph     // 6 vertical results × 4 phases × ph
+            let outp = vert + 24 * ph     // 16 outputs × ph
             var blk = wk
             while blk < blocks {
-                let t0 = blk * tb
-                let nt = min(tb, tiles - t0)
+                let ty0 = blk * rowsPerBlock, ty1 = min(th, ty0 + rowsPerBlock)
+                let nt = (ty1 - ty0) * tw
                 // input transform
                 for c in 0..<cin {
                     let plane = xd + c * h * w
-                    for t in 0..<nt {
-                        let tile = t0 + t
-                        let ty = tile / tw, tx = tile % tw
-                        let y0 = ty * 4 - p, x0 = tx * 4 - p
-                        var dd = InlineTile()
-                        if y0 >= 0 && x0 >= 0 && y0 + 6 <= h && x0 + 6 <= w {
-                            for r in 0..<6 {
-                                let s = plane + (y0 + r) * w + x0
-                                dd.set(r, s[0], s[1], s[2], s[3], s[4], s[5])
+                    for ty in ty0..<ty1 {
+                        let y0 = ty * 4 - p
+                        // rows split by phase: rows[(k * 4 + m) * ph + t] = in[y0 + k][4t + m - p]
+                        for k in 0..<6 {
+                            let dst = rows + k * 4 * ph
+                            let yy = y0 + k
+                            if yy < 0 || yy >= h {
+                                dst.initialize(repeating: 0, count: 4 * ph)
+                                continue
                             }
-                        } else {
-                            for r in 0..<6 {
-                                let yy = y0 + r
-                                if yy < 0 || yy >= h { dd.set(r, 0, 0, 0, 0, 0, 0); continue }
-                                let s = plane + yy * w
-                                @inline(__always) func at(_ k: Int) -> Float {
-                                    let xx = x0 + k
-                                    return (xx >= 0 && xx < w) ? s[xx] : 0
+                            let src = plane + yy * w
+                            for t in 0..<ph {
+                                for mm in 0..<4 {
+                                    let xx = 4 * t + mm - p
+                                    dst[mm * ph + t] = (xx >= 0 && xx < w) ? src[xx] : 0
                                 }
-                                dd.set(r, at(0), at(1), at(2), at(3), at(4), at(5))
                             }
                         }
-                        dd.inputTransform(into: v + c * nt + t, stride: cin * nt)
+                        // vertical Bᵀ: vert[r] = Σ_k B[k][r] rows[k], on all phases at once
+                        let n = 4 * ph
+                        let r0 = rows, r1 = rows + n, r2 = rows + 2 * n, r3 = rows + 3 * n, r4 = rows + 4 * n, r5 = rows + 5 * n
+                        let q0 = vert, q1 = vert + n, q2 = vert + 2 * n, q3 = vert + 3 * n, q4 = vert + 4 * n, q5 = vert + 5 * n
+                        for i in 0..<n {
+                            let d0 = r0[i], d1 = r1[i], d2 = r2[i], d3 = r3[i], d4 = r4[i], d5 = r5[i]
+                            q0[i] = 4 * d0 - 5 * d2 + d4
+                            q1[i] = -4 * d1 - 4 * d2 + d3 + d4
+                            q2[i] = 4 * d1 - 4 * d2 - d3 + d4
+                            q3[i] = -2 * d1 - d2 + 2 * d3 + d4
+                            q4[i] = 2 * d1 - d2 - 2 * d3 + d4
+                            q5[i] = 4 * d1 - 5 * d3 + d5
+                        }
+                        // horizontal B: tile tx reads phases 0..3 at t = tx and phases 0, 1 at t = tx + 1
+                        let tbase = (ty - ty0) * tw
+                        for r in 0..<6 {
+                            let a0 = vert + r * n, a1 = a0 + ph, a2 = a0 + 2 * ph, a3 = a0 + 3 * ph
+                            let b0 = a0 + 1, b1 = a1 + 1
+                            let dst = v + (r * 6 * cin + c) * nt + tbase
+                            let s = cin * nt
+                            let o0 = dst, o1 = dst + s, o2 = dst + 2 * s, o3 = dst + 3 * s, o4 = dst + 4 * s, o5 = dst + 5 * s
+                            for t in 0..<tw {
+                                let d0 = a0[t], d1 = a1[t], d2 = a2[t], d3 = a3[t], d4 = b0[t], d5 = b1[t]
+                                o0[t] = 4 * d0 - 5 * d2 + d4
+                                o1[t] = -4 * d1 - 4 * d2 + d3 + d4
+                                o2[t] = 4 * d1 - 4 * d2 - d3 + d4
+                                o3[t] = -2 * d1 - d2 + 2 * d3 + d4
+                                o4[t] = 2 * d1 - d2 - 2 * d3 + d4
+                                o5[t] = 4 * d1 - 5 * d3 + d5
+                            }
+                        }
                     }
                 }
                 // 36 products
@@ -107,11 +142,45 @@ enum Winograd {
                 for c in 0..<cout {
                     let bv = bd?[c] ?? 0
                     let plane = od + c * oh * ow
-                    for t in 0..<nt {
-                        let tile = t0 + t
-                        let ty = tile / tw, tx = tile % tw
-                        InlineTile.outputTransform(from: m + c * nt + t, stride: cout * nt, bias: bv,
-                                                   into: plane, oy: ty * 4, ox: tx * 4, oh: oh, ow: ow)
+                    for ty in ty0..<ty1 {
+                        let tbase = (ty - ty0) * tw
+                        // horizontal Aᵀ over columns for each of the 6 rows, then vertical over rows
+                        let s = cout * nt
+                        let mrow = m + c * nt + tbase
+                        let hz = vert // reuse: 6 rows × 4 outputs × ph
+                        for r in 0..<6 {
+                            let mm0 = mrow + (r * 6) * s, mm1 = mm0 + s, mm2 = mm0 + 2 * s, mm3 = mm0 + 3 * s, mm4 = mm0 + 4 * s, mm5 = mm0 + 5 * s
+                            let h0 = hz + (r * 4) * ph, h1 = h0 + ph, h2 = h0 + 2 * ph, h3 = h0 + 3 * ph
+                            for t in 0..<tw {
+                                let a = mm0[t], b = mm1[t], cc = mm2[t], d = mm3[t], e = mm4[t], f = mm5[t]
+                                h0[t] = a + b + cc + d + e
+                                h1[t] = b - cc + 2 * d - 2 * e
+                                h2[t] = b + cc + 4 * d + 4 * e
+                                h3[t] = b - cc + 8 * d - 8 * e + f
+                            }
+                        }
+                        for j in 0..<4 {
+                            let a0 = hz + j * ph, a1 = a0 + 4 * ph, a2 = a0 + 8 * ph, a3 = a0 + 12 * ph, a4 = a0 + 16 * ph, a5 = a0 + 20 * ph
+                            let o0 = outp + j * ph, o1 = o0 + 4 * ph, o2 = o0 + 8 * ph, o3 = o0 + 12 * ph
+                            for t in 0..<tw {
+                                let a = a0[t], b = a1[t], cc = a2[t], d = a3[t], e = a4[t], f = a5[t]
+                                o0[t] = a + b + cc + d + e + bv
+                                o1[t] = b - cc + 2 * d - 2 * e + bv
+                                o2[t] = b + cc + 4 * d + 4 * e + bv
+                                o3[t] = b - cc + 8 * d - 8 * e + f + bv
+                            }
+                        }
+                        // interleave: output row 4ty + i, column 4t + j  <-  outp[(i * 4 + j) * ph + t]
+                        for i in 0..<min(4, oh - ty * 4) {
+                            let row = plane + (ty * 4 + i) * ow
+                            let o = outp + i * 4 * ph
+                            let full = ow / 4
+                            for t in 0..<full {
+                                row[4 * t] = o[t]; row[4 * t + 1] = o[ph + t]
+                                row[4 * t + 2] = o[2 * ph + t]; row[4 * t + 3] = o[3 * ph + t]
+                            }
+                            for xx in (full * 4)..<ow { row[xx] = o[(xx % 4) * ph + xx / 4] }
+                        }
                     }
                 }
                 blk += workers
@@ -121,95 +190,3 @@ enum Winograd {
     }
 }
 
-/// A 6×6 tile held in registers.
-struct InlineTile {
-    var a = (Float(0), Float(0), Float(0), Float(0), Float(0), Float(0),
-             Float(0), Float(0), Float(0), Float(0), Float(0), Float(0),
-             Float(0), Float(0), Float(0), Float(0), Float(0), Float(0),
-             Float(0), Float(0), Float(0), Float(0), Float(0), Float(0),
-             Float(0), Float(0), Float(0), Float(0), Float(0), Float(0),
-             Float(0), Float(0), Float(0), Float(0), Float(0), Float(0))
-
-    @inline(__always)
-    mutating func set(_ r: Int, _ v0: Float, _ v1: Float, _ v2: Float, _ v3: Float, _ v4: Float, _ v5: Float) {
-        withUnsafeMutableBytes(of: &a) { raw in
-            let p = raw.baseAddress!.assumingMemoryBound(to: Float.self) + r * 6
-            p[0] = v0; p[1] = v1; p[2] = v2; p[3] = v3; p[4] = v4; p[5] = v5
-        }
-    }
-
-    /// Writes `Bᵀ d B` element ξ to `dst[ξ * stride]`.
-    @inline(__always)
-    func inputTransform(into dst: UnsafeMutablePointer<Float>, stride: Int) {
-        var t = self.a
-        withUnsafeMutableBytes(of: &t) { raw in
-            let d = raw.baseAddress!.assumingMemoryBound(to: Float.self)
-            // columns: Bᵀ applied to each column (rows combine)
-            var buf = (Float(0), Float(0), Float(0), Float(0), Float(0), Float(0),
-                       Float(0), Float(0), Float(0), Float(0), Float(0), Float(0),
-                       Float(0), Float(0), Float(0), Float(0), Float(0), Float(0),
-                       Float(0), Float(0), Float(0), Float(0), Float(0), Float(0),
-                       Float(0), Float(0), Float(0), Float(0), Float(0), Float(0),
-                       Float(0), Float(0), Float(0), Float(0), Float(0), Float(0))
-            withUnsafeMutableBytes(of: &buf) { braw in
-                let b = braw.baseAddress!.assumingMemoryBound(to: Float.self)
-                for c in 0..<6 {
-                    let d0 = d[c], d1 = d[6 + c], d2 = d[12 + c], d3 = d[18 + c], d4 = d[24 + c], d5 = d[30 + c]
-                    b[c] = 4 * d0 - 5 * d2 + d4
-                    b[6 + c] = -4 * d1 - 4 * d2 + d3 + d4
-                    b[12 + c] = 4 * d1 - 4 * d2 - d3 + d4
-                    b[18 + c] = -2 * d1 - d2 + 2 * d3 + d4
-                    b[24 + c] = 2 * d1 - d2 - 2 * d3 + d4
-                    b[30 + c] = 4 * d1 - 5 * d3 + d5
-                }
-                for rr in 0..<6 {
-                    let q = b + rr * 6
-                    let d0 = q[0], d1 = q[1], d2 = q[2], d3 = q[3], d4 = q[4], d5 = q[5]
-                    let o = dst + rr * 6 * stride
-                    o[0] = 4 * d0 - 5 * d2 + d4
-                    o[stride] = -4 * d1 - 4 * d2 + d3 + d4
-                    o[2 * stride] = 4 * d1 - 4 * d2 - d3 + d4
-                    o[3 * stride] = -2 * d1 - d2 + 2 * d3 + d4
-                    o[4 * stride] = 2 * d1 - d2 - 2 * d3 + d4
-                    o[5 * stride] = 4 * d1 - 5 * d3 + d5
-                }
-            }
-        }
-    }
-
-    /// Reads the 36 products `m[ξ * stride]`, writes the in-bounds part of `Aᵀ M A + bias`.
-    @inline(__always)
-    static func outputTransform(from m: UnsafeMutablePointer<Float>, stride: Int, bias: Float,
-                                into plane: UnsafeMutablePointer<Float>, oy: Int, ox: Int, oh: Int, ow: Int) {
-        var buf = (Float(0), Float(0), Float(0), Float(0), Float(0), Float(0),
-                   Float(0), Float(0), Float(0), Float(0), Float(0), Float(0),
-                   Float(0), Float(0), Float(0), Float(0), Float(0), Float(0),
-                   Float(0), Float(0), Float(0), Float(0), Float(0), Float(0))
-        withUnsafeMutableBytes(of: &buf) { braw in
-            let b = braw.baseAddress!.assumingMemoryBound(to: Float.self) // 4 rows × 6
-            for c in 0..<6 {
-                let m0 = m[c * stride], m1 = m[(6 + c) * stride], m2 = m[(12 + c) * stride]
-                let m3 = m[(18 + c) * stride], m4 = m[(24 + c) * stride], m5 = m[(30 + c) * stride]
-                b[c] = m0 + m1 + m2 + m3 + m4
-                b[6 + c] = m1 - m2 + 2 * m3 - 2 * m4
-                b[12 + c] = m1 + m2 + 4 * m3 + 4 * m4
-                b[18 + c] = m1 - m2 + 8 * m3 - 8 * m4 + m5
-            }
-            let rows = min(4, oh - oy), cols = min(4, ow - ox)
-            for r in 0..<rows {
-                let q = b + r * 6
-                let m0 = q[0], m1 = q[1], m2 = q[2], m3 = q[3], m4 = q[4], m5 = q[5]
-                let o = plane + (oy + r) * ow + ox
-                let v0 = m0 + m1 + m2 + m3 + m4 + bias
-                let v1 = m1 - m2 + 2 * m3 - 2 * m4 + bias
-                let v2 = m1 + m2 + 4 * m3 + 4 * m4 + bias
-                let v3 = m1 - m2 + 8 * m3 - 8 * m4 + m5 + bias
-                if cols == 4 { o[0] = v0; o[1] = v1; o[2] = v2; o[3] = v3 } else {
-                    o[0] = v0
-                    if cols > 1 { o[1] = v1 }
-                    if cols > 2 { o[2] = v2 }
-                }
-            }
-        }
-    }
-}
