@@ -26,24 +26,41 @@ public struct GroupNorm: @unchecked Sendable {
         let y = ctx.workspace.tensor(x.shape)
         let cpg = c / groups, n = cpg * plane
         let xd = x.data, yd = y.data, wd = weight.data, bd = bias.data, eps = self.eps
+        typealias V8 = SIMD8<Float>
+        @inline(__always) func ld(_ q: UnsafeMutablePointer<Float>) -> V8 { UnsafeRawPointer(q).loadUnaligned(as: V8.self) }
+        @inline(__always) func st(_ q: UnsafeMutablePointer<Float>, _ v: V8) { UnsafeMutableRawPointer(q).storeBytes(of: v, as: V8.self) }
         ctx.parallelFor(groups) { g in
             let base = xd + g * n
+            let nv = n & ~7
+            var acc = V8(), i = 0
+            while i < nv { acc += ld(base + i); i += 8 }
             var s = 0.0
-            for i in 0..<n { s += Double(base[i]) }
+            for l in 0..<8 { s += Double(acc[l]) }
+            while i < n { s += Double(base[i]); i += 1 }
             let mean = s / Double(n)
+            let mv = V8(repeating: Float(mean))
+            var acc2 = V8()
+            i = 0
+            while i < nv { let d = ld(base + i) - mv; acc2 += d * d; i += 8 }
             var v = 0.0
-            for i in 0..<n { let d = Double(base[i]) - mean; v += d * d }
+            for l in 0..<8 { v += Double(acc2[l]) }
+            while i < n { let d = Double(base[i]) - mean; v += d * d; i += 1 }
             let rstd = 1 / (v / Double(n) + Double(eps)).squareRoot()
             for cc in 0..<cpg {
                 let ch = g * cpg + cc
                 let a = Float(rstd) * wd[ch]
                 let b = bd[ch] - Float(mean) * a
+                let av = V8(repeating: a), bv = V8(repeating: b)
                 let src = base + cc * plane, dst = yd + ch * plane
+                let pv = plane & ~7
+                var j = 0
                 switch activation {
                 case .none:
-                    for i in 0..<plane { dst[i] = src[i] * a + b }
+                    while j < pv { st(dst + j, ld(src + j) * av + bv); j += 8 }
+                    while j < plane { dst[j] = src[j] * a + b; j += 1 }
                 case .silu:
-                    for i in 0..<plane { let t = src[i] * a + b; dst[i] = t / (1 + expf(-t)) }
+                    while j < pv { st(dst + j, FastMath.silu(ld(src + j) * av + bv)); j += 8 }
+                    while j < plane { dst[j] = FastMath.silu(src[j] * a + b); j += 1 }
                 }
             }
         }

@@ -1,3 +1,4 @@
+import Foundation
 import BLAS
 
 /// Winograd F(4×4, 3×3) for 3×3 stride-1 convolutions.
@@ -41,34 +42,45 @@ enum Winograd {
          g2]
     }
 
+    /// Scratch budget per block (transformed input + products); `DUBFARM_WINOGRAD_KB` overrides.
+    static let blockBytes: Int = {
+        if let v = ProcessInfo.processInfo.environment["DUBFARM_WINOGRAD_KB"], let kb = Int(v), kb > 0 { return kb * 1024 }
+        return 1536 * 1024
+    }()
+
     /// Tile rows per block so that the block's transformed input and products fit in ~L2.
     static func blockRows(inC: Int, outC: Int, tilesPerRow: Int) -> Int {
         let bytesPerTile = 36 * 4 * (inC + outC)
-        let tiles = (1536 * 1024) / bytesPerTile
+        let tiles = blockBytes / bytesPerTile
         return max(1, min(tiles, 2048) / tilesPerRow)
     }
 
-    /// Transforms are separable and done a tile row at a time with loops over contiguous
-    /// arrays, which the compiler vectorises: input rows are first split by column phase
-    /// (`x mod 4`), so the horizontal 6-point transforms of all tiles of a row read six
-    /// contiguous arrays; outputs are computed per phase and interleaved back into the row.
+    /// Transforms are separable and done a tile row at a time on 8-wide SIMD vectors: input
+    /// rows are first split by column phase (`x mod 4`), so the horizontal 6-point transforms of
+    /// all tiles of a row read six contiguous arrays; outputs are computed per phase and
+    /// interleaved back into the row. Scratch rows are padded to whole vectors (and the sgemm
+    /// leading dimension by 8), so vector tails never need masking.
     static func convolve(_ x: Tensor, weightT: Tensor, bias: Tensor?, padding p: Int, out: Tensor, _ ctx: ComputeContext) {
         let cin = x.shape[0], h = x.shape[1], w = x.shape[2]
         let cout = out.shape[0], oh = out.shape[1], ow = out.shape[2]
         let th = (oh + 3) / 4, tw = (ow + 3) / 4
         let rowsPerBlock = min(th, blockRows(inC: cin, outC: cout, tilesPerRow: tw))
         let blocks = (th + rowsPerBlock - 1) / rowsPerBlock
-        let ntMax = rowsPerBlock * tw
+        let ntS = rowsPerBlock * tw + 8     // leading dimension of V and M rows
         let workers = min(ctx.threads, blocks)
-        let ph = tw + 1 // phase array length
-        let vSize = 36 * cin * ntMax, mSize = 36 * cout * ntMax, tmpSize = 6 * 4 * ph + 6 * 4 * ph + 16 * ph
-        let per = vSize + mSize + tmpSize
+        let ph = (tw + 1 + 7) & ~7          // phase array length, whole vectors
+        let twV = (tw + 7) & ~7             // tiles per row rounded to whole vectors
+        let vSize = 36 * cin * ntS, mSize = 36 * cout * ntS, tmpSize = 24 * ph + 24 * ph + 16 * ph + 8
+        let per = (vSize + mSize + tmpSize + 15) & ~15
         let scratch = ctx.workspace.allocate(workers * per)
         let xd = x.data, od = out.data, ud = weightT.data
         let bd = bias?.data
         let single = workers > 1
         if single { BLAS.setThreads(1) }
         defer { if single { BLAS.setThreads(ctx.threads) } }
+        typealias V8 = SIMD8<Float>
+        @inline(__always) func ld(_ q: UnsafeMutablePointer<Float>) -> V8 { UnsafeRawPointer(q).loadUnaligned(as: V8.self) }
+        @inline(__always) func st(_ q: UnsafeMutablePointer<Float>, _ v: V8) { UnsafeMutableRawPointer(q).storeBytes(of: v, as: V8.self) }
         let run: (Int) -> Void = { wk in
             let v = scratch + wk * per
             let m = v + vSize
@@ -84,7 +96,7 @@ enum Winograd {
                     let plane = xd + c * h * w
                     for ty in ty0..<ty1 {
                         let y0 = ty * 4 - p
-                        // rows split by phase: rows[(k * 4 + m) * ph + t] = in[y0 + k][4t + m - p]
+                        // rows split by phase: rows[(k * 4 + mm) * ph + t] = in[y0 + k][4t + mm - p]
                         for k in 0..<6 {
                             let dst = rows + k * 4 * ph
                             let yy = y0 + k
@@ -93,42 +105,49 @@ enum Winograd {
                                 continue
                             }
                             let src = plane + yy * w
-                            for t in 0..<ph {
-                                for mm in 0..<4 {
-                                    let xx = 4 * t + mm - p
-                                    dst[mm * ph + t] = (xx >= 0 && xx < w) ? src[xx] : 0
-                                }
+                            for mm in 0..<4 {
+                                let d = dst + mm * ph
+                                // t with 0 <= 4t + mm - p < w
+                                let lo = max(0, (p - mm + 3) / 4), lim = w - 1 - mm + p
+                                let hi = lim < 0 ? lo : min(ph, max(lo, lim / 4 + 1))
+                                var t = 0
+                                while t < lo { d[t] = 0; t += 1 }
+                                let s0 = src + (mm - p)
+                                while t < hi { d[t] = s0[4 * t]; t += 1 }
+                                while t < ph { d[t] = 0; t += 1 }
                             }
                         }
-                        // vertical Bᵀ: vert[r] = Σ_k B[k][r] rows[k], on all phases at once
+                        // vertical Bᵀ on all phases at once
                         let n = 4 * ph
-                        let r0 = rows, r1 = rows + n, r2 = rows + 2 * n, r3 = rows + 3 * n, r4 = rows + 4 * n, r5 = rows + 5 * n
-                        let q0 = vert, q1 = vert + n, q2 = vert + 2 * n, q3 = vert + 3 * n, q4 = vert + 4 * n, q5 = vert + 5 * n
-                        for i in 0..<n {
-                            let d0 = r0[i], d1 = r1[i], d2 = r2[i], d3 = r3[i], d4 = r4[i], d5 = r5[i]
-                            q0[i] = 4 * d0 - 5 * d2 + d4
-                            q1[i] = -4 * d1 - 4 * d2 + d3 + d4
-                            q2[i] = 4 * d1 - 4 * d2 - d3 + d4
-                            q3[i] = -2 * d1 - d2 + 2 * d3 + d4
-                            q4[i] = 2 * d1 - d2 - 2 * d3 + d4
-                            q5[i] = 4 * d1 - 5 * d3 + d5
+                        var i = 0
+                        while i < n {
+                            let d0 = ld(rows + i), d1 = ld(rows + n + i), d2 = ld(rows + 2 * n + i)
+                            let d3 = ld(rows + 3 * n + i), d4 = ld(rows + 4 * n + i), d5 = ld(rows + 5 * n + i)
+                            st(vert + i, 4 * d0 - 5 * d2 + d4)
+                            st(vert + n + i, d3 + d4 - 4 * (d1 + d2))
+                            st(vert + 2 * n + i, 4 * (d1 - d2) - d3 + d4)
+                            st(vert + 3 * n + i, 2 * (d3 - d1) - d2 + d4)
+                            st(vert + 4 * n + i, 2 * (d1 - d3) - d2 + d4)
+                            st(vert + 5 * n + i, 4 * d1 - 5 * d3 + d5)
+                            i += 8
                         }
-                        // horizontal B: tile tx reads phases 0..3 at t = tx and phases 0, 1 at t = tx + 1
+                        // horizontal B: tile t reads phases 0..3 at t and phases 0, 1 at t + 1
                         let tbase = (ty - ty0) * tw
+                        let s = cin * ntS
                         for r in 0..<6 {
                             let a0 = vert + r * n, a1 = a0 + ph, a2 = a0 + 2 * ph, a3 = a0 + 3 * ph
-                            let b0 = a0 + 1, b1 = a1 + 1
-                            let dst = v + (r * 6 * cin + c) * nt + tbase
-                            let s = cin * nt
-                            let o0 = dst, o1 = dst + s, o2 = dst + 2 * s, o3 = dst + 3 * s, o4 = dst + 4 * s, o5 = dst + 5 * s
-                            for t in 0..<tw {
-                                let d0 = a0[t], d1 = a1[t], d2 = a2[t], d3 = a3[t], d4 = b0[t], d5 = b1[t]
-                                o0[t] = 4 * d0 - 5 * d2 + d4
-                                o1[t] = -4 * d1 - 4 * d2 + d3 + d4
-                                o2[t] = 4 * d1 - 4 * d2 - d3 + d4
-                                o3[t] = -2 * d1 - d2 + 2 * d3 + d4
-                                o4[t] = 2 * d1 - d2 - 2 * d3 + d4
-                                o5[t] = 4 * d1 - 5 * d3 + d5
+                            let dst = v + (r * 6 * cin + c) * ntS + tbase
+                            var t = 0
+                            while t < twV {
+                                let d0 = ld(a0 + t), d1 = ld(a1 + t), d2 = ld(a2 + t), d3 = ld(a3 + t)
+                                let d4 = ld(a0 + t + 1), d5 = ld(a1 + t + 1)
+                                st(dst + t, 4 * d0 - 5 * d2 + d4)
+                                st(dst + s + t, d3 + d4 - 4 * (d1 + d2))
+                                st(dst + 2 * s + t, 4 * (d1 - d2) - d3 + d4)
+                                st(dst + 3 * s + t, 2 * (d3 - d1) - d2 + d4)
+                                st(dst + 4 * s + t, 2 * (d1 - d3) - d2 + d4)
+                                st(dst + 5 * s + t, 4 * d1 - 5 * d3 + d5)
+                                t += 8
                             }
                         }
                     }
@@ -136,45 +155,51 @@ enum Winograd {
                 // 36 products
                 for xi in 0..<36 {
                     BLAS.sgemm(m: cout, n: nt, k: cin, a: ud + xi * cout * cin, lda: cin,
-                               b: v + xi * cin * nt, ldb: nt, beta: 0, c: m + xi * cout * nt, ldc: nt)
+                               b: v + xi * cin * ntS, ldb: ntS, beta: 0, c: m + xi * cout * ntS, ldc: ntS)
                 }
                 // output transform
                 for c in 0..<cout {
-                    let bv = bd?[c] ?? 0
+                    let bv = V8(repeating: bd?[c] ?? 0)
                     let plane = od + c * oh * ow
+                    let s = cout * ntS
                     for ty in ty0..<ty1 {
-                        let tbase = (ty - ty0) * tw
-                        // horizontal Aᵀ over columns for each of the 6 rows, then vertical over rows
-                        let s = cout * nt
-                        let mrow = m + c * nt + tbase
-                        let hz = vert // reuse: 6 rows × 4 outputs × ph
+                        let mrow = m + c * ntS + (ty - ty0) * tw
+                        // horizontal Aᵀ over the 6 columns of each row: hz[(r * 4 + j) * ph + t]
                         for r in 0..<6 {
-                            let mm0 = mrow + (r * 6) * s, mm1 = mm0 + s, mm2 = mm0 + 2 * s, mm3 = mm0 + 3 * s, mm4 = mm0 + 4 * s, mm5 = mm0 + 5 * s
-                            let h0 = hz + (r * 4) * ph, h1 = h0 + ph, h2 = h0 + 2 * ph, h3 = h0 + 3 * ph
-                            for t in 0..<tw {
-                                let a = mm0[t], b = mm1[t], cc = mm2[t], d = mm3[t], e = mm4[t], f = mm5[t]
-                                h0[t] = a + b + cc + d + e
-                                h1[t] = b - cc + 2 * d - 2 * e
-                                h2[t] = b + cc + 4 * d + 4 * e
-                                h3[t] = b - cc + 8 * d - 8 * e + f
+                            let m0 = mrow + r * 6 * s
+                            let h0 = vert + r * 4 * ph
+                            var t = 0
+                            while t < twV {
+                                let a = ld(m0 + t), b = ld(m0 + s + t), cc = ld(m0 + 2 * s + t)
+                                let d = ld(m0 + 3 * s + t), e = ld(m0 + 4 * s + t), f = ld(m0 + 5 * s + t)
+                                let bp = b + cc, bm = b - cc, dp = d + e, dm = d - e
+                                st(h0 + t, a + bp + dp)
+                                st(h0 + ph + t, bm + 2 * dm)
+                                st(h0 + 2 * ph + t, bp + 4 * dp)
+                                st(h0 + 3 * ph + t, bm + 8 * dm + f)
+                                t += 8
                             }
                         }
+                        // vertical Aᵀ over the 6 rows: outp[(i * 4 + j) * ph + t]
                         for j in 0..<4 {
-                            let a0 = hz + j * ph, a1 = a0 + 4 * ph, a2 = a0 + 8 * ph, a3 = a0 + 12 * ph, a4 = a0 + 16 * ph, a5 = a0 + 20 * ph
-                            let o0 = outp + j * ph, o1 = o0 + 4 * ph, o2 = o0 + 8 * ph, o3 = o0 + 12 * ph
-                            for t in 0..<tw {
-                                let a = a0[t], b = a1[t], cc = a2[t], d = a3[t], e = a4[t], f = a5[t]
-                                o0[t] = a + b + cc + d + e + bv
-                                o1[t] = b - cc + 2 * d - 2 * e + bv
-                                o2[t] = b + cc + 4 * d + 4 * e + bv
-                                o3[t] = b - cc + 8 * d - 8 * e + f + bv
+                            let a0 = vert + j * ph
+                            var t = 0
+                            while t < twV {
+                                let a = ld(a0 + t), b = ld(a0 + 4 * ph + t), cc = ld(a0 + 8 * ph + t)
+                                let d = ld(a0 + 12 * ph + t), e = ld(a0 + 16 * ph + t), f = ld(a0 + 20 * ph + t)
+                                let bp = b + cc, bm = b - cc, dp = d + e, dm = d - e
+                                st(outp + j * ph + t, a + bp + dp + bv)
+                                st(outp + (4 + j) * ph + t, bm + 2 * dm + bv)
+                                st(outp + (8 + j) * ph + t, bp + 4 * dp + bv)
+                                st(outp + (12 + j) * ph + t, bm + 8 * dm + f + bv)
+                                t += 8
                             }
                         }
                         // interleave: output row 4ty + i, column 4t + j  <-  outp[(i * 4 + j) * ph + t]
+                        let full = ow / 4
                         for i in 0..<min(4, oh - ty * 4) {
                             let row = plane + (ty * 4 + i) * ow
                             let o = outp + i * 4 * ph
-                            let full = ow / 4
                             for t in 0..<full {
                                 row[4 * t] = o[t]; row[4 * t + 1] = o[ph + t]
                                 row[4 * t + 2] = o[2 * ph + t]; row[4 * t + 3] = o[3 * ph + t]
