@@ -133,6 +133,7 @@ def main():
         swaptalk.attention = attention
         for h in hooks:
             h.remove()
+        frame(model, cached, target, mel, {}, {})  # second warm-up, as dubfarm
         timings, per = {}, []
         for _ in range(n):
             t0 = time.perf_counter()

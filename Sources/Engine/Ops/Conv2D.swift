@@ -5,7 +5,8 @@ import BLAS
 ///
 /// Algorithms, chosen once at construction:
 /// - 1×1, stride 1, no padding: one sgemm `W[out, in] · X[in, H·W]` straight on the input.
-/// - 3×3, stride 1: Winograd F(4×4, 3×3) (36 sgemms on transformed tiles, weights transformed once).
+/// - 3×3, stride 1, output of at least ``Winograd/minTiles`` 4×4 tiles: Winograd F(4×4, 3×3)
+///   (36 sgemms on transformed tiles, filters transformed once at construction).
 /// - anything else: im2col into the workspace, then one sgemm.
 public struct Conv2D: @unchecked Sendable {
     /// How the convolution is computed.
@@ -22,6 +23,7 @@ public struct Conv2D: @unchecked Sendable {
     /// `[out]` or nil.
     public let bias: Tensor?
     let winogradWeight: Tensor?
+    let forceWinograd: Bool
 
     /// A convolution with PyTorch's weight layout.
     public init(weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0, algorithm: Algorithm = .auto) {
@@ -42,6 +44,7 @@ public struct Conv2D: @unchecked Sendable {
         case .im2col: use = false
         }
         winogradWeight = use ? Winograd.transformWeights(weight) : nil
+        forceWinograd = algorithm == .winograd
     }
 
     /// Output spatial size for an input of `h × w`.
@@ -62,7 +65,9 @@ public struct Conv2D: @unchecked Sendable {
         let o = outputSize(h: h, w: w)
         let out = ctx.workspace.tensor([outChannels, o.h, o.w])
         ctx.flops += flops(h: h, w: w)
-        if let ww = winogradWeight {
+        // Winograd on tiny maps reads 4× the filter bytes for a handful of tiles and runs 36 thin
+        // sgemms; one im2col sgemm is faster there.
+        if let ww = winogradWeight, ((o.h + 3) / 4) * ((o.w + 3) / 4) >= Winograd.minTiles || forceWinograd {
             Winograd.convolve(x, weightT: ww, bias: bias, padding: padding, out: out, ctx)
             return out
         }

@@ -42,6 +42,9 @@ enum Winograd {
          g2]
     }
 
+    /// Smallest output (in 4×4 tiles) computed with Winograd; smaller maps use im2col.
+    static let minTiles = 36
+
     /// Scratch budget per block (transformed input + products); `DUBFARM_WINOGRAD_KB` overrides.
     static let blockBytes: Int = {
         if let v = ProcessInfo.processInfo.environment["DUBFARM_WINOGRAD_KB"], let kb = Int(v), kb > 0 { return kb * 1024 }
@@ -64,8 +67,14 @@ enum Winograd {
         let cin = x.shape[0], h = x.shape[1], w = x.shape[2]
         let cout = out.shape[0], oh = out.shape[1], ow = out.shape[2]
         let th = (oh + 3) / 4, tw = (ow + 3) / 4
-        let rowsPerBlock = min(th, blockRows(inC: cin, outC: cout, tilesPerRow: tw))
-        let blocks = (th + rowsPerBlock - 1) / rowsPerBlock
+        var rowsPerBlock = min(th, blockRows(inC: cin, outC: cout, tilesPerRow: tw))
+        var blocks = (th + rowsPerBlock - 1) / rowsPerBlock
+        if ctx.threads > 1 && blocks > 1 {
+            // an equal number of blocks per thread
+            let rounds = (blocks + ctx.threads - 1) / ctx.threads
+            rowsPerBlock = (th + rounds * ctx.threads - 1) / (rounds * ctx.threads)
+            blocks = (th + rowsPerBlock - 1) / rowsPerBlock
+        }
         let ntS = rowsPerBlock * tw + 8     // leading dimension of V and M rows
         let workers = min(ctx.threads, blocks)
         let ph = (tw + 1 + 7) & ~7          // phase array length, whole vectors
