@@ -32,3 +32,36 @@ enum FastMath {
     @inline(__always)
     static func silu(_ x: Float) -> Float { silu(V8(repeating: x))[0] }
 }
+
+extension FastMath {
+    /// `erf(x)` on 8 lanes (Abramowitz–Stegun 7.1.26, absolute error < 1.5e-7).
+    @inline(__always)
+    static func erf(_ x: V8) -> V8 {
+        let ax = x.replacing(with: -x, where: x .< 0)
+        let t = 1 / (1 + 0.327_591_1 * ax)
+        var p = V8(repeating: 1.061_405_429)
+        p = p * t - 1.453_152_027
+        p = p * t + 1.421_413_741
+        p = p * t - 0.284_496_736
+        p = p * t + 0.254_829_592
+        let y = 1 - p * t * exp(-(ax * ax))
+        return y.replacing(with: -y, where: x .< 0)
+    }
+
+    /// Applies `f` to `count` floats in place, 8 at a time (scalar lanes for the tail).
+    @inline(__always)
+    static func map(_ p: UnsafeMutablePointer<Float>, _ count: Int, _ f: (V8) -> V8) {
+        var i = 0
+        while i + 8 <= count {
+            let v = UnsafeRawPointer(p + i).loadUnaligned(as: V8.self)
+            UnsafeMutableRawPointer(p + i).storeBytes(of: f(v), as: V8.self)
+            i += 8
+        }
+        if i < count {
+            var v = V8()
+            for l in 0..<(count - i) { v[l] = p[i + l] }
+            let r = f(v)
+            for l in 0..<(count - i) { p[i + l] = r[l] }
+        }
+    }
+}
