@@ -14,10 +14,10 @@ public enum Attention {
         let scores = ctx.workspace.allocate(nq * nk)
         let scale = 1 / Float(dh).squareRoot()
         for h in 0..<heads {
-            BLAS.sgemm(transB: true, m: nq, n: nk, k: dh, alpha: scale, a: q.data + h * dh, lda: d,
+            ctx.gemm(transB: true, m: nq, n: nk, k: dh, alpha: scale, a: q.data + h * dh, lda: d,
                        b: k.data + h * dh, ldb: d, c: scores, ldc: nk)
             Activation.softmaxRows(scores, rows: nq, cols: nk, ctx)
-            BLAS.sgemm(m: nq, n: dh, k: nk, a: scores, lda: nk, b: v.data + h * dh, ldb: d,
+            ctx.gemm(m: nq, n: dh, k: nk, a: scores, lda: nk, b: v.data + h * dh, ldb: d,
                        c: out.data + h * dh, ldc: d)
         }
         ctx.flops += 4 * Double(nq * nk * d)

@@ -81,13 +81,13 @@ public struct Conv2D: @unchecked Sendable {
         }
         let kdim = inChannels * kernelH * kernelW
         if kernelH == 1 && kernelW == 1 && stride == 1 && padding == 0 {
-            BLAS.sgemm(m: outChannels, n: n, k: kdim, a: weight.data, lda: kdim,
+            ctx.gemm(m: outChannels, n: n, k: kdim, a: weight.data, lda: kdim,
                        b: x.data, ldb: n, beta: beta, c: out.data, ldc: n)
             return out
         }
         let cols = ctx.workspace.allocate(kdim * n)
         im2col(x.data, c: inChannels, h: h, w: w, oh: o.h, ow: o.w, cols: cols, ctx)
-        BLAS.sgemm(m: outChannels, n: n, k: kdim, a: weight.data, lda: kdim,
+        ctx.gemm(m: outChannels, n: n, k: kdim, a: weight.data, lda: kdim,
                    b: cols, ldb: n, beta: beta, c: out.data, ldc: n)
         return out
     }

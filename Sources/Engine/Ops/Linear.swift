@@ -27,7 +27,7 @@ public struct Linear: @unchecked Sendable {
             for r in 0..<n { (y.data + r * o).update(from: b.data, count: o) }
         }
         ctx.flops += 2 * Double(n * inFeatures * o)
-        BLAS.sgemm(transB: true, m: n, n: o, k: inFeatures, a: x.data, lda: inFeatures,
+        ctx.gemm(transB: true, m: n, n: o, k: inFeatures, a: x.data, lda: inFeatures,
                    b: weight.data, ldb: inFeatures, beta: bias == nil ? 0 : 1, c: y.data, ldc: o)
         return y
     }

@@ -29,7 +29,7 @@ public struct VectorQuantizer: @unchecked Sendable {
         precondition(z.shape[0] == e, "quantize: input \(z.shape), codebook dim \(e)")
         let n = z.count / e
         let dist = ctx.workspace.allocate(n * k)
-        BLAS.sgemm(transA: true, transB: true, m: n, n: k, k: e, alpha: -2, a: z.data, lda: n,
+        ctx.gemm(transA: true, transB: true, m: n, n: k, k: e, alpha: -2, a: z.data, lda: n,
                    b: codebook.data, ldb: e, c: dist, ldc: k)
         ctx.flops += 2 * Double(n * k * e)
         var zz = [Float](repeating: 0, count: n)

@@ -84,9 +84,6 @@ enum Winograd {
         let scratch = ctx.workspace.allocate(workers * per)
         let xd = x.data, od = out.data, ud = weightT.data
         let bd = bias?.data
-        let single = workers > 1
-        if single { BLAS.setThreads(1) }
-        defer { if single { BLAS.setThreads(ctx.threads) } }
         typealias V8 = SIMD8<Float>
         @inline(__always) func ld(_ q: UnsafeMutablePointer<Float>) -> V8 { UnsafeRawPointer(q).loadUnaligned(as: V8.self) }
         @inline(__always) func st(_ q: UnsafeMutablePointer<Float>, _ v: V8) { UnsafeMutableRawPointer(q).storeBytes(of: v, as: V8.self) }
@@ -163,8 +160,13 @@ enum Winograd {
                 }
                 // 36 products
                 for xi in 0..<36 {
-                    BLAS.sgemm(m: cout, n: nt, k: cin, a: ud + xi * cout * cin, lda: cin,
-                               b: v + xi * cin * ntS, ldb: ntS, beta: 0, c: m + xi * cout * ntS, ldc: ntS)
+                    if workers == 1 {
+                        ctx.gemm(m: cout, n: nt, k: cin, a: ud + xi * cout * cin, lda: cin,
+                                 b: v + xi * cin * ntS, ldb: ntS, beta: 0, c: m + xi * cout * ntS, ldc: ntS)
+                    } else {
+                        BLAS.sgemm(m: cout, n: nt, k: cin, a: ud + xi * cout * cin, lda: cin,
+                                   b: v + xi * cin * ntS, ldb: ntS, beta: 0, c: m + xi * cout * ntS, ldc: ntS)
+                    }
                 }
                 // output transform
                 for c in 0..<cout {

@@ -9,7 +9,9 @@ public enum Benchmark {
         let a = Tensor.zeros([n, n]), b = Tensor.zeros([n, n]), c = Tensor.zeros([n, n])
         var rng = SeededRandom(seed: 1)
         for i in 0..<(n * n) { a.data[i] = rng.uniform(-1, 1); b.data[i] = rng.uniform(-1, 1) }
+        // OpenBLAS's own threading: the honest machine peak, independent of the engine's split
         BLAS.setThreads(ctx.threads)
+        defer { BLAS.setThreads(1) }
         BLAS.sgemm(m: n, n: n, k: n, a: a.data, lda: n, b: b.data, ldb: n, c: c.data, ldc: n)
         var best = 0.0
         let start = now()

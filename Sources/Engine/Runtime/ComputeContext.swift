@@ -4,9 +4,10 @@ import Dispatch
 /// Everything an operation needs besides its operands: the thread budget, the scratch
 /// ``Workspace`` and a FLOP counter.
 ///
-/// One context per worker thread of inference. The thread count applies to OpenBLAS (a
-/// process-wide setting, set when the context is made and by ``setThreads(_:)``) and to the
-/// engine's own loops (normalisation, Winograd transforms, im2col).
+/// One context per worker thread of inference. The thread count is the number of the engine's
+/// own workers: matrix products are split over them (``gemm(transA:transB:m:n:k:alpha:a:lda:b:ldb:beta:c:ldc:)``)
+/// with OpenBLAS itself kept single-threaded, so OpenBLAS's spinning pool never competes with
+/// the engine's loops (normalisation, Winograd transforms, im2col) for the cores.
 public final class ComputeContext: @unchecked Sendable {
     /// Threads used by sgemm and by the engine's parallel loops.
     public private(set) var threads: Int
@@ -19,13 +20,41 @@ public final class ComputeContext: @unchecked Sendable {
     public init(threads: Int = 1, workspace: Workspace = Workspace()) {
         self.threads = max(1, threads)
         self.workspace = workspace
-        BLAS.setThreads(self.threads)
+        BLAS.setThreads(1)
     }
 
-    /// Changes the thread count of this context and of OpenBLAS.
+    /// Changes the thread count of this context.
     public func setThreads(_ n: Int) {
         threads = max(1, n)
-        BLAS.setThreads(threads)
+    }
+
+    /// `C = alpha · op(A) · op(B) + beta · C` (row-major), split over the context's threads by
+    /// rows of `C` (or by columns when there are few rows), each part one single-threaded sgemm.
+    public func gemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int, alpha: Float = 1,
+                     a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                     beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        let work = Double(m) * Double(n) * Double(k)
+        if threads == 1 || work < 262_144 || (m < 32 && n < 32) {
+            BLAS.sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
+                       b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+            return
+        }
+        let parts = threads
+        if m >= 16 * parts || m >= n {
+            parallelFor(parts) { p in
+                let lo = (m * p / parts) & ~7, hi = p == parts - 1 ? m : (m * (p + 1) / parts) & ~7
+                if hi <= lo { return }
+                BLAS.sgemm(transA: transA, transB: transB, m: hi - lo, n: n, k: k, alpha: alpha,
+                           a: transA ? a + lo : a + lo * lda, lda: lda, b: b, ldb: ldb, beta: beta, c: c + lo * ldc, ldc: ldc)
+            }
+        } else {
+            parallelFor(parts) { p in
+                let lo = (n * p / parts) & ~15, hi = p == parts - 1 ? n : (n * (p + 1) / parts) & ~15
+                if hi <= lo { return }
+                BLAS.sgemm(transA: transA, transB: transB, m: m, n: hi - lo, k: k, alpha: alpha, a: a, lda: lda,
+                           b: transB ? b + lo * ldb : b + lo, ldb: ldb, beta: beta, c: c + lo, ldc: ldc)
+            }
+        }
     }
 
     /// Runs `body(i)` for `i` in `0..<count`, split into contiguous chunks over the threads.
