@@ -70,8 +70,8 @@ enum Winograd {
         var rowsPerBlock = min(th, blockRows(inC: cin, outC: cout, tilesPerRow: tw))
         var blocks = (th + rowsPerBlock - 1) / rowsPerBlock
         if ctx.threads > 1 && blocks > 1 {
-            // an equal number of blocks per thread
-            let rounds = (blocks + ctx.threads - 1) / ctx.threads
+            // at least two blocks per thread, claimed on demand
+            let rounds = max(2, (blocks + ctx.threads - 1) / ctx.threads)
             rowsPerBlock = (th + rounds * ctx.threads - 1) / (rounds * ctx.threads)
             blocks = (th + rowsPerBlock - 1) / rowsPerBlock
         }
@@ -87,14 +87,16 @@ enum Winograd {
         typealias V8 = SIMD8<Float>
         @inline(__always) func ld(_ q: UnsafeMutablePointer<Float>) -> V8 { UnsafeRawPointer(q).loadUnaligned(as: V8.self) }
         @inline(__always) func st(_ q: UnsafeMutablePointer<Float>, _ v: V8) { UnsafeMutableRawPointer(q).storeBytes(of: v, as: V8.self) }
+        let counter = WorkCounter()
         let run: (Int) -> Void = { wk in
             let v = scratch + wk * per
             let m = v + vSize
             let rows = m + mSize          // 6 input rows × 4 phases × ph
             let vert = rows + 24 * ph     // 6 vertical results × 4 phases × ph
             let outp = vert + 24 * ph     // 16 outputs × ph
-            var blk = wk
-            while blk < blocks {
+            while true {
+                let blk = counter.next()
+                if blk >= blocks { break }
                 let ty0 = blk * rowsPerBlock, ty1 = min(th, ty0 + rowsPerBlock)
                 let nt = (ty1 - ty0) * tw
                 // input transform
@@ -219,10 +221,9 @@ enum Winograd {
                         }
                     }
                 }
-                blk += workers
             }
         }
-        if workers == 1 { run(0) } else { ctx.parallelFor(workers) { run($0) } }
+        ctx.onWorkers(workers, run)
     }
 }
 

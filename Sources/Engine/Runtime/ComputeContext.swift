@@ -1,5 +1,6 @@
 import BLAS
 import Dispatch
+import Synchronization
 
 /// Everything an operation needs besides its operands: the thread budget, the scratch
 /// ``Workspace`` and a FLOP counter.
@@ -39,7 +40,8 @@ public final class ComputeContext: @unchecked Sendable {
                        b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
             return
         }
-        let parts = threads
+        // two parts per thread where the parts stay large, for balance on a shared machine
+        let parts = (m >= 64 * threads || n >= 512 * threads) ? 2 * threads : threads
         if m >= 16 * parts || m >= n {
             parallelFor(parts) { p in
                 let lo = (m * p / parts) & ~7, hi = p == parts - 1 ? m : (m * (p + 1) / parts) & ~7
@@ -57,22 +59,43 @@ public final class ComputeContext: @unchecked Sendable {
         }
     }
 
-    /// Runs `body(i)` for `i` in `0..<count`, split into contiguous chunks over the threads.
+    /// Runs `body(i)` for `i` in `0..<count`, in contiguous chunks handed to the threads on
+    /// demand (a few chunks per thread, so a core slowed by another process does not hold up
+    /// the rest).
     @inlinable
     public func parallelFor(_ count: Int, minChunk: Int = 1, _ body: (Int) -> Void) {
-        let workers = min(threads, max(1, count / max(1, minChunk)))
-        if workers <= 1 {
+        let chunks = min(threads * 4, max(1, count / max(1, minChunk)), count)
+        if threads <= 1 || chunks <= 1 {
             for i in 0..<count { body(i) }
             return
         }
         withoutActuallyEscaping(body) { body in
             let box = UncheckedBox(body)
-            DispatchQueue.concurrentPerform(iterations: workers) { w in
-                let lo = count * w / workers, hi = count * (w + 1) / workers
+            DispatchQueue.concurrentPerform(iterations: chunks) { w in
+                let lo = count * w / chunks, hi = count * (w + 1) / chunks
                 for i in lo..<hi { box.value(i) }
             }
         }
     }
+
+    /// Runs `body(worker)` once on each of `workers` threads (for loops that claim their own
+    /// work, e.g. from a ``WorkCounter``).
+    @inlinable
+    public func onWorkers(_ workers: Int, _ body: (Int) -> Void) {
+        if workers <= 1 { body(0); return }
+        withoutActuallyEscaping(body) { body in
+            let box = UncheckedBox(body)
+            DispatchQueue.concurrentPerform(iterations: workers) { box.value($0) }
+        }
+    }
+}
+
+/// A shared counter handing out work items to threads (`next()` returns 0, 1, 2, … once each).
+public final class WorkCounter: @unchecked Sendable {
+    private let value = Atomic<Int>(0)
+    public init() {}
+    /// The next unclaimed item.
+    public func next() -> Int { value.wrappingAdd(1, ordering: .relaxed).oldValue }
 }
 
 /// Carries a non-Sendable closure into `concurrentPerform`; the engine's loop bodies write
