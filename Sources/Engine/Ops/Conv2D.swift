@@ -64,6 +64,9 @@ public struct Conv2D: @unchecked Sendable {
         let h = x.shape[1], w = x.shape[2]
         let o = outputSize(h: h, w: w)
         let out = ctx.workspace.tensor([outChannels, o.h, o.w])
+        // im2col columns and Winograd tiles are released as soon as the output is written
+        let scratch = ctx.workspace.mark()
+        defer { ctx.workspace.rewind(to: scratch) }
         ctx.flops += flops(h: h, w: w)
         // Winograd on tiny maps reads 4× the filter bytes for a handful of tiles and runs 36 thin
         // sgemms; one im2col sgemm is faster there.

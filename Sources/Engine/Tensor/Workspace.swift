@@ -45,6 +45,31 @@ public final class Workspace: @unchecked Sendable {
         return p
     }
 
+    /// A position in the arena to ``rewind(to:)`` to.
+    public struct Mark: Sendable { let chunk: Int, offset: Int, used: Int }
+
+    /// The current allocation position.
+    public func mark() -> Mark { Mark(chunk: chunkIndex, offset: offset, used: used) }
+
+    /// Releases everything allocated since `mark` (those views become invalid).
+    public func rewind(to mark: Mark) {
+        chunkIndex = mark.chunk
+        offset = mark.offset
+        used = mark.used
+    }
+
+    /// Runs `body` and keeps only its result: the scratch it used is released and the result is
+    /// moved down to where the scratch began. Keeps a frame's peak memory near the largest single
+    /// layer instead of the sum of all layers.
+    public func scoped(_ body: () throws -> Tensor) rethrows -> Tensor {
+        let m = mark()
+        let r = try body()
+        rewind(to: m)
+        let out = tensor(r.shape)
+        if out.data != r.data { UnsafeMutableRawPointer(out.data).copyMemory(from: r.data, byteCount: r.count * 4) }
+        return out
+    }
+
     /// An uninitialised scratch tensor.
     public func tensor(_ shape: [Int]) -> Tensor {
         Tensor(shape: shape, viewing: allocate(shape.reduce(1, *)))

@@ -15,9 +15,11 @@ struct ResBlock {
     }
 
     func callAsFunction(_ x: Tensor, _ ctx: ComputeContext) -> Tensor {
-        let h = conv2(norm2(conv1(norm1(x, activation: .silu, ctx), ctx), activation: .silu, ctx), ctx)
-        Shape.addInPlace(h, shortcut.map { $0(x, ctx) } ?? x)
-        return h
+        ctx.workspace.scoped {
+            let h = conv2(norm2(conv1(norm1(x, activation: .silu, ctx), ctx), activation: .silu, ctx), ctx)
+            Shape.addInPlace(h, shortcut.map { $0(x, ctx) } ?? x)
+            return h
+        }
     }
 }
 
@@ -38,12 +40,14 @@ struct SpatialSelfAttention {
     }
 
     func callAsFunction(_ x: Tensor, _ ctx: ComputeContext) -> Tensor {
-        let c = x.shape[0], n = x.count / c
-        let tokens = Shape.transpose(norm(x, ctx), rows: c, cols: n, ctx)
-        let a = Attention.scaledDotProduct(q: q(tokens, ctx), k: k(tokens, ctx), v: v(tokens, ctx), heads: heads, ctx)
-        let o = Shape.transpose(proj(a, ctx), rows: n, cols: c, ctx)
-        Shape.addInPlace(o, x)
-        return o.reshaped(x.shape)
+        ctx.workspace.scoped {
+            let c = x.shape[0], n = x.count / c
+            let tokens = Shape.transpose(norm(x, ctx), rows: c, cols: n, ctx)
+            let a = Attention.scaledDotProduct(q: q(tokens, ctx), k: k(tokens, ctx), v: v(tokens, ctx), heads: heads, ctx)
+            let o = Shape.transpose(proj(a, ctx), rows: n, cols: c, ctx)
+            Shape.addInPlace(o, x)
+            return o.reshaped(x.shape)
+        }
     }
 }
 
@@ -59,11 +63,13 @@ struct CrossAttentionBlock {
     }
 
     func callAsFunction(_ x: Tensor, context: Tensor, _ ctx: ComputeContext) -> Tensor {
-        let c = x.shape[0], n = x.count / c
-        let tokens = Shape.transpose(norm(x, ctx), rows: c, cols: n, ctx)
-        let o = Shape.transpose(attn(tokens, context: context, ctx), rows: n, cols: c, ctx)
-        Shape.addInPlace(o, x)
-        return o.reshaped(x.shape)
+        ctx.workspace.scoped {
+            let c = x.shape[0], n = x.count / c
+            let tokens = Shape.transpose(norm(x, ctx), rows: c, cols: n, ctx)
+            let o = Shape.transpose(attn(tokens, context: context, ctx), rows: n, cols: c, ctx)
+            Shape.addInPlace(o, x)
+            return o.reshaped(x.shape)
+        }
     }
 }
 

@@ -120,7 +120,7 @@ public final class SwapTalkModel: @unchecked Sendable {
     /// Encodes one face half `[3, S/2, S]` to continuous tokens `[E, S/2f, S/f]` (after `quant_conv`).
     public func encode(_ half: Tensor, _ ctx: ComputeContext) throws -> Tensor {
         try expect(half, [3, config.imageSize / 2, config.imageSize], "face half")
-        return encoder(half, ctx)
+        return ctx.workspace.scoped { encoder(half, ctx) }
     }
 
     /// Nearest-code quantisation of a half's tokens with that half's codebook.
@@ -158,13 +158,13 @@ public final class SwapTalkModel: @unchecked Sendable {
     /// Swaps the source identity onto a target token grid `[E, G, G]`.
     public func swap(target: Tensor, source: SwapSource, _ ctx: ComputeContext) throws -> Tensor {
         try expect(target, [config.embedDim, config.gridSize, config.gridSize], "target tokens")
-        return faceSwap(target: target, source: source, ctx)
+        return ctx.workspace.scoped { faceSwap(target: target, source: source, ctx) }
     }
 
     /// Audio tokens `[melFrames, audioDim]` from a log-mel window `[melFrames, melBins]`.
     public func audio(mel: Tensor, _ ctx: ComputeContext) throws -> Tensor {
         try expect(mel, [config.melFrames, config.melBins], "mel window")
-        return audioEncoder(mel, ctx)
+        return ctx.workspace.scoped { audioEncoder(mel, ctx) }
     }
 
     /// Lip-synced lower-half tokens from the target and reference lower halves and audio tokens.
@@ -172,13 +172,13 @@ public final class SwapTalkModel: @unchecked Sendable {
         let g = [config.embedDim, config.halfGrid.h, config.halfGrid.w]
         try expect(target, g, "lip-sync target"); try expect(reference, g, "lip-sync reference")
         try expect(audio, [config.melFrames, config.audioDim], "audio tokens")
-        return unet(target: target, reference: reference, audio: audio, ctx)
+        return ctx.workspace.scoped { unet(target: target, reference: reference, audio: audio, ctx) }
     }
 
     /// Decodes a token grid `[E, G, G]` to an image `[3, S, S]`.
     public func decode(_ grid: Tensor, _ ctx: ComputeContext) throws -> Tensor {
         try expect(grid, [config.embedDim, config.gridSize, config.gridSize], "token grid")
-        return decoder(grid, ctx)
+        return ctx.workspace.scoped { decoder(grid, ctx) }
     }
 
     /// One dubbed frame: tokenize the target, swap in the source, lip-sync the lower half to the
