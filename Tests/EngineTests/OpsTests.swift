@@ -186,6 +186,23 @@ import Testing
         }
     }
 
+    @Test func scopedKeepsOnlyTheResult() {
+        let ws = Workspace(capacity: 1 << 16)
+        let keep = ws.zeros([4])
+        let before = ws.mark()
+        let r = ws.scoped { () -> Tensor in
+            _ = ws.allocate(40_000)
+            let t = ws.tensor([3])
+            t[0] = 1; t[1] = 2; t[2] = 3
+            return t
+        }
+        #expect(r.array == [1, 2, 3])
+        #expect(r.data == ws.tensor([1]).data - 16, "result moved down to where the scratch began")
+        #expect(keep.array == [0, 0, 0, 0])
+        ws.rewind(to: before)
+        #expect(ws.tensor([3]).data == r.data)
+    }
+
     @Test func workspaceIsReusedAcrossFrames() {
         let ws = Workspace()
         for _ in 0..<3 {
