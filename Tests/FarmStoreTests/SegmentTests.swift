@@ -128,32 +128,30 @@ struct SegmentTests {
         defer { db.drop() }
         let store = db.store()
         let job = try await makeRunningJob(store, segments: 2)
-        // Long enough that a loaded machine cannot outrun it between two statements.
-        let policy = RetryPolicy(maxAttempts: 3, backoffBase: 3, backoffMax: 3)
-        /// Claims for `worker` as soon as the backoff allows (polling), within 15 s.
-        func claimAfterBackoff(_ worker: String) async throws -> ClaimedSegment? {
-            let deadline = Date().addingTimeInterval(15)
-            while Date() < deadline {
-                if let c = try await store.claimSegment(worker: worker, leaseSeconds: 30) { return c }
-                try await Task.sleep(nanoseconds: 100_000_000)
-            }
-            return nil
+        // A backoff far longer than any stall of a loaded machine; its expiry is simulated below by
+        // moving not_before into the past, so the test never depends on wall-clock speed.
+        let policy = RetryPolicy(maxAttempts: 3, backoffBase: 600, backoffMax: 600)
+        let admin = try PostgresConnection(url: db.url)
+        func expireBackoff() throws {
+            try admin.query("UPDATE segments SET not_before = now() - interval '1 second' WHERE state = 'pending'")
         }
         let s1 = try #require(try await store.claimSegment(worker: "w1", leaseSeconds: 30))
         let other = try #require(try await store.claimSegment(worker: "w2", leaseSeconds: 30))
         let out1 = try await store.failSegment(s1.ref, token: s1.token, error: "out of memory", policy: policy).get()
-        #expect(out1.segment == .retry(backoffSeconds: 3) && out1.failures == 1 && !out1.jobFailed)
+        #expect(out1.segment == .retry(backoffSeconds: 600) && out1.failures == 1 && !out1.jobFailed)
         #expect(out1.worker == "w1" && out1.workerFailuresInJob == 1 && !out1.workerBlocklisted)
         let rec = try #require(try await store.segment(s1.ref))
         #expect(rec.state == .pending && rec.failures == 1 && rec.error == "out of memory" && rec.lease == nil)
-        #expect(try #require(rec.notBefore).timeIntervalSinceNow > 0)
+        #expect(try #require(rec.notBefore).timeIntervalSinceNow > 500)
         // Backing off: not claimable yet.
         #expect(try await store.claimSegment(worker: "w3", leaseSeconds: 30) == nil)
-        let s2 = try #require(try await claimAfterBackoff("w3"))
-        #expect(Date() >= rec.notBefore!)
+        try expireBackoff()
+        let s2 = try #require(try await store.claimSegment(worker: "w3", leaseSeconds: 30))
         #expect(s2.ref == s1.ref && s2.failures == 1 && s2.attempt == 2)
         _ = try await store.failSegment(s2.ref, token: s2.token, error: "out of memory", policy: policy).get()
-        let s3 = try #require(try await claimAfterBackoff("w4"))
+        #expect(try await store.claimSegment(worker: "w4", leaseSeconds: 30) == nil)
+        try expireBackoff()
+        let s3 = try #require(try await store.claimSegment(worker: "w4", leaseSeconds: 30))
         let out3 = try await store.failSegment(s3.ref, token: s3.token, error: "bad frame 12", code: .badInput,
                                                policy: policy).get()
         #expect(out3.segment == .dead && out3.jobFailed)

@@ -15,91 +15,93 @@ func dubfarm(_ args: [String], environment: [String: String] = [:], timeout: Dou
     return (r.timedOut ? -1 : r.status, r.stdout, r.stderr)
 }
 
-@Suite("Command line", .serialized)
-struct CLITests {
-    @Test("usage errors exit 2 and say what is wrong")
-    func usage() throws {
-        let r = try dubfarm(["submit", "/nonexistent/talk.mp4", "--audio", "/nonexistent/dub.wav"])
-        #expect(r.status == 2)
-        #expect(r.err.contains("/nonexistent/talk.mp4"))
-        #expect(try dubfarm(["jobs", "--state", "bogus", "--coordinator", "tcp://127.0.0.1:1"]).status == 2)
-        #expect(try dubfarm(["no-such-command"]).status == 2)
-    }
-
-    @Test("an unreachable coordinator exits 3 and says how to start one")
-    func unreachable() throws {
-        let port = ProcessControl.freePort()
-        let r = try dubfarm(["jobs", "--coordinator", "tcp://127.0.0.1:\(port)", "--timeout", "1"])
-        #expect(r.status == 3)
-        #expect(r.err.contains("did not answer"))
-    }
-
-    @Test("config check prints effective values with their source and hides passwords")
-    func configCheck() throws {
-        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let r = try dubfarm(["config", "check", "--config", repo.appendingPathComponent("coordinator.yml").path],
-                            environment: ["DUBFARM_DATABASE_URL": "postgresql://farm:s3cret@db/farm", "DUBFARM_WORKERS_LIVENESS": "9"])
-        #expect(r.status == 0)
-        #expect(r.out.contains("liveness: 9"))
-        #expect(r.out.contains("DUBFARM_WORKERS_LIVENESS"))
-        #expect(!r.out.contains("s3cret"))
-        let bad = try dubfarm(["config", "check"], environment: ["DUBFARM_OUTPUT_CRF": "99"])
-        #expect(bad.status == 2)
-        #expect(bad.err.contains("output.crf"))
-    }
-
-    @Test("submit --wait --out against a farm: progress lines, the output file, exit 0; a bad file exits 2",
-          .enabled(if: haveMedia))
-    func submitWait() async throws {
-        let farm = try await TestFarm.start(workers: 1)
-        defer { farm.shutdown() }
-        let out = farm.dir.appendingPathComponent("dubbed.mp4").path
-        let r = try dubfarm(["submit", media("speaker-c.mp4"), "--audio", media("dub-1.wav"), "--wait", "--out", out,
-                             "--coordinator", farm.controlEndpoint])
-        #expect(r.status == 0, "\(r.err)")
-        #expect(r.out.contains("output: \(out)"))
-        #expect(r.out.contains("segments 1/1"))
-        #expect(try MediaProbe.probe(path: out).video?.frameCount == 125)
-        let jobs = try dubfarm(["jobs", "--json", "--coordinator", farm.controlEndpoint])
-        let decoded = try JSONDecoder.iso.decode([JobView].self, from: Data(jobs.out.utf8))
-        #expect(decoded.first?.state == .done)
-
-        // Not a video: refused at once with the file's name; the job is recorded as failed.
-        let junk = farm.dir.appendingPathComponent("notes.mp4")
-        try Data("this is not a video".utf8).write(to: junk)
-        let bad = try dubfarm(["submit", junk.path, "--audio", media("dub-1.wav"), "--coordinator", farm.controlEndpoint])
-        #expect(bad.status == 2)
-        #expect(bad.err.contains("notes.mp4"))
-        let failed = try dubfarm(["jobs", "--state", "failed", "--json", "--coordinator", farm.controlEndpoint])
-        #expect(try JSONDecoder.iso.decode([JobView].self, from: Data(failed.out.utf8)).count == 1)
-    }
-
-    @Test("local up / status / down: a private farm with its own PostgreSQL dubs the demo sample", .enabled(if: haveMedia))
-    func localFarm() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("dubfarm-local-\(UUID().uuidString.prefix(8))")
-        defer {
-            _ = try? dubfarm(["local", "down", "--dir", dir.path])
-            try? FileManager.default.removeItem(at: dir)
+extension Integration {
+    @Suite("Command line", .serialized)
+    struct CLITests {
+        @Test("usage errors exit 2 and say what is wrong")
+        func usage() throws {
+            let r = try dubfarm(["submit", "/nonexistent/talk.mp4", "--audio", "/nonexistent/dub.wav"])
+            #expect(r.status == 2)
+            #expect(r.err.contains("/nonexistent/talk.mp4"))
+            #expect(try dubfarm(["jobs", "--state", "bogus", "--coordinator", "tcp://127.0.0.1:1"]).status == 2)
+            #expect(try dubfarm(["no-such-command"]).status == 2)
         }
-        let up = try dubfarm(["local", "up", "--dir", dir.path, "--workers", "2"], timeout: 120)
-        #expect(up.status == 0, "\(up.out)\(up.err)")
-        #expect(up.out.contains("coordinator: tcp://127.0.0.1:"))
-        // Twice is harmless.
-        let again = try dubfarm(["local", "up", "--dir", dir.path, "--workers", "2"])
-        #expect(again.status == 0)
-        #expect(again.out.contains("already running"))
-        let env = ["DUBFARM_LOCAL_DIR": dir.path]
-        let out = dir.appendingPathComponent("out.mp4").path
-        let r = try dubfarm(["submit", media("speaker-c.mp4"), "--audio", media("dub-1.wav"), "--wait", "--out", out], environment: env)
-        #expect(r.status == 0, "\(r.err)")
-        #expect(FileManager.default.fileExists(atPath: out))
-        let status = try dubfarm(["local", "status", "--dir", dir.path])
-        #expect(status.out.contains("running"))
-        let state = try #require(LocalFarmState.load(directory: dir))
-        let down = try dubfarm(["local", "down", "--dir", dir.path], timeout: 60)
-        #expect(down.status == 0)
-        #expect(!ProcessControl.isAlive(state.coordinatorPID))
-        #expect(state.workerPIDs.allSatisfy { !ProcessControl.isAlive($0) })
+
+        @Test("an unreachable coordinator exits 3 and says how to start one")
+        func unreachable() throws {
+            let port = ProcessControl.freePort()
+            let r = try dubfarm(["jobs", "--coordinator", "tcp://127.0.0.1:\(port)", "--timeout", "1"])
+            #expect(r.status == 3)
+            #expect(r.err.contains("did not answer"))
+        }
+
+        @Test("config check prints effective values with their source and hides passwords")
+        func configCheck() throws {
+            let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            let r = try dubfarm(["config", "check", "--config", repo.appendingPathComponent("coordinator.yml").path],
+                                environment: ["DUBFARM_DATABASE_URL": "postgresql://farm:s3cret@db/farm", "DUBFARM_WORKERS_LIVENESS": "9"])
+            #expect(r.status == 0)
+            #expect(r.out.contains("liveness: 9"))
+            #expect(r.out.contains("DUBFARM_WORKERS_LIVENESS"))
+            #expect(!r.out.contains("s3cret"))
+            let bad = try dubfarm(["config", "check"], environment: ["DUBFARM_OUTPUT_CRF": "99"])
+            #expect(bad.status == 2)
+            #expect(bad.err.contains("output.crf"))
+        }
+
+        @Test("submit --wait --out against a farm: progress lines, the output file, exit 0; a bad file exits 2",
+              .enabled(if: haveMedia))
+        func submitWait() async throws {
+            let farm = try await TestFarm.start(workers: 1)
+            defer { farm.shutdown() }
+            let out = farm.dir.appendingPathComponent("dubbed.mp4").path
+            let r = try dubfarm(["submit", media("speaker-c.mp4"), "--audio", media("dub-1.wav"), "--wait", "--out", out,
+                                 "--coordinator", farm.controlEndpoint])
+            #expect(r.status == 0, "\(r.err)")
+            #expect(r.out.contains("output: \(out)"))
+            #expect(r.out.contains("segments 1/1"))
+            #expect(try MediaProbe.probe(path: out).video?.frameCount == 125)
+            let jobs = try dubfarm(["jobs", "--json", "--coordinator", farm.controlEndpoint])
+            let decoded = try JSONDecoder.iso.decode([JobView].self, from: Data(jobs.out.utf8))
+            #expect(decoded.first?.state == .done)
+
+            // Not a video: refused at once with the file's name; the job is recorded as failed.
+            let junk = farm.dir.appendingPathComponent("notes.mp4")
+            try Data("this is not a video".utf8).write(to: junk)
+            let bad = try dubfarm(["submit", junk.path, "--audio", media("dub-1.wav"), "--coordinator", farm.controlEndpoint])
+            #expect(bad.status == 2)
+            #expect(bad.err.contains("notes.mp4"))
+            let failed = try dubfarm(["jobs", "--state", "failed", "--json", "--coordinator", farm.controlEndpoint])
+            #expect(try JSONDecoder.iso.decode([JobView].self, from: Data(failed.out.utf8)).count == 1)
+        }
+
+        @Test("local up / status / down: a private farm with its own PostgreSQL dubs the demo sample", .enabled(if: haveMedia))
+        func localFarm() throws {
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("dubfarm-local-\(UUID().uuidString.prefix(8))")
+            defer {
+                _ = try? dubfarm(["local", "down", "--dir", dir.path])
+                try? FileManager.default.removeItem(at: dir)
+            }
+            let up = try dubfarm(["local", "up", "--dir", dir.path, "--workers", "2"], timeout: 120)
+            #expect(up.status == 0, "\(up.out)\(up.err)")
+            #expect(up.out.contains("coordinator: tcp://127.0.0.1:"))
+            // Twice is harmless.
+            let again = try dubfarm(["local", "up", "--dir", dir.path, "--workers", "2"])
+            #expect(again.status == 0)
+            #expect(again.out.contains("already running"))
+            let env = ["DUBFARM_LOCAL_DIR": dir.path]
+            let out = dir.appendingPathComponent("out.mp4").path
+            let r = try dubfarm(["submit", media("speaker-c.mp4"), "--audio", media("dub-1.wav"), "--wait", "--out", out], environment: env)
+            #expect(r.status == 0, "\(r.err)")
+            #expect(FileManager.default.fileExists(atPath: out))
+            let status = try dubfarm(["local", "status", "--dir", dir.path])
+            #expect(status.out.contains("running"))
+            let state = try #require(LocalFarmState.load(directory: dir))
+            let down = try dubfarm(["local", "down", "--dir", dir.path], timeout: 60)
+            #expect(down.status == 0)
+            #expect(!ProcessControl.isAlive(state.coordinatorPID))
+            #expect(state.workerPIDs.allSatisfy { !ProcessControl.isAlive($0) })
+        }
     }
 }
 

@@ -8,138 +8,140 @@ import ZeroMQ
 
 /// End-to-end: a real coordinator and real workers (separate processes), real PostgreSQL, real
 /// ZeroMQ sockets, real media.
-@Suite("Farm, end to end", .serialized, .enabled(if: haveMedia, "needs ../shared/media"))
-struct FarmTests {
-    @Test("speaker-long + dub-long: 3 segments on both workers, 629 frames at 25 fps, audio as long as the video")
-    func longVideo() async throws {
-        let farm = try await TestFarm.start(workers: 2)
-        defer { farm.shutdown() }
-        let job = try farm.submit(media("speaker-long.mp4"), audio: media("dub-long.wav"))
-        let d = try farm.wait(job: job)
-        #expect(d.job.state == .done, "\(d.job.error ?? "")\n\(farm.tail("coordinator", lines: 30))")
-        #expect(d.segments.map { $0.endFrame - $0.startFrame } == [250, 250, 129])
-        #expect(Set(d.segments.compactMap(\.worker)).count == 2, "both workers should have processed segments")
-        let info = try MediaProbe.probe(path: farm.output(job))
-        let v = try #require(info.video)
-        #expect(v.frameCount == 629)
-        #expect(v.frameRate == Rational(25, 1))
-        let a = try #require(info.audio)
-        #expect(abs((a.duration ?? 0) - v.duration) <= 0.04, "audio \(a.duration ?? 0) s vs video \(v.duration) s")
-        if let probe = ffprobeCounts(farm.output(job)) {
-            #expect(probe.frames == 629)
-            #expect(probe.rate == "25/1")
+extension Integration {
+    @Suite("Farm, end to end", .serialized, .enabled(if: haveMedia, "needs ../shared/media"))
+    struct FarmTests {
+        @Test("speaker-long + dub-long: 3 segments on both workers, 629 frames at 25 fps, audio as long as the video")
+        func longVideo() async throws {
+            let farm = try await TestFarm.start(workers: 2)
+            defer { farm.shutdown() }
+            let job = try farm.submit(media("speaker-long.mp4"), audio: media("dub-long.wav"))
+            let d = try farm.wait(job: job)
+            #expect(d.job.state == .done, "\(d.job.error ?? "")\n\(farm.tail("coordinator", lines: 30))")
+            #expect(d.segments.map { $0.endFrame - $0.startFrame } == [250, 250, 129])
+            #expect(Set(d.segments.compactMap(\.worker)).count == 2, "both workers should have processed segments")
+            let info = try MediaProbe.probe(path: farm.output(job))
+            let v = try #require(info.video)
+            #expect(v.frameCount == 629)
+            #expect(v.frameRate == Rational(25, 1))
+            let a = try #require(info.audio)
+            #expect(abs((a.duration ?? 0) - v.duration) <= 0.04, "audio \(a.duration ?? 0) s vs video \(v.duration) s")
+            if let probe = ffprobeCounts(farm.output(job)) {
+                #expect(probe.frames == 629)
+                #expect(probe.rate == "25/1")
+            }
+            #expect(d.job.audioFit != nil)
         }
-        #expect(d.job.audioFit != nil)
-    }
 
-    @Test("speaker-a: a container longer than its 135-frame video stream gives exactly 135 frames")
-    func containerLongerThanVideo() async throws {
-        let farm = try await TestFarm.start(workers: 1)
-        defer { farm.shutdown() }
-        let job = try farm.submit(media("speaker-a.mp4"), audio: media("dub-1.wav"))
-        let d = try farm.wait(job: job)
-        #expect(d.job.state == .done, "\(d.job.error ?? "")")
-        #expect(d.job.frames == 135)
-        let v = try #require(try MediaProbe.probe(path: farm.output(job)).video)
-        #expect(v.frameCount == 135)
-        if let probe = ffprobeCounts(farm.output(job)) { #expect(probe.frames == 135) }
-    }
+        @Test("speaker-a: a container longer than its 135-frame video stream gives exactly 135 frames")
+        func containerLongerThanVideo() async throws {
+            let farm = try await TestFarm.start(workers: 1)
+            defer { farm.shutdown() }
+            let job = try farm.submit(media("speaker-a.mp4"), audio: media("dub-1.wav"))
+            let d = try farm.wait(job: job)
+            #expect(d.job.state == .done, "\(d.job.error ?? "")")
+            #expect(d.job.frames == 135)
+            let v = try #require(try MediaProbe.probe(path: farm.output(job)).video)
+            #expect(v.frameCount == 135)
+            if let probe = ffprobeCounts(farm.output(job)) { #expect(probe.frames == 135) }
+        }
 
-    @Test("cancel a running job: it stops, is cancelled, and the workers are free")
-    func cancel() async throws {
-        let farm = try await TestFarm.start(workers: 2, stage: "sleep")
-        defer { farm.shutdown() }
-        let job = try farm.submit(media("speaker-long.mp4"), audio: media("dub-long.wav"), stage: "sleep")
-        try farm.waitFor("a segment to be running", timeout: 60) { try farm.status(job).segments.contains { $0.state == .leased } }
-        let reply = try farm.client().call(.cancel(job: job), as: JobView.self)
-        #expect(reply.state == .cancelled)
-        let d = try farm.wait(job: job)
-        #expect(d.job.state == .cancelled)
-        #expect(d.segments.allSatisfy { $0.state == .cancelled || $0.state == .done })
-        try farm.waitFor("workers idle", timeout: 20) {
-            try farm.client().call(.workers, as: [WorkerView].self).allSatisfy { $0.state == "idle" }
+        @Test("cancel a running job: it stops, is cancelled, and the workers are free")
+        func cancel() async throws {
+            let farm = try await TestFarm.start(workers: 2, stage: "sleep")
+            defer { farm.shutdown() }
+            let job = try farm.submit(media("speaker-long.mp4"), audio: media("dub-long.wav"), stage: "sleep")
+            try farm.waitFor("a segment to be running", timeout: 60) { try farm.status(job).segments.contains { $0.state == .leased } }
+            let reply = try farm.client().call(.cancel(job: job), as: JobView.self)
+            #expect(reply.state == .cancelled)
+            let d = try farm.wait(job: job)
+            #expect(d.job.state == .cancelled)
+            #expect(d.segments.allSatisfy { $0.state == .cancelled || $0.state == .done })
+            try farm.waitFor("workers idle", timeout: 20) {
+                try farm.client().call(.workers, as: [WorkerView].self).allSatisfy { $0.state == "idle" }
+            }
+            // Free workers take new work.
+            let next = try farm.submit(media("speaker-c.mp4"), audio: media("dub-1.wav"), stage: "sleep")
+            #expect(try farm.wait(job: next).job.state == .done)
         }
-        // Free workers take new work.
-        let next = try farm.submit(media("speaker-c.mp4"), audio: media("dub-1.wav"), stage: "sleep")
-        #expect(try farm.wait(job: next).job.state == .done)
-    }
 
-    @Test("SIGKILL a worker mid-segment: another worker redoes the segment and the job completes")
-    func workerKilled() async throws {
-        let farm = try await TestFarm.start(workers: 2, stage: "sleep", settings: [:])
-        defer { farm.shutdown() }
-        let job = try farm.submit(media("speaker-long.mp4"), audio: media("dub-long.wav"), stage: "sleep")
-        var victim = ""
-        try farm.waitFor("a segment in progress", timeout: 60) {
-            let s = try farm.status(job).segments.first { $0.state == .leased && $0.worker != nil }
-            victim = s?.worker ?? ""
-            return s != nil
+        @Test("SIGKILL a worker mid-segment: another worker redoes the segment and the job completes")
+        func workerKilled() async throws {
+            let farm = try await TestFarm.start(workers: 2, stage: "sleep", settings: [:])
+            defer { farm.shutdown() }
+            let job = try farm.submit(media("speaker-long.mp4"), audio: media("dub-long.wav"), stage: "sleep")
+            var victim = ""
+            try farm.waitFor("a segment in progress", timeout: 60) {
+                let s = try farm.status(job).segments.first { $0.state == .leased && $0.worker != nil }
+                victim = s?.worker ?? ""
+                return s != nil
+            }
+            farm.kill(worker: victim)
+            let d = try farm.wait(job: job)
+            #expect(d.job.state == .done, "\(d.job.error ?? "")")
+            #expect(d.segments.contains { $0.leases >= 2 }, "the killed worker's segment was leased again")
+            #expect(d.segments.allSatisfy { $0.state == .done && $0.worker != victim || $0.state == .done })
+            let v = try #require(try MediaProbe.probe(path: farm.output(job)).video)
+            #expect(v.frameCount == 629)
         }
-        farm.kill(worker: victim)
-        let d = try farm.wait(job: job)
-        #expect(d.job.state == .done, "\(d.job.error ?? "")")
-        #expect(d.segments.contains { $0.leases >= 2 }, "the killed worker's segment was leased again")
-        #expect(d.segments.allSatisfy { $0.state == .done && $0.worker != victim || $0.state == .done })
-        let v = try #require(try MediaProbe.probe(path: farm.output(job)).video)
-        #expect(v.frameCount == 629)
-    }
 
-    @Test("a RESULT carrying a superseded lease token is rejected (fencing)")
-    func staleResultRejected() async throws {
-        let farm = try await TestFarm.start(workers: 0)
-        defer { farm.shutdown() }
-        // A hand-driven worker takes the only segment, then goes silent as if it died.
-        let fake = try ZMQSocket(.dealer)
-        try fake.setRoutingID(Array("ghost#1".utf8))
-        try fake.connect(farm.workEndpoint)
-        let hello = WorkerHello(name: "ghost", host: "test", pid: 1, threads: 1, stage: "passthrough", version: "test")
-        try fake.send(WorkMessage.ready(hello).encode(), wait: true)
-        let job = try farm.submit(media("speaker-c.mp4"), audio: media("dub-1.wav"))
-        var task: TaskAssignment?
-        let deadline = Date().addingTimeInterval(30)
-        while task == nil, Date() < deadline {
-            if let frames = try fake.receive(wait: false), case .task(let t) = try WorkMessage.decode(frames) { task = t }
-            else { usleep(20_000) }
+        @Test("a RESULT carrying a superseded lease token is rejected (fencing)")
+        func staleResultRejected() async throws {
+            let farm = try await TestFarm.start(workers: 0)
+            defer { farm.shutdown() }
+            // A hand-driven worker takes the only segment, then goes silent as if it died.
+            let fake = try ZMQSocket(.dealer)
+            try fake.setRoutingID(Array("ghost#1".utf8))
+            try fake.connect(farm.workEndpoint)
+            let hello = WorkerHello(name: "ghost", host: "test", pid: 1, threads: 1, stage: "passthrough", version: "test")
+            try fake.send(WorkMessage.ready(hello).encode(), wait: true)
+            let job = try farm.submit(media("speaker-c.mp4"), audio: media("dub-1.wav"))
+            var task: TaskAssignment?
+            let deadline = Date().addingTimeInterval(30)
+            while task == nil, Date() < deadline {
+                if let frames = try fake.receive(wait: false), case .task(let t) = try WorkMessage.decode(frames) { task = t }
+                else { usleep(20_000) }
+            }
+            let stale = try #require(task)
+            // Silence: the coordinator presumes the ghost dead and a real worker redoes the segment.
+            try farm.startWorker("real")
+            let d = try farm.wait(job: job)
+            #expect(d.job.state == .done)
+            #expect(d.segments[0].leases == 2)
+            // The ghost's late result, with the old token, must change nothing.
+            let before = try Data(contentsOf: URL(fileURLWithPath: farm.output(job)))
+            let output = try SegmentRenderer.render(input: stale.input, framePTS: stale.framePTS, decodedFrames: stale.decodedFrames,
+                                                    outputFrames: stale.outputFrames, frameRate: stale.frameRate, encoder: stale.encoder,
+                                                    layout: .yuv420p, processor: PassthroughProcessor(), threads: 1)
+            try fake.send(WorkMessage.result(stale.ref, output: output, stats: SegmentStats(frames: output.packets.count)).encode(), wait: true)
+            try farm.waitFor("the coordinator to log the rejection", timeout: 10) {
+                farm.tail("coordinator", lines: 200).contains("stale lease token")
+            }
+            let store = farm.db.store()
+            try await store.connect()
+            let seg = try #require(try await store.segment(SegmentRef(job: JobID(job), index: 0)))
+            #expect(seg.state == .done)
+            let kept = try await store.results(job: JobID(job))[0]?.token
+            #expect(kept != nil && kept != stale.ref.token)
+            #expect(try Data(contentsOf: URL(fileURLWithPath: farm.output(job))) == before)
+            await store.close()
         }
-        let stale = try #require(task)
-        // Silence: the coordinator presumes the ghost dead and a real worker redoes the segment.
-        try farm.startWorker("real")
-        let d = try farm.wait(job: job)
-        #expect(d.job.state == .done)
-        #expect(d.segments[0].leases == 2)
-        // The ghost's late result, with the old token, must change nothing.
-        let before = try Data(contentsOf: URL(fileURLWithPath: farm.output(job)))
-        let output = try SegmentRenderer.render(input: stale.input, framePTS: stale.framePTS, decodedFrames: stale.decodedFrames,
-                                                outputFrames: stale.outputFrames, frameRate: stale.frameRate, encoder: stale.encoder,
-                                                layout: .yuv420p, processor: PassthroughProcessor(), threads: 1)
-        try fake.send(WorkMessage.result(stale.ref, output: output, stats: SegmentStats(frames: output.packets.count)).encode(), wait: true)
-        try farm.waitFor("the coordinator to log the rejection", timeout: 10) {
-            farm.tail("coordinator", lines: 200).contains("stale lease token")
-        }
-        let store = farm.db.store()
-        try await store.connect()
-        let seg = try #require(try await store.segment(SegmentRef(job: JobID(job), index: 0)))
-        #expect(seg.state == .done)
-        let kept = try await store.results(job: JobID(job))[0]?.token
-        #expect(kept != nil && kept != stale.ref.token)
-        #expect(try Data(contentsOf: URL(fileURLWithPath: farm.output(job))) == before)
-        await store.close()
-    }
 
-    @Test("SIGKILL the coordinator mid-job: a new one finishes the job without redoing finished segments")
-    func coordinatorKilled() async throws {
-        let farm = try await TestFarm.start(workers: 1, stage: "sleep")
-        defer { farm.shutdown() }
-        let job = try farm.submit(media("speaker-long.mp4"), audio: media("dub-long.wav"), stage: "sleep")
-        try farm.waitFor("the first segment done", timeout: 90) { try farm.status(job).segments.contains { $0.state == .done } }
-        let doneBefore = Set(try farm.status(job).segments.filter { $0.state == .done }.map(\.index))
-        farm.killCoordinator()
-        try farm.startCoordinator()
-        let d = try farm.wait(job: job)
-        #expect(d.job.state == .done, "\(d.job.error ?? "")")
-        for s in d.segments where doneBefore.contains(s.index) {
-            #expect(s.leases == 1, "segment \(s.index) was finished before the crash and must not be redone")
+        @Test("SIGKILL the coordinator mid-job: a new one finishes the job without redoing finished segments")
+        func coordinatorKilled() async throws {
+            let farm = try await TestFarm.start(workers: 1, stage: "sleep")
+            defer { farm.shutdown() }
+            let job = try farm.submit(media("speaker-long.mp4"), audio: media("dub-long.wav"), stage: "sleep")
+            try farm.waitFor("the first segment done", timeout: 90) { try farm.status(job).segments.contains { $0.state == .done } }
+            let doneBefore = Set(try farm.status(job).segments.filter { $0.state == .done }.map(\.index))
+            farm.killCoordinator()
+            try farm.startCoordinator()
+            let d = try farm.wait(job: job)
+            #expect(d.job.state == .done, "\(d.job.error ?? "")")
+            for s in d.segments where doneBefore.contains(s.index) {
+                #expect(s.leases == 1, "segment \(s.index) was finished before the crash and must not be redone")
+            }
+            #expect(try MediaProbe.probe(path: farm.output(job)).video?.frameCount == 629)
         }
-        #expect(try MediaProbe.probe(path: farm.output(job)).video?.frameCount == 629)
     }
 }

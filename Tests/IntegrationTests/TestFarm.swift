@@ -6,6 +6,7 @@ import FarmTestSupport
 import Foundation
 import LocalFarm
 import MediaPipeline
+import Testing
 
 /// The shared test media (`../shared/media` beside the repository).
 let mediaDir: URL = {
@@ -28,6 +29,10 @@ let dubfarmExecutable: String = {
     return me.deletingLastPathComponent().appendingPathComponent("dubfarm").path
 }()
 
+/// All integration suites, one at a time: each starts real processes, and running them side by
+/// side on a 2-core machine would starve heartbeats and make timing-based checks flaky.
+@Suite("Integration", .serialized) struct Integration {}
+
 struct TestTimeout: Error, CustomStringConvertible {
     let description: String
 }
@@ -42,7 +47,7 @@ final class TestFarm: @unchecked Sendable {
     var coordinatorPID: Int32 = 0
     var workers: [String: Int32] = [:]
     let heartbeat = 0.2
-    let liveness = 5
+    let liveness = 10
     var environment: [String: String]
 
     var workEndpoint: String { "tcp://127.0.0.1:\(workPort)" }
