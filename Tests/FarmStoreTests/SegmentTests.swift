@@ -255,16 +255,17 @@ struct SegmentTests {
         #expect(try await listener.wait(timeout: 0.1) == false)
     }
 
-    @Test("store benchmark: claim + complete cycles (prints transitions/s)")
-    func bench() async throws {
+    @Test("store benchmark: claim + complete cycles (prints transitions/s)", .serialized, arguments: [false, true])
+    func bench(asyncCommits: Bool) async throws {
         let db = try await TestDatabase.create()
         defer { db.drop() }
-        let store = db.store()
+        let store = db.store(asyncSegmentCommits: asyncCommits)
+        let label = "\(ProcessInfo.processInfo.environment["DUBFARM_TEST_PG_DURABLE"] == "1" ? "durable" : "ephemeral (fsync off)") cluster, asyncSegmentCommits: \(asyncCommits)"
         let inside = try await StoreBench.transitions(store: store, count: 2000, inside: true)
-        print("StoreBench.transitions (ephemeral test cluster, fsync off), inside the actor: \(inside)")
+        print("StoreBench.transitions [\(label)], inside the actor: \(inside)")
         #expect(inside.transitions == 2000)
         let report = try await StoreBench.transitions(store: store, count: 2000)
-        print("StoreBench.transitions (ephemeral test cluster, fsync off), actor calls: \(report)")
+        print("StoreBench.transitions [\(label)], actor calls: \(report)")
         #expect(report.transitions == 2000)
     }
 }
