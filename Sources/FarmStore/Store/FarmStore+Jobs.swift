@@ -292,13 +292,13 @@ extension FarmStore {
         case .none: newStage = to.isTerminal || to == .queued ? nil : to.rawValue
         }
         try c.query("""
-            UPDATE jobs SET state = $2, updated_at = now(), stage = $3, coordinator = $4,
+            UPDATE jobs SET state = $2, updated_at = now(), stage = $3,
                 started_at = CASE WHEN $2 = 'running' THEN coalesce(started_at, now()) ELSE started_at END,
                 finished_at = CASE WHEN $2 IN ('done', 'failed', 'cancelled') THEN now() ELSE NULL END,
-                error_code = CASE WHEN $2 = 'failed' THEN $5 ELSE error_code END,
-                error = CASE WHEN $2 = 'failed' THEN $6 ELSE error END
+                error_code = CASE WHEN $2 = 'failed' THEN $4 ELSE error_code END,
+                error = CASE WHEN $2 = 'failed' THEN $5 ELSE error END
             WHERE id = $1
-            """, [.int(Int(id.rawValue)), .text(to.rawValue), newStage.map { .text($0) }, .text(actor ?? defaultActor),
+            """, [.int(Int(id.rawValue)), .text(to.rawValue), newStage.map { .text($0) },
                   error.map { .text($0.code.rawValue) }, error.map { .text($0.message) }], prepare: true)
         try recordEvent(c, kind: .job, job: id, from: from.rawValue, to: to.rawValue, reason: reason, actor: actor)
     }
