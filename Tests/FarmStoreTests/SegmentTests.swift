@@ -128,22 +128,22 @@ struct SegmentTests {
         defer { db.drop() }
         let store = db.store()
         let job = try await makeRunningJob(store, segments: 2)
-        let policy = RetryPolicy(maxAttempts: 3, backoffBase: 0.3, backoffMax: 0.3)
+        let policy = RetryPolicy(maxAttempts: 3, backoffBase: 2, backoffMax: 2)
         let s1 = try #require(try await store.claimSegment(worker: "w1", leaseSeconds: 30))
         let other = try #require(try await store.claimSegment(worker: "w2", leaseSeconds: 30))
         let out1 = try await store.failSegment(s1.ref, token: s1.token, error: "out of memory", policy: policy).get()
-        #expect(out1.segment == .retry(backoffSeconds: 0.3) && out1.failures == 1 && !out1.jobFailed)
+        #expect(out1.segment == .retry(backoffSeconds: 2) && out1.failures == 1 && !out1.jobFailed)
         #expect(out1.worker == "w1" && out1.workerFailuresInJob == 1 && !out1.workerBlocklisted)
         let rec = try #require(try await store.segment(s1.ref))
         #expect(rec.state == .pending && rec.failures == 1 && rec.error == "out of memory" && rec.lease == nil)
         #expect(try #require(rec.notBefore).timeIntervalSinceNow > 0)
         // Backing off: not claimable yet.
         #expect(try await store.claimSegment(worker: "w3", leaseSeconds: 30) == nil)
-        try await Task.sleep(nanoseconds: 400_000_000)
+        try await Task.sleep(nanoseconds: 2_200_000_000)
         let s2 = try #require(try await store.claimSegment(worker: "w3", leaseSeconds: 30))
         #expect(s2.ref == s1.ref && s2.failures == 1 && s2.attempt == 2)
         _ = try await store.failSegment(s2.ref, token: s2.token, error: "out of memory", policy: policy).get()
-        try await Task.sleep(nanoseconds: 400_000_000)
+        try await Task.sleep(nanoseconds: 2_200_000_000)
         let s3 = try #require(try await store.claimSegment(worker: "w4", leaseSeconds: 30))
         let out3 = try await store.failSegment(s3.ref, token: s3.token, error: "bad frame 12", code: .badInput,
                                                policy: policy).get()
@@ -261,11 +261,32 @@ struct SegmentTests {
         defer { db.drop() }
         let store = db.store(asyncSegmentCommits: asyncCommits)
         let label = "\(ProcessInfo.processInfo.environment["DUBFARM_TEST_PG_DURABLE"] == "1" ? "durable" : "ephemeral (fsync off)") cluster, asyncSegmentCommits: \(asyncCommits)"
-        let inside = try await StoreBench.transitions(store: store, count: 2000, inside: true)
-        print("StoreBench.transitions [\(label)], inside the actor: \(inside)")
-        #expect(inside.transitions == 2000)
-        let report = try await StoreBench.transitions(store: store, count: 2000)
-        print("StoreBench.transitions [\(label)], actor calls: \(report)")
-        #expect(report.transitions == 2000)
+        for mode in [StoreBench.Mode.calls, .chained, .insideActor] {
+            let report = try await StoreBench.transitions(store: store, count: 2000, mode: mode)
+            print("StoreBench.transitions [\(label)], \(mode): \(report)")
+            #expect(report.transitions == 2000)
+        }
+    }
+
+    @Test("complete-then-claim: the result is committed and the worker gets the next segment")
+    func completeThenClaim() async throws {
+        let db = try await TestDatabase.create()
+        defer { db.drop() }
+        let store = db.store()
+        let job = try await makeRunningJob(store, segments: 2)
+        let first = try #require(try await store.claimSegment(worker: "w1", leaseSeconds: 30))
+        let (c1, n1) = try await store.completeSegment(first.ref, token: first.token, resultBytes: 5, processSeconds: 1,
+                                                       thenClaimFor: "w1", leaseSeconds: 30)
+        #expect(try c1.get() == CompletionOutcome(allDone: false))
+        let second = try #require(n1)
+        #expect(second.ref == SegmentRef(job: job.id, index: 1) && second.worker == "w1")
+        // A stale result is rejected, and the worker still gets work if there is any (none here).
+        let (c2, n2) = try await store.completeSegment(first.ref, token: first.token, resultBytes: 5, processSeconds: 1,
+                                                       thenClaimFor: "w1", leaseSeconds: 30)
+        #expect(c2.failureValue != nil && n2 == nil)
+        let (c3, n3) = try await store.completeSegment(second.ref, token: second.token, resultBytes: 5, processSeconds: 1,
+                                                       thenClaimFor: "w1", leaseSeconds: 30)
+        #expect(try c3.get().allDone && n3 == nil)
+        #expect(try await store.segments(job: job.id).allSatisfy { $0.state == .done })
     }
 }

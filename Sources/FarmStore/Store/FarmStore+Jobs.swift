@@ -104,7 +104,7 @@ extension FarmStore {
         // Fresh statistics keep the claim an index walk: without them the planner may sort every
         // pending segment on each claim (milliseconds per claim for a long video).
         do {
-            try db().query("ANALYZE segments")
+            try db().query("ANALYZE segments, jobs")
         } catch {
             logger.warning("ANALYZE segments failed (claims may be slower until autovacuum runs)",
                            metadata: ["error": "\(error)"])
@@ -113,13 +113,24 @@ extension FarmStore {
     }
 
     /// Moves job `id` to `state`, enforcing ``DubfarmCore/JobState/canTransition(to:)``, and
-    /// records why. `error` is stored when the job fails.
+    /// records why. `error` is stored when the job fails. To `stitching` only when every segment
+    /// is done; to `failed`/`cancelled` its unfinished segments are cancelled (prefer
+    /// ``failJob(_:error:actor:)``/``cancelJob(_:reason:actor:)``, which return the active leases).
     @discardableResult
     public func transitionJob(_ id: JobID, to state: JobState, reason: String, actor: String? = nil,
                               error: DubfarmError? = nil) throws -> JobRecord {
         try transaction { c in
             let from = try lockJob(c, id)
+            if state == .stitching { try requireAllDone(c, id) }
             try applyJobTransition(c, id, from: from, to: state, reason: reason, actor: actor, error: error)
+            if state == .failed || state == .cancelled {
+                // Keep the invariant the claim relies on: no pending segments outside running jobs.
+                let leases = try cancelSegments(c, id, reason: reason, actor: actor)
+                if !leases.isEmpty {
+                    logger.warning("job \(id) became \(state) with active leases; use cancelJob/failJob to learn which workers to stop",
+                                   metadata: ["leases": "\(leases.map { "\($0.ref)@\($0.worker)" })"])
+                }
+            }
             return try loadJob(c, id)
         }
     }
@@ -144,11 +155,7 @@ extension FarmStore {
     public func markStitching(_ id: JobID, actor: String? = nil) throws -> JobRecord {
         try transaction { c in
             let from = try lockJob(c, id)
-            let left = try c.query("SELECT count(*) AS n FROM segments WHERE job_id = $1 AND state <> 'done'",
-                                   [.int(Int(id.rawValue))])[0]["n"].decode(Int.self)
-            guard left == 0 else {
-                throw DubfarmError(.internalError, "job \(id) cannot be stitched: \(left) of its segments are not done")
-            }
+            try requireAllDone(c, id)
             try applyJobTransition(c, id, from: from, to: .stitching, reason: "all segments done", actor: actor,
                                    stage: "stitching")
             return try loadJob(c, id)
@@ -271,6 +278,14 @@ extension FarmStore {
             throw DubfarmError(.database, "job \(id) has unknown state \"\(text)\"; is this dubfarm older than the database?")
         }
         return s
+    }
+
+    func requireAllDone(_ c: PostgresConnection, _ id: JobID) throws {
+        let left = try c.query("SELECT count(*) AS n FROM segments WHERE job_id = $1 AND state <> 'done'",
+                               [.int(Int(id.rawValue))])[0]["n"].decode(Int.self)
+        guard left == 0 else {
+            throw DubfarmError(.internalError, "job \(id) cannot be stitched: \(left) of its segments are not done")
+        }
     }
 
     func loadJob(_ c: PostgresConnection, _ id: JobID) throws -> JobRecord {
