@@ -33,8 +33,8 @@ CREATE TABLE jobs (
     error           text,
     -- Encoder settings, segment length and options of the submission.
     params          jsonb NOT NULL DEFAULT '{}',
-    -- Coordinator-private: whatever planning wants to keep (JSON), and which coordinator last
-    -- touched the job.
+    -- Coordinator-private: whatever planning wants to keep (JSON), and which coordinator took the
+    -- job for planning.
     plan_data       jsonb,
     coordinator     text
 );

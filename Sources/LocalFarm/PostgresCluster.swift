@@ -43,6 +43,8 @@ public struct PostgresCluster: Sendable {
     /// Describes a cluster in `directory`; touches nothing until ``initIfNeeded()``.
     ///
     /// - Parameters:
+    ///   - directory: a directory for the cluster alone (when root, it is handed to the
+    ///     `postgres` user), e.g. `<farm dir>/postgres`.
     ///   - ephemeral: `fsync=off`, `synchronous_commit=off`: fast and unsafe, for tests.
     ///   - binDirectory: where `initdb`/`pg_ctl` live; found under `/usr/lib/postgresql` when `nil`.
     public init(directory: URL, port: Int = 5432, listenTCP: Bool = false, ephemeral: Bool = false,

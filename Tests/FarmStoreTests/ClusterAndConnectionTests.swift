@@ -15,7 +15,10 @@ struct ClusterAndConnectionTests {
     @Test("a cluster initialises, starts, stops and restarts idempotently")
     func clusterLifecycle() throws {
         let dir = URL(fileURLWithPath: "/tmp/dubfarm-cluster-test-\(getpid())-\(UInt16.random(in: 0...UInt16.max))")
-        defer { try? FileManager.default.removeItem(at: dir) }
+        defer {
+            try? FileManager.default.removeItem(at: dir)
+            try? FileManager.default.removeItem(atPath: dir.path + ".lock")
+        }
         let cluster = try PostgresCluster(directory: dir, port: 5433, ephemeral: true)
         #expect(!cluster.usesFallback && cluster.root == dir.standardizedFileURL)
         #expect(!cluster.isRunning)

@@ -54,6 +54,33 @@ struct JobTests {
         #expect(try await store.events(job: job.id, afterID: all[4].id).count == all.count - 5)
     }
 
+    @Test("a generic transition keeps segments consistent: stitching needs all done, failed cancels")
+    func genericTransitions() async throws {
+        let db = try await TestDatabase.create()
+        defer { db.drop() }
+        let store = db.store()
+        let job = try await makeRunningJob(store, segments: 2)
+        await #expect(throws: DubfarmError.self) { try await store.transitionJob(job.id, to: .stitching, reason: "too early") }
+        let failed = try await store.transitionJob(job.id, to: .failed, reason: "operator",
+                                                   error: DubfarmError(.badInput, "video is corrupt"))
+        #expect(failed.state == .failed && failed.error == "video is corrupt" && failed.errorCode == .badInput)
+        #expect(failed.segments?.cancelled == 2)
+        #expect(try await store.claimSegment(worker: "w", leaseSeconds: 30) == nil)
+    }
+
+    @Test("raising a job's priority moves its segments ahead in the claim order")
+    func priorityChange() async throws {
+        let db = try await TestDatabase.create()
+        defer { db.drop() }
+        let store = db.store()
+        let first = try await makeRunningJob(store, segments: 2)
+        let second = try await makeRunningJob(store, segments: 2)
+        #expect(try await store.claimSegment(worker: "w", leaseSeconds: 30)?.ref.job == first.id)
+        try await store.setJobPriority(second.id, 7)
+        #expect(try await store.job(second.id)?.priority == 7)
+        #expect(try await store.claimSegment(worker: "w", leaseSeconds: 30)?.ref.job == second.id)
+    }
+
     @Test("illegal job transitions are refused and change nothing")
     func illegalTransitions() async throws {
         let db = try await TestDatabase.create()

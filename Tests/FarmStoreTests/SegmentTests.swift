@@ -262,16 +262,38 @@ struct SegmentTests {
         #expect(try await listener.wait(timeout: 0.1) == false)
     }
 
-    @Test("store benchmark: claim + complete cycles (prints transitions/s)")
-    func bench() async throws {
+    @Test("store benchmark: claim + complete cycles (prints transitions/s)", .serialized, arguments: [false, true])
+    func bench(asyncCommits: Bool) async throws {
+        let db = try await TestDatabase.create()
+        defer { db.drop() }
+        let store = db.store(asyncSegmentCommits: asyncCommits)
+        let label = "\(ProcessInfo.processInfo.environment["DUBFARM_TEST_PG_DURABLE"] == "1" ? "durable" : "ephemeral (fsync off)") cluster, asyncSegmentCommits: \(asyncCommits)"
+        for mode in [StoreBench.Mode.calls, .chained, .insideActor] {
+            let report = try await StoreBench.transitions(store: store, count: 2000, mode: mode)
+            print("StoreBench.transitions [\(label)], \(mode): \(report)")
+            #expect(report.transitions == 2000)
+        }
+    }
+
+    @Test("complete-then-claim: the result is committed and the worker gets the next segment")
+    func completeThenClaim() async throws {
         let db = try await TestDatabase.create()
         defer { db.drop() }
         let store = db.store()
-        let inside = try await StoreBench.transitions(store: store, count: 2000, inside: true)
-        print("StoreBench.transitions (ephemeral test cluster, fsync off), inside the actor: \(inside)")
-        #expect(inside.transitions == 2000)
-        let report = try await StoreBench.transitions(store: store, count: 2000)
-        print("StoreBench.transitions (ephemeral test cluster, fsync off), actor calls: \(report)")
-        #expect(report.transitions == 2000)
+        let job = try await makeRunningJob(store, segments: 2)
+        let first = try #require(try await store.claimSegment(worker: "w1", leaseSeconds: 30))
+        let (c1, n1) = try await store.completeSegment(first.ref, token: first.token, resultBytes: 5, processSeconds: 1,
+                                                       thenClaimFor: "w1", leaseSeconds: 30)
+        #expect(try c1.get() == CompletionOutcome(allDone: false))
+        let second = try #require(n1)
+        #expect(second.ref == SegmentRef(job: job.id, index: 1) && second.worker == "w1")
+        // A stale result is rejected, and the worker still gets work if there is any (none here).
+        let (c2, n2) = try await store.completeSegment(first.ref, token: first.token, resultBytes: 5, processSeconds: 1,
+                                                       thenClaimFor: "w1", leaseSeconds: 30)
+        #expect(c2.failureValue != nil && n2 == nil)
+        let (c3, n3) = try await store.completeSegment(second.ref, token: second.token, resultBytes: 5, processSeconds: 1,
+                                                       thenClaimFor: "w1", leaseSeconds: 30)
+        #expect(try c3.get().allDone && n3 == nil)
+        #expect(try await store.segments(job: job.id).allSatisfy { $0.state == .done })
     }
 }

@@ -13,7 +13,8 @@ import Glibc
 /// user on this machine.
 ///
 /// The cluster lives in `/tmp/dubfarm-test-pg-<uid>` (override with `DUBFARM_TEST_PG_DIR`),
-/// listens on its own unix socket only, runs without fsync (test data is disposable) and is left
+/// listens on its own unix socket only, runs without fsync (test data is disposable; set
+/// `DUBFARM_TEST_PG_DURABLE=1` with another directory for a durable one) and is left
 /// running between runs, so only the first run pays for `initdb`. A cluster left broken by a
 /// crashed run is wiped and created again. Each ``create(migrated:)`` makes a new database
 /// `t_<unix time>_<random>`; ``drop()`` removes it, and databases older than an hour (from
@@ -41,10 +42,10 @@ public struct TestDatabase: Sendable {
     }
 
     /// A store on this database.
-    public func store(actor: String = "test") -> FarmStore {
+    public func store(actor: String = "test", asyncSegmentCommits: Bool = false) -> FarmStore {
         var logger = Logger(label: "dubfarm.store.test")
         logger.logLevel = .warning
-        return FarmStore(url: url, actor: actor, logger: logger)
+        return FarmStore(url: url, actor: actor, asyncSegmentCommits: asyncSegmentCommits, logger: logger)
     }
 
     /// Drops the database, ending its sessions (best effort).
@@ -62,7 +63,8 @@ private enum Shared {
     /// Started once per process (Swift initialises globals lazily and exactly once).
     static let cluster: Result<PostgresCluster, Error> = Result {
         let dir = ProcessInfo.processInfo.environment["DUBFARM_TEST_PG_DIR"] ?? "/tmp/dubfarm-test-pg-\(getuid())"
-        let c = try PostgresCluster(directory: URL(fileURLWithPath: dir), port: 5432, ephemeral: true)
+        let durable = ProcessInfo.processInfo.environment["DUBFARM_TEST_PG_DURABLE"] == "1"
+        let c = try PostgresCluster(directory: URL(fileURLWithPath: dir), port: 5432, ephemeral: !durable)
         do {
             try c.start()
         } catch {

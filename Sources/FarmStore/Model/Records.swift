@@ -87,7 +87,7 @@ public struct JobRecord: Sendable, Hashable, Identifiable {
     public var params: JobParams
     /// Coordinator-private planning data (JSON).
     public var planData: String?
-    /// The coordinator that last took a step on it.
+    /// The coordinator that took it for planning (``FarmStore/claimQueuedJob(actor:)``).
     public var coordinator: String?
     /// Segment counts, where the query loaded them.
     public var segments: SegmentCounts?

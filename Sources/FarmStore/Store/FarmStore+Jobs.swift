@@ -104,7 +104,7 @@ extension FarmStore {
         // Fresh statistics keep the claim an index walk: without them the planner may sort every
         // pending segment on each claim (milliseconds per claim for a long video).
         do {
-            try db().query("ANALYZE segments")
+            try db().query("ANALYZE segments, jobs")
         } catch {
             logger.warning("ANALYZE segments failed (claims may be slower until autovacuum runs)",
                            metadata: ["error": "\(error)"])
@@ -113,13 +113,24 @@ extension FarmStore {
     }
 
     /// Moves job `id` to `state`, enforcing ``DubfarmCore/JobState/canTransition(to:)``, and
-    /// records why. `error` is stored when the job fails.
+    /// records why. `error` is stored when the job fails. To `stitching` only when every segment
+    /// is done; to `failed`/`cancelled` its unfinished segments are cancelled (prefer
+    /// ``failJob(_:error:actor:)``/``cancelJob(_:reason:actor:)``, which return the active leases).
     @discardableResult
     public func transitionJob(_ id: JobID, to state: JobState, reason: String, actor: String? = nil,
                               error: DubfarmError? = nil) throws -> JobRecord {
         try transaction { c in
             let from = try lockJob(c, id)
+            if state == .stitching { try requireAllDone(c, id) }
             try applyJobTransition(c, id, from: from, to: state, reason: reason, actor: actor, error: error)
+            if state == .failed || state == .cancelled {
+                // Keep the invariant the claim relies on: no pending segments outside running jobs.
+                let leases = try cancelSegments(c, id, reason: reason, actor: actor)
+                if !leases.isEmpty {
+                    logger.warning("job \(id) became \(state) with active leases; use cancelJob/failJob to learn which workers to stop",
+                                   metadata: ["leases": "\(leases.map { "\($0.ref)@\($0.worker)" })"])
+                }
+            }
             return try loadJob(c, id)
         }
     }
@@ -144,11 +155,7 @@ extension FarmStore {
     public func markStitching(_ id: JobID, actor: String? = nil) throws -> JobRecord {
         try transaction { c in
             let from = try lockJob(c, id)
-            let left = try c.query("SELECT count(*) AS n FROM segments WHERE job_id = $1 AND state <> 'done'",
-                                   [.int(Int(id.rawValue))])[0]["n"].decode(Int.self)
-            guard left == 0 else {
-                throw DubfarmError(.internalError, "job \(id) cannot be stitched: \(left) of its segments are not done")
-            }
+            try requireAllDone(c, id)
             try applyJobTransition(c, id, from: from, to: .stitching, reason: "all segments done", actor: actor,
                                    stage: "stitching")
             return try loadJob(c, id)
@@ -273,6 +280,14 @@ extension FarmStore {
         return s
     }
 
+    func requireAllDone(_ c: PostgresConnection, _ id: JobID) throws {
+        let left = try c.query("SELECT count(*) AS n FROM segments WHERE job_id = $1 AND state <> 'done'",
+                               [.int(Int(id.rawValue))])[0]["n"].decode(Int.self)
+        guard left == 0 else {
+            throw DubfarmError(.internalError, "job \(id) cannot be stitched: \(left) of its segments are not done")
+        }
+    }
+
     func loadJob(_ c: PostgresConnection, _ id: JobID) throws -> JobRecord {
         let rows = try c.query("SELECT \(Columns.job), counts.* FROM jobs j \(Columns.countsJoin) WHERE j.id = $1",
                                [.int(Int(id.rawValue))], prepare: true)
@@ -292,13 +307,13 @@ extension FarmStore {
         case .none: newStage = to.isTerminal || to == .queued ? nil : to.rawValue
         }
         try c.query("""
-            UPDATE jobs SET state = $2, updated_at = now(), stage = $3, coordinator = $4,
+            UPDATE jobs SET state = $2, updated_at = now(), stage = $3,
                 started_at = CASE WHEN $2 = 'running' THEN coalesce(started_at, now()) ELSE started_at END,
                 finished_at = CASE WHEN $2 IN ('done', 'failed', 'cancelled') THEN now() ELSE NULL END,
-                error_code = CASE WHEN $2 = 'failed' THEN $5 ELSE error_code END,
-                error = CASE WHEN $2 = 'failed' THEN $6 ELSE error END
+                error_code = CASE WHEN $2 = 'failed' THEN $4 ELSE error_code END,
+                error = CASE WHEN $2 = 'failed' THEN $5 ELSE error END
             WHERE id = $1
-            """, [.int(Int(id.rawValue)), .text(to.rawValue), newStage.map { .text($0) }, .text(actor ?? defaultActor),
+            """, [.int(Int(id.rawValue)), .text(to.rawValue), newStage.map { .text($0) },
                   error.map { .text($0.code.rawValue) }, error.map { .text($0.message) }], prepare: true)
         try recordEvent(c, kind: .job, job: id, from: from.rawValue, to: to.rawValue, reason: reason, actor: actor)
     }

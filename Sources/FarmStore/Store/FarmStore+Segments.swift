@@ -36,19 +36,26 @@ extension FarmStore {
     /// the ones requiring `model`. Without `stage`, no capability check is made.
     public func claimSegment(worker: String, token: LeaseToken = .random(), leaseSeconds: Double,
                              stage: String? = nil, model: String? = nil) throws -> ClaimedSegment? {
-        let rows = try db().query("""
+        let rows = try db().query(Self.claimSQL, claimParams(worker: worker, token: token, leaseSeconds: leaseSeconds,
+                                                             stage: stage, model: model),
+                                  prepare: true)
+        return try rows.first.map { try decodeClaim($0, worker: worker, token: token) }
+    }
+
+    static let claimSQL = """
             WITH c AS (
-                -- One table, filters as per-row subqueries: the plan is an ordered walk of
-                -- segments_claim that stops at the first free row (no join, no sort), provided
-                -- the table's statistics are fresh (savePlan runs ANALYZE).
+                -- Planned as an ordered walk of segments_claim that stops at the first free row,
+                -- given statistics (savePlan runs ANALYZE; without them the planner may sort
+                -- every pending segment on each claim). Pending segments exist only in running
+                -- jobs (savePlan, retryJob and the cancelling paths keep it so); the job check is
+                -- a safety net.
                 SELECT s.job_id, s.idx FROM segments s
                 WHERE s.state = 'pending' AND s.not_before <= now()
-                  AND (SELECT j.state = 'running'
-                              AND ($5::text IS NULL OR (j.params->'options'->>'stage' = $5
-                                   AND (j.params->'options'->>'model' IS NULL OR j.params->'options'->>'model' = $6)))
-                       FROM jobs j WHERE j.id = s.job_id)
-                  AND coalesce((SELECT f.failures FROM job_worker_failures f
-                                WHERE f.job_id = s.job_id AND f.worker = $1), 0) < $4
+                  AND s.job_id IN (SELECT id FROM jobs WHERE state = 'running'
+                                   AND ($5::text IS NULL OR (params->'options'->>'stage' = $5
+                                        AND (params->'options'->>'model' IS NULL OR params->'options'->>'model' = $6))))
+                  AND NOT EXISTS (SELECT 1 FROM job_worker_failures f
+                                  WHERE f.job_id = s.job_id AND f.worker = $1 AND f.failures >= $4)
                 ORDER BY s.job_priority DESC, s.job_created_at, s.job_id, s.idx
                 LIMIT 1
                 FOR UPDATE OF s SKIP LOCKED
@@ -63,11 +70,16 @@ extension FarmStore {
                 SELECT 'segment', job_id, idx, $1, 'pending', 'leased', 'claimed', $1 FROM u
             )
             SELECT * FROM u
-            """, [.text(worker), .text(token.description), .double(leaseSeconds), .int(Self.blocklistFailures),
-                  stage.map { .text($0) }, model.map { .text($0) }],
-            prepare: true)
-        guard let row = rows.first else { return nil }
-        return ClaimedSegment(
+        """
+
+    func claimParams(worker: String, token: LeaseToken, leaseSeconds: Double, stage: String? = nil,
+                     model: String? = nil) -> [PostgresValue?] {
+        [.text(worker), .text(token.description), .double(leaseSeconds), .int(Self.blocklistFailures),
+         stage.map { .text($0) }, model.map { .text($0) }]
+    }
+
+    func decodeClaim(_ row: PostgresRow, worker: String, token: LeaseToken) throws -> ClaimedSegment {
+        ClaimedSegment(
             ref: SegmentRef(job: JobID(try row["job_id"].decode(Int64.self)), index: try row["idx"].decode(Int.self)),
             frames: try row["start_frame"].decode(Int.self)..<row["end_frame"].decode(Int.self),
             token: token, worker: worker, leaseExpiresAt: try row["lease_expires_at"].decode(Date.self),
@@ -83,6 +95,23 @@ extension FarmStore {
     /// `allDone`. Two round trips: `BEGIN` + locks, then the write + `COMMIT` (pipelined).
     public func completeSegment(_ ref: SegmentRef, token: LeaseToken, resultBytes: Int64, processSeconds: Double)
         throws -> Result<CompletionOutcome, SegmentStateMachine.Rejection> {
+        try complete(ref, token: token, resultBytes: resultBytes, processSeconds: processSeconds, next: nil).0
+    }
+
+    /// Accepts the result of lease `token` (as ``completeSegment(_:token:resultBytes:processSeconds:)``)
+    /// and leases the next claimable segment to `worker` (as ``claimSegment(worker:token:leaseSeconds:)``)
+    /// in the same round trip as the completion's commit: what a coordinator does when a worker
+    /// returns a result. The claim happens even when the result is rejected.
+    public func completeSegment(_ ref: SegmentRef, token: LeaseToken, resultBytes: Int64, processSeconds: Double,
+                                thenClaimFor worker: String, nextToken: LeaseToken = .random(), leaseSeconds: Double)
+        throws -> (completion: Result<CompletionOutcome, SegmentStateMachine.Rejection>, next: ClaimedSegment?) {
+        try complete(ref, token: token, resultBytes: resultBytes, processSeconds: processSeconds,
+                     next: (worker, nextToken, leaseSeconds))
+    }
+
+    private func complete(_ ref: SegmentRef, token: LeaseToken, resultBytes: Int64, processSeconds: Double,
+                          next: (worker: String, token: LeaseToken, leaseSeconds: Double)?)
+        throws -> (Result<CompletionOutcome, SegmentStateMachine.Rejection>, ClaimedSegment?) {
         let c = try db()
         let key: [PostgresValue?] = [.int(Int(ref.job.rawValue)), .int(ref.index)]
         do {
@@ -101,9 +130,10 @@ extension FarmStore {
                 try m.complete(token: token)
             } catch {
                 try c.query("ROLLBACK")
-                return .failure(error)
+                let claimed = try next.flatMap { try claimSegment(worker: $0.worker, token: $0.token, leaseSeconds: $0.leaseSeconds) }
+                return (.failure(error), claimed)
             }
-            let done = try c.pipeline([
+            var statements = [
                 PostgresStatement("""
                     WITH u AS (
                         UPDATE segments SET state = 'done', lease_token = NULL, lease_expires_at = NULL, result_bytes = $3,
@@ -120,8 +150,26 @@ extension FarmStore {
                     SELECT NOT EXISTS (SELECT 1 FROM segments WHERE job_id = $1 AND state <> 'done' AND idx <> $2) AS all_done
                     """, key + [.int(Int(resultBytes)), .double(processSeconds), .text(rec.leasedBy ?? "")]),
                 PostgresStatement("COMMIT"),
-            ])
-            return .success(CompletionOutcome(allDone: try done[0][0]["all_done"].decode(Bool.self)))
+            ]
+            if let next {
+                statements.append(PostgresStatement(Self.claimSQL, claimParams(worker: next.worker, token: next.token,
+                                                                               leaseSeconds: next.leaseSeconds)))
+            }
+            let out = try c.pipelineOutcomes(statements)
+            let rows = try out[0]!.get()
+            _ = try out[1]!.get()
+            let outcome = CompletionOutcome(allDone: try rows[0]["all_done"].decode(Bool.self))
+            guard let next else { return (.success(outcome), nil) }
+            // The completion is committed whatever happens to the claim.
+            switch out[2] {
+            case .success(let claimRows)?:
+                return (.success(outcome), try claimRows.first.map { try decodeClaim($0, worker: next.worker, token: next.token) })
+            case .failure(let e)?:
+                logger.error("claim after a completion failed", metadata: ["segment": "\(ref)", "error": "\(e.message)"])
+                return (.success(outcome), nil)
+            case nil:
+                return (.success(outcome), nil)
+            }
         } catch {
             if c.isConnected && c.inTransaction { _ = try? c.query("ROLLBACK") }
             throw error

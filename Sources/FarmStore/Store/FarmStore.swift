@@ -30,10 +30,21 @@ public actor FarmStore {
     public nonisolated let defaultActor: String
     /// The database this store talks to, without credentials.
     public nonisolated let target: String
+    /// Whether claims and completions commit without waiting for the WAL flush.
+    public nonisolated let asyncSegmentCommits: Bool
 
     /// A store for the database at `url` (a `postgresql://` URL); nothing is opened until
     /// ``connect(retryFor:)`` or the first call.
-    public init(url: String, actor: String? = nil, logger: Logger = Logger(label: "dubfarm.store")) {
+    ///
+    /// - Parameter asyncSegmentCommits: commit claims and completions with
+    ///   `synchronous_commit = off` (every other change still waits for its WAL flush). On a
+    ///   disk with slow fsync this multiplies segment throughput; the price is that a crash of
+    ///   the PostgreSQL *server* (not of the coordinator) may forget the last fraction of a
+    ///   second of claims and completions. The database stays consistent: a forgotten claim's
+    ///   result is rejected as stale and the segment redone; a forgotten completion is redone.
+    public init(url: String, actor: String? = nil, asyncSegmentCommits: Bool = false,
+                logger: Logger = Logger(label: "dubfarm.store")) {
+        self.asyncSegmentCommits = asyncSegmentCommits
         self.url = url
         self.logger = logger
         self.defaultActor = actor ?? "coordinator@\(ProcessInfo.processInfo.hostName)"
@@ -73,17 +84,32 @@ public actor FarmStore {
             if c.isConnected { return c }
             logger.warning("database connection lost; reconnecting", metadata: ["target": "\(target)"])
             try c.reconnect()
+            try configureSession(c)
             return c
         }
         let c = try PostgresConnection(url: url, applicationName: "dubfarm-store")
+        try configureSession(c)
         connection = c
         return c
     }
 
-    /// Runs `body` in one transaction on the connection.
+    private func configureSession(_ c: PostgresConnection) throws {
+        if asyncSegmentCommits { try c.query("SET synchronous_commit = off") }
+    }
+
+    /// Runs `body` in one transaction on the connection (always a durable commit).
     func transaction<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
         let c = try db()
-        return try c.transaction { try body(c) }
+        guard asyncSegmentCommits else { return try c.transaction { try body(c) } }
+        try c.pipeline([PostgresStatement("BEGIN"), PostgresStatement("SET LOCAL synchronous_commit = on")])
+        do {
+            let value = try body(c)
+            try c.query("COMMIT", prepare: true)
+            return value
+        } catch {
+            if c.isConnected && c.inTransaction { _ = try? c.query("ROLLBACK") }
+            throw error
+        }
     }
 
     // MARK: Schema

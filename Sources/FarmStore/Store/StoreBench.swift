@@ -3,6 +3,25 @@ import Foundation
 
 /// Micro-benchmarks of the store, for `make bench` (no assertions on time).
 public enum StoreBench {
+    /// How the benchmark drives the store.
+    public enum Mode: Sendable, Hashable, CustomStringConvertible {
+        /// `claimSegment` then `completeSegment`, each an actor call (3 round trips per cycle).
+        case calls
+        /// `completeSegment(…, thenClaimFor:)`: each result also claims the worker's next segment
+        /// (2 round trips per cycle): what a coordinator does when a worker returns a result.
+        case chained
+        /// ``calls`` from inside the store's actor: no thread hops per call.
+        case insideActor
+
+        public var description: String {
+            switch self {
+            case .calls: return "claim + complete calls"
+            case .chained: return "complete-then-claim calls"
+            case .insideActor: return "claim + complete inside the actor"
+            }
+        }
+    }
+
     /// What one run measured.
     public struct Report: Sendable, CustomStringConvertible {
         /// Segment state transitions made (each claim and each completion is one).
@@ -25,10 +44,7 @@ public enum StoreBench {
     /// them through `store` on one connection and reports segment transitions per second
     /// (claim `pending → leased` and complete `leased → done`, each with its event).
     /// Run it on a scratch database: it refuses one with active jobs.
-    ///
-    /// With `inside: true` the loop runs inside the store's actor, so the figure leaves out the two
-    /// thread hops every call from another task costs (which dominate on a loaded machine).
-    public static func transitions(store: FarmStore, count: Int = 2000, inside: Bool = false) async throws -> Report {
+    public static func transitions(store: FarmStore, count: Int = 2000, mode: Mode = .calls) async throws -> Report {
         let segments = max(1, count / 2)
         // It claims whatever is claimable: refuse a database with real work in it.
         let active = try await store.jobs(limit: 1000).filter { !$0.state.isTerminal && $0.submittedBy != "bench" }
@@ -46,12 +62,31 @@ public enum StoreBench {
                                                                width: 64, height: 64, segmentFrames: 10, spans: spans),
                                  actor: "bench")
         let start = DispatchTime.now().uptimeNanoseconds
-        if inside {
+        if mode == .insideActor {
             let n = try await store.drainForBench(worker: "bench-worker")
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
             try await store.markStitching(job.id, actor: "bench")
             try await store.finishJob(job.id, audioFit: .exact, outputBytes: 0, actor: "bench")
             return Report(transitions: n, seconds: seconds, claimSeconds: 0, completeSeconds: 0)
+        }
+        if mode == .chained {
+            var transitions = 0
+            var current = try await store.claimSegment(worker: "bench-worker", leaseSeconds: 60)
+            while let claimed = current {
+                transitions += 1
+                let (completion, next) = try await store.completeSegment(
+                    claimed.ref, token: claimed.token, resultBytes: 1, processSeconds: 0,
+                    thenClaimFor: "bench-worker", leaseSeconds: 60)
+                guard case .success = completion else {
+                    throw DubfarmError(.internalError, "the benchmark's own result for \(claimed.ref) was rejected")
+                }
+                transitions += 1
+                current = next
+            }
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            try await store.markStitching(job.id, actor: "bench")
+            try await store.finishJob(job.id, audioFit: .exact, outputBytes: 0, actor: "bench")
+            return Report(transitions: transitions, seconds: seconds, claimSeconds: 0, completeSeconds: 0)
         }
         var transitions = 0
         var claimNanos: UInt64 = 0, completeNanos: UInt64 = 0

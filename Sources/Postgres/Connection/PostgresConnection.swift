@@ -179,6 +179,21 @@ public final class PostgresConnection {
     /// aborted: roll it back.)
     @discardableResult
     public func pipeline(_ statements: [PostgresStatement]) throws -> [PostgresRows] {
+        var rows: [PostgresRows] = []
+        for outcome in try pipelineOutcomes(statements) {
+            switch outcome {
+            case .success(let r): rows.append(r)
+            case .failure(let e): throw e
+            case nil: break
+            }
+        }
+        return rows
+    }
+
+    /// Like ``pipeline(_:)``, but returns each statement's own outcome: its rows, its error, or
+    /// `nil` when it was skipped because an earlier one failed. Throws only when the connection
+    /// fails.
+    public func pipelineOutcomes(_ statements: [PostgresStatement]) throws -> [Result<PostgresRows, DubfarmError>?] {
         let c = try live()
         let names = try statements.map { $0.prepare ? try preparedName($0.sql, paramCount: $0.params.count) : nil }
         guard PQenterPipelineMode(c) == 1 else {
@@ -198,25 +213,25 @@ public final class PostgresConnection {
             guard ok == 1 else { throw lostConnection(c) }
         }
         guard PQpipelineSync(c) == 1 else { throw lostConnection(c) }
-        var results: [PostgresRows] = []
-        var firstError: Error?
+        var outcomes: [Result<PostgresRows, DubfarmError>?] = []
         for s in statements {
             guard let res = PQgetResult(c) else { throw lostConnection(c) }
             if PQresultStatus(res) == PGRES_PIPELINE_ABORTED {
                 PQclear(res)
+                outcomes.append(nil)
             } else {
                 do {
-                    results.append(try consume(res, what: s.sql))
-                } catch {
-                    if firstError == nil { firstError = error }
+                    outcomes.append(.success(try consume(res, what: s.sql)))
+                } catch let e as DubfarmError {
+                    if e.code == .unreachable { throw e }
+                    outcomes.append(.failure(e))
                 }
             }
             while let extra = PQgetResult(c) { PQclear(extra) }  // the NULL that ends this statement
         }
         guard let sync = PQgetResult(c) else { throw lostConnection(c) }
         PQclear(sync)
-        if let firstError { throw firstError }
-        return results
+        return outcomes
     }
 
     /// Runs several `;`-separated statements without parameters (a migration, a setup script).
