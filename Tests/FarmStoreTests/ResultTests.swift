@@ -18,7 +18,7 @@ func makeRunningJob(_ store: FarmStore, segments: Int, stage: String, model: Str
 
 @Suite("Segment results and capabilities")
 struct ResultTests {
-    @Test("the kept result is recorded only under the current lease, with the worker's statistics")
+    @Test("the completing lease's token and the worker's statistics are kept with the result")
     func recordResultIsFenced() async throws {
         let db = try await TestDatabase.create()
         defer { db.drop() }
@@ -28,9 +28,9 @@ struct ResultTests {
         _ = try await store.releaseLeases(worker: "w1", reason: "lost")
         let second = try #require(try await store.claimSegment(worker: "w2", leaseSeconds: 30))
         let stats = SegmentStats(frames: 10, framesWithFace: 9, framesSwapped: 0, stageSeconds: 0.5, totalSeconds: 1)
-        #expect(try await store.recordResult(first.ref, token: first.token, stats: stats) == false)
-        #expect(try await store.recordResult(second.ref, token: second.token, stats: stats) == true)
-        #expect(try await store.completeSegment(second.ref, token: second.token, resultBytes: 1, processSeconds: 1).isSuccess)
+        #expect(!(try await store.completeSegment(first.ref, token: first.token, resultBytes: 1, processSeconds: 1, stats: stats).isSuccess))
+        #expect(try await store.results(job: job.id)[0]?.token == nil)
+        #expect(try await store.completeSegment(second.ref, token: second.token, resultBytes: 1, processSeconds: 1, stats: stats).isSuccess)
         let results = try await store.results(job: job.id)
         #expect(results[0]?.token == second.token)
         #expect(results[0]?.stats == stats)

@@ -22,6 +22,8 @@ actor Dispatcher {
         var lastSent: ContinuousClock.Instant
         var task: TaskRef?
         var taskStarted: ContinuousClock.Instant?
+        /// Frames the current task must return.
+        var taskFrames = 0
         var framesDone = 0
         var segmentsDone = 0
         var totalFrames = 0
@@ -119,6 +121,7 @@ actor Dispatcher {
             try await store.workerSeen(WorkerInfo(name: hello.name, host: hello.host, threads: hello.threads,
                                                   model: hello.model, capabilities: ["stage": hello.stage]))
             try await store.setWorkerState(hello.name, peer.task == nil ? .idle : .busy, segment: peer.task?.segment, stage: hello.stage)
+            persisted[hello.name] = (peer.task == nil ? .idle : .busy, peer.task?.segment)
         } catch {
             log.warning("could not record worker: \(error)")
         }
@@ -149,16 +152,24 @@ actor Dispatcher {
         }
     }
 
-    private func finishTask(_ id: [UInt8], _ ref: TaskRef, frames: Int) async {
-        guard var peer = peers[id], peer.task == ref else { return }
+    /// The worker is free again: hand it `next` (a segment claimed together with its result) or
+    /// look for work.
+    private func finishTask(_ id: [UInt8], _ ref: TaskRef, frames: Int, next: ClaimedSegment? = nil) async {
+        guard var peer = peers[id], peer.task == ref else {
+            if let next { _ = try? await store.releaseLease(next.ref, token: next.token, reason: "worker went away", actor: name) }
+            return
+        }
         peer.task = nil
         peer.taskStarted = nil
         peer.framesDone = 0
         peer.segmentsDone += 1
         peer.totalFrames += frames
         peers[id] = peer
-        try? await store.setWorkerState(peer.hello.name, .idle)
-        if !draining { await dispatch(to: id) }
+        if let next {
+            await send(next, to: id)
+        } else if !draining {
+            await dispatch(to: id)
+        }
     }
 
     private func accept(_ ref: TaskRef, output: PacketBundle, stats: SegmentStats, from id: [UInt8], workerName: String?) async {
@@ -166,19 +177,14 @@ actor Dispatcher {
         log[metadataKey: "job"] = .stringConvertible(ref.segment.job)
         log[metadataKey: "segment"] = .stringConvertible(ref.segment.index)
         log[metadataKey: "worker"] = .string(workerName ?? "unregistered")
-        // Cheap fencing pre-check before writing megabytes; the transaction below decides.
-        guard let rec = try? await store.segment(ref.segment), rec.lease == ref.token, rec.state == .leased else {
-            log.warning("rejected a result with a stale lease token", metadata: ["token": .stringConvertible(ref.token)])
-            await finishTask(id, ref, frames: 0)
-            return
-        }
-        let expected = rec.frames.count
-        guard output.packets.count == expected else {
-            let msg = "worker returned \(output.packets.count) frames for a segment of \(expected)"
+        if let peer = peers[id], peer.task == ref, output.packets.count != peer.taskFrames {
+            let msg = "worker returned \(output.packets.count) frames for a segment of \(peer.taskFrames)"
             log.error("\(msg)")
             await failed(ref, FailureReport(code: DubfarmError.Code.protocolViolation.rawValue, message: msg), from: id, workerName: workerName)
             return
         }
+        // The result file is named by its lease token, so writing it before the fenced completion
+        // can never overwrite a result the database accepted.
         let path = media.segmentResult(ref.segment, token: ref.token)
         let bytes = output.encoded()
         do {
@@ -190,28 +196,32 @@ actor Dispatcher {
             await finishTask(id, ref, frames: 0)
             return
         }
+        let peer = peers[id]
         do {
-            // Name the kept result file first (fenced), then complete (fenced again, in one transaction).
-            guard try await store.recordResult(ref.segment, token: ref.token, stats: stats) else {
-                try? FileManager.default.removeItem(at: path)
-                log.warning("rejected a result with a stale lease token", metadata: ["token": .stringConvertible(ref.token)])
-                await finishTask(id, ref, frames: 0)
-                return
+            let (completion, next): (Result<CompletionOutcome, SegmentStateMachine.Rejection>, ClaimedSegment?)
+            if let peer, peer.task == ref, !draining {
+                // Commit the result and lease this worker its next segment in one round trip.
+                (completion, next) = try await store.completeSegment(
+                    ref.segment, token: ref.token, resultBytes: Int64(bytes.count), processSeconds: stats.totalSeconds, stats: stats,
+                    thenClaimFor: peer.hello.name, leaseSeconds: config.leaseSeconds, stage: peer.hello.stage, model: peer.hello.model)
+            } else {
+                completion = try await store.completeSegment(ref.segment, token: ref.token, resultBytes: Int64(bytes.count),
+                                                             processSeconds: stats.totalSeconds, stats: stats)
+                next = nil
             }
-            switch try await store.completeSegment(ref.segment, token: ref.token, resultBytes: Int64(bytes.count),
-                                                   processSeconds: stats.totalSeconds) {
+            switch completion {
             case .success(let outcome):
-                log.info("segment done", metadata: ["allDone": .stringConvertible(outcome.allDone),
-                                                    "seconds": .string(String(format: "%.2f", stats.totalSeconds))])
+                log.info("segment done", metadata: ["seconds": .string(String(format: "%.2f", stats.totalSeconds))])
                 if outcome.allDone { onJobReady(ref.segment.job) }
             case .failure(let rejection):
                 try? FileManager.default.removeItem(at: path)
-                log.warning("rejected a result: \(rejection)")
+                log.warning("rejected a result with a stale lease token: \(rejection)", metadata: ["token": .stringConvertible(ref.token)])
             }
+            await finishTask(id, ref, frames: stats.frames, next: next)
         } catch {
             log.error("could not record the result: \(error)")
+            await finishTask(id, ref, frames: 0)
         }
-        await finishTask(id, ref, frames: expected)
     }
 
     private func failed(_ ref: TaskRef, _ failure: FailureReport, from id: [UInt8], workerName: String?) async {
@@ -262,12 +272,16 @@ actor Dispatcher {
             logger.error("claiming a segment failed: \(error)")
             return
         }
-        guard let claim = claimed else { return }
+        if let claim = claimed { await send(claim, to: id) }
+    }
+
+    /// Cuts the task for `claim` and sends it to worker `id`.
+    private func send(_ claim: ClaimedSegment, to id: [UInt8]) async {
         let ref = TaskRef(segment: claim.ref, token: claim.token)
         var log = logger
         log[metadataKey: "job"] = .stringConvertible(claim.ref.job)
         log[metadataKey: "segment"] = .stringConvertible(claim.ref.index)
-        log[metadataKey: "worker"] = .string(peer.hello.name)
+        log[metadataKey: "worker"] = .string(claim.worker)
         do {
             let task = try await buildTask(claim, ref)
             guard peers[id]?.task == nil else {
@@ -276,10 +290,10 @@ actor Dispatcher {
             }
             peers[id]!.task = ref
             peers[id]!.taskStarted = .now
+            peers[id]!.taskFrames = claim.frames.count
             peers[id]!.framesDone = 0
             peers[id]!.lastSent = .now
             endpoint.send(to: id, WorkMessage.task(task).encode())
-            try? await store.setWorkerState(peer.hello.name, .busy, segment: claim.ref)
             log.debug("task sent", metadata: ["attempt": .stringConvertible(claim.attempt), "packets": .stringConvertible(task.input.packets.count)])
         } catch {
             // The coordinator cannot cut this segment (its media is damaged or gone): that is the
@@ -329,6 +343,7 @@ actor Dispatcher {
                 endpoint.send(to: id, WorkMessage.heartbeat.encode())
             }
         }
+        await persistWorkerStates()
         if now - lastRenewal > .milliseconds(Int(config.leaseSeconds * 1000 / 3)) {
             lastRenewal = now
             for peer in peers.values where peer.task != nil {
@@ -345,6 +360,24 @@ actor Dispatcher {
             for (job, jm) in jobs where now - jm.lastUsed > .seconds(120) { jobs[job] = nil }
         }
         await dispatchAll()
+    }
+
+    /// Worker states as last written to the database, so `tick()` writes only changes (kept out
+    /// of the per-segment path: the live state is here, the table is for history and dashboards).
+    private var persisted: [String: (WorkerStatus, SegmentRef?)] = [:]
+
+    private func persistWorkerStates() async {
+        for peer in peers.values {
+            let state: WorkerStatus = peer.task == nil ? (draining ? .draining : .idle) : .busy
+            let current = peer.task?.segment
+            if let p = persisted[peer.hello.name], p.0 == state, p.1 == current { continue }
+            do {
+                try await store.setWorkerState(peer.hello.name, state, segment: current)
+                persisted[peer.hello.name] = (state, current)
+            } catch {
+                logger.warning("could not record the state of worker \(peer.hello.name): \(error)")
+            }
+        }
     }
 
     private func releaseLeases(of worker: String, reason: String) async {

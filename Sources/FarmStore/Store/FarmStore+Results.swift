@@ -3,21 +3,6 @@ import Foundation
 import Postgres
 
 extension FarmStore {
-    /// Records which lease's result file is the segment's and what the worker measured, if and
-    /// only if `token` is still the segment's current lease. Call it before
-    /// ``completeSegment(_:token:resultBytes:processSeconds:)``: if the coordinator dies between
-    /// the two, the lease simply expires and the segment is redone, whose result replaces this one.
-    /// - Returns: whether the lease was current (a stale token changes nothing).
-    public func recordResult(_ ref: SegmentRef, token: LeaseToken, stats: SegmentStats) throws -> Bool {
-        let json = String(decoding: try JSONEncoder().encode(stats), as: UTF8.self)
-        let rows = try db().query("""
-            UPDATE segments SET result_token = $3, stats = $4, updated_at = now()
-            WHERE job_id = $1 AND idx = $2 AND state = 'leased' AND lease_token = $3
-            RETURNING idx
-            """, [.int(Int(ref.job.rawValue)), .int(ref.index), .text(token.description), .json(json)], prepare: true)
-        return !rows.isEmpty
-    }
-
     /// The result token and worker statistics of every segment of `job` (nil where none recorded).
     public func results(job: JobID) throws -> [Int: (token: LeaseToken?, stats: SegmentStats?)] {
         let rows = try db().query("SELECT idx, result_token, stats::text AS stats FROM segments WHERE job_id = $1",

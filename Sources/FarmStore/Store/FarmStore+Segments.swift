@@ -93,9 +93,12 @@ extension FarmStore {
     ///
     /// Completions of one job are serialised on the job's row, so exactly one of them sees
     /// `allDone`. Two round trips: `BEGIN` + locks, then the write + `COMMIT` (pipelined).
-    public func completeSegment(_ ref: SegmentRef, token: LeaseToken, resultBytes: Int64, processSeconds: Double)
+    /// `stats`, when given, is recorded with the result, and the completing `token` is kept as
+    /// the segment's result token (the coordinator names the result file by it).
+    public func completeSegment(_ ref: SegmentRef, token: LeaseToken, resultBytes: Int64, processSeconds: Double,
+                                stats: SegmentStats? = nil)
         throws -> Result<CompletionOutcome, SegmentStateMachine.Rejection> {
-        try complete(ref, token: token, resultBytes: resultBytes, processSeconds: processSeconds, next: nil).0
+        try complete(ref, token: token, resultBytes: resultBytes, processSeconds: processSeconds, stats: stats, next: nil).0
     }
 
     /// Accepts the result of lease `token` (as ``completeSegment(_:token:resultBytes:processSeconds:)``)
@@ -103,14 +106,24 @@ extension FarmStore {
     /// in the same round trip as the completion's commit: what a coordinator does when a worker
     /// returns a result. The claim happens even when the result is rejected.
     public func completeSegment(_ ref: SegmentRef, token: LeaseToken, resultBytes: Int64, processSeconds: Double,
-                                thenClaimFor worker: String, nextToken: LeaseToken = .random(), leaseSeconds: Double)
+                                stats: SegmentStats? = nil, thenClaimFor worker: String, nextToken: LeaseToken = .random(),
+                                leaseSeconds: Double, stage: String? = nil, model: String? = nil)
         throws -> (completion: Result<CompletionOutcome, SegmentStateMachine.Rejection>, next: ClaimedSegment?) {
-        try complete(ref, token: token, resultBytes: resultBytes, processSeconds: processSeconds,
-                     next: (worker, nextToken, leaseSeconds))
+        try complete(ref, token: token, resultBytes: resultBytes, processSeconds: processSeconds, stats: stats,
+                     next: NextClaim(worker: worker, token: nextToken, leaseSeconds: leaseSeconds, stage: stage, model: model))
+    }
+
+    /// The claim chained to a completion.
+    struct NextClaim {
+        var worker: String
+        var token: LeaseToken
+        var leaseSeconds: Double
+        var stage: String?
+        var model: String?
     }
 
     private func complete(_ ref: SegmentRef, token: LeaseToken, resultBytes: Int64, processSeconds: Double,
-                          next: (worker: String, token: LeaseToken, leaseSeconds: Double)?)
+                          stats: SegmentStats?, next: NextClaim?)
         throws -> (Result<CompletionOutcome, SegmentStateMachine.Rejection>, ClaimedSegment?) {
         let c = try db()
         let key: [PostgresValue?] = [.int(Int(ref.job.rawValue)), .int(ref.index)]
@@ -130,14 +143,16 @@ extension FarmStore {
                 try m.complete(token: token)
             } catch {
                 try c.query("ROLLBACK")
-                let claimed = try next.flatMap { try claimSegment(worker: $0.worker, token: $0.token, leaseSeconds: $0.leaseSeconds) }
+                let claimed = try next.flatMap { try claimSegment(worker: $0.worker, token: $0.token, leaseSeconds: $0.leaseSeconds,
+                                                                  stage: $0.stage, model: $0.model) }
                 return (.failure(error), claimed)
             }
             var statements = [
                 PostgresStatement("""
                     WITH u AS (
                         UPDATE segments SET state = 'done', lease_token = NULL, lease_expires_at = NULL, result_bytes = $3,
-                            process_seconds = $4, frames_done = frames_total, finished_at = now(), updated_at = now()
+                            process_seconds = $4, frames_done = frames_total, finished_at = now(), updated_at = now(),
+                            result_token = $6, stats = coalesce($7, stats)
                         WHERE job_id = $1 AND idx = $2 RETURNING frames_total
                     ), w AS (
                         UPDATE workers SET segments_done = segments_done + 1,
@@ -148,12 +163,14 @@ extension FarmStore {
                         VALUES ('segment', $1, $2, $5, 'leased', 'done', 'completed', $5)
                     )
                     SELECT NOT EXISTS (SELECT 1 FROM segments WHERE job_id = $1 AND state <> 'done' AND idx <> $2) AS all_done
-                    """, key + [.int(Int(resultBytes)), .double(processSeconds), .text(rec.leasedBy ?? "")]),
+                    """, key + [.int(Int(resultBytes)), .double(processSeconds), .text(rec.leasedBy ?? ""),
+                                .text(token.description), try stats.map { .json(String(decoding: try JSONEncoder().encode($0), as: UTF8.self)) }]),
                 PostgresStatement("COMMIT"),
             ]
             if let next {
                 statements.append(PostgresStatement(Self.claimSQL, claimParams(worker: next.worker, token: next.token,
-                                                                               leaseSeconds: next.leaseSeconds)))
+                                                                               leaseSeconds: next.leaseSeconds,
+                                                                               stage: next.stage, model: next.model)))
             }
             let out = try c.pipelineOutcomes(statements)
             let rows = try out[0]!.get()
