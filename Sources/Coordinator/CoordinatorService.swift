@@ -46,7 +46,7 @@ public final class CoordinatorService: Service, Sendable {
         let name = "coordinator@\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)"
         let media = try MediaStore(root: config.mediaStore)
         // One connection (and thread) each for dispatch, control queries and planning/stitching.
-        let dispatchStore = FarmStore(url: config.databaseURL, actor: name, logger: logger)
+        let dispatchStore = FarmStore(url: config.databaseURL, actor: name, asyncSegmentCommits: config.asyncSegmentCommits, logger: logger)
         let controlStore = FarmStore(url: config.databaseURL, actor: name, logger: logger)
         let jobStore = FarmStore(url: config.databaseURL, actor: name, logger: logger)
         for s in [dispatchStore, controlStore, jobStore] { try await s.connect(retryFor: 30) }

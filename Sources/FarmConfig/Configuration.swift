@@ -13,6 +13,10 @@ public struct FarmConfiguration: Sendable, Hashable {
     public var databaseURL = "postgresql://localhost/dubfarm"
     /// A file whose first line is the database URL (overrides `database.url`).
     public var databaseURLFile: String? = nil
+    /// Commit segment claims and completions without waiting for the WAL flush (job changes stay
+    /// durable). A crash of the PostgreSQL server may then forget the last fraction of a second of
+    /// them: fencing rejects a forgotten lease's result and the segment is simply redone.
+    public var asyncSegmentCommits = true
     /// The coordinator's media store: uploads, segment results, outputs.
     public var mediaStore = "./dubfarm-store"
     /// Nominal segment length in seconds.
@@ -130,6 +134,14 @@ extension ConfigKey {
         key("coordinator.default_stage", "stage for jobs that name none: passthrough or dub", \.defaultStage),
         key("database.url", "PostgreSQL URL; put credentials in DUBFARM_DATABASE_URL or url_file, not here", secret: true, \.databaseURL),
         key("database.url_file", "file whose first line is the database URL (overrides url)", \.databaseURLFile),
+        ConfigKey(path: "database.async_segment_commits", help: "commit segment claims and completions without waiting for the WAL flush",
+                  secret: false, read: { $0.asyncSegmentCommits ? "true" : "false" }, write: { c, v in
+                      switch v.lowercased() {
+                      case "true", "yes", "on", "1": c.asyncSegmentCommits = true
+                      case "false", "no", "off", "0": c.asyncSegmentCommits = false
+                      default: throw invalid("database.async_segment_commits", v, "true or false")
+                      }
+                  }),
         key("media.store", "directory for uploads, segments and outputs (the coordinator's disk)", \.mediaStore),
         key("media.max_upload_bytes", "largest file a client may upload", \.maxUploadBytes, 1...(1 << 50)),
         key("segments.seconds", "nominal segment length in seconds", \.segmentSeconds, 0.01...3600),
