@@ -77,8 +77,11 @@ public final class SourceVideo: @unchecked Sendable {
         packets.reserveCapacity(entries.count)
         let span = Int(hi - lo)
         if span <= 2 * total + (1 << 20) {
-            var buf = [UInt8](repeating: 0, count: span)
-            try buf.withUnsafeMutableBytes { try preadFully($0.baseAddress!, span, lo) }
+            // Uninitialised: pread fills all of it (a zero-fill first would be a wasted pass over megabytes).
+            let buf = try [UInt8](unsafeUninitializedCapacity: span) { b, count in
+                try preadFully(UnsafeMutableRawPointer(b.baseAddress!), span, lo)
+                count = span
+            }
             for e in entries {
                 let off = Int(e.position - lo)
                 packets.append(EncodedPacket(pts: e.pts, dts: e.dts, duration: e.duration, isKey: e.isKey,

@@ -150,8 +150,11 @@ struct MediaBench: ParsableCommand {
         var paths: [String] = []
         var codec = indexed.codec
         codec.timeBase = rate.inverted
+        var cutSeconds = 0.0, encodeSeconds = 0.0, writeSeconds = 0.0
         for span in spans {
+            let c0 = Date()
             let (bundle, window) = try SegmentCutter.cut(source, frames: span.frames, context: 0)
+            cutSeconds += Date().timeIntervalSince(c0)
             guard window.packets.count == span.frames.count else {
                 throw DubfarmError(.badInput, "\(input): segment \(span.index) does not start on a keyframe; make the input with -g \(span.frames.count) -bf 0")
             }
@@ -160,7 +163,12 @@ struct MediaBench: ParsableCommand {
                 EncodedPacket(pts: Int64(span.frames.lowerBound + i), dts: Int64(span.frames.lowerBound + i), duration: 1, isKey: p.isKey, data: p.data)
             }
             let path = dir.appendingPathComponent(String(format: "%06d.dfpb", span.index)).path
-            try MediaFile.writeAtomically(PacketBundle(codec: codec, packets: packets).encoded(), to: path)
+            let e0 = Date()
+            let bytes = PacketBundle(codec: codec, packets: packets).encoded()
+            let w0 = Date()
+            encodeSeconds += w0.timeIntervalSince(e0)
+            try MediaFile.writeAtomically(bytes, to: path)
+            writeSeconds += Date().timeIntervalSince(w0)
             paths.append(path)
         }
         let t2 = Date()
@@ -170,6 +178,7 @@ struct MediaBench: ParsableCommand {
         print(String(format: "media: %d frames, %d segments: index %.2f s, cut+store %.2f s, stitch %.2f s, total %.2f s (%@)",
                      report.framesWritten, spans.count, t1.timeIntervalSince(t0), t2.timeIntervalSince(t1), t3.timeIntervalSince(t2),
                      t3.timeIntervalSince(t0), audio == nil ? "video only" : "with AAC dub"))
+        print(String(format: "media: cut %.2f s, encode results %.2f s, write results %.2f s", cutSeconds, encodeSeconds, writeSeconds))
         print(String(format: "media-total-seconds %.3f", t3.timeIntervalSince(t0)))
     }
 }
