@@ -1,1 +1,33 @@
-// BLAS module: see Package.swift
+import COpenBLAS
+
+/// The one door to OpenBLAS: single-precision matrix products and the library's thread count.
+///
+/// Matrices are row-major. Only typed Swift pointers cross this API; nothing from the C headers
+/// leaks to callers.
+public enum BLAS {
+    /// Sets how many threads OpenBLAS uses for every later call (process-wide).
+    public static func setThreads(_ n: Int) {
+        openblas_set_num_threads(Int32(max(1, n)))
+    }
+
+    /// The thread count OpenBLAS currently uses.
+    public static var threads: Int { Int(openblas_get_num_threads()) }
+
+    /// `C = alpha * op(A) * op(B) + beta * C` with `op(A)` of shape `m × k` and `op(B)` `k × n`,
+    /// all row-major with the given leading dimensions.
+    public static func sgemm(
+        transA: Bool = false, transB: Bool = false,
+        m: Int, n: Int, k: Int,
+        alpha: Float = 1,
+        a: UnsafePointer<Float>, lda: Int,
+        b: UnsafePointer<Float>, ldb: Int,
+        beta: Float = 0,
+        c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        cblas_sgemm(CblasRowMajor,
+                    transA ? CblasTrans : CblasNoTrans,
+                    transB ? CblasTrans : CblasNoTrans,
+                    Int32(m), Int32(n), Int32(k), alpha,
+                    a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+}

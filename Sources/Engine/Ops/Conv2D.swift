@@ -1,0 +1,126 @@
+import BLAS
+
+/// A 2-D convolution over a `[C, H, W]` feature map (batch 1), PyTorch `Conv2d` semantics:
+/// weight `[out, in, kh, kw]`, optional bias `[out]`, symmetric zero padding, square stride.
+///
+/// Algorithms, chosen once at construction:
+/// - 1×1, stride 1, no padding: one sgemm `W[out, in] · X[in, H·W]` straight on the input.
+/// - 3×3, stride 1, output of at least ``Winograd/minTiles`` 4×4 tiles: Winograd F(4×4, 3×3)
+///   (36 sgemms on transformed tiles, filters transformed once at construction).
+/// - anything else: im2col into the workspace, then one sgemm.
+public struct Conv2D: @unchecked Sendable {
+    /// How the convolution is computed.
+    public enum Algorithm: Sendable { case auto, im2col, winograd }
+
+    public let outChannels: Int
+    public let inChannels: Int
+    public let kernelH: Int
+    public let kernelW: Int
+    public let stride: Int
+    public let padding: Int
+    /// `[out, in, kh, kw]`.
+    public let weight: Tensor
+    /// `[out]` or nil.
+    public let bias: Tensor?
+    let winogradWeight: Tensor?
+    let forceWinograd: Bool
+
+    /// A convolution with PyTorch's weight layout.
+    public init(weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0, algorithm: Algorithm = .auto) {
+        precondition(weight.shape.count == 4, "conv weight must be [out, in, kh, kw], got \(weight.shape)")
+        self.weight = weight
+        self.bias = bias
+        self.outChannels = weight.shape[0]
+        self.inChannels = weight.shape[1]
+        self.kernelH = weight.shape[2]
+        self.kernelW = weight.shape[3]
+        self.stride = stride
+        self.padding = padding
+        let eligible = kernelH == 3 && kernelW == 3 && stride == 1
+        let use: Bool
+        switch algorithm {
+        case .auto: use = eligible
+        case .winograd: precondition(eligible, "winograd needs 3x3 stride 1"); use = true
+        case .im2col: use = false
+        }
+        winogradWeight = use ? Winograd.transformWeights(weight) : nil
+        forceWinograd = algorithm == .winograd
+    }
+
+    /// Output spatial size for an input of `h × w`.
+    public func outputSize(h: Int, w: Int) -> (h: Int, w: Int) {
+        ((h + 2 * padding - kernelH) / stride + 1, (w + 2 * padding - kernelW) / stride + 1)
+    }
+
+    /// FLOPs of a direct convolution at this input size (2 per multiply-add).
+    public func flops(h: Int, w: Int) -> Double {
+        let o = outputSize(h: h, w: w)
+        return 2 * Double(outChannels * inChannels * kernelH * kernelW) * Double(o.h * o.w)
+    }
+
+    /// Convolves `x` (`[in, H, W]`) into a new workspace tensor `[out, Ho, Wo]`.
+    public func callAsFunction(_ x: Tensor, _ ctx: ComputeContext) -> Tensor {
+        precondition(x.shape.count == 3 && x.shape[0] == inChannels, "conv: input \(x.shape), expected [\(inChannels), H, W]")
+        let h = x.shape[1], w = x.shape[2]
+        let o = outputSize(h: h, w: w)
+        let out = ctx.workspace.tensor([outChannels, o.h, o.w])
+        ctx.flops += flops(h: h, w: w)
+        // Winograd on tiny maps reads 4× the filter bytes for a handful of tiles and runs 36 thin
+        // sgemms; one im2col sgemm is faster there.
+        if let ww = winogradWeight, ((o.h + 3) / 4) * ((o.w + 3) / 4) >= Winograd.minTiles || forceWinograd {
+            Winograd.convolve(x, weightT: ww, bias: bias, padding: padding, out: out, ctx)
+            return out
+        }
+        let n = o.h * o.w
+        let beta: Float
+        if let b = bias {
+            for c in 0..<outChannels { (out.data + c * n).initialize(repeating: b.data[c], count: n) }
+            beta = 1
+        } else {
+            beta = 0
+        }
+        let kdim = inChannels * kernelH * kernelW
+        if kernelH == 1 && kernelW == 1 && stride == 1 && padding == 0 {
+            ctx.gemm(m: outChannels, n: n, k: kdim, a: weight.data, lda: kdim,
+                       b: x.data, ldb: n, beta: beta, c: out.data, ldc: n)
+            return out
+        }
+        let cols = ctx.workspace.allocate(kdim * n)
+        im2col(x.data, c: inChannels, h: h, w: w, oh: o.h, ow: o.w, cols: cols, ctx)
+        ctx.gemm(m: outChannels, n: n, k: kdim, a: weight.data, lda: kdim,
+                   b: cols, ldb: n, beta: beta, c: out.data, ldc: n)
+        return out
+    }
+
+    private func im2col(_ x: UnsafeMutablePointer<Float>, c: Int, h: Int, w: Int, oh: Int, ow: Int,
+                        cols: UnsafeMutablePointer<Float>, _ ctx: ComputeContext) {
+        let kh = kernelH, kw = kernelW, s = stride, p = padding
+        ctx.parallelFor(c * kh * kw, minChunk: 8) { row in
+            let ci = row / (kh * kw), r = row % (kh * kw), ky = r / kw, kx = r % kw
+            let plane = x + ci * h * w
+            let dst = cols + row * oh * ow
+            for oy in 0..<oh {
+                let iy = oy * s - p + ky
+                let d = dst + oy * ow
+                if iy < 0 || iy >= h {
+                    d.initialize(repeating: 0, count: ow)
+                    continue
+                }
+                let src = plane + iy * w
+                if s == 1 {
+                    // contiguous run with zero borders
+                    var ox = 0
+                    while ox < ow && ox - p + kx < 0 { d[ox] = 0; ox += 1 }
+                    var end = ow
+                    while end > ox && end - 1 - p + kx >= w { end -= 1; d[end] = 0 }
+                    if end > ox { (d + ox).update(from: src + (ox - p + kx), count: end - ox) }
+                } else {
+                    for ox in 0..<ow {
+                        let ix = ox * s - p + kx
+                        d[ox] = (ix >= 0 && ix < w) ? src[ix] : 0
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,46 @@
+import Engine
+
+/// Work and time of one module within one frame.
+public struct ModuleCost: Sendable, Codable {
+    /// `encode` (both halves), `quantize` (both halves), `swap`, `audio`, `lipsync`, `decode`.
+    public var module: String
+    /// Floating-point operations (2 per multiply-add).
+    public var flops: Double
+    /// Wall-clock seconds.
+    public var seconds: Double
+}
+
+extension SwapTalkModel {
+    /// The module names in frame order.
+    public static let moduleNames = ["encode", "quantize", "swap", "audio", "lipsync", "decode"]
+
+    /// ``runFrame(target:source:mel:_:)`` with the FLOPs and wall time of each module.
+    public func profileFrame(target: Tensor, source: SwapSource, mel: Tensor, _ ctx: ComputeContext) throws
+        -> (image: Tensor, costs: [ModuleCost]) {
+        var costs: [ModuleCost] = []
+        func measure<T>(_ name: String, _ body: () throws -> T) rethrows -> T {
+            let f0 = ctx.flops, t0 = Benchmark.now()
+            let r = try body()
+            costs.append(ModuleCost(module: name, flops: ctx.flops - f0, seconds: Benchmark.now() - t0))
+            return r
+        }
+        let s = config.imageSize, h = config.halfGrid.h
+        let (zu, zl) = try measure("encode") {
+            (try encode(Shape.sliceHeight(target, from: 0, count: s / 2, ctx), ctx),
+             try encode(Shape.sliceHeight(target, from: s / 2, count: s / 2, ctx), ctx))
+        }
+        let grid = try measure("quantize") {
+            Shape.concatHeight([try quantize(zu, half: .upper, ctx).quantized, try quantize(zl, half: .lower, ctx).quantized], ctx)
+        }
+        let swapped = try measure("swap") { try swap(target: grid, source: source, ctx) }
+        let tokens = try measure("audio") { try audio(mel: mel, ctx) }
+        let synced = try measure("lipsync") { () throws -> Tensor in
+            let lower = Shape.sliceHeight(swapped, from: h, count: h, ctx)
+            return try lipsync(target: lower, reference: lower, audio: tokens, ctx)
+        }
+        let image = try measure("decode") {
+            try decode(Shape.concatHeight([Shape.sliceHeight(swapped, from: 0, count: h, ctx), synced], ctx), ctx)
+        }
+        return (image, costs)
+    }
+}

@@ -1,0 +1,37 @@
+/// A failure of the model layer: a bad manifest, weights that do not fit it, a bad input.
+public struct ModelError: Error, Sendable, CustomStringConvertible {
+    /// What kind of failure this is.
+    public enum Code: String, Sendable {
+        /// The manifest is missing, unreadable or inconsistent.
+        case badManifest
+        /// The weights do not match the manifest (missing, extra or mis-shaped tensors).
+        case weightMismatch
+        /// The safetensors file is malformed or shorter than its header says.
+        case badWeightFile
+        /// A tensor uses a dtype other than F32, F16 or BF16.
+        case unsupportedDType
+        /// An input tensor is missing or has the wrong shape.
+        case badInput
+        /// Reading or writing a file failed.
+        case io
+        /// An unknown configuration name.
+        case unknownConfig
+    }
+
+    public let code: Code
+    /// A complete sentence naming what failed and why.
+    public let message: String
+    /// For ``Code/weightMismatch``: tensor names the manifest needs but the file lacks.
+    public var missing: [String] = []
+    /// For ``Code/weightMismatch``: tensor names in the file the manifest does not know.
+    public var extra: [String] = []
+    /// For ``Code/weightMismatch``: tensor names whose shape differs from the manifest.
+    public var misshaped: [String] = []
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "\(code.rawValue): \(message)" }
+}

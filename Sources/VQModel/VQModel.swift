@@ -1,1 +1,0 @@
-// VQModel module: see Package.swift

@@ -1,0 +1,193 @@
+import ArgumentParser
+import Engine
+import Foundation
+import VQModel
+
+/// `dubfarm model …`: create, inspect, run and benchmark the SwapTalk-style model.
+struct ModelCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "model",
+        abstract: "Create, inspect, run and benchmark the face-swap / lip-sync model.",
+        subcommands: [Init.self, Info.self, Run.self, Bench.self]
+    )
+
+    struct Init: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write seeded, UNTRAINED weights and the manifest for a named configuration.")
+        @Option(help: "Configuration: tiny, small or paper.") var config: String = "small"
+        @Option(help: "Seed of the deterministic generator.") var seed: UInt64 = 0
+        @Option(help: "Output directory (manifest.json, model.safetensors).") var out: String
+
+        func run() throws {
+            let c = try ModelConfig.named(config)
+            let dir = URL(fileURLWithPath: out)
+            try SwapTalkModel.writeInitialWeights(c, seed: seed, to: dir)
+            let n = SwapTalkModel.parameterCounts(c).values.reduce(0, +)
+            print("wrote \(dir.path): configuration '\(c.name)', \(n) parameters, seed \(seed)")
+            print("note: these weights are UNTRAINED (random); they exercise the pipeline but produce no meaningful faces.")
+        }
+    }
+
+    struct Info: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print parameters and GFLOPs per frame for each module.")
+        @Argument(help: "Weights directory (manifest.json, model.safetensors).") var directory: String?
+        @Option(help: "Describe a named configuration instead of a weights directory.") var config: String?
+
+        func run() throws {
+            let model: SwapTalkModel
+            if let d = directory {
+                model = try SwapTalkModel.load(directory: URL(fileURLWithPath: d))
+            } else {
+                let c = try ModelConfig.named(config ?? "small")
+                model = try SwapTalkModel(config: c, tensors: Dictionary(uniqueKeysWithValues: SwapTalkModel.initialWeights(c, seed: 0)))
+            }
+            let c = model.config
+            let ctx = ComputeContext(threads: 1)
+            let inputs = FrameInputs(c, seed: 1)
+            let src = try model.prepareSource(image: inputs.source, ctx)
+            let (_, costs) = try model.profileFrame(target: inputs.target, source: src, mel: inputs.mel, ctx)
+            let params = SwapTalkModel.parameterCounts(c)
+            print("configuration \(c.name): \(c.imageSize)×\(c.imageSize) crop, \(c.downsampling)× downsampling, "
+                + "\(c.gridSize)×\(c.gridSize) tokens, 2 codebooks × \(c.codebookSize) × \(c.embedDim)")
+            print("module      parameters   GFLOP/frame")
+            for cost in costs {
+                print(cost.module.padding(toLength: 10, withPad: " ", startingAt: 0)
+                    + String(params[cost.module] ?? 0).leftPad(12) + String(format: "%14.3f", cost.flops / 1e9))
+            }
+            print("total".padding(toLength: 10, withPad: " ", startingAt: 0)
+                + String(params.values.reduce(0, +)).leftPad(12) + String(format: "%14.3f", costs.reduce(0) { $0 + $1.flops } / 1e9))
+        }
+    }
+
+    struct Run: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run the modules on the tensors of a safetensors file.",
+            discussion: """
+            Inputs present decide what runs: encode.input [3,S/2,S]; quantize_upper.input / quantize_lower.input \
+            [E,S/2f,S/f]; swap.target + swap.source [E,G,G]; audio.input [16,80]; lipsync.target + \
+            lipsync.reference [E,G/2,G] + lipsync.audio [16,A]; decode.input [E,G,G]; frame.target + \
+            frame.source [3,S,S] + frame.mel [16,80]. Outputs are NAME.output (and NAME.indices for quantize).
+            """)
+        @Option(help: "Weights directory.") var weights: String
+        @Option(help: "Input safetensors file.") var inputs: String
+        @Option(help: "Output safetensors file.") var out: String
+        @Option(help: "Threads.") var threads: Int = 1
+
+        func run() throws {
+            let model = try SwapTalkModel.load(directory: URL(fileURLWithPath: weights))
+            let t = try SafeTensors.read(URL(fileURLWithPath: inputs))
+            let ctx = ComputeContext(threads: threads)
+            var out: [(String, Tensor)] = []
+            func input(_ k: String) throws -> Tensor {
+                guard let v = t[k] else { throw ModelError(.badInput, "\(inputs) has no tensor '\(k)'") }
+                return v
+            }
+            if let x = t["encode.input"] { out.append(("encode.output", try model.encode(x, ctx).copy())) }
+            for half in SwapTalkModel.Half.allCases {
+                if let z = t["quantize_\(half.rawValue).input"] {
+                    let (idx, q) = try model.quantize(z, half: half, ctx)
+                    out.append(("quantize_\(half.rawValue).output", q.copy()))
+                    out.append(("quantize_\(half.rawValue).indices", Tensor(shape: [idx.count], values: idx.map(Float.init))))
+                }
+            }
+            if t["swap.target"] != nil {
+                let src = try model.prepareSource(tokens: try input("swap.source"), ctx)
+                out.append(("swap.output", try model.swap(target: try input("swap.target"), source: src, ctx).copy()))
+            }
+            if let m = t["audio.input"] { out.append(("audio.output", try model.audio(mel: m, ctx).copy())) }
+            if t["lipsync.target"] != nil {
+                out.append(("lipsync.output", try model.lipsync(target: try input("lipsync.target"), reference: try input("lipsync.reference"),
+                                                                 audio: try input("lipsync.audio"), ctx).copy()))
+            }
+            if let z = t["decode.input"] { out.append(("decode.output", try model.decode(z, ctx).copy())) }
+            if t["frame.target"] != nil {
+                let src = try model.prepareSource(image: try input("frame.source"), ctx)
+                let tok = try model.tokenizeWithIndices(try input("frame.target"), ctx)
+                out.append(("frame.output", try model.runFrame(tokens: tok.grid, source: src, mel: try input("frame.mel"), ctx).copy()))
+                out.append(("frame.indices_upper", Tensor(shape: [tok.upper.count], values: tok.upper.map(Float.init))))
+                out.append(("frame.indices_lower", Tensor(shape: [tok.lower.count], values: tok.lower.map(Float.init))))
+            }
+            if out.isEmpty { throw ModelError(.badInput, "\(inputs) holds none of the known input tensors (see --help)") }
+            try SafeTensors.write(out, to: URL(fileURLWithPath: self.out))
+            print("wrote \(out.count) tensors to \(self.out)")
+        }
+    }
+
+    struct Bench: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Frames per second, per-module time, GFLOP/s and share of the measured sgemm peak.")
+        @Option(help: "Configuration: tiny, small or paper.") var config: String = "small"
+        @Option(help: "Threads (sgemm and engine loops).") var threads: Int = 1
+        @Option(help: "Timed frames (after two warm-up frames); default depends on the configuration.") var frames: Int?
+        @Flag(help: "Print one JSON object.") var json = false
+
+        func run() throws {
+            let c = try ModelConfig.named(config)
+            let model = try SwapTalkModel(config: c, tensors: Dictionary(uniqueKeysWithValues: SwapTalkModel.initialWeights(c, seed: 0)))
+            let ctx = ComputeContext(threads: threads)
+            let peak = Benchmark.sgemmPeak(ctx)
+            let inputs = FrameInputs(c, seed: 2)
+            let src = try model.prepareSource(image: inputs.source, ctx)
+            let n = frames ?? (c.name == "paper" ? 3 : c.name == "small" ? 20 : 50)
+            // two warm-up frames: the first sizes the workspace, the second touches its pages
+            for _ in 0..<2 {
+                _ = try model.profileFrame(target: inputs.target, source: src, mel: inputs.mel, ctx)
+                ctx.workspace.reset()
+            }
+            var seconds: [String: Double] = [:], flops: [String: Double] = [:]
+            var frameTimes: [Double] = []
+            for _ in 0..<n {
+                let (_, costs) = try model.profileFrame(target: inputs.target, source: src, mel: inputs.mel, ctx)
+                ctx.workspace.reset()
+                for k in costs { seconds[k.module, default: 0] += k.seconds; flops[k.module] = k.flops }
+                frameTimes.append(costs.reduce(0) { $0 + $1.seconds })
+            }
+            let perFrame = frameTimes.reduce(0, +) / Double(n)
+            let totalFlops = flops.values.reduce(0, +)
+            let gflops = totalFlops / perFrame / 1e9
+            let decGflops = flops["decode"]! / (seconds["decode"]! / Double(n)) / 1e9
+            let rss = Benchmark.peakRSSBytes()
+            if json {
+                var modules: [String: Any] = [:]
+                for m in SwapTalkModel.moduleNames {
+                    modules[m] = ["ms": seconds[m]! / Double(n) * 1000, "gflop": flops[m]! / 1e9,
+                                  "gflops": flops[m]! / (seconds[m]! / Double(n)) / 1e9]
+                }
+                let obj: [String: Any] = [
+                    "engine": "dubfarm", "config": c.name, "threads": threads, "frames": n,
+                    "fps": 1 / perFrame, "ms_per_frame": perFrame * 1000, "gflop_per_frame": totalFlops / 1e9,
+                    "gflops": gflops, "sgemm_peak_gflops": peak, "peak_share": gflops / peak,
+                    "decoder_peak_share": decGflops / peak, "peak_rss_mb": Double(rss) / 1048576,
+                    "workspace_mb": Double(ctx.workspace.reservedBytes) / 1048576, "modules": modules,
+                ]
+                let d = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
+                print(String(decoding: d, as: UTF8.self))
+            } else {
+                print("dubfarm model bench: config \(c.name), \(threads) thread(s), \(n) frames (untrained weights)")
+                print(String(format: "  %.2f frames/s, %.2f ms/frame, %.3f GFLOP/frame, %.1f GFLOP/s", 1 / perFrame, perFrame * 1000, totalFlops / 1e9, gflops))
+                print(String(format: "  sgemm peak (same run) %.1f GFLOP/s; model at %.0f%% of peak, decoder at %.0f%%", peak, 100 * gflops / peak, 100 * decGflops / peak))
+                for m in SwapTalkModel.moduleNames {
+                    let ms = seconds[m]! / Double(n) * 1000
+                    print(String(format: "  %-9@ %9.2f ms %9.3f GFLOP %8.1f GFLOP/s", m as NSString, ms, flops[m]! / 1e9, flops[m]! / (ms / 1000) / 1e9))
+                }
+                print(String(format: "  peak RSS %.1f MB (workspace %.1f MB)", Double(rss) / 1048576, Double(ctx.workspace.reservedBytes) / 1048576))
+            }
+        }
+    }
+}
+
+/// Deterministic random frame inputs for `info` and `bench`.
+struct FrameInputs {
+    let target: Tensor, source: Tensor, mel: Tensor
+    init(_ c: ModelConfig, seed: UInt64) {
+        var rng = SeededRandom(seed: seed)
+        let n = 3 * c.imageSize * c.imageSize
+        target = Tensor(shape: [3, c.imageSize, c.imageSize], values: rng.uniforms(n))
+        source = Tensor(shape: [3, c.imageSize, c.imageSize], values: rng.uniforms(n))
+        mel = Tensor(shape: [c.melFrames, c.melBins], values: rng.uniforms(c.melFrames * c.melBins, -4, 2))
+    }
+}
+
+extension String {
+    func leftPad(_ n: Int) -> String { count >= n ? self : String(repeating: " ", count: n - count) + self }
+}

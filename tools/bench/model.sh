@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Model benchmark: dubfarm vs PyTorch for `small` and `paper` at 1 and 2 threads.
+# Prints both engines' figures and the ratio dubfarm / PyTorch (frames per second; > 1 = dubfarm faster).
+#   tools/bench/model.sh [CONFIGS...]     (default: small paper; THREADS="1 2"; REPEAT=3)
+# Each pair is measured REPEAT times, alternating engines; the best run of each is kept (the
+# machine is shared, so the best of several is the least disturbed figure).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DUBFARM=${DUBFARM:-.build/release/dubfarm}
+PYTHON=${PYTHON:-python3}
+THREADS=${THREADS:-"1 2"}
+REPEAT=${REPEAT:-3}
+CONFIGS=("$@")
+[ ${#CONFIGS[@]} -eq 0 ] && CONFIGS=(small paper)
+[ -x "$DUBFARM" ] || swift build -c release --product dubfarm
+if ! "$PYTHON" -c "import torch" 2>/dev/null; then
+  echo "model.sh: PyTorch is not installed (pip install torch==2.13.0+cpu); showing dubfarm only" >&2
+  NO_TORCH=1
+fi
+best() { "$PYTHON" -c 'import json,sys; rs=[json.loads(l) for l in sys.stdin if l.startswith("{")]; print(json.dumps(max(rs,key=lambda r:r["fps"])))'; }
+printf "%-6s %3s | %9s %8s %6s %6s %7s | %9s %8s %6s %6s %7s | %6s\n" config thr "df fps" "GFLOP/s" "%peak" "%dec" "RSS MB" "pt fps" "GFLOP/s" "%peak" "%dec" "RSS MB" ratio
+for cfg in "${CONFIGS[@]}"; do
+  for t in $THREADS; do
+    d=""; p=""
+    for _ in $(seq "$REPEAT"); do
+      d+="$("$DUBFARM" model bench --config "$cfg" --threads "$t" --json)"$'\n'
+      [ -z "${NO_TORCH:-}" ] && p+="$("$PYTHON" tools/reference/bench.py --config "$cfg" --threads "$t" --json --dubfarm "$DUBFARM")"$'\n'
+    done
+    D=$(printf "%s" "$d" | best)
+    P=${NO_TORCH:+'{}'}; [ -z "${NO_TORCH:-}" ] && P=$(printf "%s" "$p" | best)
+    "$PYTHON" - "$cfg" "$t" "$D" "$P" <<'PY'
+import json, sys
+cfg, t, d, p = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
+def cols(r):
+    if not r: return "%9s %8s %6s %6s %7s" % ("-", "-", "-", "-", "-")
+    return "%9.2f %8.1f %5.0f%% %5.0f%% %7.0f" % (r["fps"], r["gflops"], 100 * r["peak_share"], 100 * r["decoder_peak_share"], r["peak_rss_mb"])
+ratio = "%6.2f" % (d["fps"] / p["fps"]) if p else "     -"
+print("%-6s %3s | %s | %s | %s" % (cfg, t, cols(d), cols(p), ratio))
+PY
+  done
+done
