@@ -43,6 +43,11 @@ struct DubFarmTests {
         let swapped = d.segments.compactMap(\.stats).map(\.framesSwapped).reduce(0, +)
         #expect(withFace >= 598, "a face on ≥ 95% of 629 frames (got \(withFace))")
         #expect(swapped == withFace)
+        for s in d.segments {
+            let steps = Set(s.stats?.steps?.map(\.step) ?? [])
+            #expect(steps.isSuperset(of: ["detect", "landmarks", "warp", "audio", "encode", "swap", "lipsync", "decode", "blend"]),
+                    "segment \(s.index) reports its step timings: \(steps.sorted())")
+        }
         let info = try MediaProbe.probe(path: farm.output(job))
         #expect(info.video?.frameCount == 629)
         if let probe = ffprobeCounts(farm.output(job)) { #expect(probe.frames == 629) }
