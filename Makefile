@@ -35,9 +35,11 @@ test: deps
 demo: build
 	@mkdir -p $(OUT)
 	$(BIN) local up --dir $(FARM_DIR) --workers 2
-	DUBFARM_LOCAL_DIR=$(FARM_DIR) $(BIN) submit demo/speaker.mp4 --audio demo/dub.wav --wait --out $(OUT)/demo-dubbed.mp4
+	@echo "Note: the bundled model weights are UNTRAINED (seeded 'small' configuration): the dub stage runs for real"
+	@echo "      (face tracking, swap, lip sync, blending), but the face region will not look like a real dub."
+	DUBFARM_LOCAL_DIR=$(FARM_DIR) $(BIN) submit demo/speaker.mp4 --audio demo/dub.wav --face demo/face.png --wait --out $(OUT)/demo-dubbed.mp4
 	@echo
-	@echo "Done. The dubbed video is $(OUT)/demo-dubbed.mp4"
+	@echo "Done. The dubbed video is $(OUT)/demo-dubbed.mp4 (dub stage, UNTRAINED weights; workers take --model DIR for real ones)"
 	@echo "The farm keeps running: try '$(BIN) jobs' or '$(BIN) workers'; stop it with 'make demo-down'."
 
 demo-down:

@@ -8,6 +8,7 @@
 //   Pure logic          DubfarmCore (ids, states, planning, errors), FarmProtocol (wire codec)
 //   Services            FarmConfig, FarmStore, MediaPipeline, Coordinator, Worker, FarmClient, LocalFarm
 //   Model               Engine (tensors, ops on sgemm), VQModel (SwapTalk-style model, weights)
+//   Dubbing             FaceAnalysis, AudioFeatures, Dubbing (the worker's `dub` stage)
 //   Executable          dubfarm (command line)
 import PackageDescription
 
@@ -81,11 +82,15 @@ let package = Package(
         // MARK: Dubbing (faces and audio)
         .target(name: "FaceAnalysis", dependencies: ["DubfarmCore"], swiftSettings: swiftSettings),
         .target(name: "AudioFeatures", dependencies: [], swiftSettings: swiftSettings),
+        .target(name: "Dubbing", dependencies: [
+            "Worker", "FaceAnalysis", "AudioFeatures", "VQModel", "Engine", "MediaPipeline", "DubfarmCore",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftSettings),
 
         // MARK: Executable
         .executableTarget(name: "dubfarm", dependencies: [
             "DubfarmCore", "FarmConfig", "FarmStore", "Coordinator", "Worker", "FarmClient", "LocalFarm",
-            "MediaPipeline", "Engine", "VQModel",
+            "MediaPipeline", "Engine", "VQModel", "Dubbing", "FaceAnalysis",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -102,8 +107,12 @@ let package = Package(
         .testTarget(name: "EngineTests", dependencies: ["Engine", "VQModel", "BLAS"]),
         .testTarget(name: "FaceAnalysisTests", dependencies: ["FaceAnalysis", "AudioFeatures", "DubfarmCore", "MediaPipeline"],
                     exclude: ["Fixtures"]),
+        .testTarget(name: "DubbingTests", dependencies: [
+            "Dubbing", "Worker", "FaceAnalysis", "AudioFeatures", "VQModel", "MediaPipeline", "DubfarmCore", "FarmProtocol",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "IntegrationTests", dependencies: [
-            "FarmTestSupport", "Coordinator", "Worker", "FarmClient", "FarmProtocol", "ZeroMQ", "MediaPipeline",
+            "FarmTestSupport", "Coordinator", "Worker", "FarmClient", "FarmProtocol", "ZeroMQ", "MediaPipeline", "FaceAnalysis",
         ]),
     ]
 )

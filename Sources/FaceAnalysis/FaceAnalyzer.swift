@@ -53,6 +53,12 @@ public struct FaceAnalyzer: Sendable {
     /// to the whole frame. Among several faces it takes the one overlapping `near` most, else the
     /// best supported.
     public func analyze(_ frame: VideoFrame, near: FaceBox? = nil) -> FaceObservation? {
+        guard let best = detectFace(frame, near: near) else { return nil }
+        return observe(frame, detectorBox: best.box, neighbors: best.neighbors)
+    }
+
+    /// The detection step of ``analyze(_:near:)`` alone (no landmarks): the face it would analyse.
+    public func detectFace(_ frame: VideoFrame, near: FaceBox? = nil) -> FaceDetection? {
         let prepared = detector.prepare(frame)
         var found = near.map { detector.detect(inAnalysis: prepared, near: $0) } ?? []
         if found.isEmpty { found = detector.detect(inAnalysis: prepared) }
@@ -60,7 +66,7 @@ public struct FaceAnalyzer: Sendable {
         if let n = near, let match = found.max(by: { $0.box.iou(n) < $1.box.iou(n) }), match.box.iou(n) > 0.2 {
             best = match
         }
-        return observe(frame, detectorBox: best.box, neighbors: best.neighbors)
+        return best
     }
 
     /// Landmarks and alignment for a face at `detectorBox`.

@@ -92,8 +92,11 @@ public final class FaceTracker {
         self.init(analyzer: analyzer, parameters: parameters) { analyzer.analyze($0, near: $1) }
     }
 
-    init(analyzer: FaceAnalyzer, parameters: Parameters = Parameters(),
-         observe: @escaping (VideoFrame, FaceBox?) -> FaceObservation?) {
+    /// A tracker whose per-frame analysis is `observe(frame, previousDetectorBox)` (it must behave
+    /// like ``FaceAnalyzer/analyze(_:near:)``): for tests that simulate misses, and for callers
+    /// that time detection and landmarks separately.
+    public init(analyzer: FaceAnalyzer, parameters: Parameters = Parameters(),
+                observe: @escaping (VideoFrame, FaceBox?) -> FaceObservation?) {
         self.analyzer = analyzer
         self.parameters = parameters
         self.observe = observe

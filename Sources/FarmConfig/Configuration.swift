@@ -39,7 +39,7 @@ public struct FarmConfiguration: Sendable, Hashable {
     /// The stitched output's AAC bit rate.
     public var audioBitrate = 192_000
     /// Stage used when a job names none.
-    public var defaultStage = "passthrough"
+    public var defaultStage = "dub"
     /// Largest ZeroMQ message accepted on either endpoint (refused before allocation).
     public var maxMessageBytes: Int64 = 512 << 20
     /// Largest single upload accepted.

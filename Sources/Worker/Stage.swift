@@ -12,6 +12,18 @@ public struct StageContext: Sendable {
     public var threads: Int
     /// Whether the segment was cancelled (or is being handed back): long stages poll this.
     public var isCancelled: @Sendable () -> Bool
+
+    public init(task: TaskRef, outputFrames: Range<Int>, decodedFrames: Range<Int>, frameRate: Rational, audio: AudioWindow,
+                sourceFace: [UInt8]?, threads: Int, isCancelled: @escaping @Sendable () -> Bool = { false }) {
+        self.task = task
+        self.outputFrames = outputFrames
+        self.decodedFrames = decodedFrames
+        self.frameRate = frameRate
+        self.audio = audio
+        self.sourceFace = sourceFace
+        self.threads = threads
+        self.isCancelled = isCancelled
+    }
 }
 
 /// A processing stage a worker can run: makes one ``FrameProcessor`` per segment.
@@ -25,11 +37,15 @@ public protocol Stage: Sendable {
     func makeProcessor(for context: StageContext) throws -> any FrameProcessor
     /// Counters the stage reports for the segment just processed (faces found, frames swapped, …).
     func statistics(of processor: any FrameProcessor) -> (framesWithFace: Int, framesSwapped: Int)
+    /// Milliseconds per frame of each step of the stage for the segment just processed, in
+    /// pipeline order (the worker logs them with the segment).
+    func timings(of processor: any FrameProcessor) -> [(step: String, msPerFrame: Double)]
 }
 
 extension Stage {
     public var model: String? { nil }
     public func statistics(of processor: any FrameProcessor) -> (framesWithFace: Int, framesSwapped: Int) { (0, 0) }
+    public func timings(of processor: any FrameProcessor) -> [(step: String, msPerFrame: Double)] { [] }
 }
 
 /// Decodes the segment's frames and encodes them unchanged.

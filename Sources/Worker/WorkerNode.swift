@@ -248,12 +248,22 @@ public final class WorkerNode: Sendable {
                 }
             }
             let counts = stage.statistics(of: inner)
+            let steps = stage.timings(of: inner)
             let seconds = (ContinuousClock.now - started).seconds
             let stats = SegmentStats(frames: total, framesWithFace: counts.framesWithFace, framesSwapped: counts.framesSwapped,
                                      decodeSeconds: 0, stageSeconds: processor.stageSeconds,
-                                     encodeSeconds: max(0, seconds - processor.stageSeconds), totalSeconds: seconds)
-            log.info("segment done", metadata: ["seconds": .string(String(format: "%.2f", seconds)),
-                                                "fps": .string(String(format: "%.1f", Double(total) / max(seconds, 1e-9)))])
+                                     encodeSeconds: max(0, seconds - processor.stageSeconds), totalSeconds: seconds,
+                                     steps: steps.isEmpty ? nil : steps.map { StepTiming(step: $0.step, msPerFrame: $0.msPerFrame) })
+            var done: Logger.Metadata = ["seconds": .string(String(format: "%.2f", seconds)),
+                                         "fps": .string(String(format: "%.1f", Double(total) / max(seconds, 1e-9)))]
+            if stage.name != "passthrough" {
+                done["with_face"] = .stringConvertible(counts.framesWithFace)
+                done["swapped"] = .stringConvertible(counts.framesSwapped)
+            }
+            if !steps.isEmpty {
+                done["ms_per_frame"] = .string(steps.map { "\($0.step) \(String(format: "%.1f", $0.msPerFrame))" }.joined(separator: ", "))
+            }
+            log.info("segment done", metadata: done)
             message = .result(task.ref, output: output, stats: stats)
         } catch {
             let e = error as? DubfarmError ?? DubfarmError(.internalError, "\(error)")

@@ -13,7 +13,7 @@ import ZeroMQ
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Measure the farm (used by `make bench`).",
-        shouldDisplay: false, subcommands: [StoreBenchCommand.self, DispatchBench.self, MediaBench.self])
+        shouldDisplay: false, subcommands: [StoreBenchCommand.self, DispatchBench.self, MediaBench.self, DubBench.self])
 }
 
 struct StoreBenchCommand: AsyncParsableCommand {

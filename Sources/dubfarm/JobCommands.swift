@@ -183,13 +183,21 @@ struct Status: ParsableCommand {
         if let e = j.error { print("  error   \(e)") }
         if let b = j.outputBytes { print("  output  \(b) bytes (dubfarm fetch \(j.id) --out FILE)") }
         guard !d.segments.isEmpty else { return }
-        var rows = [["SEG", "FRAMES", "STATE", "WORKER", "DONE", "TRIES", "SECONDS", "FACES", "NOTE"]]
+        var rows = [["SEG", "FRAMES", "STATE", "WORKER", "DONE", "TRIES", "SECONDS", "FACES", "SWAPPED", "NOTE"]]
         for s in d.segments {
             rows.append(["\(s.index)", "\(s.startFrame)-\(s.endFrame - 1)", s.state.rawValue, s.worker ?? "",
                          "\(s.framesDone)/\(s.endFrame - s.startFrame)", "\(s.leases)", s.processSeconds.map { String(format: "%.1f", $0) } ?? "",
-                         s.stats.map { "\($0.framesWithFace)/\($0.frames)" } ?? "", s.error ?? ""])
+                         s.stats.map { "\($0.framesWithFace)/\($0.frames)" } ?? "", s.stats.map { "\($0.framesSwapped)" } ?? "",
+                         s.error ?? ""])
         }
         printTable(rows)
+        let timed = d.segments.compactMap { s in s.stats?.steps.map { (s.index, $0) } }
+        if !timed.isEmpty {
+            print("  stage milliseconds per frame:")
+            for (index, steps) in timed {
+                print("    seg \(index): " + steps.map { "\($0.step) \(String(format: "%.1f", $0.msPerFrame))" }.joined(separator: ", "))
+            }
+        }
     }
 }
 

@@ -28,7 +28,7 @@ struct LocalCommand: AsyncParsableCommand {
         @OptionGroup var dir: DirOption
         @Option(name: .long, help: "Number of workers.") var workers: Int = 2
         @Option(name: .long, help: "Threads per worker.") var threads: Int = 1
-        @Option(name: .long, help: "Stage the workers run.") var stage: String = "passthrough"
+        @Option(name: .long, help: "Stage the workers run (and the coordinator's default): dub, passthrough.") var stage: String = "dub"
 
         func run() async throws {
             let root = dir.url

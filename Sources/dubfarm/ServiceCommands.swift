@@ -1,5 +1,7 @@
 import ArgumentParser
 import Coordinator
+import Dubbing
+import FaceAnalysis
 import DubfarmCore
 import FarmConfig
 import FarmStore
@@ -68,8 +70,11 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Threads for decoding, the stage and encoding.")
     var threads: Int = 1
 
-    @Option(name: .long, help: "Processing stage: passthrough (decode and re-encode unchanged), sleep, fail.")
-    var stage: String = "passthrough"
+    @Option(name: .long, help: "Processing stage: dub (face swap and lip sync), passthrough (decode and re-encode unchanged), sleep, fail.")
+    var stage: String = "dub"
+
+    @Option(name: .long, help: "Dub stage: weights directory (manifest.json + model.safetensors, e.g. a converted checkpoint). Default: UNTRAINED seeded 'small' weights built in memory.")
+    var model: String?
 
     @Option(name: .long, help: "Seconds per segment for the sleep stage.")
     var sleepSeconds: Double = 1
@@ -98,7 +103,8 @@ struct WorkerCommand: AsyncParsableCommand {
         case "passthrough": stageImpl = PassthroughStage()
         case "sleep": stageImpl = SleepStage(seconds: sleepSeconds)
         case "fail": stageImpl = FailingStage()
-        default: throw ValidationError("unknown stage '\(stage)': passthrough, sleep or fail")
+        case "dub": stageImpl = try DubStage(engine: makeDubEngine(modelDirectory: model, logger: logger))
+        default: throw ValidationError("unknown stage '\(stage)': dub, passthrough, sleep or fail")
         }
         var opts = WorkerOptions(endpoint: connect.replacingOccurrences(of: "tcp://*:", with: "tcp://127.0.0.1:"),
                                  name: name ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())", threads: threads)
@@ -155,4 +161,28 @@ struct ConfigCommand: ParsableCommand {
             print(try options.load().render(), terminator: "")
         }
     }
+}
+
+/// The dub stage's engine: the model (`--model DIR`, else seeded untrained `small` weights, said
+/// once and loudly) and the face models.
+func makeDubEngine(modelDirectory: String?, config: String = "small", logger: Logger) throws -> DubEngine {
+    let t0 = Date()
+    let model: DubModel
+    if let dir = modelDirectory {
+        model = try DubModel.load(directory: URL(fileURLWithPath: dir))
+        logger.info("model loaded", metadata: ["model": .string(model.id), "directory": .string(dir)])
+    } else {
+        model = try DubModel.untrained(config: config)
+        logger.warning("""
+            model weights are UNTRAINED (seeded '\(config)' configuration, seed \(DubModel.defaultSeed)): \
+            faces will be replaced by noise-like output; pass --model DIR with converted weights for real dubbing
+            """, metadata: ["model": .string(model.id)])
+    }
+    let analyzer = try FaceAnalyzer.load { logger.warning("\($0)") }
+    logger.info("dub stage ready", metadata: [
+        "model": .string(model.id), "crop": .stringConvertible(model.model.config.imageSize),
+        "landmarks": .string(analyzer.predictor == nil ? "absent (box crops)" : "dlib 68"),
+        "seconds": .string(String(format: "%.1f", Date().timeIntervalSince(t0))),
+    ])
+    return DubEngine(model: model, analyzer: analyzer, logger: logger)
 }

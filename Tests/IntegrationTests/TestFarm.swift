@@ -72,6 +72,8 @@ final class TestFarm: @unchecked Sendable {
         env["DUBFARM_RETRY_BACKOFF_MAX"] = "1"
         env["DUBFARM_OUTPUT_PRESET"] = "ultrafast"
         env["DUBFARM_LOGGING_LEVEL"] = "debug"
+        // Jobs submitted without a stage keep their old meaning here; dub tests name their stage.
+        env["DUBFARM_COORDINATOR_DEFAULT_STAGE"] = "passthrough"
         for (k, v) in settings { env[k] = v }
         environment = env
     }

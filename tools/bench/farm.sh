@@ -55,3 +55,6 @@ rm -f "$BENCH/remux.mp4"
 
 # 4. The model engine (its own script), when present.
 if [[ -x tools/bench/model.sh ]]; then tools/bench/model.sh; fi
+
+# 5. The dub stage per step (its own script).
+if [[ -x tools/bench/dub.sh ]]; then tools/bench/dub.sh; fi

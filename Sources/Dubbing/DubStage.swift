@@ -1,0 +1,111 @@
+import AudioFeatures
+import DubfarmCore
+import Engine
+import FaceAnalysis
+import Foundation
+import Logging
+import MediaPipeline
+import Synchronization
+import VQModel
+import Worker
+
+/// What lives for the whole worker process: the model, the face models, and the source face of
+/// the job last seen (encoded once per job, reused by all its segments).
+public final class DubEngine: Sendable {
+    public let model: DubModel
+    public let analyzer: FaceAnalyzer
+    public let trackerParameters: FaceTracker.Parameters
+    let logger: Logger
+
+    private struct CachedSource: Sendable {
+        let key: UInt64
+        let byteCount: Int
+        let source: SwapSource
+    }
+    private let sourceCache = Mutex<CachedSource?>(nil)
+    private let encodings = Atomic<Int>(0)
+    /// How many source faces this engine has encoded (cache misses).
+    public var sourceEncodings: Int { encodings.load(ordering: .relaxed) }
+
+    public init(model: DubModel, analyzer: FaceAnalyzer, trackerParameters: FaceTracker.Parameters = .init(), logger: Logger) {
+        self.model = model
+        self.analyzer = analyzer
+        self.trackerParameters = trackerParameters
+        self.logger = logger
+    }
+
+    /// The encoded source face for a job's face image bytes: from the cache when the bytes are
+    /// the ones seen last, else decoded, found, aligned, cropped and encoded once.
+    public func source(for faceBytes: [UInt8], logger: Logger) throws -> SwapSource {
+        let key = FNV1a.hash(faceBytes)
+        if let hit = sourceCache.withLock({ cache -> SwapSource? in
+            guard let c = cache, c.key == key, c.byteCount == faceBytes.count else { return nil }
+            return c.source
+        }) {
+            return hit
+        }
+        let t0 = Benchmark.now()
+        let image = try Self.decodeImage(faceBytes)
+        guard let face = analyzer.analyze(image) else {
+            throw DubfarmError(.badInput, "the job's source face image (\(image.width)x\(image.height), \(faceBytes.count) bytes) "
+                               + "shows no face the detector can find; use a frontal portrait")
+        }
+        let s = model.model.config.imageSize
+        let crop = try FaceWarp.crop(image, transform: face.alignment.transform(cropSize: s), size: s)
+        let ctx = ComputeContext(threads: 1)
+        let tensor = ctx.workspace.tensor([3, s, s])
+        ImageTensor.fill(tensor, from: crop)
+        let source: SwapSource
+        do { source = try model.model.prepareSource(image: tensor, ctx) } catch {
+            throw DubfarmError(.internalError, "encoding the source face failed: \(error)")
+        }
+        encodings.add(1, ordering: .relaxed)
+        sourceCache.withLock { $0 = CachedSource(key: key, byteCount: faceBytes.count, source: source) }
+        logger.info("source face encoded", metadata: [
+            "face_box": .string("\(face.box)"), "landmarks": .string(face.landmarks == nil ? "no" : "yes"),
+            "ms": .string(String(format: "%.0f", 1000 * (Benchmark.now() - t0))),
+        ])
+        return source
+    }
+
+    /// Decodes PNG/JPEG bytes (through a private temporary file: FFmpeg reads files).
+    static func decodeImage(_ bytes: [UInt8]) throws -> VideoFrame {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("dubfarm-face-\(UUID().uuidString)")
+        do { try Data(bytes).write(to: url) } catch {
+            throw DubfarmError(.io, "cannot write the source face to \(url.path): \(error.localizedDescription)")
+        }
+        defer { try? FileManager.default.removeItem(at: url) }
+        do { return try ImageLoader.load(path: url.path) } catch let e as DubfarmError {
+            throw DubfarmError(e.code, "the job's source face image cannot be decoded: \(e.message)")
+        }
+    }
+}
+
+/// The `dub` stage: face swap (when the job has a source face) and lip sync on every frame
+/// with a face, through the VQ model; frames without a face pass through unchanged.
+public struct DubStage: Stage {
+    public let engine: DubEngine
+
+    public init(engine: DubEngine) { self.engine = engine }
+
+    public var name: String { "dub" }
+    public var layout: VideoFrame.Layout { .rgb24 }
+    public var model: String? { engine.model.id }
+
+    public func makeProcessor(for context: StageContext) throws -> any FrameProcessor {
+        var log = engine.logger
+        log[metadataKey: "job"] = .stringConvertible(context.task.segment.job)
+        log[metadataKey: "segment"] = .stringConvertible(context.task.segment.index)
+        let source = try context.sourceFace.map { try engine.source(for: $0, logger: log) }
+        return try DubProcessor(engine: engine, context: context, source: source)
+    }
+
+    public func statistics(of processor: any FrameProcessor) -> (framesWithFace: Int, framesSwapped: Int) {
+        guard let p = processor as? DubProcessor else { return (0, 0) }
+        return (p.counts.framesWithFace, p.counts.framesSwapped)
+    }
+
+    public func timings(of processor: any FrameProcessor) -> [(step: String, msPerFrame: Double)] {
+        (processor as? DubProcessor)?.timings.msPerFrame ?? []
+    }
+}

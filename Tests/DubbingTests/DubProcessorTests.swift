@@ -1,0 +1,203 @@
+import AudioFeatures
+import DubfarmCore
+import FaceAnalysis
+import FarmProtocol
+import Foundation
+import Logging
+import MediaPipeline
+import Testing
+import VQModel
+import Worker
+@testable import Dubbing
+
+/// `../shared/media` beside the repository.
+let mediaDir: String = {
+    let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    return repo.deletingLastPathComponent().appendingPathComponent("shared/media").path
+}()
+func media(_ name: String) -> String { mediaDir + "/" + name }
+var haveMedia: Bool {
+    FileManager.default.fileExists(atPath: media("speaker-c.mp4"))
+        && FileManager.default.fileExists(atPath: HaarCascade.defaultPath)
+}
+
+/// Loaded once for the whole suite (the landmark model takes over a second to read).
+enum Shared {
+    static let analyzer: FaceAnalyzer = { try! FaceAnalyzer.load() }()
+    static let engine: DubEngine = {
+        DubEngine(model: try! DubModel.untrained(config: "small"), analyzer: analyzer, logger: Logger(label: "dub-test"))
+    }()
+}
+
+/// The first `count` frames of a video as rgb24, frame `black` replaced by a black frame.
+func frames(_ name: String, count: Int, black: Int? = nil) throws -> [VideoFrame] {
+    var out: [VideoFrame] = []
+    try VideoDecoder.decodeFrames(path: media(name), layout: .rgb24) { f in
+        guard out.count < count else { return }
+        var f = f
+        if f.index == black {
+            f.planes[0] = [UInt8](repeating: 0, count: f.planes[0].count)
+        }
+        out.append(f)
+    }
+    return out
+}
+
+func context(decoded: Range<Int>, output: Range<Int>, face: [UInt8]?) throws -> StageContext {
+    let pcm = try DubAudio.decodePCM(path: media("dub-1.wav"))
+    // The window a task carries: the decoded frames' time plus margin, starting off the hop grid.
+    let window = AudioWindow.slice(pcm: pcm, range: -1_234..<Int64(decoded.upperBound * 640 + 8_000))
+    return StageContext(task: TaskRef(segment: SegmentRef(job: JobID(1), index: 0), token: .random()),
+                        outputFrames: output, decodedFrames: decoded, frameRate: Rational(25, 1), audio: window,
+                        sourceFace: face, threads: 2)
+}
+
+/// Runs a processor over `input` the way the segment renderer does.
+func run(_ p: any FrameProcessor, _ input: [VideoFrame]) throws -> [VideoFrame] {
+    var out: [VideoFrame] = []
+    for f in input { out += try p.process(f) }
+    out += try p.flush()
+    return out
+}
+
+@Suite("Dub stage", .serialized, .enabled(if: haveMedia, "needs ../shared/media and the face models"))
+struct DubProcessorTests {
+    @Test("speaker-c, lip sync only: every frame back once in order; changes only inside the lower-face mask; a black frame passes through and is counted")
+    func lipSyncOnly() throws {
+        let black = 14
+        let input = try frames("speaker-c.mp4", count: 30, black: black)
+        let output = 4..<26
+        let stage = DubStage(engine: Shared.engine)
+        let ctx = try context(decoded: 0..<30, output: output, face: nil)
+        let p = try stage.makeProcessor(for: ctx)
+        let t0 = Date()
+        let out = try run(p, input)
+        let seconds = Date().timeIntervalSince(t0)
+        #expect(out.map(\.index) == input.map(\.index))
+
+        // The same trajectory from an independent tracker (the analysis is deterministic).
+        let tracker = FaceTracker(analyzer: Shared.analyzer)
+        var faces: [Int: TrackedFace] = [:]
+        for t in tracker.push(input) { faces[t.frame.index] = t.face }
+        for t in tracker.flush() { faces[t.frame.index] = t.face }
+
+        let s = Shared.engine.model.model.config.imageSize
+        var changedFrames = 0
+        for (a, b) in zip(input, out) {
+            guard output.contains(a.index), let face = faces[a.index] else {
+                #expect(a.planes == b.planes, "frame \(a.index) (no face or context) must pass through unchanged")
+                continue
+            }
+            let t = face.alignment.transform(cropSize: s)
+            var changed = 0, outside = 0
+            let w = a.width, stride = a.strides[0]
+            for y in 0..<a.height {
+                for x in 0..<w {
+                    let o = y * stride + 3 * x
+                    if a.planes[0][o] != b.planes[0][o] || a.planes[0][o + 1] != b.planes[0][o + 1] || a.planes[0][o + 2] != b.planes[0][o + 2] {
+                        changed += 1
+                        if FaceWarp.maskWeight(atFramePixel: x, y, transform: t, cropSize: s, mask: .lowerFace) <= 0 { outside += 1 }
+                    }
+                }
+            }
+            #expect(outside == 0, "frame \(a.index): \(outside) pixels changed outside the lower-face mask")
+            if changed > 0 { changedFrames += 1 }
+        }
+        let stats = stage.statistics(of: p)
+        let expectedWithFace = output.filter { faces[$0] != nil }.count
+        #expect(faces[black] == nil, "the black frame must not get a face")
+        #expect(stats.framesWithFace == expectedWithFace)
+        #expect(stats.framesWithFace >= output.count - 1 - 1, "speaker-c shows a face in nearly every frame")
+        #expect(stats.framesSwapped == 0)
+        #expect(changedFrames == expectedWithFace, "every frame with a face is redrawn")
+        let steps = stage.timings(of: p)
+        #expect(Set(steps.map(\.step)).isSuperset(of: ["detect", "landmarks", "warp", "audio", "encode", "lipsync", "decode", "blend"]))
+        #expect(!steps.contains { $0.step == "swap" })
+        print("dub (small, lip sync only): \(input.count) frames in \(String(format: "%.2f", seconds)) s; "
+              + steps.map { "\($0.step) \(String(format: "%.1f", $0.msPerFrame))" }.joined(separator: ", ") + " ms/frame")
+    }
+
+    @Test("speaker-c with a source face: swapped frames counted; changes only inside the whole-face mask; source encoded once per job")
+    func withSourceFace() throws {
+        let input = try frames("speaker-c.mp4", count: 14)
+        let face = try [UInt8](Data(contentsOf: URL(fileURLWithPath: media("face-source.png"))))
+        let stage = DubStage(engine: Shared.engine)
+        let ctx = try context(decoded: 0..<14, output: 2..<12, face: face)
+        let p = try stage.makeProcessor(for: ctx)
+        let out = try run(p, input)
+        #expect(out.map(\.index) == input.map(\.index))
+        let stats = stage.statistics(of: p)
+        #expect(stats.framesWithFace == 10)
+        #expect(stats.framesSwapped == stats.framesWithFace)
+        #expect(stage.timings(of: p).contains { $0.step == "swap" })
+
+        let tracker = FaceTracker(analyzer: Shared.analyzer)
+        var faces: [Int: TrackedFace] = [:]
+        for t in tracker.push(input) + tracker.flush() { faces[t.frame.index] = t.face }
+        let s = Shared.engine.model.model.config.imageSize
+        for (a, b) in zip(input, out) {
+            guard (2..<12).contains(a.index), let f = faces[a.index] else {
+                #expect(a.planes == b.planes)
+                continue
+            }
+            let t = f.alignment.transform(cropSize: s)
+            var outside = 0
+            for y in 0..<a.height {
+                for x in 0..<a.width {
+                    let o = y * a.strides[0] + 3 * x
+                    if a.planes[0][o..<o + 3] != b.planes[0][o..<o + 3],
+                       FaceWarp.maskWeight(atFramePixel: x, y, transform: t, cropSize: s, mask: .wholeFace) <= 0 { outside += 1 }
+                }
+            }
+            #expect(outside == 0, "frame \(a.index): \(outside) pixels changed outside the whole-face mask")
+        }
+
+        // A second segment of the same job reuses the encoded source face.
+        let encoded = Shared.engine.sourceEncodings
+        _ = try stage.makeProcessor(for: ctx)
+        #expect(Shared.engine.sourceEncodings == encoded, "the source face should come from the cache")
+    }
+
+    @Test("a source image without a face fails the segment with a clear error")
+    func sourceWithoutFace() throws {
+        // A grey PNG made by FFmpeg's own tools is not available everywhere: use a black frame of the video.
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("dub-noface-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let png = dir.appendingPathComponent("flat.png")
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/ffmpeg")
+        p.arguments = ["-v", "error", "-f", "lavfi", "-i", "color=c=gray:s=320x320", "-frames:v", "1", png.path]
+        guard (try? p.run()) != nil else { return }
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else { return }
+        let stage = DubStage(engine: Shared.engine)
+        let ctx = try context(decoded: 0..<4, output: 0..<4, face: try [UInt8](Data(contentsOf: png)))
+        do {
+            _ = try stage.makeProcessor(for: ctx)
+            Issue.record("a source image without a face must fail the segment")
+        } catch let e as DubfarmError {
+            #expect(e.code == .badInput)
+            #expect(e.message.contains("no face"), "\(e.message)")
+        }
+    }
+
+    @Test("mel of a task window off the hop grid (negative start) matches the whole track's mel")
+    func melAlignment() throws {
+        let pcm = try DubAudio.decodePCM(path: media("dub-1.wav"))
+        let whole = MelSpectrogram().compute(pcm)
+        let window = AudioWindow.slice(pcm: pcm, range: -1_234..<40_000)
+        let mel = DubProcessor.logMel(window)
+        #expect(mel.firstFrame * MelSpectrogram.hopLength >= -1_234)
+        // Away from the window's ends (reflect padding), frames equal the whole track's.
+        for frame in 10..<150 {
+            for bin in stride(from: 0, to: 80, by: 7) {
+                #expect(abs(mel.value(frame: frame, bin: bin) - whole.value(frame: frame, bin: bin)) < 1e-4)
+            }
+        }
+    }
+}
+
+extension FaceTracker {
+    func push(_ frames: [VideoFrame]) -> [TrackedFrame] { frames.flatMap { push($0) } }
+}
