@@ -64,13 +64,16 @@ struct DispatchBench: ParsableCommand {
         Thread.sleep(forTimeInterval: 1)
         let v = try client.upload(path: video), a = try client.upload(path: audio)
         let started = Date()
-        let job = try client.call(.submit(SubmitSpec(video: v, audio: a, videoName: "bench.mp4", audioName: "bench.wav")), as: JobView.self)
+        let job = try client.call(.submit(SubmitSpec(video: v, audio: a, videoName: "bench.mp4", audioName: "bench.wav",
+                                                     stage: "passthrough")), as: JobView.self)
         var detail: JobDetail
         repeat {
             Thread.sleep(forTimeInterval: 0.05)
             detail = try client.call(.status(job: job.id), as: JobDetail.self)
+            guard Date().timeIntervalSince(started) < 300 else {
+                throw DubfarmError(.timeout, "the dispatch benchmark made no progress in 300 s (job \(job.id) is \(detail.job.state))")
+            }
         } while !detail.job.state.isTerminal && detail.job.state != .stitching
-        _ = started
         state.stop.store(true, ordering: .relaxed)
         let (first, last) = state.span.withLock { ($0.first ?? Date(), $0.last ?? Date()) }
         let dispatchSeconds = max(last.timeIntervalSince(first), 1e-6)
