@@ -78,7 +78,11 @@ public final class WorkerNode: Sendable {
 
     /// Runs until ``stop()``; blocks the calling thread (start it on a thread of its own).
     public func run() throws {
-        let socket = try ZMQSocket(.dealer)
+        // A context of our own: when `run()` returns, the socket closes and then the context's
+        // termination waits (up to the linger set on the way out) until libzmq has sent the last
+        // RESULT and DISCONNECT. With the process-wide context the process could exit first.
+        let context = ZMQContext()
+        let socket = try ZMQSocket(.dealer, context: context)
         try socket.setRoutingID(Array("\(options.name)#\(ProcessInfo.processInfo.processIdentifier)".utf8))
         try socket.setMaxMessageSize(options.maxMessageBytes)
         try socket.setReconnectInterval(milliseconds: 100, max: Int(options.maxReconnectSeconds * 1000))
@@ -135,8 +139,8 @@ public final class WorkerNode: Sendable {
                     // The last segment's RESULT was posted before `current` was cleared: send it first.
                     for m in outbox.drain() { send(m) }
                     send(.disconnect(reason: "worker stopping"))
-                    // Give libzmq a moment to put DISCONNECT on the wire.
-                    try? socket.setLinger(milliseconds: 1000)
+                    // Closing the socket and its context then waits up to this long for delivery.
+                    try? socket.setLinger(milliseconds: 5000)
                     logger.info("stopped")
                     return
                 }
