@@ -188,7 +188,9 @@ actor Dispatcher {
         let path = media.segmentResult(ref.segment, token: ref.token)
         let bytes = output.encoded()
         do {
-            try MediaStore.writeAtomically(bytes, to: path)
+            // Off the dispatcher's thread: results of different workers wait for the disk
+            // side by side instead of one after another (the actor serves others meanwhile).
+            try await runBlocking("store result") { try MediaStore.writeAtomically(bytes, to: path) }
         } catch {
             log.error("cannot store segment result: \(error)")
             // Hand the segment back: the disk may recover; not the worker's fault.
