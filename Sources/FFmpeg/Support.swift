@@ -274,7 +274,7 @@ public enum MediaFile {
         defer { close(fd) }
         if Glibc.fsync(fd) != 0 {
             let e = errno
-            if e == ENOSPC { throw DubfarmError(.diskFull, "\(fileName(path)): the disk is full") }
+            if e == ENOSPC || e == EDQUOT { throw DubfarmError(.diskFull, "\(fileName(path)): the disk is full; free space and retry") }
             throw DubfarmError(.io, "\(fileName(path)): fsync failed (\(String(cString: strerror(e))))")
         }
     }
@@ -308,7 +308,7 @@ public enum MediaFile {
                     if n < 0 {
                         if errno == EINTR { continue }
                         let e = errno
-                        if e == ENOSPC { throw DubfarmError(.diskFull, "\(fileName(path)): the disk is full") }
+                        if e == ENOSPC || e == EDQUOT { throw DubfarmError(.diskFull, "\(fileName(path)): the disk is full; free space and retry") }
                         throw DubfarmError(.io, "\(fileName(path)): write failed (\(String(cString: strerror(e))))")
                     }
                     off += n
@@ -316,7 +316,7 @@ public enum MediaFile {
             }
             if Glibc.fsync(fd) != 0 {
                 let e = errno
-                if e == ENOSPC { throw DubfarmError(.diskFull, "\(fileName(path)): the disk is full") }
+                if e == ENOSPC || e == EDQUOT { throw DubfarmError(.diskFull, "\(fileName(path)): the disk is full; free space and retry") }
                 throw DubfarmError(.io, "\(fileName(path)): fsync failed (\(String(cString: strerror(e))))")
             }
         }

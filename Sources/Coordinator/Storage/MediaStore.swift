@@ -1,6 +1,7 @@
 import DubfarmCore
 import Foundation
 import Glibc
+import MediaPipeline
 
 /// The coordinator's disk: uploads, each job's inputs and intermediate files, segment results
 /// and outputs.
@@ -55,37 +56,11 @@ public struct MediaStore: Sendable {
         return p == r || p.hasPrefix(r + "/")
     }
 
-    /// Writes `bytes` to `url` atomically: temporary file, fsync, rename, fsync of the directory.
+    /// Writes `bytes` to `url` atomically (temporary file, fsync, rename, fsync of the directory;
+    /// ``MediaFile/writeAtomically(_:to:)``), creating the directory if needed.
     public static func writeAtomically(_ bytes: [UInt8], to url: URL) throws {
-        let dir = url.deletingLastPathComponent()
-        try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let tmp = dir.appendingPathComponent(".\(url.lastPathComponent).tmp-\(UInt32.random(in: 0...UInt32.max))")
-        let fd = open(tmp.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw ioError("create", tmp, errno) }
-        var ok = false
-        defer {
-            if !ok { unlink(tmp.path) }
-        }
-        var written = 0
-        while written < bytes.count {
-            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + written, $0.count - written) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                let e = errno
-                close(fd)
-                throw ioError("write", url, e)
-            }
-            written += n
-        }
-        if fsync(fd) != 0 {
-            let e = errno
-            close(fd)
-            throw ioError("fsync", url, e)
-        }
-        close(fd)
-        guard rename(tmp.path, url.path) == 0 else { throw ioError("rename", url, errno) }
-        ok = true
-        syncDirectory(dir)
+        try? FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try MediaFile.writeAtomically(bytes, to: url.path)
     }
 
     /// Makes a rename in `dir` durable.
@@ -98,17 +73,7 @@ public struct MediaStore: Sendable {
     }
 
     public static func read(_ url: URL) throws -> [UInt8] {
-        guard let data = FileManager.default.contents(atPath: url.path) else {
-            throw DubfarmError(.io, "cannot read \(url.path)")
-        }
-        return [UInt8](data)
-    }
-
-    static func ioError(_ op: String, _ url: URL, _ e: Int32) -> DubfarmError {
-        if e == ENOSPC || e == EDQUOT {
-            return DubfarmError(.diskFull, "the media store is out of space (\(op) \(url.lastPathComponent)); free space under \(url.deletingLastPathComponent().path) and retry")
-        }
-        return DubfarmError(.io, "\(op) \(url.path) failed: \(String(cString: strerror(e)))")
+        try MediaFile.read(path: url.path)
     }
 }
 
