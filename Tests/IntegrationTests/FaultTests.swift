@@ -41,7 +41,9 @@ extension Integration {
             try farm.startCoordinator()
             try farm.startWorker("polite", stage: "sleep", extra: ["--sleep-seconds", "2", "--grace", "30"])
             let job = try farm.submit(media("speaker-c.mp4"), audio: media("dub-1.wav"), stage: "sleep")
-            try farm.waitFor("segment leased", timeout: 30) { try farm.status(job).segments.first?.state == .leased }
+            // Leased in the database is not yet received by the worker: wait for the worker itself to start it,
+            // or the signal can land while it is idle and it rightly leaves at once.
+            try farm.waitFor("segment started on the worker", timeout: 30) { farm.tail("polite", lines: 200).contains("segment started") }
             farm.kill(worker: "polite", signal: SIGTERM)
             let d = try farm.wait(job: job, for: [.stitching, .done, .failed], timeout: 60)
             #expect(d.segments[0].state == .done)
@@ -56,7 +58,7 @@ extension Integration {
             try farm.startCoordinator()
             try farm.startWorker("hasty", stage: "sleep", extra: ["--sleep-seconds", "30", "--grace", "0.2"])
             let job = try farm.submit(media("speaker-c.mp4"), audio: media("dub-1.wav"), stage: "sleep")
-            try farm.waitFor("segment leased", timeout: 30) { try farm.status(job).segments.first?.state == .leased }
+            try farm.waitFor("segment started on the worker", timeout: 30) { farm.tail("hasty", lines: 200).contains("segment started") }
             farm.kill(worker: "hasty", signal: SIGTERM)
             try farm.waitFor("segment back in the queue", timeout: 20) { try farm.status(job).segments.first?.state == .pending }
             let s = try farm.status(job).segments[0]
