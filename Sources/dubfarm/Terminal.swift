@@ -42,8 +42,12 @@ final class Terminal {
         }
         tcsetattr(STDIN_FILENO, TCSANOW, &raw)
         active = true
-        for (sig, action) in [(SIGWINCH, { [flags] in flags.resized = true }), (SIGINT, { [flags] in flags.quit = true }),
-                              (SIGTERM, { [flags] in flags.quit = true }), (SIGHUP, { [flags] in flags.quit = true })] as [(Int32, @Sendable () -> Void)] {
+        let flags = self.flags
+        for sig in [SIGWINCH, SIGINT, SIGTERM, SIGHUP] {
+            let resize = sig == SIGWINCH
+            let action: @Sendable () -> Void = {
+                if resize { flags.resized = true } else { flags.quit = true }
+            }
             signal(sig, SIG_IGN)
             let src = DispatchSource.makeSignalSource(signal: sig, queue: .global())
             src.setEventHandler(handler: action)

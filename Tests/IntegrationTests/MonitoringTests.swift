@@ -289,13 +289,6 @@ extension Integration {
 /// How `top` starts a job's row: the id right-aligned in 6 columns.
 func rowPrefix(_ job: Int64) -> String { String(repeating: " ", count: max(0, 6 - "\(job)".count)) + "\(job)" }
 
-extension JSONDecoder {
-    static var iso: JSONDecoder {
-        let d = JSONDecoder()
-        d.dateDecodingStrategy = .iso8601
-        return d
-    }
-}
 
 /// Renders a tmux capture with SGR escapes (reverse video, bold, colours ignored) as an HTML page.
 enum ANSIToHTML {
