@@ -17,8 +17,7 @@ extension ConfigurationLoader {
     public var effectiveSettings: [EffectiveSetting] {
         ConfigKey.all.map { ck in
             var v = ck.value(in: configuration)
-            if ck.path == "database.url" { v = redactURL(v) }
-            if ck.secret && !v.isEmpty { v = "***" }
+            if ck.path == "database.url" { v = redactURL(v) } else if ck.secret && !v.isEmpty { v = "***" }
             return EffectiveSetting(key: ck.path, value: v, source: (sources[ck.path] ?? .default).rawValue, environment: ck.environmentVariable)
         }
     }
