@@ -1,4 +1,4 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.1
 //
 // dubfarm — a distributed batch render farm for video dubbing.
 //
@@ -28,6 +28,9 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.0.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
+        // Monitoring: the metrics/dashboard HTTP server (core product only, no default traits) and Prometheus.
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // MARK: C system libraries
@@ -57,8 +60,17 @@ let package = Package(
         .target(name: "MediaPipeline", dependencies: [
             "DubfarmCore", "FFmpeg", .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
+        // MARK: Monitoring (pure views for `top` and the dashboard; metrics and the HTTP server)
+        .target(name: "FarmMonitor", dependencies: ["DubfarmCore", "FarmProtocol"], swiftSettings: swiftSettings),
+        .target(name: "Monitoring", dependencies: [
+            "DubfarmCore", "FarmProtocol", "FarmMonitor",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], swiftSettings: swiftSettings),
         .target(name: "Coordinator", dependencies: [
-            "DubfarmCore", "FarmProtocol", "FarmConfig", "FarmStore", "MediaPipeline", "ZeroMQ",
+            "DubfarmCore", "FarmProtocol", "FarmConfig", "FarmStore", "MediaPipeline", "ZeroMQ", "Monitoring", "FarmMonitor",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -90,7 +102,7 @@ let package = Package(
         // MARK: Executable
         .executableTarget(name: "dubfarm", dependencies: [
             "DubfarmCore", "FarmConfig", "FarmStore", "Coordinator", "Worker", "FarmClient", "LocalFarm",
-            "MediaPipeline", "Engine", "VQModel", "Dubbing", "FaceAnalysis",
+            "MediaPipeline", "Engine", "VQModel", "Dubbing", "FaceAnalysis", "FarmMonitor", "Monitoring",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -111,8 +123,9 @@ let package = Package(
             "Dubbing", "Worker", "FaceAnalysis", "AudioFeatures", "VQModel", "MediaPipeline", "DubfarmCore", "FarmProtocol",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        .testTarget(name: "FarmMonitorTests", dependencies: ["FarmMonitor", "FarmProtocol", "DubfarmCore", "Monitoring", "FarmTestSupport"]),
         .testTarget(name: "IntegrationTests", dependencies: [
-            "FarmTestSupport", "Coordinator", "Worker", "FarmClient", "FarmProtocol", "ZeroMQ", "MediaPipeline", "FaceAnalysis",
+            "FarmTestSupport", "FarmMonitor", "Coordinator", "Worker", "FarmClient", "FarmProtocol", "ZeroMQ", "MediaPipeline", "FaceAnalysis",
         ]),
     ]
 )

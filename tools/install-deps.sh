@@ -12,6 +12,9 @@ packages=(
   ffmpeg            # ffprobe cross-checks in tests, the remux baseline in benchmarks
   opencv-data       # the Haar face cascade (read by our own code)
   libdlib-data      # dlib's 68-point landmark model (read by our own code)
+  tmux              # monitoring tests drive `dubfarm top` in a real terminal
+  chromium          # monitoring tests load the dashboard in headless Chromium
+  fonts-dejavu-core # …and screenshot it with real glyphs
 )
 # Extra packages for optional features can be added by callers: install-deps.sh pkg...
 packages+=("$@")

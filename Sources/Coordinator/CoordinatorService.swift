@@ -4,6 +4,7 @@ import FarmProtocol
 import FarmStore
 import Foundation
 import Logging
+import Monitoring
 import ServiceLifecycle
 
 extension FarmConfiguration {
@@ -30,6 +31,8 @@ public final class CoordinatorService: Service, Sendable {
     let control: RouterEndpoint
     /// Seconds graceful shutdown waits for in-flight segments.
     let drainSeconds: Double
+    /// The data source of the metrics and dashboard server (``monitoringServer()``).
+    public let monitor = CoordinatorMonitor()
 
     public init(config: FarmConfiguration, logger: Logger, drainSeconds: Double = 10) {
         self.config = config
@@ -62,6 +65,8 @@ public final class CoordinatorService: Service, Sendable {
         pipelineBox.pipeline = pipeline
         let controller = ControlService(config: config, store: controlStore, media: media, dispatcher: dispatcher,
                                         pipeline: pipeline, endpoint: control, name: name, logger: logger)
+        monitor.attach(controller)
+        defer { monitor.attach(nil) }
 
         try work.start(endpoint: config.workEndpoint, options: .init(maxMessageBytes: config.maxMessageBytes))
         try control.start(endpoint: config.controlEndpoint, options: .init(maxMessageBytes: config.maxMessageBytes))
@@ -101,6 +106,15 @@ public final class CoordinatorService: Service, Sendable {
         }
         for s in [dispatchStore, controlStore, jobStore] { await s.close() }
         logger.notice("coordinator stopped")
+    }
+}
+
+extension CoordinatorService {
+    /// The metrics and dashboard HTTP server for `metrics.listen` (nil when it is empty), to run
+    /// next to this service in the same `ServiceGroup`.
+    public func monitoringServer() throws -> MonitoringServer? {
+        guard let listen = try FarmConfiguration.parseListen(config.metricsListen) else { return nil }
+        return MonitoringServer(host: listen.host, port: listen.port, source: monitor, metrics: .shared, logger: logger)
     }
 }
 

@@ -46,6 +46,9 @@ public struct FarmConfiguration: Sendable, Hashable {
     public var maxUploadBytes: Int64 = 8 << 30
     /// trace, debug, info, notice, warning, error, critical.
     public var logLevel = "info"
+    /// `HOST:PORT` of the coordinator's HTTP server for Prometheus metrics and the dashboard
+    /// (empty: off).
+    public var metricsListen = "127.0.0.1:9464"
 
     public init() {}
 
@@ -190,6 +193,11 @@ extension ConfigKey {
         key("output.audio_bitrate", "AAC bit rate of the muxed dub track, bits/s", \.audioBitrate, 32_000...512_000),
         key("limits.max_message_bytes", "largest ZeroMQ message accepted (refused before allocation)", \.maxMessageBytes, (1 << 16)...(1 << 34)),
         key("logging.level", "trace, debug, info, notice, warning, error or critical", \.logLevel),
+        ConfigKey(path: "metrics.listen", help: "HOST:PORT for Prometheus metrics (/metrics) and the dashboard (/); empty turns it off",
+                  secret: false, read: { $0.metricsListen }, write: { c, v in
+                      do { _ = try FarmConfiguration.parseListen(v) } catch { throw invalid("metrics.listen", v, "HOST:PORT (e.g. 127.0.0.1:9464, 0.0.0.0:9464) or empty") }
+                      c.metricsListen = v
+                  }),
     ]
 
     static let byPath: [String: ConfigKey] = Dictionary(uniqueKeysWithValues: all.map { ($0.path, $0) })
@@ -343,4 +351,18 @@ func levenshtein(_ a: String, _ b: String) -> Int {
         prev = cur
     }
     return prev[b.count]
+}
+
+extension FarmConfiguration {
+    /// Splits `HOST:PORT` (`[::1]:9464` for IPv6; `:9464` means every interface); nil for "" (off).
+    public static func parseListen(_ s: String) throws -> (host: String, port: Int)? {
+        let t = s.trimmingCharacters(in: .whitespaces)
+        guard !t.isEmpty else { return nil }
+        guard let colon = t.lastIndex(of: ":"), let port = Int(t[t.index(after: colon)...]), (0...65535).contains(port) else {
+            throw DubfarmError(.configuration, "metrics.listen: '\(s)' is not HOST:PORT")
+        }
+        var host = String(t[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host.isEmpty ? "0.0.0.0" : host, port)
+    }
 }

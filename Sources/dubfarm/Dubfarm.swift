@@ -20,7 +20,7 @@ struct Dubfarm: AsyncParsableCommand {
             """,
         version: DubfarmVersion.current,
         subcommands: [
-            Submit.self, Status.self, Jobs.self, Workers.self, Logs.self, Cancel.self, Retry.self, Fetch.self,
+            Submit.self, Status.self, Jobs.self, Workers.self, Logs.self, Top.self, Cancel.self, Retry.self, Fetch.self,
             CoordinatorCommand.self, WorkerCommand.self, Migrate.self, ConfigCommand.self, LocalCommand.self, BenchCommand.self,
             ModelCommand.self,
         ]

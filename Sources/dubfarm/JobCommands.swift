@@ -259,7 +259,7 @@ struct Logs: ParsableCommand {
         while true {
             let events = try c.call(.events(EventsQuery(job: job, after: after, limit: 1000)), as: [EventView].self)
             for e in events {
-                if client.json { try printJSON(e) } else {
+                if client.json { try printJSONLine(e) } else {
                     let subject = e.segment.map { "segment \($0)" } ?? e.kind
                     let change = [e.from, e.to].compactMap { $0 }.joined(separator: " → ")
                     print("\(df.string(from: e.at))  \(subject.padding(toLength: 11, withPad: " ", startingAt: 0)) \(change.padding(toLength: 22, withPad: " ", startingAt: 0)) \(e.worker.map { "[\($0)] " } ?? "")\(e.reason)")

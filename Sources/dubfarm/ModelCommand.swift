@@ -32,6 +32,7 @@ struct ModelCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Print parameters and GFLOPs per frame for each module.")
         @Argument(help: "Weights directory (manifest.json, model.safetensors).") var directory: String?
         @Option(help: "Describe a named configuration instead of a weights directory.") var config: String?
+        @Flag(help: "Print JSON: {configuration, imageSize, modules: [{module, parameters, gflopsPerFrame}]}.") var json = false
 
         func run() throws {
             let model: SwapTalkModel
@@ -47,6 +48,13 @@ struct ModelCommand: AsyncParsableCommand {
             let src = try model.prepareSource(image: inputs.source, ctx)
             let (_, costs) = try model.profileFrame(target: inputs.target, source: src, mel: inputs.mel, ctx)
             let params = SwapTalkModel.parameterCounts(c)
+            if json {
+                struct Module: Encodable { var module: String; var parameters: Int; var gflopsPerFrame: Double }
+                struct Report: Encodable { var configuration: String; var imageSize: Int; var modules: [Module] }
+                return try printJSON(Report(configuration: c.name, imageSize: c.imageSize, modules: costs.map {
+                    Module(module: $0.module, parameters: params[$0.module] ?? 0, gflopsPerFrame: $0.flops / 1e9)
+                }))
+            }
             print("configuration \(c.name): \(c.imageSize)×\(c.imageSize) crop, \(c.downsampling)× downsampling, "
                 + "\(c.gridSize)×\(c.gridSize) tokens, 2 codebooks × \(c.codebookSize) × \(c.embedDim)")
             print("module      parameters   GFLOP/frame")

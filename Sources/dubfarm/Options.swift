@@ -71,5 +71,13 @@ func printJSON<T: Encodable>(_ value: T) throws {
     print(String(decoding: try e.encode(value), as: UTF8.self))
 }
 
+/// Prints `value` as compact JSON on one line (for streams: `logs --json`, `top --json`).
+func printJSONLine<T: Encodable>(_ value: T) throws {
+    let e = JSONEncoder()
+    e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    e.dateEncodingStrategy = .iso8601
+    print(String(decoding: try e.encode(value), as: UTF8.self))
+}
+
 /// Whether stdout is a terminal (progress bars) or a pipe (plain lines).
 var stdoutIsTerminal: Bool { isatty(STDOUT_FILENO) != 0 }

@@ -30,9 +30,14 @@ struct CoordinatorCommand: AsyncParsableCommand {
         let logger = bootstrapLogging(level: loaded.configuration.logLevel)
         let service = CoordinatorService(config: loaded.configuration, logger: logger)
         let readyFile = self.readyFile
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: service, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup)]
+        // Prometheus metrics and the dashboard (metrics.listen), next to the coordinator.
+        if let monitoring = try service.monitoringServer() {
+            services.append(.init(service: monitoring, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore))
+        }
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: service, successTerminationBehavior: .gracefullyShutdownGroup,
-                             failureTerminationBehavior: .gracefullyShutdownGroup)],
+            services: services,
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         let announce = Task {
             guard let readyFile else { return }
@@ -157,8 +162,14 @@ struct ConfigCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Validate the configuration and print the effective values (secrets redacted).")
         @OptionGroup var options: ConfigOptions
+        @Flag(name: .long, help: "Print JSON: {file, settings: [{key, value, source, environment}]}.") var json = false
         func run() throws {
-            print(try options.load().render(), terminator: "")
+            let loaded = try options.load()
+            if json {
+                struct Report: Encodable { var file: String?; var settings: [EffectiveSetting] }
+                return try printJSON(Report(file: loaded.file, settings: loaded.effectiveSettings))
+            }
+            print(loaded.render(), terminator: "")
         }
     }
 }

@@ -44,6 +44,8 @@ final class TestFarm: @unchecked Sendable {
     let dir: URL
     let workPort: Int
     let controlPort: Int
+    /// The coordinator's metrics and dashboard port (`metrics.listen`).
+    let metricsPort: Int
     var coordinatorPID: Int32 = 0
     var workers: [String: Int32] = [:]
     let heartbeat = 0.2
@@ -52,6 +54,8 @@ final class TestFarm: @unchecked Sendable {
 
     var workEndpoint: String { "tcp://127.0.0.1:\(workPort)" }
     var controlEndpoint: String { "tcp://127.0.0.1:\(controlPort)" }
+    /// The metrics and dashboard server's base URL.
+    var metricsURL: String { "http://127.0.0.1:\(metricsPort)" }
     var store: MediaStoreView { MediaStoreView(root: dir.appendingPathComponent("store")) }
 
     init(settings: [String: String] = [:]) async throws {
@@ -60,11 +64,13 @@ final class TestFarm: @unchecked Sendable {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         workPort = ProcessControl.freePort()
         controlPort = ProcessControl.freePort()
+        metricsPort = ProcessControl.freePort()
         var env = ProcessInfo.processInfo.environment
         env["DUBFARM_DATABASE_URL"] = db.url
         env["DUBFARM_MEDIA_STORE"] = dir.appendingPathComponent("store").path
         env["DUBFARM_COORDINATOR_WORK_ENDPOINT"] = "tcp://127.0.0.1:\(workPort)"
         env["DUBFARM_COORDINATOR_CONTROL_ENDPOINT"] = "tcp://127.0.0.1:\(controlPort)"
+        env["DUBFARM_METRICS_LISTEN"] = "127.0.0.1:\(metricsPort)"
         env["DUBFARM_WORKERS_HEARTBEAT_INTERVAL"] = String(heartbeat)
         env["DUBFARM_WORKERS_LIVENESS"] = String(liveness)
         env["DUBFARM_WORKERS_LEASE_SECONDS"] = "6"

@@ -6,6 +6,7 @@ import FarmStore
 import Foundation
 import Logging
 import MediaPipeline
+import Monitoring
 
 /// Answers the CLI on the control endpoint: uploads, submissions, queries, cancel and retry,
 /// downloads. Runs on its own thread with its own database connection, so a client flooding the
@@ -110,13 +111,7 @@ actor ControlService {
             view.framesDone = segViews.reduce(0) { $0 + $1.framesDone }
             return .ok(id, JobDetail(job: view, segments: segViews))
         case .jobs(let q):
-            let records = try await store.jobs(state: q.state, limit: min(max(q.limit, 1), 10_000))
-            let frames = try await store.framesDone(jobs: records.map(\.id))
-            return .ok(id, records.map { r in
-                var v = jobView(r)
-                v.framesDone = r.state == .done ? (r.frameCount ?? 0) : frames[r.id] ?? 0
-                return v
-            })
+            return .ok(id, try await jobViews(state: q.state, limit: q.limit))
         case .workers:
             return .ok(id, await dispatcher.workerViews())
         case .cancel(let job):
@@ -137,10 +132,7 @@ actor ControlService {
             return try fetch(f, id: id)
         case .events(let q):
             let events = try await store.events(job: q.job.map { JobID($0) }, afterID: q.after, limit: min(max(q.limit, 1), 10_000))
-            return .ok(id, events.map { e in
-                EventView(id: e.id, at: e.at, job: e.job?.rawValue, segment: e.segment, worker: e.worker, kind: e.kind.rawValue,
-                          from: e.from, to: e.to, reason: e.reason ?? "")
-            })
+            return .ok(id, events.map(Self.eventView))
         }
     }
 
@@ -214,6 +206,7 @@ actor ControlService {
         }
         u.hasher.update(data: data)
         u.received += Int64(data.count)
+        FarmMetrics.shared.uploaded(bytes: data.count)
         u.lastActivity = .now
         return UploadStatus(id: uid, received: u.received)
     }

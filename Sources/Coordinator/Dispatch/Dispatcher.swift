@@ -4,6 +4,7 @@ import FarmProtocol
 import FarmStore
 import Foundation
 import Logging
+import Monitoring
 import MediaPipeline
 
 /// Hands segments to workers and takes their results: the heart of the work endpoint.
@@ -177,6 +178,7 @@ actor Dispatcher {
         log[metadataKey: "job"] = .stringConvertible(ref.segment.job)
         log[metadataKey: "segment"] = .stringConvertible(ref.segment.index)
         log[metadataKey: "worker"] = .string(workerName ?? "unregistered")
+        FarmMetrics.shared.resultArrived(worker: workerName)
         if let peer = peers[id], peer.task == ref, output.packets.count != peer.taskFrames {
             let msg = "worker returned \(output.packets.count) frames for a segment of \(peer.taskFrames)"
             log.error("\(msg)")
@@ -214,6 +216,7 @@ actor Dispatcher {
             switch completion {
             case .success(let outcome):
                 log.info("segment done", metadata: ["seconds": .string(String(format: "%.2f", stats.totalSeconds))])
+                FarmMetrics.shared.segmentCompleted(frames: stats.frames, seconds: stats.totalSeconds)
                 if outcome.allDone { onJobReady(ref.segment.job) }
             case .failure(let rejection):
                 try? FileManager.default.removeItem(at: path)
@@ -242,6 +245,7 @@ actor Dispatcher {
                 switch try await store.failSegment(ref.segment, token: ref.token, error: failure.message, code: code, policy: config.retry) {
                 case .success(let outcome):
                     log.warning("segment failed: \(failure.message)", metadata: ["failures": .stringConvertible(outcome.failures)])
+                    FarmMetrics.shared.segmentFailed(reason: code.rawValue)
                     if outcome.jobFailed {
                         log.error("job failed: segment \(ref.segment.index) is out of attempts")
                         cancel(outcome.cancelledLeases)
@@ -296,6 +300,7 @@ actor Dispatcher {
             peers[id]!.framesDone = 0
             peers[id]!.lastSent = .now
             endpoint.send(to: id, WorkMessage.task(task).encode())
+            FarmMetrics.shared.taskSent(worker: claim.worker)
             log.debug("task sent", metadata: ["attempt": .stringConvertible(claim.attempt), "packets": .stringConvertible(task.input.packets.count)])
         } catch {
             // The coordinator cannot cut this segment (its media is damaged or gone): that is the
@@ -303,6 +308,7 @@ actor Dispatcher {
             log.error("cannot prepare the task: \(error)")
             let e = error as? DubfarmError ?? DubfarmError(.io, "\(error)")
             _ = try? await store.failSegment(claim.ref, token: claim.token, error: e.message, code: e.code, policy: config.retry)
+            FarmMetrics.shared.segmentFailed(reason: e.code.rawValue)
             jobs[claim.ref.job] = nil
         }
     }

@@ -5,6 +5,7 @@ import FarmStore
 import Foundation
 import Logging
 import MediaPipeline
+import Monitoring
 
 /// Plans queued jobs (probe, index, cut plan, dub PCM) and stitches finished ones, off the socket
 /// loops. Both steps are idempotent: a coordinator killed mid-step redoes the step from its start.
@@ -186,6 +187,7 @@ actor JobPipeline {
                 return r
             }
             _ = try await store.finishJob(id, audioFit: report.audioFit ?? .exact, outputBytes: report.bytes, actor: name)
+            FarmMetrics.shared.stitched(bytes: Int64(report.bytes))
             log.info("job done", metadata: ["frames": .stringConvertible(report.framesWritten), "audio": .string(report.audioFit?.description ?? "none"),
                                             "seconds": .string(String(format: "%.2f", (ContinuousClock.now - started).seconds))])
             // Segment results are no longer needed once the output is safely written.

@@ -1,0 +1,61 @@
+import DubfarmCore
+import FarmMonitor
+import FarmProtocol
+import FarmStore
+import Foundation
+import Monitoring
+import Synchronization
+
+extension ControlService {
+    /// The `dubfarm jobs` view: newest first, with frames done (the dashboard and `top` use it too).
+    func jobViews(state: JobState?, limit: Int) async throws -> [JobView] {
+        let records = try await store.jobs(state: state, limit: min(max(limit, 1), 10_000))
+        let frames = try await store.framesDone(jobs: records.map(\.id))
+        return records.map { r in
+            var v = jobView(r)
+            v.framesDone = r.state == .done ? (r.frameCount ?? 0) : frames[r.id] ?? 0
+            return v
+        }
+    }
+
+    static func eventView(_ e: EventRecord) -> EventView {
+        EventView(id: e.id, at: e.at, job: e.job?.rawValue, segment: e.segment, worker: e.worker, kind: e.kind.rawValue,
+                  from: e.from, to: e.to, reason: e.reason ?? "")
+    }
+
+    /// What the dashboard shows: the views `dubfarm jobs`, `workers` and `logs` print.
+    func snapshot(jobLimit: Int = 200, eventLimit: Int = 30) async throws -> FarmSnapshot {
+        let jobs = try await jobViews(state: nil, limit: jobLimit)
+        let workers = await dispatcher.workerViews()
+        let events = try await store.recentEvents(limit: eventLimit).map(Self.eventView)
+        return FarmSnapshot(at: Date(), jobs: jobs, workers: workers, events: events)
+    }
+
+    /// Counts by state from the database, for the Prometheus gauges.
+    func gauges() async throws -> FarmGauges {
+        let c = try await store.stateCounts()
+        return FarmGauges(jobs: c.jobs, segments: c.segments, workers: c.workers)
+    }
+}
+
+/// The coordinator as the monitoring server's data source. Answers once the coordinator is
+/// running (before that, and after it stops, it says so).
+public final class CoordinatorMonitor: MonitoringSource, Sendable {
+    private let controller = Mutex<ControlService?>(nil)
+
+    init() {}
+
+    func attach(_ c: ControlService?) {
+        controller.withLock { $0 = c }
+    }
+
+    private func current() throws -> ControlService {
+        guard let c = controller.withLock({ $0 }) else {
+            throw DubfarmError(.unreachable, "the coordinator is not running (starting up or stopping)")
+        }
+        return c
+    }
+
+    public func snapshot() async throws -> FarmSnapshot { try await current().snapshot() }
+    public func gauges() async throws -> FarmGauges { try await current().gauges() }
+}

@@ -1,0 +1,132 @@
+import DubfarmCore
+import FarmProtocol
+import Foundation
+
+/// Everything `dubfarm top` and the web dashboard show at one instant: the same `JobView`,
+/// `WorkerView` and `EventView` read models that `dubfarm jobs`, `workers` and `logs` print,
+/// plus the rates derived from successive snapshots (see ``RateTracker``).
+public struct FarmSnapshot: Codable, Sendable, Hashable {
+    /// When the coordinator (or the CLI) took the snapshot.
+    public var at: Date
+    /// Jobs, newest first (as `dubfarm jobs`).
+    public var jobs: [JobView]
+    /// Connected workers, by name (as `dubfarm workers`).
+    public var workers: [WorkerView]
+    /// The most recent events of all jobs, newest first (as `dubfarm logs --json`).
+    public var events: [EventView]
+    /// Jobs and segments counted by state over `jobs`.
+    public var queue: QueueDepth
+    /// Frames per second and ETAs; empty until two snapshots are a second apart.
+    public var rates: FarmRates
+
+    public init(at: Date, jobs: [JobView], workers: [WorkerView], events: [EventView] = [], rates: FarmRates = FarmRates()) {
+        self.at = at
+        self.jobs = jobs
+        self.workers = workers
+        self.events = events
+        self.queue = QueueDepth(jobs: jobs)
+        self.rates = rates
+    }
+}
+
+/// Jobs and segments by state.
+public struct QueueDepth: Codable, Sendable, Hashable {
+    /// Jobs per state; every `JobState` is present, zero included.
+    public var jobs: [String: Int]
+    /// Segments per state over all listed jobs; every `SegmentState` is present.
+    public var segments: [String: Int]
+
+    public init(jobs: [JobView]) {
+        var j = Dictionary(uniqueKeysWithValues: JobState.allCases.map { ($0.rawValue, 0) })
+        var s = Dictionary(uniqueKeysWithValues: SegmentState.allCases.map { ($0.rawValue, 0) })
+        for job in jobs {
+            j[job.state.rawValue, default: 0] += 1
+            s["pending", default: 0] += job.segments.pending
+            s["leased", default: 0] += job.segments.leased
+            s["done", default: 0] += job.segments.done
+            s["dead", default: 0] += job.segments.dead
+            s["cancelled", default: 0] += job.segments.cancelled
+        }
+        self.jobs = j
+        self.segments = s
+    }
+}
+
+/// Rates over the last few seconds.
+public struct FarmRates: Codable, Sendable, Hashable {
+    /// Frames per second over the whole farm (sum over workers).
+    public var framesPerSecond: Double?
+    /// Per job id (as a string, for JSON): frames per second and seconds left.
+    public var jobs: [String: JobRate]
+    /// Per worker name: frames per second.
+    public var workers: [String: Double]
+
+    public init(framesPerSecond: Double? = nil, jobs: [String: JobRate] = [:], workers: [String: Double] = [:]) {
+        self.framesPerSecond = framesPerSecond
+        self.jobs = jobs
+        self.workers = workers
+    }
+}
+
+/// A job's speed and estimated time left.
+public struct JobRate: Codable, Sendable, Hashable {
+    public var framesPerSecond: Double
+    /// Seconds until all frames are done at the current rate (nil when not progressing).
+    public var etaSeconds: Double?
+
+    public init(framesPerSecond: Double, etaSeconds: Double?) {
+        self.framesPerSecond = framesPerSecond
+        self.etaSeconds = etaSeconds
+    }
+}
+
+/// Derives frames per second from successive snapshots' frame counters (jobs' `framesDone`,
+/// workers' `framesDone`) over a sliding window. Pure: the caller supplies the snapshots.
+public struct RateTracker: Sendable {
+    /// Seconds of history the rates are computed over.
+    public var window: Double
+    /// Minimum span between the oldest and newest sample before a rate is reported.
+    public var minimumSpan: Double
+    private var samples: [(at: Date, jobs: [Int64: Int], workers: [String: Int])] = []
+
+    public init(window: Double = 10, minimumSpan: Double = 0.9) {
+        self.window = window
+        self.minimumSpan = minimumSpan
+    }
+
+    /// Records `snapshot` and returns it with `rates` filled in.
+    public mutating func observe(_ snapshot: FarmSnapshot) -> FarmSnapshot {
+        let now = snapshot.at
+        samples.append((now, Dictionary(snapshot.jobs.map { ($0.id, $0.framesDone) }, uniquingKeysWith: { a, _ in a }),
+                        Dictionary(snapshot.workers.map { ($0.name, $0.framesDone) }, uniquingKeysWith: { a, _ in a })))
+        // Keep one sample older than the window start so the span covers the whole window.
+        while samples.count > 2, now.timeIntervalSince(samples[1].at) >= window { samples.removeFirst() }
+        var out = snapshot
+        out.rates = rates(for: snapshot)
+        return out
+    }
+
+    private func rates(for snapshot: FarmSnapshot) -> FarmRates {
+        guard let first = samples.first, let last = samples.last else { return FarmRates() }
+        let span = last.at.timeIntervalSince(first.at)
+        guard span >= minimumSpan else { return FarmRates() }
+        var rates = FarmRates()
+        var total = 0.0
+        for w in snapshot.workers {
+            guard let before = first.workers[w.name] else { continue }
+            // A worker that reconnected restarts its counter: no rate for it this window.
+            let fps = max(0, Double(w.framesDone - before)) / span
+            rates.workers[w.name] = fps
+            total += fps
+        }
+        rates.framesPerSecond = total
+        for j in snapshot.jobs where !j.state.isTerminal {
+            guard let before = first.jobs[j.id] else { continue }
+            let fps = max(0, Double(j.framesDone - before)) / span
+            var eta: Double?
+            if fps > 0, let frames = j.frames { eta = Double(max(0, frames - j.framesDone)) / fps }
+            rates.jobs[String(j.id)] = JobRate(framesPerSecond: fps, etaSeconds: eta)
+        }
+        return rates
+    }
+}
