@@ -111,6 +111,9 @@ public enum MediaProbe {
                                          sampleRate: Int(par.sample_rate), channels: Int(par.ch_layout.nb_channels),
                                          duration: dur)
         }
+        if requireVideo, isStillImageFormat(input.formatName) {
+            throw DubfarmError(.badInput, "\(input.name): a still image (\(input.formatName.split(separator: "_").first.map(String.init) ?? input.formatName)), not a video")
+        }
         if let v = input.videoStreamIndex() {
             let scan = try VideoScan(input: input, streamIndex: v, verifyPositions: false)
             info.video = scan.info
@@ -118,6 +121,12 @@ public enum MediaProbe {
             throw DubfarmError(.badInput, "\(input.name): no video stream (the file holds \(describeStreams(input)))")
         }
         return info
+    }
+
+    /// Whether FFmpeg opened the file with a still-image demuxer (`png_pipe`, `jpeg_pipe`,
+    /// `image2`…): a picture, not a video, even though it decodes as one video frame.
+    static func isStillImageFormat(_ name: String) -> Bool {
+        name == "image2" || name.hasSuffix("_pipe")
     }
 
     static func describeStreams(_ input: InputFile) -> String {
@@ -171,6 +180,10 @@ struct VideoScan {
             throw DubfarmError(.unsupported, "\(name): video codec '\(codecName)' is not supported (no decoder in this FFmpeg build)")
         }
         guard let fps = MediaProbe.chooseFrameRate(avg: st.pointee.avg_frame_rate, nominal: st.pointee.r_frame_rate) else {
+            // An MP4 track with no samples has neither frames nor a rate: say which it is.
+            if st.pointee.nb_frames == 0 && st.pointee.duration <= 0 {
+                throw DubfarmError(.badInput, "\(name): the video stream is empty (it has no frames)")
+            }
             throw DubfarmError(.badInput, "\(name): the video stream states no frame rate")
         }
         var degrees = 0.0
