@@ -107,6 +107,9 @@ public enum MediaProbe {
             } else {
                 dur = info.containerDuration
             }
+            // No duration anywhere in the headers (a WAV with no samples says none): an audio-only
+            // file must at least hold one packet to count as a dub track.
+            if dur == nil, input.videoStreamIndex() == nil, !Self.hasPacket(input, stream: a) { dur = 0 }
             info.audio = AudioStreamInfo(streamIndex: a, codecName: String(cString: avcodec_get_name(par.codec_id)),
                                          sampleRate: Int(par.sample_rate), channels: Int(par.ch_layout.nb_channels),
                                          duration: dur)
@@ -121,6 +124,17 @@ public enum MediaProbe {
             throw DubfarmError(.badInput, "\(input.name): no video stream (the file holds \(describeStreams(input)))")
         }
         return info
+    }
+
+    /// Whether the demuxer yields at least one packet of `stream` (reads from the current position).
+    static func hasPacket(_ input: InputFile, stream: Int) -> Bool {
+        let pkt = Packet()
+        for _ in 0..<256 {
+            guard av_read_frame(input.ctx, pkt.p) >= 0 else { return false }
+            defer { av_packet_unref(pkt.p) }
+            if Int(pkt.p.pointee.stream_index) == stream { return true }
+        }
+        return true
     }
 
     /// Whether FFmpeg opened the file with a still-image demuxer (`png_pipe`, `jpeg_pipe`,
@@ -181,7 +195,7 @@ struct VideoScan {
         }
         guard let fps = MediaProbe.chooseFrameRate(avg: st.pointee.avg_frame_rate, nominal: st.pointee.r_frame_rate) else {
             // An MP4 track with no samples has neither frames nor a rate: say which it is.
-            if st.pointee.nb_frames == 0 && st.pointee.duration <= 0 {
+            if st.pointee.nb_frames == 0 {
                 throw DubfarmError(.badInput, "\(name): the video stream is empty (it has no frames)")
             }
             throw DubfarmError(.badInput, "\(name): the video stream states no frame rate")

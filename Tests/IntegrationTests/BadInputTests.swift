@@ -15,6 +15,9 @@ struct BadInput: Sendable, CustomStringConvertible {
         case fails(String)
         /// Not bad after all (odd but valid): the job completes with exactly this many frames.
         case completes(frames: Int)
+        /// Damage the decoder may conceal (the job completes with every frame) or refuse (the job
+        /// fails naming the file and saying this), depending on which bytes it hit.
+        case concealedOrFails(frames: Int, reason: String)
     }
     var file: String
     var role: Role
@@ -74,12 +77,17 @@ enum BadInputCorpus {
         let stsz = try #require(find(empty, "stsz", from: trak))
         empty.replaceSubrange((stsz + 12)..<(stsz + 16), with: [0, 0, 0, 0])
         try write("zero-length-video.mp4", empty)
-        // Corrupt packets in the middle of the media data (the container stays intact).
+        // Corrupt packets in the middle of the media data (the container stays intact): 20 kB of
+        // 0xFF spans several packets, whose NAL length fields then exceed their packets (refused
+        // by the decoder); a few flipped bits inside packets are what it may conceal.
         var corrupt = fast
         let mdat = try #require(find(corrupt, "mdat"))
         let middle = mdat + (corrupt.count - mdat) / 2
-        for i in 0..<3_000 { corrupt[middle + i] = UInt8.random(in: 0...255, using: &rng) }
+        for i in 0..<20_000 { corrupt[middle + i] = 0xff }
         try write("corrupt-middle.mp4", corrupt)
+        var flipped = fast
+        for i in 0..<12 { flipped[middle + 37 + i * 1_511] ^= 0x10 }
+        try write("bitflips-middle.mp4", flipped)
         // The header claims a duration of years.
         var huge = fast
         let mvhd = try #require(find(huge, "mvhd"))
@@ -121,6 +129,7 @@ enum BadInputCorpus {
             BadInput(file: "odd-size.mp4", role: .video, outcome: .refused("even width and height")),
             BadInput(file: "a-directory.mp4", role: .video, outcome: .refused("directory")),
             BadInput(file: "corrupt-middle.mp4", role: .video, outcome: .fails("is damaged")),
+            BadInput(file: "bitflips-middle.mp4", role: .video, outcome: .concealedOrFails(frames: 125, reason: "is damaged")),
             BadInput(file: "huge-duration.mp4", role: .video, outcome: .completes(frames: 125)),
             BadInput(file: "one-frame.mp4", role: .video, outcome: .completes(frames: 1)),
             BadInput(file: "mpeg4-part2.avi", role: .video, outcome: .completes(frames: 25)),
@@ -187,13 +196,14 @@ extension Integration {
                     #expect(r.err.contains(bad.file), "\(bad): the error must name the file: \(r.err)")
                     #expect(r.err.contains(reason), "\(bad): the error must say '\(reason)': \(r.err)")
                     #expect(!r.err.contains("Fatal error") && !r.err.contains("Stack dump"), "\(bad): crashed")
-                case .fails, .completes:
+                case .fails, .completes, .concealedOrFails:
                     #expect(r.status == 0, "\(bad): exit \(r.status), expected the job to be accepted\n\(r.err)")
                     if let id = Int64(r.out.trimmingCharacters(in: .whitespacesAndNewlines)) { later.append((bad, id)) }
                 }
             }
             for (bad, id) in later {
                 let d = try farm.wait(job: id, timeout: 240)
+                print("bad input \(bad): job \(id) \(d.job.state) \(d.job.error ?? "")")
                 switch bad.outcome {
                 case .fails(let reason):
                     #expect(d.job.state == .failed, "\(bad): \(d.job.state)")
@@ -202,6 +212,13 @@ extension Integration {
                 case .completes(let frames):
                     #expect(d.job.state == .done, "\(bad): \(d.job.state) \(d.job.error ?? "")")
                     if d.job.state == .done { #expect(try MediaProbe.probe(path: farm.output(id)).video?.frameCount == frames, "\(bad)") }
+                case .concealedOrFails(let frames, let reason):
+                    if d.job.state == .done {
+                        #expect(try MediaProbe.probe(path: farm.output(id)).video?.frameCount == frames, "\(bad)")
+                    } else {
+                        let error = d.job.error ?? ""
+                        #expect(d.job.state == .failed && error.contains(bad.file) && error.contains(reason), "\(bad): \(d.job.state) \(error)")
+                    }
                 case .refused: break
                 }
             }

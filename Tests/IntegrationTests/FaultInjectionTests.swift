@@ -125,13 +125,15 @@ extension Integration {
             try farm.startWorker("w1")
             let job = try farm.submit(media("speaker-long.mp4"), audio: media("dub-long.wav"))
             try farm.waitFor("the stitch under way", timeout: 180) { farm.tail("coordinator", lines: 400).contains("test hook: pausing stitching") }
-            #expect(try farm.status(job).job.state == .stitching)
+            let before = try farm.status(job)
+            #expect(before.job.state == .stitching)
             farm.killCoordinator()
             #expect(!FileManager.default.fileExists(atPath: farm.output(job)))
             farm.environment["DUBFARM_TEST_PAUSE_STITCHING"] = nil
             try farm.startCoordinator()
             let d = try farm.wait(job: job)
-            #expect(d.segments.allSatisfy { $0.leases == 1 }, "no segment is redone for a second stitch")
+            #expect(d.segments.map(\.leases) == before.segments.map(\.leases), "no segment is leased again for the second stitch")
+            #expect(try farm.db.events(job: job).filter { $0.to == "stitching" }.count == 1, "the job stays stitching across the restart")
             try expectExactlyOnce(farm, job: job, frames: 629)
         }
 
