@@ -67,3 +67,22 @@ static inline int cffmpeg_stream_set_rotation(AVStream *st, double degrees) {
     av_display_rotation_set((int32_t *)m, -degrees);
     return 0;
 }
+
+/* FFmpeg's last error-level log line on this thread, so errors can say *why* FFmpeg refused a
+   file ("moov atom not found", "Picture size 100000x100000 is invalid") where the error code
+   alone is vague or misleading. Installing the callback also keeps FFmpeg off stderr. */
+#include <stdio.h>
+#include <stdarg.h>
+/* Storage lives in a function: Swift's importer emits functions from this header, not variables. */
+static inline char *cffmpeg_last_log_buffer(void) {
+    static _Thread_local char line[256];
+    return line;
+}
+static inline void cffmpeg_log_callback(void *avcl, int level, const char *fmt, va_list vl) {
+    (void)avcl;
+    if (level > AV_LOG_ERROR || fmt == NULL) return;
+    vsnprintf(cffmpeg_last_log_buffer(), 256, fmt, vl);
+}
+static inline void cffmpeg_capture_log(void) { av_log_set_callback(cffmpeg_log_callback); }
+static inline void cffmpeg_clear_last_log(void) { cffmpeg_last_log_buffer()[0] = 0; }
+static inline const char *cffmpeg_last_log(void) { return cffmpeg_last_log_buffer(); }

@@ -49,9 +49,12 @@ public final class CoordinatorService: Service, Sendable {
         let name = "coordinator@\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)"
         let media = try MediaStore(root: config.mediaStore)
         // One connection (and thread) each for dispatch, control queries and planning/stitching.
-        let dispatchStore = FarmStore(url: config.databaseURL, actor: name, asyncSegmentCommits: config.asyncSegmentCommits, logger: logger)
-        let controlStore = FarmStore(url: config.databaseURL, actor: name, logger: logger)
-        let jobStore = FarmStore(url: config.databaseURL, actor: name, logger: logger)
+        let reconnect = config.databaseReconnectSeconds
+        let dispatchStore = FarmStore(url: config.databaseURL, actor: name, asyncSegmentCommits: config.asyncSegmentCommits,
+                                      reconnectSeconds: reconnect, logger: logger)
+        // Control queries answer a waiting client: they wait for the database less than its timeout.
+        let controlStore = FarmStore(url: config.databaseURL, actor: name, reconnectSeconds: min(reconnect, 5), logger: logger)
+        let jobStore = FarmStore(url: config.databaseURL, actor: name, reconnectSeconds: reconnect, logger: logger)
         for s in [dispatchStore, controlStore, jobStore] { try await s.connect(retryFor: 30) }
         try await dispatchStore.checkSchema()
 

@@ -107,9 +107,15 @@ public enum MediaProbe {
             } else {
                 dur = info.containerDuration
             }
+            // No duration anywhere in the headers (a WAV with no samples says none): an audio-only
+            // file must at least hold one packet to count as a dub track.
+            if dur == nil, input.videoStreamIndex() == nil, !Self.hasPacket(input, stream: a) { dur = 0 }
             info.audio = AudioStreamInfo(streamIndex: a, codecName: String(cString: avcodec_get_name(par.codec_id)),
                                          sampleRate: Int(par.sample_rate), channels: Int(par.ch_layout.nb_channels),
                                          duration: dur)
+        }
+        if requireVideo, isStillImageFormat(input.formatName) {
+            throw DubfarmError(.badInput, "\(input.name): a still image (\(input.formatName.split(separator: "_").first.map(String.init) ?? input.formatName)), not a video")
         }
         if let v = input.videoStreamIndex() {
             let scan = try VideoScan(input: input, streamIndex: v, verifyPositions: false)
@@ -118,6 +124,23 @@ public enum MediaProbe {
             throw DubfarmError(.badInput, "\(input.name): no video stream (the file holds \(describeStreams(input)))")
         }
         return info
+    }
+
+    /// Whether the demuxer yields at least one packet of `stream` (reads from the current position).
+    static func hasPacket(_ input: InputFile, stream: Int) -> Bool {
+        let pkt = Packet()
+        for _ in 0..<256 {
+            guard av_read_frame(input.ctx, pkt.p) >= 0 else { return false }
+            defer { av_packet_unref(pkt.p) }
+            if Int(pkt.p.pointee.stream_index) == stream { return true }
+        }
+        return true
+    }
+
+    /// Whether FFmpeg opened the file with a still-image demuxer (`png_pipe`, `jpeg_pipe`,
+    /// `image2`…): a picture, not a video, even though it decodes as one video frame.
+    static func isStillImageFormat(_ name: String) -> Bool {
+        name == "image2" || name.hasSuffix("_pipe")
     }
 
     static func describeStreams(_ input: InputFile) -> String {
@@ -171,6 +194,10 @@ struct VideoScan {
             throw DubfarmError(.unsupported, "\(name): video codec '\(codecName)' is not supported (no decoder in this FFmpeg build)")
         }
         guard let fps = MediaProbe.chooseFrameRate(avg: st.pointee.avg_frame_rate, nominal: st.pointee.r_frame_rate) else {
+            // An MP4 track with no samples has neither frames nor a rate: say which it is.
+            if st.pointee.nb_frames == 0 {
+                throw DubfarmError(.badInput, "\(name): the video stream is empty (it has no frames)")
+            }
             throw DubfarmError(.badInput, "\(name): the video stream states no frame rate")
         }
         var degrees = 0.0

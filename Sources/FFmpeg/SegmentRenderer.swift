@@ -101,7 +101,14 @@ public enum SegmentRenderer {
 
         for p in input.packets {
             try pkt.load(p)
-            try decoder.decode(pkt.p, into: decFrame, received)
+            do {
+                try decoder.decode(pkt.p, into: decFrame, received)
+            } catch let e as DubfarmError where e.code == .badInput {
+                // Name the source frame whose packet the decoder refused (FFmpeg conceals what it
+                // can; what it refuses fails the segment, and the job, with this frame number).
+                guard let slot = framePTS.firstIndex(of: p.pts) else { throw e }
+                throw DubfarmError(.badInput, "\(what): source frame \(decodedFrames.lowerBound + slot) is damaged and cannot be decoded; \(e.message)")
+            }
             av_packet_unref(pkt.p)
         }
         try decoder.decode(nil, into: decFrame, received)

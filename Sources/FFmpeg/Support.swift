@@ -10,7 +10,26 @@ import Darwin
 #endif
 
 /// Quiets libav*'s own logging once: failures reach callers as `DubfarmError`s instead.
-let ffmpegSetup: Void = { av_log_set_level(AV_LOG_FATAL) }()
+let ffmpegSetup: Void = {
+    av_log_set_level(AV_LOG_FATAL)
+    cffmpeg_capture_log()
+}()
+
+/// FFmpeg's last error-level log line on this thread (trimmed), or nil. Clear it with
+/// `cffmpeg_clear_last_log()` before the call whose failure it should explain.
+func lastFFmpegLogLine() -> String? {
+    let raw = String(cString: cffmpeg_last_log())
+    let line = String(raw.drop { $0.isWhitespace }.reversed().drop { $0.isWhitespace }.reversed())
+    return line.isEmpty ? nil : line
+}
+
+/// FFmpeg's explanation of error `code`: its last log line when there is one (more precise),
+/// then the code's text.
+func avErrorReason(_ code: Int32) -> String {
+    let text = avErrorString(code)
+    guard let line = lastFFmpegLogLine(), line != text else { return text }
+    return "\(line); \(text)"
+}
 
 /// The last path component, used in every error message (the user knows their file by name).
 func fileName(_ path: String) -> String {
@@ -115,18 +134,20 @@ final class InputFile {
         }
         guard st.st_size > 0 else { throw DubfarmError(.badInput, "\(name): the file is empty") }
         var c: UnsafeMutablePointer<AVFormatContext>? = nil
+        cffmpeg_clear_last_log()
         let r = avformat_open_input(&c, path, nil, nil)
         guard r >= 0, let c else {
-            throw DubfarmError(.badInput, "\(name): not a media file FFmpeg can read, or it is damaged or truncated (\(avErrorString(r)))")
+            throw DubfarmError(.badInput, "\(name): not a media file FFmpeg can read, or it is damaged or truncated (\(avErrorReason(r)))")
         }
         self.ctx = c
         self.path = path
         self.name = name
         self.fileSize = Int64(st.st_size)
         if findStreamInfo {
+            cffmpeg_clear_last_log()
             let r2 = avformat_find_stream_info(c, nil)
             if r2 < 0 {
-                throw DubfarmError(.badInput, "\(name): cannot read the streams of the file; it is damaged or not a media file (\(avErrorString(r2)))")
+                throw DubfarmError(.badInput, "\(name): cannot read the streams of the file; it is damaged or not a media file (\(avErrorReason(r2)))")
             }
         }
     }

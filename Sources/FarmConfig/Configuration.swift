@@ -17,6 +17,9 @@ public struct FarmConfiguration: Sendable, Hashable {
     /// durable). A crash of the PostgreSQL server may then forget the last fraction of a second of
     /// them: fencing rejects a forgotten lease's result and the segment is simply redone.
     public var asyncSegmentCommits = true
+    /// Seconds a database call waits for a lost PostgreSQL connection to come back
+    /// (reconnecting with backoff) before it fails.
+    public var databaseReconnectSeconds = 120.0
     /// The coordinator's media store: uploads, segment results, outputs.
     public var mediaStore = "./dubfarm-store"
     /// Nominal segment length in seconds.
@@ -145,6 +148,7 @@ extension ConfigKey {
                       default: throw invalid("database.async_segment_commits", v, "true or false")
                       }
                   }),
+        key("database.reconnect_seconds", "seconds a database call waits for a lost connection to come back", \.databaseReconnectSeconds, 0...86400),
         key("media.store", "directory for uploads, segments and outputs (the coordinator's disk)", \.mediaStore),
         key("media.max_upload_bytes", "largest file a client may upload", \.maxUploadBytes, 1...(1 << 50)),
         key("segments.seconds", "nominal segment length in seconds", \.segmentSeconds, 0.01...3600),

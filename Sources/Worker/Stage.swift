@@ -92,8 +92,10 @@ final class SleepProcessor: FrameProcessor {
 
 /// Fails every segment: for fault tests (a worker whose stage always breaks).
 public struct FailingStage: Stage {
-    public init() {}
-    public var name: String { "fail" }
+    /// The stage this worker advertises (`fail`, or another stage's name to pose as a broken
+    /// worker of that stage, which then gets that stage's segments).
+    public let name: String
+    public init(advertising name: String = "fail") { self.name = name }
     public var layout: VideoFrame.Layout { .yuv420p }
     public func makeProcessor(for context: StageContext) throws -> any FrameProcessor {
         throw DubfarmError(.internalError, "the 'fail' stage fails every segment by design")

@@ -96,6 +96,9 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: .long, help: "trace, debug, info, notice, warning, error.")
     var logLevel: String = "info"
 
+    @Flag(name: .long, help: .hidden)
+    var testFailEverySegment = false
+
     func validate() throws {
         guard threads >= 1 && threads <= 256 else { throw ValidationError("--threads must be between 1 and 256") }
         guard connect.contains("://") else { throw ValidationError("--connect needs a ZeroMQ endpoint such as tcp://HOST:5555") }
@@ -103,7 +106,7 @@ struct WorkerCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = bootstrapLogging(level: logLevel)
-        let stageImpl: any Stage
+        var stageImpl: any Stage
         switch stage {
         case "passthrough": stageImpl = PassthroughStage()
         case "sleep": stageImpl = SleepStage(seconds: sleepSeconds)
@@ -111,6 +114,8 @@ struct WorkerCommand: AsyncParsableCommand {
         case "dub": stageImpl = try DubStage(engine: makeDubEngine(modelDirectory: model, logger: logger))
         default: throw ValidationError("unknown stage '\(stage)': dub, passthrough, sleep or fail")
         }
+        // Fault tests only: a broken worker that still advertises --stage (and so gets its segments).
+        if testFailEverySegment { stageImpl = FailingStage(advertising: stage) }
         var opts = WorkerOptions(endpoint: connect.replacingOccurrences(of: "tcp://*:", with: "tcp://127.0.0.1:"),
                                  name: name ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())", threads: threads)
         opts.heartbeatInterval = heartbeat

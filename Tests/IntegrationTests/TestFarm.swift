@@ -58,8 +58,9 @@ final class TestFarm: @unchecked Sendable {
     var metricsURL: String { "http://127.0.0.1:\(metricsPort)" }
     var store: MediaStoreView { MediaStoreView(root: dir.appendingPathComponent("store")) }
 
-    init(settings: [String: String] = [:]) async throws {
-        db = try await TestDatabase.create()
+    /// - Parameter database: the farm's database; a fresh one in the shared test cluster when nil.
+    init(settings: [String: String] = [:], database: TestDatabase? = nil) async throws {
+        if let database { db = database } else { db = try await TestDatabase.create() }
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("dubfarm-it-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         workPort = ProcessControl.freePort()

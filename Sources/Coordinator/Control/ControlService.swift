@@ -124,6 +124,11 @@ actor ControlService {
         case .retry(let job):
             guard try await store.job(JobID(job)) != nil else { throw notFound(job) }
             let rec = try await store.retryJob(JobID(job), actor: "cli")
+            // A job that failed in its stitch (a full disk) has every segment done: nothing will
+            // complete to start the stitch, so ask for it here.
+            if rec.state == .running, let counts = try await store.job(JobID(job))?.segments, counts.total > 0, counts.done == counts.total {
+                await pipeline.stitchWhenReady(JobID(job))
+            }
             await pipeline.nudge()
             await dispatcher.dispatchAll()
             logger.info("job retried", metadata: ["job": .stringConvertible(job)])
@@ -272,6 +277,7 @@ actor ControlService {
                          params: params, submittedBy: "cli")
 
         // Check the inputs now, so the user hears about a bad file at once.
+        let pixelFormat = config.encoder.pixelFormat
         let check: DubfarmError? = try await runBlocking("check inputs") {
             do {
                 let v = try naming(video, as: names.video) { try MediaProbe.probe(path: video.path, requireVideo: true) }
@@ -279,7 +285,14 @@ actor ControlService {
                     throw DubfarmError(.badInput, "\(names.video): the video stream has no frames")
                 }
                 let a = try naming(audio, as: names.audio) { try MediaProbe.probe(path: audio.path, requireVideo: false) }
-                guard a.audio != nil else { throw DubfarmError(.badInput, "\(names.audio): no audio stream (the dub track must be audio)") }
+                guard let at = a.audio else { throw DubfarmError(.badInput, "\(names.audio): no audio stream (the dub track must be audio)") }
+                if let seconds = at.duration, seconds <= 0 {
+                    throw DubfarmError(.badInput, "\(names.audio): the audio track is empty (0 seconds of sound)")
+                }
+                // What the workers' encoder would refuse on every segment, refused once here.
+                if pixelFormat.contains("420") && (vs.width % 2 != 0 || vs.height % 2 != 0) {
+                    throw DubfarmError(.badInput, "\(names.video): the picture is \(vs.width)x\(vs.height); the \(pixelFormat) output needs an even width and height")
+                }
                 if let face, let fname = names.face {
                     _ = try naming(face, as: fname) { try ImageLoader.load(path: face.path) }
                 }

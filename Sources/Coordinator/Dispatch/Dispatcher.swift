@@ -43,6 +43,9 @@ actor Dispatcher {
     var draining = false
     var lastRenewal = ContinuousClock.now
     var lastSweep = ContinuousClock.now
+    /// When the dispatcher last came back from a long wait (the database was away): workers'
+    /// heartbeats queued meanwhile, so silence is counted from here, not from their last one.
+    var resumedAt = ContinuousClock.now
     let name: String
 
     init(config: FarmConfiguration, store: FarmStore, media: MediaStore, endpoint: RouterEndpoint,
@@ -66,6 +69,7 @@ actor Dispatcher {
         }
         let id = inbound.identity
         let now = ContinuousClock.now
+        defer { noteStall(since: now) }
         if case .ready(let hello) = message {
             await register(id, hello)
             return
@@ -201,9 +205,12 @@ actor Dispatcher {
             return
         }
         let peer = peers[id]
+        var attempt = 0
+        while true {
+        attempt += 1
         do {
             let (completion, next): (Result<CompletionOutcome, SegmentStateMachine.Rejection>, ClaimedSegment?)
-            if let peer, peer.task == ref, !draining {
+            if let peer, peer.task == ref, !draining, attempt == 1 {
                 // Commit the result and lease this worker its next segment in one round trip.
                 (completion, next) = try await store.completeSegment(
                     ref.segment, token: ref.token, resultBytes: Int64(size), processSeconds: stats.totalSeconds, stats: stats,
@@ -219,13 +226,26 @@ actor Dispatcher {
                 FarmMetrics.shared.segmentCompleted(frames: stats.frames, seconds: stats.totalSeconds)
                 if outcome.allDone { onJobReady(ref.segment.job) }
             case .failure(let rejection):
-                try? FileManager.default.removeItem(at: path)
-                log.warning("rejected a result with a stale lease token: \(rejection)", metadata: ["token": .stringConvertible(ref.token)])
+                if attempt > 1, (try? await store.results(job: ref.segment.job)[ref.segment.index]?.token) == ref.token {
+                    // The first attempt committed before its connection broke: this result is the kept one.
+                    log.info("segment done (committed before the database connection was lost)")
+                } else {
+                    try? FileManager.default.removeItem(at: path)
+                    log.warning("rejected a result with a stale lease token: \(rejection)", metadata: ["token": .stringConvertible(ref.token)])
+                }
             }
             await finishTask(id, ref, frames: stats.frames, next: next)
+            return
+        } catch let e as DubfarmError where e.code == .unreachable && attempt < 5 {
+            // The database connection broke under this completion; the store reconnects. The
+            // result is safe on disk and the completion is fenced, so trying again is harmless.
+            log.warning("database connection lost while recording the result; trying again: \(e.message)")
+            try? await Task.sleep(for: .milliseconds(200 * attempt))
         } catch {
             log.error("could not record the result: \(error)")
             await finishTask(id, ref, frames: 0)
+            return
+        }
         }
     }
 
@@ -242,10 +262,14 @@ actor Dispatcher {
                 }
             } else {
                 let code = DubfarmError.Code(rawValue: failure.code) ?? .internalError
-                switch try await store.failSegment(ref.segment, token: ref.token, error: failure.message, code: code, policy: config.retry) {
+                let message = await naming(failure.message, code: code, job: ref.segment.job)
+                switch try await store.failSegment(ref.segment, token: ref.token, error: message, code: code, policy: config.retry) {
                 case .success(let outcome):
                     log.warning("segment failed: \(failure.message)", metadata: ["failures": .stringConvertible(outcome.failures)])
                     FarmMetrics.shared.segmentFailed(reason: code.rawValue)
+                    if outcome.workerBlocklisted && outcome.workerFailuresInJob == FarmStore.blocklistFailures {
+                        log.warning("worker blocklisted for this job: \(outcome.workerFailuresInJob) failed segments; it gets no more of them")
+                    }
                     if outcome.jobFailed {
                         log.error("job failed: segment \(ref.segment.index) is out of attempts")
                         cancel(outcome.cancelledLeases)
@@ -259,6 +283,14 @@ actor Dispatcher {
             log.error("could not record the failure: \(error)")
         }
         await finishTask(id, ref, frames: 0)
+    }
+
+    /// A worker's report of bad input names the segment and frame, not the user's file (the
+    /// worker never sees its name): prefix the file it is about, so the job's error names it.
+    private func naming(_ message: String, code: DubfarmError.Code, job: JobID) async -> String {
+        guard code == .badInput, let record = try? await store.job(job) else { return message }
+        let file = message.contains("source face") ? (record.faceName ?? "the source face") : record.videoName
+        return message.hasPrefix(file) ? message : "\(file): \(message)"
     }
 
     // MARK: Dispatch
@@ -335,13 +367,21 @@ actor Dispatcher {
 
     // MARK: Liveness
 
+    /// Records that handling something took longer than a heartbeat interval (a database call
+    /// waited for a reconnect): heartbeats that queued meanwhile must not make workers look dead.
+    private func noteStall(since start: ContinuousClock.Instant) {
+        let now = ContinuousClock.now
+        if now - start > .milliseconds(Int(config.heartbeatInterval * 1000)) { resumedAt = now }
+    }
+
     /// Heartbeats, dead-worker detection, lease renewal and expiry; called every few hundred ms.
     func tick() async {
         let now = ContinuousClock.now
+        defer { noteStall(since: now) }
         let interval = Duration.milliseconds(Int(config.heartbeatInterval * 1000))
         let silence = Duration.milliseconds(Int(config.livenessTimeout * 1000))
         for (id, peer) in peers {
-            if now - peer.lastHeard > silence {
+            if now - max(peer.lastHeard, resumedAt) > silence {
                 peers[id] = nil
                 logger.warning("worker lost: no heartbeat for \(config.livenessTimeout) s", metadata: ["worker": .string(peer.hello.name)])
                 await releaseLeases(of: peer.hello.name, reason: "worker \(peer.hello.name) lost (no heartbeat for \(config.livenessTimeout) s)")
@@ -352,14 +392,17 @@ actor Dispatcher {
             }
         }
         await persistWorkerStates()
-        if now - lastRenewal > .milliseconds(Int(config.leaseSeconds * 1000 / 3)) {
+        let sweepDue = now - lastSweep > .seconds(2)
+        // Renew before every sweep too: after the database was away, our own workers' leases are
+        // extended before anything expired meanwhile is taken back.
+        if sweepDue || now - lastRenewal > .milliseconds(Int(config.leaseSeconds * 1000 / 3)) {
             lastRenewal = now
             for peer in peers.values where peer.task != nil {
                 _ = try? await store.renewLeases(worker: peer.hello.name, seconds: config.leaseSeconds)
             }
             try? await store.touchWorkers(peers.values.map(\.hello.name))
         }
-        if now - lastSweep > .seconds(2) {
+        if sweepDue {
             lastSweep = now
             // Leases nobody renews (their worker never came back after a coordinator restart).
             if let expired = try? await store.expireLeases(actor: name), !expired.isEmpty {

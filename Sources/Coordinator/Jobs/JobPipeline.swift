@@ -127,6 +127,7 @@ actor JobPipeline {
         }
         try MediaStore.writeAtomically(indexed.index.encoded(), to: media.packetIndex(job.id))
         try MediaStore.writeAtomically(indexed.codec.fileBytes(), to: media.codec(job.id))
+        TestHooks.pause(TestHooks.planning, "planning", logger: logger)
         let pcm = try naming(media.audio(job.id), as: job.audioName) { try DubAudio.decodePCM(path: media.audio(job.id).path) }
         try MediaStore.writeAtomically(pcm.rawBytes, to: media.dubPCM(job.id))
         return PlannedJob(frameCount: info.frameCount, frameRate: info.frameRate, width: info.width, height: info.height,
@@ -179,9 +180,11 @@ actor JobPipeline {
                                         expectedFrameCount: frameCount, frameRate: rate, rotation: job.rotation ?? 0,
                                         audioBitRate: config.audioBitrate)
             let media = self.media
+            let stitchLog = log
             log.info("stitching", metadata: ["segments": .stringConvertible(paths.count)])
             let started = ContinuousClock.now
             let report = try await runBlocking("stitch \(id)") { () throws -> StitchReport in
+                TestHooks.pause(TestHooks.stitching, "stitching", logger: stitchLog)
                 let r = try Stitcher.stitch(request)
                 try MediaStore.writeAtomically(Array(try sha256(of: media.output(id)).utf8), to: media.outputChecksum(id))
                 return r

@@ -32,6 +32,10 @@ public actor FarmStore {
     public nonisolated let target: String
     /// Whether claims and completions commit without waiting for the WAL flush.
     public nonisolated let asyncSegmentCommits: Bool
+    /// How long a call waits for a lost database to come back before it fails.
+    public nonisolated let reconnectSeconds: Double
+    /// Reconnections after a lost connection since this store was made (for tests and logs).
+    public private(set) var reconnections = 0
 
     /// A store for the database at `url` (a `postgresql://` URL); nothing is opened until
     /// ``connect(retryFor:)`` or the first call.
@@ -42,9 +46,14 @@ public actor FarmStore {
     ///   the PostgreSQL *server* (not of the coordinator) may forget the last fraction of a
     ///   second of claims and completions. The database stays consistent: a forgotten claim's
     ///   result is rejected as stale and the segment redone; a forgotten completion is redone.
+    ///
+    /// - Parameter reconnectSeconds: how long a call waits for a lost database to come back
+    ///   (reconnecting with exponential backoff) before it fails with `.unreachable`; 0 fails at
+    ///   once. See ``db()``.
     public init(url: String, actor: String? = nil, asyncSegmentCommits: Bool = false,
-                logger: Logger = Logger(label: "dubfarm.store")) {
+                reconnectSeconds: Double = 0, logger: Logger = Logger(label: "dubfarm.store")) {
         self.asyncSegmentCommits = asyncSegmentCommits
+        self.reconnectSeconds = max(0, reconnectSeconds)
         self.url = url
         self.logger = logger
         self.defaultActor = actor ?? "coordinator@\(ProcessInfo.processInfo.hostName)"
@@ -79,18 +88,43 @@ public actor FarmStore {
     }
 
     /// The open connection, (re)connecting if needed.
+    ///
+    /// A connection the server closed while it was idle (a restart, a failover, an
+    /// administrator's `pg_terminate_backend`) is noticed here, before a statement is lost on
+    /// it. The store then reconnects with exponential backoff (0.1 s doubling to 2 s) for up to
+    /// ``reconnectSeconds``, blocking only its own thread: every caller simply waits for the
+    /// database, and nothing is retried twice. Past the deadline it throws `.unreachable`.
     func db() throws -> PostgresConnection {
-        if let c = connection {
-            if c.isConnected { return c }
-            logger.warning("database connection lost; reconnecting", metadata: ["target": "\(target)"])
-            try c.reconnect()
-            try configureSession(c)
-            return c
+        if let c = connection, c.checkAlive() { return c }
+        let deadline = Date().addingTimeInterval(reconnectSeconds)
+        var delay = 0.1
+        var attempts = 0
+        while true {
+            do {
+                let c: PostgresConnection
+                if let old = connection {
+                    if attempts == 0 { logger.warning("database connection lost; reconnecting", metadata: ["target": "\(target)"]) }
+                    try old.reconnect()
+                    try configureSession(old)
+                    reconnections += 1
+                    logger.notice("database connection restored", metadata: ["target": "\(target)", "attempts": "\(attempts + 1)"])
+                    c = old
+                } else {
+                    c = try PostgresConnection(url: url, applicationName: "dubfarm-store")
+                    try configureSession(c)
+                    connection = c
+                }
+                return c
+            } catch let e as DubfarmError where e.code == .unreachable && Date() < deadline {
+                attempts += 1
+                if attempts == 1 || attempts % 10 == 0 {
+                    logger.warning("database unreachable; retrying", metadata: ["target": "\(target)", "error": "\(e.message)",
+                                                                             "retry_in": "\(delay)"])
+                }
+                usleep(UInt32(min(delay, max(0.01, deadline.timeIntervalSinceNow)) * 1e6))
+                delay = min(delay * 2, 2)
+            }
         }
-        let c = try PostgresConnection(url: url, applicationName: "dubfarm-store")
-        try configureSession(c)
-        connection = c
-        return c
     }
 
     private func configureSession(_ c: PostgresConnection) throws {
@@ -98,12 +132,43 @@ public actor FarmStore {
     }
 
     /// Runs `body` in one transaction on the connection (always a durable commit).
+    ///
+    /// When the connection is lost before `COMMIT` was sent, nothing was committed: the store
+    /// reconnects (see ``db()``) and runs the whole transaction again, so a database restart
+    /// costs callers a wait, not an error. A connection lost *during* `COMMIT` is not retried
+    /// (the outcome is unknown) and throws `.unreachable`.
     func transaction<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
+        let deadline = Date().addingTimeInterval(reconnectSeconds)
+        while true {
+            var committing = false
+            do {
+                return try transactionOnce(body, committing: &committing)
+            } catch let e as DubfarmError where e.code == .unreachable && !committing && Date() < deadline {
+                logger.warning("database connection lost mid-transaction; retrying it", metadata: ["error": "\(e.message)"])
+                connection?.close()
+            }
+        }
+    }
+
+    private func transactionOnce<T>(_ body: (PostgresConnection) throws -> T, committing: inout Bool) throws -> T {
         let c = try db()
+        guard asyncSegmentCommits else {
+            try c.query("BEGIN", prepare: true)
+            do {
+                let value = try body(c)
+                committing = true
+                try c.query("COMMIT", prepare: true)
+                return value
+            } catch {
+                if c.isConnected && c.inTransaction { _ = try? c.query("ROLLBACK") }
+                throw error
+            }
+        }
         guard asyncSegmentCommits else { return try c.transaction { try body(c) } }
         try c.pipeline([PostgresStatement("BEGIN"), PostgresStatement("SET LOCAL synchronous_commit = on")])
         do {
             let value = try body(c)
+            committing = true
             try c.query("COMMIT", prepare: true)
             return value
         } catch {

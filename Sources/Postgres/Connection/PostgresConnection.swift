@@ -76,6 +76,19 @@ public final class PostgresConnection {
         return PQstatus(conn) == CONNECTION_OK
     }
 
+    /// Whether the connection is still usable, reading whatever the server sent while it was
+    /// idle (without blocking). A server that shut down or restarted sends a goodbye and closes
+    /// the socket; this notices it *before* the next statement is sent, so the caller can
+    /// reconnect instead of losing that statement. (A connection that breaks silently is still
+    /// only noticed when a statement fails.)
+    public func checkAlive() -> Bool {
+        guard let conn, PQstatus(conn) == CONNECTION_OK else { return false }
+        // Only between statements: while a result is pending, input belongs to that statement.
+        guard PQisBusy(conn) == 0, PQtransactionStatus(conn) == PQTRANS_IDLE else { return true }
+        if PQconsumeInput(conn) == 0 { return false }
+        return PQstatus(conn) == CONNECTION_OK
+    }
+
     /// Whether a transaction block is open (or failed and awaiting `ROLLBACK`).
     public var inTransaction: Bool {
         guard let conn else { return false }
