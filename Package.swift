@@ -111,6 +111,9 @@ let package = Package(
             "Dubbing", "Worker", "FaceAnalysis", "AudioFeatures", "VQModel", "MediaPipeline", "DubfarmCore", "FarmProtocol",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        .testTarget(name: "DeployTests", dependencies: [
+            "FarmConfig", "FarmTestSupport", "Postgres", .product(name: "Yams", package: "Yams"),
+        ]),
         .testTarget(name: "IntegrationTests", dependencies: [
             "FarmTestSupport", "Coordinator", "Worker", "FarmClient", "FarmProtocol", "ZeroMQ", "MediaPipeline", "FaceAnalysis",
         ]),

@@ -12,6 +12,7 @@ packages=(
   ffmpeg            # ffprobe cross-checks in tests, the remux baseline in benchmarks
   opencv-data       # the Haar face cascade (read by our own code)
   libdlib-data      # dlib's 68-point landmark model (read by our own code)
+  iproute2          # ip netns: the multi-host test (workers in their own network namespaces)
 )
 # Extra packages for optional features can be added by callers: install-deps.sh pkg...
 packages+=("$@")

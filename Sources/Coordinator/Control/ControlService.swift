@@ -108,13 +108,16 @@ actor ControlService {
             }
             var view = jobView(rec)
             view.framesDone = segViews.reduce(0) { $0 + $1.framesDone }
+            view.waitingFor = Self.waitingFor(view, workers: await dispatcher.capabilities())
             return .ok(id, JobDetail(job: view, segments: segViews))
         case .jobs(let q):
             let records = try await store.jobs(state: q.state, limit: min(max(q.limit, 1), 10_000))
             let frames = try await store.framesDone(jobs: records.map(\.id))
+            let capabilities = await dispatcher.capabilities()
             return .ok(id, records.map { r in
                 var v = jobView(r)
                 v.framesDone = r.state == .done ? (r.frameCount ?? 0) : frames[r.id] ?? 0
+                v.waitingFor = Self.waitingFor(v, workers: capabilities)
                 return v
             })
         case .workers:
@@ -169,7 +172,14 @@ actor ControlService {
         v.outputBytes = r.outputBytes
         v.errorCode = r.errorCode?.rawValue
         v.error = r.error
+        v.model = r.params.options["model"]
         return v
+    }
+
+    /// Why the job's pending segments wait, if no connected worker can take them.
+    static func waitingFor(_ v: JobView, workers: [WorkerCapabilities]) -> String? {
+        guard v.state == .running, v.segments.pending > 0 else { return nil }
+        return waitingReason(stage: v.stage, model: v.model, workers: workers)
     }
 
     // MARK: Uploads
