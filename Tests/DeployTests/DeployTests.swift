@@ -17,7 +17,9 @@ func read(_ relative: String) throws -> String {
 func deployFiles(_ extensions: [String]) -> [URL] {
     let e = FileManager.default.enumerator(at: deployDir, includingPropertiesForKeys: nil)
     var out: [URL] = []
-    while let u = e?.nextObject() as? URL where extensions.contains(where: { u.lastPathComponent.hasSuffix($0) }) { out.append(u) }
+    while let u = e?.nextObject() as? URL {
+        if extensions.contains(where: { u.lastPathComponent.hasSuffix($0) }) { out.append(u) }
+    }
     return out.sorted { $0.path < $1.path }
 }
 

@@ -37,7 +37,7 @@ cleanup() {
 }
 trap cleanup EXIT
 json() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$FARM/farm.json" "$1"; }
-WORK=$(json workEndpoint); CTL=$(json controlEndpoint); CPID=$(json coordinatorPID)
+WORK=$(json workEndpoint); CTL=$(json controlEndpoint); CPID=$(json coordinatorPID); DB=$(json databaseURL)
 export DUBFARM_COORDINATOR=$CTL
 cpu() { awk -v hz="$HZ" '{print ($14 + $15) / hz}' "/proc/$CPID/stat"; }
 
@@ -69,18 +69,10 @@ for n in $WORKERS; do
   done
   cpu1=$(cpu)
   [[ "$st" == done ]] || { echo "job $job is $st: $($BIN status "$job" | head -8)" >&2; exit 1; }
-  # Dispatch wall time from the job's events: first lease to last segment done.
-  wall=$($BIN logs "$job" --json | python3 -c '
-import json, sys
-from datetime import datetime
-def t(s): return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
-leased, done = [], []
-for line in sys.stdin:
-    e = json.loads(line)
-    if e["kind"] != "segment": continue
-    if e.get("to") == "leased": leased.append(t(e["at"]))
-    if e.get("to") == "done": done.append(t(e["at"]))
-print(f"{max(done) - min(leased):.3f}")')
+  # Dispatch wall time from the job's events (microsecond timestamps): first lease to last segment done.
+  wall=$(psql "$DB" -Atc "SELECT round(extract(epoch FROM max(at) FILTER (WHERE to_state = 'done')
+                                                  - min(at) FILTER (WHERE to_state = 'leased'))::numeric, 3)
+                          FROM events WHERE job_id = $job AND kind = 'segment'")
   python3 - "$n" "$segs" "$wall" "$SEGMENT_SECONDS" "$cpu0" "$cpu1" "${base:-}" <<'PY'
 import sys
 n, segs, wall, sec, c0, c1 = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6])

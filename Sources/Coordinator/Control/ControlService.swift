@@ -276,8 +276,8 @@ actor ControlService {
         let face = try spec.face.map { try done($0, "face") }
         let names = try uploadNames(spec)
         let stage = spec.stage ?? config.defaultStage
-        guard ["passthrough", "dub", "sleep", "fail"].contains(stage) else {
-            throw DubfarmError(.badInput, "unknown stage '\(stage)' (passthrough or dub)")
+        guard ["passthrough", "dub", "sleep", "sleep-copy", "fail"].contains(stage) else {
+            throw DubfarmError(.badInput, "unknown stage '\(stage)' (dub or passthrough; sleep, sleep-copy and fail for tests and benchmarks)")
         }
         var params = JobParams(encoder: config.encoder, segmentSeconds: config.segmentSeconds)
         params.options["upload.video"] = spec.video

@@ -369,16 +369,22 @@ actor Dispatcher {
     private var persisted: [String: (WorkerStatus, SegmentRef?)] = [:]
 
     private func persistWorkerStates() async {
+        var changed: [FarmStore.WorkerStateUpdate] = []
         for peer in peers.values {
             let state: WorkerStatus = peer.task == nil ? (draining ? .draining : .idle) : .busy
             let current = peer.task?.segment
             if let p = persisted[peer.hello.name], p.0 == state, p.1 == current { continue }
-            do {
-                try await store.setWorkerState(peer.hello.name, state, segment: current)
-                persisted[peer.hello.name] = (state, current)
-            } catch {
-                logger.warning("could not record the state of worker \(peer.hello.name): \(error)")
-            }
+            changed.append(.init(name: peer.hello.name, state: state, segment: current))
+        }
+        guard !changed.isEmpty else { return }
+        // One statement for all of them: with many workers, each finishing a segment every
+        // second, a durable transaction per worker and segment would take most of the store's
+        // connection away from claims and completions.
+        do {
+            try await store.setWorkerStates(changed, actor: name)
+            for u in changed { persisted[u.name] = (u.state, u.segment) }
+        } catch {
+            logger.warning("could not record the state of \(changed.count) worker(s): \(error)")
         }
     }
 
