@@ -38,3 +38,29 @@ struct ModelRequirementTests {
         #expect(try await store.claimSegment(worker: "p", leaseSeconds: 30, stage: "dub", model: "paper@y")?.ref.job == bound.id)
     }
 }
+
+@Suite("Batched claims")
+struct ClaimBatchTests {
+    @Test("claimSegments leases distinct segments in one round trip, honours each worker's capabilities, and returns nil where nothing fits")
+    func batch() async throws {
+        let db = try await TestDatabase.create()
+        defer { db.drop() }
+        let store = db.store(asyncSegmentCommits: true)
+        let pass = try await makeRunningJob(store, segments: 3, stage: "passthrough")
+        let bound = try await makeRunningJob(store, segments: 1, stage: "dub", model: "paper")
+        let claims = try await store.claimSegments([
+            .init(worker: "p1", stage: "passthrough"), .init(worker: "p2", stage: "passthrough"),
+            .init(worker: "small", stage: "dub", model: "small@1"), .init(worker: "paper", stage: "dub", model: "paper@2"),
+            .init(worker: "p3", stage: "passthrough"), .init(worker: "p4", stage: "passthrough"),
+        ], leaseSeconds: 30)
+        #expect(claims.count == 6)
+        #expect(claims[0]?.ref == SegmentRef(job: pass.id, index: 0) && claims[1]?.ref == SegmentRef(job: pass.id, index: 1))
+        #expect(claims[2] == nil, "nothing for a small worker")
+        #expect(claims[3]?.ref.job == bound.id)
+        #expect(claims[4]?.ref == SegmentRef(job: pass.id, index: 2))
+        #expect(claims[5] == nil, "the queue is empty")
+        let leased = try await store.segments(job: pass.id).map(\.leasedBy)
+        #expect(leased == ["p1", "p2", "p3"])
+        #expect(try await store.claimSegments([], leaseSeconds: 30).isEmpty)
+    }
+}

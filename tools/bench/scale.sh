@@ -26,6 +26,8 @@ HZ=$(getconf CLK_TCK)
 
 echo "== scaling benchmark ($(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)): sleep-copy stage, ${SEGMENT_SECONDS} s per segment, ${PER_WORKER} segments per worker"
 # One-frame segments of an all-intra clip, no context frames: a task's packet is a valid segment.
+# A fresh coordinator, so that these settings apply.
+$BIN local down --dir "$FARM" >/dev/null 2>&1 || true
 DUBFARM_SEGMENTS_SECONDS=0.04 DUBFARM_SEGMENTS_CONTEXT_FRAMES=0 DUBFARM_LOGGING_LEVEL=warning \
   DUBFARM_COORDINATOR_DEFAULT_STAGE=sleep-copy \
   $BIN local up --dir "$FARM" --workers 0 >/dev/null

@@ -261,7 +261,29 @@ actor Dispatcher {
 
     /// Offers work to every idle worker (new jobs planned, backoffs expired).
     func dispatchAll() async {
-        for id in peers.keys where peers[id]?.task == nil { await dispatch(to: id) }
+        guard !draining else { return }
+        let idle = peers.values.filter { $0.task == nil }.map(\.identity)
+        guard idle.count > 1 else {
+            for id in idle { await dispatch(to: id) }
+            return
+        }
+        // Many idle workers (a job starts, workers join): one round trip claims for all of them.
+        let requests = idle.map { id in
+            FarmStore.ClaimRequest(worker: peers[id]!.hello.name, stage: peers[id]!.hello.stage, model: peers[id]!.hello.model)
+        }
+        let claimed: [ClaimedSegment?]
+        do { claimed = try await store.claimSegments(requests, leaseSeconds: config.leaseSeconds) } catch {
+            logger.error("claiming segments failed: \(error)")
+            return
+        }
+        for (id, claim) in zip(idle, claimed) {
+            guard let claim else { continue }
+            if let peer = peers[id], peer.task == nil {
+                await send(claim, to: id)
+            } else {
+                _ = try? await store.releaseLease(claim.ref, token: claim.token, reason: "worker went away or became busy", actor: name)
+            }
+        }
     }
 
     private func dispatch(to id: [UInt8]) async {
@@ -286,7 +308,8 @@ actor Dispatcher {
         log[metadataKey: "worker"] = .string(claim.worker)
         do {
             let task = try await buildTask(claim, ref)
-            guard peers[id]?.task == nil else {
+            // The worker may have gone (or become busy) while the task was cut.
+            guard let peer = peers[id], peer.task == nil else {
                 _ = try? await store.releaseLease(claim.ref, token: claim.token, reason: "worker became busy", actor: name)
                 return
             }
