@@ -72,7 +72,7 @@ public final class CoordinatorService: Service, Sendable {
         let heartbeat = config.heartbeatInterval
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
-                group.addTask { for await m in work.inbound { await dispatcher.receive(m) } }
+                group.addTask { await dispatcher.serve(work.inbound) }
                 group.addTask { for await m in control.inbound { await controller.receive(m) } }
                 group.addTask { await pipeline.run() }
                 group.addTask {

@@ -152,8 +152,8 @@ struct VideoScan {
 
     /// Demuxes every packet of stream `streamIndex` (others are discarded by the demuxer).
     ///
-    /// With `verifyPositions`, every packet's bytes are compared with the file's bytes at the
-    /// packet's position, so ``SourceVideo`` can later read packets with `pread`; on any mismatch
+    /// With `verifyPositions`, packets' bytes are compared with the file's bytes at the
+    /// packet's position (every packet's; in MP4/MOV a sample of them, see below), so ``SourceVideo`` can later read packets with `pread`; on any mismatch
     /// (or a packet without a position) all positions are set to -1 (read by demuxing instead).
     init(input: InputFile, streamIndex v: Int, verifyPositions: Bool) throws {
         let name = input.name
@@ -193,6 +193,12 @@ struct VideoScan {
         }
         defer { if fd >= 0 { close(fd) } }
         var scratch = [UInt8](repeating: 0, count: 1 << 20)
+        // MP4/MOV positions come straight from the sample tables (chunk offsets and sample
+        // sizes) and are exact by construction: check a sample of them (every keyframe and
+        // every 32nd packet), which catches a file changed under us or a demuxer bug without
+        // reading the whole file twice. Other containers (Matroska laces, streams) are checked
+        // packet by packet.
+        let sampled = input.formatName.hasPrefix("mov")
         var lastPTS: Int64 = 0, lastDuration: Int64 = 0
         var missingPTS = false
         while true {
@@ -215,7 +221,7 @@ struct VideoScan {
             let dts: Int64 = p.dts != noPTS ? p.dts : pts
             lastPTS = pts
             lastDuration = p.duration
-            if verify {
+            if verify && (!sampled || p.pos < 0 || (p.flags & AV_PKT_FLAG_KEY) != 0 || entries.count % 32 == 0) {
                 if p.pos < 0 {
                     reliable = false
                     verify = false

@@ -64,35 +64,20 @@ public final class SourceVideo: @unchecked Sendable {
         return PacketBundle(codec: codec, packets: try readByDemuxing(range))
     }
 
-    /// Reads packets by position: one `pread` over the span when it is dense (video packets
-    /// interleaved with a little audio), else one `pread` per packet.
+    /// Reads packets by position: one `pread` per packet, straight into the packet's own
+    /// (uninitialised) buffer, so each byte is copied once, from the page cache. (Reading the
+    /// span into one buffer and slicing it copied every byte twice and cost a fresh allocation
+    /// of the whole span per segment.)
     private func readByPosition(_ entries: ArraySlice<PacketIndex.Entry>) throws -> [EncodedPacket] {
-        var lo = Int64.max, hi = Int64.min, total = 0
-        for e in entries {
-            lo = min(lo, e.position)
-            hi = max(hi, e.position + Int64(e.size))
-            total += Int(e.size)
-        }
         var packets: [EncodedPacket] = []
         packets.reserveCapacity(entries.count)
-        let span = Int(hi - lo)
-        if span <= 2 * total + (1 << 20) {
-            // Uninitialised: pread fills all of it (a zero-fill first would be a wasted pass over megabytes).
-            let buf = try [UInt8](unsafeUninitializedCapacity: span) { b, count in
-                try preadFully(UnsafeMutableRawPointer(b.baseAddress!), span, lo)
-                count = span
+        for e in entries {
+            let size = Int(e.size)
+            let data = try [UInt8](unsafeUninitializedCapacity: size) { b, count in
+                if size > 0 { try preadFully(UnsafeMutableRawPointer(b.baseAddress!), size, e.position) }
+                count = size
             }
-            for e in entries {
-                let off = Int(e.position - lo)
-                packets.append(EncodedPacket(pts: e.pts, dts: e.dts, duration: e.duration, isKey: e.isKey,
-                                             data: Array(buf[off..<(off + Int(e.size))])))
-            }
-        } else {
-            for e in entries {
-                var data = [UInt8](repeating: 0, count: Int(e.size))
-                try data.withUnsafeMutableBytes { try preadFully($0.baseAddress!, Int(e.size), e.position) }
-                packets.append(EncodedPacket(pts: e.pts, dts: e.dts, duration: e.duration, isKey: e.isKey, data: data))
-            }
+            packets.append(EncodedPacket(pts: e.pts, dts: e.dts, duration: e.duration, isKey: e.isKey, data: data))
         }
         return packets
     }

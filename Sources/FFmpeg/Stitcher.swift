@@ -74,17 +74,17 @@ public enum Stitcher {
         do {
             var report = try write(request, to: tmp)
             try MediaFile.fsync(path: tmp)
-            let info: MediaInfo
+            let info: ReadBack
             do {
-                info = try MediaProbe.probe(path: tmp)
+                info = try readBack(tmp, expectedFrames: request.expectedFrameCount)
             } catch let e as DubfarmError {
                 throw DubfarmError(.stitch, "\(name): the written file does not read back (\(e.message)); not delivered")
             }
-            guard let v = info.video, v.frameCount == request.expectedFrameCount else {
-                throw DubfarmError(.stitch, "\(name): the written file has \(info.video?.frameCount ?? 0) video frames, expected \(request.expectedFrameCount); not delivered")
+            guard info.frames == request.expectedFrameCount else {
+                throw DubfarmError(.stitch, "\(name): the written file has \(info.frames) video frames, expected \(request.expectedFrameCount); not delivered")
             }
             if request.audioPath != nil {
-                let audio = info.audio?.duration ?? 0
+                let audio = info.audio ?? 0
                 guard abs(audio - report.videoDuration) <= 1 / request.frameRate.value else {
                     throw DubfarmError(.stitch, "\(name): the written audio lasts \(audio) s but the video \(report.videoDuration) s; not delivered")
                 }
@@ -96,6 +96,43 @@ public enum Stitcher {
             unlink(tmp)
             throw error
         }
+    }
+
+    /// What the stitch checks of the file it wrote.
+    struct ReadBack {
+        var frames: Int
+        var audio: Double?
+        var fileSize: Int64
+    }
+
+    /// Reads the written file back: its video frame count and audio duration.
+    ///
+    /// An MP4 is checked from its sample tables, without reading the payloads again: the video
+    /// track's sample count (from the index the demuxer builds, and the header's frame count)
+    /// and that the last sample lies inside the file. Any disagreement there, and any other
+    /// container, falls back to ``MediaProbe/probe(path:requireVideo:)``, which demuxes every
+    /// packet.
+    static func readBack(_ path: String, expectedFrames: Int) throws -> ReadBack {
+        if let fast = try sampleTableReadBack(path), fast.frames == expectedFrames { return fast }
+        let info = try MediaProbe.probe(path: path)
+        return ReadBack(frames: info.video?.frameCount ?? 0, audio: info.audio?.duration, fileSize: info.fileSize)
+    }
+
+    private static func sampleTableReadBack(_ path: String) throws -> ReadBack? {
+        let input = try InputFile(path: path, findStreamInfo: false)
+        guard input.formatName.hasPrefix("mov"), let v = input.videoStreamIndex() else { return nil }
+        let st = input.stream(v)
+        let entries = Int(avformat_index_get_entries_count(st))
+        guard entries > 0, Int(st.pointee.nb_frames) == entries,
+              let last = avformat_index_get_entry(st, Int32(entries - 1)),
+              last.pointee.pos >= 0, last.pointee.pos + Int64(last.pointee.size) <= input.fileSize else { return nil }
+        var audio: Double? = nil
+        if let a = input.audioStreamIndex() {
+            let ast = input.stream(a)
+            guard ast.pointee.duration > 0, ast.pointee.duration != noPTS else { return nil }
+            audio = Double(ast.pointee.duration) * rational(ast.pointee.time_base).value
+        }
+        return ReadBack(frames: entries, audio: audio, fileSize: input.fileSize)
     }
 
     static func describeMismatch(_ a: CodecParameters, _ b: CodecParameters) -> String {
@@ -117,7 +154,7 @@ public enum Stitcher {
 
         // The first segment fixes the codec parameters.
         var segment = try loadSegment(req.segmentPaths[0], number: 0, name: name)
-        let codec = segment.codec
+        let codec = segment.layout.codec
         guard codec.timeBase.num * fps.num == codec.timeBase.den * fps.den else {
             throw DubfarmError(.stitch, "\(name): segment 0 has time base \(codec.timeBase), expected 1/\(fps) (pts must be frame indices)")
         }
@@ -155,27 +192,29 @@ public enum Stitcher {
         var written = 0
         for k in req.segmentPaths.indices {
             if k > 0 { segment = try loadSegment(req.segmentPaths[k], number: k, name: name) }
-            guard segment.codec == codec else {
-                throw DubfarmError(.stitch, "\(name): segment \(k) was encoded differently from segment 0 (\(describeMismatch(codec, segment.codec))); all segments of a job must use identical encoder settings")
+            let packets = segment.layout.packets
+            guard segment.layout.codec == codec else {
+                throw DubfarmError(.stitch, "\(name): segment \(k) was encoded differently from segment 0 (\(describeMismatch(codec, segment.layout.codec))); all segments of a job must use identical encoder settings")
             }
-            guard let first = segment.packets.first, first.isKey else {
+            guard let first = packets.first, first.isKey else {
                 throw DubfarmError(.stitch, "\(name): segment \(k) does not start with a keyframe")
             }
             var lo = Int64.max, hi = Int64.min
-            for p in segment.packets {
+            for p in packets {
                 lo = min(lo, p.pts)
                 hi = max(hi, p.pts)
             }
-            guard lo == nextFrame, hi - lo + 1 == Int64(segment.packets.count) else {
-                throw DubfarmError(.stitch, "\(name): segment \(k) covers frames \(lo)...\(hi) in \(segment.packets.count) packets; expected it to start at frame \(nextFrame) with one packet per frame")
+            guard lo == nextFrame, hi - lo + 1 == Int64(packets.count) else {
+                throw DubfarmError(.stitch, "\(name): segment \(k) covers frames \(lo)...\(hi) in \(packets.count) packets; expected it to start at frame \(nextFrame) with one packet per frame")
             }
-            for p in segment.packets {
+            for (i, p) in packets.enumerated() {
                 guard p.dts > lastDTS else {
                     throw DubfarmError(.stitch, "\(name): segment \(k) has decode timestamps that do not follow the previous segment's (\(p.dts) after \(lastDTS))")
                 }
                 lastDTS = p.dts
                 try writeAudio(upTo: p.dts)
-                try pkt.load(p)
+                // A reference into the segment file's buffer: no copy of the payload.
+                try segment.load(i, into: pkt)
                 try out.write(pkt.p, stream: vst, from: videoTB)
                 written += 1
             }
@@ -192,17 +231,13 @@ public enum Stitcher {
                             audioFit: fit, bytes: 0)
     }
 
-    private static func loadSegment(_ path: String, number k: Int, name: String) throws -> PacketBundle {
-        let bytes: [UInt8]
+    private static func loadSegment(_ path: String, number k: Int, name: String) throws -> BundleFile {
         do {
-            bytes = try MediaFile.read(path: path)
+            return try BundleFile(path: path)
+        } catch let e as DubfarmError where e.code == .protocolViolation {
+            throw DubfarmError(.stitch, "\(name): segment \(k) (\(fileName(path))) is damaged: \(e)")
         } catch let e as DubfarmError {
             throw DubfarmError(e.code == .notFound ? .stitch : e.code, "\(name): cannot read segment \(k): \(e.message)")
-        }
-        do {
-            return try PacketBundle(decoding: bytes)
-        } catch {
-            throw DubfarmError(.stitch, "\(name): segment \(k) (\(fileName(path))) is damaged: \(error)")
         }
     }
 }

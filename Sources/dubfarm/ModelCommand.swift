@@ -134,12 +134,12 @@ struct ModelCommand: AsyncParsableCommand {
                 _ = try model.profileFrame(target: inputs.target, source: src, mel: inputs.mel, ctx)
                 ctx.workspace.reset()
             }
-            var seconds: [String: Double] = [:], flops: [String: Double] = [:]
+            var seconds: [String: Double] = [:], flops: [String: Double] = [:], cpu: [String: Double] = [:]
             var frameTimes: [Double] = []
             for _ in 0..<n {
                 let (_, costs) = try model.profileFrame(target: inputs.target, source: src, mel: inputs.mel, ctx)
                 ctx.workspace.reset()
-                for k in costs { seconds[k.module, default: 0] += k.seconds; flops[k.module] = k.flops }
+                for k in costs { seconds[k.module, default: 0] += k.seconds; flops[k.module] = k.flops; cpu[k.module, default: 0] += k.cpuSeconds }
                 frameTimes.append(costs.reduce(0) { $0 + $1.seconds })
             }
             let perFrame = frameTimes.reduce(0, +) / Double(n)
@@ -147,10 +147,15 @@ struct ModelCommand: AsyncParsableCommand {
             let gflops = totalFlops / perFrame / 1e9
             let decGflops = flops["decode"]! / (seconds["decode"]! / Double(n)) / 1e9
             let rss = Benchmark.peakRSSBytes()
+            // work efficiency: GFLOP per CPU second against one core's sgemm per CPU second;
+            // insensitive to waiting for a core on a loaded machine (wall figures are not)
+            let corePeak = Benchmark.sgemmPeakPerCPUSecond()
+            let decCPUShare = flops["decode"]! / (cpu["decode"]! / Double(n)) / 1e9 / corePeak
+            let cpuPerFrame = cpu.values.reduce(0, +) / Double(n)
             if json {
                 var modules: [String: Any] = [:]
                 for m in SwapTalkModel.moduleNames {
-                    modules[m] = ["ms": seconds[m]! / Double(n) * 1000, "gflop": flops[m]! / 1e9,
+                    modules[m] = ["ms": seconds[m]! / Double(n) * 1000, "cpu_ms": cpu[m]! / Double(n) * 1000, "gflop": flops[m]! / 1e9,
                                   "gflops": flops[m]! / (seconds[m]! / Double(n)) / 1e9]
                 }
                 let obj: [String: Any] = [
@@ -158,6 +163,8 @@ struct ModelCommand: AsyncParsableCommand {
                     "fps": 1 / perFrame, "ms_per_frame": perFrame * 1000, "gflop_per_frame": totalFlops / 1e9,
                     "gflops": gflops, "sgemm_peak_gflops": peak, "peak_share": gflops / peak,
                     "decoder_peak_share": decGflops / peak, "peak_rss_mb": Double(rss) / 1048576,
+                    "cpu_ms_per_frame": cpuPerFrame * 1000, "core_sgemm_gflops_per_cpu_s": corePeak,
+                    "decoder_cpu_peak_share": decCPUShare, "load_average": Benchmark.loadAverage(),
                     "workspace_mb": Double(ctx.workspace.reservedBytes) / 1048576, "modules": modules,
                 ]
                 let d = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
@@ -166,6 +173,8 @@ struct ModelCommand: AsyncParsableCommand {
                 print("dubfarm model bench: config \(c.name), \(threads) thread(s), \(n) frames (untrained weights)")
                 print(String(format: "  %.2f frames/s, %.2f ms/frame, %.3f GFLOP/frame, %.1f GFLOP/s", 1 / perFrame, perFrame * 1000, totalFlops / 1e9, gflops))
                 print(String(format: "  sgemm peak (same run) %.1f GFLOP/s; model at %.0f%% of peak, decoder at %.0f%%", peak, 100 * gflops / peak, 100 * decGflops / peak))
+                print(String(format: "  CPU %.1f ms/frame (all threads); decoder work efficiency %.0f%% of one core's sgemm per CPU second (%.1f); load %.2f",
+                             cpuPerFrame * 1000, 100 * decCPUShare, corePeak, Benchmark.loadAverage()))
                 for m in SwapTalkModel.moduleNames {
                     let ms = seconds[m]! / Double(n) * 1000
                     print(String(format: "  %-9@ %9.2f ms %9.3f GFLOP %8.1f GFLOP/s", m as NSString, ms, flops[m]! / 1e9, flops[m]! / (ms / 1000) / 1e9))

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import BLAS
 @testable import Engine
 
 /// Every engine operation against a naive loop on random (odd, strided, padded) shapes.
@@ -59,6 +60,55 @@ import Testing
         }
     }
 
+    /// `conv(up2x(x)) + residual` fused in one call equals the naive convolution of the
+    /// explicitly upsampled map plus the residual (Winograd, im2col and 1×1 paths).
+    @Test(arguments: [
+        // (cin, cout, h, w, k, pad, algorithm 0 auto / 1 winograd / 2 im2col, upsample, residual)
+        (5, 6, 7, 9, 3, 1, 1, true, true), (4, 3, 6, 5, 3, 1, 1, true, false), (8, 8, 13, 11, 3, 1, 1, false, true),
+        (3, 5, 5, 7, 3, 1, 2, true, true), (6, 4, 9, 9, 3, 1, 2, false, true), (7, 5, 6, 7, 1, 0, 0, false, true),
+        (4, 4, 5, 6, 1, 0, 0, true, true), (3, 4, 11, 10, 3, 0, 1, true, true), (16, 24, 10, 12, 3, 1, 0, true, true),
+    ])
+    func convFusedUpsampleAndResidual(_ p: (Int, Int, Int, Int, Int, Int, Int, Bool, Bool)) {
+        let (cin, cout, h, w, k, pad, algorithm, up, withResidual) = p
+        var rng = SeededRandom(seed: UInt64(cin * 1000 + cout * 100 + h * 10 + w + pad))
+        let x = Self.rand([cin, h, w], &rng)
+        let wt = Self.rand([cout, cin, k, k], &rng)
+        let b = Self.rand([cout], &rng)
+        // explicit upsampling for the reference
+        let f = up ? 2 : 1, uh = h * f, uw = w * f
+        var xu = [Float](repeating: 0, count: cin * uh * uw)
+        for c in 0..<cin { for y in 0..<uh { for xx in 0..<uw { xu[(c * uh + y) * uw + xx] = x[(c * h + y / f) * w + xx / f] } } }
+        let oh = uh + 2 * pad - k + 1, ow = uw + 2 * pad - k + 1
+        let res = Self.rand([cout, oh, ow], &rng)
+        var ref = Self.naiveConv(Tensor(shape: [cin, uh, uw], values: xu), wt, b, stride: 1, pad: pad)
+        if withResidual { for i in 0..<ref.count { ref[i] += res[i] } }
+        let alg: Conv2D.Algorithm = algorithm == 1 ? .winograd : algorithm == 2 ? .im2col : .auto
+        let conv = Conv2D(weight: wt, bias: b, stride: 1, padding: pad, algorithm: alg)
+        for threads in [1, 2] {
+            let ctx = ComputeContext(threads: threads)
+            let y = conv(x, upsample2x: up, residual: withResidual ? res : nil, ctx)
+            #expect(y.shape == [cout, oh, ow])
+            #expect(Self.maxRelError(y, ref) < (algorithm == 1 ? 1e-5 : 2e-6), "conv \(p) threads \(threads)")
+        }
+    }
+
+    /// The split product (by rows, by columns, two parts per thread) equals one sgemm.
+    @Test(arguments: [(300, 70, 200), (40, 500, 250), (130, 2100, 300), (2100, 130, 300), (33, 1000, 130)])
+    func splitGemm(_ p: (Int, Int, Int)) {
+        let (m, n, k) = p
+        var rng = SeededRandom(seed: UInt64(m + n + k))
+        for (ta, tb) in [(false, false), (true, false), (false, true)] {
+            let a = Self.rand([m * k], &rng), b = Self.rand([k * n], &rng), c0 = Self.rand([m * n], &rng)
+            let lda = ta ? m : k, ldb = tb ? k : n
+            let want = c0.copy(), got = c0.copy()
+            BLAS.sgemm(transA: ta, transB: tb, m: m, n: n, k: k, alpha: 0.5, a: a.data, lda: lda, b: b.data, ldb: ldb,
+                       beta: 1, c: want.data, ldc: n)
+            ComputeContext(threads: 2).gemm(transA: ta, transB: tb, m: m, n: n, k: k, alpha: 0.5, a: a.data, lda: lda,
+                                            b: b.data, ldb: ldb, beta: 1, c: got.data, ldc: n)
+            #expect(Self.maxRelError(got, want.array) < 1e-6, "gemm \(p) transA \(ta) transB \(tb)")
+        }
+    }
+
     @Test func linear() {
         var rng = SeededRandom(seed: 7)
         let x = Self.rand([13, 9], &rng), w = Self.rand([5, 9], &rng), b = Self.rand([5], &rng)
@@ -72,11 +122,14 @@ import Testing
         #expect(Self.maxRelError(y, ref) < 1e-6)
     }
 
-    @Test(arguments: [(6, 3, 5, 7), (8, 4, 3, 3), (12, 1, 4, 9), (5, 5, 2, 3)])
+    @Test(arguments: [(6, 3, 5, 7), (8, 4, 3, 3), (12, 1, 4, 9), (5, 5, 2, 3),
+                      // groups of several thousand values far from zero (one-pass moments must not cancel)
+                      (16, 4, 33, 31), (8, 2, 40, 40)])
     func groupNorm(_ p: (Int, Int, Int, Int)) {
         var rng = SeededRandom(seed: UInt64(p.0 + p.1 * 31))
         let (c, g, h, w) = p
-        let x = Self.rand([c, h, w], &rng, -2, 3), gamma = Self.rand([c], &rng), beta = Self.rand([c], &rng)
+        let big = c * h * w > 4096
+        let x = Self.rand([c, h, w], &rng, big ? 9 : -2, big ? 11 : 3), gamma = Self.rand([c], &rng), beta = Self.rand([c], &rng)
         let ctx = ComputeContext(threads: 2)
         for act in [FusedActivation.none, .silu] {
             let y = GroupNorm(groups: g, weight: gamma, bias: beta, eps: 1e-6)(x, activation: act, ctx)
@@ -100,14 +153,21 @@ import Testing
         var rng = SeededRandom(seed: 11)
         let x = Self.rand([7, 10], &rng, -3, 3), gamma = Self.rand([10], &rng), beta = Self.rand([10], &rng)
         let ctx = ComputeContext()
-        let y = LayerNorm(weight: gamma, bias: beta)(x, ctx)
-        var ref = [Float](repeating: 0, count: 70)
-        for r in 0..<7 {
-            var m = 0.0; for i in 0..<10 { m += Double(x[r * 10 + i]) }; m /= 10
-            var v = 0.0; for i in 0..<10 { v += pow(Double(x[r * 10 + i]) - m, 2) }; v /= 10
-            for i in 0..<10 { ref[r * 10 + i] = Float((Double(x[r * 10 + i]) - m) / (v + 1e-5).squareRoot() * Double(gamma[i]) + Double(beta[i])) }
+        // short rows (scalar tail only), vector rows with a tail, and an input large enough
+        // to be split over threads
+        for (rows, d, threads) in [(7, 10, 1), (9, 35, 1), (300, 261, 2)] {
+            let x = rows == 7 ? x : Self.rand([rows, d], &rng, -3, 3)
+            let gamma = rows == 7 ? gamma : Self.rand([d], &rng), beta = rows == 7 ? beta : Self.rand([d], &rng)
+            let lnCtx = ComputeContext(threads: threads)  // kept alive: the result views its workspace
+            let y = LayerNorm(weight: gamma, bias: beta)(x, lnCtx)
+            var ref = [Float](repeating: 0, count: rows * d)
+            for r in 0..<rows {
+                var m = 0.0; for i in 0..<d { m += Double(x[r * d + i]) }; m /= Double(d)
+                var v = 0.0; for i in 0..<d { v += pow(Double(x[r * d + i]) - m, 2) }; v /= Double(d)
+                for i in 0..<d { ref[r * d + i] = Float((Double(x[r * d + i]) - m) / (v + 1e-5).squareRoot() * Double(gamma[i]) + Double(beta[i])) }
+            }
+            withExtendedLifetime(lnCtx) { #expect(Self.maxRelError(y, ref) < 1e-5, "layernorm \(rows)×\(d)") }
         }
-        #expect(Self.maxRelError(y, ref) < 1e-5)
 
         let s = x.copy(); Activation.silu(s, ctx)
         #expect(Self.maxRelError(s, x.array.map { $0 / (1 + exp(-$0)) }) < 1e-6)
@@ -123,13 +183,17 @@ import Testing
         #expect(Self.maxRelError(sm, smRef) < 1e-6)
     }
 
-    @Test(arguments: [(5, 9, 12, 1), (7, 7, 12, 3), (4, 16, 8, 4), (11, 3, 6, 2)])
+    @Test(arguments: [(5, 9, 12, 1), (7, 7, 12, 3), (4, 16, 8, 4), (11, 3, 6, 2),
+                      // several blocks of query rows per head, odd widths (vector tails in softmax)
+                      (70, 37, 12, 1), (45, 130, 8, 2), (33, 9, 20, 5)])
     func attention(_ p: (Int, Int, Int, Int)) {
         let (nq, nk, d, heads) = p
         var rng = SeededRandom(seed: UInt64(nq * 100 + nk))
         let q = Self.rand([nq, d], &rng), k = Self.rand([nk, d], &rng), v = Self.rand([nk, d], &rng)
         let ctx = ComputeContext(threads: 2)
         let y = Attention.scaledDotProduct(q: q, k: k, v: v, heads: heads, ctx)
+        let ctx1 = ComputeContext(threads: 1)  // kept alive: results view its workspace
+        let y1 = Attention.scaledDotProduct(q: q, k: k, v: v, heads: heads, ctx1)
         let dh = d / heads
         var ref = [Float](repeating: 0, count: nq * d)
         for h in 0..<heads { for i in 0..<nq {
@@ -138,6 +202,7 @@ import Testing
             for c in 0..<dh { ref[i * d + h * dh + c] = Float((0..<nk).reduce(0.0) { $0 + s[$1] / t * Double(v[$1 * d + h * dh + c]) }) }
         } }
         #expect(Self.maxRelError(y, ref) < 1e-5)
+        withExtendedLifetime(ctx1) { #expect(Self.maxRelError(y1, ref) < 1e-5) }
 
         // cross-attention module with projections of different widths
         let ctxTokens = Self.rand([nk, 5], &rng)

@@ -186,11 +186,11 @@ actor Dispatcher {
         // The result file is named by its lease token, so writing it before the fenced completion
         // can never overwrite a result the database accepted.
         let path = media.segmentResult(ref.segment, token: ref.token)
-        let bytes = output.encoded()
+        let size: Int
         do {
             // Off the dispatcher's thread: results of different workers wait for the disk
             // side by side instead of one after another (the actor serves others meanwhile).
-            try await runBlocking("store result") { try MediaStore.writeAtomically(bytes, to: path) }
+            size = try await runBlocking("store result") { try MediaStore.writeAtomically(bundle: output, to: path) }
         } catch {
             log.error("cannot store segment result: \(error)")
             // Hand the segment back: the disk may recover; not the worker's fault.
@@ -204,10 +204,10 @@ actor Dispatcher {
             if let peer, peer.task == ref, !draining {
                 // Commit the result and lease this worker its next segment in one round trip.
                 (completion, next) = try await store.completeSegment(
-                    ref.segment, token: ref.token, resultBytes: Int64(bytes.count), processSeconds: stats.totalSeconds, stats: stats,
+                    ref.segment, token: ref.token, resultBytes: Int64(size), processSeconds: stats.totalSeconds, stats: stats,
                     thenClaimFor: peer.hello.name, leaseSeconds: config.leaseSeconds, stage: peer.hello.stage, model: peer.hello.model)
             } else {
-                completion = try await store.completeSegment(ref.segment, token: ref.token, resultBytes: Int64(bytes.count),
+                completion = try await store.completeSegment(ref.segment, token: ref.token, resultBytes: Int64(size),
                                                              processSeconds: stats.totalSeconds, stats: stats)
                 next = nil
             }

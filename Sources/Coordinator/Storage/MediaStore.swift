@@ -63,6 +63,15 @@ public struct MediaStore: Sendable {
         try MediaFile.writeAtomically(bytes, to: url.path)
     }
 
+    /// Writes `bundle` to `url` atomically as ``writeAtomically(_:to:)`` does its encoded bytes,
+    /// without encoding it in memory first (``MediaFile/writeAtomically(bundle:to:)``); returns
+    /// the file's size.
+    @discardableResult
+    public static func writeAtomically(bundle: PacketBundle, to url: URL) throws -> Int {
+        try? FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+        return try MediaFile.writeAtomically(bundle: bundle, to: url.path)
+    }
+
     /// Makes a rename in `dir` durable.
     public static func syncDirectory(_ dir: URL) {
         let fd = open(dir.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)

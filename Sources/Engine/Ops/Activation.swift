@@ -21,19 +21,48 @@ public enum Activation {
         }
     }
 
-    /// Softmax over each row of a `rows × cols` matrix.
+    /// Softmax over each row of a `rows × cols` matrix, rows split over the context's threads.
     public static func softmaxRows(_ p: UnsafeMutablePointer<Float>, rows: Int, cols: Int, _ ctx: ComputeContext) {
-        ctx.parallelFor(rows, minChunk: 32) { r in
-            let row = p + r * cols
-            var m = -Float.infinity
-            for i in 0..<cols { m = max(m, row[i]) }
-            let mv = FastMath.V8(repeating: m)
-            FastMath.map(row, cols) { FastMath.exp($0 - mv) }
-            var s: Float = 0
-            for i in 0..<cols { s += row[i] }
-            let inv = 1 / s
-            for i in 0..<cols { row[i] *= inv }
+        ctx.parallelFor(rows, minChunk: 32) { r in softmaxRow(p + r * cols, cols) }
+    }
+
+    /// Softmax over each row of a `rows × cols` matrix on the calling thread.
+    public static func softmaxRows(_ p: UnsafeMutablePointer<Float>, rows: Int, cols: Int) {
+        for r in 0..<rows { softmaxRow(p + r * cols, cols) }
+    }
+
+    @inline(__always)
+    static func softmaxRow(_ row: UnsafeMutablePointer<Float>, _ cols: Int) {
+        typealias V8 = FastMath.V8
+        let cv = cols & ~7
+        var mv = V8(repeating: -Float.infinity)
+        var i = 0
+        while i < cv {
+            let x = UnsafeRawPointer(row + i).loadUnaligned(as: V8.self)
+            mv.replace(with: x, where: x .> mv)
+            i += 8
         }
+        var m = mv.max()
+        while i < cols { m = max(m, row[i]); i += 1 }
+        let mb = V8(repeating: m)
+        var acc = V8()
+        i = 0
+        while i < cv {
+            let e = FastMath.exp(UnsafeRawPointer(row + i).loadUnaligned(as: V8.self) - mb)
+            UnsafeMutableRawPointer(row + i).storeBytes(of: e, as: V8.self)
+            acc += e
+            i += 8
+        }
+        if i < cols { FastMath.map(row + i, cols - i) { FastMath.exp($0 - mb) } }
+        var s = acc.sum()
+        while i < cols { s += row[i]; i += 1 }
+        let inv = V8(repeating: 1 / s)
+        i = 0
+        while i < cv {
+            UnsafeMutableRawPointer(row + i).storeBytes(of: UnsafeRawPointer(row + i).loadUnaligned(as: V8.self) * inv, as: V8.self)
+            i += 8
+        }
+        while i < cols { row[i] *= inv[0]; i += 1 }
     }
 
     /// Softmax over the last dimension of `x`.

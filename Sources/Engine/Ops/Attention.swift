@@ -3,22 +3,46 @@ import BLAS
 /// Scaled dot-product attention on token-major `[N, D]` sequences.
 public enum Attention {
     /// `softmax(q_h k_hᵀ / √d_h) v_h` for each of `heads` heads (head `h` is the column block
-    /// `h·d_h ..< (h+1)·d_h`); returns `[Nq, D]`. Scores live in the workspace; the per-head
-    /// products read and write strided column blocks, so no head is copied.
+    /// `h·d_h ..< (h+1)·d_h`); returns `[Nq, D]`. The per-head products read and write strided
+    /// column blocks, so no head is copied.
+    ///
+    /// The work is split into items of (head, block of query rows); each item runs its two
+    /// products single-threaded with its softmax in between, on scores private to the thread.
+    /// The threads meet once per call instead of three times per head: the products here are
+    /// small (a few hundred tokens), where splitting each one over the threads costs more in
+    /// hand-offs than it gains.
     public static func scaledDotProduct(q: Tensor, k: Tensor, v: Tensor, heads: Int, _ ctx: ComputeContext) -> Tensor {
         let d = q.shape.last!, nq = q.count / d, nk = k.count / d
         precondition(k.shape.last == d && v.shape.last == d && v.count == k.count, "attention: q \(q.shape) k \(k.shape) v \(v.shape)")
         precondition(d % heads == 0, "attention: width \(d) not divisible by \(heads) heads")
         let dh = d / heads
         let out = ctx.workspace.tensor([nq, d])
-        let scores = ctx.workspace.allocate(nq * nk)
         let scale = 1 / Float(dh).squareRoot()
-        for h in 0..<heads {
-            ctx.gemm(transB: true, m: nq, n: nk, k: dh, alpha: scale, a: q.data + h * dh, lda: d,
-                       b: k.data + h * dh, ldb: d, c: scores, ldc: nk)
-            Activation.softmaxRows(scores, rows: nq, cols: nk, ctx)
-            ctx.gemm(m: nq, n: dh, k: nk, a: scores, lda: nk, b: v.data + h * dh, ldb: d,
-                       c: out.data + h * dh, ldc: d)
+        // query rows per item: enough items for every thread (several each when there are few
+        // heads), each item's scores small enough to stay in cache
+        let threads = ctx.threads
+        let wanted = heads >= 2 * threads ? 1 : (2 * threads + heads - 1) / heads
+        var rows = max(8, (nq + wanted - 1) / wanted)
+        rows = min(rows, max(8, 65_536 / max(1, nk)))
+        if threads == 1 { rows = min(nq, max(8, 65_536 / max(1, nk))) }
+        let rowBlocks = (nq + rows - 1) / rows
+        let items = heads * rowBlocks
+        let workers = min(threads, items)
+        let scores = ctx.workspace.allocate(workers * rows * nk)
+        let qd = q.data, kd = k.data, vd = v.data, od = out.data
+        let counter = WorkCounter()
+        ctx.onWorkers(workers) { w in
+            let sc = scores + w * rows * nk
+            while true {
+                let item = counter.next()
+                if item >= items { break }
+                let h = item / rowBlocks, r0 = (item % rowBlocks) * rows, r = min(rows, nq - r0)
+                BLAS.sgemm(transB: true, m: r, n: nk, k: dh, alpha: scale, a: qd + r0 * d + h * dh, lda: d,
+                           b: kd + h * dh, ldb: d, c: sc, ldc: nk)
+                Activation.softmaxRows(sc, rows: r, cols: nk)
+                BLAS.sgemm(m: r, n: dh, k: nk, a: sc, lda: nk, b: vd + h * dh, ldb: d,
+                           c: od + r0 * d + h * dh, ldc: d)
+            }
         }
         ctx.flops += 4 * Double(nq * nk * d)
         return out

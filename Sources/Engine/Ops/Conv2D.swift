@@ -60,9 +60,24 @@ public struct Conv2D: @unchecked Sendable {
 
     /// Convolves `x` (`[in, H, W]`) into a new workspace tensor `[out, Ho, Wo]`.
     public func callAsFunction(_ x: Tensor, _ ctx: ComputeContext) -> Tensor {
+        callAsFunction(x, upsample2x: false, residual: nil, ctx)
+    }
+
+    /// `conv(up(x)) + residual` into a new workspace tensor, where `up` is nearest 2×
+    /// upsampling when `upsample2x` is set (the identity otherwise) and `residual` has the
+    /// output's shape.
+    ///
+    /// Fusing saves whole passes over the largest maps of the decoder: the Winograd input
+    /// transform reads the low-resolution map directly (the 4× larger upsampled map is never
+    /// written), and the residual is added while the output tiles are written back.
+    public func callAsFunction(_ x: Tensor, upsample2x: Bool, residual: Tensor?, _ ctx: ComputeContext) -> Tensor {
         precondition(x.shape.count == 3 && x.shape[0] == inChannels, "conv: input \(x.shape), expected [\(inChannels), H, W]")
-        let h = x.shape[1], w = x.shape[2]
+        let f = upsample2x ? 2 : 1
+        let h = x.shape[1] * f, w = x.shape[2] * f
         let o = outputSize(h: h, w: w)
+        if let r = residual {
+            precondition(r.shape == [outChannels, o.h, o.w], "conv: residual \(r.shape), expected [\(outChannels), \(o.h), \(o.w)]")
+        }
         let out = ctx.workspace.tensor([outChannels, o.h, o.w])
         // im2col columns and Winograd tiles are released as soon as the output is written
         let scratch = ctx.workspace.mark()
@@ -71,13 +86,24 @@ public struct Conv2D: @unchecked Sendable {
         // Winograd on tiny maps reads 4× the filter bytes for a handful of tiles and runs 36 thin
         // sgemms; one im2col sgemm is faster there.
         if let ww = winogradWeight, ((o.h + 3) / 4) * ((o.w + 3) / 4) >= Winograd.minTiles || forceWinograd {
-            Winograd.convolve(x, weightT: ww, bias: bias, padding: padding, out: out, ctx)
+            Winograd.convolve(x, upsample2x: upsample2x, weightT: ww, bias: bias, padding: padding,
+                              residual: residual?.data, out: out, ctx)
             return out
         }
+        let input = upsample2x ? Shape.upsampleNearest2x(x, ctx) : x
         let n = o.h * o.w
         let beta: Float
-        if let b = bias {
-            for c in 0..<outChannels { (out.data + c * n).initialize(repeating: b.data[c], count: n) }
+        let od = out.data, bd = bias?.data, rd = residual?.data
+        if bd != nil || rd != nil {
+            // C starts as bias (+ residual); the product is accumulated onto it
+            ctx.parallelFor(outChannels, minChunk: max(1, 16_384 / max(1, n))) { c in
+                let dst = od + c * n
+                if let r = rd { dst.update(from: r + c * n, count: n) } else { dst.initialize(repeating: 0, count: n) }
+                if let b = bd {
+                    let bv = b[c]
+                    for i in 0..<n { dst[i] += bv }
+                }
+            }
             beta = 1
         } else {
             beta = 0
@@ -85,13 +111,13 @@ public struct Conv2D: @unchecked Sendable {
         let kdim = inChannels * kernelH * kernelW
         if kernelH == 1 && kernelW == 1 && stride == 1 && padding == 0 {
             ctx.gemm(m: outChannels, n: n, k: kdim, a: weight.data, lda: kdim,
-                       b: x.data, ldb: n, beta: beta, c: out.data, ldc: n)
+                       b: input.data, ldb: n, beta: beta, c: od, ldc: n)
             return out
         }
         let cols = ctx.workspace.allocate(kdim * n)
-        im2col(x.data, c: inChannels, h: h, w: w, oh: o.h, ow: o.w, cols: cols, ctx)
+        im2col(input.data, c: inChannels, h: h, w: w, oh: o.h, ow: o.w, cols: cols, ctx)
         ctx.gemm(m: outChannels, n: n, k: kdim, a: weight.data, lda: kdim,
-                   b: cols, ldb: n, beta: beta, c: out.data, ldc: n)
+                   b: cols, ldb: n, beta: beta, c: od, ldc: n)
         return out
     }
 

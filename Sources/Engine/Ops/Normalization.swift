@@ -31,21 +31,22 @@ public struct GroupNorm: @unchecked Sendable {
         @inline(__always) func st(_ q: UnsafeMutablePointer<Float>, _ v: V8) { UnsafeMutableRawPointer(q).storeBytes(of: v, as: V8.self) }
         ctx.parallelFor(groups) { g in
             let base = xd + g * n
+            // one pass for both moments, shifted by the group's first value so that
+            // E[(x-k)²] - E[x-k]² does not cancel; float lanes are flushed to doubles every
+            // 1024 values
+            let k = base[0], kv = V8(repeating: k)
             let nv = n & ~7
-            var acc = V8(), i = 0
-            while i < nv { acc += ld(base + i); i += 8 }
-            var s = 0.0
-            for l in 0..<8 { s += Double(acc[l]) }
-            while i < n { s += Double(base[i]); i += 1 }
-            let mean = s / Double(n)
-            let mv = V8(repeating: Float(mean))
-            var acc2 = V8()
-            i = 0
-            while i < nv { let d = ld(base + i) - mv; acc2 += d * d; i += 8 }
-            var v = 0.0
-            for l in 0..<8 { v += Double(acc2[l]) }
-            while i < n { let d = Double(base[i]) - mean; v += d * d; i += 1 }
-            let rstd = 1 / (v / Double(n) + Double(eps)).squareRoot()
+            var s = 0.0, ss = 0.0, i = 0
+            while i < nv {
+                let end = min(nv, i + 1024)
+                var a1 = V8(), a2 = V8()
+                while i < end { let d = ld(base + i) - kv; a1 += d; a2 += d * d; i += 8 }
+                s += Double(a1.sum()); ss += Double(a2.sum())
+            }
+            while i < n { let d = Double(base[i] - k); s += d; ss += d * d; i += 1 }
+            let ms = s / Double(n)
+            let mean = Double(k) + ms
+            let rstd = 1 / (max(0, ss / Double(n) - ms * ms) + Double(eps)).squareRoot()
             for cc in 0..<cpg {
                 let ch = g * cpg + cc
                 let a = Float(rstd) * wd[ch]
@@ -86,16 +87,37 @@ public struct LayerNorm: @unchecked Sendable {
         let n = x.count / d
         let y = ctx.workspace.tensor(x.shape)
         let xd = x.data, yd = y.data, wd = weight.data, bd = bias.data, eps = Double(self.eps)
-        ctx.parallelFor(n, minChunk: 16) { r in
+        typealias V8 = SIMD8<Float>
+        @inline(__always) func ld(_ q: UnsafeMutablePointer<Float>) -> V8 { UnsafeRawPointer(q).loadUnaligned(as: V8.self) }
+        @inline(__always) func st(_ q: UnsafeMutablePointer<Float>, _ v: V8) { UnsafeMutableRawPointer(q).storeBytes(of: v, as: V8.self) }
+        let dv = d & ~7
+        // rows are short (one token): run small inputs on the calling thread
+        let body: (Int) -> Void = { r in
             let src = xd + r * d, dst = yd + r * d
+            var acc = V8(), i = 0
+            while i < dv { acc += ld(src + i); i += 8 }
             var s = 0.0
-            for i in 0..<d { s += Double(src[i]) }
+            for l in 0..<8 { s += Double(acc[l]) }
+            while i < d { s += Double(src[i]); i += 1 }
             let mean = s / Double(d)
+            let mv = V8(repeating: Float(mean))
+            var acc2 = V8()
+            i = 0
+            while i < dv { let t = ld(src + i) - mv; acc2 += t * t; i += 8 }
             var v = 0.0
-            for i in 0..<d { let t = Double(src[i]) - mean; v += t * t }
+            for l in 0..<8 { v += Double(acc2[l]) }
+            while i < d { let t = Double(src[i]) - mean; v += t * t; i += 1 }
             let rstd = Float(1 / (v / Double(d) + eps).squareRoot())
+            let rv = V8(repeating: rstd)
+            i = 0
+            while i < dv { st(dst + i, (ld(src + i) - mv) * rv * ld(wd + i) + ld(bd + i)); i += 8 }
             let m = Float(mean)
-            for i in 0..<d { dst[i] = (src[i] - m) * rstd * wd[i] + bd[i] }
+            while i < d { dst[i] = (src[i] - m) * rstd * wd[i] + bd[i]; i += 1 }
+        }
+        if x.count < 65_536 {
+            for r in 0..<n { body(r) }
+        } else {
+            ctx.parallelFor(n, minChunk: 64, body)
         }
         return y
     }

@@ -63,8 +63,17 @@ enum Winograd {
     /// all tiles of a row read six contiguous arrays; outputs are computed per phase and
     /// interleaved back into the row. Scratch rows are padded to whole vectors (and the sgemm
     /// leading dimension by 8), so vector tails never need masking.
-    static func convolve(_ x: Tensor, weightT: Tensor, bias: Tensor?, padding p: Int, out: Tensor, _ ctx: ComputeContext) {
-        let cin = x.shape[0], h = x.shape[1], w = x.shape[2]
+    ///
+    /// With `upsample2x` the input is read as its nearest 2× upsampling (`x` is the
+    /// low-resolution map; pixel `(y, x)` of the virtual input is `(y / 2, x / 2)` of `x`).
+    /// With `residual` (`[out, Ho, Wo]`) it is added to the output as the tiles are written.
+    static func convolve(_ x: Tensor, upsample2x: Bool = false, weightT: Tensor, bias: Tensor?, padding p: Int,
+                         residual: UnsafeMutablePointer<Float>? = nil, out: Tensor, _ ctx: ComputeContext) {
+        let f = upsample2x ? 2 : 1
+        let cin = x.shape[0], h = x.shape[1] * f, w = x.shape[2] * f
+        let srcW = x.shape[2], srcPlane = x.shape[1] * x.shape[2]
+        let up = upsample2x
+        let rd = residual
         let cout = out.shape[0], oh = out.shape[1], ow = out.shape[2]
         let th = (oh + 3) / 4, tw = (ow + 3) / 4
         var rowsPerBlock = min(th, blockRows(inC: cin, outC: cout, tilesPerRow: tw))
@@ -101,7 +110,7 @@ enum Winograd {
                 let nt = (ty1 - ty0) * tw
                 // input transform
                 for c in 0..<cin {
-                    let plane = xd + c * h * w
+                    let plane = xd + c * srcPlane
                     for ty in ty0..<ty1 {
                         let y0 = ty * 4 - p
                         // rows split by phase: rows[(k * 4 + mm) * ph + t] = in[y0 + k][4t + mm - p]
@@ -112,7 +121,7 @@ enum Winograd {
                                 dst.initialize(repeating: 0, count: 4 * ph)
                                 continue
                             }
-                            let src = plane + yy * w
+                            let src = plane + (up ? yy >> 1 : yy) * srcW
                             for mm in 0..<4 {
                                 let d = dst + mm * ph
                                 // t with 0 <= 4t + mm - p < w
@@ -120,8 +129,14 @@ enum Winograd {
                                 let hi = lim < 0 ? lo : min(ph, max(lo, lim / 4 + 1))
                                 var t = 0
                                 while t < lo { d[t] = 0; t += 1 }
-                                let s0 = src + (mm - p)
-                                while t < hi { d[t] = s0[4 * t]; t += 1 }
+                                if up {
+                                    // (4t + mm - p) / 2 = 2t + ⌊(mm - p) / 2⌋
+                                    let s0 = src + ((mm - p) >> 1)
+                                    while t < hi { d[t] = s0[2 * t]; t += 1 }
+                                } else {
+                                    let s0 = src + (mm - p)
+                                    while t < hi { d[t] = s0[4 * t]; t += 1 }
+                                }
                                 while t < ph { d[t] = 0; t += 1 }
                             }
                         }
@@ -213,11 +228,20 @@ enum Winograd {
                         for i in 0..<min(4, oh - ty * 4) {
                             let row = plane + (ty * 4 + i) * ow
                             let o = outp + i * 4 * ph
-                            for t in 0..<full {
-                                row[4 * t] = o[t]; row[4 * t + 1] = o[ph + t]
-                                row[4 * t + 2] = o[2 * ph + t]; row[4 * t + 3] = o[3 * ph + t]
+                            if let rd {
+                                let res = rd + c * oh * ow + (ty * 4 + i) * ow
+                                for t in 0..<full {
+                                    row[4 * t] = o[t] + res[4 * t]; row[4 * t + 1] = o[ph + t] + res[4 * t + 1]
+                                    row[4 * t + 2] = o[2 * ph + t] + res[4 * t + 2]; row[4 * t + 3] = o[3 * ph + t] + res[4 * t + 3]
+                                }
+                                for xx in (full * 4)..<ow { row[xx] = o[(xx % 4) * ph + xx / 4] + res[xx] }
+                            } else {
+                                for t in 0..<full {
+                                    row[4 * t] = o[t]; row[4 * t + 1] = o[ph + t]
+                                    row[4 * t + 2] = o[2 * ph + t]; row[4 * t + 3] = o[3 * ph + t]
+                                }
+                                for xx in (full * 4)..<ow { row[xx] = o[(xx % 4) * ph + xx / 4] }
                             }
-                            for xx in (full * 4)..<ow { row[xx] = o[(xx % 4) * ph + xx / 4] }
                         }
                     }
                 }

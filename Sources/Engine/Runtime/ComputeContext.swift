@@ -1,3 +1,4 @@
+import Foundation
 import BLAS
 import Dispatch
 import Synchronization
@@ -29,20 +30,29 @@ public final class ComputeContext: @unchecked Sendable {
         threads = max(1, n)
     }
 
-    /// `C = alpha · op(A) · op(B) + beta · C` (row-major), split over the context's threads by
-    /// rows of `C` (or by columns when there are few rows), each part one single-threaded sgemm.
+    /// `C = alpha · op(A) · op(B) + beta · C` (row-major), split over the context's threads,
+    /// each part one single-threaded sgemm.
+    ///
+    /// Every part packs the whole of the operand it shares with the others, so the split is
+    /// chosen to duplicate the cheaper one: by rows of `C` (each part re-packs `B`, `k × n`)
+    /// when `n ≤ m`, by columns (each part re-packs `A`, `m × k`) otherwise. Products below
+    /// ``serialWork`` multiply-adds run on the calling thread: splitting them costs more in
+    /// packing and hand-offs than it saves (measured on the transformer's 256-token products).
     public func gemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int, alpha: Float = 1,
                      a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                      beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
-        let work = Double(m) * Double(n) * Double(k)
-        if threads == 1 || work < 262_144 || (m < 32 && n < 32) {
+        let work = m * n * k
+        if threads == 1 || work < Self.serialWork || (m < 32 && n < 64) {
             BLAS.sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
                        b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
             return
         }
-        // two parts per thread where the parts stay large, for balance on a shared machine
-        let parts = (m >= 64 * threads || n >= 512 * threads) ? 2 * threads : threads
-        if m >= 16 * parts || m >= n {
+        // one part per thread; two per thread when the parts stay large, for balance on a
+        // shared machine
+        var parts = work >= 32 * Self.serialWork * threads ? 2 * threads : threads
+        let byRows = n <= m ? m >= 16 * parts || n < 32 * parts : n < 32 * parts
+        if byRows { parts = max(1, min(parts, m / 8)) } else { parts = max(1, min(parts, n / 16)) }
+        if byRows {
             parallelFor(parts) { p in
                 let lo = (m * p / parts) & ~7, hi = p == parts - 1 ? m : (m * (p + 1) / parts) & ~7
                 if hi <= lo { return }
@@ -58,6 +68,13 @@ public final class ComputeContext: @unchecked Sendable {
             }
         }
     }
+
+    /// Multiply-adds below which ``gemm(transA:transB:m:n:k:alpha:a:lda:b:ldb:beta:c:ldc:)``
+    /// does not split a product; `DUBFARM_GEMM_SERIAL` overrides (for tuning).
+    public static let serialWork: Int = {
+        if let v = ProcessInfo.processInfo.environment["DUBFARM_GEMM_SERIAL"], let n = Int(v), n > 0 { return n }
+        return 4_000_000
+    }()
 
     /// Runs `body(i)` for `i` in `0..<count`, in contiguous chunks handed to the threads on
     /// demand (a few chunks per thread, so a core slowed by another process does not hold up

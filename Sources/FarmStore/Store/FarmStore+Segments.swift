@@ -97,7 +97,8 @@ extension FarmStore {
     /// was released, expired or re-leased) is rejected and changes nothing; log it.
     ///
     /// Completions of one job are serialised on the job's row, so exactly one of them sees
-    /// `allDone`. Two round trips: `BEGIN` + locks, then the write + `COMMIT` (pipelined).
+    /// `allDone`. One round trip (`BEGIN`, job lock, fenced write, `COMMIT`, pipelined); a
+    /// rejected result takes a second one, to read why.
     /// `stats`, when given, is recorded with the result, and the completing `token` is kept as
     /// the segment's result token (the coordinator names the result file by it).
     public func completeSegment(_ ref: SegmentRef, token: LeaseToken, resultBytes: Int64, processSeconds: Double,
@@ -127,49 +128,45 @@ extension FarmStore {
         var model: String?
     }
 
+    /// The completion, in one pipelined round trip: `BEGIN`, lock the job's row (completions
+    /// of a job are serialised on it, so exactly one sees `allDone`), the fenced write, `COMMIT`,
+    /// and the chained claim when there is one.
+    ///
+    /// The fencing rule of ``SegmentStateMachine/complete(token:)`` (the segment is `leased`
+    /// under `token`) is the write's `WHERE` clause, evaluated under the segment's row lock: a
+    /// stale token updates no row, and then the worker's counters and the event are not written
+    /// either (they hang off the updated row). Only then is the segment read once more, to say
+    /// why it was rejected, through the state machine (the rare path).
+    static let completeSQL = """
+        WITH u AS (
+            UPDATE segments SET state = 'done', lease_token = NULL, lease_expires_at = NULL, result_bytes = $3,
+                process_seconds = $4, frames_done = frames_total, finished_at = now(), updated_at = now(),
+                result_token = $5, stats = coalesce($6, stats)
+            WHERE job_id = $1 AND idx = $2 AND state = 'leased' AND lease_token = $5
+            RETURNING frames_total, leased_by
+        ), w AS (
+            UPDATE workers SET segments_done = segments_done + 1,
+                frames_done = workers.frames_done + u.frames_total, last_seen = now()
+            FROM u WHERE workers.name = u.leased_by
+        ), e AS (
+            INSERT INTO events (kind, job_id, segment_idx, worker, from_state, to_state, reason, actor)
+            SELECT 'segment', $1, $2, u.leased_by, 'leased', 'done', 'completed', u.leased_by FROM u
+        )
+        SELECT (SELECT count(*) FROM u) AS accepted,
+               NOT EXISTS (SELECT 1 FROM segments WHERE job_id = $1 AND state <> 'done' AND idx <> $2) AS all_done
+        """
+
     private func complete(_ ref: SegmentRef, token: LeaseToken, resultBytes: Int64, processSeconds: Double,
                           stats: SegmentStats?, next: NextClaim?)
         throws -> (Result<CompletionOutcome, SegmentStateMachine.Rejection>, ClaimedSegment?) {
         let c = try db()
         let key: [PostgresValue?] = [.int(Int(ref.job.rawValue)), .int(ref.index)]
         do {
-            let locked = try c.pipeline([
+            var statements = [
                 PostgresStatement("BEGIN"),
                 PostgresStatement("SELECT state FROM jobs WHERE id = $1 FOR NO KEY UPDATE", [key[0]]),
-                PostgresStatement("SELECT \(Columns.segment) FROM segments WHERE job_id = $1 AND idx = $2 FOR UPDATE", key),
-            ])
-            guard locked[1].count == 1, let row = locked[2].first else {
-                try c.query("ROLLBACK")
-                throw DubfarmError(.notFound, "there is no segment \(ref)")
-            }
-            let rec = try SegmentRecord(row: row)
-            var m = rec.machine
-            do throws(SegmentStateMachine.Rejection) {
-                try m.complete(token: token)
-            } catch {
-                try c.query("ROLLBACK")
-                let claimed = try next.flatMap { try claimSegment(worker: $0.worker, token: $0.token, leaseSeconds: $0.leaseSeconds,
-                                                                  stage: $0.stage, model: $0.model) }
-                return (.failure(error), claimed)
-            }
-            var statements = [
-                PostgresStatement("""
-                    WITH u AS (
-                        UPDATE segments SET state = 'done', lease_token = NULL, lease_expires_at = NULL, result_bytes = $3,
-                            process_seconds = $4, frames_done = frames_total, finished_at = now(), updated_at = now(),
-                            result_token = $6, stats = coalesce($7, stats)
-                        WHERE job_id = $1 AND idx = $2 RETURNING frames_total
-                    ), w AS (
-                        UPDATE workers SET segments_done = segments_done + 1,
-                            frames_done = workers.frames_done + (SELECT frames_total FROM u), last_seen = now()
-                        WHERE name = $5
-                    ), e AS (
-                        INSERT INTO events (kind, job_id, segment_idx, worker, from_state, to_state, reason, actor)
-                        VALUES ('segment', $1, $2, $5, 'leased', 'done', 'completed', $5)
-                    )
-                    SELECT NOT EXISTS (SELECT 1 FROM segments WHERE job_id = $1 AND state <> 'done' AND idx <> $2) AS all_done
-                    """, key + [.int(Int(resultBytes)), .double(processSeconds), .text(rec.leasedBy ?? ""),
-                                .text(token.description), try stats.map { .json(String(decoding: try JSONEncoder().encode($0), as: UTF8.self)) }]),
+                PostgresStatement(Self.completeSQL, key + [.int(Int(resultBytes)), .double(processSeconds), .text(token.description),
+                                                           try stats.map { .json(String(decoding: try JSONEncoder().encode($0), as: UTF8.self)) }]),
                 PostgresStatement("COMMIT"),
             ]
             if let next {
@@ -178,20 +175,39 @@ extension FarmStore {
                                                                                stage: next.stage, model: next.model)))
             }
             let out = try c.pipelineOutcomes(statements)
-            let rows = try out[0]!.get()
-            _ = try out[1]!.get()
-            let outcome = CompletionOutcome(allDone: try rows[0]["all_done"].decode(Bool.self))
-            guard let next else { return (.success(outcome), nil) }
-            // The completion is committed whatever happens to the claim.
-            switch out[2] {
-            case .success(let claimRows)?:
-                return (.success(outcome), try claimRows.first.map { try decodeClaim($0, worker: next.worker, token: next.token) })
-            case .failure(let e)?:
-                logger.error("claim after a completion failed", metadata: ["segment": "\(ref)", "error": "\(e.message)"])
-                return (.success(outcome), nil)
-            case nil:
-                return (.success(outcome), nil)
+            for k in 0..<2 { _ = try out[k]?.get() }
+            guard let written = out[2] else {
+                throw DubfarmError(.internalError, "the completion of segment \(ref) was not run")
             }
+            let rows = try written.get()
+            _ = try out[3]?.get()
+            let accepted = try rows[0]["accepted"].decode(Int.self) == 1
+            var claimed: ClaimedSegment? = nil
+            if let next {
+                // The completion is committed (or rejected) whatever happens to the claim.
+                switch out[4] {
+                case .success(let claimRows)?:
+                    claimed = try claimRows.first.map { try decodeClaim($0, worker: next.worker, token: next.token) }
+                case .failure(let e)?:
+                    logger.error("claim after a completion failed", metadata: ["segment": "\(ref)", "error": "\(e.message)"])
+                case nil:
+                    break
+                }
+            }
+            guard accepted else {
+                // Say why, by the state machine's rules.
+                guard let rec = try segment(ref) else { throw DubfarmError(.notFound, "there is no segment \(ref)") }
+                var m = rec.machine
+                do throws(SegmentStateMachine.Rejection) {
+                    try m.complete(token: token)
+                } catch {
+                    return (.failure(error), claimed)
+                }
+                // The machine would accept it now, but the write did not match: it was not
+                // current when the write ran.
+                return (.failure(.staleToken(current: rec.lease)), claimed)
+            }
+            return (.success(CompletionOutcome(allDone: try rows[0]["all_done"].decode(Bool.self))), claimed)
         } catch {
             if c.isConnected && c.inTransaction { _ = try? c.query("ROLLBACK") }
             throw error

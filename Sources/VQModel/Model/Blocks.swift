@@ -16,9 +16,10 @@ struct ResBlock {
 
     func callAsFunction(_ x: Tensor, _ ctx: ComputeContext) -> Tensor {
         ctx.workspace.scoped {
-            let h = conv2(norm2(conv1(norm1(x, activation: .silu, ctx), ctx), activation: .silu, ctx), ctx)
-            Shape.addInPlace(h, shortcut.map { $0(x, ctx) } ?? x)
-            return h
+            let skip = shortcut.map { $0(x, ctx) } ?? x
+            // the skip connection is added as conv2 writes its output
+            return conv2(norm2(conv1(norm1(x, activation: .silu, ctx), ctx), activation: .silu, ctx),
+                         upsample2x: false, residual: skip, ctx)
         }
     }
 }

@@ -169,7 +169,7 @@ struct LipSyncUNet {
         for l in up {
             h = l.res(Shape.concat([h, skips.removeLast()], ctx), ctx)
             if let a = l.attn { h = a(h, context: audio, ctx) }
-            if let u = l.resample { h = u(Shape.upsampleNearest2x(h, ctx), ctx) }
+            if let u = l.resample { h = u(h, upsample2x: true, residual: nil, ctx) }
         }
         return convOut(normOut(h, activation: .silu, ctx), ctx)
     }

@@ -8,6 +8,8 @@ public struct ModuleCost: Sendable, Codable {
     public var flops: Double
     /// Wall-clock seconds.
     public var seconds: Double
+    /// CPU seconds of all the process's threads (``Benchmark/cpuSeconds()``).
+    public var cpuSeconds: Double = 0
 }
 
 extension SwapTalkModel {
@@ -19,9 +21,10 @@ extension SwapTalkModel {
         -> (image: Tensor, costs: [ModuleCost]) {
         var costs: [ModuleCost] = []
         func measure<T>(_ name: String, _ body: () throws -> T) rethrows -> T {
-            let f0 = ctx.flops, t0 = Benchmark.now()
+            let f0 = ctx.flops, c0 = Benchmark.cpuSeconds(), t0 = Benchmark.now()
             let r = try body()
-            costs.append(ModuleCost(module: name, flops: ctx.flops - f0, seconds: Benchmark.now() - t0))
+            let t1 = Benchmark.now(), c1 = Benchmark.cpuSeconds()
+            costs.append(ModuleCost(module: name, flops: ctx.flops - f0, seconds: t1 - t0, cpuSeconds: c1 - c0))
             return r
         }
         let s = config.imageSize, h = config.halfGrid.h

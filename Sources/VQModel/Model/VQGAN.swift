@@ -81,7 +81,7 @@ struct Decoder {
         h = mid2(midAttn(mid1(h, ctx), ctx), ctx)
         for level in levels {
             for b in level.blocks { h = b(h, ctx) }
-            if let u = level.up { h = u(Shape.upsampleNearest2x(h, ctx), ctx) }
+            if let u = level.up { h = u(h, upsample2x: true, residual: nil, ctx) }
         }
         return convOut(normOut(h, activation: .silu, ctx), ctx)
     }

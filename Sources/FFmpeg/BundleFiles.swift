@@ -1,0 +1,166 @@
+import CFFmpeg
+import DubfarmCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Packet bundles on disk without extra copies of their payloads: written with `writev` straight
+// from the packets' own buffers, read back into one FFmpeg buffer that the muxer's packets
+// reference in place.
+
+extension MediaFile {
+    /// Writes `bundle` as ``PacketBundle/encoded()`` would, to a temporary file next to `path`,
+    /// fsyncs it and renames it into place (as ``writeAtomically(_:to:)``), without building
+    /// the encoded bytes in memory: the payloads go to the kernel from where they lie.
+    /// Returns the file's size.
+    @discardableResult
+    public static func writeAtomically(bundle: PacketBundle, to path: String) throws -> Int {
+        let tmp = temporaryPath(for: path)
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw DubfarmError(.io, "\(fileName(path)): cannot create (\(String(cString: strerror(errno))))") }
+        var ok = false
+        defer { if !ok { unlink(tmp) } }
+        var total = 0
+        do {
+            defer { close(fd) }
+            let header = bundle.encodedHeader()
+            let hsz = PacketBundleLayout.packetHeaderSize
+            let packets = bundle.packets
+            var heads = [UInt8](repeating: 0, count: packets.count * hsz)
+            heads.withUnsafeMutableBytes { h in
+                for (i, p) in packets.enumerated() { PacketBundle.packetHeader(p, to: h.baseAddress! + i * hsz) }
+            }
+            try header.withUnsafeBytes { hb in
+                try heads.withUnsafeBytes { hh in
+                    var iov: [iovec] = []
+                    iov.reserveCapacity(2 * chunk + 1)
+                    iov.append(iovec(iov_base: UnsafeMutableRawPointer(mutating: hb.baseAddress), iov_len: hb.count))
+                    // Each payload's pointer is valid only inside its withUnsafeBytes: nest them
+                    // `chunk` deep, write, go on with the next chunk.
+                    func emit(_ i: Int, _ end: Int) throws {
+                        guard i < end else {
+                            total += try writeFully(fd, &iov, path)
+                            iov.removeAll(keepingCapacity: true)
+                            return
+                        }
+                        try packets[i].data.withUnsafeBytes { d in
+                            iov.append(iovec(iov_base: UnsafeMutableRawPointer(mutating: hh.baseAddress! + i * hsz), iov_len: hsz))
+                            if d.count > 0 { iov.append(iovec(iov_base: UnsafeMutableRawPointer(mutating: d.baseAddress!), iov_len: d.count)) }
+                            try emit(i + 1, end)
+                        }
+                    }
+                    var start = 0
+                    repeat {
+                        let end = min(packets.count, start + chunk)
+                        try emit(start, end)
+                        start = end
+                    } while start < packets.count
+                }
+            }
+            if Glibc.fsync(fd) != 0 {
+                let e = errno
+                if e == ENOSPC || e == EDQUOT { throw DubfarmError(.diskFull, "\(fileName(path)): the disk is full; free space and retry") }
+                throw DubfarmError(.io, "\(fileName(path)): fsync failed (\(String(cString: strerror(e))))")
+            }
+        }
+        try commit(tmp, to: path)
+        ok = true
+        return total
+    }
+
+    /// Packets per `writev` (two vectors each; IOV_MAX is 1024 on Linux).
+    private static let chunk = 256
+
+    /// Writes every byte of `iov` (retrying short writes); returns how many.
+    private static func writeFully(_ fd: Int32, _ iov: inout [iovec], _ path: String) throws -> Int {
+        var total = 0
+        var first = 0
+        while first < iov.count {
+            let n = iov[first...].withUnsafeBufferPointer { writev(fd, $0.baseAddress, Int32($0.count)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                let e = errno
+                if e == ENOSPC || e == EDQUOT { throw DubfarmError(.diskFull, "\(fileName(path)): the disk is full; free space and retry") }
+                throw DubfarmError(.io, "\(fileName(path)): write failed (\(String(cString: strerror(e))))")
+            }
+            total += n
+            var left = n
+            while first < iov.count && left >= iov[first].iov_len {
+                left -= iov[first].iov_len
+                first += 1
+            }
+            if left > 0 {
+                iov[first].iov_base += left
+                iov[first].iov_len -= left
+            }
+        }
+        return total
+    }
+}
+
+/// A packet bundle file read into one FFmpeg buffer; its packets are handed to the muxer as
+/// references into that buffer (no copy per packet).
+final class BundleFile {
+    private let buffer: UnsafeMutablePointer<AVBufferRef>
+    let layout: PacketBundleLayout
+
+    /// Reads and parses `path`. Throws `.notFound` for a missing file, `.io` for an unreadable
+    /// one, `.protocolViolation` for a damaged one.
+    init(path: String) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            let e = errno
+            if e == ENOENT { throw DubfarmError(.notFound, "\(fileName(path)): file not found") }
+            throw DubfarmError(.io, "\(fileName(path)): cannot open (\(String(cString: strerror(e))))")
+        }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw DubfarmError(.io, "\(fileName(path)): cannot stat") }
+        let size = Int(st.st_size)
+        let padding = Int(AV_INPUT_BUFFER_PADDING_SIZE)
+        guard let b = av_buffer_alloc(size + padding) else {
+            throw DubfarmError(.internalError, "\(fileName(path)): cannot allocate \(size) bytes")
+        }
+        buffer = b
+        let base = UnsafeMutableRawPointer(b.pointee.data!)
+        memset(base + size, 0, padding)
+        var off = 0
+        while off < size {
+            let n = pread(fd, base + off, size - off, off_t(off))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                var q: UnsafeMutablePointer<AVBufferRef>? = b
+                av_buffer_unref(&q)
+                throw DubfarmError(.io, "\(fileName(path)): short read at byte \(off) of \(size)")
+            }
+            off += n
+        }
+        do {
+            layout = try PacketBundleLayout(scanning: UnsafeRawBufferPointer(start: base, count: size))
+        } catch {
+            var q: UnsafeMutablePointer<AVBufferRef>? = b
+            av_buffer_unref(&q)
+            throw error
+        }
+    }
+
+    deinit {
+        var q: UnsafeMutablePointer<AVBufferRef>? = buffer
+        av_buffer_unref(&q)
+    }
+
+    /// Makes `pkt` packet `i` of the bundle: a new reference to the file's buffer, pointing at
+    /// the payload (the muxer may keep it queued after this object is gone).
+    func load(_ i: Int, into pkt: Packet) throws {
+        let s = layout.packets[i]
+        av_packet_unref(pkt.p)
+        guard let ref = av_buffer_ref(buffer) else { throw DubfarmError(.internalError, "cannot reference a packet buffer") }
+        pkt.p.pointee.buf = ref
+        pkt.p.pointee.data = ref.pointee.data + s.offset
+        pkt.p.pointee.size = Int32(s.size)
+        pkt.p.pointee.pts = s.pts
+        pkt.p.pointee.dts = s.dts
+        pkt.p.pointee.duration = s.duration
+        pkt.p.pointee.flags = s.isKey ? AV_PKT_FLAG_KEY : 0
+    }
+}
