@@ -13,12 +13,13 @@ BIN := .build/release/dubfarm
 FARM_DIR ?= $(CURDIR)/.farm
 OUT ?= $(CURDIR)/out
 
-.PHONY: deps build test demo demo-down bench clean help
+.PHONY: deps build test demo demo-down bench bench-scale clean help
 
 help:
 	@echo "make demo      start a local farm and dub the bundled sample"
 	@echo "make test      run every test"
 	@echo "make bench     print the benchmark figures"
+	@echo "make bench-scale  1 to 64 workers on this machine: speedup, efficiency, coordinator CPU per segment"
 	@echo "make build     build bin: $(BIN)"
 	@echo "make demo-down stop the local farm"
 
@@ -47,6 +48,10 @@ demo-down:
 
 bench: build
 	tools/bench/farm.sh
+
+# The scaling table (README "Scaling"): 1, 2, 4 … 64 sleep-copy workers against one coordinator.
+bench-scale: build
+	tools/bench/scale.sh
 
 clean:
 	rm -rf .build out

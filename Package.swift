@@ -124,6 +124,9 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "FarmMonitorTests", dependencies: ["FarmMonitor", "FarmProtocol", "DubfarmCore", "Monitoring", "FarmTestSupport"]),
+        .testTarget(name: "DeployTests", dependencies: [
+            "FarmConfig", "FarmTestSupport", "Postgres", .product(name: "Yams", package: "Yams"),
+        ]),
         .testTarget(name: "IntegrationTests", dependencies: [
             "FarmTestSupport", "FarmMonitor", "Coordinator", "Worker", "FarmClient", "FarmProtocol", "ZeroMQ", "MediaPipeline", "FaceAnalysis",
         ]),

@@ -15,6 +15,7 @@ packages=(
   tmux              # monitoring tests drive `dubfarm top` in a real terminal
   chromium          # monitoring tests load the dashboard in headless Chromium
   fonts-dejavu-core # …and screenshot it with real glyphs
+  iproute2          # ip netns: the multi-host test (workers in their own network namespaces)
 )
 # Extra packages for optional features can be added by callers: install-deps.sh pkg...
 packages+=("$@")

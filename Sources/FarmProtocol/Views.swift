@@ -38,6 +38,11 @@ public struct JobView: Codable, Sendable, Hashable {
     public var outputBytes: Int64?
     public var errorCode: String?
     public var error: String?
+    /// The model the job requires (`submit --model`), if any.
+    public var model: String?
+    /// Why pending segments wait when no connected worker can take them
+    /// (`waiting for a worker with model X …`); absent when a compatible worker is connected.
+    public var waitingFor: String?
 
     public init(id: Int64, state: JobState, priority: Int, createdAt: Date, updatedAt: Date, video: String, audio: String,
                 face: String?, stage: String) {

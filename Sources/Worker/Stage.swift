@@ -1,5 +1,6 @@
 import DubfarmCore
 import FarmProtocol
+import Foundation
 
 /// What a stage gets for one segment besides the frames.
 public struct StageContext: Sendable {
@@ -103,3 +104,64 @@ public struct FailingStage: Stage {
 }
 
 import Foundation
+
+/// A stage that works on the task's compressed packets directly: no decoding, no encoding.
+/// The worker hands it the task and sends back what it returns.
+public protocol PacketStage: Stage {
+    /// The segment's output: exactly one packet per output frame, stamped with the absolute frame
+    /// index (as ``SegmentRenderer`` stamps encoded frames).
+    func process(_ task: TaskAssignment, context: StageContext) throws -> PacketBundle
+}
+
+/// Takes a fixed time per segment and returns the task's own packets of the segment's frames,
+/// with no decoding or encoding: for scaling benchmarks, where a worker process must cost nothing
+/// but its protocol traffic (64 of them fit on 2 cores). The input must be all-intra (every
+/// packet a keyframe, no B-frames, e.g. `ffmpeg … -g 1 -bf 0`), so that the copied packets form a
+/// valid segment; use segments without context frames (`segments.context_frames: 0`).
+public struct SleepCopyStage: PacketStage {
+    public let seconds: Double
+    public init(seconds: Double) { self.seconds = seconds }
+    public var name: String { "sleep-copy" }
+    public var layout: VideoFrame.Layout { .yuv420p }
+    public func makeProcessor(for context: StageContext) throws -> any FrameProcessor {
+        SleepProcessor(seconds: seconds, isCancelled: context.isCancelled)
+    }
+
+    public func process(_ task: TaskAssignment, context: StageContext) throws -> PacketBundle {
+        let output = try Self.copyOutputPackets(task)
+        let end = Date().addingTimeInterval(seconds)
+        while Date() < end {
+            if context.isCancelled() { throw DubfarmError(.cancelled, "cancelled while sleeping") }
+            Thread.sleep(forTimeInterval: min(0.02, max(0, end.timeIntervalSinceNow)))
+        }
+        return output
+    }
+
+    /// The packets of the task's output frames, restamped `pts = dts = frame index`, duration 1
+    /// in the time base 1/frame rate. Throws when a frame's packet is missing or not a keyframe.
+    public static func copyOutputPackets(_ task: TaskAssignment) throws -> PacketBundle {
+        var byPTS: [Int64: EncodedPacket] = [:]
+        for p in task.input.packets { byPTS[p.pts] = p }
+        var packets: [EncodedPacket] = []
+        packets.reserveCapacity(task.outputFrames.count)
+        for frame in task.outputFrames {
+            let i = frame - task.decodedFrames.lowerBound
+            guard task.framePTS.indices.contains(i), var p = byPTS[task.framePTS[i]] else {
+                throw DubfarmError(.badInput, "segment \(task.ref.segment): no packet for frame \(frame) in the task")
+            }
+            guard p.isKey else {
+                throw DubfarmError(.unsupported, """
+                    the sleep-copy stage needs an all-intra input (every frame a keyframe), but frame \(frame) \
+                    of segment \(task.ref.segment) is not one; make the input with ffmpeg -g 1 -bf 0
+                    """)
+            }
+            p.pts = Int64(frame)
+            p.dts = Int64(frame)
+            p.duration = 1
+            packets.append(p)
+        }
+        var codec = task.input.codec
+        codec.timeBase = task.frameRate.inverted
+        return PacketBundle(codec: codec, packets: packets)
+    }
+}

@@ -239,36 +239,44 @@ public final class WorkerNode: Sendable {
                                        frameRate: task.frameRate, audio: task.audio, sourceFace: task.sourceFace,
                                        threads: options.threads,
                                        isCancelled: { running.cancelled.load(ordering: .relaxed) })
-            let inner = try stage.makeProcessor(for: context)
-            let processor = InstrumentedProcessor(inner, cancelled: running, what: "segment \(task.ref.segment)")
-            let output = try SegmentRenderer.render(
-                input: task.input, framePTS: task.framePTS, decodedFrames: task.decodedFrames,
-                outputFrames: task.outputFrames, frameRate: task.frameRate, encoder: task.encoder,
-                layout: stage.layout, processor: processor, threads: options.threads
-            ) { done in
-                if ContinuousClock.now - lastProgress > .milliseconds(500) {
-                    lastProgress = .now
-                    outbox.post(.progress(task.ref, framesDone: done, framesTotal: total))
+            if let packetStage = stage as? any PacketStage {
+                // No decoding or encoding: the stage returns the segment's packets itself.
+                let output = try packetStage.process(task, context: context)
+                let seconds = (ContinuousClock.now - started).seconds
+                log.info("segment done", metadata: ["seconds": .string(String(format: "%.2f", seconds))])
+                message = .result(task.ref, output: output, stats: SegmentStats(frames: total, stageSeconds: seconds, totalSeconds: seconds))
+            } else {
+                let inner = try stage.makeProcessor(for: context)
+                let processor = InstrumentedProcessor(inner, cancelled: running, what: "segment \(task.ref.segment)")
+                let output = try SegmentRenderer.render(
+                    input: task.input, framePTS: task.framePTS, decodedFrames: task.decodedFrames,
+                    outputFrames: task.outputFrames, frameRate: task.frameRate, encoder: task.encoder,
+                    layout: stage.layout, processor: processor, threads: options.threads
+                ) { done in
+                    if ContinuousClock.now - lastProgress > .milliseconds(500) {
+                        lastProgress = .now
+                        outbox.post(.progress(task.ref, framesDone: done, framesTotal: total))
+                    }
                 }
+                let counts = stage.statistics(of: inner)
+                let steps = stage.timings(of: inner)
+                let seconds = (ContinuousClock.now - started).seconds
+                let stats = SegmentStats(frames: total, framesWithFace: counts.framesWithFace, framesSwapped: counts.framesSwapped,
+                                         decodeSeconds: 0, stageSeconds: processor.stageSeconds,
+                                         encodeSeconds: max(0, seconds - processor.stageSeconds), totalSeconds: seconds,
+                                         steps: steps.isEmpty ? nil : steps.map { StepTiming(step: $0.step, msPerFrame: $0.msPerFrame) })
+                var done: Logger.Metadata = ["seconds": .string(String(format: "%.2f", seconds)),
+                                             "fps": .string(String(format: "%.1f", Double(total) / max(seconds, 1e-9)))]
+                if stage.name != "passthrough" {
+                    done["with_face"] = .stringConvertible(counts.framesWithFace)
+                    done["swapped"] = .stringConvertible(counts.framesSwapped)
+                }
+                if !steps.isEmpty {
+                    done["ms_per_frame"] = .string(steps.map { "\($0.step) \(String(format: "%.1f", $0.msPerFrame))" }.joined(separator: ", "))
+                }
+                log.info("segment done", metadata: done)
+                message = .result(task.ref, output: output, stats: stats)
             }
-            let counts = stage.statistics(of: inner)
-            let steps = stage.timings(of: inner)
-            let seconds = (ContinuousClock.now - started).seconds
-            let stats = SegmentStats(frames: total, framesWithFace: counts.framesWithFace, framesSwapped: counts.framesSwapped,
-                                     decodeSeconds: 0, stageSeconds: processor.stageSeconds,
-                                     encodeSeconds: max(0, seconds - processor.stageSeconds), totalSeconds: seconds,
-                                     steps: steps.isEmpty ? nil : steps.map { StepTiming(step: $0.step, msPerFrame: $0.msPerFrame) })
-            var done: Logger.Metadata = ["seconds": .string(String(format: "%.2f", seconds)),
-                                         "fps": .string(String(format: "%.1f", Double(total) / max(seconds, 1e-9)))]
-            if stage.name != "passthrough" {
-                done["with_face"] = .stringConvertible(counts.framesWithFace)
-                done["swapped"] = .stringConvertible(counts.framesSwapped)
-            }
-            if !steps.isEmpty {
-                done["ms_per_frame"] = .string(steps.map { "\($0.step) \(String(format: "%.1f", $0.msPerFrame))" }.joined(separator: ", "))
-            }
-            log.info("segment done", metadata: done)
-            message = .result(task.ref, output: output, stats: stats)
         } catch {
             let e = error as? DubfarmError ?? DubfarmError(.internalError, "\(error)")
             let handedBack = running.handBack.load(ordering: .relaxed)

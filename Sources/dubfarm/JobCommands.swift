@@ -30,7 +30,7 @@ struct Submit: ParsableCommand {
     @Option(name: .long, help: "Processing stage (default: the coordinator's).")
     var stage: String?
 
-    @Option(name: .long, help: "Model the job requires (workers without it get none of its segments).")
+    @Option(name: .long, help: "Model the job requires: NAME (any version) or NAME@VERSION, as `dubfarm workers` shows them. Workers without it get none of its segments; `status` says when none connected has it.")
     var model: String?
 
     @Option(name: .long, help: "Download the result here when done (implies --wait).")
@@ -175,11 +175,12 @@ struct Status: ParsableCommand {
         let d = try client.client().call(.status(job: job), as: JobDetail.self)
         if client.json { return try printJSON(d) }
         let j = d.job
-        print("job \(j.id)  \(j.state)  priority \(j.priority)  stage \(j.stage)")
+        print("job \(j.id)  \(j.state)  priority \(j.priority)  stage \(j.stage)" + (j.model.map { "  model \($0)" } ?? ""))
         print("  video   \(j.video)" + (j.frames.map { "  (\($0) frames at \(j.frameRate ?? "?") fps, \(j.width ?? 0)x\(j.height ?? 0))" } ?? ""))
         print("  audio   \(j.audio)" + (j.audioFit.map { "  (\($0))" } ?? ""))
         if let f = j.face { print("  face    \(f)") }
         print("  progress \(Int(j.progress * 100))%  segments \(j.segments.done)/\(j.segments.total) done, \(j.segments.leased) running, \(j.segments.pending) pending" + (j.segments.dead > 0 ? ", \(j.segments.dead) dead" : ""))
+        if let w = j.waitingFor { print("  waiting \(w)") }
         if let e = j.error { print("  error   \(e)") }
         if let b = j.outputBytes { print("  output  \(b) bytes (dubfarm fetch \(j.id) --out FILE)") }
         guard !d.segments.isEmpty else { return }
@@ -218,12 +219,12 @@ struct Jobs: ParsableCommand {
         }
         let jobs = try client.client().call(.jobs(JobsQuery(state: s, limit: limit)), as: [JobView].self)
         if client.json { return try printJSON(jobs) }
-        var rows = [["JOB", "STATE", "PRI", "PROGRESS", "SEGMENTS", "VIDEO", "CREATED"]]
+        var rows = [["JOB", "STATE", "PRI", "PROGRESS", "SEGMENTS", "VIDEO", "CREATED", "NOTE"]]
         let df = DateFormatter()
         df.dateFormat = "yyyy-MM-dd HH:mm:ss"
         for j in jobs {
             rows.append(["\(j.id)", j.state.rawValue, "\(j.priority)", "\(Int(j.progress * 100))%",
-                         "\(j.segments.done)/\(j.segments.total)", j.video, df.string(from: j.createdAt)])
+                         "\(j.segments.done)/\(j.segments.total)", j.video, df.string(from: j.createdAt), j.waitingFor ?? ""])
         }
         printTable(rows)
     }

@@ -75,13 +75,13 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Threads for decoding, the stage and encoding.")
     var threads: Int = 1
 
-    @Option(name: .long, help: "Processing stage: dub (face swap and lip sync), passthrough (decode and re-encode unchanged), sleep, fail.")
+    @Option(name: .long, help: "Processing stage: dub (face swap and lip sync), passthrough (decode and re-encode unchanged), sleep, sleep-copy (sleep, then return the input packets: all-intra inputs, for benchmarks), fail.")
     var stage: String = "dub"
 
     @Option(name: .long, help: "Dub stage: weights directory (manifest.json + model.safetensors, e.g. a converted checkpoint). Default: UNTRAINED seeded 'small' weights built in memory.")
     var model: String?
 
-    @Option(name: .long, help: "Seconds per segment for the sleep stage.")
+    @Option(name: .long, help: "Seconds per segment for the sleep and sleep-copy stages.")
     var sleepSeconds: Double = 1
 
     @Option(name: .long, help: "Seconds a stopping worker waits for its segment before handing it back.")
@@ -110,9 +110,10 @@ struct WorkerCommand: AsyncParsableCommand {
         switch stage {
         case "passthrough": stageImpl = PassthroughStage()
         case "sleep": stageImpl = SleepStage(seconds: sleepSeconds)
+        case "sleep-copy": stageImpl = SleepCopyStage(seconds: sleepSeconds)
         case "fail": stageImpl = FailingStage()
         case "dub": stageImpl = try DubStage(engine: makeDubEngine(modelDirectory: model, logger: logger))
-        default: throw ValidationError("unknown stage '\(stage)': dub, passthrough, sleep or fail")
+        default: throw ValidationError("unknown stage '\(stage)': dub, passthrough, sleep, sleep-copy or fail")
         }
         // Fault tests only: a broken worker that still advertises --stage (and so gets its segments).
         if testFailEverySegment { stageImpl = FailingStage(advertising: stage) }

@@ -109,6 +109,7 @@ actor ControlService {
             }
             var view = jobView(rec)
             view.framesDone = segViews.reduce(0) { $0 + $1.framesDone }
+            view.waitingFor = Self.waitingFor(view, workers: await dispatcher.capabilities())
             return .ok(id, JobDetail(job: view, segments: segViews))
         case .jobs(let q):
             return .ok(id, try await jobViews(state: q.state, limit: q.limit))
@@ -166,7 +167,14 @@ actor ControlService {
         v.outputBytes = r.outputBytes
         v.errorCode = r.errorCode?.rawValue
         v.error = r.error
+        v.model = r.params.options["model"]
         return v
+    }
+
+    /// Why the job's pending segments wait, if no connected worker can take them.
+    static func waitingFor(_ v: JobView, workers: [WorkerCapabilities]) -> String? {
+        guard v.state == .running, v.segments.pending > 0 else { return nil }
+        return waitingReason(stage: v.stage, model: v.model, workers: workers)
     }
 
     // MARK: Uploads
@@ -264,8 +272,8 @@ actor ControlService {
         let face = try spec.face.map { try done($0, "face") }
         let names = try uploadNames(spec)
         let stage = spec.stage ?? config.defaultStage
-        guard ["passthrough", "dub", "sleep", "fail"].contains(stage) else {
-            throw DubfarmError(.badInput, "unknown stage '\(stage)' (passthrough or dub)")
+        guard ["passthrough", "dub", "sleep", "sleep-copy", "fail"].contains(stage) else {
+            throw DubfarmError(.badInput, "unknown stage '\(stage)' (dub or passthrough; sleep, sleep-copy and fail for tests and benchmarks)")
         }
         var params = JobParams(encoder: config.encoder, segmentSeconds: config.segmentSeconds)
         params.options["upload.video"] = spec.video

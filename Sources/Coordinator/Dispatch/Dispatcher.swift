@@ -297,7 +297,29 @@ actor Dispatcher {
 
     /// Offers work to every idle worker (new jobs planned, backoffs expired).
     func dispatchAll() async {
-        for id in peers.keys where peers[id]?.task == nil { await dispatch(to: id) }
+        guard !draining else { return }
+        let idle = peers.values.filter { $0.task == nil }.map(\.identity)
+        guard idle.count > 1 else {
+            for id in idle { await dispatch(to: id) }
+            return
+        }
+        // Many idle workers (a job starts, workers join): one round trip claims for all of them.
+        let requests = idle.map { id in
+            FarmStore.ClaimRequest(worker: peers[id]!.hello.name, stage: peers[id]!.hello.stage, model: peers[id]!.hello.model)
+        }
+        let claimed: [ClaimedSegment?]
+        do { claimed = try await store.claimSegments(requests, leaseSeconds: config.leaseSeconds) } catch {
+            logger.error("claiming segments failed: \(error)")
+            return
+        }
+        for (id, claim) in zip(idle, claimed) {
+            guard let claim else { continue }
+            if let peer = peers[id], peer.task == nil {
+                await send(claim, to: id)
+            } else {
+                _ = try? await store.releaseLease(claim.ref, token: claim.token, reason: "worker went away or became busy", actor: name)
+            }
+        }
     }
 
     private func dispatch(to id: [UInt8]) async {
@@ -322,7 +344,8 @@ actor Dispatcher {
         log[metadataKey: "worker"] = .string(claim.worker)
         do {
             let task = try await buildTask(claim, ref)
-            guard peers[id]?.task == nil else {
+            // The worker may have gone (or become busy) while the task was cut.
+            guard let peer = peers[id], peer.task == nil else {
                 _ = try? await store.releaseLease(claim.ref, token: claim.token, reason: "worker became busy", actor: name)
                 return
             }
@@ -418,16 +441,22 @@ actor Dispatcher {
     private var persisted: [String: (WorkerStatus, SegmentRef?)] = [:]
 
     private func persistWorkerStates() async {
+        var changed: [FarmStore.WorkerStateUpdate] = []
         for peer in peers.values {
             let state: WorkerStatus = peer.task == nil ? (draining ? .draining : .idle) : .busy
             let current = peer.task?.segment
             if let p = persisted[peer.hello.name], p.0 == state, p.1 == current { continue }
-            do {
-                try await store.setWorkerState(peer.hello.name, state, segment: current)
-                persisted[peer.hello.name] = (state, current)
-            } catch {
-                logger.warning("could not record the state of worker \(peer.hello.name): \(error)")
-            }
+            changed.append(.init(name: peer.hello.name, state: state, segment: current))
+        }
+        guard !changed.isEmpty else { return }
+        // One statement for all of them: with many workers, each finishing a segment every
+        // second, a durable transaction per worker and segment would take most of the store's
+        // connection away from claims and completions.
+        do {
+            try await store.setWorkerStates(changed, actor: name)
+            for u in changed { persisted[u.name] = (u.state, u.segment) }
+        } catch {
+            logger.warning("could not record the state of \(changed.count) worker(s): \(error)")
         }
     }
 

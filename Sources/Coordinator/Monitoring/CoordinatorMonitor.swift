@@ -11,9 +11,11 @@ extension ControlService {
     func jobViews(state: JobState?, limit: Int) async throws -> [JobView] {
         let records = try await store.jobs(state: state, limit: min(max(limit, 1), 10_000))
         let frames = try await store.framesDone(jobs: records.map(\.id))
+        let capabilities = await dispatcher.capabilities()
         return records.map { r in
             var v = jobView(r)
             v.framesDone = r.state == .done ? (r.frameCount ?? 0) : frames[r.id] ?? 0
+            v.waitingFor = Self.waitingFor(v, workers: capabilities)
             return v
         }
     }

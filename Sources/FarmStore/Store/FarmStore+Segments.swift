@@ -33,7 +33,8 @@ extension FarmStore {
     ///
     /// Only jobs the worker can run: when `stage` is given, jobs whose stage (the `stage` option
     /// of their params) is that one, and of those that require a model (the `model` option) only
-    /// the ones requiring `model`. Without `stage`, no capability check is made.
+    /// the ones `model` satisfies (equal, or the job names the model without a version:
+    /// ``WorkerCapabilities/model(_:satisfies:)``). Without `stage`, no capability check is made.
     public func claimSegment(worker: String, token: LeaseToken = .random(), leaseSeconds: Double,
                              stage: String? = nil, model: String? = nil) throws -> ClaimedSegment? {
         let rows = try db().query(Self.claimSQL, claimParams(worker: worker, token: token, leaseSeconds: leaseSeconds,
@@ -53,7 +54,11 @@ extension FarmStore {
                 WHERE s.state = 'pending' AND s.not_before <= now()
                   AND s.job_id IN (SELECT id FROM jobs WHERE state = 'running'
                                    AND ($5::text IS NULL OR (params->'options'->>'stage' = $5
-                                        AND (params->'options'->>'model' IS NULL OR params->'options'->>'model' = $6))))
+                                        AND (params->'options'->>'model' IS NULL OR params->'options'->>'model' = $6
+                                             -- a model named without a version: any version of it
+                                             -- (WorkerCapabilities.model(_:satisfies:))
+                                             OR (strpos(params->'options'->>'model', '@') = 0
+                                                 AND params->'options'->>'model' = split_part($6, '@', 1))))))
                   AND NOT EXISTS (SELECT 1 FROM job_worker_failures f
                                   WHERE f.job_id = s.job_id AND f.worker = $1 AND f.failures >= $4)
                 ORDER BY s.job_priority DESC, s.job_created_at, s.job_id, s.idx
