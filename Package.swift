@@ -48,6 +48,7 @@ let package = Package(
         .target(name: "FarmProtocol", dependencies: ["DubfarmCore"], swiftSettings: swiftSettings),
 
         // MARK: Services
+        .target(name: "FarmSecurity", dependencies: ["DubfarmCore", "ZeroMQ"], swiftSettings: swiftSettings),
         .target(name: "FarmConfig", dependencies: [
             "DubfarmCore", .product(name: "Yams", package: "Yams"),
         ], swiftSettings: swiftSettings),
@@ -58,7 +59,7 @@ let package = Package(
             "DubfarmCore", "FFmpeg", .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
         .target(name: "Coordinator", dependencies: [
-            "DubfarmCore", "FarmProtocol", "FarmConfig", "FarmStore", "MediaPipeline", "ZeroMQ",
+            "DubfarmCore", "FarmProtocol", "FarmConfig", "FarmStore", "MediaPipeline", "ZeroMQ", "FarmSecurity",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -90,7 +91,7 @@ let package = Package(
         // MARK: Executable
         .executableTarget(name: "dubfarm", dependencies: [
             "DubfarmCore", "FarmConfig", "FarmStore", "Coordinator", "Worker", "FarmClient", "LocalFarm",
-            "MediaPipeline", "Engine", "VQModel", "Dubbing", "FaceAnalysis",
+            "MediaPipeline", "Engine", "VQModel", "Dubbing", "FaceAnalysis", "FarmSecurity", "ZeroMQ",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -102,6 +103,7 @@ let package = Package(
         .testTarget(name: "DubfarmCoreTests", dependencies: ["DubfarmCore"]),
         .testTarget(name: "FarmProtocolTests", dependencies: ["FarmProtocol", "DubfarmCore"]),
         .testTarget(name: "FarmConfigTests", dependencies: ["FarmConfig"]),
+        .testTarget(name: "FarmSecurityTests", dependencies: ["FarmSecurity", "ZeroMQ", "DubfarmCore"]),
         .testTarget(name: "FarmStoreTests", dependencies: ["FarmStore", "FarmTestSupport"]),
         .testTarget(name: "MediaPipelineTests", dependencies: ["MediaPipeline", "FFmpeg", "DubfarmCore"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "VQModel", "BLAS"]),
@@ -113,6 +115,7 @@ let package = Package(
         ]),
         .testTarget(name: "IntegrationTests", dependencies: [
             "FarmTestSupport", "Coordinator", "Worker", "FarmClient", "FarmProtocol", "ZeroMQ", "MediaPipeline", "FaceAnalysis",
+            "FarmSecurity", .product(name: "Crypto", package: "swift-crypto"),
         ]),
     ]
 )

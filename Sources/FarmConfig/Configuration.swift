@@ -46,6 +46,12 @@ public struct FarmConfiguration: Sendable, Hashable {
     public var maxUploadBytes: Int64 = 8 << 30
     /// trace, debug, info, notice, warning, error, critical.
     public var logLevel = "info"
+    /// CURVE: the coordinator's secret key file (`dubfarm keys generate`); `nil` = plaintext, no authentication.
+    public var secretKeyFile: String? = nil
+    /// CURVE: a public key file, or a directory of them, naming the workers admitted on the work endpoint.
+    public var authorizedWorkers: String? = nil
+    /// CURVE: a public key file, or a directory of them, naming the CLI clients admitted on the control endpoint.
+    public var authorizedClients: String? = nil
 
     public init() {}
 
@@ -58,7 +64,10 @@ public struct FarmConfiguration: Sendable, Hashable {
 
 /// Replaces the password in `scheme://user:password@host/...` with `***`.
 public func redactURL(_ url: String) -> String {
-    guard let scheme = url.range(of: "://"), let at = url.range(of: "@", range: scheme.upperBound..<url.endIndex) else {
+    // The user info ends at the last '@' before the query: a password may itself hold '@' or '/'.
+    let queryStart = url.firstIndex(of: "?") ?? url.endIndex
+    guard let scheme = url.range(of: "://"), scheme.upperBound <= queryStart,
+          let at = url.range(of: "@", options: .backwards, range: scheme.upperBound..<queryStart) else {
         return url.replacingOccurrences(of: #"password=[^&\s]*"#, with: "password=***", options: .regularExpression)
     }
     let userinfo = url[scheme.upperBound..<at.lowerBound]
@@ -190,6 +199,9 @@ extension ConfigKey {
         key("output.audio_bitrate", "AAC bit rate of the muxed dub track, bits/s", \.audioBitrate, 32_000...512_000),
         key("limits.max_message_bytes", "largest ZeroMQ message accepted (refused before allocation)", \.maxMessageBytes, (1 << 16)...(1 << 34)),
         key("logging.level", "trace, debug, info, notice, warning, error or critical", \.logLevel),
+        key("security.secret_key_file", "the coordinator's CURVE secret key file (dubfarm keys generate); empty = CURVE off, plaintext", \.secretKeyFile),
+        key("security.authorized_workers", "public key file or directory of the workers admitted (CURVE on)", \.authorizedWorkers),
+        key("security.authorized_clients", "public key file or directory of the CLI clients admitted (CURVE on)", \.authorizedClients),
     ]
 
     static let byPath: [String: ConfigKey] = Dictionary(uniqueKeysWithValues: all.map { ($0.path, $0) })
@@ -294,6 +306,11 @@ public struct ConfigurationLoader: Sendable {
         }
         guard configuration.workEndpoint != configuration.controlEndpoint else {
             throw DubfarmError(.configuration, "coordinator.work_endpoint and coordinator.control_endpoint must differ")
+        }
+        if configuration.secretKeyFile != nil {
+            for (path, v) in [("security.authorized_workers", configuration.authorizedWorkers), ("security.authorized_clients", configuration.authorizedClients)] where v == nil {
+                throw DubfarmError(.configuration, "\(path) must name a public key file or directory when security.secret_key_file is set (CURVE on): without it nobody could connect")
+            }
         }
         guard configuration.leaseSeconds > configuration.livenessTimeout else {
             throw DubfarmError(.configuration, "workers.lease_seconds (\(formatNumber(configuration.leaseSeconds))) must exceed heartbeat_interval × liveness (\(formatNumber(configuration.livenessTimeout)))")

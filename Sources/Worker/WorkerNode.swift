@@ -90,6 +90,9 @@ public final class WorkerNode: Sendable {
         if let curve = options.curve {
             try socket.setCurveClient(serverKey: curve.serverKey, publicKey: curve.keys.publicKey, secretKey: curve.keys.secretKey)
         }
+        // Handshake outcomes: a coordinator that refuses our key says so in the log, not by silence.
+        let monitor = try ZMQSocketMonitor(socket)
+        var lastRefusalLogged: ContinuousClock.Instant?
         try socket.connect(options.endpoint)
         logger.info("connecting", metadata: ["endpoint": .string(options.endpoint), "stage": .string(stage.name),
                                              "threads": .stringConvertible(options.threads)])
@@ -129,7 +132,7 @@ public final class WorkerNode: Sendable {
         }
 
         send(hello())
-        var poller = ZMQPoller([.socket(socket), .fd(outbox.signal.fd), .fd(stopSignal.fd)])
+        var poller = ZMQPoller([.socket(socket), .fd(outbox.signal.fd), .fd(stopSignal.fd), .socket(monitor.socket)])
         while true {
             // Results and reports first: a stopping worker must not leave its last RESULT behind.
             for m in outbox.drain() { send(m) }
@@ -155,6 +158,20 @@ public final class WorkerNode: Sendable {
             let timeout = max(1, min(Int(untilBeat.components.seconds * 1000 + untilBeat.components.attoseconds / 1_000_000_000_000_000), 1000))
             let ready = try poller.poll(timeoutMilliseconds: pending.isEmpty ? timeout : min(timeout, 20))
             if ready[2] { stopSignal.clear() }
+            if ready[3] {
+                while let e = try monitor.next() {
+                    guard e.isAuthenticationFailure || e.isProtocolFailure else { continue }
+                    if let last = lastRefusalLogged, clock.now - last < .seconds(10) { continue }
+                    lastRefusalLogged = clock.now
+                    if e.isAuthenticationFailure {
+                        logger.error("the coordinator refused this worker's key (public key \(options.curve.map { String($0.keys.publicKey.prefix(8)) } ?? "none")…): add its public key file to the coordinator's security.authorized_workers")
+                    } else {
+                        logger.error(options.curve == nil
+                            ? "the security handshake with the coordinator failed: it probably requires CURVE; pass --key-file and --server-key"
+                            : "the security handshake with the coordinator failed: check --server-key (the coordinator's public key) and that the coordinator has CURVE on")
+                    }
+                }
+            }
             if ready[0] {
                 while let frames = try socket.receive() {
                     lastHeard = clock.now
