@@ -330,7 +330,8 @@ public struct ConfigurationLoader: Sendable {
             var v = ck.value(in: configuration)
             if ck.path == "database.url" { v = redactURL(v) }
             let src = sources[ck.path] ?? .default
-            out += "  \(parts[1]): \(yamlScalar(v))".padding(toLength: 52, withPad: " ", startingAt: 0)
+            let line = "  \(parts[1]): \(yamlScalar(v))"
+            out += line.count < 52 ? line.padding(toLength: 52, withPad: " ", startingAt: 0) : line + " "
             out += " # \(src.rawValue)\(src == .environment ? " (\(ck.environmentVariable))" : "")\n"
         }
         return out

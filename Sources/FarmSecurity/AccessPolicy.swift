@@ -31,10 +31,15 @@ public struct AccessPolicy: Sendable, Hashable {
     /// Admits a CURVE peer on `domain` only when its key is in that domain's allow-list. Anything
     /// else — another mechanism, an unknown domain, a missing key — is refused.
     public func decide(domain: String, mechanism: String, publicKey: String?) -> Decision {
-        let (role, list): (String, Set<String>)
+        let role: String
+        let list: Set<String>
         switch domain {
-        case Self.workDomain: (role, list) = ("worker", workers)
-        case Self.controlDomain: (role, list) = ("client", clients)
+        case Self.workDomain:
+            role = "worker"
+            list = workers
+        case Self.controlDomain:
+            role = "client"
+            list = clients
         default: return Decision(allowed: false, reason: "unknown ZAP domain '\(domain.prefix(40))'", role: "unknown")
         }
         guard mechanism == "CURVE" else {

@@ -55,16 +55,16 @@ struct CurveOptions: ParsableArguments {
         let env = ProcessInfo.processInfo.environment
         let keyFile = self.keyFile ?? env["DUBFARM_KEY_FILE"].flatMap { $0.isEmpty ? nil : $0 }
         let serverKey = self.serverKey ?? env["DUBFARM_SERVER_KEY"].flatMap { $0.isEmpty ? nil : $0 }
-        switch (keyFile, serverKey) {
-        case (nil, nil):
-            guard let fallback else { return nil }
-            return (try KeyFiles.resolveServerKey(fallback.serverKey), try KeyFiles.loadKeyPair(fallback.keyFile))
-        case (let k?, let s?):
+        if let k = keyFile, let s = serverKey {
             return (try KeyFiles.resolveServerKey(s), try KeyFiles.loadKeyPair(k))
-        case (nil, _):
-            throw DubfarmError(.configuration, "--server-key (DUBFARM_SERVER_KEY) needs --key-file (DUBFARM_KEY_FILE): this machine's own CURVE key pair")
-        case (_, nil):
+        }
+        if keyFile != nil {
             throw DubfarmError(.configuration, "--key-file (DUBFARM_KEY_FILE) needs --server-key (DUBFARM_SERVER_KEY): the coordinator's CURVE public key")
         }
+        if serverKey != nil {
+            throw DubfarmError(.configuration, "--server-key (DUBFARM_SERVER_KEY) needs --key-file (DUBFARM_KEY_FILE): this machine's own CURVE key pair")
+        }
+        guard let fallback else { return nil }
+        return (try KeyFiles.resolveServerKey(fallback.serverKey), try KeyFiles.loadKeyPair(fallback.keyFile))
     }
 }

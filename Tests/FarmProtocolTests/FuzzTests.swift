@@ -50,11 +50,13 @@ struct FuzzTests {
             let v: UInt32 = [0xffff_ffff, 0x7fff_ffff, 0x8000_0000, 0x0100_0000, UInt32(frames[fi].count + 1)][pick(5)]
             for k in 0..<4 { frames[fi][at + k] = UInt8(truncatingIfNeeded: v >> (8 * k)) }
         case 4:  // huge numbers in JSON headers
-            if let s = String(validating: frames[fi], as: UTF8.self), let r = s.firstRange(of: /[0-9]+/) {
-                let big = ["99999999999999999999999", "-9223372036854775808", "1e308", "4294967296", "-1"][pick(5)]
-                frames[fi] = Array(s.replacingCharacters(in: r, with: big).utf8)
+            let big = Array(["99999999999999999999999", "-9223372036854775808", "1e308", "4294967296", "-1"][pick(5)].utf8)
+            let isDigit = { (b: UInt8) in b >= 0x30 && b <= 0x39 }
+            if let start = frames[fi].firstIndex(where: isDigit) {
+                let end = frames[fi][start...].firstIndex { !isDigit($0) } ?? frames[fi].endIndex
+                frames[fi].replaceSubrange(start..<end, with: big)
             } else {
-                frames[fi].append(contentsOf: Array("9999999999999999".utf8))
+                frames[fi].append(contentsOf: big)
             }
         case 5:  // drop, duplicate or swap frames
             switch rng.next() % 3 {

@@ -2,6 +2,7 @@ import Crypto
 import DubfarmCore
 import FarmClient
 import FarmProtocol
+import FarmTestSupport
 import Foundation
 import LocalFarm
 import Testing

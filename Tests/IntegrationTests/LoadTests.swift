@@ -5,6 +5,7 @@ import Foundation
 import LocalFarm
 import Synchronization
 import Testing
+import ZeroMQ
 
 /// A process's memory from /proc/PID/status: resident now (VmRSS) and peak (VmHWM), bytes.
 func processMemory(_ pid: Int32) -> (rss: Int, peak: Int) {
@@ -95,6 +96,26 @@ extension Integration {
                 \(String(format: "%.1f", secs(floodTime))) s under \(sent) control requests from 4 threads \
                 (\(Int(Double(sent) / max(secs(floodTime), 0.001))) requests/s, \(counters.busy.load(ordering: .relaxed)) answered busy)
                 """)
+        }
+
+        @Test("messages above limits.max_message_bytes are dropped by the coordinator's sockets; it keeps serving")
+        func oversizedMessages() async throws {
+            let farm = try await TestFarm.start(workers: 1, settings: ["DUBFARM_LIMITS_MAX_MESSAGE_BYTES": String(4 << 20)])
+            defer { farm.shutdown() }
+            // 16 MiB at both endpoints, valid protocol framing but far too big: libzmq refuses them
+            // while reading (ZMQ_MAXMSGSIZE) and drops the sender's connection.
+            let huge = [UInt8](repeating: 0x41, count: 16 << 20)
+            let rogueWorker = try ZMQSocket(.dealer)
+            try rogueWorker.connect(farm.workEndpoint)
+            try rogueWorker.send([Array(ProtocolName.work.utf8), Array("READY".utf8), huge], wait: true)
+            let rogueClient = try ZMQSocket(.dealer)
+            try rogueClient.connect(farm.controlEndpoint)
+            try rogueClient.send([Array(ProtocolName.control.utf8), [0, 0, 0, 0, 0, 0, 0, 1], Array("UPLOAD-CHUNK".utf8), Array("{}".utf8), huge], wait: true)
+            // The farm is unaffected: a job completes and only the real worker is known.
+            let job = try farm.submit(media("speaker-c.mp4"), audio: media("dub-1.wav"))
+            #expect(try farm.wait(job: job).job.state == .done)
+            #expect(try farm.client().call(.workers, as: [WorkerView].self).map(\.name) == ["w1"])
+            #expect(ProcessControl.isAlive(farm.coordinatorPID))
         }
 
         @Test("50 jobs submitted at once all complete, higher priority first; the coordinator's memory stays flat")

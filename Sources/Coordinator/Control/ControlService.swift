@@ -57,7 +57,7 @@ actor ControlService {
 
     /// The answer to a request refused because the control queue is full: an error the client
     /// shows ("busy, try again"), or nothing when the request id is unreadable.
-    @Sendable static func busyReply(_ frames: [[UInt8]]) -> [[UInt8]]? {
+    static func busyReply(_ frames: [[UInt8]]) -> [[UInt8]]? {
         guard frames.count >= 2, frames[1].count == 8 else { return nil }
         var r = ByteReader(frames[1])
         guard let id = try? r.u64() else { return nil }

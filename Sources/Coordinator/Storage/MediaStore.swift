@@ -60,7 +60,7 @@ public struct MediaStore: Sendable {
     /// link: what the control endpoint serves or takes as an upload must be the store's own file.
     public func isStoreFile(_ url: URL) -> Bool {
         var st = stat()
-        guard lstat(url.path, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { return false }
+        guard lstat(url.path, &st) == 0, (st.st_mode & mode_t(S_IFMT)) == mode_t(S_IFREG) else { return false }
         return contains(url)
     }
 

@@ -16,7 +16,12 @@ import ZeroMQ
 final class CurveSecurity: Sendable {
     let keys: CurveKeyPair
     let handler: ZAPHandler
-    let policy: Mutex<(loadedAt: ContinuousClock.Instant, policy: AccessPolicy)>
+
+    /// The allow-lists last read, and when.
+    final class PolicyCache: Sendable {
+        let state: Mutex<(loadedAt: ContinuousClock.Instant, policy: AccessPolicy)>
+        init(_ policy: AccessPolicy) { state = Mutex((loadedAt: ContinuousClock.now, policy: policy)) }
+    }
 
     /// Loads the keys and starts the ZAP handler; `nil` when CURVE is off (no `secret_key_file`).
     /// Throws a configuration error naming the file and the reason when a key file is bad.
@@ -57,10 +62,9 @@ final class CurveSecurity: Sendable {
 
     private init(keys: CurveKeyPair, policy: AccessPolicy, config: FarmConfiguration, logger: Logger) {
         self.keys = keys
-        let state = Mutex((loadedAt: ContinuousClock.now, policy: policy))
-        self.policy = state
+        let cache = PolicyCache(policy)
         handler = ZAPHandler { request in
-            let current: AccessPolicy = state.withLock { s in
+            let current: AccessPolicy = cache.state.withLock { s in
                 if ContinuousClock.now - s.loadedAt > .seconds(1) {
                     s.loadedAt = .now
                     do { s.policy = try Self.loadPolicy(config) } catch {

@@ -80,7 +80,7 @@ public final class RouterEndpoint: Sendable {
                 try socket.setReceiveHighWaterMark(100_000)
                 if let d = options.zapDomain { try socket.setZAPDomain(d) }
                 if let key = options.curveSecretKey { try socket.setCurveServer(secretKey: key) }
-                monitor = options.curveSecretKey == nil ? nil : try ZMQSocketMonitor(socket)
+                if options.curveSecretKey != nil { monitor = try ZMQSocketMonitor(socket) }
                 try socket.bind(endpoint)
                 bound.withLock { $0 = socket.lastEndpoint }
                 result.withLock { $0 = .success(()) }
