@@ -51,6 +51,7 @@ let package = Package(
         .target(name: "FarmProtocol", dependencies: ["DubfarmCore"], swiftSettings: swiftSettings),
 
         // MARK: Services
+        .target(name: "FarmSecurity", dependencies: ["DubfarmCore", "ZeroMQ"], swiftSettings: swiftSettings),
         .target(name: "FarmConfig", dependencies: [
             "DubfarmCore", .product(name: "Yams", package: "Yams"),
         ], swiftSettings: swiftSettings),
@@ -70,7 +71,7 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], swiftSettings: swiftSettings),
         .target(name: "Coordinator", dependencies: [
-            "DubfarmCore", "FarmProtocol", "FarmConfig", "FarmStore", "MediaPipeline", "ZeroMQ", "Monitoring", "FarmMonitor",
+            "DubfarmCore", "FarmProtocol", "FarmConfig", "FarmStore", "MediaPipeline", "ZeroMQ", "Monitoring", "FarmMonitor", "FarmSecurity",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -102,7 +103,7 @@ let package = Package(
         // MARK: Executable
         .executableTarget(name: "dubfarm", dependencies: [
             "DubfarmCore", "FarmConfig", "FarmStore", "Coordinator", "Worker", "FarmClient", "LocalFarm",
-            "MediaPipeline", "Engine", "VQModel", "Dubbing", "FaceAnalysis", "FarmMonitor", "Monitoring",
+            "MediaPipeline", "Engine", "VQModel", "Dubbing", "FaceAnalysis", "FarmMonitor", "Monitoring", "FarmSecurity", "ZeroMQ",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -114,6 +115,7 @@ let package = Package(
         .testTarget(name: "DubfarmCoreTests", dependencies: ["DubfarmCore"]),
         .testTarget(name: "FarmProtocolTests", dependencies: ["FarmProtocol", "DubfarmCore"]),
         .testTarget(name: "FarmConfigTests", dependencies: ["FarmConfig"]),
+        .testTarget(name: "FarmSecurityTests", dependencies: ["FarmSecurity", "ZeroMQ", "DubfarmCore"]),
         .testTarget(name: "FarmStoreTests", dependencies: ["FarmStore", "FarmTestSupport"]),
         .testTarget(name: "MediaPipelineTests", dependencies: ["MediaPipeline", "FFmpeg", "DubfarmCore"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "VQModel", "BLAS"]),
@@ -129,6 +131,7 @@ let package = Package(
         ]),
         .testTarget(name: "IntegrationTests", dependencies: [
             "FarmTestSupport", "FarmMonitor", "Coordinator", "Worker", "FarmClient", "FarmProtocol", "ZeroMQ", "MediaPipeline", "FaceAnalysis",
+            "FarmSecurity", .product(name: "Crypto", package: "swift-crypto"),
         ]),
     ]
 )

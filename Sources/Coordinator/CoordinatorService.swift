@@ -1,5 +1,6 @@
 import DubfarmCore
 import FarmConfig
+import FarmSecurity
 import FarmProtocol
 import FarmStore
 import Foundation
@@ -12,6 +13,7 @@ extension FarmConfiguration {
     public var limits: ProtocolLimits {
         var l = ProtocolLimits()
         l.maxPayloadBytes = Int(maxMessageBytes)
+        l.maxMessageBytes = Int(maxMessageBytes)
         return l
     }
 }
@@ -39,11 +41,15 @@ public final class CoordinatorService: Service, Sendable {
         self.logger = logger
         self.drainSeconds = drainSeconds
         work = RouterEndpoint(name: "work", logger: logger)
-        control = RouterEndpoint(name: "control", logger: logger)
+        // Bounded: a client flooding the control endpoint is answered "busy" instead of queued.
+        control = RouterEndpoint(name: "control", logger: logger, maxQueued: Self.controlQueueLimit)
     }
 
     /// The endpoints actually bound (real ports), once `run()` has started them.
     public var boundEndpoints: (work: String, control: String) { (work.boundEndpoint, control.boundEndpoint) }
+
+    /// Control requests waiting to be handled beyond which new ones are answered "busy".
+    static let controlQueueLimit = 1024
 
     public func run() async throws {
         let name = "coordinator@\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)"
@@ -71,10 +77,20 @@ public final class CoordinatorService: Service, Sendable {
         monitor.attach(controller)
         defer { monitor.attach(nil) }
 
-        try work.start(endpoint: config.workEndpoint, options: .init(maxMessageBytes: config.maxMessageBytes))
-        try control.start(endpoint: config.controlEndpoint, options: .init(maxMessageBytes: config.maxMessageBytes))
+        // CURVE (security.*): the ZAP handler runs before the endpoints bind, so no peer is ever
+        // admitted unchecked.
+        let security = try CurveSecurity.start(config: config, logger: logger)
+        defer { security?.stop() }
+        var workOptions = RouterEndpoint.Options(maxMessageBytes: config.maxMessageBytes)
+        var controlOptions = RouterEndpoint.Options(maxMessageBytes: config.maxMessageBytes, maxQueued: Self.controlQueueLimit,
+                                                    overflowReply: ControlService.busyReply)
+        security?.apply(to: &workOptions, domain: AccessPolicy.workDomain)
+        security?.apply(to: &controlOptions, domain: AccessPolicy.controlDomain)
+        try work.start(endpoint: config.workEndpoint, options: workOptions)
+        try control.start(endpoint: config.controlEndpoint, options: controlOptions)
         logger.info("coordinator ready", metadata: ["work": .string(work.boundEndpoint), "control": .string(control.boundEndpoint),
-                                                    "database": .string(config.redactedDatabaseURL), "store": .string(media.root.path)])
+                                                    "database": .string(config.redactedDatabaseURL), "store": .string(media.root.path),
+                                                    "curve": .string(security == nil ? "off" : "on")])
 
         let work = self.work, control = self.control, logger = self.logger, drainSeconds = self.drainSeconds
         let heartbeat = config.heartbeatInterval

@@ -13,17 +13,25 @@ public final class ControlClient {
     /// Seconds to wait for an answer before the coordinator counts as unreachable.
     public var timeout: Double
     let socket: ZMQSocket
+    /// Handshake outcomes, so a refused key is reported at once instead of as a timeout.
+    let monitor: ZMQSocketMonitor
+    /// This client's CURVE public key, when CURVE is on.
+    public let publicKey: String?
     var nextID: UInt64 = 1
 
+    /// Connects to `endpoint`; with `curve`, encrypted and authenticated by this client's key pair
+    /// against the coordinator's public key `serverKey`.
     public init(endpoint: String, timeout: Double = 10, curve: (serverKey: String, keys: CurveKeyPair)? = nil) throws {
         self.endpoint = endpoint
         self.timeout = timeout
+        publicKey = curve?.keys.publicKey
         do {
             socket = try ZMQSocket(.dealer)
             try socket.setMaxMessageSize(1 << 30)
             if let curve {
                 try socket.setCurveClient(serverKey: curve.serverKey, publicKey: curve.keys.publicKey, secretKey: curve.keys.secretKey)
             }
+            monitor = try ZMQSocketMonitor(socket)
             try socket.connect(endpoint)
         } catch {
             throw DubfarmError(.unreachable, "cannot connect to the coordinator at \(endpoint): \(error)")
@@ -55,7 +63,7 @@ public final class ControlClient {
 
     func receive(id: UInt64) throws -> ControlReply {
         let deadline = ContinuousClock.now + .milliseconds(Int(timeout * 1000))
-        var poller = ZMQPoller([.socket(socket)])
+        var poller = ZMQPoller([.socket(socket), .socket(monitor.socket)])
         while true {
             let left = deadline - ContinuousClock.now
             guard left > .zero else {
@@ -63,11 +71,28 @@ public final class ControlClient {
             }
             let ms = Int(left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000)
             _ = try poller.poll(timeoutMilliseconds: max(1, ms))
+            while let event = try monitor.next() { try check(event) }
             while let frames = try socket.receive() {
                 let reply = try ControlReply.decode(frames)
                 if reply.requestID == id { return reply }
                 // A late reply to an earlier request that timed out: ignore it.
             }
+        }
+    }
+
+    /// Turns a failed security handshake into an error that says what to fix.
+    func check(_ event: ZMQSocketEvent) throws {
+        if event.isAuthenticationFailure {
+            let key = publicKey.map { " (public key \($0.prefix(8))…)" } ?? ""
+            throw DubfarmError(.unreachable, """
+                the coordinator at \(endpoint) refused this client's key\(key): it is not in the coordinator's \
+                security.authorized_clients; copy this client's public key file (NAME.key from `dubfarm keys generate`) there
+                """)
+        }
+        if event.isProtocolFailure {
+            throw DubfarmError(.unreachable, publicKey == nil
+                ? "the security handshake with the coordinator at \(endpoint) failed: it probably requires CURVE; pass --key-file and --server-key (or set DUBFARM_KEY_FILE and DUBFARM_SERVER_KEY)"
+                : "the security handshake with the coordinator at \(endpoint) failed: check --server-key (the coordinator's public key) and that the coordinator has CURVE on")
         }
     }
 

@@ -52,6 +52,12 @@ public struct FarmConfiguration: Sendable, Hashable {
     /// `HOST:PORT` of the coordinator's HTTP server for Prometheus metrics and the dashboard
     /// (empty: off).
     public var metricsListen = "127.0.0.1:9464"
+    /// CURVE: the coordinator's secret key file (`dubfarm keys generate`); `nil` = plaintext, no authentication.
+    public var secretKeyFile: String? = nil
+    /// CURVE: a public key file, or a directory of them, naming the workers admitted on the work endpoint.
+    public var authorizedWorkers: String? = nil
+    /// CURVE: a public key file, or a directory of them, naming the CLI clients admitted on the control endpoint.
+    public var authorizedClients: String? = nil
 
     public init() {}
 
@@ -64,7 +70,10 @@ public struct FarmConfiguration: Sendable, Hashable {
 
 /// Replaces the password in `scheme://user:password@host/...` with `***`.
 public func redactURL(_ url: String) -> String {
-    guard let scheme = url.range(of: "://"), let at = url.range(of: "@", range: scheme.upperBound..<url.endIndex) else {
+    // The user info ends at the last '@' before the query: a password may itself hold '@' or '/'.
+    let queryStart = url.firstIndex(of: "?") ?? url.endIndex
+    guard let scheme = url.range(of: "://"), scheme.upperBound <= queryStart,
+          let at = url.range(of: "@", options: .backwards, range: scheme.upperBound..<queryStart) else {
         return url.replacingOccurrences(of: #"password=[^&\s]*"#, with: "password=***", options: .regularExpression)
     }
     let userinfo = url[scheme.upperBound..<at.lowerBound]
@@ -202,6 +211,9 @@ extension ConfigKey {
                       do { _ = try FarmConfiguration.parseListen(v) } catch { throw invalid("metrics.listen", v, "HOST:PORT (e.g. 127.0.0.1:9464, 0.0.0.0:9464) or empty") }
                       c.metricsListen = v
                   }),
+        key("security.secret_key_file", "the coordinator's CURVE secret key file (dubfarm keys generate); empty = CURVE off, plaintext", \.secretKeyFile),
+        key("security.authorized_workers", "public key file or directory of the workers admitted (CURVE on)", \.authorizedWorkers),
+        key("security.authorized_clients", "public key file or directory of the CLI clients admitted (CURVE on)", \.authorizedClients),
     ]
 
     static let byPath: [String: ConfigKey] = Dictionary(uniqueKeysWithValues: all.map { ($0.path, $0) })
@@ -307,6 +319,11 @@ public struct ConfigurationLoader: Sendable {
         guard configuration.workEndpoint != configuration.controlEndpoint else {
             throw DubfarmError(.configuration, "coordinator.work_endpoint and coordinator.control_endpoint must differ")
         }
+        if configuration.secretKeyFile != nil {
+            for (path, v) in [("security.authorized_workers", configuration.authorizedWorkers), ("security.authorized_clients", configuration.authorizedClients)] where v == nil {
+                throw DubfarmError(.configuration, "\(path) must name a public key file or directory when security.secret_key_file is set (CURVE on): without it nobody could connect")
+            }
+        }
         guard configuration.leaseSeconds > configuration.livenessTimeout else {
             throw DubfarmError(.configuration, "workers.lease_seconds (\(formatNumber(configuration.leaseSeconds))) must exceed heartbeat_interval × liveness (\(formatNumber(configuration.livenessTimeout)))")
         }
@@ -325,7 +342,8 @@ public struct ConfigurationLoader: Sendable {
             var v = ck.value(in: configuration)
             if ck.path == "database.url" { v = redactURL(v) }
             let src = sources[ck.path] ?? .default
-            out += "  \(parts[1]): \(yamlScalar(v))".padding(toLength: 52, withPad: " ", startingAt: 0)
+            let line = "  \(parts[1]): \(yamlScalar(v))"
+            out += line.count < 52 ? line.padding(toLength: 52, withPad: " ", startingAt: 0) : line + " "
             out += " # \(src.rawValue)\(src == .environment ? " (\(ck.environmentVariable))" : "")\n"
         }
         return out

@@ -174,6 +174,7 @@ public enum ControlRequest: Sendable, Hashable {
     public static func decode<C: Collection>(_ frames: C, limits: ProtocolLimits = .default) throws -> (UInt64, ControlRequest)
     where C.Element == [UInt8] {
         let f = Array(frames)
+        try limits.checkSize(f, "request")
         guard f.count >= 4 else { throw DubfarmError(.protocolViolation, "request of \(f.count) frames is too short") }
         guard f[0] == Array(ProtocolName.control.utf8) else {
             throw DubfarmError(.protocolViolation, "unknown protocol '\(Wire.string(f[0]) ?? "<binary>")' (expected \(ProtocolName.control))")
@@ -253,6 +254,7 @@ public struct ControlReply: Sendable, Hashable {
     public static func decode<C: Collection>(_ frames: C, limits: ProtocolLimits = .default) throws -> ControlReply
     where C.Element == [UInt8] {
         let f = Array(frames)
+        try limits.checkSize(f, "reply")
         guard f.count == 4 || f.count == 5, f[0] == Array(ProtocolName.control.utf8) else {
             throw DubfarmError(.protocolViolation, "malformed reply from coordinator")
         }

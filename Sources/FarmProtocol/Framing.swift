@@ -15,7 +15,20 @@ public struct ProtocolLimits: Sendable, Hashable {
     public var maxHeaderBytes: Int = 1 << 20
     /// Largest binary payload frame accepted (libzmq also refuses bigger messages on the socket).
     public var maxPayloadBytes: Int = 1 << 30
+    /// Largest whole message (all frames together) accepted: `limits.max_message_bytes`, which
+    /// libzmq also enforces per frame on the sockets (`ZMQ_MAXMSGSIZE`) before allocating.
+    public var maxMessageBytes: Int = 1 << 30
     public init() {}
+
+    /// Throws unless the frames together stay within ``maxMessageBytes``; checked before anything
+    /// is parsed or copied.
+    func checkSize(_ frames: [[UInt8]], _ what: String) throws {
+        var total = 0
+        for f in frames { total += f.count }
+        guard total <= maxMessageBytes else {
+            throw DubfarmError(.protocolViolation, "\(what) of \(total) bytes exceeds the limit of \(maxMessageBytes) bytes (limits.max_message_bytes)")
+        }
+    }
     public static let `default` = ProtocolLimits()
 }
 

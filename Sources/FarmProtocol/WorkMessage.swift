@@ -186,6 +186,7 @@ public enum WorkMessage: Sendable, Hashable {
     public static func decode<C: Collection>(_ frames: C, limits: ProtocolLimits = .default) throws -> WorkMessage
     where C.Element == [UInt8] {
         let f = Array(frames)
+        try limits.checkSize(f, "message")
         guard f.count >= 3 else { throw DubfarmError(.protocolViolation, "message of \(f.count) frames is too short") }
         guard f[0] == Array(ProtocolName.work.utf8) else {
             throw DubfarmError(.protocolViolation, "unknown protocol '\(Wire.string(f[0]) ?? "<binary>")' (expected \(ProtocolName.work))")

@@ -13,6 +13,10 @@ public struct LocalFarmState: Codable, Sendable, Hashable {
     public var coordinatorPID: Int32
     public var workerPIDs: [Int32]
     public var workerNames: [String]
+    /// CURVE: the CLI's secret key file for this farm (`nil`: the farm runs plaintext).
+    public var clientKeyFile: String?
+    /// CURVE: the coordinator's public key file.
+    public var serverPublicKey: String?
 
     public init(directory: String, databaseURL: String, postgresPort: Int, workEndpoint: String, controlEndpoint: String,
                 coordinatorPID: Int32, workerPIDs: [Int32], workerNames: [String]) {

@@ -82,15 +82,26 @@ public final class WorkerNode: Sendable {
         // termination waits (up to the linger set on the way out) until libzmq has sent the last
         // RESULT and DISCONNECT. With the process-wide context the process could exit first.
         let context = ZMQContext()
-        let socket = try ZMQSocket(.dealer, context: context)
-        try socket.setRoutingID(Array("\(options.name)#\(ProcessInfo.processInfo.processIdentifier)".utf8))
-        try socket.setMaxMessageSize(options.maxMessageBytes)
-        try socket.setReconnectInterval(milliseconds: 100, max: Int(options.maxReconnectSeconds * 1000))
-        try socket.setSendHighWaterMark(10_000)
-        if let curve = options.curve {
-            try socket.setCurveClient(serverKey: curve.serverKey, publicKey: curve.keys.publicKey, secretKey: curve.keys.secretKey)
+        let options = self.options
+        func connectedSocket() throws -> (ZMQSocket, ZMQSocketMonitor) {
+            let socket = try ZMQSocket(.dealer, context: context)
+            try socket.setRoutingID(Array("\(options.name)#\(ProcessInfo.processInfo.processIdentifier)".utf8))
+            try socket.setMaxMessageSize(options.maxMessageBytes)
+            try socket.setReconnectInterval(milliseconds: 100, max: Int(options.maxReconnectSeconds * 1000))
+            try socket.setSendHighWaterMark(10_000)
+            if let curve = options.curve {
+                try socket.setCurveClient(serverKey: curve.serverKey, publicKey: curve.keys.publicKey, secretKey: curve.keys.secretKey)
+            }
+            // Handshake outcomes: a coordinator that refuses our key says so in the log, not by silence.
+            let monitor = try ZMQSocketMonitor(socket)
+            try socket.connect(options.endpoint)
+            return (socket, monitor)
         }
-        try socket.connect(options.endpoint)
+        var (socket, monitor) = try connectedSocket()
+        var lastRefusalLogged: ContinuousClock.Instant?
+        // libzmq does not retry a connection whose key was refused: we do, on a new socket, so a
+        // key added to the coordinator's allow-list later admits this worker without a restart.
+        var retryRefusedAt: ContinuousClock.Instant?
         logger.info("connecting", metadata: ["endpoint": .string(options.endpoint), "stage": .string(stage.name),
                                              "threads": .stringConvertible(options.threads)])
 
@@ -129,7 +140,7 @@ public final class WorkerNode: Sendable {
         }
 
         send(hello())
-        var poller = ZMQPoller([.socket(socket), .fd(outbox.signal.fd), .fd(stopSignal.fd)])
+        var poller = ZMQPoller([.socket(socket), .fd(outbox.signal.fd), .fd(stopSignal.fd), .socket(monitor.socket)])
         while true {
             // Results and reports first: a stopping worker must not leave its last RESULT behind.
             for m in outbox.drain() { send(m) }
@@ -155,6 +166,21 @@ public final class WorkerNode: Sendable {
             let timeout = max(1, min(Int(untilBeat.components.seconds * 1000 + untilBeat.components.attoseconds / 1_000_000_000_000_000), 1000))
             let ready = try poller.poll(timeoutMilliseconds: pending.isEmpty ? timeout : min(timeout, 20))
             if ready[2] { stopSignal.clear() }
+            if ready[3] {
+                while let e = try monitor.next() {
+                    guard e.isAuthenticationFailure || e.isProtocolFailure else { continue }
+                    if e.isAuthenticationFailure { retryRefusedAt = clock.now + .seconds(5) }
+                    if let last = lastRefusalLogged, clock.now - last < .seconds(10) { continue }
+                    lastRefusalLogged = clock.now
+                    if e.isAuthenticationFailure {
+                        logger.error("the coordinator refused this worker's key (public key \(options.curve.map { String($0.keys.publicKey.prefix(8)) } ?? "none")…): add its public key file to the coordinator's security.authorized_workers")
+                    } else {
+                        logger.error(options.curve == nil
+                            ? "the security handshake with the coordinator failed: it probably requires CURVE; pass --key-file and --server-key"
+                            : "the security handshake with the coordinator failed: check --server-key (the coordinator's public key) and that the coordinator has CURVE on")
+                    }
+                }
+            }
             if ready[0] {
                 while let frames = try socket.receive() {
                     lastHeard = clock.now
@@ -173,6 +199,13 @@ public final class WorkerNode: Sendable {
             }
             if ready[1] {
                 for m in outbox.drain() { send(m) }
+            }
+            if let at = retryRefusedAt, clock.now >= at {
+                retryRefusedAt = nil
+                logger.info("connecting again with a new socket (the coordinator refused the last handshake)")
+                (socket, monitor) = try connectedSocket()
+                poller = ZMQPoller([.socket(socket), .fd(outbox.signal.fd), .fd(stopSignal.fd), .socket(monitor.socket)])
+                send(hello())
             }
             flush()
             if clock.now - lastSent >= interval { send(.heartbeat) }

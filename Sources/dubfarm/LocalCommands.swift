@@ -6,6 +6,8 @@ import FarmStore
 import Foundation
 import LocalFarm
 import Logging
+import FarmSecurity
+import ZeroMQ
 
 struct LocalCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -62,6 +64,7 @@ struct LocalCommand: AsyncParsableCommand {
             await store.close()
             if !applied.isEmpty { print("  applied \(applied.count) migration(s)") }
 
+            let keys = try LocalKeys.ensure(in: root)
             let work = "tcp://127.0.0.1:\(ProcessControl.freePort())"
             let control = "tcp://127.0.0.1:\(ProcessControl.freePort())"
             let configFile = root.appendingPathComponent("coordinator.yml")
@@ -75,6 +78,10 @@ struct LocalCommand: AsyncParsableCommand {
                   url: "\(dbURL)"
                 media:
                   store: "\(root.appendingPathComponent("store").path)"
+                security:
+                  secret_key_file: "\(keys.coordinatorSecret)"
+                  authorized_workers: "\(keys.workersDirectory)"
+                  authorized_clients: "\(keys.clientsDirectory)"
                 """.write(to: configFile, atomically: true, encoding: .utf8)
 
             print("starting the coordinator…")
@@ -94,6 +101,8 @@ struct LocalCommand: AsyncParsableCommand {
             }
             var state = LocalFarmState(directory: root.path, databaseURL: dbURL, postgresPort: cluster.port, workEndpoint: work,
                                        controlEndpoint: control, coordinatorPID: pid, workerPIDs: [], workerNames: [])
+            state.clientKeyFile = keys.clientSecret
+            state.serverPublicKey = keys.coordinatorPublic
             try state.save()
             print("starting \(workers) worker(s)…")
             let started = try startWorkers(workers, state: state, logs: logs, offset: 0)
@@ -122,8 +131,13 @@ struct LocalCommand: AsyncParsableCommand {
             let exe = ProcessControl.currentExecutable
             return try (0..<n).map { i in
                 let name = "local-\(offset + i + 1)"
+                var args = ["worker", "--connect", state.workEndpoint, "--name", name, "--threads", "\(threads)", "--stage", stage]
+                if let server = state.serverPublicKey {
+                    let keys = LocalKeys(root: URL(fileURLWithPath: state.directory))
+                    args += ["--key-file", keys.workerSecret, "--server-key", server]
+                }
                 let pid = try ProcessControl.spawnDetached(
-                    exe, ["worker", "--connect", state.workEndpoint, "--name", name, "--threads", "\(threads)", "--stage", stage],
+                    exe, args,
                     log: logs.appendingPathComponent("\(name).log"))
                 return (pid, name)
             }
@@ -184,5 +198,29 @@ struct LocalCommand: AsyncParsableCommand {
             try stopped.save()
             print("local farm is down")
         }
+    }
+}
+
+/// The local farm's CURVE keys (`DIR/keys`): the coordinator's pair, one pair for its workers
+/// (`keys/workers`, the workers' allow-list) and one for the CLI (`keys/clients`). Made once, on
+/// the first `local up`.
+struct LocalKeys {
+    let root: URL
+    var directory: String { root.appendingPathComponent("keys").path }
+    var coordinatorSecret: String { directory + "/coordinator.key_secret" }
+    var coordinatorPublic: String { directory + "/coordinator.key" }
+    var workersDirectory: String { directory + "/workers" }
+    var workerSecret: String { workersDirectory + "/worker.key_secret" }
+    var clientsDirectory: String { directory + "/clients" }
+    var clientSecret: String { clientsDirectory + "/client.key_secret" }
+
+    static func ensure(in root: URL) throws -> LocalKeys {
+        let k = LocalKeys(root: root)
+        for (dir, name, secret) in [(k.directory, "coordinator", k.coordinatorSecret), (k.workersDirectory, "worker", k.workerSecret),
+                                    (k.clientsDirectory, "client", k.clientSecret)] where !FileManager.default.fileExists(atPath: secret) {
+            try? FileManager.default.removeItem(atPath: (dir as NSString).appendingPathComponent("\(name).key"))
+            try KeyFiles.write(try CurveKeyPair.generate(), name: name, directory: dir)
+        }
+        return k
     }
 }

@@ -19,6 +19,8 @@ struct ClientOptions: ParsableArguments {
     @Flag(name: .long, help: "Print machine-readable JSON (schema in README.md).")
     var json = false
 
+    @OptionGroup var curve: CurveOptions
+
     /// The endpoint to use, by precedence: flag, environment, local farm, default.
     func endpoint() -> String {
         if let c = coordinator { return normalize(c) }
@@ -30,7 +32,15 @@ struct ClientOptions: ParsableArguments {
     }
 
     func client() throws -> ControlClient {
-        try ControlClient(endpoint: endpoint(), timeout: timeout)
+        try ControlClient(endpoint: endpoint(), timeout: timeout, curve: curve.resolve(fallback: localFarmKeys()))
+    }
+
+    /// The local farm's client keys, when the CLI talks to a local farm that has CURVE on.
+    private func localFarmKeys() -> (keyFile: String, serverKey: String)? {
+        guard coordinator == nil, (ProcessInfo.processInfo.environment["DUBFARM_COORDINATOR"] ?? "").isEmpty,
+              let local = LocalFarmState.load(directory: LocalFarmState.defaultDirectory()), local.isCoordinatorAlive,
+              let key = local.clientKeyFile, let server = local.serverPublicKey else { return nil }
+        return (key, server)
     }
 
     private func normalize(_ s: String) -> String {

@@ -4,6 +4,7 @@ import Dubbing
 import FaceAnalysis
 import DubfarmCore
 import FarmConfig
+import FarmSecurity
 import FarmStore
 import Foundation
 import Logging
@@ -99,6 +100,8 @@ struct WorkerCommand: AsyncParsableCommand {
     @Flag(name: .long, help: .hidden)
     var testFailEverySegment = false
 
+    @OptionGroup var curve: CurveOptions
+
     func validate() throws {
         guard threads >= 1 && threads <= 256 else { throw ValidationError("--threads must be between 1 and 256") }
         guard connect.contains("://") else { throw ValidationError("--connect needs a ZeroMQ endpoint such as tcp://HOST:5555") }
@@ -122,6 +125,7 @@ struct WorkerCommand: AsyncParsableCommand {
         opts.heartbeatInterval = heartbeat
         opts.liveness = liveness
         opts.graceSeconds = grace
+        opts.curve = try curve.resolve()
         let node = WorkerNode(options: opts, stage: stageImpl, logger: logger)
         // Signals arrive on a dispatch source; the node stops itself in an orderly way.
         signal(SIGTERM, SIG_IGN)
@@ -171,6 +175,19 @@ struct ConfigCommand: ParsableCommand {
         @Flag(name: .long, help: "Print JSON: {file, settings: [{key, value, source, environment}]}.") var json = false
         func run() throws {
             let loaded = try options.load()
+            // CURVE key files are checked here too, so a bad one is found before the coordinator starts.
+            if let file = loaded.configuration.secretKeyFile {
+                do { _ = try KeyFiles.loadKeyPair(file, what: "coordinator's secret key file") } catch let e as DubfarmError {
+                    throw DubfarmError(.configuration, "security.secret_key_file: \(e.message)")
+                }
+                for (key, path) in [("security.authorized_workers", loaded.configuration.authorizedWorkers),
+                                    ("security.authorized_clients", loaded.configuration.authorizedClients)] {
+                    guard let path else { continue }
+                    do { _ = try KeyFiles.loadAuthorizedKeys(path) } catch let e as DubfarmError {
+                        throw DubfarmError(.configuration, "\(key): \(e.message)")
+                    }
+                }
+            }
             if json {
                 struct Report: Encodable { var file: String?; var settings: [EffectiveSetting] }
                 return try printJSON(Report(file: loaded.file, settings: loaded.effectiveSettings))

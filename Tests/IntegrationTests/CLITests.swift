@@ -94,6 +94,10 @@ extension Integration {
             let r = try dubfarm(["submit", media("speaker-c.mp4"), "--audio", media("dub-1.wav"), "--wait", "--out", out], environment: env)
             #expect(r.status == 0, "\(r.err)")
             #expect(FileManager.default.fileExists(atPath: out))
+            // The local farm runs CURVE with keys of its own, and the CLI used them by itself.
+            #expect(FileManager.default.fileExists(atPath: dir.appendingPathComponent("keys/clients/client.key_secret").path))
+            let coordinatorLog = (try? String(contentsOf: dir.appendingPathComponent("logs/coordinator.log"), encoding: .utf8)) ?? ""
+            #expect(coordinatorLog.contains("CURVE is on"))
             let status = try dubfarm(["local", "status", "--dir", dir.path])
             #expect(status.out.contains("running"))
             let state = try #require(LocalFarmState.load(directory: dir))

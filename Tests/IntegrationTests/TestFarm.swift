@@ -7,6 +7,7 @@ import Foundation
 import LocalFarm
 import MediaPipeline
 import Testing
+import ZeroMQ
 
 /// The shared test media (`../shared/media` beside the repository).
 let mediaDir: URL = {
@@ -51,6 +52,8 @@ final class TestFarm: @unchecked Sendable {
     let heartbeat = 0.2
     let liveness = 10
     var environment: [String: String]
+    /// CURVE keys the test's own control clients use (a farm with `security.*` set).
+    var clientCurve: (serverKey: String, keys: CurveKeyPair)?
 
     var workEndpoint: String { "tcp://127.0.0.1:\(workPort)" }
     var controlEndpoint: String { "tcp://127.0.0.1:\(controlPort)" }
@@ -121,7 +124,9 @@ final class TestFarm: @unchecked Sendable {
         return farm
     }
 
-    func client(timeout: Double = 10) throws -> ControlClient { try ControlClient(endpoint: controlEndpoint, timeout: timeout) }
+    func client(timeout: Double = 10) throws -> ControlClient {
+        try ControlClient(endpoint: controlEndpoint, timeout: timeout, curve: clientCurve)
+    }
 
     func submit(_ video: String, audio: String, face: String? = nil, priority: Int = 0, stage: String? = nil) throws -> Int64 {
         let c = try client(timeout: 60)

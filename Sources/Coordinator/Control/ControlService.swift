@@ -56,6 +56,15 @@ actor ControlService {
         self.logger = logger
     }
 
+    /// The answer to a request refused because the control queue is full: an error the client
+    /// shows ("busy, try again"), or nothing when the request id is unreadable.
+    static func busyReply(_ frames: [[UInt8]]) -> [[UInt8]]? {
+        guard frames.count >= 2, frames[1].count == 8 else { return nil }
+        var r = ByteReader(frames[1])
+        guard let id = try? r.u64() else { return nil }
+        return ControlReply.error(id, DubfarmError(.timeout, "the coordinator is busy (too many control requests queued); try again")).encode()
+    }
+
     func receive(_ inbound: RouterEndpoint.Inbound) async {
         let requestID: UInt64
         let request: ControlRequest
@@ -261,11 +270,12 @@ actor ControlService {
 
     private func submit(_ spec: SubmitSpec) async throws -> JobView {
         func done(_ uid: String, _ what: String) throws -> URL {
-            let url = media.uploadDone(uid)
-            guard MediaStore.isValidUploadID(uid), FileManager.default.fileExists(atPath: url.path) else {
+            // The id is checked before it touches a path; the file must be a regular file of the
+            // store's own (a symbolic link planted in the store is refused, wherever it points).
+            guard MediaStore.isValidUploadID(uid), media.isStoreFile(media.uploadDone(uid)) else {
                 throw DubfarmError(.badInput, "the \(what) upload \(uid.prefix(40)) is not finished or does not exist")
             }
-            return url
+            return media.uploadDone(uid)
         }
         let video = try done(spec.video, "video")
         let audio = try done(spec.audio, "audio")
@@ -279,7 +289,12 @@ actor ControlService {
         params.options["upload.video"] = spec.video
         params.options["upload.audio"] = spec.audio
         if let f = spec.face { params.options["upload.face"] = f }
-        if let m = spec.model { params.options["model"] = m }
+        if let m = spec.model {
+            guard (1...128).contains(m.count), m.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._@:-".contains($0)) }) else {
+                throw DubfarmError(.badInput, "model '\(m.prefix(40))' is not a model id (letters, digits and ._@:- only, at most 128)")
+            }
+            params.options["model"] = m
+        }
         params.options["stage"] = stage
         let new = NewJob(videoName: names.video, audioName: names.audio, faceName: names.face, priority: spec.priority,
                          params: params, submittedBy: "cli")
@@ -337,7 +352,7 @@ actor ControlService {
 
     private func fetch(_ f: FetchRequest, id: UInt64) throws -> ControlReply {
         let out = media.output(JobID(f.job))
-        guard FileManager.default.fileExists(atPath: out.path),
+        guard media.isStoreFile(out),
               let sum = try? String(contentsOf: media.outputChecksum(JobID(f.job)), encoding: .utf8) else {
             throw DubfarmError(.notFound, "job \(f.job) has no output (is it done? see `dubfarm status \(f.job)`)")
         }

@@ -56,6 +56,14 @@ public struct MediaStore: Sendable {
         return p == r || p.hasPrefix(r + "/")
     }
 
+    /// Whether `url` is a regular file inside the store, reached without following a symbolic
+    /// link: what the control endpoint serves or takes as an upload must be the store's own file.
+    public func isStoreFile(_ url: URL) -> Bool {
+        var st = stat()
+        guard lstat(url.path, &st) == 0, (st.st_mode & mode_t(S_IFMT)) == mode_t(S_IFREG) else { return false }
+        return contains(url)
+    }
+
     /// Writes `bytes` to `url` atomically (temporary file, fsync, rename, fsync of the directory;
     /// ``MediaFile/writeAtomically(_:to:)``), creating the directory if needed.
     public static func writeAtomically(_ bytes: [UInt8], to url: URL) throws {

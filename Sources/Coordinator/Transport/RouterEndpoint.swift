@@ -25,27 +25,41 @@ public final class RouterEndpoint: Sendable {
         public var curveSecretKey: String?
         /// ZAP domain for allow-list checks.
         public var zapDomain: String?
-        public init(maxMessageBytes: Int64, curveSecretKey: String? = nil, zapDomain: String? = nil) {
+        /// Most messages waiting in ``inbound``; beyond it a message is not queued but answered at
+        /// once with ``overflowReply`` (when that gives frames), so a flood cannot grow memory
+        /// without bound. `nil`: unbounded.
+        public var maxQueued: Int?
+        /// The answer to a message refused because ``inbound`` is full (`nil`: drop it).
+        public var overflowReply: (@Sendable ([[UInt8]]) -> [[UInt8]]?)?
+        public init(maxMessageBytes: Int64, curveSecretKey: String? = nil, zapDomain: String? = nil,
+                    maxQueued: Int? = nil, overflowReply: (@Sendable ([[UInt8]]) -> [[UInt8]]?)? = nil) {
             self.maxMessageBytes = maxMessageBytes
             self.curveSecretKey = curveSecretKey
             self.zapDomain = zapDomain
+            self.maxQueued = maxQueued
+            self.overflowReply = overflowReply
         }
     }
 
     public let name: String
     public let inbound: AsyncStream<Inbound>
     let continuation: AsyncStream<Inbound>.Continuation
+    /// Messages refused because ``inbound`` was full.
+    let overflowed = Atomic<Int>(0)
     let outbox = Mailbox<Outbound>()
     let stopSignal = EventSignal()
     let stopped = Atomic<Bool>(false)
     let bound = Mutex<String>("")
     let logger: Logger
 
-    public init(name: String, logger: Logger) {
+    public init(name: String, logger: Logger, maxQueued: Int? = nil) {
         self.name = name
         self.logger = logger
-        (inbound, continuation) = AsyncStream.makeStream(of: Inbound.self, bufferingPolicy: .unbounded)
+        (inbound, continuation) = AsyncStream.makeStream(of: Inbound.self, bufferingPolicy: maxQueued.map { .bufferingOldest($0) } ?? .unbounded)
     }
+
+    /// How many messages were refused because ``inbound`` was full.
+    public var overflowCount: Int { overflowed.load(ordering: .relaxed) }
 
     /// The endpoint actually bound (real port when bound to port 0 or `*`).
     public var boundEndpoint: String { bound.withLock { $0 } }
@@ -56,6 +70,7 @@ public final class RouterEndpoint: Sendable {
         let ready = DispatchSemaphore(value: 0)
         let thread = Thread { [self] in
             let socket: ZMQSocket
+            var monitor: ZMQSocketMonitor?
             do {
                 socket = try ZMQSocket(.router)
                 try socket.setRouterMandatory(true)
@@ -65,6 +80,7 @@ public final class RouterEndpoint: Sendable {
                 try socket.setReceiveHighWaterMark(100_000)
                 if let d = options.zapDomain { try socket.setZAPDomain(d) }
                 if let key = options.curveSecretKey { try socket.setCurveServer(secretKey: key) }
+                if options.curveSecretKey != nil { monitor = try ZMQSocketMonitor(socket) }
                 try socket.bind(endpoint)
                 bound.withLock { $0 = socket.lastEndpoint }
                 result.withLock { $0 = .success(()) }
@@ -74,7 +90,7 @@ public final class RouterEndpoint: Sendable {
                 ready.signal()
                 return
             }
-            loop(socket)
+            loop(socket, monitor: monitor, overflowReply: options.overflowReply)
         }
         thread.name = "zmq-\(name)"
         thread.start()
@@ -93,8 +109,8 @@ public final class RouterEndpoint: Sendable {
         stopSignal.raise()
     }
 
-    private func loop(_ socket: ZMQSocket) {
-        var poller = ZMQPoller([.socket(socket), .fd(outbox.signal.fd), .fd(stopSignal.fd)])
+    private func loop(_ socket: ZMQSocket, monitor: ZMQSocketMonitor?, overflowReply: (@Sendable ([[UInt8]]) -> [[UInt8]]?)?) {
+        var poller = ZMQPoller([.socket(socket), .fd(outbox.signal.fd), .fd(stopSignal.fd)] + (monitor.map { [.socket($0.socket)] } ?? []))
         defer { continuation.finish() }
         while !stopped.load(ordering: .relaxed) {
             do {
@@ -105,10 +121,23 @@ public final class RouterEndpoint: Sendable {
                     while n < 256, let frames = try socket.receive() {
                         n += 1
                         guard frames.count >= 2 else { continue }
-                        continuation.yield(Inbound(identity: frames[0], frames: Array(frames.dropFirst())))
+                        if case .dropped = continuation.yield(Inbound(identity: frames[0], frames: Array(frames.dropFirst()))) {
+                            let n = overflowed.add(1, ordering: .relaxed).newValue
+                            if n == 1 || n % 1000 == 0 { logger.warning("\(name): \(n) messages refused so far: the queue is full (a client is flooding)") }
+                            if let reply = overflowReply?(Array(frames.dropFirst())) {
+                                _ = try? socket.send([frames[0]] + reply)
+                            }
+                        }
                     }
                 }
-                _ = ready
+                if let monitor, ready.count > 3, ready[3] {
+                    while let e = try monitor.next() {
+                        // Refusals by key are logged by the ZAP handler; these never reached it.
+                        guard e.isProtocolFailure else { continue }
+                        logger.warning("\(name): refused a peer whose security handshake failed (a plaintext peer, or a wrong server key?)",
+                                       metadata: ["peer": .string(e.address), "errno": .stringConvertible(e.value)])
+                    }
+                }
                 for m in outbox.drain() {
                     do {
                         _ = try socket.send([m.identity] + m.frames)
