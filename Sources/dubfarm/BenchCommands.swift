@@ -63,20 +63,23 @@ struct DispatchBench: ParsableCommand {
     @Option(name: .long, help: "No-op workers.") var workers: Int = 4
     @Option(name: .long, help: "All-intra input video.") var video: String
     @Option(name: .long, help: "Dub track.") var audio: String
+    /// One key pair for the fake workers and the client: it must be in both allow-lists.
+    @OptionGroup var curveOptions: CurveOptions
 
     func run() throws {
         let state = BenchState()
+        let curve = try curveOptions.resolve()
         var threads: [Thread] = []
         for i in 0..<workers {
             let t = Thread { [work] in
-                do { try Self.fakeWorker(endpoint: work, name: "noop-\(i)", state: state) } catch {
+                do { try Self.fakeWorker(endpoint: work, name: "noop-\(i)", curve: curve, state: state) } catch {
                     FileHandle.standardError.write(Data("noop-\(i): \(error)\n".utf8))
                 }
             }
             t.start()
             threads.append(t)
         }
-        let client = try ControlClient(endpoint: control, timeout: 60)
+        let client = try ControlClient(endpoint: control, timeout: 60, curve: curve)
         Thread.sleep(forTimeInterval: 1)
         let v = try client.upload(path: video), a = try client.upload(path: audio)
         let started = Date()
@@ -110,8 +113,11 @@ struct DispatchBench: ParsableCommand {
         let span = Mutex<(first: Date?, last: Date?)>((nil, nil))
     }
 
-    static func fakeWorker(endpoint: String, name: String, state: BenchState) throws {
+    static func fakeWorker(endpoint: String, name: String, curve: (serverKey: String, keys: CurveKeyPair)?, state: BenchState) throws {
         let s = try ZMQSocket(.dealer)
+        if let curve {
+            try s.setCurveClient(serverKey: curve.serverKey, publicKey: curve.keys.publicKey, secretKey: curve.keys.secretKey)
+        }
         try s.setRoutingID(Array("\(name)#\(getpid())".utf8))
         try s.connect(endpoint)
         let hello = WorkerHello(name: name, host: "bench", pid: Int(getpid()), threads: 1, stage: "passthrough", version: DubfarmVersion.current)

@@ -16,6 +16,11 @@ DUBFARM_SEGMENTS_SECONDS=0.04 DUBFARM_SEGMENTS_CONTEXT_FRAMES=0 DUBFARM_LOGGING_
   $BIN local up --dir "$FARM" --workers 0 >/dev/null
 trap '$BIN local down --dir "$FARM" >/dev/null 2>&1 || true' EXIT
 DB=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["databaseURL"])' "$FARM/farm.json")
+# The local farm runs CURVE: the benchmark's workers and its CLI share the farm's worker key
+# pair, admitted as a client too (the allow-lists are re-read as peers connect).
+cp "$FARM/keys/workers/worker.key" "$FARM/keys/clients/bench-worker.key"
+export DUBFARM_KEY_FILE="$FARM/keys/workers/worker.key_secret" DUBFARM_SERVER_KEY="$FARM/keys/coordinator.key"
+sleep 1.2   # the allow-lists are re-read at most once a second
 # Four configurations, median of 3 runs each: the coordinator's own (async segment commits,
 # complete-then-claim) first, then durable commits, then separate claim and complete calls.
 echo "-- $BIN bench store --database <local farm> --count 2000 --runs 3"

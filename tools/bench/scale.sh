@@ -41,6 +41,11 @@ trap cleanup EXIT
 json() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$FARM/farm.json" "$1"; }
 WORK=$(json workEndpoint); CTL=$(json controlEndpoint); CPID=$(json coordinatorPID); DB=$(json databaseURL)
 export DUBFARM_COORDINATOR=$CTL
+# The local farm runs CURVE: the benchmark's workers and its CLI share the farm's worker key
+# pair, admitted as a client too (the allow-lists are re-read as peers connect).
+cp "$FARM/keys/workers/worker.key" "$FARM/keys/clients/bench-worker.key"
+export DUBFARM_KEY_FILE="$FARM/keys/workers/worker.key_secret" DUBFARM_SERVER_KEY="$FARM/keys/coordinator.key"
+sleep 1.2   # the allow-lists are re-read at most once a second
 cpu() { awk -v hz="$HZ" '{print ($14 + $15) / hz}' "/proc/$CPID/stat"; }
 
 printf "%8s %9s %10s %9s %11s %22s %14s\n" workers segments wall_s speedup efficiency coord_cpu_ms_per_segment segments_per_s
