@@ -107,34 +107,22 @@ final class BundleFile {
     /// Reads and parses `path`. Throws `.notFound` for a missing file, `.io` for an unreadable
     /// one, `.protocolViolation` for a damaged one.
     init(path: String) throws {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            let e = errno
-            if e == ENOENT { throw DubfarmError(.notFound, "\(fileName(path)): file not found") }
-            throw DubfarmError(.io, "\(fileName(path)): cannot open (\(String(cString: strerror(e))))")
-        }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw DubfarmError(.io, "\(fileName(path)): cannot stat") }
-        let size = Int(st.st_size)
-        let padding = Int(AV_INPUT_BUFFER_PADDING_SIZE)
-        guard let b = av_buffer_alloc(size + padding) else {
-            throw DubfarmError(.internalError, "\(fileName(path)): cannot allocate \(size) bytes")
+        let (b, size) = try MediaFile.withOpenFile(path) { fd, size -> (UnsafeMutablePointer<AVBufferRef>, Int) in
+            let padding = Int(AV_INPUT_BUFFER_PADDING_SIZE)
+            guard let b = av_buffer_alloc(size + padding) else {
+                throw DubfarmError(.internalError, "\(fileName(path)): cannot allocate \(size) bytes")
+            }
+            let base = UnsafeMutableRawPointer(b.pointee.data!)
+            memset(base + size, 0, padding)
+            do { try MediaFile.readFully(fd, into: base, count: size, path: path) } catch {
+                var q: UnsafeMutablePointer<AVBufferRef>? = b
+                av_buffer_unref(&q)
+                throw error
+            }
+            return (b, size)
         }
         buffer = b
         let base = UnsafeMutableRawPointer(b.pointee.data!)
-        memset(base + size, 0, padding)
-        var off = 0
-        while off < size {
-            let n = pread(fd, base + off, size - off, off_t(off))
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else {
-                var q: UnsafeMutablePointer<AVBufferRef>? = b
-                av_buffer_unref(&q)
-                throw DubfarmError(.io, "\(fileName(path)): short read at byte \(off) of \(size)")
-            }
-            off += n
-        }
         do {
             layout = try PacketBundleLayout(scanning: UnsafeRawBufferPointer(start: base, count: size))
         } catch {

@@ -347,6 +347,16 @@ public enum MediaFile {
 
     /// Reads a whole file.
     public static func read(path: String) throws -> [UInt8] {
+        try withOpenFile(path) { fd, size in
+            var out = [UInt8](repeating: 0, count: size)
+            try out.withUnsafeMutableBytes { raw in try readFully(fd, into: raw.baseAddress, count: size, path: path) }
+            return out
+        }
+    }
+
+    /// Opens `path` read-only and passes its descriptor and size to `body`. Throws `.notFound`
+    /// for a missing file and `.io` for one that cannot be opened or stat'ed.
+    static func withOpenFile<T>(_ path: String, _ body: (_ fd: Int32, _ size: Int) throws -> T) throws -> T {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             let e = errno
@@ -356,17 +366,17 @@ public enum MediaFile {
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw DubfarmError(.io, "\(fileName(path)): cannot stat") }
-        let size = Int(st.st_size)
-        var out = [UInt8](repeating: 0, count: size)
+        return try body(fd, Int(st.st_size))
+    }
+
+    /// Reads `count` bytes from the start of `fd` into `base`, retrying short reads and EINTR.
+    static func readFully(_ fd: Int32, into base: UnsafeMutableRawPointer?, count: Int, path: String) throws {
         var off = 0
-        try out.withUnsafeMutableBytes { raw in
-            while off < size {
-                let n = pread(fd, raw.baseAddress! + off, size - off, off_t(off))
-                if n < 0 && errno == EINTR { continue }
-                guard n > 0 else { throw DubfarmError(.io, "\(fileName(path)): short read at byte \(off) of \(size)") }
-                off += n
-            }
+        while off < count {
+            let n = pread(fd, base! + off, count - off, off_t(off))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw DubfarmError(.io, "\(fileName(path)): short read at byte \(off) of \(count)") }
+            off += n
         }
-        return out
     }
 }
