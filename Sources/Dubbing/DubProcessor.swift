@@ -16,25 +16,37 @@ public struct DubCounts: Sendable, Hashable {
 
 /// One segment of the dub stage. Frames come back in order, each exactly once, ``FaceTracker``'s
 /// latency later; memory is the tracker's window plus the model's scratch workspace.
+///
+/// With several threads and a model whose frames run faster side by side
+/// (``SwapTalkModel/prefersFramesInParallel(threads:)``), frames that need the model are
+/// collected until there is one per thread and run together, each on a single-threaded context
+/// of its own (``FrameBatch``); frames are then handed back up to `threads − 1` model frames
+/// later. Each frame's result is exactly the single-threaded model's for that frame.
 public final class DubProcessor: FrameProcessor {
     let engine: DubEngine
     let context: StageContext
     let source: SwapSource?
-    let ctx: ComputeContext
+    let batch: FrameBatch
     let mel: LogMel
+    /// Tracked frames not yet handed back, in order, and how many of them need the model.
+    private var pending: [TrackedFrame] = []
+    private var pendingModelFrames = 0
     private var tracker: FaceTracker!
     public private(set) var counts = DubCounts()
     public private(set) var timings = DubTimings()
 
     /// A processor for one segment; `source` is the job's encoded source face (nil: lip sync only).
-    public init(engine: DubEngine, context: StageContext, source: SwapSource?) throws {
+    ///
+    /// `mode` overrides how the context's threads are spent (default: the model's preference).
+    public init(engine: DubEngine, context: StageContext, source: SwapSource?, mode: FrameBatch.Mode? = nil) throws {
         guard context.frameRate.num > 0, context.frameRate.den > 0 else {
             throw DubfarmError(.badInput, "dub stage: unusable frame rate \(context.frameRate)")
         }
         self.engine = engine
         self.context = context
         self.source = source
-        self.ctx = ComputeContext(threads: context.threads)
+        let model = engine.model.model
+        self.batch = mode.map { FrameBatch(threads: context.threads, mode: $0) } ?? model.makeFrameBatch(threads: context.threads)
         var t = DubTimings()
         self.mel = t.measure("audio", frames: max(context.outputFrames.count, 1)) { Self.logMel(context.audio) }
         self.timings = t
@@ -57,11 +69,28 @@ public final class DubProcessor: FrameProcessor {
     }
 
     public func process(_ frame: VideoFrame) throws -> [VideoFrame] {
-        try track { tracker.push(frame) }.map(render)
+        try release(track { tracker.push(frame) }, all: false)
     }
 
     public func flush() throws -> [VideoFrame] {
-        try track { tracker.flush() }.map(render)
+        try release(track { tracker.flush() }, all: true)
+    }
+
+    /// Queues newly tracked frames and renders the queue once it holds a frame for every
+    /// context of the batch (or no model frame at all, or at the end).
+    private func release(_ tracked: [TrackedFrame], all: Bool) throws -> [VideoFrame] {
+        var out: [VideoFrame] = []
+        for t in tracked {
+            pending.append(t)
+            if needsModel(t) { pendingModelFrames += 1 }
+            if pendingModelFrames >= batch.width { out += try renderPending() }
+        }
+        if all || pendingModelFrames == 0 { out += try renderPending() }
+        return out
+    }
+
+    private func needsModel(_ t: TrackedFrame) -> Bool {
+        t.face != nil && context.outputFrames.contains(t.frame.index)
     }
 
     /// Runs the tracker, booking its time beyond detection and landmarks as `track`.
@@ -75,65 +104,88 @@ public final class DubProcessor: FrameProcessor {
         return out
     }
 
-    /// One frame: context frames and faceless frames unchanged, others through the model.
-    private func render(_ tracked: TrackedFrame) throws -> VideoFrame {
-        var frame = tracked.frame
-        guard context.outputFrames.contains(frame.index) else { return frame }
-        counts.frames += 1
-        guard let face = tracked.face else { return frame }
-        counts.framesWithFace += 1
-        let config = engine.model.model.config
-        let s = config.imageSize
-        let transform = face.alignment.transform(cropSize: s)
-        let crop = try timings.measure("warp") { try FaceWarp.crop(frame, transform: transform, size: s) }
-        let window = mel.melWindow(forFrame: frame.index, frameRateNum: context.frameRate.num, den: context.frameRate.den)
-        let out = try runModel(crop, melWindow: window)
-        _ = try timings.measure("blend") {
-            try FaceWarp.paste(out, into: &frame, transform: transform, mask: source == nil ? .lowerFace : .wholeFace)
+    /// Renders the queued frames: context frames and faceless frames unchanged, the others
+    /// warped, run through the model together and blended back; in order.
+    private func renderPending() throws -> [VideoFrame] {
+        let queued = pending
+        pending.removeAll(keepingCapacity: true)
+        pendingModelFrames = 0
+        var frames = queued.map(\.frame)
+        var jobs: [(slot: Int, transform: SimilarityTransform, crop: FaceCrop, window: [Float])] = []
+        let s = engine.model.model.config.imageSize
+        for (slot, tracked) in queued.enumerated() {
+            let frame = tracked.frame
+            guard context.outputFrames.contains(frame.index) else { continue }
+            counts.frames += 1
+            guard let face = tracked.face else { continue }
+            counts.framesWithFace += 1
+            let transform = face.alignment.transform(cropSize: s)
+            let crop = try timings.measure("warp") { try FaceWarp.crop(frame, transform: transform, size: s) }
+            let window = mel.melWindow(forFrame: frame.index, frameRateNum: context.frameRate.num, den: context.frameRate.den)
+            jobs.append((slot, transform, crop, window))
         }
-        if source != nil { counts.framesSwapped += 1 }
-        return frame
+        if jobs.isEmpty { return frames }
+        let results = try runModel(jobs.map(\.crop), melWindows: jobs.map(\.window))
+        for (job, out) in zip(jobs, results) {
+            _ = try timings.measure("blend") {
+                try FaceWarp.paste(out, into: &frames[job.slot], transform: job.transform, mask: source == nil ? .lowerFace : .wholeFace)
+            }
+            if source != nil { counts.framesSwapped += 1 }
+        }
+        return frames
     }
 
-    /// The model on one crop: encode and quantize both halves, swap (with a source), lip sync the
-    /// lower half with the frame's own lower half as reference (R = T), decode.
-    private func runModel(_ crop: FaceCrop, melWindow: [Float]) throws -> FaceCrop {
+    /// The model on crops of several frames: encode and quantize both halves, swap (with a
+    /// source), lip sync the lower half with the frame's own lower half as reference (R = T),
+    /// decode. Each step runs for all the crops at once, spread over the batch's contexts, and is
+    /// timed as a whole (so a step's time is the wall time it took, shared out over the crops).
+    private func runModel(_ crops: [FaceCrop], melWindows: [[Float]]) throws -> [FaceCrop] {
         let model = engine.model.model, c = model.config
-        let ws = ctx.workspace
-        defer { ws.reset() }
-        let s = c.imageSize, h = c.halfGrid.h
+        let batch = self.batch
+        defer { batch.reset() }
+        let s = c.imageSize, h = c.halfGrid.h, n = crops.count
+        func step<T>(_ name: String, _ body: (Int, ComputeContext) throws -> T) throws -> [T] {
+            try timings.measure(name, frames: n) { try batch.map(n, body) }
+        }
         do {
-            let image = ws.tensor([3, s, s])
-            ImageTensor.fill(image, from: crop)
-            let (zu, zl) = try timings.measure("encode") {
-                (try model.encode(Shape.sliceHeight(image, from: 0, count: s / 2, ctx), ctx),
-                 try model.encode(Shape.sliceHeight(image, from: s / 2, count: s / 2, ctx), ctx))
+            let images = (0..<n).map { i -> Tensor in
+                let image = batch.context(forItem: i, of: n).workspace.tensor([3, s, s])
+                ImageTensor.fill(image, from: crops[i])
+                return image
             }
-            var grid = try timings.measure("quantize") {
-                Shape.concatHeight([try model.quantize(zu, half: .upper, ctx).quantized,
-                                    try model.quantize(zl, half: .lower, ctx).quantized], ctx)
+            let z = try step("encode") { i, ctx in
+                (try model.encode(Shape.sliceHeight(images[i], from: 0, count: s / 2, ctx), ctx),
+                 try model.encode(Shape.sliceHeight(images[i], from: s / 2, count: s / 2, ctx), ctx))
+            }
+            var grids = try step("quantize") { i, ctx in
+                Shape.concatHeight([try model.quantize(z[i].0, half: .upper, ctx).quantized,
+                                    try model.quantize(z[i].1, half: .lower, ctx).quantized], ctx)
             }
             if let source {
-                grid = try timings.measure("swap") { try model.swap(target: grid, source: source, ctx) }
+                grids = try step("swap") { i, ctx in try model.swap(target: grids[i], source: source, ctx) }
             }
-            let audio = try timings.measure("audio-encoder") {
+            let audio = try step("audio-encoder") { i, ctx in
                 // The mel window is bin-major 80 × 16; the model takes frame-major [16, 80].
-                let m = ws.zeros([c.melFrames, c.melBins])
+                let m = ctx.workspace.zeros([c.melFrames, c.melBins])
                 let frames = LogMel.windowFrames, bins = MelSpectrogram.melBins
+                let window = melWindows[i]
                 for t in 0..<min(frames, c.melFrames) {
-                    for b in 0..<min(bins, c.melBins) { m.data[t * c.melBins + b] = melWindow[b * frames + t] }
+                    for b in 0..<min(bins, c.melBins) { m.data[t * c.melBins + b] = window[b * frames + t] }
                 }
                 return try model.audio(mel: m, ctx)
             }
-            let lower = Shape.sliceHeight(grid, from: h, count: h, ctx)
-            let synced = try timings.measure("lipsync") { try model.lipsync(target: lower, reference: lower, audio: audio, ctx) }
-            let joined = Shape.concatHeight([Shape.sliceHeight(grid, from: 0, count: h, ctx), synced], ctx)
-            let image2 = try timings.measure("decode") { try model.decode(joined, ctx) }
-            return ImageTensor.crop(from: image2)
+            let synced = try step("lipsync") { i, ctx in
+                let lower = Shape.sliceHeight(grids[i], from: h, count: h, ctx)
+                return try model.lipsync(target: lower, reference: lower, audio: audio[i], ctx)
+            }
+            let decoded = try step("decode") { i, ctx in
+                try model.decode(Shape.concatHeight([Shape.sliceHeight(grids[i], from: 0, count: h, ctx), synced[i]], ctx), ctx)
+            }
+            return decoded.map { ImageTensor.crop(from: $0) }
         } catch let e as DubfarmError {
             throw e
         } catch {
-            throw DubfarmError(.internalError, "dub model failed on a \(s)×\(s) face crop: \(error)")
+            throw DubfarmError(.internalError, "dub model failed on \(n) \(s)×\(s) face crop(s): \(error)")
         }
     }
 }

@@ -123,71 +123,99 @@ struct ModelCommand: AsyncParsableCommand {
 
     struct Bench: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Frames per second, per-module time, GFLOP/s and share of the measured sgemm peak.")
+            abstract: "Frames per second, per-module time, GFLOP/s and share of the measured sgemm peak.",
+            discussion: """
+            Without --batch, frames run one at a time, each frame's work split over --threads (latency mode). \
+            With --batch N, N frames run at once, each on a single-threaded context of its own, min(N, --threads) \
+            side by side (throughput mode): each module runs for the whole batch, its time is the batch's wall \
+            time, and GFLOP/s and the shares of peak are throughput figures (N frames' FLOPs over that time); \
+            latency_ms is the wall time of one batch (a frame's result is ready when its batch ends).
+            """)
         @Option(help: "Configuration: tiny, small or paper.") var config: String = "small"
         @Option(help: "Threads (sgemm and engine loops).") var threads: Int = 1
-        @Option(help: "Timed frames (after two warm-up frames); default depends on the configuration.") var frames: Int?
+        @Option(help: "Timed frames (after two warm-up frames or batches); default depends on the configuration.") var frames: Int?
+        @Option(help: "Frames run at once, one single-threaded context per thread (throughput mode); omit for one frame at a time.")
+        var batch: Int?
         @Flag(help: "Print one JSON object.") var json = false
 
         func run() throws {
             let c = try ModelConfig.named(config)
+            if let b = batch, b < 1 { throw ValidationError("--batch must be at least 1") }
             let model = try SwapTalkModel(config: c, tensors: Dictionary(uniqueKeysWithValues: SwapTalkModel.initialWeights(c, seed: 0)))
-            let ctx = ComputeContext(threads: threads)
-            let peak = Benchmark.sgemmPeak(ctx)
-            let inputs = FrameInputs(c, seed: 2)
-            let src = try model.prepareSource(image: inputs.source, ctx)
+            let perCall = batch ?? 1
+            let runner = FrameBatch(threads: threads, mode: batch == nil ? .splitEachFrame : .framesInParallel)
+            let peak = Benchmark.sgemmPeak(ComputeContext(threads: threads))
+            let inputs = (0..<perCall).map { FrameInputs(c, seed: 2 + UInt64($0)) }
+            let src = try model.prepareSource(image: inputs[0].source, runner.contexts[0])
             let n = frames ?? (c.name == "paper" ? 3 : c.name == "small" ? 20 : 50)
-            // two warm-up frames: the first sizes the workspace, the second touches its pages
-            for _ in 0..<2 {
-                _ = try model.profileFrame(target: inputs.target, source: src, mel: inputs.mel, ctx)
-                ctx.workspace.reset()
+            let calls = max(1, (n + perCall - 1) / perCall)
+            func call() throws -> [ModuleCost] {
+                defer { runner.reset() }
+                if batch == nil {
+                    return try model.profileFrame(target: inputs[0].target, source: src, mel: inputs[0].mel, runner.contexts[0]).costs
+                }
+                return try model.profileFrames(targets: inputs.map(\.target), source: src, mels: inputs.map(\.mel), runner).costs
             }
+            // two warm-up calls: the first sizes the workspaces, the second touches their pages
+            for _ in 0..<2 { _ = try call() }
             var seconds: [String: Double] = [:], flops: [String: Double] = [:], cpu: [String: Double] = [:]
-            var frameTimes: [Double] = []
-            for _ in 0..<n {
-                let (_, costs) = try model.profileFrame(target: inputs.target, source: src, mel: inputs.mel, ctx)
-                ctx.workspace.reset()
-                for k in costs { seconds[k.module, default: 0] += k.seconds; flops[k.module] = k.flops; cpu[k.module, default: 0] += k.cpuSeconds }
-                frameTimes.append(costs.reduce(0) { $0 + $1.seconds })
+            var callTimes: [Double] = []
+            for _ in 0..<calls {
+                let costs = try call()
+                // per frame: FLOPs of one frame, wall and CPU seconds per frame of throughput
+                for k in costs {
+                    seconds[k.module, default: 0] += k.seconds / Double(perCall)
+                    flops[k.module] = k.flops / Double(perCall)
+                    cpu[k.module, default: 0] += k.cpuSeconds / Double(perCall)
+                }
+                callTimes.append(costs.reduce(0) { $0 + $1.seconds })
             }
-            let perFrame = frameTimes.reduce(0, +) / Double(n)
+            let framesRun = calls * perCall
+            let perFrame = callTimes.reduce(0, +) / Double(framesRun)
+            let latency = callTimes.reduce(0, +) / Double(calls)
             let totalFlops = flops.values.reduce(0, +)
             let gflops = totalFlops / perFrame / 1e9
-            let decGflops = flops["decode"]! / (seconds["decode"]! / Double(n)) / 1e9
+            let decGflops = flops["decode"]! / (seconds["decode"]! / Double(framesRun)) / 1e9
             let rss = Benchmark.peakRSSBytes()
             // work efficiency: GFLOP per CPU second against one core's sgemm per CPU second;
             // insensitive to waiting for a core on a loaded machine (wall figures are not)
             let corePeak = Benchmark.sgemmPeakPerCPUSecond()
-            let decCPUShare = flops["decode"]! / (cpu["decode"]! / Double(n)) / 1e9 / corePeak
-            let cpuPerFrame = cpu.values.reduce(0, +) / Double(n)
+            let decCPUShare = flops["decode"]! / (cpu["decode"]! / Double(framesRun)) / 1e9 / corePeak
+            let cpuPerFrame = cpu.values.reduce(0, +) / Double(framesRun)
+            let mode = batch == nil ? "latency" : "throughput"
             if json {
                 var modules: [String: Any] = [:]
                 for m in SwapTalkModel.moduleNames {
-                    modules[m] = ["ms": seconds[m]! / Double(n) * 1000, "cpu_ms": cpu[m]! / Double(n) * 1000, "gflop": flops[m]! / 1e9,
-                                  "gflops": flops[m]! / (seconds[m]! / Double(n)) / 1e9]
+                    modules[m] = ["ms": seconds[m]! / Double(framesRun) * 1000, "cpu_ms": cpu[m]! / Double(framesRun) * 1000,
+                                  "gflop": flops[m]! / 1e9, "gflops": flops[m]! / (seconds[m]! / Double(framesRun)) / 1e9]
                 }
                 let obj: [String: Any] = [
-                    "engine": "dubfarm", "config": c.name, "threads": threads, "frames": n,
+                    "engine": "dubfarm", "config": c.name, "threads": threads, "frames": framesRun,
+                    "batch": perCall, "mode": mode, "latency_ms": latency * 1000,
                     "fps": 1 / perFrame, "ms_per_frame": perFrame * 1000, "gflop_per_frame": totalFlops / 1e9,
                     "gflops": gflops, "sgemm_peak_gflops": peak, "peak_share": gflops / peak,
                     "decoder_peak_share": decGflops / peak, "peak_rss_mb": Double(rss) / 1048576,
                     "cpu_ms_per_frame": cpuPerFrame * 1000, "core_sgemm_gflops_per_cpu_s": corePeak,
                     "decoder_cpu_peak_share": decCPUShare, "load_average": Benchmark.loadAverage(),
-                    "workspace_mb": Double(ctx.workspace.reservedBytes) / 1048576, "modules": modules,
+                    "workspace_mb": Double(runner.reservedBytes) / 1048576, "modules": modules,
                 ]
                 let d = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
                 print(String(decoding: d, as: UTF8.self))
             } else {
-                print("dubfarm model bench: config \(c.name), \(threads) thread(s), \(n) frames (untrained weights)")
-                print(String(format: "  %.2f frames/s, %.2f ms/frame, %.3f GFLOP/frame, %.1f GFLOP/s", 1 / perFrame, perFrame * 1000, totalFlops / 1e9, gflops))
-                print(String(format: "  sgemm peak (same run) %.1f GFLOP/s; model at %.0f%% of peak, decoder at %.0f%%", peak, 100 * gflops / peak, 100 * decGflops / peak))
+                print("dubfarm model bench: config \(c.name), \(threads) thread(s), \(framesRun) frames (untrained weights), "
+                      + (batch == nil ? "one frame at a time (latency mode)"
+                                      : "batches of \(perCall) frames, \(runner.width) side by side on single-threaded contexts (throughput mode)"))
+                print(String(format: "  %.2f frames/s, %.2f ms/frame, latency %.2f ms, %.3f GFLOP/frame, %.1f GFLOP/s",
+                             1 / perFrame, perFrame * 1000, latency * 1000, totalFlops / 1e9, gflops))
+                print(String(format: "  sgemm peak (same run) %.1f GFLOP/s; model at %.0f%% of peak, decoder at %.0f%% (%@)",
+                             peak, 100 * gflops / peak, 100 * decGflops / peak, mode as NSString))
                 print(String(format: "  CPU %.1f ms/frame (all threads); decoder work efficiency %.0f%% of one core's sgemm per CPU second (%.1f); load %.2f",
                              cpuPerFrame * 1000, 100 * decCPUShare, corePeak, Benchmark.loadAverage()))
                 for m in SwapTalkModel.moduleNames {
-                    let ms = seconds[m]! / Double(n) * 1000
+                    let ms = seconds[m]! / Double(framesRun) * 1000
                     print(String(format: "  %-9@ %9.2f ms %9.3f GFLOP %8.1f GFLOP/s", m as NSString, ms, flops[m]! / 1e9, flops[m]! / (ms / 1000) / 1e9))
                 }
-                print(String(format: "  peak RSS %.1f MB (workspace %.1f MB)", Double(rss) / 1048576, Double(ctx.workspace.reservedBytes) / 1048576))
+                print(String(format: "  peak RSS %.1f MB (workspaces %.1f MB)", Double(rss) / 1048576, Double(runner.reservedBytes) / 1048576))
             }
         }
     }

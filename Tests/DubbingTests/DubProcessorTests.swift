@@ -158,6 +158,45 @@ struct DubProcessorTests {
         #expect(Shared.engine.sourceEncodings == encoded, "the source face should come from the cache")
     }
 
+    @Test("frames side by side on two threads: bit-identical frames, same order, counts and per-step frame counts as one thread")
+    func framesInParallelMatchOneThread() throws {
+        let input = try frames("speaker-c.mp4", count: 16, black: 7)
+        let face = try [UInt8](Data(contentsOf: URL(fileURLWithPath: media("face-source.png"))))
+        let stage = DubStage(engine: Shared.engine)
+        let two = try context(decoded: 0..<16, output: 3..<14, face: face)
+        var one = two
+        one.threads = 1
+        let source = try Shared.engine.source(for: face, logger: Logger(label: "dub-test"))
+        let parallel = try DubProcessor(engine: Shared.engine, context: two, source: source, mode: .framesInParallel)
+        let serial = try DubProcessor(engine: Shared.engine, context: one, source: source)
+        #expect(parallel.batch.width == 2 && serial.batch.width == 1)
+        // frames come back as soon as a pair of model frames is ready, never out of order
+        var got: [VideoFrame] = []
+        var held = 0
+        for f in input {
+            got += try parallel.process(f)
+            held = max(held, f.index + 1 - got.count)
+        }
+        got += try parallel.flush()
+        let want = try run(serial, input)
+        #expect(got.map(\.index) == input.map(\.index))
+        #expect(want.map(\.index) == input.map(\.index))
+        for (a, b) in zip(got, want) { #expect(a.planes == b.planes, "frame \(a.index) differs between 2 frames side by side and 1 thread") }
+        #expect(parallel.counts == serial.counts)
+        #expect(parallel.counts.framesSwapped >= 9)
+        for step in ["encode", "quantize", "swap", "audio-encoder", "lipsync", "decode", "warp", "blend"] {
+            #expect(parallel.timings.frames[step] == serial.timings.frames[step], "\(step) frame count")
+        }
+        let serialHeld = try { () throws -> Int in
+            let p = try DubProcessor(engine: Shared.engine, context: one, source: source)
+            var n = 0, m = 0
+            for f in input { n += try p.process(f).count; m = max(m, f.index + 1 - n) }
+            return m
+        }()
+        // a model frame waits for the next one (and the frames between them, here at most the black frame)
+        #expect(held <= serialHeld + 2, "batching two frames holds at most two more frames back (\(held) vs \(serialHeld))")
+    }
+
     @Test("a source image without a face fails the segment with a clear error")
     func sourceWithoutFace() throws {
         // A grey PNG made by FFmpeg's own tools is not available everywhere: use a black frame of the video.
