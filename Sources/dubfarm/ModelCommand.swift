@@ -162,11 +162,11 @@ struct ModelCommand: AsyncParsableCommand {
             var callTimes: [Double] = []
             for _ in 0..<calls {
                 let costs = try call()
-                // per frame: FLOPs of one frame, wall and CPU seconds per frame of throughput
+                // wall and CPU seconds of the whole call (divided by all frames run below); FLOPs of one frame
                 for k in costs {
-                    seconds[k.module, default: 0] += k.seconds / Double(perCall)
+                    seconds[k.module, default: 0] += k.seconds
                     flops[k.module] = k.flops / Double(perCall)
-                    cpu[k.module, default: 0] += k.cpuSeconds / Double(perCall)
+                    cpu[k.module, default: 0] += k.cpuSeconds
                 }
                 callTimes.append(costs.reduce(0) { $0 + $1.seconds })
             }
