@@ -51,6 +51,14 @@ enum Winograd {
         return 1536 * 1024
     }()
 
+    /// Blocks per thread at least, when a convolution is split over threads (claimed on demand,
+    /// so a core slowed by another process does not hold up the rest); `DUBFARM_WINOGRAD_ROUNDS`
+    /// overrides (for tuning).
+    static let minRounds: Int = {
+        if let v = ProcessInfo.processInfo.environment["DUBFARM_WINOGRAD_ROUNDS"], let n = Int(v), n > 0 { return n }
+        return 2
+    }()
+
     /// Tile rows per block so that the block's transformed input and products fit in ~L2.
     static func blockRows(inC: Int, outC: Int, tilesPerRow: Int) -> Int {
         let bytesPerTile = 36 * 4 * (inC + outC)
@@ -80,7 +88,7 @@ enum Winograd {
         var blocks = (th + rowsPerBlock - 1) / rowsPerBlock
         if ctx.threads > 1 && blocks > 1 {
             // at least two blocks per thread, claimed on demand
-            let rounds = max(2, (blocks + ctx.threads - 1) / ctx.threads)
+            let rounds = max(minRounds, (blocks + ctx.threads - 1) / ctx.threads)
             rowsPerBlock = (th + rounds * ctx.threads - 1) / (rounds * ctx.threads)
             blocks = (th + rowsPerBlock - 1) / rowsPerBlock
         }
