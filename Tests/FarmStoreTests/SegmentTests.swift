@@ -165,6 +165,24 @@ struct SegmentTests {
         #expect(segs.map(\.state) == [.dead, .cancelled])
     }
 
+    @Test("a failure for unusable input (badInput) is not retried: dead at once, the job fails, the worker is not blamed")
+    func unusableInputIsNotRetried() async throws {
+        let db = try await TestDatabase.create()
+        defer { db.drop() }
+        let store = db.store()
+        let job = try await makeRunningJob(store, segments: 2)
+        let policy = RetryPolicy(maxAttempts: 3, backoffBase: 600, backoffMax: 600)
+        let s = try #require(try await store.claimSegment(worker: "w1", leaseSeconds: 3600))
+        let out = try await store.failSegment(s.ref, token: s.token, error: "source frame 59 is damaged", code: .badInput,
+                                              policy: policy).get()
+        #expect(out.segment == .dead && out.failures == 1 && out.jobFailed)
+        #expect(out.workerFailuresInJob == 0 && !out.workerBlocklisted)
+        let failed = try #require(try await store.job(job.id))
+        #expect(failed.state == .failed && failed.errorCode == .badInput && failed.error == "segment 0: source frame 59 is damaged")
+        let event = try await store.events(job: job.id).last { $0.kind == .segment && $0.to == "dead" }
+        #expect(event?.reason == "failed (unusable input, not retried): source frame 59 is damaged")
+    }
+
     @Test("a worker that fails three segments of a job gets no more of that job")
     func blocklist() async throws {
         let db = try await TestDatabase.create()

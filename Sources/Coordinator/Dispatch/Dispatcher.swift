@@ -39,6 +39,10 @@ actor Dispatcher {
     let logger: Logger
     let onJobReady: @Sendable (JobID) -> Void
     var peers: [[UInt8]: Peer] = [:]
+    /// Idle workers a segment is being claimed and cut for. The actor is re-entered while the
+    /// database answers; without this, a tick and a READY could both claim for the same idle
+    /// worker, and one of the two leases would be handed straight back.
+    var claiming: Set<[UInt8]> = []
     var jobs: [JobID: JobMedia] = [:]
     var draining = false
     var lastRenewal = ContinuousClock.now
@@ -171,7 +175,9 @@ actor Dispatcher {
         peer.totalFrames += frames
         peers[id] = peer
         if let next {
+            claiming.insert(id)
             await send(next, to: id)
+            claiming.remove(id)
         } else if !draining {
             await dispatch(to: id)
         }
@@ -298,11 +304,13 @@ actor Dispatcher {
     /// Offers work to every idle worker (new jobs planned, backoffs expired).
     func dispatchAll() async {
         guard !draining else { return }
-        let idle = peers.values.filter { $0.task == nil }.map(\.identity)
+        let idle = peers.values.filter { $0.task == nil && !claiming.contains($0.identity) }.map(\.identity)
         guard idle.count > 1 else {
             for id in idle { await dispatch(to: id) }
             return
         }
+        claiming.formUnion(idle)
+        defer { claiming.subtract(idle) }
         // Many idle workers (a job starts, workers join): one round trip claims for all of them.
         let requests = idle.map { id in
             FarmStore.ClaimRequest(worker: peers[id]!.hello.name, stage: peers[id]!.hello.stage, model: peers[id]!.hello.model)
@@ -323,7 +331,9 @@ actor Dispatcher {
     }
 
     private func dispatch(to id: [UInt8]) async {
-        guard !draining, let peer = peers[id], peer.task == nil else { return }
+        guard !draining, let peer = peers[id], peer.task == nil, !claiming.contains(id) else { return }
+        claiming.insert(id)
+        defer { claiming.remove(id) }
         let claimed: ClaimedSegment?
         do {
             claimed = try await store.claimSegment(worker: peer.hello.name, token: .random(), leaseSeconds: config.leaseSeconds,

@@ -231,7 +231,7 @@ extension FarmStore {
             var m = rec.machine
             let outcome: SegmentStateMachine.FailureOutcome
             do throws(SegmentStateMachine.Rejection) {
-                outcome = try m.fail(token: token, policy: policy)
+                outcome = try m.fail(token: token, policy: policy, permanent: code.isPermanent)
             } catch {
                 return .failure(error)
             }
@@ -249,12 +249,15 @@ extension FarmStore {
             let why: String
             switch outcome {
             case .retry(let s): why = "failed (attempt \(m.failures) of \(policy.maxAttempts), retry in \(s) s): \(error)"
+            case .dead where code.isPermanent && m.failures < policy.maxAttempts:
+                why = "failed (unusable input, not retried): \(error)"
             case .dead: why = "failed (attempt \(m.failures) of \(policy.maxAttempts), giving up): \(error)"
             }
             try recordEvent(c, kind: .segment, job: ref.job, segment: ref.index, worker: worker,
                             from: SegmentState.leased.rawValue, to: m.state.rawValue, reason: why, actor: worker)
             var workerFailures = 0
-            if let worker {
+            // Unusable input is not the worker's fault: it does not count towards its blocklisting.
+            if let worker, !code.isPermanent {
                 workerFailures = try c.query("""
                     INSERT INTO job_worker_failures (job_id, worker, failures) VALUES ($1, $2, 1)
                     ON CONFLICT (job_id, worker) DO UPDATE SET failures = job_worker_failures.failures + 1
