@@ -131,7 +131,7 @@ let package = Package(
         ]),
         .testTarget(name: "IntegrationTests", dependencies: [
             "FarmTestSupport", "FarmMonitor", "Coordinator", "Worker", "FarmClient", "FarmProtocol", "ZeroMQ", "MediaPipeline", "FaceAnalysis",
-            "FarmSecurity", .product(name: "Crypto", package: "swift-crypto"),
+            "FarmSecurity", "Postgres", .product(name: "Crypto", package: "swift-crypto"),
         ]),
     ]
 )

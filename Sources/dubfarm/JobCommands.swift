@@ -257,8 +257,9 @@ struct Logs: ParsableCommand {
         var after: Int64 = 0
         let df = ISO8601DateFormatter()
         df.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        let page = 1000
         while true {
-            let events = try c.call(.events(EventsQuery(job: job, after: after, limit: 1000)), as: [EventView].self)
+            let events = try c.call(.events(EventsQuery(job: job, after: after, limit: page)), as: [EventView].self)
             for e in events {
                 if client.json { try printJSONLine(e) } else {
                     let subject = e.segment.map { "segment \($0)" } ?? e.kind
@@ -268,6 +269,8 @@ struct Logs: ParsableCommand {
                 after = max(after, e.id)
             }
             fflush(nil)
+            // A full page: more events are waiting (a long job has thousands); fetch them now.
+            if events.count == page { continue }
             guard follow else { return }
             let j = try c.call(.status(job: job), as: JobDetail.self).job
             if j.state.isTerminal && events.isEmpty { return }

@@ -49,6 +49,19 @@ struct SegmentStateMachineTests {
         #expect(s.state == .pending && s.failures == 0)
     }
 
+    @Test("a permanent failure (unusable input) makes the segment dead at once, without retries; a stale one is still rejected")
+    func permanentFailure() throws {
+        var s = SegmentStateMachine()
+        let t = LeaseToken.random()
+        try s.lease(token: t, to: "w")
+        #expect(throws: SegmentStateMachine.Rejection.self) { try s.fail(token: .random(), policy: policy, permanent: true) }
+        #expect(s.state == .leased)
+        #expect(try s.fail(token: t, policy: policy, permanent: true) == .dead)
+        #expect(s.state == .dead && s.failures == 1)
+        #expect(DubfarmError.Code.badInput.isPermanent)
+        #expect(![DubfarmError.Code.io, .internalError, .unsupported, .diskFull, .cancelled, .timeout].contains { $0.isPermanent })
+    }
+
     @Test("a released lease is not a failure")
     func release() throws {
         var s = SegmentStateMachine()

@@ -165,6 +165,55 @@ struct SegmentTests {
         #expect(segs.map(\.state) == [.dead, .cancelled])
     }
 
+    @Test("a failure for unusable input (badInput) is not retried: dead at once, the job fails, the worker is not blamed")
+    func unusableInputIsNotRetried() async throws {
+        let db = try await TestDatabase.create()
+        defer { db.drop() }
+        let store = db.store()
+        let job = try await makeRunningJob(store, segments: 2)
+        let policy = RetryPolicy(maxAttempts: 3, backoffBase: 600, backoffMax: 600)
+        let s = try #require(try await store.claimSegment(worker: "w1", leaseSeconds: 3600))
+        let out = try await store.failSegment(s.ref, token: s.token, error: "source frame 59 is damaged", code: .badInput,
+                                              policy: policy).get()
+        #expect(out.segment == .dead && out.failures == 1 && out.jobFailed)
+        #expect(out.workerFailuresInJob == 0 && !out.workerBlocklisted)
+        let failed = try #require(try await store.job(job.id))
+        #expect(failed.state == .failed && failed.errorCode == .badInput && failed.error == "segment 0: source frame 59 is damaged")
+        let event = try await store.events(job: job.id).last { $0.kind == .segment && $0.to == "dead" }
+        #expect(event?.reason == "failed (unusable input, not retried): source frame 59 is damaged")
+    }
+
+    @Test("a batch of completions in one commit: each fenced on its own, exactly one sees its job all done, chained claims per worker")
+    func batchedCompletions() async throws {
+        let db = try await TestDatabase.create()
+        defer { db.drop() }
+        let store = db.store()
+        let job = try await makeRunningJob(store, segments: 2)
+        let s0 = try #require(try await store.claimSegment(worker: "w1", leaseSeconds: 3600))
+        let s1 = try #require(try await store.claimSegment(worker: "w2", leaseSeconds: 3600))
+        let other = try await makeRunningJob(store, segments: 1)
+        let replies = try await store.completeSegments([
+            .init(ref: s0.ref, token: s0.token, resultBytes: 10, processSeconds: 1,
+                  thenClaim: .init(worker: "w1")),
+            .init(ref: s1.ref, token: .random(), resultBytes: 10, processSeconds: 1),  // not its lease
+            .init(ref: s1.ref, token: s1.token, resultBytes: 20, processSeconds: 2, stats: SegmentStats(frames: 10),
+                  thenClaim: .init(worker: "w2")),
+        ], leaseSeconds: 3600)
+        #expect(replies.count == 3)
+        #expect(try replies[0].completion.get() == CompletionOutcome(allDone: false))
+        #expect(throws: SegmentStateMachine.Rejection.self) { try replies[1].completion.get() }
+        #expect(try replies[2].completion.get() == CompletionOutcome(allDone: true))
+        // w1 got the other job's segment; nothing was left for w2.
+        #expect(replies[0].next?.ref.job == other.id && replies[0].next?.worker == "w1")
+        #expect(replies[2].next == nil)
+        let segs = try await store.segments(job: job.id)
+        #expect(segs.map(\.state) == [.done, .done])
+        #expect(try await store.results(job: job.id)[1]?.token == s1.token)
+        let done = try await store.events(job: job.id).filter { $0.kind == .segment && $0.to == "done" }
+        #expect(done.count == 2)
+        #expect(try await store.completeSegments([], leaseSeconds: 1).isEmpty)
+    }
+
     @Test("a worker that fails three segments of a job gets no more of that job")
     func blocklist() async throws {
         let db = try await TestDatabase.create()

@@ -209,6 +209,9 @@ extension Integration {
                     #expect(d.job.state == .failed, "\(bad): \(d.job.state)")
                     let error = d.job.error ?? ""
                     #expect(error.contains(bad.file) && error.contains(reason), "\(bad): the job's error must name the file and say '\(reason)': \(error)")
+                    // Unusable input fails the same way on every attempt: one attempt, no retries.
+                    let dead = d.segments.filter { $0.state == .dead }
+                    #expect(dead.count == 1 && dead.allSatisfy { $0.failures == 1 }, "\(bad): dead segments \(dead.map { "\($0.index): \($0.failures) failures" })")
                 case .completes(let frames):
                     #expect(d.job.state == .done, "\(bad): \(d.job.state) \(d.job.error ?? "")")
                     if d.job.state == .done { #expect(try MediaProbe.probe(path: farm.output(id)).video?.frameCount == frames, "\(bad)") }

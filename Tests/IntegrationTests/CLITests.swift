@@ -2,6 +2,7 @@ import DubfarmCore
 import FarmProtocol
 import Foundation
 import LocalFarm
+import Postgres
 import Testing
 @testable import MediaPipeline
 
@@ -73,6 +74,21 @@ extension Integration {
             #expect(bad.err.contains("notes.mp4"))
             let failed = try dubfarm(["jobs", "--state", "failed", "--json", "--coordinator", farm.controlEndpoint])
             #expect(try JSONDecoder.iso.decode([JobView].self, from: Data(failed.out.utf8)).count == 1)
+
+            // `logs` prints a job's whole history, however long: more events than one page (1,000).
+            let job = try #require(decoded.first?.id)
+            let sql = try PostgresConnection(url: farm.db.url)
+            try sql.query("""
+                INSERT INTO events (kind, job_id, segment_idx, worker, from_state, to_state, reason, actor)
+                SELECT 'segment', $1, 0, 'w', 'leased', 'pending', 'history ' || i, 'test' FROM generate_series(1, 2500) i
+                """, [.int(Int(job))])
+            let total = try sql.query("SELECT count(*) AS n FROM events WHERE job_id = $1", [.int(Int(job))])[0]["n"].decode(Int.self)
+            #expect(total > 2500)
+            let logs = try dubfarm(["logs", "\(job)", "--json", "--coordinator", farm.controlEndpoint])
+            #expect(logs.status == 0, "\(logs.err)")
+            let lines = logs.out.split(separator: "\n")
+            #expect(lines.count == total)
+            #expect(lines.last?.contains("history 2500") == true)
         }
 
         @Test("local up / status / down: a private farm with its own PostgreSQL dubs the demo sample", .enabled(if: haveMedia))

@@ -31,8 +31,22 @@ CLIP="$BENCH/intra-64x64-60s.mp4"
 [[ -f "$CLIP" ]] || ffmpeg -v error -y -f lavfi -i testsrc2=size=64x64:rate=25 -t 60 -c:v libx264 -g 1 -bf 0 -pix_fmt yuv420p "$CLIP"
 WORK=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["workEndpoint"])' "$FARM/farm.json")
 CTL=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["controlEndpoint"])' "$FARM/farm.json")
+# CPU time (user + system, clock ticks) of the farm's coordinator and PostgreSQL (postmaster and
+# backends) and of the benchmark's own no-op workers: milliseconds of CPU per segment do not
+# depend on what else runs on the machine, unlike transitions per second.
+farm_ticks() {
+  local pids t=0 p
+  pids="$(pgrep -f "coordinator --config $FARM" || true) $(head -1 "$FARM/postgres/data/postmaster.pid" 2>/dev/null || true)"
+  for p in $pids; do pids="$pids $(pgrep -P "$p" | tr '\n' ' ')"; done
+  for p in $pids; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done
+  echo $t
+}
 echo "-- $BIN bench dispatch --workers 4 (1500 one-frame segments)"
-$BIN bench dispatch --work "$WORK" --control "$CTL" --workers 4 --video "$CLIP" --audio "$MEDIA/dub-1.wav"
+t0=$(farm_ticks)
+/usr/bin/time -f "%U %S" -o "$BENCH/bench.cpu" \
+  $BIN bench dispatch --work "$WORK" --control "$CTL" --workers 4 --video "$CLIP" --audio "$MEDIA/dub-1.wav"
+t1=$(farm_ticks)
+python3 -c "import sys, os; hz = os.sysconf('SC_CLK_TCK'); farm = (int(sys.argv[2]) - int(sys.argv[1])) / hz; u, s = map(float, open(sys.argv[3]).read().split()[-2:]); print(f'dispatch: CPU per segment: coordinator + PostgreSQL {1000 * farm / 1500:.2f} ms, no-op workers and client {1000 * (u + s) / 1500:.2f} ms (whole job: upload, plan, dispatch)')" "$t0" "$t1" "$BENCH/bench.cpu"
 echo "-- $BIN bench dispatch --workers 1 (latency: one worker, nothing queued)"
 $BIN bench dispatch --work "$WORK" --control "$CTL" --workers 1 --video "$CLIP" --audio "$MEDIA/dub-1.wav"
 

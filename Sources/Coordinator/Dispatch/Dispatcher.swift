@@ -39,6 +39,10 @@ actor Dispatcher {
     let logger: Logger
     let onJobReady: @Sendable (JobID) -> Void
     var peers: [[UInt8]: Peer] = [:]
+    /// Idle workers a segment is being claimed and cut for. The actor is re-entered while the
+    /// database answers; without this, a tick and a READY could both claim for the same idle
+    /// worker, and one of the two leases would be handed straight back.
+    var claiming: Set<[UInt8]> = []
     var jobs: [JobID: JobMedia] = [:]
     var draining = false
     var lastRenewal = ContinuousClock.now
@@ -47,11 +51,31 @@ actor Dispatcher {
     /// heartbeats queued meanwhile, so silence is counted from here, not from their last one.
     var resumedAt = ContinuousClock.now
     let name: String
+    /// Completions (each with the worker's next claim) are group-committed: the results that
+    /// arrive while one commit is in flight share the next one (one round trip, one `COMMIT`).
+    let completions: GroupCommit<FarmStore.CompletionRequest, Result<FarmStore.CompletionReply, any Error>>
 
     init(config: FarmConfiguration, store: FarmStore, media: MediaStore, endpoint: RouterEndpoint,
          name: String, logger: Logger, onJobReady: @escaping @Sendable (JobID) -> Void) {
         self.config = config
         self.store = store
+        self.completions = GroupCommit { [store, leaseSeconds = config.leaseSeconds] batch in
+            do {
+                return try await store.completeSegments(batch, leaseSeconds: leaseSeconds).map { .success($0) }
+            } catch let e as DubfarmError where e.code == .unreachable || batch.count == 1 {
+                return batch.map { _ in .failure(e) }
+            } catch {
+                // One bad completion fails the whole transaction: commit them one by one, so
+                // only that one fails.
+                var replies: [Result<FarmStore.CompletionReply, any Error>] = []
+                for request in batch {
+                    do { replies.append(.success(try await store.completeSegments([request], leaseSeconds: leaseSeconds)[0])) } catch {
+                        replies.append(.failure(error))
+                    }
+                }
+                return replies
+            }
+        }
         self.media = media
         self.endpoint = endpoint
         self.name = name
@@ -171,7 +195,9 @@ actor Dispatcher {
         peer.totalFrames += frames
         peers[id] = peer
         if let next {
+            claiming.insert(id)
             await send(next, to: id)
+            claiming.remove(id)
         } else if !draining {
             await dispatch(to: id)
         }
@@ -210,11 +236,16 @@ actor Dispatcher {
         attempt += 1
         do {
             let (completion, next): (Result<CompletionOutcome, SegmentStateMachine.Rejection>, ClaimedSegment?)
-            if let peer, peer.task == ref, !draining, attempt == 1 {
-                // Commit the result and lease this worker its next segment in one round trip.
-                (completion, next) = try await store.completeSegment(
-                    ref.segment, token: ref.token, resultBytes: Int64(size), processSeconds: stats.totalSeconds, stats: stats,
-                    thenClaimFor: peer.hello.name, leaseSeconds: config.leaseSeconds, stage: peer.hello.stage, model: peer.hello.model)
+            if attempt == 1 {
+                // Commit the result and lease this worker its next segment in one round trip,
+                // together with the other results waiting for a commit.
+                let claim = peer.flatMap { peer in
+                    peer.task == ref && !draining
+                        ? FarmStore.ClaimRequest(worker: peer.hello.name, stage: peer.hello.stage, model: peer.hello.model) : nil
+                }
+                (completion, next) = try await completions.submit(FarmStore.CompletionRequest(
+                    ref: ref.segment, token: ref.token, resultBytes: Int64(size), processSeconds: stats.totalSeconds,
+                    stats: stats, thenClaim: claim)).get()
             } else {
                 completion = try await store.completeSegment(ref.segment, token: ref.token, resultBytes: Int64(size),
                                                              processSeconds: stats.totalSeconds, stats: stats)
@@ -298,11 +329,13 @@ actor Dispatcher {
     /// Offers work to every idle worker (new jobs planned, backoffs expired).
     func dispatchAll() async {
         guard !draining else { return }
-        let idle = peers.values.filter { $0.task == nil }.map(\.identity)
+        let idle = peers.values.filter { $0.task == nil && !claiming.contains($0.identity) }.map(\.identity)
         guard idle.count > 1 else {
             for id in idle { await dispatch(to: id) }
             return
         }
+        claiming.formUnion(idle)
+        defer { claiming.subtract(idle) }
         // Many idle workers (a job starts, workers join): one round trip claims for all of them.
         let requests = idle.map { id in
             FarmStore.ClaimRequest(worker: peers[id]!.hello.name, stage: peers[id]!.hello.stage, model: peers[id]!.hello.model)
@@ -323,7 +356,9 @@ actor Dispatcher {
     }
 
     private func dispatch(to id: [UInt8]) async {
-        guard !draining, let peer = peers[id], peer.task == nil else { return }
+        guard !draining, let peer = peers[id], peer.task == nil, !claiming.contains(id) else { return }
+        claiming.insert(id)
+        defer { claiming.remove(id) }
         let claimed: ClaimedSegment?
         do {
             claimed = try await store.claimSegment(worker: peer.hello.name, token: .random(), leaseSeconds: config.leaseSeconds,

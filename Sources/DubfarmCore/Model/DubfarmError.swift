@@ -13,6 +13,10 @@ public struct DubfarmError: Error, Sendable, Hashable, CustomStringConvertible {
         init(_ base: Base) { self.base = base }
         public var description: String { base.rawValue }
 
+        /// Whether a segment that failed this way would fail the same way on any worker and at
+        /// any later time (the input is unusable), so retrying it only delays the job's failure.
+        public var isPermanent: Bool { self == .badInput }
+
         /// The input (a media file, a request) is unusable; the user must change it.
         public static let badInput = Code(.badInput)
         /// The input is valid but uses something dubfarm does not support.

@@ -70,12 +70,15 @@ public struct SegmentStateMachine: Sendable, Hashable {
     }
 
     /// Records a failed attempt under `token`.
-    public mutating func fail(token: LeaseToken, policy: RetryPolicy) throws(Rejection) -> FailureOutcome {
+    ///
+    /// A `permanent` failure (the input itself is unusable: another attempt would fail the same
+    /// way) makes the segment `dead` at once instead of retrying up to `policy.maxAttempts`.
+    public mutating func fail(token: LeaseToken, policy: RetryPolicy, permanent: Bool = false) throws(Rejection) -> FailureOutcome {
         try check(token: token)
         failures += 1
         lease = nil
         leasedBy = nil
-        if failures >= policy.maxAttempts {
+        if permanent || failures >= policy.maxAttempts {
             state = .dead
             return .dead
         }

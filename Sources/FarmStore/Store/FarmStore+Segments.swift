@@ -159,59 +159,12 @@ extension FarmStore {
     private func complete(_ ref: SegmentRef, token: LeaseToken, resultBytes: Int64, processSeconds: Double,
                           stats: SegmentStats?, next: NextClaim?)
         throws -> (Result<CompletionOutcome, SegmentStateMachine.Rejection>, ClaimedSegment?) {
-        let c = try db()
-        let key: [PostgresValue?] = [.int(Int(ref.job.rawValue)), .int(ref.index)]
-        do {
-            var statements = [
-                PostgresStatement("BEGIN"),
-                PostgresStatement("SELECT state FROM jobs WHERE id = $1 FOR NO KEY UPDATE", [key[0]]),
-                PostgresStatement(Self.completeSQL, key + [.int(Int(resultBytes)), .double(processSeconds), .text(token.description),
-                                                           try stats.map { .json(String(decoding: try JSONEncoder().encode($0), as: UTF8.self)) }]),
-                PostgresStatement("COMMIT"),
-            ]
-            if let next {
-                statements.append(PostgresStatement(Self.claimSQL, claimParams(worker: next.worker, token: next.token,
-                                                                               leaseSeconds: next.leaseSeconds,
-                                                                               stage: next.stage, model: next.model)))
-            }
-            let out = try c.pipelineOutcomes(statements)
-            for k in 0..<2 { _ = try out[k]?.get() }
-            guard let written = out[2] else {
-                throw DubfarmError(.internalError, "the completion of segment \(ref) was not run")
-            }
-            let rows = try written.get()
-            _ = try out[3]?.get()
-            let accepted = try rows[0]["accepted"].decode(Int.self) == 1
-            var claimed: ClaimedSegment? = nil
-            if let next {
-                // The completion is committed (or rejected) whatever happens to the claim.
-                switch out[4] {
-                case .success(let claimRows)?:
-                    claimed = try claimRows.first.map { try decodeClaim($0, worker: next.worker, token: next.token) }
-                case .failure(let e)?:
-                    logger.error("claim after a completion failed", metadata: ["segment": "\(ref)", "error": "\(e.message)"])
-                case nil:
-                    break
-                }
-            }
-            guard accepted else {
-                // Say why, by the state machine's rules.
-                guard let rec = try segment(ref) else { throw DubfarmError(.notFound, "there is no segment \(ref)") }
-                var m = rec.machine
-                do throws(SegmentStateMachine.Rejection) {
-                    try m.complete(token: token)
-                } catch {
-                    return (.failure(error), claimed)
-                }
-                // The machine would accept it now, but the write did not match: it was not
-                // current when the write ran.
-                return (.failure(.staleToken(current: rec.lease)), claimed)
-            }
-            return (.success(CompletionOutcome(allDone: try rows[0]["all_done"].decode(Bool.self))), claimed)
-        } catch {
-            if c.isConnected && c.inTransaction { _ = try? c.query("ROLLBACK") }
-            throw error
-        }
+        // A batch of one (FarmStore+CompleteBatch.swift): the same statements in the same order.
+        let request = CompletionRequest(ref: ref, token: token, resultBytes: resultBytes, processSeconds: processSeconds,
+                                        stats: stats, thenClaim: next.map { ClaimRequest(worker: $0.worker, token: $0.token,
+                                                                                         stage: $0.stage, model: $0.model) })
+        let reply = try completeSegments([request], leaseSeconds: next?.leaseSeconds ?? 0)[0]
+        return (reply.completion, reply.next)
     }
 
     /// Records a failed attempt of lease `token`. The segment goes back to `pending` after a
@@ -231,7 +184,7 @@ extension FarmStore {
             var m = rec.machine
             let outcome: SegmentStateMachine.FailureOutcome
             do throws(SegmentStateMachine.Rejection) {
-                outcome = try m.fail(token: token, policy: policy)
+                outcome = try m.fail(token: token, policy: policy, permanent: code.isPermanent)
             } catch {
                 return .failure(error)
             }
@@ -249,12 +202,15 @@ extension FarmStore {
             let why: String
             switch outcome {
             case .retry(let s): why = "failed (attempt \(m.failures) of \(policy.maxAttempts), retry in \(s) s): \(error)"
+            case .dead where code.isPermanent && m.failures < policy.maxAttempts:
+                why = "failed (unusable input, not retried): \(error)"
             case .dead: why = "failed (attempt \(m.failures) of \(policy.maxAttempts), giving up): \(error)"
             }
             try recordEvent(c, kind: .segment, job: ref.job, segment: ref.index, worker: worker,
                             from: SegmentState.leased.rawValue, to: m.state.rawValue, reason: why, actor: worker)
             var workerFailures = 0
-            if let worker {
+            // Unusable input is not the worker's fault: it does not count towards its blocklisting.
+            if let worker, !code.isPermanent {
                 workerFailures = try c.query("""
                     INSERT INTO job_worker_failures (job_id, worker, failures) VALUES ($1, $2, 1)
                     ON CONFLICT (job_id, worker) DO UPDATE SET failures = job_worker_failures.failures + 1
