@@ -2,19 +2,20 @@ import Engine
 import Foundation
 
 extension SwapTalkModel {
-    /// Whether frames of this configuration are faster run side by side, one thread each
+    /// Whether frames are faster run side by side, one thread each
     /// (``FrameBatch/Mode/framesInParallel``), than one at a time with each frame's work split
     /// over `threads` (``FrameBatch/Mode/splitEachFrame``), on this project's machines.
     ///
-    /// Measured with `dubfarm model bench --batch 2 --threads 2` against `--threads 2`
-    /// (README, "Benchmarks"): the `small` and `tiny` layers are too small to split over two
-    /// threads without losing a large share to hand-offs, so their frames run side by side; the
-    /// `paper` configuration splits well and keeps one frame at a time (and one workspace of about a
-    /// gigabyte instead of one per thread). `DUBFARM_FRAME_PARALLEL=1` / `0` forces either.
+    /// Measured with `dubfarm model bench --threads 2 --batch 2` against `--threads 2` (README,
+    /// "Benchmarks"): frames per second rose by about a quarter for `small` (whose layers are too
+    /// small to split over two threads without losing a large share to hand-offs) and by about
+    /// an eighth for `paper`, for one more workspace (`small` +50 MB, `paper` +220 MB peak RSS) and
+    /// a frame's result coming a frame later. So a worker with several threads always runs frames
+    /// side by side; `DUBFARM_FRAME_PARALLEL=0` (or `1`) forces the choice, for measurements.
     public func prefersFramesInParallel(threads: Int) -> Bool {
         if threads <= 1 { return false }
         if let v = ProcessInfo.processInfo.environment["DUBFARM_FRAME_PARALLEL"], let b = Int(v) { return b != 0 }
-        return config.imageSize <= 192
+        return true
     }
 
     /// A ``FrameBatch`` for `threads` threads in the mode ``prefersFramesInParallel(threads:)`` picks.
