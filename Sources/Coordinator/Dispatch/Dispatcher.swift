@@ -53,6 +53,8 @@ actor Dispatcher {
     let name: String
     /// Completions (each with the worker's next claim) are group-committed: the results that
     /// arrive while one commit is in flight share the next one (one round trip, one `COMMIT`).
+    /// Threads that write and fsync result files, several at once (their fsyncs overlap).
+    let resultWriters = BlockingPool(name: "result-writer", threads: 4)
     let completions: GroupCommit<FarmStore.CompletionRequest, Result<FarmStore.CompletionReply, any Error>>
 
     init(config: FarmConfiguration, store: FarmStore, media: MediaStore, endpoint: RouterEndpoint,
@@ -222,7 +224,7 @@ actor Dispatcher {
         do {
             // Off the dispatcher's thread: results of different workers wait for the disk
             // side by side instead of one after another (the actor serves others meanwhile).
-            size = try await runBlocking("store result") { try MediaStore.writeAtomically(bundle: output, to: path) }
+            size = try await resultWriters.run { try MediaStore.writeAtomically(bundle: output, to: path) }
         } catch {
             log.error("cannot store segment result: \(error)")
             // Hand the segment back: the disk may recover; not the worker's fault.
