@@ -258,7 +258,11 @@ actor Dispatcher {
             case .success(let outcome):
                 log.info("segment done", metadata: ["seconds": .string(String(format: "%.2f", stats.totalSeconds))])
                 FarmMetrics.shared.segmentCompleted(frames: stats.frames, seconds: stats.totalSeconds)
-                if outcome.allDone { onJobReady(ref.segment.job) }
+                if outcome.allDone {
+                    // Closed now, so the space is freed as soon as the stitch removes the log.
+                    resultLogs[ref.segment.job] = nil
+                    onJobReady(ref.segment.job)
+                }
             case .failure(let rejection):
                 if attempt > 1, (try? await store.results(job: ref.segment.job)[ref.segment.index]?.token) == ref.token {
                     // The first attempt committed before its connection broke: this result is the kept one.
