@@ -20,26 +20,47 @@ extension MediaFile {
         guard fd >= 0 else { throw DubfarmError(.io, "\(fileName(path)): cannot create (\(String(cString: strerror(errno))))") }
         var ok = false
         defer { if !ok { unlink(tmp) } }
-        var total = 0
+        let total: Int
         do {
             defer { close(fd) }
-            let header = bundle.encodedHeader()
-            let hsz = PacketBundleLayout.packetHeaderSize
-            let packets = bundle.packets
-            var heads = [UInt8](repeating: 0, count: packets.count * hsz)
-            heads.withUnsafeMutableBytes { h in
-                for (i, p) in packets.enumerated() { PacketBundle.packetHeader(p, to: h.baseAddress! + i * hsz) }
-            }
+            total = try write(bundle, header: bundle.encodedHeader(), to: fd, at: nil, path: path)
+            try sync(fd, path: path, dataOnly: false)
+        }
+        try commit(tmp, to: path)
+        ok = true
+        return total
+    }
+
+    /// Bytes ``PacketBundle/encoded()`` would produce for `bundle` whose header is `header`.
+    static func encodedSize(_ bundle: PacketBundle, header: [UInt8]) -> Int {
+        header.count + bundle.packets.count * PacketBundleLayout.packetHeaderSize + bundle.packets.reduce(0) { $0 + $1.data.count }
+    }
+
+    /// Writes `prefix` and then `bundle`'s encoding (its `header`, then each packet's header and
+    /// payload) to `fd`: at the file position (`writev`), or at byte `offset` (`pwritev`). The
+    /// payloads go to the kernel from their own buffers. Returns the bytes written.
+    static func write(_ bundle: PacketBundle, header: [UInt8], prefix: [UInt8] = [], to fd: Int32, at offset: Int64?,
+                      path: String) throws -> Int {
+        let hsz = PacketBundleLayout.packetHeaderSize
+        let packets = bundle.packets
+        var heads = [UInt8](repeating: 0, count: packets.count * hsz)
+        heads.withUnsafeMutableBytes { h in
+            for (i, p) in packets.enumerated() { PacketBundle.packetHeader(p, to: h.baseAddress! + i * hsz) }
+        }
+        var position = offset
+        var total = 0
+        try prefix.withUnsafeBytes { pb in
             try header.withUnsafeBytes { hb in
                 try heads.withUnsafeBytes { hh in
                     var iov: [iovec] = []
-                    iov.reserveCapacity(2 * chunk + 1)
+                    iov.reserveCapacity(2 * chunk + 2)
+                    if pb.count > 0 { iov.append(iovec(iov_base: UnsafeMutableRawPointer(mutating: pb.baseAddress), iov_len: pb.count)) }
                     iov.append(iovec(iov_base: UnsafeMutableRawPointer(mutating: hb.baseAddress), iov_len: hb.count))
                     // Each payload's pointer is valid only inside its withUnsafeBytes: nest them
                     // `chunk` deep, write, go on with the next chunk.
                     func emit(_ i: Int, _ end: Int) throws {
                         guard i < end else {
-                            total += try writeFully(fd, &iov, path)
+                            total += try writeFully(fd, &iov, at: &position, path)
                             iov.removeAll(keepingCapacity: true)
                             return
                         }
@@ -57,26 +78,31 @@ extension MediaFile {
                     } while start < packets.count
                 }
             }
-            if Glibc.fsync(fd) != 0 {
-                let e = errno
-                if e == ENOSPC || e == EDQUOT { throw DubfarmError(.diskFull, "\(fileName(path)): the disk is full; free space and retry") }
-                throw DubfarmError(.io, "\(fileName(path)): fsync failed (\(String(cString: strerror(e))))")
-            }
         }
-        try commit(tmp, to: path)
-        ok = true
         return total
+    }
+
+    /// `fsync` (or `fdatasync`) of `fd`, with the errors a user can act on.
+    static func sync(_ fd: Int32, path: String, dataOnly: Bool) throws {
+        if (dataOnly ? Glibc.fdatasync(fd) : Glibc.fsync(fd)) != 0 {
+            let e = errno
+            if e == ENOSPC || e == EDQUOT { throw DubfarmError(.diskFull, "\(fileName(path)): the disk is full; free space and retry") }
+            throw DubfarmError(.io, "\(fileName(path)): fsync failed (\(String(cString: strerror(e))))")
+        }
     }
 
     /// Packets per `writev` (two vectors each; IOV_MAX is 1024 on Linux).
     private static let chunk = 256
 
-    /// Writes every byte of `iov` (retrying short writes); returns how many.
-    private static func writeFully(_ fd: Int32, _ iov: inout [iovec], _ path: String) throws -> Int {
+    /// Writes every byte of `iov` (retrying short writes), at `position` when given (advancing
+    /// it); returns how many.
+    private static func writeFully(_ fd: Int32, _ iov: inout [iovec], at position: inout Int64?, _ path: String) throws -> Int {
         var total = 0
         var first = 0
         while first < iov.count {
-            let n = iov[first...].withUnsafeBufferPointer { writev(fd, $0.baseAddress, Int32($0.count)) }
+            let n = iov[first...].withUnsafeBufferPointer { v in
+                position.map { pwritev(fd, v.baseAddress, Int32(v.count), off_t($0)) } ?? writev(fd, v.baseAddress, Int32(v.count))
+            }
             if n < 0 {
                 if errno == EINTR { continue }
                 let e = errno
@@ -84,6 +110,7 @@ extension MediaFile {
                 throw DubfarmError(.io, "\(fileName(path)): write failed (\(String(cString: strerror(e))))")
             }
             total += n
+            position? += Int64(n)
             var left = n
             while first < iov.count && left >= iov[first].iov_len {
                 left -= iov[first].iov_len
@@ -98,23 +125,36 @@ extension MediaFile {
     }
 }
 
-/// A packet bundle file read into one FFmpeg buffer; its packets are handed to the muxer as
-/// references into that buffer (no copy per packet).
+/// A packet bundle read into one FFmpeg buffer (a whole bundle file, or one record of a
+/// ``ResultLog``); its packets are handed to the muxer as references into that buffer (no copy
+/// per packet).
 final class BundleFile {
     private let buffer: UnsafeMutablePointer<AVBufferRef>
     let layout: PacketBundleLayout
+    /// Where the bundle starts in the buffer (after a result record's header).
+    private let start: Int
 
-    /// Reads and parses `path`. Throws `.notFound` for a missing file, `.io` for an unreadable
-    /// one, `.protocolViolation` for a damaged one.
-    init(path: String) throws {
-        let (b, size) = try MediaFile.withOpenFile(path) { fd, size -> (UnsafeMutablePointer<AVBufferRef>, Int) in
+    /// Reads and parses the bundle file `path`, or, given `record`, that record of the result
+    /// log `path` (its header must name the record's segment and lease). Throws `.notFound` for
+    /// a missing file, `.io` for an unreadable one, `.protocolViolation` for a damaged one or
+    /// a record that is not the one asked for.
+    init(path: String, record: ResultRecord? = nil) throws {
+        let (b, size) = try MediaFile.withOpenFile(path) { fd, fileSize -> (UnsafeMutablePointer<AVBufferRef>, Int) in
+            var size = fileSize, at = 0
+            if let record {
+                guard record.offset >= 0, record.length >= ResultRecord.headerSize, record.offset + record.length <= Int64(fileSize) else {
+                    throw DubfarmError(.protocolViolation, "\(fileName(path)): the result record at byte \(record.offset) (\(record.length) bytes) lies past the end of the file (\(fileSize) bytes)")
+                }
+                size = Int(record.length)
+                at = Int(record.offset)
+            }
             let padding = Int(AV_INPUT_BUFFER_PADDING_SIZE)
             guard let b = av_buffer_alloc(size + padding) else {
                 throw DubfarmError(.internalError, "\(fileName(path)): cannot allocate \(size) bytes")
             }
             let base = UnsafeMutableRawPointer(b.pointee.data!)
             memset(base + size, 0, padding)
-            do { try MediaFile.readFully(fd, into: base, count: size, path: path) } catch {
+            do { try MediaFile.readFully(fd, into: base, count: size, at: at, path: path) } catch {
                 var q: UnsafeMutablePointer<AVBufferRef>? = b
                 av_buffer_unref(&q)
                 throw error
@@ -124,7 +164,13 @@ final class BundleFile {
         buffer = b
         let base = UnsafeMutableRawPointer(b.pointee.data!)
         do {
-            layout = try PacketBundleLayout(scanning: UnsafeRawBufferPointer(start: base, count: size))
+            if let record {
+                try record.check(header: UnsafeRawBufferPointer(start: base, count: size), in: fileName(path))
+                start = ResultRecord.headerSize
+            } else {
+                start = 0
+            }
+            layout = try PacketBundleLayout(scanning: UnsafeRawBufferPointer(start: base + start, count: size - start))
         } catch {
             var q: UnsafeMutablePointer<AVBufferRef>? = b
             av_buffer_unref(&q)
@@ -144,7 +190,7 @@ final class BundleFile {
         av_packet_unref(pkt.p)
         guard let ref = av_buffer_ref(buffer) else { throw DubfarmError(.internalError, "cannot reference a packet buffer") }
         pkt.p.pointee.buf = ref
-        pkt.p.pointee.data = ref.pointee.data + s.offset
+        pkt.p.pointee.data = ref.pointee.data + start + s.offset
         pkt.p.pointee.size = Int32(s.size)
         pkt.p.pointee.pts = s.pts
         pkt.p.pointee.dts = s.dts

@@ -4,10 +4,27 @@ import DubfarmCore
 import Glibc
 #endif
 
+/// One encoded segment to stitch: a packet bundle file (``PacketBundle/encoded()``), or one
+/// record of a job's ``ResultLog``.
+public struct StitchSegment: Sendable, Hashable, Codable {
+    public var path: String
+    /// The record in the result log `path`; nil: `path` is a bundle file.
+    public var record: ResultRecord?
+    public init(path: String, record: ResultRecord? = nil) {
+        self.path = path
+        self.record = record
+    }
+}
+
 /// What to stitch: a job's encoded segments, in order, and its dub track.
 public struct StitchRequest: Sendable, Hashable, Codable {
+    /// The segments, in order.
+    public var segments: [StitchSegment]
     /// Segment files as written from ``PacketBundle/encoded()``, in segment order.
-    public var segmentPaths: [String]
+    public var segmentPaths: [String] {
+        get { segments.map(\.path) }
+        set { segments = newValue.map { StitchSegment(path: $0) } }
+    }
     /// The dub track (any format FFmpeg reads); nil: video only.
     public var audioPath: String?
     /// Where the finished MP4 goes (written to a temporary name next to it, then renamed).
@@ -23,7 +40,14 @@ public struct StitchRequest: Sendable, Hashable, Codable {
 
     public init(segmentPaths: [String], audioPath: String?, outputPath: String, expectedFrameCount: Int,
                 frameRate: Rational, rotation: Int = 0, audioSampleRate: Int = 48_000, audioBitRate: Int = 192_000) {
-        self.segmentPaths = segmentPaths
+        self.init(segments: segmentPaths.map { StitchSegment(path: $0) }, audioPath: audioPath, outputPath: outputPath,
+                  expectedFrameCount: expectedFrameCount, frameRate: frameRate, rotation: rotation,
+                  audioSampleRate: audioSampleRate, audioBitRate: audioBitRate)
+    }
+
+    public init(segments: [StitchSegment], audioPath: String?, outputPath: String, expectedFrameCount: Int,
+                frameRate: Rational, rotation: Int = 0, audioSampleRate: Int = 48_000, audioBitRate: Int = 192_000) {
+        self.segments = segments
         self.audioPath = audioPath
         self.outputPath = outputPath
         self.expectedFrameCount = expectedFrameCount
@@ -65,7 +89,7 @@ public enum Stitcher {
     public static func stitch(_ request: StitchRequest) throws -> StitchReport {
         _ = ffmpegSetup
         let name = fileName(request.outputPath)
-        guard !request.segmentPaths.isEmpty else { throw DubfarmError(.stitch, "\(name): no segments to stitch") }
+        guard !request.segments.isEmpty else { throw DubfarmError(.stitch, "\(name): no segments to stitch") }
         guard request.frameRate.num > 0, request.frameRate.den > 0 else {
             throw DubfarmError(.stitch, "\(name): frame rate \(request.frameRate) is not positive")
         }
@@ -153,7 +177,7 @@ public enum Stitcher {
         let out = try OutputFile(tempPath: tmp, finalPath: req.outputPath)
 
         // The first segment fixes the codec parameters.
-        var segment = try loadSegment(req.segmentPaths[0], number: 0, name: name)
+        var segment = try loadSegment(req.segments[0], number: 0, name: name)
         let codec = segment.layout.codec
         guard codec.timeBase.num * fps.num == codec.timeBase.den * fps.den else {
             throw DubfarmError(.stitch, "\(name): segment 0 has time base \(codec.timeBase), expected 1/\(fps) (pts must be frame indices)")
@@ -190,8 +214,8 @@ public enum Stitcher {
         var nextFrame: Int64 = 0
         var lastDTS = Int64.min
         var written = 0
-        for k in req.segmentPaths.indices {
-            if k > 0 { segment = try loadSegment(req.segmentPaths[k], number: k, name: name) }
+        for k in req.segments.indices {
+            if k > 0 { segment = try loadSegment(req.segments[k], number: k, name: name) }
             let packets = segment.layout.packets
             guard segment.layout.codec == codec else {
                 throw DubfarmError(.stitch, "\(name): segment \(k) was encoded differently from segment 0 (\(describeMismatch(codec, segment.layout.codec))); all segments of a job must use identical encoder settings")
@@ -231,11 +255,12 @@ public enum Stitcher {
                             audioFit: fit, bytes: 0)
     }
 
-    private static func loadSegment(_ path: String, number k: Int, name: String) throws -> BundleFile {
+    private static func loadSegment(_ source: StitchSegment, number k: Int, name: String) throws -> BundleFile {
+        let path = source.path
         do {
-            return try BundleFile(path: path)
+            return try BundleFile(path: path, record: source.record)
         } catch let e as DubfarmError where e.code == .protocolViolation {
-            throw DubfarmError(.stitch, "\(name): segment \(k) (\(fileName(path))) is damaged: \(e)")
+            throw DubfarmError(.stitch, "\(name): segment \(k) (\(fileName(path))\(source.record.map { " at byte \($0.offset)" } ?? "")) is damaged: \(e)")
         } catch let e as DubfarmError {
             throw DubfarmError(e.code == .notFound ? .stitch : e.code, "\(name): cannot read segment \(k): \(e.message)")
         }

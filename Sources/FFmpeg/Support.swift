@@ -325,7 +325,7 @@ public enum MediaFile {
             var off = 0
             try bytes.withUnsafeBytes { raw in
                 while off < raw.count {
-                    let n = write(fd, raw.baseAddress! + off, raw.count - off)
+                    let n = Glibc.write(fd, raw.baseAddress! + off, raw.count - off)
                     if n < 0 {
                         if errno == EINTR { continue }
                         let e = errno
@@ -369,11 +369,11 @@ public enum MediaFile {
         return try body(fd, Int(st.st_size))
     }
 
-    /// Reads `count` bytes from the start of `fd` into `base`, retrying short reads and EINTR.
-    static func readFully(_ fd: Int32, into base: UnsafeMutableRawPointer?, count: Int, path: String) throws {
+    /// Reads `count` bytes of `fd` from byte `start` into `base`, retrying short reads and EINTR.
+    static func readFully(_ fd: Int32, into base: UnsafeMutableRawPointer?, count: Int, at start: Int = 0, path: String) throws {
         var off = 0
         while off < count {
-            let n = pread(fd, base! + off, count - off, off_t(off))
+            let n = pread(fd, base! + off, count - off, off_t(start + off))
             if n < 0 && errno == EINTR { continue }
             guard n > 0 else { throw DubfarmError(.io, "\(fileName(path)): short read at byte \(off) of \(count)") }
             off += n

@@ -144,5 +144,15 @@ CREATE TABLE job_worker_failures (
 ALTER TABLE segments ADD COLUMN result_token text;
 ALTER TABLE segments ADD COLUMN stats jsonb;
 """#####),
+        Migration(version: 3, name: "result_log", sql: #####"""
+-- dubfarm schema, version 3: segment results kept in one append-only log per job.
+--
+-- result_offset is the byte offset of the segment's record in its job's result log
+-- (segments/results.dfrl); result_bytes is the record's length and result_token the lease whose
+-- record it is, which the stitch checks against the record's own header. NULL for results
+-- stored as one file each (`segments/NNNNNN-<token>.dfpb`, schema version 2), which the stitch
+-- still reads.
+ALTER TABLE segments ADD COLUMN result_offset bigint;
+"""#####),
     ]
 }

@@ -175,7 +175,8 @@ struct MediaBench: ParsableCommand {
         let spans = SegmentPlanner.plan(frameCount: indexed.index.frameCount, frameRate: rate, segmentSeconds: segmentSeconds)
         let source = try SourceVideo(path: input, codec: indexed.codec, index: indexed.index)
         let t1 = Date()
-        var paths: [String] = []
+        var parts: [StitchSegment] = []
+        let log = try ResultLog(path: dir.appendingPathComponent("results.dfrl").path)
         var codec = indexed.codec
         codec.timeBase = rate.inverted
         var cutSeconds = 0.0, writeSeconds = 0.0
@@ -190,15 +191,15 @@ struct MediaBench: ParsableCommand {
             let packets = bundle.packets.enumerated().map { i, p in
                 EncodedPacket(pts: Int64(span.frames.lowerBound + i), dts: Int64(span.frames.lowerBound + i), duration: 1, isKey: p.isKey, data: p.data)
             }
-            let path = dir.appendingPathComponent(String(format: "%06d.dfpb", span.index)).path
-            // As the coordinator stores a result: the bundle written piecewise (no encoded copy).
+            // As the coordinator stores a result: a record of the job's result log, written
+            // piecewise (no encoded copy) and fdatasynced.
             let w0 = Date()
-            try MediaFile.writeAtomically(bundle: PacketBundle(codec: codec, packets: packets), to: path)
+            let record = try log.append(PacketBundle(codec: codec, packets: packets), segment: span.index, token: .random())
             writeSeconds += Date().timeIntervalSince(w0)
-            paths.append(path)
+            parts.append(StitchSegment(path: log.path, record: record))
         }
         let t2 = Date()
-        let report = try Stitcher.stitch(StitchRequest(segmentPaths: paths, audioPath: audio, outputPath: dir.appendingPathComponent("out.mp4").path,
+        let report = try Stitcher.stitch(StitchRequest(segments: parts, audioPath: audio, outputPath: dir.appendingPathComponent("out.mp4").path,
                                                        expectedFrameCount: indexed.index.frameCount, frameRate: rate))
         let t3 = Date()
         print(String(format: "media: %d frames, %d segments: index %.2f s, cut+store %.2f s, stitch %.2f s, total %.2f s (%@)",

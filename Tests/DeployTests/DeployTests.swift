@@ -26,13 +26,8 @@ func deployFiles(_ extensions: [String]) -> [URL] {
 /// Environment variables the deployment files may set besides the coordinator's configuration
 /// keys (``ConfigKey/all``): the worker's and the CLI's own.
 let workerAndClientVariables: Set<String> = ["DUBFARM_KEY_FILE", "DUBFARM_SERVER_KEY", "DUBFARM_COORDINATOR"]
-/// Configuration keys agreed with the security and metrics work (issues implemented in parallel
-/// on other branches): accepted here until they are in the registry, then checked like any key.
-let agreedKeys: Set<String> = ["DUBFARM_SECURITY_SECRET_KEY_FILE", "DUBFARM_SECURITY_AUTHORIZED_WORKERS",
-                               "DUBFARM_SECURITY_AUTHORIZED_CLIENTS", "DUBFARM_METRICS_LISTEN"]
-
 func isKnownVariable(_ name: String) -> Bool {
-    Set(ConfigKey.all.map(\.environmentVariable)).contains(name) || workerAndClientVariables.contains(name) || agreedKeys.contains(name)
+    Set(ConfigKey.all.map(\.environmentVariable)).contains(name) || workerAndClientVariables.contains(name)
 }
 
 typealias Object = [String: Any]

@@ -1,4 +1,5 @@
 import DubfarmCore
+import Foundation
 import Synchronization
 import Testing
 
@@ -78,5 +79,39 @@ struct GroupCommitTests {
         let gc = GroupCommit<String, Int> { batch in batch.map(\.count) }
         for word in ["a", "bb", "ccc"] { #expect(try await gc.submit(word) == word.count) }
         #expect(await gc.batches == 3)
+    }
+}
+
+@Suite("Blocking pool")
+struct BlockingPoolTests {
+    @Test("runs calls on its three threads (reused, never one per call), several at once, and returns results and errors to each caller")
+    func runsConcurrently() async throws {
+        struct Boom: Error {}
+        final class Inside: Sendable {
+            let m = Mutex((now: 0, most: 0))
+            let threads = Mutex(Set<UInt>())
+        }
+        let pool = BlockingPool(name: "test-pool", threads: 3)
+        let counter = Inside()
+        let results = try await withThrowingTaskGroup(of: Int.self) { group in
+            for i in 0..<12 {
+                group.addTask {
+                    try await pool.run {
+                        counter.m.withLock { $0.now += 1; $0.most = max($0.most, $0.now) }
+                        defer { counter.m.withLock { $0.now -= 1 } }
+                        counter.threads.withLock { _ = $0.insert(UInt(pthread_self())) }
+                        usleep(20_000)
+                        return i * i
+                    }
+                }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(results.sorted() == (0..<12).map { $0 * $0 })
+        let most = counter.m.withLock { $0.most }
+        #expect(most > 1 && most <= 3)
+        // Twelve calls, three threads: the pool's threads are reused, none is made per call.
+        #expect((2...3).contains(counter.threads.withLock { $0.count }))
+        await #expect(throws: Boom.self) { try await pool.run { throw Boom() } }
     }
 }

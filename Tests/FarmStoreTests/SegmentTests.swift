@@ -193,7 +193,7 @@ struct SegmentTests {
         let s1 = try #require(try await store.claimSegment(worker: "w2", leaseSeconds: 3600))
         let other = try await makeRunningJob(store, segments: 1)
         let replies = try await store.completeSegments([
-            .init(ref: s0.ref, token: s0.token, resultBytes: 10, processSeconds: 1,
+            .init(ref: s0.ref, token: s0.token, resultBytes: 10, resultOffset: 4096, processSeconds: 1,
                   thenClaim: .init(worker: "w1")),
             .init(ref: s1.ref, token: .random(), resultBytes: 10, processSeconds: 1),  // not its lease
             .init(ref: s1.ref, token: s1.token, resultBytes: 20, processSeconds: 2, stats: SegmentStats(frames: 10),
@@ -208,7 +208,10 @@ struct SegmentTests {
         #expect(replies[2].next == nil)
         let segs = try await store.segments(job: job.id)
         #expect(segs.map(\.state) == [.done, .done])
-        #expect(try await store.results(job: job.id)[1]?.token == s1.token)
+        let results = try await store.results(job: job.id)
+        #expect(results[1]?.token == s1.token && results[1]?.offset == nil && results[1]?.bytes == 20)
+        // Where the result lies in the job's result log.
+        #expect(results[0]?.token == s0.token && results[0]?.offset == 4096 && results[0]?.bytes == 10)
         let done = try await store.events(job: job.id).filter { $0.kind == .segment && $0.to == "done" }
         #expect(done.count == 2)
         #expect(try await store.completeSegments([], leaseSeconds: 1).isEmpty)

@@ -12,6 +12,10 @@ echo "== farm benchmarks ($(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ))"
 
 # 1. Store: segment state transitions per second, one connection.
 FARM="$BENCH/farm"
+# A fresh farm every run: the figures must not depend on how many earlier runs' jobs and events
+# the database holds.
+$BIN local down --dir "$FARM" >/dev/null 2>&1 || true
+rm -rf "$FARM"
 DUBFARM_SEGMENTS_SECONDS=0.04 DUBFARM_SEGMENTS_CONTEXT_FRAMES=0 DUBFARM_LOGGING_LEVEL=warning \
   $BIN local up --dir "$FARM" --workers 0 >/dev/null
 trap '$BIN local down --dir "$FARM" >/dev/null 2>&1 || true' EXIT

@@ -53,6 +53,8 @@ actor Dispatcher {
     let name: String
     /// Completions (each with the worker's next claim) are group-committed: the results that
     /// arrive while one commit is in flight share the next one (one round trip, one `COMMIT`).
+    /// Threads that write and fsync result files, several at once (their fsyncs overlap).
+    let resultWriters = BlockingPool(name: "result-writer", threads: 4)
     let completions: GroupCommit<FarmStore.CompletionRequest, Result<FarmStore.CompletionReply, any Error>>
 
     init(config: FarmConfiguration, store: FarmStore, media: MediaStore, endpoint: RouterEndpoint,
@@ -215,14 +217,14 @@ actor Dispatcher {
             await failed(ref, FailureReport(code: DubfarmError.Code.protocolViolation.rawValue, message: msg), from: id, workerName: workerName)
             return
         }
-        // The result file is named by its lease token, so writing it before the fenced completion
-        // can never overwrite a result the database accepted.
-        let path = media.segmentResult(ref.segment, token: ref.token)
-        let size: Int
+        // The result is appended to the job's result log before the fenced completion: records
+        // are never overwritten, and only the one the database accepts is ever read.
+        let record: ResultRecord
         do {
+            let log = try resultLog(for: ref.segment.job)
             // Off the dispatcher's thread: results of different workers wait for the disk
             // side by side instead of one after another (the actor serves others meanwhile).
-            size = try await runBlocking("store result") { try MediaStore.writeAtomically(bundle: output, to: path) }
+            record = try await resultWriters.run { try log.append(output, segment: ref.segment.index, token: ref.token) }
         } catch {
             log.error("cannot store segment result: \(error)")
             // Hand the segment back: the disk may recover; not the worker's fault.
@@ -244,24 +246,29 @@ actor Dispatcher {
                         ? FarmStore.ClaimRequest(worker: peer.hello.name, stage: peer.hello.stage, model: peer.hello.model) : nil
                 }
                 (completion, next) = try await completions.submit(FarmStore.CompletionRequest(
-                    ref: ref.segment, token: ref.token, resultBytes: Int64(size), processSeconds: stats.totalSeconds,
-                    stats: stats, thenClaim: claim)).get()
+                    ref: ref.segment, token: ref.token, resultBytes: record.length, resultOffset: record.offset,
+                    processSeconds: stats.totalSeconds, stats: stats, thenClaim: claim)).get()
             } else {
-                completion = try await store.completeSegment(ref.segment, token: ref.token, resultBytes: Int64(size),
-                                                             processSeconds: stats.totalSeconds, stats: stats)
+                completion = try await store.completeSegments([FarmStore.CompletionRequest(
+                    ref: ref.segment, token: ref.token, resultBytes: record.length, resultOffset: record.offset,
+                    processSeconds: stats.totalSeconds, stats: stats)], leaseSeconds: config.leaseSeconds)[0].completion
                 next = nil
             }
             switch completion {
             case .success(let outcome):
                 log.info("segment done", metadata: ["seconds": .string(String(format: "%.2f", stats.totalSeconds))])
                 FarmMetrics.shared.segmentCompleted(frames: stats.frames, seconds: stats.totalSeconds)
-                if outcome.allDone { onJobReady(ref.segment.job) }
+                if outcome.allDone {
+                    // Closed now, so the space is freed as soon as the stitch removes the log.
+                    resultLogs[ref.segment.job] = nil
+                    onJobReady(ref.segment.job)
+                }
             case .failure(let rejection):
                 if attempt > 1, (try? await store.results(job: ref.segment.job)[ref.segment.index]?.token) == ref.token {
                     // The first attempt committed before its connection broke: this result is the kept one.
                     log.info("segment done (committed before the database connection was lost)")
                 } else {
-                    try? FileManager.default.removeItem(at: path)
+                    // Its record stays in the log, unreferenced.
                     log.warning("rejected a result with a stale lease token: \(rejection)", metadata: ["token": .stringConvertible(ref.token)])
                 }
             }
@@ -403,6 +410,18 @@ actor Dispatcher {
         }
     }
 
+    /// Open result logs of the jobs being worked on (closed with their ``JobMedia``).
+    var resultLogs: [JobID: ResultLog] = [:]
+
+    /// The result log of `job`, opened (and created) on first use.
+    private func resultLog(for job: JobID) throws -> ResultLog {
+        if let log = resultLogs[job] { return log }
+        let log = try MediaStore.openResultLog(media.resultLog(job))
+        if resultLogs.count >= 16, let idle = resultLogs.keys.first(where: { jobs[$0] == nil }) { resultLogs[idle] = nil }
+        resultLogs[job] = log
+        return log
+    }
+
     private func buildTask(_ claim: ClaimedSegment, _ ref: TaskRef) async throws -> TaskAssignment {
         let jm: JobMedia
         if let cached = jobs[claim.ref.job] {
@@ -466,7 +485,10 @@ actor Dispatcher {
             if let expired = try? await store.expireLeases(actor: name), !expired.isEmpty {
                 logger.warning("expired \(expired.count) abandoned lease(s): \(expired.map(\.description).joined(separator: ", "))")
             }
-            for (job, jm) in jobs where now - jm.lastUsed > .seconds(120) { jobs[job] = nil }
+            for (job, jm) in jobs where now - jm.lastUsed > .seconds(120) {
+                jobs[job] = nil
+                resultLogs[job] = nil
+            }
         }
         await dispatchAll()
     }
@@ -517,7 +539,10 @@ actor Dispatcher {
         }
     }
 
-    func forget(job: JobID) { jobs[job] = nil }
+    func forget(job: JobID) {
+        jobs[job] = nil
+        resultLogs[job] = nil
+    }
 
     // MARK: Shutdown
 

@@ -168,20 +168,26 @@ actor JobPipeline {
             guard segments.allSatisfy({ $0.state == .done }), let frameCount = job.frameCount, let rate = job.frameRate else {
                 throw DubfarmError(.internalError, "job \(id) reached stitching with unfinished segments")
             }
-            var paths: [String] = []
+            var parts: [StitchSegment] = []
             let results = try await store.results(job: id)
             for s in segments {
-                guard let token = results[s.ref.index]?.token else {
+                guard let result = results[s.ref.index], let token = result.token else {
                     throw DubfarmError(.internalError, "segment \(s.ref) is done but has no result recorded")
                 }
-                paths.append(media.segmentResult(s.ref, token: token).path)
+                if let offset = result.offset, let bytes = result.bytes {
+                    parts.append(StitchSegment(path: media.resultLog(id).path,
+                                               record: ResultRecord(segment: s.ref.index, token: token, offset: offset, length: bytes)))
+                } else {
+                    // Stored by a coordinator of schema version 2: a file of its own.
+                    parts.append(StitchSegment(path: media.segmentResult(s.ref, token: token).path))
+                }
             }
-            let request = StitchRequest(segmentPaths: paths, audioPath: media.audio(id).path, outputPath: media.output(id).path,
+            let request = StitchRequest(segments: parts, audioPath: media.audio(id).path, outputPath: media.output(id).path,
                                         expectedFrameCount: frameCount, frameRate: rate, rotation: job.rotation ?? 0,
                                         audioBitRate: config.audioBitrate)
             let media = self.media
             let stitchLog = log
-            log.info("stitching", metadata: ["segments": .stringConvertible(paths.count)])
+            log.info("stitching", metadata: ["segments": .stringConvertible(parts.count)])
             let started = ContinuousClock.now
             let report = try await runBlocking("stitch \(id)") { () throws -> StitchReport in
                 TestHooks.pause(TestHooks.stitching, "stitching", logger: stitchLog)

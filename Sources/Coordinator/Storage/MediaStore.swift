@@ -42,7 +42,10 @@ public struct MediaStore: Sendable {
     public func codec(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("codec.bin") }
     public func dubPCM(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("dub-16k.f32") }
     public func segmentsDir(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("segments", isDirectory: true) }
-    /// A segment's result; the lease token in the name keeps a stale result from touching a newer one.
+    /// The job's segment results, one record each (``ResultLog``).
+    public func resultLog(_ job: JobID) -> URL { segmentsDir(job).appendingPathComponent("results.dfrl") }
+    /// A segment's result stored as a file of its own (schema version 2; still read by the
+    /// stitch); the lease token in the name keeps a stale result from touching a newer one.
     public func segmentResult(_ ref: SegmentRef, token: LeaseToken) -> URL {
         segmentsDir(ref.job).appendingPathComponent(String(format: "%06d-", ref.index) + token.description + ".dfpb")
     }
@@ -75,6 +78,12 @@ public struct MediaStore: Sendable {
     /// without encoding it in memory first (``MediaFile/writeAtomically(bundle:to:)``); returns
     /// the file's size.
     @discardableResult
+    /// Opens (creating it and its directory) the job's result log at `url`.
+    public static func openResultLog(_ url: URL) throws -> ResultLog {
+        try? FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+        return try ResultLog(path: url.path)
+    }
+
     public static func writeAtomically(bundle: PacketBundle, to url: URL) throws -> Int {
         try? FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
         return try MediaFile.writeAtomically(bundle: bundle, to: url.path)

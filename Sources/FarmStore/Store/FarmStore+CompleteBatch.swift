@@ -9,16 +9,19 @@ extension FarmStore {
         public var ref: SegmentRef
         public var token: LeaseToken
         public var resultBytes: Int64
+        /// Where the result lies in its job's result log (nil: a file of its own).
+        public var resultOffset: Int64?
         public var processSeconds: Double
         public var stats: SegmentStats?
         /// Lease this worker its next segment in the same round trip (after the commit).
         public var thenClaim: ClaimRequest?
 
-        public init(ref: SegmentRef, token: LeaseToken, resultBytes: Int64, processSeconds: Double,
+        public init(ref: SegmentRef, token: LeaseToken, resultBytes: Int64, resultOffset: Int64? = nil, processSeconds: Double,
                     stats: SegmentStats? = nil, thenClaim: ClaimRequest? = nil) {
             self.ref = ref
             self.token = token
             self.resultBytes = resultBytes
+            self.resultOffset = resultOffset
             self.processSeconds = processSeconds
             self.stats = stats
             self.thenClaim = thenClaim
@@ -57,7 +60,7 @@ extension FarmStore {
             let stats = try r.stats.map { PostgresValue.json(String(decoding: try JSONEncoder().encode($0), as: UTF8.self)) }
             statements.append(PostgresStatement(Self.completeSQL, [
                 .int(Int(r.ref.job.rawValue)), .int(r.ref.index), .int(Int(r.resultBytes)), .double(r.processSeconds),
-                .text(r.token.description), stats,
+                .text(r.token.description), stats, r.resultOffset.map { .int(Int($0)) },
             ]))
         }
         let commit = statements.count

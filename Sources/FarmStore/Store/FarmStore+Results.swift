@@ -3,15 +3,19 @@ import Foundation
 import Postgres
 
 extension FarmStore {
-    /// The result token and worker statistics of every segment of `job` (nil where none recorded).
-    public func results(job: JobID) throws -> [Int: (token: LeaseToken?, stats: SegmentStats?)] {
-        let rows = try db().query("SELECT idx, result_token, stats::text AS stats FROM segments WHERE job_id = $1",
-                                  [.int(Int(job.rawValue))], prepare: true)
-        var out: [Int: (LeaseToken?, SegmentStats?)] = [:]
+    /// The kept result of every segment of `job`: the lease token it came from, where it lies
+    /// in the job's result log (`offset`, and `bytes`, the record's length; nil offset: a file of
+    /// its own) and the worker's statistics (nil where none recorded).
+    public func results(job: JobID) throws -> [Int: (token: LeaseToken?, offset: Int64?, bytes: Int64?, stats: SegmentStats?)] {
+        let rows = try db().query("""
+            SELECT idx, result_token, result_offset, result_bytes, stats::text AS stats FROM segments WHERE job_id = $1
+            """, [.int(Int(job.rawValue))], prepare: true)
+        var out: [Int: (LeaseToken?, Int64?, Int64?, SegmentStats?)] = [:]
         for r in rows {
             let token = try r["result_token"].decode(String?.self).flatMap { LeaseToken(hex: $0) }
             let stats = try r["stats"].decode(String?.self).flatMap { try? JSONDecoder().decode(SegmentStats.self, from: Data($0.utf8)) }
-            out[try r["idx"].decode(Int.self)] = (token, stats)
+            out[try r["idx"].decode(Int.self)] = (token, try r["result_offset"].decode(Int64?.self),
+                                                  try r["result_bytes"].decode(Int64?.self), stats)
         }
         return out
     }

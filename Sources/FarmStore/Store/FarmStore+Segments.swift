@@ -141,7 +141,7 @@ extension FarmStore {
         WITH u AS (
             UPDATE segments SET state = 'done', lease_token = NULL, lease_expires_at = NULL, result_bytes = $3,
                 process_seconds = $4, frames_done = frames_total, finished_at = now(), updated_at = now(),
-                result_token = $5, stats = coalesce($6, stats)
+                result_token = $5, stats = coalesce($6, stats), result_offset = $7
             WHERE job_id = $1 AND idx = $2 AND state = 'leased' AND lease_token = $5
             RETURNING frames_total, leased_by
         ), w AS (
