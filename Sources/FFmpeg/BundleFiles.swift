@@ -15,20 +15,7 @@ extension MediaFile {
     /// Returns the file's size.
     @discardableResult
     public static func writeAtomically(bundle: PacketBundle, to path: String) throws -> Int {
-        let tmp = temporaryPath(for: path)
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw DubfarmError(.io, "\(fileName(path)): cannot create (\(String(cString: strerror(errno))))") }
-        var ok = false
-        defer { if !ok { unlink(tmp) } }
-        let total: Int
-        do {
-            defer { close(fd) }
-            total = try write(bundle, header: bundle.encodedHeader(), to: fd, at: nil, path: path)
-            try sync(fd, path: path, dataOnly: false)
-        }
-        try commit(tmp, to: path)
-        ok = true
-        return total
+        try writeAtomically(to: path) { fd in try write(bundle, header: bundle.encodedHeader(), to: fd, at: nil, path: path) }
     }
 
     /// Bytes ``PacketBundle/encoded()`` would produce for `bundle` whose header is `header`.
@@ -82,21 +69,12 @@ extension MediaFile {
         return total
     }
 
-    /// `fsync` (or `fdatasync`) of `fd`, with the errors a user can act on.
-    static func sync(_ fd: Int32, path: String, dataOnly: Bool) throws {
-        if (dataOnly ? Glibc.fdatasync(fd) : Glibc.fsync(fd)) != 0 {
-            let e = errno
-            if e == ENOSPC || e == EDQUOT { throw DubfarmError(.diskFull, "\(fileName(path)): the disk is full; free space and retry") }
-            throw DubfarmError(.io, "\(fileName(path)): fsync failed (\(String(cString: strerror(e))))")
-        }
-    }
-
     /// Packets per `writev` (two vectors each; IOV_MAX is 1024 on Linux).
     private static let chunk = 256
 
     /// Writes every byte of `iov` (retrying short writes), at `position` when given (advancing
     /// it); returns how many.
-    private static func writeFully(_ fd: Int32, _ iov: inout [iovec], at position: inout Int64?, _ path: String) throws -> Int {
+    static func writeFully(_ fd: Int32, _ iov: inout [iovec], at position: inout Int64?, _ path: String) throws -> Int {
         var total = 0
         var first = 0
         while first < iov.count {
@@ -105,9 +83,7 @@ extension MediaFile {
             }
             if n < 0 {
                 if errno == EINTR { continue }
-                let e = errno
-                if e == ENOSPC || e == EDQUOT { throw DubfarmError(.diskFull, "\(fileName(path)): the disk is full; free space and retry") }
-                throw DubfarmError(.io, "\(fileName(path)): write failed (\(String(cString: strerror(e))))")
+                throw writeError(errno, path, "write failed")
             }
             total += n
             position? += Int64(n)

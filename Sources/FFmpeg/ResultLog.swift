@@ -79,20 +79,11 @@ public final class ResultLog: Sendable {
         self.path = path
         var fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         if fd >= 0 {
-            let dir = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
-            let d = open(dir.isEmpty ? "/" : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-            if d >= 0 {
-                _ = Glibc.fsync(d)
-                close(d)
-            }
+            MediaFile.syncDirectory(MediaFile.directory(of: path))
         } else if errno == EEXIST {
             fd = open(path, O_RDWR | O_CLOEXEC)
         }
-        guard fd >= 0 else {
-            let e = errno
-            if e == ENOSPC || e == EDQUOT { throw DubfarmError(.diskFull, "\(fileName(path)): the disk is full; free space and retry") }
-            throw DubfarmError(.io, "\(fileName(path)): cannot open the result log (\(String(cString: strerror(e))))")
-        }
+        guard fd >= 0 else { throw MediaFile.writeError(errno, path, "cannot open the result log") }
         var st = stat()
         guard fstat(fd, &st) == 0 else {
             close(fd)

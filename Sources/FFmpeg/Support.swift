@@ -293,19 +293,23 @@ public enum MediaFile {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw DubfarmError(.io, "\(fileName(path)): cannot open to flush (\(String(cString: strerror(errno))))") }
         defer { close(fd) }
-        if Glibc.fsync(fd) != 0 {
-            let e = errno
-            if e == ENOSPC || e == EDQUOT { throw DubfarmError(.diskFull, "\(fileName(path)): the disk is full; free space and retry") }
-            throw DubfarmError(.io, "\(fileName(path)): fsync failed (\(String(cString: strerror(e))))")
-        }
+        try sync(fd, path: path, dataOnly: false)
     }
 
-    /// Renames `tmp` to `path` and flushes the directory so the rename survives a crash.
-    public static func commit(_ tmp: String, to path: String) throws {
-        if rename(tmp, path) != 0 {
-            throw DubfarmError(.io, "\(fileName(path)): cannot move the finished file into place (\(String(cString: strerror(errno))))")
-        }
-        let dir = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
+    /// `fsync` (or `fdatasync`) of `fd`, the file at `path`.
+    static func sync(_ fd: Int32, path: String, dataOnly: Bool) throws {
+        if (dataOnly ? Glibc.fdatasync(fd) : Glibc.fsync(fd)) != 0 { throw writeError(errno, path, "fsync failed") }
+    }
+
+    /// The error for a failed write, flush or creation of `path` (`e` is its errno):
+    /// `.diskFull` when the disk or the quota is full, else `.io` saying `what` failed and why.
+    static func writeError(_ e: Int32, _ path: String, _ what: String) -> DubfarmError {
+        if e == ENOSPC || e == EDQUOT { return DubfarmError(.diskFull, "\(fileName(path)): the disk is full; free space and retry") }
+        return DubfarmError(.io, "\(fileName(path)): \(what) (\(String(cString: strerror(e))))")
+    }
+
+    /// Flushes the directory `dir` (a rename or a new name in it survives a crash); best effort.
+    public static func syncDirectory(_ dir: String) {
         let fd = open(dir.isEmpty ? "/" : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if fd >= 0 {
             _ = Glibc.fsync(fd)
@@ -313,36 +317,47 @@ public enum MediaFile {
         }
     }
 
+    /// The directory part of `path` (`.` when it has none).
+    static func directory(of path: String) -> String {
+        path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
+    }
+
+    /// Renames `tmp` to `path` and flushes the directory so the rename survives a crash.
+    public static func commit(_ tmp: String, to path: String) throws {
+        if rename(tmp, path) != 0 {
+            throw DubfarmError(.io, "\(fileName(path)): cannot move the finished file into place (\(String(cString: strerror(errno))))")
+        }
+        syncDirectory(directory(of: path))
+    }
+
     /// Writes `bytes` to a temporary file next to `path`, fsyncs it and renames it into place.
     public static func writeAtomically(_ bytes: [UInt8], to path: String) throws {
+        _ = try writeAtomically(to: path) { fd in
+            try bytes.withUnsafeBytes { raw in
+                var iov = [iovec(iov_base: UnsafeMutableRawPointer(mutating: raw.baseAddress), iov_len: raw.count)]
+                var position: Int64? = nil
+                return try writeFully(fd, &iov, at: &position, path)
+            }
+        }
+    }
+
+    /// Creates a temporary file next to `path`, lets `write` fill it, fsyncs it and renames it
+    /// into place; on any error the temporary file is removed. Returns what `write` returned.
+    static func writeAtomically(to path: String, _ write: (_ fd: Int32) throws -> Int) throws -> Int {
         let tmp = temporaryPath(for: path)
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw DubfarmError(.io, "\(fileName(path)): cannot create (\(String(cString: strerror(errno))))") }
         var ok = false
         defer { if !ok { unlink(tmp) } }
+        let total: Int
         do {
             defer { close(fd) }
-            var off = 0
-            try bytes.withUnsafeBytes { raw in
-                while off < raw.count {
-                    let n = Glibc.write(fd, raw.baseAddress! + off, raw.count - off)
-                    if n < 0 {
-                        if errno == EINTR { continue }
-                        let e = errno
-                        if e == ENOSPC || e == EDQUOT { throw DubfarmError(.diskFull, "\(fileName(path)): the disk is full; free space and retry") }
-                        throw DubfarmError(.io, "\(fileName(path)): write failed (\(String(cString: strerror(e))))")
-                    }
-                    off += n
-                }
-            }
-            if Glibc.fsync(fd) != 0 {
-                let e = errno
-                if e == ENOSPC || e == EDQUOT { throw DubfarmError(.diskFull, "\(fileName(path)): the disk is full; free space and retry") }
-                throw DubfarmError(.io, "\(fileName(path)): fsync failed (\(String(cString: strerror(e))))")
-            }
+            total = try write(fd)
+            try sync(fd, path: path, dataOnly: false)
         }
         try commit(tmp, to: path)
         ok = true
+        return total
     }
 
     /// Reads a whole file.

@@ -90,13 +90,7 @@ public struct MediaStore: Sendable {
     }
 
     /// Makes a rename in `dir` durable.
-    public static func syncDirectory(_ dir: URL) {
-        let fd = open(dir.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if fd >= 0 {
-            fsync(fd)
-            close(fd)
-        }
-    }
+    public static func syncDirectory(_ dir: URL) { MediaFile.syncDirectory(dir.path) }
 
     public static func read(_ url: URL) throws -> [UInt8] {
         try MediaFile.read(path: url.path)
