@@ -100,11 +100,12 @@ extension FarmStore {
     /// `allDone`. One round trip (`BEGIN`, job lock, fenced write, `COMMIT`, pipelined); a
     /// rejected result takes a second one, to read why.
     /// `stats`, when given, is recorded with the result, and the completing `token` is kept as
-    /// the segment's result token (the coordinator names the result file by it).
+    /// the segment's result token (the stitch checks the result's record against it).
     public func completeSegment(_ ref: SegmentRef, token: LeaseToken, resultBytes: Int64, processSeconds: Double,
                                 stats: SegmentStats? = nil)
         throws -> Result<CompletionOutcome, SegmentStateMachine.Rejection> {
-        try complete(ref, token: token, resultBytes: resultBytes, processSeconds: processSeconds, stats: stats, next: nil).0
+        try completeSegments([CompletionRequest(ref: ref, token: token, resultBytes: resultBytes, processSeconds: processSeconds,
+                                                stats: stats)], leaseSeconds: 0)[0].completion
     }
 
     /// Accepts the result of lease `token` (as ``completeSegment(_:token:resultBytes:processSeconds:)``)
@@ -115,17 +116,10 @@ extension FarmStore {
                                 stats: SegmentStats? = nil, thenClaimFor worker: String, nextToken: LeaseToken = .random(),
                                 leaseSeconds: Double, stage: String? = nil, model: String? = nil)
         throws -> (completion: Result<CompletionOutcome, SegmentStateMachine.Rejection>, next: ClaimedSegment?) {
-        try complete(ref, token: token, resultBytes: resultBytes, processSeconds: processSeconds, stats: stats,
-                     next: NextClaim(worker: worker, token: nextToken, leaseSeconds: leaseSeconds, stage: stage, model: model))
-    }
-
-    /// The claim chained to a completion.
-    struct NextClaim {
-        var worker: String
-        var token: LeaseToken
-        var leaseSeconds: Double
-        var stage: String?
-        var model: String?
+        // A batch of one (FarmStore+CompleteBatch.swift): the same statements in the same order.
+        let claim = ClaimRequest(worker: worker, token: nextToken, stage: stage, model: model)
+        return try completeSegments([CompletionRequest(ref: ref, token: token, resultBytes: resultBytes, processSeconds: processSeconds,
+                                                       stats: stats, thenClaim: claim)], leaseSeconds: leaseSeconds)[0]
     }
 
     /// The completion, in one pipelined round trip: `BEGIN`, lock the job's row (completions
@@ -155,17 +149,6 @@ extension FarmStore {
         SELECT (SELECT count(*) FROM u) AS accepted,
                NOT EXISTS (SELECT 1 FROM segments WHERE job_id = $1 AND state <> 'done' AND idx <> $2) AS all_done
         """
-
-    private func complete(_ ref: SegmentRef, token: LeaseToken, resultBytes: Int64, processSeconds: Double,
-                          stats: SegmentStats?, next: NextClaim?)
-        throws -> (Result<CompletionOutcome, SegmentStateMachine.Rejection>, ClaimedSegment?) {
-        // A batch of one (FarmStore+CompleteBatch.swift): the same statements in the same order.
-        let request = CompletionRequest(ref: ref, token: token, resultBytes: resultBytes, processSeconds: processSeconds,
-                                        stats: stats, thenClaim: next.map { ClaimRequest(worker: $0.worker, token: $0.token,
-                                                                                         stage: $0.stage, model: $0.model) })
-        let reply = try completeSegments([request], leaseSeconds: next?.leaseSeconds ?? 0)[0]
-        return (reply.completion, reply.next)
-    }
 
     /// Records a failed attempt of lease `token`. The segment goes back to `pending` after a
     /// backoff (``DubfarmCore/RetryPolicy``), or, its attempts spent, becomes `dead` and its job

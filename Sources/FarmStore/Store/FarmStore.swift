@@ -152,20 +152,12 @@ public actor FarmStore {
 
     private func transactionOnce<T>(_ body: (PostgresConnection) throws -> T, committing: inout Bool) throws -> T {
         let c = try db()
-        guard asyncSegmentCommits else {
+        if asyncSegmentCommits {
+            // The session commits segment traffic asynchronously; this transaction waits for its WAL flush.
+            try c.pipeline([PostgresStatement("BEGIN"), PostgresStatement("SET LOCAL synchronous_commit = on")])
+        } else {
             try c.query("BEGIN", prepare: true)
-            do {
-                let value = try body(c)
-                committing = true
-                try c.query("COMMIT", prepare: true)
-                return value
-            } catch {
-                if c.isConnected && c.inTransaction { _ = try? c.query("ROLLBACK") }
-                throw error
-            }
         }
-        guard asyncSegmentCommits else { return try c.transaction { try body(c) } }
-        try c.pipeline([PostgresStatement("BEGIN"), PostgresStatement("SET LOCAL synchronous_commit = on")])
         do {
             let value = try body(c)
             committing = true
