@@ -115,8 +115,12 @@ extension Integration {
                                                     layout: .yuv420p, processor: PassthroughProcessor(), threads: 1)
             try fake.send(WorkMessage.result(stale.ref, output: output, stats: SegmentStats(frames: output.packets.count)).encode(), wait: true)
             try farm.waitFor("the coordinator to log the rejection", timeout: 10) {
-                farm.tail("coordinator", lines: 200).contains("stale lease token")
+                let tail = farm.tail("coordinator", lines: 200)
+                return tail.contains("stale lease token") || tail.contains("rejected a result for job \(job), which is done")
             }
+            // The stitched job's results are gone, and the late one did not bring them back.
+            let segmentsDir = farm.store.root.appendingPathComponent("jobs/\(job)/segments")
+            #expect(!FileManager.default.fileExists(atPath: segmentsDir.path), "\(segmentsDir.path) was recreated")
             let store = farm.db.store()
             try await store.connect()
             let seg = try #require(try await store.segment(SegmentRef(job: JobID(job), index: 0)))

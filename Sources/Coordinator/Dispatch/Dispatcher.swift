@@ -265,6 +265,13 @@ actor Dispatcher {
         // are never overwritten, and only the one the database accepts is ever read. The write
         // lands in the page cache; the group commit flushes the log before the database may
         // reference the record.
+        if resultLogs[ref.segment.job] == nil, let job = try? await store.job(ref.segment.job), job.state != .running {
+            // A late result for a job that no longer takes any (stitched, failed, cancelled):
+            // stale by definition, and writing it would bring back the job's results directory.
+            log.warning("rejected a result for job \(ref.segment.job), which is \(job.state)", metadata: ["token": .stringConvertible(ref.token)])
+            await finishTask(id, ref, frames: 0)
+            return
+        }
         let record: ResultRecord
         let resultLog: ResultLog
         do {
