@@ -17,6 +17,15 @@ public final class ComputeContext: @unchecked Sendable {
     public let workspace: Workspace
     /// Floating-point operations issued so far (multiply and add counted separately).
     public var flops: Double = 0
+    /// The vector kernels this context's operations run (``KernelSet/active`` unless set).
+    public var kernels: KernelSet = .active
+    /// Per-operation timing, when set (``LayerProfile``; nil in production).
+    public var profile: LayerProfile?
+    /// Whether models fuse a GroupNorm (+ SiLU) into the convolution that reads it
+    /// (``Conv2D/callAsFunction(_:input:upsample2x:residual:_:)``) instead of writing the
+    /// normalised map. On by default; `DUBFARM_FUSE_NORM=0` turns it off (for comparisons).
+    public var fuseNormalization: Bool = ComputeContext.fuseNormalizationDefault
+    static let fuseNormalizationDefault = ProcessInfo.processInfo.environment["DUBFARM_FUSE_NORM"] != "0"
 
     /// A context using `threads` threads (at least 1).
     public init(threads: Int = 1, workspace: Workspace = Workspace()) {
