@@ -1,5 +1,4 @@
 import BLAS
-import Foundation
 
 /// A 2-D convolution over a `[C, H, W]` feature map (batch 1), PyTorch `Conv2d` semantics:
 /// weight `[out, in, kh, kw]`, optional bias `[out]`, symmetric zero padding, square stride.
@@ -8,8 +7,7 @@ import Foundation
 /// - 1×1, stride 1, no padding: one sgemm `W[out, in] · X[in, H·W]` straight on the input.
 /// - 3×3, stride 1, output of at least ``Winograd/minTiles`` 4×4 tiles: Winograd F(4×4, 3×3)
 ///   (36 sgemms on transformed tiles, filters transformed once at construction).
-/// - anything else: im2col + sgemm by blocks of output rows (each block's columns sized for L2,
-///   built and multiplied by one thread; blocks claimed by the threads on demand).
+/// - anything else: im2col into the workspace, then one sgemm.
 public struct Conv2D: @unchecked Sendable {
     /// How the convolution is computed.
     public enum Algorithm: Sendable { case auto, im2col, winograd }
@@ -124,98 +122,45 @@ public struct Conv2D: @unchecked Sendable {
         let normalized = input.map { $0.apply(x, ctx) } ?? x
         let source = upsample2x ? Shape.upsampleNearest2x(normalized, ctx) : normalized
         let n = o.h * o.w
-        let od = out.data, bd = bias.map { UnsafePointer($0.data) }, rd = residual.map { UnsafePointer($0.data) }
-        let beta: Float = bd != nil || rd != nil ? 1 : 0
-        let kdim = inChannels * kernelH * kernelW
-        if kernelH == 1 && kernelW == 1 && stride == 1 && padding == 0 {
-            if beta != 0 {
-                ctx.parallelFor(outChannels, minChunk: max(1, 16_384 / max(1, n))) { c in
-                    Self.startOutput(od, bias: bd, residual: rd, channel: c, n: n, from: 0, count: n)
+        let beta: Float
+        let od = out.data, bd = bias?.data, rd = residual?.data
+        if bd != nil || rd != nil {
+            // C starts as bias (+ residual); the product is accumulated onto it
+            ctx.parallelFor(outChannels, minChunk: max(1, 16_384 / max(1, n))) { c in
+                let dst = od + c * n
+                if let r = rd { dst.update(from: r + c * n, count: n) } else { dst.initialize(repeating: 0, count: n) }
+                if let b = bd {
+                    let bv = b[c]
+                    for i in 0..<n { dst[i] += bv }
                 }
             }
+            beta = 1
+        } else {
+            beta = 0
+        }
+        let kdim = inChannels * kernelH * kernelW
+        if kernelH == 1 && kernelW == 1 && stride == 1 && padding == 0 {
             ctx.gemm(m: outChannels, n: n, k: kdim, a: weight.data, lda: kdim,
                        b: source.data, ldb: n, beta: beta, c: od, ldc: n)
             return out
         }
-        // im2col by blocks of output rows: each block's columns are built into a buffer that
-        // stays in L2 and multiplied at once by the same thread, blocks claimed on demand (one
-        // hand-off per convolution instead of one for im2col and one for the product)
-        let rowFloats = kdim * o.w
-        var rowsPerBlock = max(1, min(o.h, max(1, Self.im2colBlockBytes) / 4 / max(1, rowFloats)))
-        var blocks = (o.h + rowsPerBlock - 1) / rowsPerBlock
-        if ctx.threads > 1 && blocks < 2 * ctx.threads && o.h >= 2 * ctx.threads {
-            rowsPerBlock = (o.h + 2 * ctx.threads - 1) / (2 * ctx.threads)
-            blocks = (o.h + rowsPerBlock - 1) / rowsPerBlock
-        }
-        let workers = min(ctx.threads, blocks)
-        if (workers == 1 && ctx.threads > 1) || Self.im2colBlockBytes == 0 {
-            // too few rows to share out (or blocks turned off): one im2col, the product split
-            // over the threads
-            if beta != 0 {
-                ctx.parallelFor(outChannels, minChunk: max(1, 16_384 / max(1, n))) { c in
-                    Self.startOutput(od, bias: bd, residual: rd, channel: c, n: n, from: 0, count: n)
-                }
-            }
-            let cols = ctx.workspace.allocate(kdim * n)
-            ctx.parallelFor(kdim, minChunk: 8) { row in
-                im2col(source.data, h: h, w: w, ow: o.w, rows: 0..<o.h, kernelRow: row, into: cols + row * n)
-            }
-            ctx.gemm(m: outChannels, n: n, k: kdim, a: weight.data, lda: kdim, b: cols, ldb: n, beta: beta, c: od, ldc: n)
-            return out
-        }
-        let per = (kdim * rowsPerBlock * o.w + 15) & ~15
-        let buffers = ctx.workspace.allocate(workers * per)
-        let counter = WorkCounter()
-        let xd = source.data, wd = weight.data, cout = outChannels, ow = o.w, oh = o.h
-        ctx.onWorkers(workers) { wk in
-            let cols = buffers + wk * per
-            while true {
-                let blk = counter.next()
-                if blk >= blocks { break }
-                let y0 = blk * rowsPerBlock, y1 = min(oh, y0 + rowsPerBlock), nb = (y1 - y0) * ow
-                if beta != 0 {
-                    for c in 0..<cout { Self.startOutput(od, bias: bd, residual: rd, channel: c, n: n, from: y0 * ow, count: nb) }
-                }
-                for row in 0..<kdim {
-                    im2col(xd, h: h, w: w, ow: ow, rows: y0..<y1, kernelRow: row, into: cols + row * nb)
-                }
-                BLAS.sgemm(m: cout, n: nb, k: kdim, a: wd, lda: kdim, b: cols, ldb: nb, beta: beta, c: od + y0 * ow, ldc: n)
-            }
-        }
+        let cols = ctx.workspace.allocate(kdim * n)
+        im2col(source.data, c: inChannels, h: h, w: w, oh: o.h, ow: o.w, cols: cols, ctx)
+        ctx.gemm(m: outChannels, n: n, k: kdim, a: weight.data, lda: kdim,
+                   b: cols, ldb: n, beta: beta, c: od, ldc: n)
         return out
     }
 
-    /// Bytes of im2col columns per block of output rows; `DUBFARM_IM2COL_KB` overrides (for
-    /// tuning; 0: no blocks, one im2col of the whole map and a split product).
-    static let im2colBlockBytes: Int = {
-        if let v = ProcessInfo.processInfo.environment["DUBFARM_IM2COL_KB"], let kb = Int(v), kb >= 0 { return kb * 1024 }
-        return 512 * 1024
-    }()
-
-    /// Output channel `channel`, elements `from ..< from + count` of its `n`, set to the bias
-    /// (+ the residual): the product is then accumulated onto it.
-    @inline(__always)
-    private static func startOutput(_ od: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
-                                    channel c: Int, n: Int, from: Int, count: Int) {
-        let dst = od + c * n + from
-        if let r = residual { dst.update(from: r + c * n + from, count: count) } else { dst.initialize(repeating: 0, count: count) }
-        if let b = bias {
-            let bv = b[c]
-            for i in 0..<count { dst[i] += bv }
-        }
-    }
-
-    /// Row `kernelRow` (input channel, ky, kx) of the im2col matrix, output rows `rows`, into
-    /// `dst` (`rows.count × ow` floats).
-    private func im2col(_ x: UnsafeMutablePointer<Float>, h: Int, w: Int, ow: Int, rows: Range<Int>, kernelRow row: Int,
-                        into dst: UnsafeMutablePointer<Float>) {
+    private func im2col(_ x: UnsafeMutablePointer<Float>, c: Int, h: Int, w: Int, oh: Int, ow: Int,
+                        cols: UnsafeMutablePointer<Float>, _ ctx: ComputeContext) {
         let kh = kernelH, kw = kernelW, s = stride, p = padding
-        do {
+        ctx.parallelFor(c * kh * kw, minChunk: 8) { row in
             let ci = row / (kh * kw), r = row % (kh * kw), ky = r / kw, kx = r % kw
             let plane = x + ci * h * w
-            for oy in rows {
+            let dst = cols + row * oh * ow
+            for oy in 0..<oh {
                 let iy = oy * s - p + ky
-                let d = dst + (oy - rows.lowerBound) * ow
+                let d = dst + oy * ow
                 if iy < 0 || iy >= h {
                     d.initialize(repeating: 0, count: ow)
                     continue
