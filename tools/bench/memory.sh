@@ -61,7 +61,8 @@ for input in "$MEDIA/speaker-long.mp4" "$long"; do
   read -r hwm rss < <(awk '/^VmHWM/{h=$2} /^VmRSS/{r=$2} END{print h, r}' "/proc/$WPID/status")
   read -r frames segs < <($BIN status "$job" --json | python3 -c 'import json,sys; j=json.load(sys.stdin)["job"]; print(j["frames"], j["segments"]["total"])')
   secs=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$input")
-  printf "%-26s %8.1f %8d %10d %14.1f %12.1f\n" "$(basename "$input")" "$secs" "$frames" "$segs" "$(echo "$hwm / 1024" | bc -l)" "$(echo "$rss / 1024" | bc -l)"
+  printf "%-26s %8.1f %8d %10d %14.1f %12.1f\n" "$(basename "$input")" "$secs" "$frames" "$segs" \
+    "$(awk -v k="$hwm" 'BEGIN{print k / 1024}')" "$(awk -v k="$rss" 'BEGIN{print k / 1024}')"
   kill "$WPID" 2>/dev/null || true
   wait "$WPID" 2>/dev/null || true
   WPID=""
