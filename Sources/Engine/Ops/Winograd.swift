@@ -43,7 +43,11 @@ enum Winograd {
     }
 
     /// Smallest output (in 4×4 tiles) computed with Winograd; smaller maps use im2col.
-    static let minTiles = 36
+    /// `DUBFARM_WINOGRAD_MIN_TILES` overrides (for tuning).
+    static let minTiles: Int = {
+        if let v = ProcessInfo.processInfo.environment["DUBFARM_WINOGRAD_MIN_TILES"], let n = Int(v), n > 0 { return n }
+        return 36
+    }()
 
     /// Scratch budget per block (transformed input + products); `DUBFARM_WINOGRAD_KB` overrides.
     static let blockBytes: Int = {
