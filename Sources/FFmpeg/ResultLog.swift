@@ -98,6 +98,16 @@ public final class ResultLog: Sendable {
     /// Appends `bundle` as segment `segment`'s result under lease `token` and makes it durable
     /// (`fdatasync`); returns where it lies. A failed append leaves at most an unreferenced gap.
     public func append(_ bundle: PacketBundle, segment: Int, token: LeaseToken) throws -> ResultRecord {
+        let record = try write(bundle, segment: segment, token: token)
+        try sync()
+        return record
+    }
+
+    /// Writes `bundle` as segment `segment`'s result under lease `token` without waiting for the
+    /// disk; returns where it lies. The record must not be referenced (committed to the database)
+    /// before a ``sync()`` that started after this returned: one `fdatasync` then covers every
+    /// record written before it, so a group of results costs one flush, not one each.
+    public func write(_ bundle: PacketBundle, segment: Int, token: LeaseToken) throws -> ResultRecord {
         let header = bundle.encodedHeader()
         let length = Int64(ResultRecord.headerSize + MediaFile.encodedSize(bundle, header: header))
         let offset = end.withLock { end in
@@ -109,7 +119,11 @@ public final class ResultLog: Sendable {
         guard written == length else {
             throw DubfarmError(.io, "\(fileName(path)): wrote \(written) of \(length) bytes of segment \(segment)'s result")
         }
-        try MediaFile.sync(fd, path: path, dataOnly: true)
         return record
+    }
+
+    /// Makes every record written so far durable (`fdatasync`).
+    public func sync() throws {
+        try MediaFile.sync(fd, path: path, dataOnly: true)
     }
 }

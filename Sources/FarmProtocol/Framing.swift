@@ -3,15 +3,15 @@ import Foundation
 
 /// Protocol names and versions: the first frame of every message.
 public enum ProtocolName {
-    /// Coordinator ↔ worker.
-    public static let work = "DUBFARM-WORK/1"
+    /// Coordinator ↔ worker (version 2: binary headers).
+    public static let work = "DUBFARM-WORK/2"
     /// CLI ↔ coordinator.
     public static let control = "DUBFARM-CTL/1"
 }
 
 /// Limits the decoder enforces before it allocates anything large.
 public struct ProtocolLimits: Sendable, Hashable {
-    /// Largest JSON header accepted.
+    /// Largest header accepted.
     public var maxHeaderBytes: Int = 1 << 20
     /// Largest binary payload frame accepted (libzmq also refuses bigger messages on the socket).
     public var maxPayloadBytes: Int = 1 << 30

@@ -99,7 +99,8 @@ public struct FailureReport: Codable, Sendable, Hashable {
 
 /// A message between the coordinator's work endpoint and a worker.
 ///
-/// On the wire: `[DUBFARM-WORK/1, COMMAND, JSON header, binary payload frames…]`.
+/// On the wire: `[DUBFARM-WORK/2, COMMAND, header, payload frames…]`, the header in binary
+/// (see `WorkHeaders.swift`; version 1 had JSON headers).
 /// Any message counts as a heartbeat.
 public enum WorkMessage: Sendable, Hashable {
     case ready(WorkerHello)
@@ -126,55 +127,56 @@ public enum WorkMessage: Sendable, Hashable {
 
     // MARK: Encoding
 
-    struct TaskHeader: Codable {
-        var ref: TaskRef
-        var stage: String
-        var outputStart: Int, outputEnd: Int
-        var decodedStart: Int, decodedEnd: Int
-        var framePTS: [Int64]
-        var frameRate: Rational
-        var encoder: EncoderSettings
-        var audioStart: Int64
-        var hasFace: Bool
-        var model: String?
-    }
-    struct ProgressHeader: Codable { var ref: TaskRef; var framesDone: Int; var framesTotal: Int }
-    struct ResultHeader: Codable { var ref: TaskRef; var stats: SegmentStats }
-    struct FailedHeader: Codable { var ref: TaskRef; var failure: FailureReport }
-    struct RefHeader: Codable { var ref: TaskRef }
-    struct DisconnectHeader: Codable { var reason: String }
-    struct Empty: Codable {}
-
     /// The message as ZeroMQ frames.
     public func encode() -> [[UInt8]] {
         var frames: [[UInt8]] = [Array(ProtocolName.work.utf8), Array(command.utf8)]
+        var h = ByteWriter(capacity: 128)
         switch self {
         case .ready(let hello):
-            frames.append(Wire.header(hello))
+            hello.write(&h)
+            frames.append(h.bytes)
         case .task(let t):
-            frames.append(Wire.header(TaskHeader(
-                ref: t.ref, stage: t.stage, outputStart: t.outputFrames.lowerBound, outputEnd: t.outputFrames.upperBound,
-                decodedStart: t.decodedFrames.lowerBound, decodedEnd: t.decodedFrames.upperBound, framePTS: t.framePTS,
-                frameRate: t.frameRate, encoder: t.encoder, audioStart: t.audio.startSample, hasFace: t.sourceFace != nil,
-                model: t.model)))
+            t.ref.write(&h)
+            h.string(t.stage)
+            h.int(t.outputFrames.lowerBound)
+            h.int(t.outputFrames.upperBound)
+            h.int(t.decodedFrames.lowerBound)
+            h.int(t.decodedFrames.upperBound)
+            h.u32(UInt32(t.framePTS.count))
+            for pts in t.framePTS { h.i64(pts) }
+            t.frameRate.write(&h)
+            t.encoder.write(&h)
+            h.i64(t.audio.startSample)
+            h.bool(t.sourceFace != nil)
+            h.optionalString(t.model)
+            frames.append(h.bytes)
             frames.append(t.input.encoded())
             var w = ByteWriter(capacity: t.audio.samples.count * 4 + 8)
             w.floats(t.audio.samples)
             frames.append(w.bytes)
             frames.append(t.sourceFace ?? [])
         case .progress(let ref, let done, let total):
-            frames.append(Wire.header(ProgressHeader(ref: ref, framesDone: done, framesTotal: total)))
+            ref.write(&h)
+            h.int(done)
+            h.int(total)
+            frames.append(h.bytes)
         case .result(let ref, let output, let stats):
-            frames.append(Wire.header(ResultHeader(ref: ref, stats: stats)))
+            ref.write(&h)
+            stats.write(&h)
+            frames.append(h.bytes)
             frames.append(output.encoded())
         case .failed(let ref, let failure):
-            frames.append(Wire.header(FailedHeader(ref: ref, failure: failure)))
+            ref.write(&h)
+            failure.write(&h)
+            frames.append(h.bytes)
         case .cancel(let ref):
-            frames.append(Wire.header(RefHeader(ref: ref)))
+            ref.write(&h)
+            frames.append(h.bytes)
         case .heartbeat:
-            frames.append(Wire.header(Empty()))
+            frames.append([])
         case .disconnect(let reason):
-            frames.append(Wire.header(DisconnectHeader(reason: reason)))
+            h.string(reason)
+            frames.append(h.bytes)
         }
         return frames
     }
@@ -198,15 +200,34 @@ public enum WorkMessage: Sendable, Hashable {
         func expectFrames(_ n: Int) throws {
             guard f.count == n else { throw DubfarmError(.protocolViolation, "\(command): \(f.count) frames, expected \(n)") }
         }
-        func header<T: Decodable>(_ t: T.Type) throws -> T { try Wire.decodeHeader(t, f[2], command: command, limits: limits) }
+        /// Reads the whole header frame with `read`; anything left over is an error.
+        func header<T>(_ read: (inout ByteReader) throws -> T) throws -> T {
+            guard f[2].count <= limits.maxHeaderBytes else {
+                throw DubfarmError(.protocolViolation, "\(command): header of \(f[2].count) bytes exceeds \(limits.maxHeaderBytes)")
+            }
+            var r = ByteReader(f[2])
+            do {
+                let value = try read(&r)
+                try r.expectEnd()
+                return value
+            } catch let e as DubfarmError {
+                throw DubfarmError(.protocolViolation, "\(command): \(e.message)")
+            }
+        }
 
         switch command {
         case "READY":
             try expectFrames(3)
-            return .ready(try header(WorkerHello.self))
+            return .ready(try header(WorkerHello.read))
         case "TASK":
             try expectFrames(6)
-            let h = try header(TaskHeader.self)
+            let h = try header { r in
+                (ref: try TaskRef.read(&r), stage: try r.string(max: maxNameBytes),
+                 outputStart: try r.int(), outputEnd: try r.int(), decodedStart: try r.int(), decodedEnd: try r.int(),
+                 framePTS: try (0..<(try r.count("frame", elementBytes: 8, max: 1 << 24))).map { _ in try r.i64() },
+                 frameRate: try Rational.read(&r), encoder: try EncoderSettings.read(&r), audioStart: try r.i64(),
+                 hasFace: try r.bool(), model: try r.optionalString(max: maxNameBytes))
+            }
             guard h.outputStart >= 0, h.outputStart < h.outputEnd, h.decodedStart <= h.outputStart,
                   h.decodedEnd >= h.outputEnd, h.framePTS.count == h.decodedEnd - h.decodedStart,
                   h.frameRate.num > 0, h.frameRate.den > 0 else {
@@ -223,25 +244,26 @@ public enum WorkMessage: Sendable, Hashable {
                 audio: AudioWindow(startSample: h.audioStart, samples: samples), sourceFace: h.hasFace ? f[5] : nil, model: h.model))
         case "PROGRESS":
             try expectFrames(3)
-            let h = try header(ProgressHeader.self)
-            return .progress(h.ref, framesDone: h.framesDone, framesTotal: h.framesTotal)
+            let h = try header { r in (ref: try TaskRef.read(&r), done: try r.int(), total: try r.int()) }
+            return .progress(h.ref, framesDone: h.done, framesTotal: h.total)
         case "RESULT":
             try expectFrames(4)
-            let h = try header(ResultHeader.self)
+            let h = try header { r in (ref: try TaskRef.read(&r), stats: try SegmentStats.read(&r)) }
             return .result(h.ref, output: try PacketBundle(decoding: f[3]), stats: h.stats)
         case "FAILED":
             try expectFrames(3)
-            let h = try header(FailedHeader.self)
+            let h = try header { r in (ref: try TaskRef.read(&r), failure: try FailureReport.read(&r)) }
             return .failed(h.ref, h.failure)
         case "CANCEL":
             try expectFrames(3)
-            return .cancel(try header(RefHeader.self).ref)
+            return .cancel(try header(TaskRef.read))
         case "HEARTBEAT":
             try expectFrames(3)
+            try header { _ in () }
             return .heartbeat
         case "DISCONNECT":
             try expectFrames(3)
-            return .disconnect(reason: try header(DisconnectHeader.self).reason)
+            return .disconnect(reason: try header { r in try r.string(max: maxTextBytes) })
         default:
             throw DubfarmError(.protocolViolation, "unknown command '\(command)'")
         }

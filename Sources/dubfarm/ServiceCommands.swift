@@ -116,7 +116,7 @@ struct WorkerCommand: AsyncParsableCommand {
         case "sleep-copy": stageImpl = SleepCopyStage(seconds: sleepSeconds)
         case "fail": stageImpl = FailingStage()
         case "dub": stageImpl = try DubStage(engine: makeDubEngine(modelDirectory: model, logger: logger))
-        default: throw ValidationError("unknown stage '\(stage)': dub, passthrough, sleep, sleep-copy or fail")
+        default: throw ValidationError("unknown stage '\(stage)' (\(StageCatalog.namesInWords))")
         }
         // Fault tests only: a broken worker that still advertises --stage (and so gets its segments).
         if testFailEverySegment { stageImpl = FailingStage(advertising: stage) }

@@ -1,117 +1,53 @@
 import DubfarmCore
-import Foundation
-import Synchronization
 import Testing
 
 @Suite("Group commit")
 struct GroupCommitTests {
-    /// A gate the commit closure waits on, opened by the test.
-    final class Gate: Sendable {
-        private let opened = Mutex<(Bool, [CheckedContinuation<Void, Never>])>((false, []))
-        func wait() async {
-            await withCheckedContinuation { c in
-                let go = opened.withLock { s in
-                    if s.0 { return true }
-                    s.1.append(c)
-                    return false
-                }
-                if go { c.resume() }
-            }
+    @Test("the first request starts a drain; requests that arrive while it commits go together in the next batch")
+    func batchesFormUnderLoad() {
+        var q = GroupCommitQueue<Int, String>()
+        let started = q.submit(0, "a")
+        #expect(started)
+        let first = q.nextBatch()
+        #expect(first?.map(\.request) == [0])
+        #expect(first?.map(\.waiter) == ["a"])
+        // The first batch is being committed: these wait, and no second drain is started.
+        for i in 1...4 {
+            let startedAnother = q.submit(i, "w\(i)")
+            #expect(!startedAnother)
         }
-        func open() {
-            for c in opened.withLock({ s in s.0 = true; defer { s.1 = [] }; return s.1 }) { c.resume() }
-        }
+        #expect(q.waiting == 4)
+        let second = q.nextBatch()
+        #expect(second?.map(\.request) == [1, 2, 3, 4])
+        #expect(second?.map(\.waiter) == ["w1", "w2", "w3", "w4"])
+        let none = q.nextBatch()
+        #expect(none == nil)
+        #expect(!q.committing)
+        #expect(q.batches == 2 && q.requests == 5)
     }
 
-    @Test("requests that arrive while a commit is in flight go together in the next batch; each caller gets its own reply")
-    func batchesFormUnderLoad() async throws {
-        let gate = Gate()
-        let seen = Mutex<[[Int]]>([])
-        let gc = GroupCommit<Int, Int> { batch in
-            seen.withLock { $0.append(batch) }
-            if batch == [0] { await gate.wait() }
-            return batch.map { $0 * 10 }
-        }
-        async let first = gc.submit(0)
-        // The first commit is in flight (it waits on the gate); four more queue behind it.
-        while seen.withLock({ $0.isEmpty }) { await Task.yield() }
-        let rest = (1...4).map { i in Task { try await gc.submit(i) } }
-        while await gc.waiting < 4 { await Task.yield() }
-        gate.open()
-        #expect(try await first == 0)
-        for (i, t) in rest.enumerated() { #expect(try await t.value == (i + 1) * 10) }
-        let batches = seen.withLock { $0 }
-        #expect(batches.count == 2)
-        #expect(batches[0] == [0])
-        #expect(batches[1].sorted() == [1, 2, 3, 4])
-        #expect(await gc.batches == 2)
-        #expect(await gc.requests == 5)
+    @Test("batches are at most maxBatch long, oldest first")
+    func maxBatch() {
+        var q = GroupCommitQueue<Int, Int>(maxBatch: 2)
+        _ = q.submit(0, 0)
+        for i in 1..<5 { _ = q.submit(i, i) }
+        var seen: [[Int]] = []
+        while let b = q.nextBatch() { seen.append(b.map(\.request)) }
+        #expect(seen == [[0, 1], [2, 3], [4]])
+        #expect(GroupCommitQueue<Int, Int>(maxBatch: 0).maxBatch == 1)
     }
 
-    @Test("a failed commit fails every request of its batch, and only those")
-    func failurePerBatch() async throws {
-        struct Boom: Error {}
-        let gate = Gate()
-        let gc = GroupCommit<Int, Int>(maxBatch: 2) { batch in
-            if batch == [0] { await gate.wait() }
-            if batch.contains(2) { throw Boom() }
-            return batch
+    @Test("light load: every request is a batch of one and starts its own drain")
+    func lightLoad() {
+        var q = GroupCommitQueue<String, Int>()
+        for (i, word) in ["a", "bb", "ccc"].enumerated() {
+            let started = q.submit(word, i)
+            let batch = q.nextBatch()?.map(\.request)
+            let after = q.nextBatch()
+            #expect(started)
+            #expect(batch == [word])
+            #expect(after == nil)
         }
-        async let first = gc.submit(0)
-        while await gc.batches == 0 { await Task.yield() }
-        // Queued as [1, 2] then [3] (at most two per batch): the batch with 2 fails.
-        let t1 = Task { try await gc.submit(1) }
-        while await gc.waiting < 1 { await Task.yield() }
-        let t2 = Task { try await gc.submit(2) }
-        while await gc.waiting < 2 { await Task.yield() }
-        let t3 = Task { try await gc.submit(3) }
-        while await gc.waiting < 3 { await Task.yield() }
-        gate.open()
-        #expect(try await first == 0)
-        await #expect(throws: Boom.self) { try await t1.value }
-        await #expect(throws: Boom.self) { try await t2.value }
-        #expect(try await t3.value == 3)
-        #expect(await gc.batches == 3)
-    }
-
-    @Test("with nothing in flight a request is committed at once, alone")
-    func aloneWhenIdle() async throws {
-        let gc = GroupCommit<String, Int> { batch in batch.map(\.count) }
-        for word in ["a", "bb", "ccc"] { #expect(try await gc.submit(word) == word.count) }
-        #expect(await gc.batches == 3)
-    }
-}
-
-@Suite("Blocking pool")
-struct BlockingPoolTests {
-    @Test("runs calls on its three threads (reused, never one per call), several at once, and returns results and errors to each caller")
-    func runsConcurrently() async throws {
-        struct Boom: Error {}
-        final class Inside: Sendable {
-            let m = Mutex((now: 0, most: 0))
-            let threads = Mutex(Set<UInt>())
-        }
-        let pool = BlockingPool(name: "test-pool", threads: 3)
-        let counter = Inside()
-        let results = try await withThrowingTaskGroup(of: Int.self) { group in
-            for i in 0..<12 {
-                group.addTask {
-                    try await pool.run {
-                        counter.m.withLock { $0.now += 1; $0.most = max($0.most, $0.now) }
-                        defer { counter.m.withLock { $0.now -= 1 } }
-                        counter.threads.withLock { _ = $0.insert(UInt(pthread_self())) }
-                        usleep(20_000)
-                        return i * i
-                    }
-                }
-            }
-            return try await group.reduce(into: []) { $0.append($1) }
-        }
-        #expect(results.sorted() == (0..<12).map { $0 * $0 })
-        let most = counter.m.withLock { $0.most }
-        #expect(most > 1 && most <= 3)
-        // Twelve calls, three threads: the pool's threads are reused, none is made per call.
-        #expect((2...3).contains(counter.threads.withLock { $0.count }))
-        await #expect(throws: Boom.self) { try await pool.run { throw Boom() } }
+        #expect(q.batches == 3)
     }
 }

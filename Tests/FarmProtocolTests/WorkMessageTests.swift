@@ -40,7 +40,7 @@ struct WorkMessageTests {
     @Test("every command survives a round trip", arguments: allWorkMessages())
     func roundTrip(message: WorkMessage) throws {
         let frames = message.encode()
-        #expect(frames[0] == Array("DUBFARM-WORK/1".utf8))
+        #expect(frames[0] == Array("DUBFARM-WORK/2".utf8))
         #expect(try WorkMessage.decode(frames) == message)
     }
 
@@ -56,15 +56,22 @@ struct WorkMessageTests {
     @Test("malformed messages are rejected with a reason")
     func malformed() throws {
         let good = WorkMessage.task(sampleTask()).encode()
+        let v2 = Array(ProtocolName.work.utf8)
+        let ready = WorkMessage.ready(WorkerHello(name: "w", host: "h", pid: 1, threads: 1, stage: "dub", version: "v")).encode()
         var cases: [(String, [[UInt8]])] = [
             ("empty", []),
-            ("only protocol", [Array("DUBFARM-WORK/1".utf8)]),
-            ("wrong protocol", [Array("DUBFARM-WORK/9".utf8), Array("HEARTBEAT".utf8), Array("{}".utf8)]),
-            ("unknown command", [Array("DUBFARM-WORK/1".utf8), Array("EXPLODE".utf8), Array("{}".utf8)]),
-            ("bad json", [Array("DUBFARM-WORK/1".utf8), Array("READY".utf8), Array("{\"name\":".utf8)]),
-            ("missing field", [Array("DUBFARM-WORK/1".utf8), Array("READY".utf8), Array("{\"name\":\"x\"}".utf8)]),
-            ("extra frame", [Array("DUBFARM-WORK/1".utf8), Array("HEARTBEAT".utf8), Array("{}".utf8), [1]]),
-            ("binary command", [Array("DUBFARM-WORK/1".utf8), [0xff, 0xfe], Array("{}".utf8)]),
+            ("only protocol", [v2]),
+            ("wrong protocol", [Array("DUBFARM-WORK/9".utf8), Array("HEARTBEAT".utf8), []]),
+            ("version 1 (JSON headers)", [Array("DUBFARM-WORK/1".utf8), Array("HEARTBEAT".utf8), Array("{}".utf8)]),
+            ("unknown command", [v2, Array("EXPLODE".utf8), []]),
+            ("heartbeat with a header", [v2, Array("HEARTBEAT".utf8), [0]]),
+            ("extra frame", [v2, Array("HEARTBEAT".utf8), [], [1]]),
+            ("binary command", [v2, [0xff, 0xfe], []]),
+            ("truncated header", [ready[0], ready[1], Array(ready[2].dropLast(3))]),
+            ("bytes after the header", [ready[0], ready[1], ready[2] + [0]]),
+            ("a string longer than the header", [v2, Array("READY".utf8), [0xff, 0xff, 0xff, 0x7f, 0x41]]),
+            ("a name that is not UTF-8", [v2, Array("DISCONNECT".utf8), [2, 0, 0, 0, 0xff, 0xfe]]),
+            ("a boolean that is neither 0 nor 1", [ready[0], ready[1], Array(ready[2].dropLast()) + [7]]),
         ]
         var truncatedBundle = good
         truncatedBundle[3].removeLast(5)
@@ -75,12 +82,16 @@ struct WorkMessageTests {
         var noFace = good
         noFace[5] = []
         cases.append(("face mismatch", noFace))
-        var badRange = good
-        badRange[2] = Array(String(decoding: good[2], as: UTF8.self).replacingOccurrences(of: "\"outputEnd\":16", with: "\"outputEnd\":2").utf8)
-        cases.append(("inconsistent ranges", badRange))
-        var badToken = good
-        badToken[2] = Array(String(decoding: good[2], as: UTF8.self).replacingOccurrences(of: "\"token\":\"", with: "\"token\":\"zz").utf8)
-        cases.append(("bad token", badToken))
+        // Ranges a real task never has: decoding starts after the output does.
+        var inconsistent = sampleTask()
+        inconsistent.decodedFrames = 5..<18
+        inconsistent.framePTS = Array(inconsistent.framePTS.dropFirst(3))
+        cases.append(("inconsistent ranges", WorkMessage.task(inconsistent).encode()))
+        // A frame count far beyond what the header holds.
+        var hugeCount = good
+        let countAt = 8 + 8 + 16 + 4 + "passthrough".utf8.count + 4 * 8
+        hugeCount[2].replaceSubrange(countAt..<countAt + 4, with: [0xff, 0xff, 0xff, 0x00])
+        cases.append(("huge frame count", hugeCount))
         for (name, frames) in cases {
             let accepted = (try? WorkMessage.decode(frames)) != nil
             #expect(!accepted, "\(name) was accepted")

@@ -127,6 +127,39 @@ extension Integration {
             await store.close()
         }
 
+        @Test("a task carries the dub audio and the source face only to stages that read them")
+        func taskInputsFollowTheStage() async throws {
+            let farm = try await TestFarm.start(workers: 0)
+            defer { farm.shutdown() }
+            // Hand-driven workers, one per stage: each takes the first segment of its job.
+            func firstTask(stage: String) throws -> TaskAssignment {
+                let fake = try ZMQSocket(.dealer)
+                try fake.setRoutingID(Array("ghost-\(stage)#1".utf8))
+                try fake.connect(farm.workEndpoint)
+                let hello = WorkerHello(name: "ghost-\(stage)", host: "test", pid: 1, threads: 1, stage: stage, version: "test")
+                try fake.send(WorkMessage.ready(hello).encode(), wait: true)
+                _ = try farm.submit(media("speaker-c.mp4"), audio: media("dub-1.wav"), face: media("face-source.png"), stage: stage)
+                let deadline = Date().addingTimeInterval(60)
+                while Date() < deadline {
+                    if let frames = try fake.receive(wait: false), case .task(let t) = try WorkMessage.decode(frames) {
+                        _ = try? fake.send(WorkMessage.disconnect(reason: "test done").encode(), wait: false)
+                        return t
+                    }
+                    usleep(20_000)
+                }
+                throw DubfarmError(.timeout, "no \(stage) task within 60 s")
+            }
+            let dub = try firstTask(stage: "dub")
+            // The segment's frames plus the margin on each side, at 16 kHz.
+            let seconds = Double(dub.decodedFrames.count) * Double(dub.frameRate.den) / Double(dub.frameRate.num)
+            #expect(Double(dub.audio.samples.count) >= seconds * 16_000)
+            #expect(dub.sourceFace?.isEmpty == false)
+            let passthrough = try firstTask(stage: "passthrough")
+            #expect(passthrough.audio.samples.isEmpty)
+            #expect(passthrough.sourceFace == nil)
+            #expect(passthrough.input.packets.count >= passthrough.outputFrames.count)
+        }
+
         @Test("SIGKILL the coordinator mid-job: a new one finishes the job without redoing finished segments")
         func coordinatorKilled() async throws {
             let farm = try await TestFarm.start(workers: 1, stage: "sleep")

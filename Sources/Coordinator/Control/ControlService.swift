@@ -282,8 +282,8 @@ actor ControlService {
         let face = try spec.face.map { try done($0, "face") }
         let names = try uploadNames(spec)
         let stage = spec.stage ?? config.defaultStage
-        guard ["passthrough", "dub", "sleep", "sleep-copy", "fail"].contains(stage) else {
-            throw DubfarmError(.badInput, "unknown stage '\(stage)' (dub or passthrough; sleep, sleep-copy and fail for tests and benchmarks)")
+        guard StageCatalog.stage(stage) != nil else {
+            throw DubfarmError(.badInput, "unknown stage '\(stage)' (\(StageCatalog.namesInWords))")
         }
         var params = JobParams(encoder: config.encoder, segmentSeconds: config.segmentSeconds)
         params.options["upload.video"] = spec.video

@@ -13,7 +13,7 @@ import MediaPipeline
 /// worker is checked against the lease it claims to answer: the database's lease token decides
 /// (fencing), so a late reply from a worker presumed dead never overwrites newer work.
 actor Dispatcher {
-    let executor = ThreadExecutor(name: "dispatch")
+    let executor: ThreadExecutor
     nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 
     struct Peer {
@@ -51,38 +51,82 @@ actor Dispatcher {
     /// heartbeats queued meanwhile, so silence is counted from here, not from their last one.
     var resumedAt = ContinuousClock.now
     let name: String
-    /// Completions (each with the worker's next claim) are group-committed: the results that
-    /// arrive while one commit is in flight share the next one (one round trip, one `COMMIT`).
-    /// Threads that write and fsync result files, several at once (their fsyncs overlap).
-    let resultWriters = BlockingPool(name: "result-writer", threads: 4)
-    let completions: GroupCommit<FarmStore.CompletionRequest, Result<FarmStore.CompletionReply, any Error>>
+    /// A completion waiting for its group commit, with the result log its record was written to.
+    struct PendingCompletion: Sendable {
+        var request: FarmStore.CompletionRequest
+        var log: ResultLog
+    }
+    /// A result whose record could not be made durable: it is not committed.
+    struct ResultNotDurable: Error {
+        var underlying: any Error
+    }
+    /// Completions (each with the worker's next claim) are group-committed on this actor's
+    /// thread: the results that arrive while one commit is in flight share the next one (one
+    /// `fdatasync` per result log, one database round trip, one `COMMIT`).
+    var completions = GroupCommitQueue<PendingCompletion, CheckedContinuation<Result<FarmStore.CompletionReply, any Error>, Never>>()
 
     init(config: FarmConfiguration, store: FarmStore, media: MediaStore, endpoint: RouterEndpoint,
          name: String, logger: Logger, onJobReady: @escaping @Sendable (JobID) -> Void) {
+        self.executor = ThreadExecutor(name: "dispatch")
         self.config = config
         self.store = store
-        self.completions = GroupCommit { [store, leaseSeconds = config.leaseSeconds] batch in
-            do {
-                return try await store.completeSegments(batch, leaseSeconds: leaseSeconds).map { .success($0) }
-            } catch let e as DubfarmError where e.code == .unreachable || batch.count == 1 {
-                return batch.map { _ in .failure(e) }
-            } catch {
-                // One bad completion fails the whole transaction: commit them one by one, so
-                // only that one fails.
-                var replies: [Result<FarmStore.CompletionReply, any Error>] = []
-                for request in batch {
-                    do { replies.append(.success(try await store.completeSegments([request], leaseSeconds: leaseSeconds)[0])) } catch {
-                        replies.append(.failure(error))
-                    }
-                }
-                return replies
-            }
-        }
         self.media = media
         self.endpoint = endpoint
         self.name = name
         self.logger = logger
         self.onJobReady = onJobReady
+    }
+
+    /// Queues a completion for the next group commit and returns its outcome.
+    private func complete(_ pending: PendingCompletion) async -> Result<FarmStore.CompletionReply, any Error> {
+        await withCheckedContinuation { waiter in
+            if completions.submit(pending, waiter) { Task { await self.drainCompletions() } }
+        }
+    }
+
+    /// Commits batches until none waits (see ``DubfarmCore/GroupCommitQueue``).
+    private func drainCompletions() async {
+        while let batch = completions.nextBatch() {
+            let replies = await commit(batch.map(\.request))
+            for (entry, reply) in zip(batch, replies) { entry.waiter.resume(returning: reply) }
+        }
+    }
+
+    /// One group commit: the records first, then the database that references them. One flush
+    /// covers every record of the batch written to the same log.
+    private func commit(_ batch: [PendingCompletion]) async -> [Result<FarmStore.CompletionReply, any Error>] {
+        var failed: [ObjectIdentifier: any Error] = [:]
+        var synced: Set<ObjectIdentifier> = []
+        for pending in batch where synced.insert(ObjectIdentifier(pending.log)).inserted {
+            do { try pending.log.sync() } catch { failed[ObjectIdentifier(pending.log)] = error }
+        }
+        let durable = batch.indices.filter { failed[ObjectIdentifier(batch[$0].log)] == nil }
+        var replies = batch.map { pending -> Result<FarmStore.CompletionReply, any Error> in
+            .failure(ResultNotDurable(underlying: failed[ObjectIdentifier(pending.log)] ?? DubfarmError(.internalError, "not committed")))
+        }
+        let committed = await commit(durable.map { batch[$0].request })
+        for (i, reply) in zip(durable, committed) { replies[i] = reply }
+        return replies
+    }
+
+    /// Commits `requests` in one transaction; when one of them makes it fail, commits them one
+    /// by one so only that one fails.
+    private func commit(_ requests: [FarmStore.CompletionRequest]) async -> [Result<FarmStore.CompletionReply, any Error>] {
+        guard !requests.isEmpty else { return [] }
+        let leaseSeconds = config.leaseSeconds
+        do {
+            return try await store.completeSegments(requests, leaseSeconds: leaseSeconds).map { .success($0) }
+        } catch let e as DubfarmError where e.code == .unreachable || requests.count == 1 {
+            return requests.map { _ in .failure(e) }
+        } catch {
+            var replies: [Result<FarmStore.CompletionReply, any Error>] = []
+            for request in requests {
+                do { replies.append(.success(try await store.completeSegments([request], leaseSeconds: leaseSeconds)[0])) } catch {
+                    replies.append(.failure(error))
+                }
+            }
+            return replies
+        }
     }
 
     // MARK: Messages
@@ -218,13 +262,14 @@ actor Dispatcher {
             return
         }
         // The result is appended to the job's result log before the fenced completion: records
-        // are never overwritten, and only the one the database accepts is ever read.
+        // are never overwritten, and only the one the database accepts is ever read. The write
+        // lands in the page cache; the group commit flushes the log before the database may
+        // reference the record.
         let record: ResultRecord
+        let resultLog: ResultLog
         do {
-            let log = try resultLog(for: ref.segment.job)
-            // Off the dispatcher's thread: results of different workers wait for the disk
-            // side by side instead of one after another (the actor serves others meanwhile).
-            record = try await resultWriters.run { try log.append(output, segment: ref.segment.index, token: ref.token) }
+            resultLog = try self.resultLog(for: ref.segment.job)
+            record = try resultLog.write(output, segment: ref.segment.index, token: ref.token)
         } catch {
             log.error("cannot store segment result: \(error)")
             // Hand the segment back: the disk may recover; not the worker's fault.
@@ -245,9 +290,9 @@ actor Dispatcher {
                     peer.task == ref && !draining
                         ? FarmStore.ClaimRequest(worker: peer.hello.name, stage: peer.hello.stage, model: peer.hello.model) : nil
                 }
-                (completion, next) = try await completions.submit(FarmStore.CompletionRequest(
+                (completion, next) = try await complete(PendingCompletion(request: FarmStore.CompletionRequest(
                     ref: ref.segment, token: ref.token, resultBytes: record.length, resultOffset: record.offset,
-                    processSeconds: stats.totalSeconds, stats: stats, thenClaim: claim)).get()
+                    processSeconds: stats.totalSeconds, stats: stats, thenClaim: claim), log: resultLog)).get()
             } else {
                 completion = try await store.completeSegments([FarmStore.CompletionRequest(
                     ref: ref.segment, token: ref.token, resultBytes: record.length, resultOffset: record.offset,
@@ -273,6 +318,12 @@ actor Dispatcher {
                 }
             }
             await finishTask(id, ref, frames: stats.frames, next: next)
+            return
+        } catch let e as ResultNotDurable {
+            log.error("cannot store segment result: \(e.underlying)")
+            // Hand the segment back: the disk may recover; not the worker's fault.
+            _ = try? await store.releaseLease(ref.segment, token: ref.token, reason: "coordinator could not store the result: \(e.underlying)", actor: name)
+            await finishTask(id, ref, frames: 0)
             return
         } catch let e as DubfarmError where e.code == .unreachable && attempt < 5 {
             // The database connection broke under this completion; the store reconnects. The
@@ -412,6 +463,8 @@ actor Dispatcher {
 
     /// Open result logs of the jobs being worked on (closed with their ``JobMedia``).
     var resultLogs: [JobID: ResultLog] = [:]
+    /// Each worker's messages in flight, handled in the order it sent them (``serve(_:)``).
+    var deliveries = PeerOrderedDelivery<[UInt8]>()
 
     /// The result log of `job`, opened (and created) on first use.
     private func resultLog(for job: JobID) throws -> ResultLog {
@@ -436,10 +489,18 @@ actor Dispatcher {
         }
         jm.lastUsed = .now
         let (bundle, window) = try SegmentCutter.cut(jm.source, frames: claim.frames, context: config.contextFrames)
-        let samples = SegmentPlanner.audioSamples(for: window.decodedFrames, frameRate: jm.frameRate, marginSeconds: config.audioMarginSeconds)
+        // Only stages that read the dub track get its PCM (tens of kilobytes per task).
+        let stage = StageCatalog.stage(jm.stage)
+        let audio: AudioWindow
+        if stage?.usesAudio ?? true {
+            let samples = SegmentPlanner.audioSamples(for: window.decodedFrames, frameRate: jm.frameRate, marginSeconds: config.audioMarginSeconds)
+            audio = try jm.audioWindow(samples)
+        } else {
+            audio = AudioWindow(startSample: 0, samples: [])
+        }
         return TaskAssignment(ref: ref, stage: jm.stage, outputFrames: claim.frames, decodedFrames: window.decodedFrames,
                               framePTS: window.framePTS, frameRate: jm.frameRate, encoder: jm.encoder, input: bundle,
-                              audio: try jm.audioWindow(samples), sourceFace: jm.face, model: jm.model)
+                              audio: audio, sourceFace: stage?.usesFace ?? true ? jm.face : nil, model: jm.model)
     }
 
     // MARK: Liveness

@@ -69,6 +69,7 @@ public final class RouterEndpoint: Sendable {
         let result = Mutex<Result<Void, DubfarmError>?>(nil)
         let ready = DispatchSemaphore(value: 0)
         let thread = Thread { [self] in
+            nameCurrentThread("zmq-\(name)")
             let socket: ZMQSocket
             var monitor: ZMQSocketMonitor?
             do {

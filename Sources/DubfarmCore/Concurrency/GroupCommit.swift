@@ -1,62 +1,54 @@
-/// Group commit: requests that arrive while a batch is being committed wait, and go together in
-/// the next batch.
+/// Group commit, as pure state: requests that arrive while a batch is being committed wait, and
+/// go together in the next batch.
 ///
 /// Under light load every request is a batch of one and waits for nothing extra; under heavy
 /// load the batches grow by themselves, so the fixed cost of a commit (a database round trip,
-/// `BEGIN`/`COMMIT`, a lock) is shared by all the requests that queued behind the last one.
-/// `commit` returns one reply per request, in order; when it throws, every request of that batch
-/// gets the error.
-public actor GroupCommit<Request: Sendable, Reply: Sendable> {
-    public typealias Commit = @Sendable ([Request]) async throws -> [Reply]
-
-    private struct Waiting {
-        var request: Request
-        var continuation: CheckedContinuation<Reply, any Error>
-    }
-
-    private let commit: Commit
-    private let maxBatch: Int
-    private var queue: [Waiting] = []
-    private var committing = false
-    /// Batches committed so far, and the requests in them (for benchmarks and tests).
+/// `BEGIN`/`COMMIT`, a file flush) is shared by all the requests that queued behind the last one.
+///
+/// The owner, an actor, keeps one of these and drives it on its own executor: ``submit(_:_:)``
+/// each request with whatever it resumes later (a continuation); when that returns `true`, no
+/// commit is in flight and the owner starts a drain: ``nextBatch()``, commit it, answer every
+/// waiter of the batch, and again until ``nextBatch()`` returns `nil`. Keeping the loop in the
+/// owner (rather than in an actor of its own calling back a closure) is what guarantees that
+/// batching and committing cost no thread hop beyond the commit's own.
+public struct GroupCommitQueue<Request, Waiter> {
+    /// The most requests committed together.
+    public let maxBatch: Int
+    private var queue: [(request: Request, waiter: Waiter)] = []
+    /// Whether a drain is running (between a `submit` that returned `true` and the `nextBatch`
+    /// that returned `nil`).
+    public private(set) var committing = false
+    /// Batches handed out so far, and the requests in them (for benchmarks and tests).
     public private(set) var batches = 0
     public private(set) var requests = 0
+
+    /// - Parameter maxBatch: the most requests committed together (at least 1).
+    public init(maxBatch: Int = 64) {
+        self.maxBatch = max(1, maxBatch)
+    }
+
     /// Requests waiting for the next batch.
     public var waiting: Int { queue.count }
 
-    /// - Parameter maxBatch: the most requests committed together (at least 1).
-    public init(maxBatch: Int = 64, commit: @escaping Commit) {
-        self.maxBatch = max(1, maxBatch)
-        self.commit = commit
+    /// Queues `request`; returns `true` when the caller must start a drain (none is running).
+    public mutating func submit(_ request: Request, _ waiter: Waiter) -> Bool {
+        queue.append((request, waiter))
+        guard !committing else { return false }
+        committing = true
+        return true
     }
 
-    /// Queues `request` for the next batch and returns its reply once that batch is committed.
-    public func submit(_ request: Request) async throws -> Reply {
-        try await withCheckedThrowingContinuation { continuation in
-            queue.append(Waiting(request: request, continuation: continuation))
-            if !committing {
-                committing = true
-                Task { await self.drain() }
-            }
+    /// The next batch, oldest first, at most ``maxBatch`` long; `nil` when nothing waits, which
+    /// ends the drain (the next ``submit(_:_:)`` starts another).
+    public mutating func nextBatch() -> [(request: Request, waiter: Waiter)]? {
+        guard !queue.isEmpty else {
+            committing = false
+            return nil
         }
-    }
-
-    private func drain() async {
-        while !queue.isEmpty {
-            let batch = Array(queue.prefix(maxBatch))
-            queue.removeFirst(batch.count)
-            batches += 1
-            requests += batch.count
-            do {
-                let replies = try await commit(batch.map(\.request))
-                guard replies.count == batch.count else {
-                    throw DubfarmError(.internalError, "a group commit of \(batch.count) requests returned \(replies.count) replies")
-                }
-                for (w, reply) in zip(batch, replies) { w.continuation.resume(returning: reply) }
-            } catch {
-                for w in batch { w.continuation.resume(throwing: error) }
-            }
-        }
-        committing = false
+        let batch = Array(queue.prefix(maxBatch))
+        queue.removeFirst(batch.count)
+        batches += 1
+        requests += batch.count
+        return batch
     }
 }

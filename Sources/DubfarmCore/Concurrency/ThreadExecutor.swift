@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A serial executor backed by one dedicated OS thread.
 ///
@@ -19,7 +22,10 @@ public final class ThreadExecutor: SerialExecutor, @unchecked Sendable {
 
     public init(name: String) {
         self.name = name
-        let thread = Thread { [self] in run() }
+        let thread = Thread { [self] in
+            nameCurrentThread(name)
+            run()
+        }
         thread.name = name
         thread.start()
     }
@@ -65,10 +71,24 @@ public final class ThreadExecutor: SerialExecutor, @unchecked Sendable {
 public func runBlocking<T: Sendable>(_ name: String, _ body: @escaping @Sendable () throws -> T) async throws -> T {
     try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, Error>) in
         let thread = Thread {
+            nameCurrentThread(name)
             do { c.resume(returning: try body()) } catch { c.resume(throwing: error) }
         }
         thread.name = name
         thread.stackSize = 8 << 20
         thread.start()
     }
+}
+
+/// Names the calling OS thread (as `top -H`, `perf` and `/proc/PID/task/*/comm` show it; at most
+/// 15 bytes are kept). Foundation's `Thread.name` does not reach the OS on Linux.
+public func nameCurrentThread(_ name: String) {
+    #if os(Linux)
+    // pthread_setname_np is not visible to Swift (a GNU extension); the kernel takes the name here.
+    let fd = open("/proc/thread-self/comm", O_WRONLY | O_CLOEXEC)
+    guard fd >= 0 else { return }
+    defer { close(fd) }
+    let bytes = Array(name.utf8.prefix(15))
+    _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    #endif
 }

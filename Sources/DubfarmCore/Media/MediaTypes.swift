@@ -10,11 +10,11 @@ public struct Rational: Sendable, Hashable, Codable, CustomStringConvertible {
     public var inverted: Rational { Rational(den, num) }
     public var description: String { den == 1 ? "\(num)" : "\(num)/\(den)" }
 
-    func write(_ w: inout ByteWriter) {
+    public func write(_ w: inout ByteWriter) {
         w.int(num)
         w.int(den)
     }
-    static func read(_ r: inout ByteReader) throws -> Rational {
+    public static func read(_ r: inout ByteReader) throws -> Rational {
         Rational(try r.int(), try r.int())
     }
 }
