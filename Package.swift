@@ -16,6 +16,14 @@ let swiftSettings: [SwiftSetting] = [
     .unsafeFlags(["-Ounchecked"], .when(configuration: .release)),
 ]
 
+/// `-target-cpu haswell` (AVX2) for EngineKernelsAVX2 on x86-64 hosts; elsewhere it is a second
+/// baseline build of the same kernels, and never chosen.
+#if arch(x86_64)
+let avx2Settings: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "haswell"])]
+#else
+let avx2Settings: [SwiftSetting] = []
+#endif
+
 let package = Package(
     name: "dubfarm",
     platforms: [.macOS(.v15)],
@@ -89,7 +97,11 @@ let package = Package(
         ], swiftSettings: swiftSettings),
 
         // MARK: Model
-        .target(name: "Engine", dependencies: ["BLAS"], swiftSettings: swiftSettings),
+        // The engine's vector kernels, compiled twice from the same files (EngineKernelsAVX2 holds
+        // symbolic links): for the baseline target, and for AVX2 CPUs; Engine picks one at run time.
+        .target(name: "EngineKernels", swiftSettings: swiftSettings),
+        .target(name: "EngineKernelsAVX2", swiftSettings: swiftSettings + avx2Settings),
+        .target(name: "Engine", dependencies: ["BLAS", "EngineKernels", "EngineKernelsAVX2"], swiftSettings: swiftSettings),
         .target(name: "VQModel", dependencies: ["Engine"], swiftSettings: swiftSettings),
 
         // MARK: Dubbing (faces and audio)

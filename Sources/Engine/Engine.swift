@@ -13,5 +13,9 @@
 ///   (SiLU, GELU, softmax), ``Attention`` / ``MultiHeadAttention`` (self and cross, any number
 ///   of heads), ``Shape`` (residual add, concat/split, transpose, nearest upsampling),
 ///   ``VectorQuantizer`` (`‖x‖² − 2x·c + ‖c‖²` on sgemm).
+/// - ``KernelSet``: the vector loops (activations, softmax, GroupNorm, Winograd transforms) come
+///   from `EngineKernels` or, on AVX2 CPUs, from `EngineKernelsAVX2` (the same source compiled
+///   with `-target-cpu haswell`); identical results, chosen at run time.
+/// - ``LayerProfile``: wall time per operation and shape (`dubfarm model bench --layers`).
 /// - ``Benchmark``: sgemm peak and peak RSS; ``SeededRandom``: the deterministic generator.
 public enum EngineOverview {}

@@ -125,8 +125,8 @@ struct ModelCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Frames per second, per-module time, GFLOP/s and share of the measured sgemm peak.",
             discussion: """
-            Without --batch, frames run one at a time, each frame's work split over --threads (latency mode). \
-            With --batch N, N frames run at once, each on a single-threaded context of its own, min(N, --threads) \
+            Without --batch (or with --batch 1), frames run one at a time, each frame's work split over --threads \
+            (latency mode). With --batch N (N ≥ 2), N frames run at once, each on a single-threaded context of its own, min(N, --threads) \
             side by side (throughput mode): each module runs for the whole batch, its time is the batch's wall \
             time, and GFLOP/s and the shares of peak are throughput figures (N frames' FLOPs over that time); \
             latency_ms is the wall time of one batch (a frame's result is ready when its batch ends).
@@ -134,16 +134,24 @@ struct ModelCommand: AsyncParsableCommand {
         @Option(help: "Configuration: tiny, small or paper.") var config: String = "small"
         @Option(help: "Threads (sgemm and engine loops).") var threads: Int = 1
         @Option(help: "Timed frames (after two warm-up frames or batches); default depends on the configuration.") var frames: Int?
-        @Option(help: "Frames run at once, one single-threaded context per thread (throughput mode); omit for one frame at a time.")
+        @Option(help: "Frames run at once, one single-threaded context per thread (throughput mode, N ≥ 2); omit or 1 for one frame at a time.")
         var batch: Int?
+        @Flag(help: "Also print wall time per operation and shape (latency mode only; adds a clock read per operation).")
+        var layers = false
         @Flag(help: "Print one JSON object.") var json = false
 
         func run() throws {
             let c = try ModelConfig.named(config)
             if let b = batch, b < 1 { throw ValidationError("--batch must be at least 1") }
+            // --batch 1 is one frame at a time with all the threads on it: running a batch of one
+            // frame on one single-threaded context would leave the other threads idle
+            let throughput = (batch ?? 1) > 1
+            if layers && throughput { throw ValidationError("--layers measures one frame at a time; leave out --batch") }
             let model = try SwapTalkModel(config: c, tensors: Dictionary(uniqueKeysWithValues: SwapTalkModel.initialWeights(c, seed: 0)))
-            let perCall = batch ?? 1
-            let runner = FrameBatch(threads: threads, mode: batch == nil ? .splitEachFrame : .framesInParallel)
+            let perCall = throughput ? batch! : 1
+            let runner = FrameBatch(threads: threads, mode: throughput ? .framesInParallel : .splitEachFrame)
+            let profile = layers ? LayerProfile() : nil
+            runner.contexts[0].profile = profile
             let peak = Benchmark.sgemmPeak(ComputeContext(threads: threads))
             let inputs = (0..<perCall).map { FrameInputs(c, seed: 2 + UInt64($0)) }
             let src = try model.prepareSource(image: inputs[0].source, runner.contexts[0])
@@ -151,13 +159,14 @@ struct ModelCommand: AsyncParsableCommand {
             let calls = max(1, (n + perCall - 1) / perCall)
             func call() throws -> [ModuleCost] {
                 defer { runner.reset() }
-                if batch == nil {
+                if !throughput {
                     return try model.profileFrame(target: inputs[0].target, source: src, mel: inputs[0].mel, runner.contexts[0]).costs
                 }
                 return try model.profileFrames(targets: inputs.map(\.target), source: src, mels: inputs.map(\.mel), runner).costs
             }
             // two warm-up calls: the first sizes the workspaces, the second touches their pages
             for _ in 0..<2 { _ = try call() }
+            profile?.reset()
             var seconds: [String: Double] = [:], flops: [String: Double] = [:], cpu: [String: Double] = [:]
             var callTimes: [Double] = []
             for _ in 0..<calls {
@@ -182,14 +191,14 @@ struct ModelCommand: AsyncParsableCommand {
             let corePeak = Benchmark.sgemmPeakPerCPUSecond()
             let decCPUShare = flops["decode"]! / (cpu["decode"]! / Double(framesRun)) / 1e9 / corePeak
             let cpuPerFrame = cpu.values.reduce(0, +) / Double(framesRun)
-            let mode = batch == nil ? "latency" : "throughput"
+            let mode = throughput ? "throughput" : "latency"
             if json {
                 var modules: [String: Any] = [:]
                 for m in SwapTalkModel.moduleNames {
                     modules[m] = ["ms": seconds[m]! / Double(framesRun) * 1000, "cpu_ms": cpu[m]! / Double(framesRun) * 1000,
                                   "gflop": flops[m]! / 1e9, "gflops": flops[m]! / (seconds[m]! / Double(framesRun)) / 1e9]
                 }
-                let obj: [String: Any] = [
+                var obj: [String: Any] = [
                     "engine": "dubfarm", "config": c.name, "threads": threads, "frames": framesRun,
                     "batch": perCall, "mode": mode, "latency_ms": latency * 1000,
                     "fps": 1 / perFrame, "ms_per_frame": perFrame * 1000, "gflop_per_frame": totalFlops / 1e9,
@@ -198,12 +207,19 @@ struct ModelCommand: AsyncParsableCommand {
                     "cpu_ms_per_frame": cpuPerFrame * 1000, "core_sgemm_gflops_per_cpu_s": corePeak,
                     "decoder_cpu_peak_share": decCPUShare, "load_average": Benchmark.loadAverage(),
                     "workspace_mb": Double(runner.reservedBytes) / 1048576, "modules": modules,
+                    "kernels": runner.contexts[0].kernels.name,
                 ]
+                if let profile {
+                    obj["layers"] = profile.entries.map { e -> [String: Any] in
+                        ["module": e.module, "op": e.label, "calls_per_frame": Double(e.calls) / Double(framesRun),
+                         "ms": e.seconds / Double(framesRun) * 1000, "gflops": e.seconds > 0 ? e.flops / e.seconds / 1e9 : 0]
+                    }
+                }
                 let d = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
                 print(String(decoding: d, as: UTF8.self))
             } else {
                 print("dubfarm model bench: config \(c.name), \(threads) thread(s), \(framesRun) frames (untrained weights), "
-                      + (batch == nil ? "one frame at a time (latency mode)"
+                      + (!throughput ? "one frame at a time (latency mode)"
                                       : "batches of \(perCall) frames, \(runner.width) side by side on single-threaded contexts (throughput mode)"))
                 print(String(format: "  %.2f frames/s, %.2f ms/frame, latency %.2f ms, %.3f GFLOP/frame, %.1f GFLOP/s",
                              1 / perFrame, perFrame * 1000, latency * 1000, totalFlops / 1e9, gflops))
@@ -215,7 +231,16 @@ struct ModelCommand: AsyncParsableCommand {
                     let ms = seconds[m]! / Double(framesRun) * 1000
                     print(String(format: "  %-9@ %9.2f ms %9.3f GFLOP %8.1f GFLOP/s", m as NSString, ms, flops[m]! / 1e9, flops[m]! / (ms / 1000) / 1e9))
                 }
-                print(String(format: "  peak RSS %.1f MB (workspaces %.1f MB)", Double(rss) / 1048576, Double(runner.reservedBytes) / 1048576))
+                print(String(format: "  peak RSS %.1f MB (workspaces %.1f MB); vector kernels: %@", Double(rss) / 1048576,
+                             Double(runner.reservedBytes) / 1048576, runner.contexts[0].kernels.name as NSString))
+                if let profile {
+                    print("  per operation (ms per frame; the rest of a module is layout copies and small steps):")
+                    for e in profile.entries {
+                        print(String(format: "    %-8@ %-46@ %5.1f× %8.3f ms %8.1f GFLOP/s", e.module as NSString, e.label as NSString,
+                                     Double(e.calls) / Double(framesRun), e.seconds / Double(framesRun) * 1000,
+                                     e.seconds > 0 ? e.flops / e.seconds / 1e9 : 0))
+                    }
+                }
             }
         }
     }

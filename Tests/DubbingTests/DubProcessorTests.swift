@@ -197,6 +197,34 @@ struct DubProcessorTests {
         #expect(held <= serialHeld + 2, "batching two frames holds at most two more frames back (\(held) vs \(serialHeld))")
     }
 
+    /// Issue 3's "worker memory independent of video length", in process: a segment's frames
+    /// in flight are bounded by the tracker's window plus one batch, and the model's scratch
+    /// memory after 48 frames is what it was after 12 (the worker-level figure, a real worker's
+    /// peak RSS over a short and a long video, is `tools/bench/memory.sh`).
+    @Test("memory does not grow with the number of frames: frames held back and model scratch are the same for 12 and 48 frames")
+    func memoryDoesNotGrowWithFrames() throws {
+        let all = try frames("speaker-c.mp4", count: 48)
+        var held: [Int] = [], reserved: [Int] = []
+        for count in [12, 48] {
+            let input = Array(all.prefix(count))
+            let p = try DubProcessor(engine: Shared.engine, context: try context(decoded: 0..<count, output: 0..<count, face: nil),
+                                     source: nil, mode: .framesInParallel)
+            var returned = 0, most = 0
+            for f in input {
+                returned += try p.process(f).count
+                most = max(most, f.index + 1 - returned)
+            }
+            returned += try p.flush().count
+            #expect(returned == count)
+            #expect(p.counts.framesWithFace >= count / 2, "the model must run for this to mean anything")
+            held.append(most)
+            reserved.append(p.batch.reservedBytes)
+        }
+        let bound = Shared.engine.trackerParameters.latency + 2 + 1
+        #expect(held.allSatisfy { $0 <= bound }, "frames held back \(held), bound \(bound)")
+        #expect(reserved[0] == reserved[1] && reserved[0] > 0, "model scratch bytes after 12 and 48 frames: \(reserved)")
+    }
+
     @Test("a source image without a face fails the segment with a clear error")
     func sourceWithoutFace() throws {
         // A grey PNG made by FFmpeg's own tools is not available everywhere: use a black frame of the video.

@@ -4,12 +4,14 @@ import Foundation
 public enum Activation {
     /// `x · sigmoid(x)`.
     public static func silu(_ x: Tensor, _ ctx: ComputeContext) {
-        chunked(x, ctx) { p, n in FastMath.map(p, n) { FastMath.silu($0) } }
+        let k = ctx.kernels
+        chunked(x, ctx) { p, n in k.silu(p, n) }
     }
 
     /// GELU, `0.5 x (1 + erf(x / √2))` (PyTorch's default, erf to 1.5e-7).
     public static func gelu(_ x: Tensor, _ ctx: ComputeContext) {
-        chunked(x, ctx) { p, n in FastMath.map(p, n) { 0.5 * $0 * (1 + FastMath.erf($0 * 0.707_106_781_186_547_52)) } }
+        let k = ctx.kernels
+        chunked(x, ctx) { p, n in k.gelu(p, n) }
     }
 
     private static func chunked(_ x: Tensor, _ ctx: ComputeContext, _ body: (UnsafeMutablePointer<Float>, Int) -> Void) {
@@ -23,46 +25,13 @@ public enum Activation {
 
     /// Softmax over each row of a `rows × cols` matrix, rows split over the context's threads.
     public static func softmaxRows(_ p: UnsafeMutablePointer<Float>, rows: Int, cols: Int, _ ctx: ComputeContext) {
-        ctx.parallelFor(rows, minChunk: 32) { r in softmaxRow(p + r * cols, cols) }
+        let k = ctx.kernels
+        ctx.parallelFor(rows, minChunk: 32) { r in k.softmaxRow(p + r * cols, cols) }
     }
 
     /// Softmax over each row of a `rows × cols` matrix on the calling thread.
-    public static func softmaxRows(_ p: UnsafeMutablePointer<Float>, rows: Int, cols: Int) {
-        for r in 0..<rows { softmaxRow(p + r * cols, cols) }
-    }
-
-    @inline(__always)
-    static func softmaxRow(_ row: UnsafeMutablePointer<Float>, _ cols: Int) {
-        typealias V8 = FastMath.V8
-        let cv = cols & ~7
-        var mv = V8(repeating: -Float.infinity)
-        var i = 0
-        while i < cv {
-            let x = UnsafeRawPointer(row + i).loadUnaligned(as: V8.self)
-            mv.replace(with: x, where: x .> mv)
-            i += 8
-        }
-        var m = mv.max()
-        while i < cols { m = max(m, row[i]); i += 1 }
-        let mb = V8(repeating: m)
-        var acc = V8()
-        i = 0
-        while i < cv {
-            let e = FastMath.exp(UnsafeRawPointer(row + i).loadUnaligned(as: V8.self) - mb)
-            UnsafeMutableRawPointer(row + i).storeBytes(of: e, as: V8.self)
-            acc += e
-            i += 8
-        }
-        if i < cols { FastMath.map(row + i, cols - i) { FastMath.exp($0 - mb) } }
-        var s = acc.sum()
-        while i < cols { s += row[i]; i += 1 }
-        let inv = V8(repeating: 1 / s)
-        i = 0
-        while i < cv {
-            UnsafeMutableRawPointer(row + i).storeBytes(of: UnsafeRawPointer(row + i).loadUnaligned(as: V8.self) * inv, as: V8.self)
-            i += 8
-        }
-        while i < cols { row[i] *= inv[0]; i += 1 }
+    public static func softmaxRows(_ p: UnsafeMutablePointer<Float>, rows: Int, cols: Int, kernels: KernelSet = .active) {
+        for r in 0..<rows { kernels.softmaxRow(p + r * cols, cols) }
     }
 
     /// Softmax over the last dimension of `x`.

@@ -12,6 +12,10 @@ public enum Attention {
     /// small (a few hundred tokens), where splitting each one over the threads costs more in
     /// hand-offs than it gains.
     public static func scaledDotProduct(q: Tensor, k: Tensor, v: Tensor, heads: Int, _ ctx: ComputeContext) -> Tensor {
+        ctx.timed("attention \(q.shape[0])×\(k.shape[0])×\(q.shape.last!) \(heads) heads") { compute(q: q, k: k, v: v, heads: heads, ctx) }
+    }
+
+    private static func compute(q: Tensor, k: Tensor, v: Tensor, heads: Int, _ ctx: ComputeContext) -> Tensor {
         let d = q.shape.last!, nq = q.count / d, nk = k.count / d
         precondition(k.shape.last == d && v.shape.last == d && v.count == k.count, "attention: q \(q.shape) k \(k.shape) v \(v.shape)")
         precondition(d % heads == 0, "attention: width \(d) not divisible by \(heads) heads")
@@ -31,6 +35,7 @@ public enum Attention {
         let scores = ctx.workspace.allocate(workers * rows * nk)
         let qd = q.data, kd = k.data, vd = v.data, od = out.data
         let counter = WorkCounter()
+        let kernels = ctx.kernels
         ctx.onWorkers(workers) { w in
             let sc = scores + w * rows * nk
             while true {
@@ -39,7 +44,7 @@ public enum Attention {
                 let h = item / rowBlocks, r0 = (item % rowBlocks) * rows, r = min(rows, nq - r0)
                 BLAS.sgemm(transB: true, m: r, n: nk, k: dh, alpha: scale, a: qd + r0 * d + h * dh, lda: d,
                            b: kd + h * dh, ldb: d, c: sc, ldc: nk)
-                Activation.softmaxRows(sc, rows: r, cols: nk)
+                Activation.softmaxRows(sc, rows: r, cols: nk, kernels: kernels)
                 BLAS.sgemm(m: r, n: dh, k: nk, a: sc, lda: nk, b: vd + h * dh, ldb: d,
                            c: od + r0 * d + h * dh, ldc: d)
             }

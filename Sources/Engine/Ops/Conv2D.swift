@@ -60,18 +60,49 @@ public struct Conv2D: @unchecked Sendable {
 
     /// Convolves `x` (`[in, H, W]`) into a new workspace tensor `[out, Ho, Wo]`.
     public func callAsFunction(_ x: Tensor, _ ctx: ComputeContext) -> Tensor {
-        callAsFunction(x, upsample2x: false, residual: nil, ctx)
+        callAsFunction(x, input: nil, upsample2x: false, residual: nil, ctx)
     }
 
-    /// `conv(up(x)) + residual` into a new workspace tensor, where `up` is nearest 2×
-    /// upsampling when `upsample2x` is set (the identity otherwise) and `residual` has the
-    /// output's shape.
+    /// `conv(up(x)) + residual` (see ``callAsFunction(_:input:upsample2x:residual:_:)``).
+    public func callAsFunction(_ x: Tensor, upsample2x: Bool, residual: Tensor?, _ ctx: ComputeContext) -> Tensor {
+        callAsFunction(x, input: nil, upsample2x: upsample2x, residual: residual, ctx)
+    }
+
+    /// `conv(up(input(x))) + residual` into a new workspace tensor, where `input` is a
+    /// per-channel affine map and activation (a GroupNorm + SiLU, ``GroupNorm/affine(_:activation:_:)``;
+    /// the identity when nil), `up` is nearest 2× upsampling when `upsample2x` is set (the
+    /// identity otherwise) and `residual` has the output's shape.
     ///
     /// Fusing saves whole passes over the largest maps of the decoder: the Winograd input
-    /// transform reads the low-resolution map directly (the 4× larger upsampled map is never
-    /// written), and the residual is added while the output tiles are written back.
-    public func callAsFunction(_ x: Tensor, upsample2x: Bool, residual: Tensor?, _ ctx: ComputeContext) -> Tensor {
+    /// transform reads the raw, low-resolution map directly and normalises each source row
+    /// once into a small buffer (neither the normalised nor the 4× larger upsampled map is
+    /// written), and the residual is added while the output tiles are written back. The other
+    /// algorithms write the normalised map first (the same values).
+    public func callAsFunction(_ x: Tensor, input: ChannelAffine?, upsample2x: Bool, residual: Tensor?, _ ctx: ComputeContext) -> Tensor {
+        ctx.timed(profileLabel(x, input: input, upsample2x: upsample2x, residual: residual)) {
+            compute(x, input: input, upsample2x: upsample2x, residual: residual, ctx)
+        }
+    }
+
+    /// Whether an output of `oh × ow` is computed with Winograd.
+    func usesWinograd(oh: Int, ow: Int) -> Bool {
+        // Winograd on tiny maps reads 4× the filter bytes for a handful of tiles and runs 36 thin
+        // sgemms; one im2col sgemm is faster there.
+        winogradWeight != nil && (((oh + 3) / 4) * ((ow + 3) / 4) >= Winograd.minTiles || forceWinograd)
+    }
+
+    private func profileLabel(_ x: Tensor, input: ChannelAffine?, upsample2x: Bool, residual: Tensor?) -> String {
+        let f = upsample2x ? 2 : 1
+        let o = outputSize(h: x.shape[1] * f, w: x.shape[2] * f)
+        let alg = usesWinograd(oh: o.h, ow: o.w) ? "winograd"
+            : kernelH == 1 && kernelW == 1 && stride == 1 && padding == 0 ? "direct" : "im2col"
+        return "conv\(kernelH)x\(kernelW)/\(stride) \(inChannels)→\(outChannels) \(o.h)×\(o.w) \(alg)"
+            + (input != nil ? " +norm" : "") + (upsample2x ? " +up" : "") + (residual != nil ? " +res" : "")
+    }
+
+    private func compute(_ x: Tensor, input: ChannelAffine?, upsample2x: Bool, residual: Tensor?, _ ctx: ComputeContext) -> Tensor {
         precondition(x.shape.count == 3 && x.shape[0] == inChannels, "conv: input \(x.shape), expected [\(inChannels), H, W]")
+        precondition(input.map { $0.channels == inChannels } ?? true, "conv: input affine map of \(input?.channels ?? 0) channels, expected \(inChannels)")
         let f = upsample2x ? 2 : 1
         let h = x.shape[1] * f, w = x.shape[2] * f
         let o = outputSize(h: h, w: w)
@@ -83,14 +114,13 @@ public struct Conv2D: @unchecked Sendable {
         let scratch = ctx.workspace.mark()
         defer { ctx.workspace.rewind(to: scratch) }
         ctx.flops += flops(h: h, w: w)
-        // Winograd on tiny maps reads 4× the filter bytes for a handful of tiles and runs 36 thin
-        // sgemms; one im2col sgemm is faster there.
-        if let ww = winogradWeight, ((o.h + 3) / 4) * ((o.w + 3) / 4) >= Winograd.minTiles || forceWinograd {
-            Winograd.convolve(x, upsample2x: upsample2x, weightT: ww, bias: bias, padding: padding,
+        if let ww = winogradWeight, usesWinograd(oh: o.h, ow: o.w) {
+            Winograd.convolve(x, input: input, upsample2x: upsample2x, weightT: ww, bias: bias, padding: padding,
                               residual: residual?.data, out: out, ctx)
             return out
         }
-        let input = upsample2x ? Shape.upsampleNearest2x(x, ctx) : x
+        let normalized = input.map { $0.apply(x, ctx) } ?? x
+        let source = upsample2x ? Shape.upsampleNearest2x(normalized, ctx) : normalized
         let n = o.h * o.w
         let beta: Float
         let od = out.data, bd = bias?.data, rd = residual?.data
@@ -111,11 +141,11 @@ public struct Conv2D: @unchecked Sendable {
         let kdim = inChannels * kernelH * kernelW
         if kernelH == 1 && kernelW == 1 && stride == 1 && padding == 0 {
             ctx.gemm(m: outChannels, n: n, k: kdim, a: weight.data, lda: kdim,
-                       b: input.data, ldb: n, beta: beta, c: od, ldc: n)
+                       b: source.data, ldb: n, beta: beta, c: od, ldc: n)
             return out
         }
         let cols = ctx.workspace.allocate(kdim * n)
-        im2col(input.data, c: inChannels, h: h, w: w, oh: o.h, ow: o.w, cols: cols, ctx)
+        im2col(source.data, c: inChannels, h: h, w: w, oh: o.h, ow: o.w, cols: cols, ctx)
         ctx.gemm(m: outChannels, n: n, k: kdim, a: weight.data, lda: kdim,
                    b: cols, ldb: n, beta: beta, c: od, ldc: n)
         return out

@@ -19,6 +19,10 @@ public struct Linear: @unchecked Sendable {
 
     /// `x · Wᵀ + b` for tokens `x` of shape `[N, in]`, giving `[N, out]`.
     public func callAsFunction(_ x: Tensor, _ ctx: ComputeContext) -> Tensor {
+        ctx.timed("linear \(x.count / inFeatures)×\(inFeatures)→\(outFeatures)") { compute(x, ctx) }
+    }
+
+    private func compute(_ x: Tensor, _ ctx: ComputeContext) -> Tensor {
         let n = x.count / inFeatures
         precondition(x.shape.last == inFeatures, "linear: input \(x.shape), expected [N, \(inFeatures)]")
         let y = ctx.workspace.tensor([n, outFeatures])

@@ -20,50 +20,85 @@ public struct GroupNorm: @unchecked Sendable {
 
     /// Normalises `x` into a new workspace tensor of the same shape.
     public func callAsFunction(_ x: Tensor, activation: FusedActivation = .none, _ ctx: ComputeContext) -> Tensor {
+        ctx.timed("groupnorm \(x.shape.map(String.init).joined(separator: "×"))" + (activation == .silu ? " +silu" : "")) {
+            normalize(x, activation: activation, ctx)
+        }
+    }
+
+    private func normalize(_ x: Tensor, activation: FusedActivation, _ ctx: ComputeContext) -> Tensor {
         let c = x.shape[0]
         precondition(c == weight.count, "groupnorm: input \(x.shape) has \(c) channels, weights \(weight.count)")
         let plane = x.count / c
         let y = ctx.workspace.tensor(x.shape)
-        let cpg = c / groups, n = cpg * plane
-        let xd = x.data, yd = y.data, wd = weight.data, bd = bias.data, eps = self.eps
-        typealias V8 = SIMD8<Float>
-        @inline(__always) func ld(_ q: UnsafeMutablePointer<Float>) -> V8 { UnsafeRawPointer(q).loadUnaligned(as: V8.self) }
-        @inline(__always) func st(_ q: UnsafeMutablePointer<Float>, _ v: V8) { UnsafeMutableRawPointer(q).storeBytes(of: v, as: V8.self) }
+        let cpg = c / groups
+        let xd = x.data, yd = y.data, k = ctx.kernels, silu = activation == .silu
         ctx.parallelFor(groups) { g in
-            let base = xd + g * n
-            // one pass for both moments, shifted by the group's first value so that
-            // E[(x-k)²] - E[x-k]² does not cancel; float lanes are flushed to doubles every
-            // 1024 values
-            let k = base[0], kv = V8(repeating: k)
-            let nv = n & ~7
-            var s = 0.0, ss = 0.0, i = 0
-            while i < nv {
-                let end = min(nv, i + 1024)
-                var a1 = V8(), a2 = V8()
-                while i < end { let d = ld(base + i) - kv; a1 += d; a2 += d * d; i += 8 }
-                s += Double(a1.sum()); ss += Double(a2.sum())
-            }
-            while i < n { let d = Double(base[i] - k); s += d; ss += d * d; i += 1 }
-            let ms = s / Double(n)
-            let mean = Double(k) + ms
-            let rstd = 1 / (max(0, ss / Double(n) - ms * ms) + Double(eps)).squareRoot()
+            let (scale, shift) = groupAffine(g, xd, plane: plane, k)
             for cc in 0..<cpg {
                 let ch = g * cpg + cc
-                let a = Float(rstd) * wd[ch]
-                let b = bd[ch] - Float(mean) * a
-                let av = V8(repeating: a), bv = V8(repeating: b)
-                let src = base + cc * plane, dst = yd + ch * plane
-                let pv = plane & ~7
-                var j = 0
-                switch activation {
-                case .none:
-                    while j < pv { st(dst + j, ld(src + j) * av + bv); j += 8 }
-                    while j < plane { dst[j] = src[j] * a + b; j += 1 }
-                case .silu:
-                    while j < pv { st(dst + j, FastMath.silu(ld(src + j) * av + bv)); j += 8 }
-                    while j < plane { dst[j] = FastMath.silu(src[j] * a + b); j += 1 }
-                }
+                k.affine(xd + ch * plane, yd + ch * plane, plane, scale[cc], shift[cc], silu)
             }
+        }
+        return y
+    }
+
+    /// The statistics of `x` as a per-channel map `act(x · scale[c] + shift[c])` equal to this
+    /// normalisation (and `activation`), without writing the normalised map: a convolution
+    /// that takes it (``Conv2D/callAsFunction(_:input:upsample2x:residual:_:)``) applies it to
+    /// its input as it reads it. One pass over `x`; `scale` and `shift` live in the workspace.
+    public func affine(_ x: Tensor, activation: FusedActivation = .none, _ ctx: ComputeContext) -> ChannelAffine {
+        ctx.timed("groupnorm statistics \(x.shape.map(String.init).joined(separator: "×"))") { statistics(x, activation: activation, ctx) }
+    }
+
+    private func statistics(_ x: Tensor, activation: FusedActivation, _ ctx: ComputeContext) -> ChannelAffine {
+        let c = x.shape[0]
+        precondition(c == weight.count, "groupnorm: input \(x.shape) has \(c) channels, weights \(weight.count)")
+        let plane = x.count / c
+        let cpg = c / groups
+        let scale = ctx.workspace.allocate(c), shift = ctx.workspace.allocate(c)
+        let xd = x.data, k = ctx.kernels
+        ctx.parallelFor(groups, minChunk: max(1, 16_384 / max(1, cpg * plane))) { g in
+            let (a, b) = groupAffine(g, xd, plane: plane, k)
+            for cc in 0..<cpg { scale[g * cpg + cc] = a[cc]; shift[g * cpg + cc] = b[cc] }
+        }
+        return ChannelAffine(scale: scale, shift: shift, activation: activation, channels: c)
+    }
+
+    /// Scale and shift of each channel of group `g` (moments of the group's contiguous block).
+    @inline(__always)
+    private func groupAffine(_ g: Int, _ xd: UnsafeMutablePointer<Float>, plane: Int, _ k: KernelSet) -> (scale: [Float], shift: [Float]) {
+        let cpg = weight.count / groups
+        let (mean, variance) = k.moments(xd + g * cpg * plane, cpg * plane)
+        let rstd = 1 / (variance + Double(eps)).squareRoot()
+        var a = [Float](repeating: 0, count: cpg), b = [Float](repeating: 0, count: cpg)
+        for cc in 0..<cpg {
+            let ch = g * cpg + cc
+            a[cc] = Float(rstd) * weight.data[ch]
+            b[cc] = bias.data[ch] - Float(mean) * a[cc]
+        }
+        return (a, b)
+    }
+}
+
+/// A per-channel affine map and activation, `act(x · scale[c] + shift[c])`, that a
+/// convolution applies to its input as it reads it (a GroupNorm + SiLU fused into the next
+/// convolution; see ``GroupNorm/affine(_:activation:_:)``).
+public struct ChannelAffine: @unchecked Sendable {
+    /// `[C]` in the workspace.
+    public let scale: UnsafeMutablePointer<Float>
+    public let shift: UnsafeMutablePointer<Float>
+    public let activation: FusedActivation
+    public let channels: Int
+
+    /// `act(x · scale + shift)` of a whole `[C, ...]` map into a new workspace tensor.
+    public func apply(_ x: Tensor, _ ctx: ComputeContext) -> Tensor {
+        precondition(x.shape[0] == channels, "affine: input \(x.shape), expected \(channels) channels")
+        let plane = x.count / channels
+        let y = ctx.workspace.tensor(x.shape)
+        let xd = x.data, yd = y.data, k = ctx.kernels, silu = activation == .silu
+        let scale = self.scale, shift = self.shift
+        ctx.parallelFor(channels, minChunk: max(1, 16_384 / max(1, plane))) { ch in
+            k.affine(xd + ch * plane, yd + ch * plane, plane, scale[ch], shift[ch], silu)
         }
         return y
     }

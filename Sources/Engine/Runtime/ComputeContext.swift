@@ -17,6 +17,18 @@ public final class ComputeContext: @unchecked Sendable {
     public let workspace: Workspace
     /// Floating-point operations issued so far (multiply and add counted separately).
     public var flops: Double = 0
+    /// The vector kernels this context's operations run (``KernelSet/active`` unless set).
+    public var kernels: KernelSet = .active
+    /// Per-operation timing, when set (``LayerProfile``; nil in production).
+    public var profile: LayerProfile?
+    /// Whether models fuse a GroupNorm (+ SiLU) into the convolution that reads it
+    /// (``Conv2D/callAsFunction(_:input:upsample2x:residual:_:)``) instead of writing the
+    /// normalised map. Off by default, on with `DUBFARM_FUSE_NORM=1`: the results are
+    /// identical and the scratch memory smaller (`small`: 18.8 instead of 24.8 MB), but it was
+    /// not faster (2-thread `small` decoder, interleaved runs: about 5 % more CPU time; each
+    /// source row is normalised once per Winograd block, ~1.2× per value with the overlap).
+    public var fuseNormalization: Bool = ComputeContext.fuseNormalizationDefault
+    static let fuseNormalizationDefault = ProcessInfo.processInfo.environment["DUBFARM_FUSE_NORM"] == "1"
 
     /// A context using `threads` threads (at least 1).
     public init(threads: Int = 1, workspace: Workspace = Workspace()) {

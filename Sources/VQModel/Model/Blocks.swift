@@ -18,6 +18,11 @@ struct ResBlock {
         ctx.workspace.scoped {
             let skip = shortcut.map { $0(x, ctx) } ?? x
             // the skip connection is added as conv2 writes its output
+            if ctx.fuseNormalization {
+                // each GroupNorm + SiLU is applied by the convolution as it reads its input
+                let h = conv1(x, input: norm1.affine(x, activation: .silu, ctx), upsample2x: false, residual: nil, ctx)
+                return conv2(h, input: norm2.affine(h, activation: .silu, ctx), upsample2x: false, residual: skip, ctx)
+            }
             return conv2(norm2(conv1(norm1(x, activation: .silu, ctx), ctx), activation: .silu, ctx),
                          upsample2x: false, residual: skip, ctx)
         }

@@ -21,6 +21,7 @@ extension SwapTalkModel {
         -> (image: Tensor, costs: [ModuleCost]) {
         var costs: [ModuleCost] = []
         func measure<T>(_ name: String, _ body: () throws -> T) rethrows -> T {
+            ctx.profile?.module = name
             let f0 = ctx.flops, c0 = Benchmark.cpuSeconds(), t0 = Benchmark.now()
             let r = try body()
             let t1 = Benchmark.now(), c1 = Benchmark.cpuSeconds()

@@ -39,6 +39,9 @@ struct Encoder {
             if let d = level.down { h = d(h, ctx) }
         }
         h = mid2(midAttn(mid1(h, ctx), ctx), ctx)
+        if ctx.fuseNormalization {
+            return quantConv(convOut(h, input: normOut.affine(h, activation: .silu, ctx), upsample2x: false, residual: nil, ctx), ctx)
+        }
         return quantConv(convOut(normOut(h, activation: .silu, ctx), ctx), ctx)
     }
 }
@@ -82,6 +85,9 @@ struct Decoder {
         for level in levels {
             for b in level.blocks { h = b(h, ctx) }
             if let u = level.up { h = u(h, upsample2x: true, residual: nil, ctx) }
+        }
+        if ctx.fuseNormalization {
+            return convOut(h, input: normOut.affine(h, activation: .silu, ctx), upsample2x: false, residual: nil, ctx)
         }
         return convOut(normOut(h, activation: .silu, ctx), ctx)
     }

@@ -1,0 +1,261 @@
+/// The engine's hand-vectorised inner loops (element-wise activations, softmax rows, GroupNorm
+/// passes, the Winograd transforms), with no dependency on the rest of the engine.
+///
+/// This file is compiled twice: into `EngineKernels` for the baseline x86-64 / arm64 target,
+/// and (through a symbolic link) into `EngineKernelsAVX2` with `-target-cpu haswell`, where the
+/// same `SIMD8<Float>` code becomes single 256-bit AVX2 instructions instead of pairs of SSE
+/// ones. `Engine.KernelSet` picks one at run time from the CPU's features. Both compile the same
+/// operations in the same order and neither contracts multiply-adds, so their results are
+/// identical.
+///
+/// Nothing here is `@inlinable`: a kernel must be compiled with its own module's target flags.
+public enum Kernels {
+    typealias V8 = SIMD8<Float>
+    @inline(__always) static func ld(_ q: UnsafePointer<Float>) -> V8 { UnsafeRawPointer(q).loadUnaligned(as: V8.self) }
+    @inline(__always) static func ld(_ q: UnsafeMutablePointer<Float>) -> V8 { UnsafeRawPointer(q).loadUnaligned(as: V8.self) }
+    @inline(__always) static func st(_ q: UnsafeMutablePointer<Float>, _ v: V8) { UnsafeMutableRawPointer(q).storeBytes(of: v, as: V8.self) }
+
+    /// `x · sigmoid(x)` on `count` floats in place.
+    public static func silu(_ p: UnsafeMutablePointer<Float>, _ count: Int) {
+        FastMath.map(p, count) { FastMath.silu($0) }
+    }
+
+    /// GELU, `0.5 x (1 + erf(x / √2))`, on `count` floats in place.
+    public static func gelu(_ p: UnsafeMutablePointer<Float>, _ count: Int) {
+        FastMath.map(p, count) { 0.5 * $0 * (1 + FastMath.erf($0 * 0.707_106_781_186_547_52)) }
+    }
+
+    /// Softmax of one row of `cols` floats in place.
+    public static func softmaxRow(_ row: UnsafeMutablePointer<Float>, _ cols: Int) {
+        let cv = cols & ~7
+        var mv = V8(repeating: -Float.infinity)
+        var i = 0
+        while i < cv {
+            let x = ld(row + i)
+            mv.replace(with: x, where: x .> mv)
+            i += 8
+        }
+        var m = mv.max()
+        while i < cols { m = max(m, row[i]); i += 1 }
+        let mb = V8(repeating: m)
+        var acc = V8()
+        i = 0
+        while i < cv {
+            let e = FastMath.exp(ld(row + i) - mb)
+            st(row + i, e)
+            acc += e
+            i += 8
+        }
+        if i < cols { FastMath.map(row + i, cols - i) { FastMath.exp($0 - mb) } }
+        var s = acc.sum()
+        while i < cols { s += row[i]; i += 1 }
+        let inv = V8(repeating: 1 / s)
+        i = 0
+        while i < cv { st(row + i, ld(row + i) * inv); i += 8 }
+        while i < cols { row[i] *= inv[0]; i += 1 }
+    }
+
+    /// Mean and biased variance of `count` floats in one pass, shifted by the first value so
+    /// that `E[(x-k)²] - E[x-k]²` does not cancel; float lanes are flushed to doubles every
+    /// 1024 values.
+    public static func moments(_ base: UnsafePointer<Float>, _ count: Int) -> (mean: Double, variance: Double) {
+        let n = count
+        let k = base[0], kv = V8(repeating: k)
+        let nv = n & ~7
+        var s = 0.0, ss = 0.0, i = 0
+        while i < nv {
+            let end = min(nv, i + 1024)
+            var a1 = V8(), a2 = V8()
+            while i < end { let d = ld(base + i) - kv; a1 += d; a2 += d * d; i += 8 }
+            s += Double(a1.sum()); ss += Double(a2.sum())
+        }
+        while i < n { let d = Double(base[i] - k); s += d; ss += d * d; i += 1 }
+        let ms = s / Double(n)
+        return (Double(k) + ms, max(0, ss / Double(n) - ms * ms))
+    }
+
+    /// `dst[i] = act(src[i] · a + b)` for `count` floats, `act` SiLU or the identity.
+    public static func affine(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ count: Int,
+                              scale a: Float, shift b: Float, silu: Bool) {
+        let av = V8(repeating: a), bv = V8(repeating: b)
+        let pv = count & ~7
+        var j = 0
+        if silu {
+            while j < pv { st(dst + j, FastMath.silu(ld(src + j) * av + bv)); j += 8 }
+            while j < count { dst[j] = FastMath.silu(src[j] * a + b); j += 1 }
+        } else {
+            while j < pv { st(dst + j, ld(src + j) * av + bv); j += 8 }
+            while j < count { dst[j] = src[j] * a + b; j += 1 }
+        }
+    }
+
+    /// Winograd F(4×4, 3×3) input transform of tile rows `ty0 ..< ty1` of every channel:
+    /// `V[ξ][c][tile] = (Bᵀ d B)[ξ]` for the 6×6 input tile `d` of each tile, written at
+    /// `v + (ξ · cin + c) · ntS + (ty - ty0) · tw + t`.
+    ///
+    /// The input is `cin` planes of `srcH × srcW` at `x`, read as its nearest 2× upsampling when
+    /// `upsample` is set, zero-padded by `padding` on every side (`h × w` is the virtual input's
+    /// size). With `scale`/`shift`, each input value is first mapped to `act(x · scale[c] +
+    /// shift[c])` (`act` SiLU when `silu`), the padding staying zero: the normalised map is then
+    /// never written. `scratch` holds `24 · ph` (rows split by phase) + `24 · ph` (vertical
+    /// results) + `rowBuffer` floats, where `ph = (tw + 8) & ~7`, `twV = (tw + 7) & ~7` and
+    /// `rowBuffer` is `(4 · (ty1 - ty0) + 6) · srcW` when normalising.
+    public static func winogradInput(
+        x: UnsafePointer<Float>, channels cin: Int, srcH: Int, srcW: Int, h: Int, w: Int, padding p: Int, upsample up: Bool,
+        scale: UnsafePointer<Float>?, shift: UnsafePointer<Float>?, silu: Bool,
+        tileRows ty0: Int, _ ty1: Int, tilesPerRow tw: Int, ph: Int, twV: Int, ntS: Int,
+        v: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>
+    ) {
+        let rows = scratch, vert = rows + 24 * ph, normRows = vert + 24 * ph
+        let srcPlane = srcH * srcW
+        // source rows the block reads (of the stored, not upsampled, map)
+        let yFirst = max(0, ty0 * 4 - p), yLast = min(h - 1, (ty1 - 1) * 4 - p + 5)
+        let sFirst = up ? yFirst >> 1 : yFirst, sLast = up ? yLast >> 1 : yLast
+        for c in 0..<cin {
+            var plane = x + c * srcPlane
+            var planeRow0 = 0
+            if let scale, let shift, sLast >= sFirst {
+                // the block's source rows of this channel, normalised once into a small buffer
+                let n = (sLast - sFirst + 1) * srcW
+                affine(plane + sFirst * srcW, normRows, n, scale: scale[c], shift: shift[c], silu: silu)
+                plane = UnsafePointer(normRows)
+                planeRow0 = sFirst
+            }
+            for ty in ty0..<ty1 {
+                let y0 = ty * 4 - p
+                // rows split by phase: rows[(k * 4 + mm) * ph + t] = in[y0 + k][4t + mm - p]
+                for k in 0..<6 {
+                    let dst = rows + k * 4 * ph
+                    let yy = y0 + k
+                    if yy < 0 || yy >= h {
+                        dst.initialize(repeating: 0, count: 4 * ph)
+                        continue
+                    }
+                    let src = plane + ((up ? yy >> 1 : yy) - planeRow0) * srcW
+                    for mm in 0..<4 {
+                        let d = dst + mm * ph
+                        // t with 0 <= 4t + mm - p < w
+                        let lo = max(0, (p - mm + 3) / 4), lim = w - 1 - mm + p
+                        let hi = lim < 0 ? lo : min(ph, max(lo, lim / 4 + 1))
+                        var t = 0
+                        while t < lo { d[t] = 0; t += 1 }
+                        if up {
+                            // (4t + mm - p) / 2 = 2t + ⌊(mm - p) / 2⌋
+                            let s0 = src + ((mm - p) >> 1)
+                            while t < hi { d[t] = s0[2 * t]; t += 1 }
+                        } else {
+                            let s0 = src + (mm - p)
+                            while t < hi { d[t] = s0[4 * t]; t += 1 }
+                        }
+                        while t < ph { d[t] = 0; t += 1 }
+                    }
+                }
+                // vertical Bᵀ on all phases at once
+                let n = 4 * ph
+                var i = 0
+                while i < n {
+                    let d0 = ld(rows + i), d1 = ld(rows + n + i), d2 = ld(rows + 2 * n + i)
+                    let d3 = ld(rows + 3 * n + i), d4 = ld(rows + 4 * n + i), d5 = ld(rows + 5 * n + i)
+                    st(vert + i, 4 * d0 - 5 * d2 + d4)
+                    st(vert + n + i, d3 + d4 - 4 * (d1 + d2))
+                    st(vert + 2 * n + i, 4 * (d1 - d2) - d3 + d4)
+                    st(vert + 3 * n + i, 2 * (d3 - d1) - d2 + d4)
+                    st(vert + 4 * n + i, 2 * (d1 - d3) - d2 + d4)
+                    st(vert + 5 * n + i, 4 * d1 - 5 * d3 + d5)
+                    i += 8
+                }
+                // horizontal B: tile t reads phases 0..3 at t and phases 0, 1 at t + 1
+                let tbase = (ty - ty0) * tw
+                let s = cin * ntS
+                for r in 0..<6 {
+                    let a0 = vert + r * n, a1 = a0 + ph, a2 = a0 + 2 * ph, a3 = a0 + 3 * ph
+                    let dst = v + (r * 6 * cin + c) * ntS + tbase
+                    var t = 0
+                    while t < twV {
+                        let d0 = ld(a0 + t), d1 = ld(a1 + t), d2 = ld(a2 + t), d3 = ld(a3 + t)
+                        let d4 = ld(a0 + t + 1), d5 = ld(a1 + t + 1)
+                        st(dst + t, 4 * d0 - 5 * d2 + d4)
+                        st(dst + s + t, d3 + d4 - 4 * (d1 + d2))
+                        st(dst + 2 * s + t, 4 * (d1 - d2) - d3 + d4)
+                        st(dst + 3 * s + t, 2 * (d3 - d1) - d2 + d4)
+                        st(dst + 4 * s + t, 2 * (d1 - d3) - d2 + d4)
+                        st(dst + 5 * s + t, 4 * d1 - 5 * d3 + d5)
+                        t += 8
+                    }
+                }
+            }
+        }
+    }
+
+    /// Winograd F(4×4, 3×3) output transform of tile rows `ty0 ..< ty1`: `Y = Aᵀ M A + bias`
+    /// (+ `residual`, `[cout, oh, ow]`), written into `out` (`[cout, oh, ow]`), from the products
+    /// `M[ξ][c][tile]` at `m + (ξ · cout + c) · ntS + (ty - ty0) · tw + t`. `scratch` holds
+    /// `24 · ph + 16 · ph` floats.
+    public static func winogradOutput(
+        m: UnsafePointer<Float>, channels cout: Int, bias: UnsafePointer<Float>?, residual rd: UnsafePointer<Float>?,
+        out od: UnsafeMutablePointer<Float>, oh: Int, ow: Int,
+        tileRows ty0: Int, _ ty1: Int, tilesPerRow tw: Int, ph: Int, twV: Int, ntS: Int,
+        scratch: UnsafeMutablePointer<Float>
+    ) {
+        let vert = scratch, outp = vert + 24 * ph
+        let s = cout * ntS
+        for c in 0..<cout {
+            let bv = V8(repeating: bias?[c] ?? 0)
+            let plane = od + c * oh * ow
+            for ty in ty0..<ty1 {
+                let mrow = m + c * ntS + (ty - ty0) * tw
+                // horizontal Aᵀ over the 6 columns of each row: hz[(r * 4 + j) * ph + t]
+                for r in 0..<6 {
+                    let m0 = mrow + r * 6 * s
+                    let h0 = vert + r * 4 * ph
+                    var t = 0
+                    while t < twV {
+                        let a = ld(m0 + t), b = ld(m0 + s + t), cc = ld(m0 + 2 * s + t)
+                        let d = ld(m0 + 3 * s + t), e = ld(m0 + 4 * s + t), f = ld(m0 + 5 * s + t)
+                        let bp = b + cc, bm = b - cc, dp = d + e, dm = d - e
+                        st(h0 + t, a + bp + dp)
+                        st(h0 + ph + t, bm + 2 * dm)
+                        st(h0 + 2 * ph + t, bp + 4 * dp)
+                        st(h0 + 3 * ph + t, bm + 8 * dm + f)
+                        t += 8
+                    }
+                }
+                // vertical Aᵀ over the 6 rows: outp[(i * 4 + j) * ph + t]
+                for j in 0..<4 {
+                    let a0 = vert + j * ph
+                    var t = 0
+                    while t < twV {
+                        let a = ld(a0 + t), b = ld(a0 + 4 * ph + t), cc = ld(a0 + 8 * ph + t)
+                        let d = ld(a0 + 12 * ph + t), e = ld(a0 + 16 * ph + t), f = ld(a0 + 20 * ph + t)
+                        let bp = b + cc, bm = b - cc, dp = d + e, dm = d - e
+                        st(outp + j * ph + t, a + bp + dp + bv)
+                        st(outp + (4 + j) * ph + t, bm + 2 * dm + bv)
+                        st(outp + (8 + j) * ph + t, bp + 4 * dp + bv)
+                        st(outp + (12 + j) * ph + t, bm + 8 * dm + f + bv)
+                        t += 8
+                    }
+                }
+                // interleave: output row 4ty + i, column 4t + j  <-  outp[(i * 4 + j) * ph + t]
+                let full = ow / 4
+                for i in 0..<min(4, oh - ty * 4) {
+                    let row = plane + (ty * 4 + i) * ow
+                    let o = outp + i * 4 * ph
+                    if let rd {
+                        let res = rd + c * oh * ow + (ty * 4 + i) * ow
+                        for t in 0..<full {
+                            row[4 * t] = o[t] + res[4 * t]; row[4 * t + 1] = o[ph + t] + res[4 * t + 1]
+                            row[4 * t + 2] = o[2 * ph + t] + res[4 * t + 2]; row[4 * t + 3] = o[3 * ph + t] + res[4 * t + 3]
+                        }
+                        for xx in (full * 4)..<ow { row[xx] = o[(xx % 4) * ph + xx / 4] + res[xx] }
+                    } else {
+                        for t in 0..<full {
+                            row[4 * t] = o[t]; row[4 * t + 1] = o[ph + t]
+                            row[4 * t + 2] = o[2 * ph + t]; row[4 * t + 3] = o[3 * ph + t]
+                        }
+                        for xx in (full * 4)..<ow { row[xx] = o[(xx % 4) * ph + xx / 4] }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,1 @@
+../EngineKernels/FastMath.swift

@@ -1,0 +1,1 @@
+../EngineKernels/Kernels.swift
