@@ -15,6 +15,19 @@ public enum Kernels {
     @inline(__always) static func ld(_ q: UnsafeMutablePointer<Float>) -> V8 { UnsafeRawPointer(q).loadUnaligned(as: V8.self) }
     @inline(__always) static func st(_ q: UnsafeMutablePointer<Float>, _ v: V8) { UnsafeMutableRawPointer(q).storeBytes(of: v, as: V8.self) }
 
+    /// Winograd F(4×4, 3×3) input transform `Bᵀ d` of one line of six values (used down the
+    /// columns, then along the rows).
+    @inline(__always) static func bt(_ d0: V8, _ d1: V8, _ d2: V8, _ d3: V8, _ d4: V8, _ d5: V8) -> (V8, V8, V8, V8, V8, V8) {
+        (4 * d0 - 5 * d2 + d4, d3 + d4 - 4 * (d1 + d2), 4 * (d1 - d2) - d3 + d4,
+         2 * (d3 - d1) - d2 + d4, 2 * (d1 - d3) - d2 + d4, 4 * d1 - 5 * d3 + d5)
+    }
+
+    /// Winograd F(4×4, 3×3) output transform `Aᵀ m` of one line of six values.
+    @inline(__always) static func at(_ a: V8, _ b: V8, _ c: V8, _ d: V8, _ e: V8, _ f: V8) -> (V8, V8, V8, V8) {
+        let bp = b + c, bm = b - c, dp = d + e, dm = d - e
+        return (a + bp + dp, bm + 2 * dm, bp + 4 * dp, bm + 8 * dm + f)
+    }
+
     /// `x · sigmoid(x)` on `count` floats in place.
     public static func silu(_ p: UnsafeMutablePointer<Float>, _ count: Int) {
         FastMath.map(p, count) { FastMath.silu($0) }
@@ -154,14 +167,14 @@ public enum Kernels {
                 let n = 4 * ph
                 var i = 0
                 while i < n {
-                    let d0 = ld(rows + i), d1 = ld(rows + n + i), d2 = ld(rows + 2 * n + i)
-                    let d3 = ld(rows + 3 * n + i), d4 = ld(rows + 4 * n + i), d5 = ld(rows + 5 * n + i)
-                    st(vert + i, 4 * d0 - 5 * d2 + d4)
-                    st(vert + n + i, d3 + d4 - 4 * (d1 + d2))
-                    st(vert + 2 * n + i, 4 * (d1 - d2) - d3 + d4)
-                    st(vert + 3 * n + i, 2 * (d3 - d1) - d2 + d4)
-                    st(vert + 4 * n + i, 2 * (d1 - d3) - d2 + d4)
-                    st(vert + 5 * n + i, 4 * d1 - 5 * d3 + d5)
+                    let y = bt(ld(rows + i), ld(rows + n + i), ld(rows + 2 * n + i),
+                               ld(rows + 3 * n + i), ld(rows + 4 * n + i), ld(rows + 5 * n + i))
+                    st(vert + i, y.0)
+                    st(vert + n + i, y.1)
+                    st(vert + 2 * n + i, y.2)
+                    st(vert + 3 * n + i, y.3)
+                    st(vert + 4 * n + i, y.4)
+                    st(vert + 5 * n + i, y.5)
                     i += 8
                 }
                 // horizontal B: tile t reads phases 0..3 at t and phases 0, 1 at t + 1
@@ -172,14 +185,13 @@ public enum Kernels {
                     let dst = v + (r * 6 * cin + c) * ntS + tbase
                     var t = 0
                     while t < twV {
-                        let d0 = ld(a0 + t), d1 = ld(a1 + t), d2 = ld(a2 + t), d3 = ld(a3 + t)
-                        let d4 = ld(a0 + t + 1), d5 = ld(a1 + t + 1)
-                        st(dst + t, 4 * d0 - 5 * d2 + d4)
-                        st(dst + s + t, d3 + d4 - 4 * (d1 + d2))
-                        st(dst + 2 * s + t, 4 * (d1 - d2) - d3 + d4)
-                        st(dst + 3 * s + t, 2 * (d3 - d1) - d2 + d4)
-                        st(dst + 4 * s + t, 2 * (d1 - d3) - d2 + d4)
-                        st(dst + 5 * s + t, 4 * d1 - 5 * d3 + d5)
+                        let y = bt(ld(a0 + t), ld(a1 + t), ld(a2 + t), ld(a3 + t), ld(a0 + t + 1), ld(a1 + t + 1))
+                        st(dst + t, y.0)
+                        st(dst + s + t, y.1)
+                        st(dst + 2 * s + t, y.2)
+                        st(dst + 3 * s + t, y.3)
+                        st(dst + 4 * s + t, y.4)
+                        st(dst + 5 * s + t, y.5)
                         t += 8
                     }
                 }
@@ -210,13 +222,12 @@ public enum Kernels {
                     let h0 = vert + r * 4 * ph
                     var t = 0
                     while t < twV {
-                        let a = ld(m0 + t), b = ld(m0 + s + t), cc = ld(m0 + 2 * s + t)
-                        let d = ld(m0 + 3 * s + t), e = ld(m0 + 4 * s + t), f = ld(m0 + 5 * s + t)
-                        let bp = b + cc, bm = b - cc, dp = d + e, dm = d - e
-                        st(h0 + t, a + bp + dp)
-                        st(h0 + ph + t, bm + 2 * dm)
-                        st(h0 + 2 * ph + t, bp + 4 * dp)
-                        st(h0 + 3 * ph + t, bm + 8 * dm + f)
+                        let y = at(ld(m0 + t), ld(m0 + s + t), ld(m0 + 2 * s + t),
+                                   ld(m0 + 3 * s + t), ld(m0 + 4 * s + t), ld(m0 + 5 * s + t))
+                        st(h0 + t, y.0)
+                        st(h0 + ph + t, y.1)
+                        st(h0 + 2 * ph + t, y.2)
+                        st(h0 + 3 * ph + t, y.3)
                         t += 8
                     }
                 }
@@ -225,13 +236,12 @@ public enum Kernels {
                     let a0 = vert + j * ph
                     var t = 0
                     while t < twV {
-                        let a = ld(a0 + t), b = ld(a0 + 4 * ph + t), cc = ld(a0 + 8 * ph + t)
-                        let d = ld(a0 + 12 * ph + t), e = ld(a0 + 16 * ph + t), f = ld(a0 + 20 * ph + t)
-                        let bp = b + cc, bm = b - cc, dp = d + e, dm = d - e
-                        st(outp + j * ph + t, a + bp + dp + bv)
-                        st(outp + (4 + j) * ph + t, bm + 2 * dm + bv)
-                        st(outp + (8 + j) * ph + t, bp + 4 * dp + bv)
-                        st(outp + (12 + j) * ph + t, bm + 8 * dm + f + bv)
+                        let y = at(ld(a0 + t), ld(a0 + 4 * ph + t), ld(a0 + 8 * ph + t),
+                                   ld(a0 + 12 * ph + t), ld(a0 + 16 * ph + t), ld(a0 + 20 * ph + t))
+                        st(outp + j * ph + t, y.0 + bv)
+                        st(outp + (4 + j) * ph + t, y.1 + bv)
+                        st(outp + (8 + j) * ph + t, y.2 + bv)
+                        st(outp + (12 + j) * ph + t, y.3 + bv)
                         t += 8
                     }
                 }

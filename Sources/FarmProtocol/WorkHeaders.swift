@@ -11,17 +11,6 @@ let maxNameBytes = 1024
 /// Longest free text in a header (a failure's message, a disconnect's reason).
 let maxTextBytes = 64 << 10
 
-extension ByteReader {
-    /// A u32 count that cannot exceed what is left when each element takes `minBytes`.
-    mutating func count(_ what: String, elementBytes minBytes: Int, max: Int) throws -> Int {
-        let n = Int(try u32())
-        guard n <= max, n * minBytes <= remaining else {
-            throw DubfarmError(.protocolViolation, "malformed message: \(what) count \(n) exceeds the message")
-        }
-        return n
-    }
-}
-
 extension TaskRef {
     func write(_ w: inout ByteWriter) {
         w.i64(segment.job.rawValue)
@@ -55,7 +44,7 @@ extension WorkerHello {
         let pid = try r.int(), threads = try r.int(in: 0...65_536, "threads")
         let stage = try r.string(max: maxNameBytes), model = try r.optionalString(max: maxNameBytes)
         var capabilities: [String] = []
-        for _ in 0..<(try r.count("capability", elementBytes: 4, max: 1024)) { capabilities.append(try r.string(max: maxNameBytes)) }
+        for _ in 0..<(try r.count(minElementSize: 4, max: 1024)) { capabilities.append(try r.string(max: maxNameBytes)) }
         let version = try r.string(max: maxNameBytes)
         let busy = try r.bool() ? try TaskRef.read(&r) : nil
         return WorkerHello(name: name, host: host, pid: pid, threads: threads, stage: stage, model: model,
@@ -86,7 +75,7 @@ extension SegmentStats {
                              decodeSeconds: try r.f64(), stageSeconds: try r.f64(), encodeSeconds: try r.f64(), totalSeconds: try r.f64())
         if try r.bool() {
             var steps: [StepTiming] = []
-            for _ in 0..<(try r.count("step", elementBytes: 12, max: 256)) {
+            for _ in 0..<(try r.count(minElementSize: 12, max: 256)) {
                 steps.append(StepTiming(step: try r.string(max: maxNameBytes), msPerFrame: try r.f64()))
             }
             s.steps = steps

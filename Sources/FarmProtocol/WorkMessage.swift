@@ -224,7 +224,7 @@ public enum WorkMessage: Sendable, Hashable {
             let h = try header { r in
                 (ref: try TaskRef.read(&r), stage: try r.string(max: maxNameBytes),
                  outputStart: try r.int(), outputEnd: try r.int(), decodedStart: try r.int(), decodedEnd: try r.int(),
-                 framePTS: try (0..<(try r.count("frame", elementBytes: 8, max: 1 << 24))).map { _ in try r.i64() },
+                 framePTS: try (0..<(try r.count(minElementSize: 8, max: 1 << 24))).map { _ in try r.i64() },
                  frameRate: try Rational.read(&r), encoder: try EncoderSettings.read(&r), audioStart: try r.i64(),
                  hasFace: try r.bool(), model: try r.optionalString(max: maxNameBytes))
             }

@@ -100,13 +100,12 @@ actor Dispatcher {
         for pending in batch where synced.insert(ObjectIdentifier(pending.log)).inserted {
             do { try pending.log.sync() } catch { failed[ObjectIdentifier(pending.log)] = error }
         }
-        let durable = batch.indices.filter { failed[ObjectIdentifier(batch[$0].log)] == nil }
-        var replies = batch.map { pending -> Result<FarmStore.CompletionReply, any Error> in
-            .failure(ResultNotDurable(underlying: failed[ObjectIdentifier(pending.log)] ?? DubfarmError(.internalError, "not committed")))
+        // Only durable records are committed; the replies come back in the batch's order.
+        var committed = await commit(batch.filter { failed[ObjectIdentifier($0.log)] == nil }.map(\.request)).makeIterator()
+        return batch.map { pending in
+            if let error = failed[ObjectIdentifier(pending.log)] { return .failure(ResultNotDurable(underlying: error)) }
+            return committed.next()!
         }
-        let committed = await commit(durable.map { batch[$0].request })
-        for (i, reply) in zip(durable, committed) { replies[i] = reply }
-        return replies
     }
 
     /// Commits `requests` in one transaction; when one of them makes it fail, commits them one
@@ -278,10 +277,7 @@ actor Dispatcher {
             resultLog = try self.resultLog(for: ref.segment.job)
             record = try resultLog.write(output, segment: ref.segment.index, token: ref.token)
         } catch {
-            log.error("cannot store segment result: \(error)")
-            // Hand the segment back: the disk may recover; not the worker's fault.
-            _ = try? await store.releaseLease(ref.segment, token: ref.token, reason: "coordinator could not store the result: \(error)", actor: name)
-            await finishTask(id, ref, frames: 0)
+            await resultNotStored(ref, error, from: id, log: log)
             return
         }
         let peer = peers[id]
@@ -327,10 +323,7 @@ actor Dispatcher {
             await finishTask(id, ref, frames: stats.frames, next: next)
             return
         } catch let e as ResultNotDurable {
-            log.error("cannot store segment result: \(e.underlying)")
-            // Hand the segment back: the disk may recover; not the worker's fault.
-            _ = try? await store.releaseLease(ref.segment, token: ref.token, reason: "coordinator could not store the result: \(e.underlying)", actor: name)
-            await finishTask(id, ref, frames: 0)
+            await resultNotStored(ref, e.underlying, from: id, log: log)
             return
         } catch let e as DubfarmError where e.code == .unreachable && attempt < 5 {
             // The database connection broke under this completion; the store reconnects. The
@@ -343,6 +336,14 @@ actor Dispatcher {
             return
         }
         }
+    }
+
+    /// The coordinator could not write or flush `ref`'s result: the segment goes back to the
+    /// queue (the disk may recover; it is not the worker's fault).
+    private func resultNotStored(_ ref: TaskRef, _ error: any Error, from id: [UInt8], log: Logger) async {
+        log.error("cannot store segment result: \(error)")
+        _ = try? await store.releaseLease(ref.segment, token: ref.token, reason: "coordinator could not store the result: \(error)", actor: name)
+        await finishTask(id, ref, frames: 0)
     }
 
     private func failed(_ ref: TaskRef, _ failure: FailureReport, from id: [UInt8], workerName: String?) async {

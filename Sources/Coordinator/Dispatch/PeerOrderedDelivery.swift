@@ -29,8 +29,6 @@ struct PeerOrderedDelivery<Key: Hashable & Sendable> {
     /// Tasks queued or running, one per key (each awaits the ones before it).
     var tailTasks: [Task<Void, Never>] { tails.values.map(\.task) }
 
-    /// Keys with work queued or running.
-    var busyKeys: Int { tails.count }
 }
 
 extension Dispatcher {

@@ -12,13 +12,6 @@ public struct StageInfo: Sendable, Hashable {
     public var usesFace: Bool
     /// Whether it is meant for tests and benchmarks only.
     public var forTesting: Bool
-
-    public init(name: String, usesAudio: Bool, usesFace: Bool, forTesting: Bool) {
-        self.name = name
-        self.usesAudio = usesAudio
-        self.usesFace = usesFace
-        self.forTesting = forTesting
-    }
 }
 
 public enum StageCatalog {
