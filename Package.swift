@@ -47,6 +47,8 @@ let package = Package(
                        providers: [.apt(["libavformat-dev", "libavcodec-dev", "libavutil-dev", "libswscale-dev", "libswresample-dev"])]),
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        // glibc's allocator statistics and trimming (mallinfo2, malloc_trim): header only.
+        .systemLibrary(name: "CMalloc"),
 
         // MARK: Thin wrappers (no raw pointer leaves these)
         .target(name: "ZeroMQ", dependencies: ["CZeroMQ"], swiftSettings: swiftSettings),
@@ -85,7 +87,7 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], swiftSettings: swiftSettings),
         .target(name: "Worker", dependencies: [
-            "DubfarmCore", "FarmProtocol", "MediaPipeline", "ZeroMQ",
+            "DubfarmCore", "FarmProtocol", "MediaPipeline", "ZeroMQ", "CMalloc",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
         .target(name: "FarmClient", dependencies: [

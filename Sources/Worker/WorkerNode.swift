@@ -327,6 +327,8 @@ public final class WorkerNode: Sendable {
             if s.current === running { s.current = nil }
         }
         stopSignal.raise()
+        // After the segment's decoder, encoder and stage are gone: what stays from one segment to the next.
+        log.debug("segment memory", metadata: ProcessMemory.current().logMetadata)
     }
 }
 
