@@ -3,6 +3,7 @@ import CMalloc
 #endif
 import Foundation
 import Logging
+import Synchronization
 
 /// This process's memory, as the kernel counts it (resident now and at its peak) and as glibc's
 /// allocator holds it (bytes in use by the program, and bytes freed but kept in its arenas).
@@ -30,7 +31,7 @@ public struct ProcessMemory: Sendable, Hashable {
 
     /// The figures now (zero for what this platform cannot tell).
     public static func current() -> ProcessMemory {
-        let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+        let status = readProcFile("/proc/self/status")
         var m = ProcessMemory(residentBytes: statusField("VmRSS", in: status) ?? 0,
                               peakResidentBytes: statusField("VmHWM", in: status) ?? 0,
                               mallocInUseBytes: 0, mallocFreeBytes: 0)
@@ -42,10 +43,25 @@ public struct ProcessMemory: Sendable, Hashable {
         return m
     }
 
+    /// A /proc file's text (they report size 0, so it is read until end of file; "" when unreadable).
+    static func readProcFile(_ path: String) -> String {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { return "" }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            bytes += buffer[0..<n]
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
     /// A `kB` field of `/proc/PID/status` text (`VmRSS:   12345 kB`), in bytes.
     static func statusField(_ name: String, in text: String) -> Int? {
         for line in text.split(separator: "\n") where line.hasPrefix(name + ":") {
-            let fields = line.dropFirst(name.count + 1).split(separator: " ", omittingEmptySubsequences: true)
+            let fields = line.dropFirst(name.count + 1).split(whereSeparator: { $0 == " " || $0 == "\t" })
             guard let kB = fields.first.flatMap({ Int($0) }) else { return nil }
             return kB * 1024
         }
@@ -63,10 +79,75 @@ public struct ProcessMemory: Sendable, Hashable {
         #endif
     }
 
+    /// The mmap threshold a worker fixes (``tuneAllocator(mmapThreshold:)``): every allocation of
+    /// this size or more (video frames, codec buffers, the model's scratch blocks) gets pages of its
+    /// own, which go back to the kernel when it is freed.
+    public static let workerMMapThreshold = 512 << 10
+
+    /// Fixes glibc's mmap threshold at `mmapThreshold` bytes (`mallopt(M_MMAP_THRESHOLD)`).
+    ///
+    /// glibc starts at 128 KiB and raises the threshold to the size of each mmapped block freed,
+    /// up to 32 MiB; after that, a worker's frame-sized buffers (2 MiB for an 844×844 RGB frame)
+    /// come from the arenas of whichever threads allocate them (a new segment thread, new
+    /// decoder and encoder threads per segment), where freed memory stays resident, and the
+    /// worker's memory grows over its first segments before it levels off (README "Benchmarks").
+    /// A fixed threshold keeps it at what one segment needs. Returns false where the threshold is
+    /// left as it is: off glibc, or when the environment sets it (`MALLOC_MMAP_THRESHOLD_`,
+    /// `GLIBC_TUNABLES=…mmap_threshold…`), which wins.
+    @discardableResult
+    public static func tuneAllocator(mmapThreshold: Int = workerMMapThreshold) -> Bool {
+        #if os(Linux)
+        let env = ProcessInfo.processInfo.environment
+        if env["MALLOC_MMAP_THRESHOLD_"] != nil || (env["GLIBC_TUNABLES"] ?? "").contains("mmap_threshold") { return false }
+        return mallopt(M_MMAP_THRESHOLD, Int32(mmapThreshold)) == 1
+        #else
+        return false
+        #endif
+    }
+
     /// The figures in MiB, one decimal, as log metadata.
     public var logMetadata: Logger.Metadata {
         func mib(_ b: Int) -> Logger.MetadataValue { .string(String(format: "%.1f", Double(b) / 1_048_576)) }
         return ["rss_mib": mib(residentBytes), "peak_rss_mib": mib(peakResidentBytes),
                 "malloc_in_use_mib": mib(mallocInUseBytes), "malloc_free_mib": mib(mallocFreeBytes)]
+    }
+}
+
+/// Peak resident memory segment by segment. The kernel keeps one peak per process (VmHWM), which
+/// Linux lets a process reset (`5` written to `/proc/self/clear_refs`); this folds the peak so
+/// far into the process's own before each reset, so both the peak of the segment at hand and the
+/// process's peak since it started can be read.
+public final class SegmentPeaks: Sendable {
+    private let earlier = Atomic<Int>(0)
+    private let resets = Atomic<Bool>(false)
+
+    public init() {}
+
+    /// Starts a segment: the peak so far is kept, the kernel's is reset to the current resident size.
+    public func startSegment() {
+        earlier.max(ProcessMemory.current().peakResidentBytes)
+        let fd = open("/proc/self/clear_refs", O_WRONLY)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        let ok = write(fd, "5", 1) == 1
+        resets.store(ok, ordering: .relaxed)
+    }
+
+    /// The peak since ``startSegment()`` (nil where the kernel's peak cannot be reset) and the
+    /// process's peak since it started, bytes, given a ``ProcessMemory`` read now.
+    public func peaks(_ now: ProcessMemory) -> (segment: Int?, process: Int) {
+        let hwm = now.peakResidentBytes
+        return (resets.load(ordering: .relaxed) ? hwm : nil, max(earlier.load(ordering: .relaxed), hwm))
+    }
+}
+
+extension Atomic where Value == Int {
+    fileprivate func max(_ v: Int) {
+        var current = load(ordering: .relaxed)
+        while v > current {
+            let (exchanged, original) = compareExchange(expected: current, desired: v, ordering: .relaxed)
+            if exchanged { return }
+            current = original
+        }
     }
 }

@@ -39,6 +39,8 @@ public final class WorkerNode: Sendable {
     let outbox = Mailbox<WorkMessage>()
     let control = Mutex(ControlState())
     let stopSignal = EventSignal()
+    /// The worker's peak resident memory, segment by segment (logged after each, `segment memory`).
+    let peaks = SegmentPeaks()
 
     struct ControlState {
         var stopping = false
@@ -98,6 +100,12 @@ public final class WorkerNode: Sendable {
             return (socket, monitor)
         }
         var (socket, monitor) = try connectedSocket()
+        if Self.tunesAllocator {
+            let fixed = ProcessMemory.tuneAllocator()
+            logger.debug("allocator", metadata: [
+                "mmap_threshold": .string(fixed ? "\(ProcessMemory.workerMMapThreshold >> 10) KiB" : "set by the environment"),
+                "trim": "after every segment"])
+        }
         var lastRefusalLogged: ContinuousClock.Instant?
         // libzmq does not retry a connection whose key was refused: we do, on a new socket, so a
         // key added to the coordinator's allow-list later admits this worker without a restart.
@@ -259,6 +267,7 @@ public final class WorkerNode: Sendable {
         log[metadataKey: "job"] = .stringConvertible(task.ref.segment.job)
         log[metadataKey: "segment"] = .stringConvertible(task.ref.segment.index)
         log.info("segment started", metadata: ["frames": .string("\(task.outputFrames.lowerBound)..<\(task.outputFrames.upperBound)")])
+        peaks.startSegment()
         let started = ContinuousClock.now
         var lastProgress = ContinuousClock.now
         let total = task.outputFrames.count
@@ -320,6 +329,8 @@ public final class WorkerNode: Sendable {
             }
             message = .failed(task.ref, FailureReport(code: e.code.rawValue, message: e.message, handedBack: handedBack))
         }
+        // This segment's peak, read before the next segment can start (and reset it).
+        let atEnd = ProcessMemory.current()
         // Post before clearing `current`: whoever sees the worker idle also finds the message queued.
         running.finished.store(true, ordering: .releasing)
         outbox.post(message)
@@ -327,9 +338,30 @@ public final class WorkerNode: Sendable {
             if s.current === running { s.current = nil }
         }
         stopSignal.raise()
-        // After the segment's decoder, encoder and stage are gone: what stays from one segment to the next.
-        log.debug("segment memory", metadata: ProcessMemory.current().logMetadata)
+        // The segment's decoder, encoder and stage are gone: hand what they freed back to the
+        // kernel, so that what stays resident from one segment to the next is what is in use.
+        let trimStart = ContinuousClock.now
+        let trimmed = Self.tunesAllocator && ProcessMemory.trimAllocator()
+        let trimMs = (ContinuousClock.now - trimStart).seconds * 1000
+        log.debug("segment memory", metadata: {
+            // rss_mib and malloc_*: after the segment (and the trim); peak_rss_mib: the process's
+            // peak since it started; segment_peak_rss_mib: the peak while this segment ran.
+            var now = ProcessMemory.current()
+            let (segmentPeak, processPeak) = peaks.peaks(atEnd)
+            now.peakResidentBytes = processPeak
+            var m = now.logMetadata
+            if let segmentPeak { m["segment_peak_rss_mib"] = .string(String(format: "%.1f", Double(segmentPeak) / 1_048_576)) }
+            m["trimmed"] = .stringConvertible(trimmed)
+            m["trim_ms"] = .string(String(format: "%.1f", trimMs))
+            return m
+        }())
     }
+
+    /// Whether the worker fixes glibc's mmap threshold and trims the allocator after every segment
+    /// (``ProcessMemory``), so its memory does not grow with the number of segments it has done.
+    /// `DUBFARM_MALLOC_TUNING=0` leaves glibc's defaults, to measure what this saves
+    /// (`tools/bench/memory.sh`; README "Benchmarks", worker memory).
+    static let tunesAllocator = ProcessInfo.processInfo.environment["DUBFARM_MALLOC_TUNING"] != "0"
 }
 
 extension Duration {

@@ -3,27 +3,36 @@
 # A real `dubfarm worker --stage dub` (seeded untrained `small` weights, THREADS threads) dubs each
 # input to the end against a local farm: a fresh worker per input, so that its peak resident memory
 # (VmHWM in /proc/PID/status, read before it is stopped) covers exactly that one job. The inputs
-# are speaker-long.mp4 (25 s, 3 segments) and the same file concatenated COPIES times with
+# are speaker-long.mp4 (25 s, 3 segments) concatenated N times for each N in COPIES, with
 # `ffmpeg -f concat -c copy` into the bench directory (../shared/media is never written).
-#   tools/bench/memory.sh          (COPIES=3, THREADS=2; BENCH_DIR=.bench)
+# The worker logs its memory after every segment (debug level, `segment memory`: VmRSS, VmHWM, and
+# glibc's bytes in use and freed-but-held, from mallinfo2); the script prints them segment by
+# segment, so whether memory levels off or keeps growing with the number of segments is visible.
+#   tools/bench/memory.sh          (COPIES="1 3", THREADS=2; BENCH_DIR=.bench; MODEL=DIR for other weights)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-.build/release/dubfarm}
 BENCH=${BENCH_DIR:-$PWD/.bench}
 MEDIA=${MEDIA:-../shared/media}
 THREADS=${THREADS:-2}
-COPIES=${COPIES:-3}
+COPIES=${COPIES:-1 3}
 mkdir -p "$BENCH"
 FARM="$BENCH/memory-farm"
 [ -x "$BIN" ] || swift build -c release --product dubfarm
 
-long="$BENCH/speaker-long-x$COPIES.mp4"
-if [[ ! -f "$long" ]]; then
-  list="$BENCH/speaker-long-x$COPIES.txt"
-  : >"$list"
-  for _ in $(seq "$COPIES"); do echo "file '$(realpath "$MEDIA/speaker-long.mp4")'" >>"$list"; done
-  ffmpeg -v error -y -f concat -safe 0 -i "$list" -c copy "$long"
-fi
+# speaker-long.mp4 concatenated $1 times (the file itself for 1).
+input_of() {
+  local n=$1
+  if [[ "$n" == 1 ]]; then echo "$MEDIA/speaker-long.mp4"; return; fi
+  local long="$BENCH/speaker-long-x$n.mp4"
+  if [[ ! -f "$long" ]]; then
+    local list="$BENCH/speaker-long-x$n.txt"
+    : >"$list"
+    for _ in $(seq "$n"); do echo "file '$(realpath "$MEDIA/speaker-long.mp4")'" >>"$list"; done
+    ffmpeg -v error -y -f concat -safe 0 -i "$list" -c copy "$long"
+  fi
+  echo "$long"
+}
 
 $BIN local down --dir "$FARM" >/dev/null 2>&1 || true
 DUBFARM_LOGGING_LEVEL=warning $BIN local up --dir "$FARM" --workers 0 --stage dub >/dev/null
@@ -42,13 +51,14 @@ cp "$FARM/keys/workers/worker.key" "$FARM/keys/clients/bench-worker.key"
 export DUBFARM_KEY_FILE="$FARM/keys/workers/worker.key_secret" DUBFARM_SERVER_KEY="$FARM/keys/coordinator.key"
 sleep 1.2
 
-echo "== worker memory against video length: dub stage, small (untrained), $THREADS threads, face-source.png + dub-long.wav; load $(cut -d' ' -f1-3 /proc/loadavg)"
-printf "%-26s %8s %8s %10s %14s %12s\n" input seconds frames segments "peak RSS MiB" "RSS at end"
-n=0
-for input in "$MEDIA/speaker-long.mp4" "$long"; do
-  n=$((n + 1))
-  $BIN worker --connect "$WORK" --name "memory-$n" --stage dub --threads "$THREADS" --log-level warning \
-    >>"$BENCH/memory-worker.log" 2>&1 &
+echo "== worker memory against video length: dub stage, ${MODEL:-small (untrained)}, $THREADS threads, face-source.png + dub-long.wav; load $(cut -d' ' -f1-3 /proc/loadavg)"
+summary=()
+for copies in $COPIES; do
+  input=$(input_of "$copies")
+  log="$BENCH/memory-worker-x$copies.log"
+  t0=$(date +%s)
+  $BIN worker --connect "$WORK" --name "memory-x$copies" --stage dub --threads "$THREADS" --log-level debug \
+    ${MODEL:+--model "$MODEL"} >"$log" 2>&1 &
   WPID=$!
   job=$($BIN submit "$input" --audio "$MEDIA/dub-long.wav" --face "$MEDIA/face-source.png" --json \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
@@ -61,10 +71,30 @@ for input in "$MEDIA/speaker-long.mp4" "$long"; do
   read -r hwm rss < <(awk '/^VmHWM/{h=$2} /^VmRSS/{r=$2} END{print h, r}' "/proc/$WPID/status")
   read -r frames segs < <($BIN status "$job" --json | python3 -c 'import json,sys; j=json.load(sys.stdin)["job"]; print(j["frames"], j["segments"]["total"])')
   secs=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$input")
-  printf "%-26s %8.1f %8d %10d %14.1f %12.1f\n" "$(basename "$input")" "$secs" "$frames" "$segs" \
-    "$(awk -v k="$hwm" 'BEGIN{print k / 1024}')" "$(awk -v k="$rss" 'BEGIN{print k / 1024}')"
   kill "$WPID" 2>/dev/null || true
   wait "$WPID" 2>/dev/null || true
   WPID=""
+  echo "-- $(basename "$input"): ${secs%.*} s, $frames frames, $segs segments, $(( $(date +%s) - t0 )) s to dub; after each segment (in the order done), MiB:"
+  # "segment memory" lines: segment=N rss_mib=… peak_rss_mib=… malloc_in_use_mib=… malloc_free_mib=…
+  python3 - "$log" <<'PY'
+import re, sys
+rows = []
+for line in open(sys.argv[1], errors="replace"):
+    if "segment memory" not in line:
+        continue
+    f = dict(re.findall(r"(\w+)=([\w.]+)", line))
+    rows.append(f)
+print(f"  {'#':>3} {'segment':>7} {'RSS after':>9} {'segment peak':>12} {'process peak':>12} {'malloc in use':>14} {'malloc free':>12}")
+for i, f in enumerate(rows, 1):
+    print(f"  {i:>3} {f.get('segment', '?'):>7} {f.get('rss_mib', '?'):>9} {f.get('segment_peak_rss_mib', '-'):>12} "
+          f"{f.get('peak_rss_mib', '?'):>12} {f.get('malloc_in_use_mib', '?'):>14} {f.get('malloc_free_mib', '?'):>12}")
+if not rows:
+    print("  (no 'segment memory' lines in the worker's log)")
+PY
+  summary+=("$(printf "%-26s %8.1f %8d %10d %14.1f %12.1f" "$(basename "$input")" "$secs" "$frames" "$segs" \
+    "$(awk -v k="$hwm" 'BEGIN{print k / 1024}')" "$(awk -v k="$rss" 'BEGIN{print k / 1024}')")")
 done
-echo "peak RSS: the worker's VmHWM after the job (one fresh worker per input); reproduce: tools/bench/memory.sh"
+echo "-- summary (one fresh worker per input)"
+printf "%-26s %8s %8s %10s %14s %12s\n" input seconds frames segments "peak RSS MiB" "RSS at end"
+printf "%s\n" "${summary[@]}"
+echo "peak RSS: the worker's VmHWM after the job; load at the end $(cut -d' ' -f1-3 /proc/loadavg); reproduce: tools/bench/memory.sh"
