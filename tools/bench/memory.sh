@@ -2,12 +2,15 @@
 # Worker memory against video length (issue 3: "worker memory independent of video length").
 # A real `dubfarm worker --stage dub` (seeded untrained `small` weights, THREADS threads) dubs each
 # input to the end against a local farm: a fresh worker per input, so that its peak resident memory
-# (VmHWM in /proc/PID/status, read before it is stopped) covers exactly that one job. The inputs
+# (the kernel's VmHWM, which the worker folds into its own figure as it resets it per segment)
+# covers exactly that one job. The inputs
 # are speaker-long.mp4 (25 s, 3 segments) concatenated N times for each N in COPIES, with
 # `ffmpeg -f concat -c copy` into the bench directory (../shared/media is never written).
 # The worker logs its memory after every segment (debug level, `segment memory`: VmRSS, VmHWM, and
 # glibc's bytes in use and freed-but-held, from mallinfo2); the script prints them segment by
-# segment, so whether memory levels off or keeps growing with the number of segments is visible.
+# segment, so whether memory levels off or keeps growing with the number of segments is visible:
+# RSS after the segment, the peak while it ran (segment peak) and since the worker started.
+# DUBFARM_MALLOC_TUNING=0 runs the workers without their allocator tuning (the figures before it).
 #   tools/bench/memory.sh          (COPIES="1 3", THREADS=2; BENCH_DIR=.bench; MODEL=DIR for other weights)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -68,7 +71,7 @@ for copies in $COPIES; do
     sleep 0.5
   done
   [[ "$st" == done ]] || { echo "job $job is $st: $($BIN status "$job" | head -8)" >&2; exit 1; }
-  read -r hwm rss < <(awk '/^VmHWM/{h=$2} /^VmRSS/{r=$2} END{print h, r}' "/proc/$WPID/status")
+  read -r rss < <(awk '/^VmRSS/{print $2}' "/proc/$WPID/status")
   read -r frames segs < <($BIN status "$job" --json | python3 -c 'import json,sys; j=json.load(sys.stdin)["job"]; print(j["frames"], j["segments"]["total"])')
   secs=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$input")
   kill "$WPID" 2>/dev/null || true
@@ -76,7 +79,7 @@ for copies in $COPIES; do
   WPID=""
   echo "-- $(basename "$input"): ${secs%.*} s, $frames frames, $segs segments, $(( $(date +%s) - t0 )) s to dub; after each segment (in the order done), MiB:"
   # "segment memory" lines: segment=N rss_mib=… peak_rss_mib=… malloc_in_use_mib=… malloc_free_mib=…
-  python3 - "$log" <<'PY'
+  python3 - "$log" "$BENCH/memory-peak" <<'PY'
 import re, sys
 rows = []
 for line in open(sys.argv[1], errors="replace"):
@@ -90,11 +93,13 @@ for i, f in enumerate(rows, 1):
           f"{f.get('peak_rss_mib', '?'):>12} {f.get('malloc_in_use_mib', '?'):>14} {f.get('malloc_free_mib', '?'):>12}")
 if not rows:
     print("  (no 'segment memory' lines in the worker's log)")
+# The worker resets the kernel's VmHWM at each segment start; its process peak is in the log.
+open(sys.argv[2], "w").write(max((f.get("peak_rss_mib", "0") for f in rows), key=float, default="0"))
 PY
   summary+=("$(printf "%-26s %8.1f %8d %10d %14.1f %12.1f" "$(basename "$input")" "$secs" "$frames" "$segs" \
-    "$(awk -v k="$hwm" 'BEGIN{print k / 1024}')" "$(awk -v k="$rss" 'BEGIN{print k / 1024}')")")
+    "$(cat "$BENCH/memory-peak")" "$(awk -v k="$rss" 'BEGIN{print k / 1024}')")")
 done
 echo "-- summary (one fresh worker per input)"
 printf "%-26s %8s %8s %10s %14s %12s\n" input seconds frames segments "peak RSS MiB" "RSS at end"
 printf "%s\n" "${summary[@]}"
-echo "peak RSS: the worker's VmHWM after the job; load at the end $(cut -d' ' -f1-3 /proc/loadavg); reproduce: tools/bench/memory.sh"
+echo "peak RSS: the worker's peak since it started (VmHWM over all its segments), RSS at end: VmRSS after the job; DUBFARM_MALLOC_TUNING=0 measures without the worker's allocator tuning; load at the end $(cut -d' ' -f1-3 /proc/loadavg); reproduce: tools/bench/memory.sh"
