@@ -267,7 +267,10 @@ public final class WorkerNode: Sendable {
         log[metadataKey: "job"] = .stringConvertible(task.ref.segment.job)
         log[metadataKey: "segment"] = .stringConvertible(task.ref.segment.index)
         log.info("segment started", metadata: ["frames": .string("\(task.outputFrames.lowerBound)..<\(task.outputFrames.upperBound)")])
-        peaks.startSegment()
+        // At debug level the worker logs each segment's memory; its peak needs the kernel's reset
+        // (so VmHWM in /proc then covers the current segment only: the log has the process's).
+        let measuresMemory = log.logLevel <= .debug
+        if measuresMemory { peaks.startSegment() }
         let started = ContinuousClock.now
         var lastProgress = ContinuousClock.now
         let total = task.outputFrames.count
@@ -330,7 +333,7 @@ public final class WorkerNode: Sendable {
             message = .failed(task.ref, FailureReport(code: e.code.rawValue, message: e.message, handedBack: handedBack))
         }
         // This segment's peak, read before the next segment can start (and reset it).
-        let atEnd = ProcessMemory.current()
+        let atEnd = measuresMemory ? ProcessMemory.current() : nil
         // Post before clearing `current`: whoever sees the worker idle also finds the message queued.
         running.finished.store(true, ordering: .releasing)
         outbox.post(message)
@@ -343,18 +346,23 @@ public final class WorkerNode: Sendable {
         let trimStart = ContinuousClock.now
         let trimmed = Self.tunesAllocator && ProcessMemory.trimAllocator()
         let trimMs = (ContinuousClock.now - trimStart).seconds * 1000
-        log.debug("segment memory", metadata: {
-            // rss_mib and malloc_*: after the segment (and the trim); peak_rss_mib: the process's
-            // peak since it started; segment_peak_rss_mib: the peak while this segment ran.
-            var now = ProcessMemory.current()
-            let (segmentPeak, processPeak) = peaks.peaks(atEnd)
-            now.peakResidentBytes = processPeak
-            var m = now.logMetadata
-            if let segmentPeak { m["segment_peak_rss_mib"] = .string(String(format: "%.1f", Double(segmentPeak) / 1_048_576)) }
-            m["trimmed"] = .stringConvertible(trimmed)
-            m["trim_ms"] = .string(String(format: "%.1f", trimMs))
-            return m
-        }())
+        if let atEnd {
+            log.debug("segment memory", metadata: memoryMetadata(atEnd: atEnd, trimmed: trimmed, trimMs: trimMs))
+        }
+    }
+
+    /// `segment memory` figures: `rss_mib` and `malloc_*` after the segment (and the trim),
+    /// `peak_rss_mib` the process's peak since it started, `segment_peak_rss_mib` the peak while
+    /// the segment ran (from `atEnd`, read as it ended).
+    private func memoryMetadata(atEnd: ProcessMemory, trimmed: Bool, trimMs: Double) -> Logger.Metadata {
+        var now = ProcessMemory.current()
+        let (segmentPeak, processPeak) = peaks.peaks(atEnd)
+        now.peakResidentBytes = processPeak
+        var m = now.logMetadata
+        if let segmentPeak { m["segment_peak_rss_mib"] = .string(String(format: "%.1f", Double(segmentPeak) / 1_048_576)) }
+        m["trimmed"] = .stringConvertible(trimmed)
+        m["trim_ms"] = .string(String(format: "%.1f", trimMs))
+        return m
     }
 
     /// Whether the worker fixes glibc's mmap threshold and trims the allocator after every segment
