@@ -13,6 +13,13 @@ public enum BLAS {
     /// The thread count OpenBLAS currently uses.
     public static var threads: Int { Int(openblas_get_num_threads()) }
 
+    /// Ends OpenBLAS's own worker threads, which otherwise spin (`sched_yield`) for about
+    /// 2²⁸ cycles (~0.1 s) after each multi-threaded call, taking cores from whatever runs next.
+    /// The next multi-threaded call starts them again.
+    public static func releaseThreads() {
+        _ = blas_thread_shutdown_()
+    }
+
     /// `C = alpha * op(A) * op(B) + beta * C` with `op(A)` of shape `m × k` and `op(B)` `k × n`,
     /// all row-major with the given leading dimensions.
     public static func sgemm(

@@ -104,7 +104,8 @@ public enum Kernels {
 
     /// Winograd F(4×4, 3×3) input transform of tile rows `ty0 ..< ty1` of every channel:
     /// `V[ξ][c][tile] = (Bᵀ d B)[ξ]` for the 6×6 input tile `d` of each tile, written at
-    /// `v + (ξ · cin + c) · ntS + (ty - ty0) · tw + t`.
+    /// `v + (ξ · cs + c) · ntS + (ty - ty0) · tw + t`, where `cs` (`channelStride`, at least
+    /// `cin`) is the channel count of the whole `V` when this call transforms a slice of it.
     ///
     /// The input is `cin` planes of `srcH × srcW` at `x`, read as its nearest 2× upsampling when
     /// `upsample` is set, zero-padded by `padding` on every side (`h × w` is the virtual input's
@@ -114,7 +115,7 @@ public enum Kernels {
     /// results) + `rowBuffer` floats, where `ph = (tw + 8) & ~7`, `twV = (tw + 7) & ~7` and
     /// `rowBuffer` is `(4 · (ty1 - ty0) + 6) · srcW` when normalising.
     public static func winogradInput(
-        x: UnsafePointer<Float>, channels cin: Int, srcH: Int, srcW: Int, h: Int, w: Int, padding p: Int, upsample up: Bool,
+        x: UnsafePointer<Float>, channels cin: Int, channelStride cs: Int, srcH: Int, srcW: Int, h: Int, w: Int, padding p: Int, upsample up: Bool,
         scale: UnsafePointer<Float>?, shift: UnsafePointer<Float>?, silu: Bool,
         tileRows ty0: Int, _ ty1: Int, tilesPerRow tw: Int, ph: Int, twV: Int, ntS: Int,
         v: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>
@@ -179,10 +180,10 @@ public enum Kernels {
                 }
                 // horizontal B: tile t reads phases 0..3 at t and phases 0, 1 at t + 1
                 let tbase = (ty - ty0) * tw
-                let s = cin * ntS
+                let s = cs * ntS
                 for r in 0..<6 {
                     let a0 = vert + r * n, a1 = a0 + ph, a2 = a0 + 2 * ph, a3 = a0 + 3 * ph
-                    let dst = v + (r * 6 * cin + c) * ntS + tbase
+                    let dst = v + (r * 6 * cs + c) * ntS + tbase
                     var t = 0
                     while t < twV {
                         let y = bt(ld(a0 + t), ld(a1 + t), ld(a2 + t), ld(a3 + t), ld(a0 + t + 1), ld(a1 + t + 1))
@@ -201,16 +202,17 @@ public enum Kernels {
 
     /// Winograd F(4×4, 3×3) output transform of tile rows `ty0 ..< ty1`: `Y = Aᵀ M A + bias`
     /// (+ `residual`, `[cout, oh, ow]`), written into `out` (`[cout, oh, ow]`), from the products
-    /// `M[ξ][c][tile]` at `m + (ξ · cout + c) · ntS + (ty - ty0) · tw + t`. `scratch` holds
+    /// `M[ξ][c][tile]` at `m + (ξ · cs + c) · ntS + (ty - ty0) · tw + t` (`cs`, `channelStride`, is
+    /// the channel count of the whole `M` when this call writes a slice of the output). `scratch` holds
     /// `24 · ph + 16 · ph` floats.
     public static func winogradOutput(
-        m: UnsafePointer<Float>, channels cout: Int, bias: UnsafePointer<Float>?, residual rd: UnsafePointer<Float>?,
+        m: UnsafePointer<Float>, channels cout: Int, channelStride cs: Int, bias: UnsafePointer<Float>?, residual rd: UnsafePointer<Float>?,
         out od: UnsafeMutablePointer<Float>, oh: Int, ow: Int,
         tileRows ty0: Int, _ ty1: Int, tilesPerRow tw: Int, ph: Int, twV: Int, ntS: Int,
         scratch: UnsafeMutablePointer<Float>
     ) {
         let vert = scratch, outp = vert + 24 * ph
-        let s = cout * ntS
+        let s = cs * ntS
         for c in 0..<cout {
             let bv = V8(repeating: bias?[c] ?? 0)
             let plane = od + c * oh * ow
@@ -267,5 +269,77 @@ public enum Kernels {
                 }
             }
         }
+    }
+}
+
+extension Kernels {
+    /// Direct 3×3 stride-1 convolution of output rows `y0 ..< y1`, for maps with few output
+    /// channels (the decoder's last convolution, to 3 RGB channels), where Winograd and im2col
+    /// spend their time transforming or copying the input for a product only 3 rows tall.
+    ///
+    /// `x` is `cin` planes of `h × w`, `weight` is `[cout, cin, 3, 3]`, `out` (and `residual`)
+    /// `[cout, oh, ow]` with `oh = h + 2p - 2`, `ow = w + 2p - 2`. The band's input rows are first
+    /// copied, zero-padded, into `scratch` (``directScratch(channels:rows:ow:padding:)`` floats), so
+    /// the inner loop is 32 output pixels × 9 taps × `cin` of unaligned vector loads and
+    /// multiply-adds with no bounds checks.
+    public static func conv3x3Direct(
+        x: UnsafePointer<Float>, channels cin: Int, h: Int, w: Int, padding p: Int,
+        weight: UnsafePointer<Float>, outChannels cout: Int, bias: UnsafePointer<Float>?, residual rd: UnsafePointer<Float>?,
+        out od: UnsafeMutablePointer<Float>, rows y0: Int, _ y1: Int, scratch: UnsafeMutablePointer<Float>
+    ) {
+        let oh = h + 2 * p - 2, ow = w + 2 * p - 2
+        let owV = (ow + 31) & ~31, pw = owV + 8
+        let bandRows = y1 - y0 + 2
+        let rowTmp = scratch + cin * bandRows * pw
+        // padded band: buf[(ci * bandRows + r) * pw + p + x] = in[ci][y0 - p + r][x]
+        for ci in 0..<cin {
+            for r in 0..<bandRows {
+                let dst = scratch + (ci * bandRows + r) * pw
+                let iy = y0 - p + r
+                dst.initialize(repeating: 0, count: pw)
+                if iy >= 0 && iy < h { (dst + p).update(from: x + (ci * h + iy) * w, count: w) }
+            }
+        }
+        for y in y0..<y1 {
+            for co in 0..<cout {
+                let b = V8(repeating: bias?[co] ?? 0)
+                let dstRow = od + (co * oh + y) * ow
+                let resRow = rd.map { $0 + (co * oh + y) * ow }
+                var s = 0
+                while s < owV {
+                    var a0 = b, a1 = b, a2 = b, a3 = b
+                    for ci in 0..<cin {
+                        let wk = weight + (co * cin + ci) * 9
+                        for ky in 0..<3 {
+                            let row = UnsafePointer(scratch + (ci * bandRows + y - y0 + ky) * pw + s)
+                            for kx in 0..<3 {
+                                let wv = V8(repeating: wk[ky * 3 + kx])
+                                let q = row + kx
+                                a0 += wv * ld(q); a1 += wv * ld(q + 8); a2 += wv * ld(q + 16); a3 += wv * ld(q + 24)
+                            }
+                        }
+                    }
+                    if s + 32 <= ow {
+                        let d = dstRow + s
+                        if let r = resRow {
+                            st(d, a0 + ld(r + s)); st(d + 8, a1 + ld(r + s + 8)); st(d + 16, a2 + ld(r + s + 16)); st(d + 24, a3 + ld(r + s + 24))
+                        } else {
+                            st(d, a0); st(d + 8, a1); st(d + 16, a2); st(d + 24, a3)
+                        }
+                    } else {
+                        st(rowTmp, a0); st(rowTmp + 8, a1); st(rowTmp + 16, a2); st(rowTmp + 24, a3)
+                        for i in 0..<(ow - s) { dstRow[s + i] = rowTmp[i] + (resRow?[s + i] ?? 0) }
+                    }
+                    s += 32
+                }
+            }
+        }
+    }
+
+    /// Floats of scratch ``conv3x3Direct(x:channels:h:w:padding:weight:outChannels:bias:residual:out:rows:_:scratch:)``
+    /// needs for a band of `rows` output rows.
+    public static func directScratch(channels cin: Int, rows: Int, ow: Int) -> Int {
+        let pw = ((ow + 31) & ~31) + 8
+        return cin * (rows + 2) * pw + 32
     }
 }

@@ -88,7 +88,9 @@ import BLAS
             let ctx = ComputeContext(threads: threads)
             let y = conv(x, upsample2x: up, residual: withResidual ? res : nil, ctx)
             #expect(y.shape == [cout, oh, ow])
-            #expect(Self.maxRelError(y, ref) < (algorithm == 1 ? 1e-5 : 2e-6), "conv \(p) threads \(threads)")
+            // Winograd's transforms round more than a direct sum
+            let tolerance: Float = conv.usesWinograd(oh: oh, ow: ow) ? 1e-5 : 2e-6
+            #expect(Self.maxRelError(y, ref) < tolerance, "conv \(p) threads \(threads)")
         }
     }
 

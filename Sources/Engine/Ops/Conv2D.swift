@@ -5,12 +5,17 @@ import BLAS
 ///
 /// Algorithms, chosen once at construction:
 /// - 1×1, stride 1, no padding: one sgemm `W[out, in] · X[in, H·W]` straight on the input.
+/// - 3×3, stride 1, at most ``directMaxOutChannels`` output channels: a direct vector loop
+///   (``KernelSet``: `conv3x3Direct`); a 3-row product is too thin for Winograd or sgemm.
 /// - 3×3, stride 1, output of at least ``Winograd/minTiles`` 4×4 tiles: Winograd F(4×4, 3×3)
 ///   (36 sgemms on transformed tiles, filters transformed once at construction).
 /// - anything else: im2col into the workspace, then one sgemm.
 public struct Conv2D: @unchecked Sendable {
     /// How the convolution is computed.
-    public enum Algorithm: Sendable { case auto, im2col, winograd }
+    public enum Algorithm: Sendable { case auto, im2col, winograd, direct }
+
+    /// Most output channels for which a 3×3 stride-1 convolution runs the direct loop.
+    public static let directMaxOutChannels = 4
 
     public let outChannels: Int
     public let inChannels: Int
@@ -24,6 +29,10 @@ public struct Conv2D: @unchecked Sendable {
     public let bias: Tensor?
     let winogradWeight: Tensor?
     let forceWinograd: Bool
+    let direct: Bool
+    /// How a multi-threaded Winograd convolution splits its work (nil: chosen by map size;
+    /// set by tests to run both ways on the same shapes).
+    var winogradSplit: Winograd.Split?
 
     /// A convolution with PyTorch's weight layout.
     public init(weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0, algorithm: Algorithm = .auto) {
@@ -39,9 +48,12 @@ public struct Conv2D: @unchecked Sendable {
         let eligible = kernelH == 3 && kernelW == 3 && stride == 1
         let use: Bool
         switch algorithm {
-        case .auto: use = eligible
-        case .winograd: precondition(eligible, "winograd needs 3x3 stride 1"); use = true
-        case .im2col: use = false
+        case .auto:
+            direct = eligible && outChannels <= Self.directMaxOutChannels
+            use = eligible && !direct
+        case .winograd: precondition(eligible, "winograd needs 3x3 stride 1"); use = true; direct = false
+        case .direct: precondition(eligible, "the direct loop needs 3x3 stride 1"); use = false; direct = true
+        case .im2col: use = false; direct = false
         }
         winogradWeight = use ? Winograd.transformWeights(weight) : nil
         forceWinograd = algorithm == .winograd
@@ -94,7 +106,7 @@ public struct Conv2D: @unchecked Sendable {
     private func profileLabel(_ x: Tensor, input: ChannelAffine?, upsample2x: Bool, residual: Tensor?) -> String {
         let f = upsample2x ? 2 : 1
         let o = outputSize(h: x.shape[1] * f, w: x.shape[2] * f)
-        let alg = usesWinograd(oh: o.h, ow: o.w) ? "winograd"
+        let alg = usesWinograd(oh: o.h, ow: o.w) ? "winograd" : direct ? "direct3x3"
             : kernelH == 1 && kernelW == 1 && stride == 1 && padding == 0 ? "direct" : "im2col"
         return "conv\(kernelH)x\(kernelW)/\(stride) \(inChannels)→\(outChannels) \(o.h)×\(o.w) \(alg)"
             + (input != nil ? " +norm" : "") + (upsample2x ? " +up" : "") + (residual != nil ? " +res" : "")
@@ -116,11 +128,15 @@ public struct Conv2D: @unchecked Sendable {
         ctx.flops += flops(h: h, w: w)
         if let ww = winogradWeight, usesWinograd(oh: o.h, ow: o.w) {
             Winograd.convolve(x, input: input, upsample2x: upsample2x, weightT: ww, bias: bias, padding: padding,
-                              residual: residual?.data, out: out, ctx)
+                              residual: residual?.data, out: out, split: winogradSplit, ctx)
             return out
         }
         let normalized = input.map { $0.apply(x, ctx) } ?? x
         let source = upsample2x ? Shape.upsampleNearest2x(normalized, ctx) : normalized
+        if direct {
+            convolveDirect(source, h: h, w: w, oh: o.h, ow: o.w, residual: residual, out: out, ctx)
+            return out
+        }
         let n = o.h * o.w
         let beta: Float
         let od = out.data, bd = bias?.data, rd = residual?.data
@@ -149,6 +165,28 @@ public struct Conv2D: @unchecked Sendable {
         ctx.gemm(m: outChannels, n: n, k: kdim, a: weight.data, lda: kdim,
                    b: cols, ldb: n, beta: beta, c: od, ldc: n)
         return out
+    }
+
+    /// The direct loop, in bands of output rows claimed by the threads (each band's padded
+    /// input rows stay in L2).
+    private func convolveDirect(_ x: Tensor, h: Int, w: Int, oh: Int, ow: Int, residual: Tensor?, out: Tensor, _ ctx: ComputeContext) {
+        let band = max(1, min(8, (oh + 4 * ctx.threads - 1) / (4 * ctx.threads)))
+        let bands = (oh + band - 1) / band
+        let workers = min(ctx.threads, bands)
+        let per = (KernelSet.directScratch(channels: inChannels, rows: band, ow: ow) + 15) & ~15
+        let scratch = ctx.workspace.allocate(workers * per)
+        let xd = UnsafePointer(x.data), wd = UnsafePointer(weight.data), od = out.data
+        let bd = bias.map { UnsafePointer($0.data) }, rd = residual.map { UnsafePointer($0.data) }
+        let cin = inChannels, cout = outChannels, p = padding, k = ctx.kernels
+        let counter = WorkCounter()
+        ctx.onWorkers(workers) { wk in
+            while true {
+                let b = counter.next()
+                if b >= bands { break }
+                let y0 = b * band, y1 = min(oh, y0 + band)
+                k.conv3x3Direct(xd, cin, h, w, p, wd, cout, bd, rd, od, y0, y1, scratch + wk * per)
+            }
+        }
     }
 
     private func im2col(_ x: UnsafeMutablePointer<Float>, c: Int, h: Int, w: Int, oh: Int, ow: Int,

@@ -44,9 +44,12 @@ enum Winograd {
 
     /// Smallest output (in 4×4 tiles) computed with Winograd; smaller maps use im2col.
     /// `DUBFARM_WINOGRAD_MIN_TILES` overrides (for tuning).
+    /// 16: a 16×16 map (the `small` decoder's coarsest level) runs 36 products of 16 tiles
+    /// each, which OpenBLAS still takes at ~95 GFLOP/s per core; Winograd there beat im2col by
+    /// 2.5 ms a frame at 2 threads. Below that, one im2col sgemm.
     static let minTiles: Int = {
         if let v = ProcessInfo.processInfo.environment["DUBFARM_WINOGRAD_MIN_TILES"], let n = Int(v), n > 0 { return n }
-        return 36
+        return 16
     }()
 
     /// Scratch budget per block (transformed input + products); `DUBFARM_WINOGRAD_KB` overrides.
@@ -70,6 +73,20 @@ enum Winograd {
         return max(1, min(tiles, 2048) / tilesPerRow)
     }
 
+    /// Tiles per block below which a multi-threaded convolution switches from blocks to whole-map
+    /// phases (``convolve(_:input:upsample2x:weightT:bias:padding:residual:out:split:_:)``);
+    /// `DUBFARM_WINOGRAD_THIN` overrides (for tuning).
+    static let thinBlockTiles: Int = {
+        if let v = ProcessInfo.processInfo.environment["DUBFARM_WINOGRAD_THIN"], let n = Int(v), n >= 0 { return n }
+        return 32
+    }()
+
+    /// How a multi-threaded convolution splits its work (see ``convolve(_:input:upsample2x:weightT:bias:padding:residual:out:split:_:)``).
+    enum Split: Sendable { case blocks, wholeMap }
+
+    /// Largest transformed input + products (bytes) for whole-map phases; bigger maps stay in blocks.
+    static let wholeMapBytes = 8 << 20
+
     /// Transforms are separable and done a tile row at a time on 8-wide SIMD vectors
     /// (``KernelSet``: `winogradInput`, `winogradOutput`): input rows are first split by column
     /// phase (`x mod 4`), so the horizontal 6-point transforms of all tiles of a row read six
@@ -83,22 +100,53 @@ enum Winograd {
     /// fused in: the block's source rows of a channel are normalised once into a small buffer,
     /// and the normalised map is never written). With `residual` (`[out, Ho, Wo]`) it is added
     /// to the output as the tiles are written.
+    ///
+    /// Two ways to split the work over threads:
+    /// - **blocks** (large maps): tile rows are cut into cache-sized blocks that threads claim
+    ///   whole (transform, 36 single-threaded sgemms, output), one hand-off per convolution.
+    /// - **whole map** (small maps, where blocks per thread would hold fewer than
+    ///   ``thinBlockTiles`` tiles): the input transform split by channels, then the 36 sgemms
+    ///   over all tiles claimed one at a time, then the output transform split by channels.
+    ///   Three hand-offs, but each sgemm keeps its full width: a 16×16 map cut into per-thread
+    ///   blocks gives 4-tile sgemms that spend their time packing the filters.
     static func convolve(_ x: Tensor, input: ChannelAffine? = nil, upsample2x: Bool = false, weightT: Tensor, bias: Tensor?, padding p: Int,
-                         residual: UnsafeMutablePointer<Float>? = nil, out: Tensor, _ ctx: ComputeContext) {
+                         residual: UnsafeMutablePointer<Float>? = nil, out: Tensor, split: Split? = nil, _ ctx: ComputeContext) {
+        let cin = x.shape[0]
+        let cout = out.shape[0], oh = out.shape[1], ow = out.shape[2]
+        let th = (oh + 3) / 4, tw = (ow + 3) / 4
+        var rowsPerBlock = min(th, blockRows(inC: cin, outC: cout, tilesPerRow: tw))
+        var blocks = (th + rowsPerBlock - 1) / rowsPerBlock
+        if ctx.threads > 1 {
+            if blocks > 1 {
+                // at least two blocks per thread, claimed on demand
+                let rounds = max(minRounds, (blocks + ctx.threads - 1) / ctx.threads)
+                rowsPerBlock = (th + rounds * ctx.threads - 1) / (rounds * ctx.threads)
+                blocks = (th + rowsPerBlock - 1) / rowsPerBlock
+            }
+            // one block for the whole map would leave the other threads idle
+            let wholeMapSize = 36 * 4 * (cin + cout) * (th * tw + 8)
+            let whole = split.map { $0 == .wholeMap }
+                ?? ((blocks == 1 || rowsPerBlock * tw < thinBlockTiles) && wholeMapSize <= wholeMapBytes)
+            if whole {
+                convolveWholeMap(x, input: input, upsample2x: upsample2x, weightT: weightT, bias: bias, padding: p,
+                                 residual: residual, out: out, ctx)
+                return
+            }
+        }
+        convolveBlocks(x, input: input, upsample2x: upsample2x, weightT: weightT, bias: bias, padding: p,
+                       residual: residual, out: out, rowsPerBlock: rowsPerBlock, ctx)
+    }
+
+    /// Blocks of `rowsPerBlock` tile rows, each claimed whole by one thread.
+    private static func convolveBlocks(_ x: Tensor, input: ChannelAffine?, upsample2x: Bool, weightT: Tensor, bias: Tensor?, padding p: Int,
+                                       residual: UnsafeMutablePointer<Float>?, out: Tensor, rowsPerBlock: Int, _ ctx: ComputeContext) {
         let f = upsample2x ? 2 : 1
         let cin = x.shape[0], srcH = x.shape[1], srcW = x.shape[2], h = srcH * f, w = srcW * f
         let up = upsample2x
         let rd = residual.map { UnsafePointer($0) }
         let cout = out.shape[0], oh = out.shape[1], ow = out.shape[2]
         let th = (oh + 3) / 4, tw = (ow + 3) / 4
-        var rowsPerBlock = min(th, blockRows(inC: cin, outC: cout, tilesPerRow: tw))
-        var blocks = (th + rowsPerBlock - 1) / rowsPerBlock
-        if ctx.threads > 1 && blocks > 1 {
-            // at least two blocks per thread, claimed on demand
-            let rounds = max(minRounds, (blocks + ctx.threads - 1) / ctx.threads)
-            rowsPerBlock = (th + rounds * ctx.threads - 1) / (rounds * ctx.threads)
-            blocks = (th + rowsPerBlock - 1) / rowsPerBlock
-        }
+        let blocks = (th + rowsPerBlock - 1) / rowsPerBlock
         let ntS = rowsPerBlock * tw + 8     // leading dimension of V and M rows
         let workers = min(ctx.threads, blocks)
         let ph = (tw + 1 + 7) & ~7          // phase array length, whole vectors
@@ -122,7 +170,7 @@ enum Winograd {
                 if blk >= blocks { break }
                 let ty0 = blk * rowsPerBlock, ty1 = min(th, ty0 + rowsPerBlock)
                 let nt = (ty1 - ty0) * tw
-                k.winogradInput(xd, cin, srcH, srcW, h, w, p, up, scale, shift, silu, ty0, ty1, tw, ph, twV, ntS, v, tmp)
+                k.winogradInput(xd, cin, cin, srcH, srcW, h, w, p, up, scale, shift, silu, ty0, ty1, tw, ph, twV, ntS, v, tmp)
                 // 36 products
                 for xi in 0..<36 {
                     if workers == 1 {
@@ -133,9 +181,67 @@ enum Winograd {
                                    b: v + xi * cin * ntS, ldb: ntS, beta: 0, c: m + xi * cout * ntS, ldc: ntS)
                     }
                 }
-                k.winogradOutput(m, cout, bd, rd, od, oh, ow, ty0, ty1, tw, ph, twV, ntS, tmp)
+                k.winogradOutput(m, cout, cout, bd, rd, od, oh, ow, ty0, ty1, tw, ph, twV, ntS, tmp)
             }
         }
         ctx.onWorkers(workers, run)
+    }
+
+    /// The whole map at once in three phases: input transform by channel slices, the 36 sgemms
+    /// over all tiles, output transform by channel slices.
+    private static func convolveWholeMap(_ x: Tensor, input: ChannelAffine?, upsample2x: Bool, weightT: Tensor, bias: Tensor?, padding p: Int,
+                                         residual: UnsafeMutablePointer<Float>?, out: Tensor, _ ctx: ComputeContext) {
+        let f = upsample2x ? 2 : 1
+        let cin = x.shape[0], srcH = x.shape[1], srcW = x.shape[2], h = srcH * f, w = srcW * f
+        let up = upsample2x
+        let cout = out.shape[0], oh = out.shape[1], ow = out.shape[2]
+        let th = (oh + 3) / 4, tw = (ow + 3) / 4
+        let nt = th * tw, ntS = nt + 8
+        let ph = (tw + 1 + 7) & ~7, twV = (tw + 7) & ~7
+        let threads = ctx.threads
+        let normSize = input == nil ? 0 : (4 * th + 6) * srcW
+        let tmpSize = (48 * ph + normSize + 8 + 15) & ~15
+        let v = ctx.workspace.allocate(36 * cin * ntS), m = ctx.workspace.allocate(36 * cout * ntS)
+        let tmp = ctx.workspace.allocate(threads * tmpSize)
+        let xd = UnsafePointer(x.data), od = out.data, ud = weightT.data
+        let bd = bias.map { UnsafePointer($0.data) }
+        let scale = input.map { UnsafePointer($0.scale) }, shift = input.map { UnsafePointer($0.shift) }
+        let silu = input?.activation == .silu
+        let k = ctx.kernels
+        let srcPlane = srcH * srcW, outPlane = oh * ow
+        // channel slices: a few per thread, claimed on demand
+        func slices(_ channels: Int) -> Int { min(channels, 4 * threads) }
+        let inSlices = slices(cin)
+        let inCounter = WorkCounter()
+        ctx.onWorkers(threads) { wk in
+            while true {
+                let i = inCounter.next()
+                if i >= inSlices { break }
+                let c0 = cin * i / inSlices, c1 = cin * (i + 1) / inSlices
+                k.winogradInput(xd + c0 * srcPlane, c1 - c0, cin, srcH, srcW, h, w, p, up,
+                                scale.map { $0 + c0 }, shift.map { $0 + c0 }, silu,
+                                0, th, tw, ph, twV, ntS, v + c0 * ntS, tmp + wk * tmpSize)
+            }
+        }
+        let gemmCounter = WorkCounter()
+        ctx.onWorkers(threads) { _ in
+            while true {
+                let xi = gemmCounter.next()
+                if xi >= 36 { break }
+                BLAS.sgemm(m: cout, n: nt, k: cin, a: ud + xi * cout * cin, lda: cin,
+                           b: v + xi * cin * ntS, ldb: ntS, beta: 0, c: m + xi * cout * ntS, ldc: ntS)
+            }
+        }
+        let outSlices = slices(cout)
+        let outCounter = WorkCounter()
+        ctx.onWorkers(threads) { wk in
+            while true {
+                let i = outCounter.next()
+                if i >= outSlices { break }
+                let c0 = cout * i / outSlices, c1 = cout * (i + 1) / outSlices
+                k.winogradOutput(m + c0 * ntS, c1 - c0, cout, bd.map { $0 + c0 }, residual.map { UnsafePointer($0 + c0 * outPlane) },
+                                 od + c0 * outPlane, oh, ow, 0, th, tw, ph, twV, ntS, tmp + wk * tmpSize)
+            }
+        }
     }
 }

@@ -11,7 +11,11 @@ public enum Benchmark {
         for i in 0..<(n * n) { a.data[i] = rng.uniform(-1, 1); b.data[i] = rng.uniform(-1, 1) }
         // OpenBLAS's own threading: the honest machine peak, independent of the engine's split
         BLAS.setThreads(ctx.threads)
-        defer { BLAS.setThreads(1) }
+        defer {
+            BLAS.setThreads(1)
+            // OpenBLAS's idle threads would spin for ~0.1 s, through the frames timed next
+            if ctx.threads > 1 { BLAS.releaseThreads() }
+        }
         BLAS.sgemm(m: n, n: n, k: n, a: a.data, lda: n, b: b.data, ldb: n, c: c.data, ldc: n)
         var best = 0.0
         let start = now()

@@ -18,12 +18,14 @@ public struct KernelSet: Sendable {
     let softmaxRow: @Sendable (UnsafeMutablePointer<Float>, Int) -> Void
     let moments: @Sendable (UnsafePointer<Float>, Int) -> (mean: Double, variance: Double)
     let affine: @Sendable (UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int, Float, Float, Bool) -> Void
-    let winogradInput: @Sendable (UnsafePointer<Float>, Int, Int, Int, Int, Int, Int, Bool,
+    let winogradInput: @Sendable (UnsafePointer<Float>, Int, Int, Int, Int, Int, Int, Int, Bool,
                                   UnsafePointer<Float>?, UnsafePointer<Float>?, Bool,
                                   Int, Int, Int, Int, Int, Int, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) -> Void
-    let winogradOutput: @Sendable (UnsafePointer<Float>, Int, UnsafePointer<Float>?, UnsafePointer<Float>?,
+    let winogradOutput: @Sendable (UnsafePointer<Float>, Int, Int, UnsafePointer<Float>?, UnsafePointer<Float>?,
                                    UnsafeMutablePointer<Float>, Int, Int, Int, Int, Int, Int, Int, Int,
                                    UnsafeMutablePointer<Float>) -> Void
+    let conv3x3Direct: @Sendable (UnsafePointer<Float>, Int, Int, Int, Int, UnsafePointer<Float>, Int, UnsafePointer<Float>?,
+                                  UnsafePointer<Float>?, UnsafeMutablePointer<Float>, Int, Int, UnsafeMutablePointer<Float>) -> Void
 
     /// The build for the baseline target (any x86-64 or arm64 CPU).
     public static let baseline = KernelSet(
@@ -34,13 +36,17 @@ public struct KernelSet: Sendable {
         moments: { EngineKernels.Kernels.moments($0, $1) },
         affine: { EngineKernels.Kernels.affine($0, $1, $2, scale: $3, shift: $4, silu: $5) },
         winogradInput: {
-            EngineKernels.Kernels.winogradInput(x: $0, channels: $1, srcH: $2, srcW: $3, h: $4, w: $5, padding: $6, upsample: $7,
-                                                scale: $8, shift: $9, silu: $10, tileRows: $11, $12, tilesPerRow: $13,
-                                                ph: $14, twV: $15, ntS: $16, v: $17, scratch: $18)
+            EngineKernels.Kernels.winogradInput(x: $0, channels: $1, channelStride: $2, srcH: $3, srcW: $4, h: $5, w: $6, padding: $7, upsample: $8,
+                                                scale: $9, shift: $10, silu: $11, tileRows: $12, $13, tilesPerRow: $14,
+                                                ph: $15, twV: $16, ntS: $17, v: $18, scratch: $19)
         },
         winogradOutput: {
-            EngineKernels.Kernels.winogradOutput(m: $0, channels: $1, bias: $2, residual: $3, out: $4, oh: $5, ow: $6,
-                                                 tileRows: $7, $8, tilesPerRow: $9, ph: $10, twV: $11, ntS: $12, scratch: $13)
+            EngineKernels.Kernels.winogradOutput(m: $0, channels: $1, channelStride: $2, bias: $3, residual: $4, out: $5, oh: $6, ow: $7,
+                                                 tileRows: $8, $9, tilesPerRow: $10, ph: $11, twV: $12, ntS: $13, scratch: $14)
+        },
+        conv3x3Direct: {
+            EngineKernels.Kernels.conv3x3Direct(x: $0, channels: $1, h: $2, w: $3, padding: $4, weight: $5, outChannels: $6, bias: $7,
+                                            residual: $8, out: $9, rows: $10, $11, scratch: $12)
         })
 
     /// The build for AVX2 CPUs (only run where ``cpuSupportsAVX2`` holds).
@@ -52,14 +58,24 @@ public struct KernelSet: Sendable {
         moments: { EngineKernelsAVX2.Kernels.moments($0, $1) },
         affine: { EngineKernelsAVX2.Kernels.affine($0, $1, $2, scale: $3, shift: $4, silu: $5) },
         winogradInput: {
-            EngineKernelsAVX2.Kernels.winogradInput(x: $0, channels: $1, srcH: $2, srcW: $3, h: $4, w: $5, padding: $6, upsample: $7,
-                                                    scale: $8, shift: $9, silu: $10, tileRows: $11, $12, tilesPerRow: $13,
-                                                    ph: $14, twV: $15, ntS: $16, v: $17, scratch: $18)
+            EngineKernelsAVX2.Kernels.winogradInput(x: $0, channels: $1, channelStride: $2, srcH: $3, srcW: $4, h: $5, w: $6, padding: $7, upsample: $8,
+                                                    scale: $9, shift: $10, silu: $11, tileRows: $12, $13, tilesPerRow: $14,
+                                                    ph: $15, twV: $16, ntS: $17, v: $18, scratch: $19)
         },
         winogradOutput: {
-            EngineKernelsAVX2.Kernels.winogradOutput(m: $0, channels: $1, bias: $2, residual: $3, out: $4, oh: $5, ow: $6,
-                                                     tileRows: $7, $8, tilesPerRow: $9, ph: $10, twV: $11, ntS: $12, scratch: $13)
+            EngineKernelsAVX2.Kernels.winogradOutput(m: $0, channels: $1, channelStride: $2, bias: $3, residual: $4, out: $5, oh: $6, ow: $7,
+                                                     tileRows: $8, $9, tilesPerRow: $10, ph: $11, twV: $12, ntS: $13, scratch: $14)
+        },
+        conv3x3Direct: {
+            EngineKernelsAVX2.Kernels.conv3x3Direct(x: $0, channels: $1, h: $2, w: $3, padding: $4, weight: $5, outChannels: $6, bias: $7,
+                                            residual: $8, out: $9, rows: $10, $11, scratch: $12)
         })
+
+    /// Floats of scratch one `conv3x3Direct` call needs for a band of `rows` output rows
+    /// (the same in both builds).
+    static func directScratch(channels: Int, rows: Int, ow: Int) -> Int {
+        EngineKernels.Kernels.directScratch(channels: channels, rows: rows, ow: ow)
+    }
 
     /// Whether this CPU (and kernel) runs the `avx2` build: x86-64 Linux whose `/proc/cpuinfo`
     /// lists every feature of `-target-cpu haswell`.
