@@ -279,18 +279,20 @@ extension Kernels {
     ///
     /// `x` is `cin` planes of `h × w`, `weight` is `[cout, cin, 3, 3]`, `out` (and `residual`)
     /// `[cout, oh, ow]` with `oh = h + 2p - 2`, `ow = w + 2p - 2`. The band's input rows are first
-    /// copied, zero-padded, into `scratch` (``directScratch(channels:rows:ow:padding:)`` floats), so
-    /// the inner loop is 32 output pixels × 9 taps × `cin` of unaligned vector loads and
-    /// multiply-adds with no bounds checks.
+    /// copied, zero-padded, into `scratch` (``directScratch(channels:rows:ow:outChannels:)``
+    /// floats), so no load needs a bounds check. Each output row is accumulated one input channel
+    /// at a time: the 9 shifted input vectors of a position are loaded once and feed every output
+    /// channel, whose partial sums (one row per output channel) stay in L1; the input is read
+    /// front to back, as the hardware prefetcher likes it.
     public static func conv3x3Direct(
         x: UnsafePointer<Float>, channels cin: Int, h: Int, w: Int, padding p: Int,
         weight: UnsafePointer<Float>, outChannels cout: Int, bias: UnsafePointer<Float>?, residual rd: UnsafePointer<Float>?,
         out od: UnsafeMutablePointer<Float>, rows y0: Int, _ y1: Int, scratch: UnsafeMutablePointer<Float>
     ) {
         let oh = h + 2 * p - 2, ow = w + 2 * p - 2
-        let owV = (ow + 31) & ~31, pw = owV + 8
+        let owV = (ow + 7) & ~7, pw = owV + 8
         let bandRows = y1 - y0 + 2
-        let rowTmp = scratch + cin * bandRows * pw
+        let acc = scratch + cin * bandRows * pw
         // padded band: buf[(ci * bandRows + r) * pw + p + x] = in[ci][y0 - p + r][x]
         for ci in 0..<cin {
             for r in 0..<bandRows {
@@ -301,36 +303,33 @@ extension Kernels {
             }
         }
         for y in y0..<y1 {
-            for co in 0..<cout {
-                let b = V8(repeating: bias?[co] ?? 0)
-                let dstRow = od + (co * oh + y) * ow
-                let resRow = rd.map { $0 + (co * oh + y) * ow }
+            for co in 0..<cout { (acc + co * owV).initialize(repeating: bias?[co] ?? 0, count: owV) }
+            for ci in 0..<cin {
+                let r0 = UnsafePointer(scratch + (ci * bandRows + y - y0) * pw), r1 = r0 + pw, r2 = r1 + pw
                 var s = 0
                 while s < owV {
-                    var a0 = b, a1 = b, a2 = b, a3 = b
-                    for ci in 0..<cin {
-                        let wk = weight + (co * cin + ci) * 9
-                        for ky in 0..<3 {
-                            let row = UnsafePointer(scratch + (ci * bandRows + y - y0 + ky) * pw + s)
-                            for kx in 0..<3 {
-                                let wv = V8(repeating: wk[ky * 3 + kx])
-                                let q = row + kx
-                                a0 += wv * ld(q); a1 += wv * ld(q + 8); a2 += wv * ld(q + 16); a3 += wv * ld(q + 24)
-                            }
-                        }
+                    let i00 = ld(r0 + s), i01 = ld(r0 + s + 1), i02 = ld(r0 + s + 2)
+                    let i10 = ld(r1 + s), i11 = ld(r1 + s + 1), i12 = ld(r1 + s + 2)
+                    let i20 = ld(r2 + s), i21 = ld(r2 + s + 1), i22 = ld(r2 + s + 2)
+                    for co in 0..<cout {
+                        let k = weight + (co * cin + ci) * 9
+                        let a = acc + co * owV + s
+                        var t = ld(a)
+                        t += V8(repeating: k[0]) * i00 + V8(repeating: k[1]) * i01 + V8(repeating: k[2]) * i02
+                        t += V8(repeating: k[3]) * i10 + V8(repeating: k[4]) * i11 + V8(repeating: k[5]) * i12
+                        t += V8(repeating: k[6]) * i20 + V8(repeating: k[7]) * i21 + V8(repeating: k[8]) * i22
+                        st(a, t)
                     }
-                    if s + 32 <= ow {
-                        let d = dstRow + s
-                        if let r = resRow {
-                            st(d, a0 + ld(r + s)); st(d + 8, a1 + ld(r + s + 8)); st(d + 16, a2 + ld(r + s + 16)); st(d + 24, a3 + ld(r + s + 24))
-                        } else {
-                            st(d, a0); st(d + 8, a1); st(d + 16, a2); st(d + 24, a3)
-                        }
-                    } else {
-                        st(rowTmp, a0); st(rowTmp + 8, a1); st(rowTmp + 16, a2); st(rowTmp + 24, a3)
-                        for i in 0..<(ow - s) { dstRow[s + i] = rowTmp[i] + (resRow?[s + i] ?? 0) }
-                    }
-                    s += 32
+                    s += 8
+                }
+            }
+            for co in 0..<cout {
+                let src = acc + co * owV, dst = od + (co * oh + y) * ow
+                if let rd {
+                    let res = rd + (co * oh + y) * ow
+                    for i in 0..<ow { dst[i] = src[i] + res[i] }
+                } else {
+                    dst.update(from: src, count: ow)
                 }
             }
         }
@@ -338,8 +337,8 @@ extension Kernels {
 
     /// Floats of scratch ``conv3x3Direct(x:channels:h:w:padding:weight:outChannels:bias:residual:out:rows:_:scratch:)``
     /// needs for a band of `rows` output rows.
-    public static func directScratch(channels cin: Int, rows: Int, ow: Int) -> Int {
-        let pw = ((ow + 31) & ~31) + 8
-        return cin * (rows + 2) * pw + 32
+    public static func directScratch(channels cin: Int, rows: Int, ow: Int, outChannels cout: Int) -> Int {
+        let owV = (ow + 7) & ~7
+        return cin * (rows + 2) * (owV + 8) + cout * owV
     }
 }

@@ -21,7 +21,7 @@ import Testing
         var rng = SeededRandom(seed: UInt64(cin * 1009 + cout * 101 + h * 11 + w + pad))
         let x = R.rand([cin, h, w], &rng), wt = R.rand([cout, cin, 3, 3], &rng), b = R.rand([cout], &rng)
         let conv = Conv2D(weight: wt, bias: b, stride: 1, padding: pad)
-        #expect(conv.direct, "\(cout) outputs should take the direct loop")
+        #expect(conv.usesDirect(oh: h + 2 * pad - 2, ow: w + 2 * pad - 2), "\(cout) outputs should take the direct loop")
         let o = conv.outputSize(h: h, w: w)
         let res = R.rand([cout, o.h, o.w], &rng)
         var ref = R.naiveConv(x, wt, b, stride: 1, pad: pad)
@@ -44,6 +44,18 @@ import Testing
         var xu = [Float](repeating: 0, count: cin * 4 * h * w)
         for c in 0..<cin { for y in 0..<(2 * h) { for xx in 0..<(2 * w) { xu[(c * 2 * h + y) * 2 * w + xx] = x[(c * h + y / 2) * w + xx / 2] } } }
         #expect(R.maxRelError(up, R.naiveConv(Tensor(shape: [cin, 2 * h, 2 * w], values: xu), wt, b, stride: 1, pad: pad)) < 2e-6)
+    }
+
+    /// Few output channels on a map larger than the caches go back to Winograd, where the
+    /// direct loop measured slower; a forced direct loop stays direct at any size.
+    @Test func directLoopOnlyOnCachedMaps() {
+        var rng = SeededRandom(seed: 3)
+        let conv = Conv2D(weight: R.rand([3, 64, 3, 3], &rng), bias: nil, stride: 1, padding: 1)
+        #expect(conv.usesDirect(oh: 128, ow: 128) && !conv.usesWinograd(oh: 128, ow: 128))
+        #expect(!conv.usesDirect(oh: 320, ow: 320) && conv.usesWinograd(oh: 320, ow: 320))
+        let forced = Conv2D(weight: R.rand([3, 64, 3, 3], &rng), bias: nil, stride: 1, padding: 1, algorithm: .direct)
+        #expect(forced.usesDirect(oh: 320, ow: 320) && !forced.usesWinograd(oh: 320, ow: 320))
+        #expect(!Conv2D(weight: R.rand([5, 8, 3, 3], &rng), bias: nil, stride: 1, padding: 1).usesDirect(oh: 16, ow: 16))
     }
 
     /// Winograd with 2 threads split into blocks of tile rows and as whole-map phases (input

@@ -1,12 +1,17 @@
 import BLAS
+import Foundation
 
 /// A 2-D convolution over a `[C, H, W]` feature map (batch 1), PyTorch `Conv2d` semantics:
 /// weight `[out, in, kh, kw]`, optional bias `[out]`, symmetric zero padding, square stride.
 ///
 /// Algorithms, chosen once at construction:
 /// - 1×1, stride 1, no padding: one sgemm `W[out, in] · X[in, H·W]` straight on the input.
-/// - 3×3, stride 1, at most ``directMaxOutChannels`` output channels: a direct vector loop
-///   (``KernelSet``: `conv3x3Direct`); a 3-row product is too thin for Winograd or sgemm.
+/// - 3×3, stride 1, at most ``directMaxOutChannels`` output channels, input map within
+///   ``directMaxInputBytes``: a direct vector loop (``KernelSet``: `conv3x3Direct`). For a
+///   product 3 rows tall, Winograd's transforms cost more than the products they save; on a
+///   map larger than the caches, though, the direct loop (which copies its rows, and multiplies
+///   and adds without fused multiply-adds) loses to Winograd again (`paper`'s 64→3 at 320×320:
+///   13.2 against 10.8 ms; `small`'s 32→3 at 128×128: 0.75 against 1.71 ms).
 /// - 3×3, stride 1, output of at least ``Winograd/minTiles`` 4×4 tiles: Winograd F(4×4, 3×3)
 ///   (36 sgemms on transformed tiles, filters transformed once at construction).
 /// - anything else: im2col into the workspace, then one sgemm.
@@ -14,8 +19,12 @@ public struct Conv2D: @unchecked Sendable {
     /// How the convolution is computed.
     public enum Algorithm: Sendable { case auto, im2col, winograd, direct }
 
-    /// Most output channels for which a 3×3 stride-1 convolution runs the direct loop.
-    public static let directMaxOutChannels = 4
+    /// Most output channels for which a 3×3 stride-1 convolution runs the direct loop;
+    /// `DUBFARM_DIRECT_MAX_OUT` overrides (0 turns the direct loop off; for tuning).
+    public static let directMaxOutChannels: Int = {
+        if let v = ProcessInfo.processInfo.environment["DUBFARM_DIRECT_MAX_OUT"], let n = Int(v), n >= 0 { return n }
+        return 4
+    }()
 
     public let outChannels: Int
     public let inChannels: Int
@@ -30,6 +39,8 @@ public struct Conv2D: @unchecked Sendable {
     let winogradWeight: Tensor?
     let forceWinograd: Bool
     let direct: Bool
+    /// Largest input map (bytes) for the direct loop.
+    public static let directMaxInputBytes = 4 << 20
     /// How a multi-threaded Winograd convolution splits its work (nil: chosen by map size;
     /// set by tests to run both ways on the same shapes).
     var winogradSplit: Winograd.Split?
@@ -50,7 +61,7 @@ public struct Conv2D: @unchecked Sendable {
         switch algorithm {
         case .auto:
             direct = eligible && outChannels <= Self.directMaxOutChannels
-            use = eligible && !direct
+            use = eligible
         case .winograd: precondition(eligible, "winograd needs 3x3 stride 1"); use = true; direct = false
         case .direct: precondition(eligible, "the direct loop needs 3x3 stride 1"); use = false; direct = true
         case .im2col: use = false; direct = false
@@ -96,17 +107,23 @@ public struct Conv2D: @unchecked Sendable {
         }
     }
 
+    /// Whether an output of `oh × ow` is computed with the direct loop.
+    func usesDirect(oh: Int, ow: Int) -> Bool {
+        direct && (winogradWeight == nil || inChannels * oh * ow * 4 <= Self.directMaxInputBytes)
+    }
+
     /// Whether an output of `oh × ow` is computed with Winograd.
     func usesWinograd(oh: Int, ow: Int) -> Bool {
+        if usesDirect(oh: oh, ow: ow) { return false }
         // Winograd on tiny maps reads 4× the filter bytes for a handful of tiles and runs 36 thin
         // sgemms; one im2col sgemm is faster there.
-        winogradWeight != nil && (((oh + 3) / 4) * ((ow + 3) / 4) >= Winograd.minTiles || forceWinograd)
+        return winogradWeight != nil && (((oh + 3) / 4) * ((ow + 3) / 4) >= Winograd.minTiles || forceWinograd)
     }
 
     private func profileLabel(_ x: Tensor, input: ChannelAffine?, upsample2x: Bool, residual: Tensor?) -> String {
         let f = upsample2x ? 2 : 1
         let o = outputSize(h: x.shape[1] * f, w: x.shape[2] * f)
-        let alg = usesWinograd(oh: o.h, ow: o.w) ? "winograd" : direct ? "direct3x3"
+        let alg = usesWinograd(oh: o.h, ow: o.w) ? "winograd" : usesDirect(oh: o.h, ow: o.w) ? "direct3x3"
             : kernelH == 1 && kernelW == 1 && stride == 1 && padding == 0 ? "direct" : "im2col"
         return "conv\(kernelH)x\(kernelW)/\(stride) \(inChannels)→\(outChannels) \(o.h)×\(o.w) \(alg)"
             + (input != nil ? " +norm" : "") + (upsample2x ? " +up" : "") + (residual != nil ? " +res" : "")
@@ -133,7 +150,7 @@ public struct Conv2D: @unchecked Sendable {
         }
         let normalized = input.map { $0.apply(x, ctx) } ?? x
         let source = upsample2x ? Shape.upsampleNearest2x(normalized, ctx) : normalized
-        if direct {
+        if usesDirect(oh: o.h, ow: o.w) {
             convolveDirect(source, h: h, w: w, oh: o.h, ow: o.w, residual: residual, out: out, ctx)
             return out
         }
@@ -173,7 +190,7 @@ public struct Conv2D: @unchecked Sendable {
         let band = max(1, min(8, (oh + 4 * ctx.threads - 1) / (4 * ctx.threads)))
         let bands = (oh + band - 1) / band
         let workers = min(ctx.threads, bands)
-        let per = (KernelSet.directScratch(channels: inChannels, rows: band, ow: ow) + 15) & ~15
+        let per = (KernelSet.directScratch(channels: inChannels, rows: band, ow: ow, outChannels: outChannels) + 15) & ~15
         let scratch = ctx.workspace.allocate(workers * per)
         let xd = UnsafePointer(x.data), wd = UnsafePointer(weight.data), od = out.data
         let bd = bias.map { UnsafePointer($0.data) }, rd = residual.map { UnsafePointer($0.data) }

@@ -73,8 +73,8 @@ public struct KernelSet: Sendable {
 
     /// Floats of scratch one `conv3x3Direct` call needs for a band of `rows` output rows
     /// (the same in both builds).
-    static func directScratch(channels: Int, rows: Int, ow: Int) -> Int {
-        EngineKernels.Kernels.directScratch(channels: channels, rows: rows, ow: ow)
+    static func directScratch(channels: Int, rows: Int, ow: Int, outChannels: Int) -> Int {
+        EngineKernels.Kernels.directScratch(channels: channels, rows: rows, ow: ow, outChannels: outChannels)
     }
 
     /// Whether this CPU (and kernel) runs the `avx2` build: x86-64 Linux whose `/proc/cpuinfo`
