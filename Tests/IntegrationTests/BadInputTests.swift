@@ -174,7 +174,7 @@ extension Integration {
             try farm.startWorker("pass1")
             // The source face is checked by the dub stage, on a worker.
             try farm.startWorker("dub1", stage: "dub")
-            try farm.waitFor("workers connected", timeout: 60) { try farm.client().call(.workers, as: [WorkerView].self).count == 2 }
+            try farm.waitForWorkers(2, "workers connected", timeout: 60)
             let good = try farm.submit(media("speaker-long.mp4"), audio: media("dub-long.wav"))
             let corpus = try BadInputCorpus.make(in: farm.dir.appendingPathComponent("corpus"))
             #expect(corpus.count >= 20)

@@ -32,7 +32,7 @@ extension Integration {
             #expect(made.status == 0, "\(made.stderr)")
 
             try farm.startWorker("small", stage: "dub")
-            try farm.waitFor("the small dub worker", timeout: 120) { try farm.client().call(.workers, as: [WorkerView].self).count == 1 }
+            try farm.waitForWorkers(1, "the small dub worker", timeout: 120)
             let small = try #require(try farm.client().call(.workers, as: [WorkerView].self).first)
             #expect(small.model == "small@untrained-seed-1" && small.threads == 1)
 

@@ -28,7 +28,7 @@ struct DubFarmTests {
         defer { farm.shutdown() }
         try farm.startWorker("d1", stage: "dub")
         try farm.startWorker("d2", stage: "dub")
-        try farm.waitFor("2 dub workers connected", timeout: 60) { try farm.client().call(.workers, as: [WorkerView].self).count == 2 }
+        try farm.waitForWorkers(2, "2 dub workers connected", timeout: 60)
         let workers = try farm.client().call(.workers, as: [WorkerView].self)
         #expect(workers.allSatisfy { $0.stage == "dub" })
 

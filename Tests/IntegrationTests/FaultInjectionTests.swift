@@ -203,7 +203,7 @@ extension Integration {
             defer { farm.shutdown() }
             try farm.startCoordinator()
             try farm.startWorker("broken", stage: "passthrough", extra: ["--test-fail-every-segment"])
-            try farm.waitFor("the broken worker connected", timeout: 30) { try farm.client().call(.workers, as: [WorkerView].self).count == 1 }
+            try farm.waitForWorkers(1, "the broken worker connected", timeout: 30)
             let job = try farm.submit(media("speaker-long.mp4"), audio: media("dub-long.wav"))
             try farm.waitFor("the broken worker blocklisted", timeout: 120) { try farm.db.workerFailures(job: job)["broken"] == 3 }
             try farm.startWorker("good")

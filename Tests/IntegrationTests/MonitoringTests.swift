@@ -74,7 +74,7 @@ func farmWithRunningJob() async throws -> (TestFarm, Int64, Int) {
         try farm.startCoordinator()
         try farm.startWorker("w1", stage: "sleep", extra: ["--sleep-seconds", "3"])
         try farm.startWorker("w2", stage: "sleep", extra: ["--sleep-seconds", "120"])
-        try farm.waitFor("2 workers connected", timeout: 30) { try farm.client().call(.workers, as: [WorkerView].self).count == 2 }
+        try farm.waitForWorkers(2, "2 workers connected", timeout: 30)
         let job = try farm.submit(media("speaker-long.mp4"), audio: media("dub-long.wav"), stage: "sleep")
         try farm.waitFor("2 of 3 segments done and w2 busy", timeout: 120) {
             let d = try farm.status(job)

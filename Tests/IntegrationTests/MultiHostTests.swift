@@ -118,9 +118,7 @@ extension Integration {
             #expect(h1.address != h2.address)
             try farm.startWorker("w1", in: h1, stage: "sleep", extra: ["--sleep-seconds", "1.5"])
             try farm.startWorker("w2", in: h2, stage: "sleep", extra: ["--sleep-seconds", "1.5"])
-            try farm.waitFor("2 workers connected across namespaces", timeout: 60) {
-                try farm.client().call(.workers, as: [WorkerView].self).count == 2
-            }
+            try farm.waitForWorkers(2, "2 workers connected across namespaces", timeout: 60)
             // 1. End to end across both namespaces: 135 frames at 30 fps in 2-second segments.
             let first = try farm.submit(media("speaker-a.mp4"), audio: media("dub-1.wav"), stage: "sleep")
             let d1 = try farm.wait(job: first, timeout: 300)

@@ -49,7 +49,7 @@ extension Integration {
                                                                   "-pix_fmt", "yuv420p", clip], timeout: 120)
             #expect(made.status == 0, "\(made.stderr)")
             for i in 1...3 { try farm.startWorker("c\(i)", stage: "sleep-copy", extra: ["--sleep-seconds", "0.05"]) }
-            try farm.waitFor("3 workers", timeout: 60) { try farm.client().call(.workers, as: [WorkerView].self).count == 3 }
+            try farm.waitForWorkers(3, "3 workers", timeout: 60)
             let job = try farm.submit(clip, audio: media("dub-1.wav"), stage: "sleep-copy")
             let d = try farm.wait(job: job, timeout: 300)
             #expect(d.job.state == .done, "\(d.job.error ?? "")\n\(farm.tail("c1", lines: 20))")

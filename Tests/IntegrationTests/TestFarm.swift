@@ -119,7 +119,7 @@ final class TestFarm: @unchecked Sendable {
         try farm.startCoordinator()
         for i in 1...max(n, 1) where n > 0 { try farm.startWorker("w\(i)", stage: stage) }
         if n > 0 {
-            try farm.waitFor("\(n) workers connected", timeout: 30) { try farm.client().call(.workers, as: [WorkerView].self).count == n }
+            try farm.waitForWorkers(n, "\(n) workers connected", timeout: 30)
         }
         return farm
     }
@@ -148,6 +148,11 @@ final class TestFarm: @unchecked Sendable {
             return states.contains(last!.job.state)
         }
         return last!
+    }
+
+    /// Waits until the coordinator lists `count` workers (`what` names them in a timeout).
+    func waitForWorkers(_ count: Int, _ what: String, timeout: Double) throws {
+        try waitFor(what, timeout: timeout) { try client().call(.workers, as: [WorkerView].self).count == count }
     }
 
     /// Polls `condition` every 50 ms until it holds or `timeout` passes.

@@ -49,7 +49,7 @@ extension Integration {
             let made = try ProcessControl.run(dubfarmExecutable, ["model", "init", "--config", "tiny", "--seed", "3", "--out", weights], timeout: 120)
             #expect(made.status == 0, "\(made.stderr)")
             try farm.startWorker("m1", stage: "dub", extra: ["--model", weights, "--threads", "2"])
-            try farm.waitFor("the dub worker", timeout: 120) { try farm.client().call(.workers, as: [WorkerView].self).count == 1 }
+            try farm.waitForWorkers(1, "the dub worker", timeout: 120)
 
             let job = try farm.submit(media("speaker-long.mp4"), audio: media("dub-long.wav"), face: media("face-source.png"), stage: "dub")
             let d = try farm.wait(job: job, timeout: 900)

@@ -34,20 +34,15 @@ public enum Attention {
         let workers = min(threads, items)
         let scores = ctx.workspace.allocate(workers * rows * nk)
         let qd = q.data, kd = k.data, vd = v.data, od = out.data
-        let counter = WorkCounter()
         let kernels = ctx.kernels
-        ctx.onWorkers(workers) { w in
+        ctx.claim(items, workers: workers) { w, item in
             let sc = scores + w * rows * nk
-            while true {
-                let item = counter.next()
-                if item >= items { break }
-                let h = item / rowBlocks, r0 = (item % rowBlocks) * rows, r = min(rows, nq - r0)
-                BLAS.sgemm(transB: true, m: r, n: nk, k: dh, alpha: scale, a: qd + r0 * d + h * dh, lda: d,
-                           b: kd + h * dh, ldb: d, c: sc, ldc: nk)
-                Activation.softmaxRows(sc, rows: r, cols: nk, kernels: kernels)
-                BLAS.sgemm(m: r, n: dh, k: nk, a: sc, lda: nk, b: vd + h * dh, ldb: d,
-                           c: od + r0 * d + h * dh, ldc: d)
-            }
+            let h = item / rowBlocks, r0 = (item % rowBlocks) * rows, r = min(rows, nq - r0)
+            BLAS.sgemm(transB: true, m: r, n: nk, k: dh, alpha: scale, a: qd + r0 * d + h * dh, lda: d,
+                       b: kd + h * dh, ldb: d, c: sc, ldc: nk)
+            Activation.softmaxRows(sc, rows: r, cols: nk, kernels: kernels)
+            BLAS.sgemm(m: r, n: dh, k: nk, a: sc, lda: nk, b: vd + h * dh, ldb: d,
+                       c: od + r0 * d + h * dh, ldc: d)
         }
         ctx.flops += 4 * Double(nq * nk * d)
         return out

@@ -195,14 +195,9 @@ public struct Conv2D: @unchecked Sendable {
         let xd = UnsafePointer(x.data), wd = UnsafePointer(weight.data), od = out.data
         let bd = bias.map { UnsafePointer($0.data) }, rd = residual.map { UnsafePointer($0.data) }
         let cin = inChannels, cout = outChannels, p = padding, k = ctx.kernels
-        let counter = WorkCounter()
-        ctx.onWorkers(workers) { wk in
-            while true {
-                let b = counter.next()
-                if b >= bands { break }
-                let y0 = b * band, y1 = min(oh, y0 + band)
-                k.conv3x3Direct(xd, cin, h, w, p, wd, cout, bd, rd, od, y0, y1, scratch + wk * per)
-            }
+        ctx.claim(bands, workers: workers) { wk, b in
+            let y0 = b * band, y1 = min(oh, y0 + band)
+            k.conv3x3Direct(xd, cin, h, w, p, wd, cout, bd, rd, od, y0, y1, scratch + wk * per)
         }
     }
 

@@ -160,31 +160,25 @@ enum Winograd {
         let scale = input.map { UnsafePointer($0.scale) }, shift = input.map { UnsafePointer($0.shift) }
         let silu = input?.activation == .silu
         let k = ctx.kernels
-        let counter = WorkCounter()
-        let run: (Int) -> Void = { wk in
+        ctx.claim(blocks, workers: workers) { wk, blk in
             let v = scratch + wk * per
             let m = v + vSize
             let tmp = m + mSize
-            while true {
-                let blk = counter.next()
-                if blk >= blocks { break }
-                let ty0 = blk * rowsPerBlock, ty1 = min(th, ty0 + rowsPerBlock)
-                let nt = (ty1 - ty0) * tw
-                k.winogradInput(xd, cin, cin, srcH, srcW, h, w, p, up, scale, shift, silu, ty0, ty1, tw, ph, twV, ntS, v, tmp)
-                // 36 products
-                for xi in 0..<36 {
-                    if workers == 1 {
-                        ctx.gemm(m: cout, n: nt, k: cin, a: ud + xi * cout * cin, lda: cin,
-                                 b: v + xi * cin * ntS, ldb: ntS, beta: 0, c: m + xi * cout * ntS, ldc: ntS)
-                    } else {
-                        BLAS.sgemm(m: cout, n: nt, k: cin, a: ud + xi * cout * cin, lda: cin,
-                                   b: v + xi * cin * ntS, ldb: ntS, beta: 0, c: m + xi * cout * ntS, ldc: ntS)
-                    }
+            let ty0 = blk * rowsPerBlock, ty1 = min(th, ty0 + rowsPerBlock)
+            let nt = (ty1 - ty0) * tw
+            k.winogradInput(xd, cin, cin, srcH, srcW, h, w, p, up, scale, shift, silu, ty0, ty1, tw, ph, twV, ntS, v, tmp)
+            // 36 products
+            for xi in 0..<36 {
+                if workers == 1 {
+                    ctx.gemm(m: cout, n: nt, k: cin, a: ud + xi * cout * cin, lda: cin,
+                             b: v + xi * cin * ntS, ldb: ntS, beta: 0, c: m + xi * cout * ntS, ldc: ntS)
+                } else {
+                    BLAS.sgemm(m: cout, n: nt, k: cin, a: ud + xi * cout * cin, lda: cin,
+                               b: v + xi * cin * ntS, ldb: ntS, beta: 0, c: m + xi * cout * ntS, ldc: ntS)
                 }
-                k.winogradOutput(m, cout, cout, bd, rd, od, oh, ow, ty0, ty1, tw, ph, twV, ntS, tmp)
             }
+            k.winogradOutput(m, cout, cout, bd, rd, od, oh, ow, ty0, ty1, tw, ph, twV, ntS, tmp)
         }
-        ctx.onWorkers(workers, run)
     }
 
     /// The whole map at once in three phases: input transform by channel slices, the 36 sgemms
@@ -212,36 +206,21 @@ enum Winograd {
         // channel slices: a few per thread, claimed on demand
         func slices(_ channels: Int) -> Int { min(channels, 4 * threads) }
         let inSlices = slices(cin)
-        let inCounter = WorkCounter()
-        ctx.onWorkers(threads) { wk in
-            while true {
-                let i = inCounter.next()
-                if i >= inSlices { break }
-                let c0 = cin * i / inSlices, c1 = cin * (i + 1) / inSlices
-                k.winogradInput(xd + c0 * srcPlane, c1 - c0, cin, srcH, srcW, h, w, p, up,
-                                scale.map { $0 + c0 }, shift.map { $0 + c0 }, silu,
-                                0, th, tw, ph, twV, ntS, v + c0 * ntS, tmp + wk * tmpSize)
-            }
+        ctx.claim(inSlices, workers: threads) { wk, i in
+            let c0 = cin * i / inSlices, c1 = cin * (i + 1) / inSlices
+            k.winogradInput(xd + c0 * srcPlane, c1 - c0, cin, srcH, srcW, h, w, p, up,
+                            scale.map { $0 + c0 }, shift.map { $0 + c0 }, silu,
+                            0, th, tw, ph, twV, ntS, v + c0 * ntS, tmp + wk * tmpSize)
         }
-        let gemmCounter = WorkCounter()
-        ctx.onWorkers(threads) { _ in
-            while true {
-                let xi = gemmCounter.next()
-                if xi >= 36 { break }
-                BLAS.sgemm(m: cout, n: nt, k: cin, a: ud + xi * cout * cin, lda: cin,
-                           b: v + xi * cin * ntS, ldb: ntS, beta: 0, c: m + xi * cout * ntS, ldc: ntS)
-            }
+        ctx.claim(36, workers: threads) { _, xi in
+            BLAS.sgemm(m: cout, n: nt, k: cin, a: ud + xi * cout * cin, lda: cin,
+                       b: v + xi * cin * ntS, ldb: ntS, beta: 0, c: m + xi * cout * ntS, ldc: ntS)
         }
         let outSlices = slices(cout)
-        let outCounter = WorkCounter()
-        ctx.onWorkers(threads) { wk in
-            while true {
-                let i = outCounter.next()
-                if i >= outSlices { break }
-                let c0 = cout * i / outSlices, c1 = cout * (i + 1) / outSlices
-                k.winogradOutput(m + c0 * ntS, c1 - c0, cout, bd.map { $0 + c0 }, residual.map { UnsafePointer($0 + c0 * outPlane) },
-                                 od + c0 * outPlane, oh, ow, 0, th, tw, ph, twV, ntS, tmp + wk * tmpSize)
-            }
+        ctx.claim(outSlices, workers: threads) { wk, i in
+            let c0 = cout * i / outSlices, c1 = cout * (i + 1) / outSlices
+            k.winogradOutput(m + c0 * ntS, c1 - c0, cout, bd.map { $0 + c0 }, residual.map { UnsafePointer($0 + c0 * outPlane) },
+                             od + c0 * outPlane, oh, ow, 0, th, tw, ph, twV, ntS, tmp + wk * tmpSize)
         }
     }
 }

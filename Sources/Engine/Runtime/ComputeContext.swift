@@ -108,13 +108,28 @@ public final class ComputeContext: @unchecked Sendable {
     }
 
     /// Runs `body(worker)` once on each of `workers` threads (for loops that claim their own
-    /// work, e.g. from a ``WorkCounter``).
+    /// work: ``claim(_:workers:_:)``).
     @inlinable
     public func onWorkers(_ workers: Int, _ body: (Int) -> Void) {
         if workers <= 1 { body(0); return }
         withoutActuallyEscaping(body) { body in
             let box = UncheckedBox(body)
             DispatchQueue.concurrentPerform(iterations: workers) { box.value($0) }
+        }
+    }
+
+    /// Runs `body(worker, item)` for every `item` in `0..<items`, the items claimed one at a time
+    /// from a shared ``WorkCounter`` by `workers` threads (so a core slowed by another process
+    /// does not hold up the rest); `worker` (`0..<workers`) picks the thread's own scratch.
+    @inlinable
+    public func claim(_ items: Int, workers: Int, _ body: (_ worker: Int, _ item: Int) -> Void) {
+        let counter = WorkCounter()
+        onWorkers(workers) { worker in
+            while true {
+                let item = counter.next()
+                if item >= items { break }
+                body(worker, item)
+            }
         }
     }
 }
