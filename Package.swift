@@ -113,11 +113,15 @@ let package = Package(
             "Worker", "FaceAnalysis", "AudioFeatures", "VQModel", "Engine", "MediaPipeline", "DubfarmCore",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
+        // Training data: the dub stage's crops and mel windows as safetensors shards (docs/dataset.md).
+        .target(name: "TrainingData", dependencies: [
+            "Dubbing", "FaceAnalysis", "AudioFeatures", "VQModel", "MediaPipeline", "DubfarmCore",
+        ], swiftSettings: swiftSettings),
 
         // MARK: Executable
         .executableTarget(name: "dubfarm", dependencies: [
             "DubfarmCore", "FarmConfig", "FarmStore", "Coordinator", "Worker", "FarmClient", "LocalFarm",
-            "MediaPipeline", "Engine", "VQModel", "Dubbing", "FaceAnalysis", "FarmMonitor", "Monitoring", "FarmSecurity", "ZeroMQ",
+            "MediaPipeline", "Engine", "VQModel", "Dubbing", "TrainingData", "FaceAnalysis", "FarmMonitor", "Monitoring", "FarmSecurity", "ZeroMQ",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -138,6 +142,10 @@ let package = Package(
         .testTarget(name: "DubbingTests", dependencies: [
             "Dubbing", "Worker", "FaceAnalysis", "AudioFeatures", "VQModel", "MediaPipeline", "DubfarmCore", "FarmProtocol",
             .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "TrainingDataTests", dependencies: [
+            "TrainingData", "Dubbing", "Worker", "FaceAnalysis", "AudioFeatures", "VQModel", "MediaPipeline", "DubfarmCore",
+            "FarmProtocol", "FarmConfig", .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "FarmMonitorTests", dependencies: ["FarmMonitor", "FarmProtocol", "DubfarmCore", "Monitoring", "FarmTestSupport"]),
         .testTarget(name: "DeployTests", dependencies: [

@@ -58,15 +58,12 @@ public final class DubProcessor: FrameProcessor {
         }
     }
 
-    /// The log-mel frames of a task's audio window. The window's start is moved up to the next
-    /// multiple of the hop so frame numbers stay on the track's grid.
-    static func logMel(_ audio: AudioWindow) -> LogMel {
-        let hop = Int64(MelSpectrogram.hopLength)
-        let r = ((audio.startSample % hop) + hop) % hop
-        let skip = Int(r == 0 ? 0 : hop - r)
-        let samples = skip < audio.samples.count ? Array(audio.samples[skip...]) : []
-        return MelSpectrogram().compute(samples, firstSample: Int(audio.startSample) + skip)
-    }
+    /// The log-mel frames of a task's audio window (``ModelInputs/logMel(_:)``).
+    static func logMel(_ audio: AudioWindow) -> LogMel { ModelInputs.logMel(audio) }
+
+    /// Called with each frame's index and model inputs just before the model runs (tests: the
+    /// dataset builder's crops and mel windows are compared with these).
+    var modelInputsObserver: ((Int, ModelInputs) -> Void)?
 
     public func process(_ frame: VideoFrame) throws -> [VideoFrame] {
         try release(track { tracker.push(frame) }, all: false)
@@ -119,10 +116,11 @@ public final class DubProcessor: FrameProcessor {
             counts.frames += 1
             guard let face = tracked.face else { continue }
             counts.framesWithFace += 1
-            let transform = face.alignment.transform(cropSize: s)
-            let crop = try timings.measure("warp") { try FaceWarp.crop(frame, transform: transform, size: s) }
-            let window = mel.melWindow(forFrame: frame.index, frameRateNum: context.frameRate.num, den: context.frameRate.den)
-            jobs.append((slot, transform, crop, window))
+            let inputs = try timings.measure("warp") {
+                try ModelInputs.compute(frame: frame, face: face, cropSize: s, mel: mel, frameRate: context.frameRate)
+            }
+            modelInputsObserver?(frame.index, inputs)
+            jobs.append((slot, inputs.transform, inputs.crop, inputs.melWindow))
         }
         if jobs.isEmpty { return frames }
         let results = try runModel(jobs.map(\.crop), melWindows: jobs.map(\.window))
