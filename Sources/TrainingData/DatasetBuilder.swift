@@ -62,7 +62,9 @@ public final class DatasetBuilder {
             let name = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
             let prefix = "[\(k + 1)/\(inputs.count)] \(URL(fileURLWithPath: path).lastPathComponent)"
             func skip(_ reason: String) {
-                log("\(prefix): skipped: \(reason)")
+                // FFmpeg's messages start with the file's name, already on the line.
+                let file = URL(fileURLWithPath: path).lastPathComponent + ": "
+                log("\(prefix): skipped: \(reason.hasPrefix(file) ? String(reason.dropFirst(file.count)) : reason)")
                 index.skipped.append(.init(source: path, reason: reason))
             }
             if index.clips.contains(where: { $0.name == name }) {

@@ -17,23 +17,22 @@ struct DatasetCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Face crops, mel windows and landmarks of every frame, as safetensors shards.",
             discussion: """
-                Runs the dub stage's own code on each video (face tracking, alignment, the S×S crop, the
-                clip's own audio through the log-mel front end and the per-frame mel window), so the crop
-                and mel window stored for a frame are bit-identical to what a worker feeds the model for
-                that frame. Only frames with a face are written. The format is docs/dataset.md:
+                Runs the dub stage's own code on each video: face tracking, alignment, the S×S crop, the clip's own audio through the log-mel front end and the per-frame mel window. The crop and mel window stored for a frame are bit-identical to what a worker feeds the model for that frame. Only frames with a face are written.
 
-                  DIR/index.json                 clips, speakers, shards (format dubfarm-dataset/1)
-                  DIR/shard-00000.safetensors    crops U8 [N,S,S,3], mel F32 [N,80,16], landmarks F32 [N,68,2],
-                                                 hasLandmarks U8 [N], frame/clip/speaker I32 [N]
+                Output (format dubfarm-dataset/1, docs/dataset.md):
+                  DIR/index.json               clips, speakers, shards, skipped inputs
+                  DIR/shard-NNNNN.safetensors  one clip's frames (at most --shard-frames):
+                    crops U8 [N,S,S,3]   mel F32 [N,80,16]   landmarks F32 [N,68,2]
+                    hasLandmarks U8 [N]  transform F32 [N,4] (crop to frame)
+                    frame, clip, speaker I32 [N]
 
-                A clip is named by its file stem; its speaker is the stem unless --speakers maps it, so
-                clips of one person can be held out together. Inputs that cannot be used (no audio track,
-                not a video) are skipped with the reason, and listed in index.json. Progress goes to stderr.
+                A clip is named by its file stem. Its speaker is the stem unless --speakers maps it, so clips of one person can be held out together. Inputs that cannot be used (no audio track, not a video) are skipped with the reason and listed in index.json. Progress goes to stderr, one line per clip.
 
                 Example:
-                  dubfarm dataset build train/*.mp4 train/*.mpg --out data/small --config small \\
+                  dubfarm dataset build train/* --out data/small --config small \\
                       --speakers training/data/speakers.tsv
-                  python -c "from safetensors.numpy import load_file; print(load_file('data/small/shard-00000.safetensors')['crops'].shape)"
+                  python3 -c "from safetensors.numpy import load_file; \\
+                      print(load_file('data/small/shard-00000.safetensors')['crops'].shape)"
                 """)
         @Argument(help: ArgumentHelp("Talking-head videos with their own speech (any container FFmpeg reads).", valueName: "video"))
         var videos: [String]
