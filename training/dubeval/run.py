@@ -1,0 +1,174 @@
+"""The evaluation itself: inputs per held-out clip, the systems through the farm, the analysis
+of every output, the metrics per (system, drive)."""
+import json
+import os
+import time
+
+import numpy as np
+
+from . import cache, clips as C, faces as F, media, mel, metrics as M, sync
+from .farm import Farm
+
+DRIVES = ("self", "cross")
+
+
+def cross_pairs(held):
+    """Each held-out clip takes the audio of the next held-out clip of another speaker."""
+    pairs = {}
+    for i, (stem, _, spk, _) in enumerate(held):
+        for j in range(1, len(held) + 1):
+            other = held[(i + j) % len(held)]
+            if other[2] != spk:
+                pairs[stem] = other[0]
+                break
+    return pairs
+
+
+def prepare_inputs(cfg, held, log):
+    """Per clip: the video to dub (the clip, or its first --max-seconds), its own audio as WAV,
+    and for the cross drive the paired clip's audio; the original system's cross-driven video is
+    the original picture muxed with that audio."""
+    d = os.path.join(cfg.out, "inputs")
+    os.makedirs(d, exist_ok=True)
+    inputs = {}
+    for stem, path, spk, _ in held:
+        video = path
+        if cfg.max_seconds:
+            video = os.path.join(d, f"{stem}-first{cfg.max_seconds:g}s.mp4")
+            if not os.path.exists(video):
+                media.trim_video(path, video, cfg.max_seconds)
+        wav = os.path.join(d, f"{stem}.wav")
+        if not os.path.exists(wav):
+            media.extract_wav(video, wav)
+        inputs[stem] = {"video": video, "wav": wav, "speaker": spk}
+    for stem, other in cross_pairs(held).items():
+        inputs[stem]["cross_audio_of"] = other
+        inputs[stem]["cross_wav"] = inputs[other]["wav"]
+        muxed = os.path.join(d, f"{stem}-with-{other}-audio.mp4")
+        if not os.path.exists(muxed):
+            media.mux(inputs[stem]["video"], inputs[other]["wav"], muxed)
+        inputs[stem]["cross_original"] = muxed
+    return inputs
+
+
+def run_systems(cfg, inputs, systems, log):
+    """videos[system][drive][stem] = path of the output file."""
+    vdir = os.path.join(cfg.out, "videos")
+    os.makedirs(vdir, exist_ok=True)
+    videos, models = {}, {}
+    for system in systems:
+        videos[system] = {d: {} for d in DRIVES}
+        if system == "original":
+            for stem, x in inputs.items():
+                videos[system]["self"][stem] = x["video"]
+                videos[system]["cross"][stem] = x["cross_original"]
+            models[system] = "original video"
+            continue
+        spec = cfg.model if system == "trained" else cfg.untrained
+        jobs = []
+        for stem, x in inputs.items():
+            for drive, wav in (("self", x["wav"]), ("cross", x["cross_wav"])):
+                out = os.path.join(vdir, f"{system}-{drive}-{stem}.mp4")
+                videos[system][drive][stem] = out
+                if not (cfg.reuse and os.path.exists(out)):
+                    jobs.append((x["video"], wav, out))
+        stamp = os.path.join(vdir, f"{system}.model")
+        if jobs:
+            t = time.time()
+            with Farm(cfg.dubfarm, os.path.join(cfg.cache_dir, "farm", system), spec,
+                      cfg.workers, cfg.threads, log) as farm:
+                farm.dub_all(jobs)
+                models[system] = ", ".join(sorted(set(farm.loaded)))
+            with open(stamp, "w") as f:
+                f.write(models[system])
+            log(f"{system}: {len(jobs)} dubs through the farm in {time.time() - t:.0f} s")
+        else:
+            models[system] = open(stamp).read() if os.path.exists(stamp) else spec
+    return videos, models
+
+
+def analyse_output(cfg, path, ref, faces, log):
+    """dlib analysis of an output video (cached next to it, keyed by size and mtime)."""
+    st = os.stat(path)
+    p = os.path.join(cfg.out, "analysis", f"{os.path.basename(path)}-{st.st_size}-{int(st.st_mtime)}.npz")
+    if cfg.reuse and os.path.exists(p):
+        with np.load(p) as z:
+            return {k: z[k] for k in z.files}
+    t = time.time()
+    a, _ = cache.analyse_clip(path, faces, cfg.identity_every, ref)
+    os.makedirs(os.path.dirname(p), exist_ok=True)
+    np.savez_compressed(p, **a)
+    log(f"analysed {os.path.basename(path)}: {len(a['found'])} frames, {time.time() - t:.0f} s")
+    return a
+
+
+def evaluate(cfg, systems, log=print):
+    t0 = time.time()
+    held = C.held_out(cfg)
+    train = [c for c in C.training(cfg) if c[0] not in C.SYNC_UNVERIFIED]
+    faces = F.Faces(cfg.detect_max_side)
+    full = {s: cache.load_or_build(cfg, s, p, faces, log) for s, p, _, _ in held}
+    # 1. inputs and the systems through the farm
+    inputs = prepare_inputs(cfg, held, log)
+    videos, models = run_systems(cfg, inputs, systems, log)
+    # 2. the evaluation sync model (trained once, cached), and its proof on held-out originals
+    tr = {s: cache.load_or_build(cfg, s, p, faces, log) for s, p, _, _ in train}
+    scorer, sync_info = sync.load_or_train(cfg, tr, full, log)
+    log(f"sync model: true offset found within ±1 frame in {sync_info['held_out']['within_1']:.0%} of "
+        f"{sync_info['held_out']['windows']} one-second windows of the held-out original videos")
+    # 3. the original's analysis (the reference of every metric)
+    refs, ref_frames = {}, {}
+    for stem, x in inputs.items():
+        if cfg.max_seconds:
+            refs[stem] = cache.load_or_build(cfg, f"{stem}-first{cfg.max_seconds:g}s", x["video"], faces, log)
+        else:
+            refs[stem] = full[stem]
+    # 4. metrics
+    results = []
+    for system in systems:
+        for drive in DRIVES:
+            per_clip, scores = {}, []
+            found_all = []
+            for stem, x in inputs.items():
+                ref = refs[stem]
+                path = videos[system][drive][stem]
+                frames, fps = media.read_frames(path)
+                if system == "original":
+                    a = dict(ref)
+                    a["mel"] = mel.log_mel(media.read_audio(path))
+                else:
+                    a = analyse_output(cfg, path, ref, faces, log)
+                n = min(len(frames), len(ref["found"]))
+                clip = sync.ClipWindows(a["mouth"][:n], a["mel"], fps, cfg.sync_window,
+                                        cfg.sync_window * cfg.mel_per_frame)
+                starts = sync.windows_of(clip, cfg.sync_eval_window, cfg.sync_max_offset)
+                if starts:
+                    s, offs = sync.offset_scores(scorer.v, scorer.a, clip, starts, cfg.sync_eval_window,
+                                                 cfg.sync_max_offset)
+                    scores.append(s)
+                r = {"frames": int(n), "face_found": M.face_found(a["found"][:n]),
+                     "identity": M.identity_distance(a["descriptors"][:n], ref["descriptors"][:n]),
+                     "jitter_ratio": M.jitter_ratio(a["landmarks"][:n], ref["landmarks"][:n])}
+                if drive == "self":
+                    ref_frames_, _ = media.read_frames(inputs[stem]["video"])
+                    r["psnr"], r["ssim"] = M.face_region_quality(frames[:n], ref_frames_[:n], ref["landmarks"][:n])
+                    r["lmd"] = M.lmd(a["landmarks"][:n], ref["landmarks"][:n])
+                if starts:
+                    r.update({"sync_" + k: v for k, v in sync.summarise(s, offs).items() if k != "offset_found"})
+                per_clip[stem] = r
+                found_all.append(a["found"][:n])
+            row = {"system": system, "drive": drive, "model": models[system],
+                   "face_found": M.face_found(np.concatenate(found_all))}
+            for k in ("identity", "psnr", "ssim", "lmd", "jitter_ratio"):
+                vals = [r[k] for r in per_clip.values() if k in r and not np.isnan(r[k])]
+                row[k] = float(np.mean(vals)) if vals else None
+            if scores:
+                sm = sync.summarise(np.concatenate(scores), offs)
+                row.update({"sync_conf": sm["conf"], "sync_conf_peak": sm["conf_peak"],
+                            "sync_within_1": sm["within_1"], "sync_windows": sm["windows"]})
+            row["per_clip"] = per_clip
+            results.append(row)
+            log(f"{system}/{drive}: done")
+    return {"held_out_clips": {s: {k: v for k, v in x.items()} for s, x in inputs.items()},
+            "sync_model": sync_info, "results": results, "systems": systems,
+            "config": cfg.to_dict(), "seconds": round(time.time() - t0, 1)}, videos

@@ -1,0 +1,88 @@
+"""`make eval`: the held-out evaluation of the dub model through the real farm.
+
+    python training/evaluate.py                      # trained (models/dubfarm-small), untrained, original
+    python training/evaluate.py --model untrained:small --max-seconds 4   # quick, no trained weights
+    python training/evaluate.py --json -             # also the results as JSON on stdout
+
+Every flag is a field of dubeval.config.EvalConfig. Writes to out/eval/: results.json, table.txt,
+summary.md (for the model card), contact-SPEAKER.png, loss-curves.png, the dubbed videos.
+"""
+import argparse
+import dataclasses
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from dubeval import media, report          # noqa: E402
+from dubeval.config import EvalConfig      # noqa: E402
+from dubeval.run import evaluate           # noqa: E402
+
+
+def parse(argv=None):
+    cfg = EvalConfig()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in dataclasses.fields(cfg):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(cfg, f.name)
+        if isinstance(default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        elif f.name == "json":
+            p.add_argument(flag, nargs="?", const="-", default=default,
+                           help="write the results as JSON to this file (no value: print them)")
+        else:
+            p.add_argument(flag, type=type(default), default=default, help=f"default: {default}")
+    return EvalConfig(**vars(p.parse_args(argv)))
+
+
+def main(argv=None):
+    cfg = parse(argv)
+    t0 = time.time()
+    os.makedirs(cfg.out, exist_ok=True)
+    log = lambda s: print(f"[eval {time.time() - t0:5.0f} s] {s}", file=sys.stderr, flush=True)
+    systems = [s.strip() for s in cfg.systems.split(",") if s.strip()]
+    if "trained" in systems and not cfg.model.startswith("untrained:") and \
+            not os.path.exists(os.path.join(cfg.model, "manifest.json")):
+        log(f"no trained weights at {cfg.model} (manifest.json): the 'trained' system is left out; "
+            "give --model DIR (or --model untrained:small to exercise the harness)")
+        systems.remove("trained")
+    results, videos = evaluate(cfg, systems, log)
+    results["seconds"] = round(time.time() - t0, 1)
+
+    # pictures: a contact sheet per held-out speaker (its first clip, cross-driven: the dubbing case)
+    seen = set()
+    sheets = []
+    for stem, x in results["held_out_clips"].items():
+        if x["speaker"] in seen:
+            continue
+        seen.add(x["speaker"])
+        rows = [(f"{s} ({'own picture, ' if s == 'original' else ''}audio of {x['cross_audio_of']})",
+                 media.read_frames(videos[s]["cross"][stem])[0]) for s in ("original", "untrained", "trained")
+                if s in videos]
+        sheets.append(report.contact_sheet(rows, os.path.join(cfg.out, f"contact-{x['speaker']}.png")))
+    log_dir = cfg.logs or os.path.join(cfg.model, "logs")
+    curves = report.loss_curves(log_dir, os.path.join(cfg.out, "loss-curves.png"))
+    results["pictures"] = {"contact_sheets": sheets, "loss_curves": curves}
+    if curves is None:
+        log(f"no training logs (*.csv) in {log_dir}: no loss-curves.png")
+
+    text = report.table(results)
+    with open(os.path.join(cfg.out, "table.txt"), "w") as f:
+        f.write(text + "\n")
+    with open(os.path.join(cfg.out, "summary.md"), "w") as f:
+        f.write(report.summary_markdown(results))
+    report.write_json(results, os.path.join(cfg.out, "results.json"))
+    s = results["sync_model"]["held_out"]
+    print(f"held-out speakers: {', '.join(sorted(seen))}")
+    print(f"sync model: true offset within ±1 frame in {100 * s['within_1']:.0f} % of {s['windows']} "
+          f"one-second windows of the held-out original videos (target ≥ 80 %)")
+    print(text)
+    print(f"\nwrote {cfg.out}/: table.txt, summary.md, results.json, {len(sheets)} contact sheet(s)"
+          f"{', loss-curves.png' if curves else ''}; {results['seconds']:.0f} s")
+    if cfg.json:
+        report.write_json(results, cfg.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""The evaluation sync model's offset search and confidence, on constructed embeddings whose
+answer is known, and on the real audio of a media clip shifted by a known offset."""
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+TRAINING = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, TRAINING)
+MEDIA = os.path.join(os.path.dirname(os.path.dirname(TRAINING)), "shared", "media")
+
+from dubeval import media, mel, sync  # noqa: E402
+from dubeval.run import cross_pairs  # noqa: E402
+
+FPS = 25.0
+K = 15
+
+
+def audio_embedding(m):
+    """A constructed 'sync model': the mel window's own pattern as the embedding (unit vector of
+    its mean over frequency, per mel frame), for both streams — audio and the 'video' that
+    carries the same mel (shifted) in its pixels."""
+    x = m.reshape(len(m), -1).astype(np.float64)
+    x = x - x.mean(1, keepdims=True)
+    return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-9)
+
+
+def make_clip(shift_frames):
+    """A clip whose 'mouth crops' encode the real speech's mel, `shift_frames` video frames
+    late relative to the audio track: the offset search must find −shift... i.e. audio at
+    t + shift matches video at t."""
+    audio = media.read_audio(os.path.join(MEDIA, "speaker-c.mp4"))
+    m = mel.log_mel(audio)
+    n = int(len(audio) / media.SAMPLE_RATE * FPS)
+    c = sync.ClipWindows(np.zeros((n, 5, 20, 80), np.float32), m, FPS, window=5, mel_frames=20)
+    # video frame t carries the mel window of time t + shift
+    c.mouth = np.stack([c.audio(min(n - 1, max(0, t + shift_frames))) for t in range(n)])[:, None].repeat(5, 1)
+    c.video = lambda t, c=c: c.mouth[t, 0]
+    return c
+
+
+@pytest.mark.parametrize("shift", [0, 3, -7])
+def test_offset_search_finds_a_known_shift_of_real_speech(shift):
+    c = make_clip(shift)
+    starts = sync.windows_of(c, 25, K)
+    assert len(starts) >= 2
+    scores, offs = sync.offset_scores(audio_embedding, audio_embedding, c, starts, 25, K)
+    r = sync.summarise(scores, offs)
+    assert all(f == shift for f in r["offset_found"]), r["offset_found"]
+    if shift == 0:
+        assert r["within_1"] == 1.0 and r["conf"] == pytest.approx(r["conf_peak"]) and r["conf"] > 0.3
+    else:
+        assert r["within_1"] == 0.0 and r["conf"] < r["conf_peak"]
+
+
+def test_confidence_definitions():
+    offs = np.arange(-2, 3)
+    s = np.array([[0.1, 0.2, 0.9, 0.3, 0.0], [0.5, 0.1, 0.2, 0.3, 0.4]], np.float32)
+    r = sync.summarise(s, offs)
+    assert r["offset_found"] == [0, -2]
+    assert r["within_1"] == 0.5
+    assert r["conf"] == pytest.approx(np.mean([0.9 - 0.2, 0.2 - 0.3]))
+    assert r["conf_peak"] == pytest.approx(np.mean([0.9 - 0.2, 0.5 - 0.3]))
+
+
+def test_windows_stay_inside_the_clip():
+    c = make_clip(0)
+    for s in sync.windows_of(c, 25, K):
+        for t in (s, s + 24):
+            assert c.mel_start(t - K) >= c.pad and c.mel_start(t + K) + c.mel_frames <= c.pad + c.n_mel
+
+
+def test_sync_net_shapes_and_unit_embeddings():
+    net = sync.SyncNet().eval()
+    v = net.embed_video(torch.randint(0, 256, (3, 5, 40, 64), dtype=torch.uint8))
+    a = net.embed_audio(torch.randn(3, 20, 80))
+    assert v.shape == a.shape == (3, 128)
+    assert torch.allclose(v.norm(dim=1), torch.ones(3), atol=1e-5)
+
+
+def test_cross_pairs_never_pair_a_speaker_with_itself():
+    held = [("speaker-c", "", "speaker-c", True), ("b", "", "b", True), ("vexpress_AOC_gt", "", "speaker-c", True)]
+    pairs = cross_pairs(held)
+    spk = {h[0]: h[2] for h in held}
+    assert set(pairs) == set(spk) and all(spk[k] != spk[v] for k, v in pairs.items())
