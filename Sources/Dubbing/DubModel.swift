@@ -20,8 +20,22 @@ public struct DubModel: Sendable {
     public let model: SwapTalkModel
     /// Advertised in READY: `small@untrained-seed-1`, or `NAME@<hash of the weights file>`.
     public let id: String
-    /// False for seeded weights built in memory.
+    /// False for seeded weights built in memory (and for `dubfarm model init` directories,
+    /// whose metadata says `trained: false`).
     public let trained: Bool
+    /// The weights directory, nil for seeded weights built in memory.
+    public var directory: URL? = nil
+    /// The modules the weights' `dubfarm.trained` metadata lists as trained (module names as
+    /// `SwapTalkModel.parameterCounts` gives them); nil when the file does not say (older
+    /// checkpoints, seeded weights): then every module is used as it is.
+    public var trainedModules: Set<String>? = nil
+
+    /// Whether a job's source face is applied: false only for weights whose metadata lists the
+    /// trained modules without `swap` (a swap that was never trained would make the face worse).
+    public var swapsFaces: Bool { trainedModules?.contains("swap") ?? true }
+
+    /// The metadata key listing the trained modules, comma-separated (`encode,quantize,decode,audio,lipsync`).
+    public static let trainedMetadataKey = "dubfarm.trained"
 
     /// The seed of the untrained weights a worker builds when it is given no `--model`.
     public static let defaultSeed: UInt64 = 1
@@ -49,7 +63,25 @@ public struct DubModel: Sendable {
         }
         let weights = directory.appendingPathComponent(SwapTalkModel.weightsFile)
         let hash = try fileHash(weights)
-        return DubModel(model: model, id: "\(model.config.name)@\(String(hash, radix: 16).leftPadded(to: 16))", trained: true)
+        let metadata: [String: String]
+        do { metadata = try SafeTensors.readMetadata(weights) } catch {
+            throw DubfarmError(.badInput, "model directory \(directory.path): \(error)")
+        }
+        var m = DubModel(model: model, id: "\(model.config.name)@\(String(hash, radix: 16).leftPadded(to: 16))",
+                         trained: metadata["trained"] != "false")
+        m.directory = directory
+        m.trainedModules = metadata[trainedMetadataKey].map {
+            Set($0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
+        }
+        return m
+    }
+
+    /// Loads what a resolved ``DubModelSpec`` names.
+    public static func load(_ spec: DubModelSpec) throws -> DubModel {
+        switch spec {
+        case .directory(let url): return try load(directory: url)
+        case .untrained(let config): return try untrained(config: config)
+        }
     }
 
     private static func fileHash(_ url: URL) throws -> UInt64 {
@@ -67,6 +99,76 @@ public struct DubModel: Sendable {
             chunk.withUnsafeBytes { hash.add($0) }
         }
         return hash.value
+    }
+}
+
+/// Which weights a dub worker runs: a weights directory, or seeded untrained weights of a named
+/// configuration (only on explicit request, `untrained:CONFIG`).
+public enum DubModelSpec: Sendable, Equatable, CustomStringConvertible {
+    case directory(URL)
+    case untrained(config: String)
+
+    /// The directory of the bundled trained default, beside the repository's or an install's binary.
+    public static let bundledName = "models/dubfarm-small"
+    /// Where an install (the Docker image, a package) puts the bundled default.
+    public static let installedDirectory = "/usr/share/dubfarm/models/dubfarm-small"
+
+    /// `DIR` or `untrained:CONFIG`, as `--model` takes it.
+    public var description: String {
+        switch self {
+        case .directory(let url): return url.path
+        case .untrained(let c): return "untrained:\(c)"
+        }
+    }
+
+    /// Parses a `--model` / `DUBFARM_MODEL` value: `untrained:tiny|small|paper`, else a directory.
+    public static func parse(_ text: String) throws -> DubModelSpec {
+        if text.hasPrefix("untrained") {
+            let name = text.hasPrefix("untrained:") ? String(text.dropFirst("untrained:".count)) : ""
+            guard ModelConfig.named[name] != nil else {
+                throw DubfarmError(.configuration, "model '\(text)': seeded weights are asked for as untrained:CONFIG with CONFIG one of "
+                                   + ModelConfig.named.keys.sorted().joined(separator: ", "))
+            }
+            return .untrained(config: name)
+        }
+        return .directory(URL(fileURLWithPath: text).standardizedFileURL)
+    }
+
+    /// Candidate directories of the bundled default for an executable at `executable`: its
+    /// directory and up to four above it (`.build/release/dubfarm` and its resolved
+    /// `.build/<triple>/release/dubfarm` both reach the repository), then the install location.
+    public static func bundledCandidates(executable: String) -> [URL] {
+        var out: [URL] = []
+        var dir = URL(fileURLWithPath: executable).standardizedFileURL.deletingLastPathComponent()
+        for _ in 0..<5 {
+            out.append(dir.appendingPathComponent(bundledName))
+            if dir.path == "/" { break }
+            dir = dir.deletingLastPathComponent()
+        }
+        out.append(URL(fileURLWithPath: installedDirectory))
+        var seen = Set<String>()
+        return out.filter { seen.insert($0.path).inserted }
+    }
+
+    /// The model a worker runs: `flag` (`--model`), else `$DUBFARM_MODEL`, else the bundled
+    /// trained default found beside `executable` (see ``bundledCandidates(executable:)``).
+    /// Returns the spec and where it came from; throws, saying where it looked, when none is found.
+    public static func resolve(flag: String?, environment: [String: String], executable: String) throws
+        -> (spec: DubModelSpec, from: String) {
+        if let flag, !flag.isEmpty { return (try parse(flag), "--model") }
+        if let env = environment["DUBFARM_MODEL"], !env.isEmpty { return (try parse(env), "DUBFARM_MODEL") }
+        let candidates = bundledCandidates(executable: executable)
+        if let found = candidates.first(where: {
+            FileManager.default.fileExists(atPath: $0.appendingPathComponent(SwapTalkModel.manifestFile).path)
+                && FileManager.default.fileExists(atPath: $0.appendingPathComponent(SwapTalkModel.weightsFile).path)
+        }) {
+            return (.directory(found), "bundled")
+        }
+        throw DubfarmError(.configuration, """
+            no model given and the bundled trained weights (\(bundledName)) were not found; looked in \
+            \(candidates.map(\.path).joined(separator: ", ")). Pass --model DIR (or set DUBFARM_MODEL) with a weights \
+            directory, or --model untrained:small for seeded UNTRAINED weights (noise-like faces, for tests)
+            """)
     }
 }
 

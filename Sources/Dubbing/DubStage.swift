@@ -96,7 +96,14 @@ public struct DubStage: Stage {
         var log = engine.logger
         log[metadataKey: "job"] = .stringConvertible(context.task.segment.job)
         log[metadataKey: "segment"] = .stringConvertible(context.task.segment.index)
-        let source = try context.sourceFace.map { try engine.source(for: $0, logger: log) }
+        var face = context.sourceFace
+        if face != nil && !engine.model.swapsFaces {
+            // An untrained swap would make the face worse: lip sync only, with the lower-face mask.
+            log.warning("model \(engine.model.id) has no trained face swap; the job's source face is not applied (lip sync only)",
+                        metadata: ["model": .string(engine.model.id)])
+            face = nil
+        }
+        let source = try face.map { try engine.source(for: $0, logger: log) }
         return try DubProcessor(engine: engine, context: context, source: source)
     }
 

@@ -13,8 +13,8 @@ import Worker
 struct DubBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dub", abstract: "Per-step milliseconds per frame and frames per second of the dub stage on one segment.")
-    @Option(name: .long, help: "Model configuration (seeded untrained weights): tiny, small, paper.") var config: String = "small"
-    @Option(name: .long, help: "Weights directory instead of seeded weights.") var model: String?
+    @Option(name: .long, help: "Seeded UNTRAINED weights of this configuration (tiny, small, paper); the same as --model untrained:CONFIG.") var config: String?
+    @Option(name: .long, help: "Weights directory or untrained:CONFIG. Default: $DUBFARM_MODEL, else the bundled trained models/dubfarm-small.") var model: String?
     @Option(name: .long, help: "Input video.") var video: String
     @Option(name: .long, help: "Dub track.") var audio: String
     @Option(name: .long, help: "Source face image (omit for lip sync only).") var face: String?
@@ -26,7 +26,7 @@ struct DubBench: ParsableCommand {
     func run() throws {
         var logger = Logger(label: "bench")
         logger.logLevel = .error
-        let dubModel = try model.map { try DubModel.load(directory: URL(fileURLWithPath: $0)) } ?? DubModel.untrained(config: config)
+        let dubModel = try DubModel.load(resolveDubModel(model ?? config.map { "untrained:\($0)" }).spec)
         let engine = DubEngine(model: dubModel, analyzer: try FaceAnalyzer.load(), logger: logger)
         let stage = DubStage(engine: engine)
 

@@ -237,9 +237,9 @@ struct Workers: ParsableCommand {
     func run() throws {
         let ws = try client.client().call(.workers, as: [WorkerView].self)
         if client.json { return try printJSON(ws) }
-        var rows = [["WORKER", "HOST", "STATE", "STAGE", "THREADS", "SEGMENT", "SEGMENTS", "FRAMES", "LAST SEEN"]]
+        var rows = [["WORKER", "HOST", "STATE", "STAGE", "MODEL", "THREADS", "SEGMENT", "SEGMENTS", "FRAMES", "LAST SEEN"]]
         for w in ws {
-            rows.append([w.name, w.host, w.state, w.stage, "\(w.threads)", w.current ?? "", "\(w.segmentsDone)", "\(w.framesDone)",
+            rows.append([w.name, w.host, w.state, w.stage, w.model ?? "", "\(w.threads)", w.current ?? "", "\(w.segmentsDone)", "\(w.framesDone)",
                          String(format: "%.1fs ago", Date().timeIntervalSince(w.lastSeen))])
         }
         printTable(rows)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Dubbing
 import DubfarmCore
 import FarmClient
 import FarmProtocol
@@ -31,9 +32,13 @@ struct LocalCommand: AsyncParsableCommand {
         @Option(name: .long, help: "Number of workers.") var workers: Int = 2
         @Option(name: .long, help: "Threads per worker.") var threads: Int = 1
         @Option(name: .long, help: "Stage the workers run (and the coordinator's default): dub, passthrough.") var stage: String = "dub"
+        @Option(name: .long, help: "Dub workers' model: weights directory or untrained:tiny|small|paper. Default: $DUBFARM_MODEL, else the bundled trained models/dubfarm-small.")
+        var model: String?
 
         func run() async throws {
             let root = dir.url
+            // Found now, so a missing model fails here rather than in every worker's log.
+            if stage == "dub" { _ = try resolveDubModel(model) }
             let logs = root.appendingPathComponent("logs")
             try FileManager.default.createDirectory(at: logs, withIntermediateDirectories: true)
             if var state = LocalFarmState.load(directory: root), state.isCoordinatorAlive {
@@ -132,6 +137,7 @@ struct LocalCommand: AsyncParsableCommand {
             return try (0..<n).map { i in
                 let name = "local-\(offset + i + 1)"
                 var args = ["worker", "--connect", state.workEndpoint, "--name", name, "--threads", "\(threads)", "--stage", stage]
+                if stage == "dub" { args += ["--model", try resolveDubModel(model).spec.description] }
                 if let server = state.serverPublicKey {
                     let keys = LocalKeys(root: URL(fileURLWithPath: state.directory))
                     args += ["--key-file", keys.workerSecret, "--server-key", server]

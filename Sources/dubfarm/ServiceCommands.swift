@@ -9,6 +9,7 @@ import FarmStore
 import Foundation
 import Logging
 import ServiceLifecycle
+import LocalFarm
 import Worker
 
 struct CoordinatorCommand: AsyncParsableCommand {
@@ -79,7 +80,7 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Processing stage: dub (face swap and lip sync), passthrough (decode and re-encode unchanged), sleep, sleep-copy (sleep, then return the input packets: all-intra inputs, for benchmarks), fail.")
     var stage: String = "dub"
 
-    @Option(name: .long, help: "Dub stage: weights directory (manifest.json + model.safetensors, e.g. a converted checkpoint). Default: UNTRAINED seeded 'small' weights built in memory.")
+    @Option(name: .long, help: "Dub stage: weights directory (manifest.json + model.safetensors), or untrained:tiny|small|paper for seeded UNTRAINED weights. Default: $DUBFARM_MODEL, else the bundled trained models/dubfarm-small.")
     var model: String?
 
     @Option(name: .long, help: "Seconds per segment for the sleep and sleep-copy stages.")
@@ -115,7 +116,7 @@ struct WorkerCommand: AsyncParsableCommand {
         case "sleep": stageImpl = SleepStage(seconds: sleepSeconds)
         case "sleep-copy": stageImpl = SleepCopyStage(seconds: sleepSeconds)
         case "fail": stageImpl = FailingStage()
-        case "dub": stageImpl = try DubStage(engine: makeDubEngine(modelDirectory: model, logger: logger))
+        case "dub": stageImpl = try DubStage(engine: makeDubEngine(model: model, logger: logger))
         default: throw ValidationError("unknown stage '\(stage)' (\(StageCatalog.namesInWords))")
         }
         // Fault tests only: a broken worker that still advertises --stage (and so gets its segments).
@@ -197,20 +198,40 @@ struct ConfigCommand: ParsableCommand {
     }
 }
 
-/// The dub stage's engine: the model (`--model DIR`, else seeded untrained `small` weights, said
-/// once and loudly) and the face models.
-func makeDubEngine(modelDirectory: String?, config: String = "small", logger: Logger) throws -> DubEngine {
+/// Resolves `--model` (else `$DUBFARM_MODEL`, else the bundled trained default beside this
+/// executable) to a ``DubModelSpec``; throws saying where it looked when nothing is found.
+func resolveDubModel(_ flag: String?) throws -> (spec: DubModelSpec, from: String) {
+    try DubModelSpec.resolve(flag: flag, environment: ProcessInfo.processInfo.environment,
+                             executable: ProcessControl.currentExecutable)
+}
+
+/// The dub stage's engine: the model (see ``resolveDubModel(_:)``; seeded untrained weights only
+/// on request, said once and loudly) and the face models.
+func makeDubEngine(model flag: String?, logger: Logger) throws -> DubEngine {
     let t0 = Date()
-    let model: DubModel
-    if let dir = modelDirectory {
-        model = try DubModel.load(directory: URL(fileURLWithPath: dir))
-        logger.info("model loaded", metadata: ["model": .string(model.id), "directory": .string(dir)])
+    let (spec, from) = try resolveDubModel(flag)
+    let model = try DubModel.load(spec)
+    if model.directory != nil {
+        let hash = model.id.split(separator: "@").last.map(String.init) ?? ""
+        logger.info("model loaded: \(model.id) (\(model.trained ? "trained" : "UNTRAINED") weights from \(spec))", metadata: [
+            "model": .string(model.id), "hash": .string(hash), "directory": .string(spec.description), "from": .string(from),
+            "trained": .stringConvertible(model.trained),
+            "trained_modules": .string(model.trainedModules.map { $0.sorted().joined(separator: ",") } ?? "(not recorded)"),
+        ])
+        if !model.trained {
+            logger.warning("model \(model.id) is marked untrained in its metadata: faces will be replaced by noise-like output")
+        }
+        if !model.swapsFaces {
+            logger.warning("""
+                model \(model.id) has no trained face swap: a job's source face (submit --face) is not applied; \
+                such jobs get lip sync only
+                """, metadata: ["model": .string(model.id)])
+        }
     } else {
-        model = try DubModel.untrained(config: config)
         logger.warning("""
-            model weights are UNTRAINED (seeded '\(config)' configuration, seed \(DubModel.defaultSeed)): \
-            faces will be replaced by noise-like output; pass --model DIR with converted weights for real dubbing
-            """, metadata: ["model": .string(model.id)])
+            model weights are UNTRAINED (\(spec), seed \(DubModel.defaultSeed)), as asked by \(from): \
+            faces will be replaced by noise-like output; drop the flag for the bundled trained model
+            """, metadata: ["model": .string(model.id), "trained": "false"])
     }
     let analyzer = try FaceAnalyzer.load { logger.warning("\($0)") }
     logger.info("dub stage ready", metadata: [

@@ -31,7 +31,7 @@ extension Integration {
             let made = try ProcessControl.run(dubfarmExecutable, ["model", "init", "--config", "tiny", "--seed", "7", "--out", weights], timeout: 120)
             #expect(made.status == 0, "\(made.stderr)")
 
-            try farm.startWorker("small", stage: "dub")
+            try farm.startWorker("small", stage: "dub", extra: ["--model", "untrained:small"])
             try farm.waitForWorkers(1, "the small dub worker", timeout: 120)
             let small = try #require(try farm.client().call(.workers, as: [WorkerView].self).first)
             #expect(small.model == "small@untrained-seed-1" && small.threads == 1)

@@ -26,8 +26,9 @@ struct DubFarmTests {
     func dubLongVideo() async throws {
         let farm = try await TestFarm.start(workers: 0)
         defer { farm.shutdown() }
-        try farm.startWorker("d1", stage: "dub")
-        try farm.startWorker("d2", stage: "dub")
+        // Seeded weights, asked for: this test counts swapped frames (the trained default has no trained swap).
+        try farm.startWorker("d1", stage: "dub", extra: ["--model", "untrained:small"])
+        try farm.startWorker("d2", stage: "dub", extra: ["--model", "untrained:small"])
         try farm.waitForWorkers(2, "2 dub workers connected", timeout: 60)
         let workers = try farm.client().call(.workers, as: [WorkerView].self)
         #expect(workers.allSatisfy { $0.stage == "dub" })

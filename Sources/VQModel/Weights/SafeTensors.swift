@@ -240,6 +240,22 @@ public enum SafeTensors {
         return sign | UInt16(rounded)
     }
 
+    /// The `__metadata__` map of a file's header (empty when it has none), without reading any
+    /// tensor data. Non-string values are skipped (the format allows only strings).
+    public static func readMetadata(_ url: URL) throws -> [String: String] {
+        func bad(_ why: String) -> ModelError { ModelError(.badWeightFile, "\(url.path): \(why)") }
+        guard let h = FileHandle(forReadingAtPath: url.path) else { throw ModelError(.io, "cannot read \(url.path)") }
+        defer { try? h.close() }
+        let lengthBytes = (try? h.read(upToCount: 8)) ?? Data()
+        guard lengthBytes.count == 8 else { throw bad("shorter than the 8-byte header length (truncated?)") }
+        let n = lengthBytes.withUnsafeBytes { Int($0.loadUnaligned(as: UInt64.self).littleEndian) }
+        guard n > 0, n < 1 << 30, let header = try? h.read(upToCount: n), header.count == n,
+              let json = try? JSONSerialization.jsonObject(with: header) as? [String: Any] else {
+            throw bad("header is not a JSON object (truncated?)")
+        }
+        return ((json["__metadata__"] as? [String: Any]) ?? [:]).compactMapValues { $0 as? String }
+    }
+
     /// IEEE half to float, including subnormals, infinities and NaN.
     static func halfToFloat(_ h: UInt16) -> Float {
         let sign = UInt32(h & 0x8000) << 16
