@@ -16,6 +16,7 @@ packages=(
   chromium          # monitoring tests load the dashboard in headless Chromium
   fonts-dejavu-core # …and screenshot it with real glyphs
   iproute2          # ip netns: the multi-host test (workers in their own network namespaces)
+  python3-venv      # training/ and make eval run in a virtual environment (Makefile py-deps)
 )
 # Extra packages for optional features can be added by callers: install-deps.sh pkg...
 packages+=("$@")

@@ -2,6 +2,7 @@
 """Fidelity check: random weights and inputs, PyTorch reference vs `dubfarm model run`.
 
     tools/reference/check.py --config tiny|small|paper --seed N [--dubfarm .build/release/dubfarm]
+    tools/reference/check.py --weights DIR      (trained weights, e.g. models/dubfarm-small)
 
 Prints the max relative error (max |dubfarm - torch| / max |torch|) of every module and of a
 whole frame, and exits non-zero if any is above --tolerance (1e-4). Quantisation is compared by
@@ -91,17 +92,28 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tolerance", type=float, default=1e-4)
     ap.add_argument("--keep", help="keep the weights and tensors in this directory")
+    ap.add_argument("--weights", help="check these weights (a dubfarm weights directory, float16 or float32) "
+                                      "instead of random ones; PyTorch runs the same values the engine loads")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
 
     work = a.keep or tempfile.mkdtemp(prefix="dubfarm-check-")
-    wdir = os.path.join(work, "weights")
-    subprocess.run([a.dubfarm, "model", "init", "--config", a.config, "--seed", "0", "--out", wdir],
-                   check=True, stdout=subprocess.DEVNULL)
-    c = load_manifest(os.path.join(wdir, "manifest.json"))
-    torch.manual_seed(a.seed)
-    model = randomize(SwapTalk(c), a.seed).eval()
-    export(model, c, wdir, {"source": f"check.py seed {a.seed}"})
+    if a.weights:
+        wdir = a.weights
+        c = load_manifest(os.path.join(wdir, "manifest.json"))
+        model = SwapTalk(c).eval()
+        sd = {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in
+              safetensors_io.read(os.path.join(wdir, "model.safetensors")).items()}
+        model.load_state_dict(sd, strict=True)
+        a.config = f"{c['name']} ({wdir})"
+    else:
+        wdir = os.path.join(work, "weights")
+        subprocess.run([a.dubfarm, "model", "init", "--config", a.config, "--seed", "0", "--out", wdir],
+                       check=True, stdout=subprocess.DEVNULL)
+        c = load_manifest(os.path.join(wdir, "manifest.json"))
+        torch.manual_seed(a.seed)
+        model = randomize(SwapTalk(c), a.seed).eval()
+        export(model, c, wdir, {"source": f"check.py seed {a.seed}"})
     ins, ref = reference_io(model, c, a.seed)
     inp, outp = os.path.join(work, "inputs.safetensors"), os.path.join(work, "outputs.safetensors")
     safetensors_io.write(inp, ins)

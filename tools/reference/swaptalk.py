@@ -3,6 +3,8 @@
 Same architecture and the same tensor names as the Swift engine (Sources/VQModel), written
 independently with torch.nn so that `check.py` can compare the two. Tensors are batch-1:
 images [1, 3, S, S] in [-1, 1], token grids [1, E, H, W], mel windows [16, 80].
+Every module also takes a batch (images [B, 3, S, S], grids [B, E, H, W], mel [B, 16, 80]), which
+the trainer (training/dubtrain) uses; batch-1 results are the same either way.
 The configuration is the manifest that `dubfarm model init` writes (manifest.json).
 """
 import json
@@ -18,15 +20,30 @@ def load_manifest(path):
 
 
 def attention(q, k, v, heads):
-    """q [Nq, D], k/v [Nk, D] -> [Nq, D]; head h is the column block h*dh:(h+1)*dh."""
-    nq, d = q.shape
-    nk = k.shape[0]
+    """q [..., Nq, D], k/v [..., Nk, D] -> [..., Nq, D]; head h is the column block h*dh:(h+1)*dh."""
+    *lead, nq, d = q.shape
+    nk = k.shape[-2]
     dh = d // heads
-    qh = q.view(nq, heads, dh).transpose(0, 1)
-    kh = k.view(nk, heads, dh).transpose(0, 1)
-    vh = v.view(nk, heads, dh).transpose(0, 1)
-    s = torch.softmax((qh @ kh.transpose(1, 2)) * (1.0 / dh ** 0.5), dim=-1)
-    return (s @ vh).transpose(0, 1).reshape(nq, d)
+    qh = q.reshape(*lead, nq, heads, dh).transpose(-3, -2)
+    kh = k.reshape(*lead, nk, heads, dh).transpose(-3, -2)
+    vh = v.reshape(*lead, nk, heads, dh).transpose(-3, -2)
+    s = torch.softmax((qh @ kh.transpose(-1, -2)) * (1.0 / dh ** 0.5), dim=-1)
+    return (s @ vh).transpose(-3, -2).reshape(*lead, nq, d)
+
+
+def tokens(x):
+    """[B, C, H, W] -> [B, H*W, C]."""
+    return x.flatten(2).transpose(1, 2)
+
+
+def grid(t, shape):
+    """[B, H*W, C] -> [B, C, H, W] (`shape`)."""
+    return t.transpose(1, 2).reshape(shape)
+
+
+def batched_context(context, b):
+    """A context [N, D] shared by the batch, or one per item [B, N, D] -> [B, N, D]."""
+    return context.unsqueeze(0).expand(b, *context.shape) if context.dim() == 2 else context
 
 
 class MHA(nn.Module):
@@ -64,11 +81,9 @@ class SpatialSelfAttention(nn.Module):
         self.heads = heads
 
     def forward(self, x):
-        b, c, h, w = x.shape
         hn = self.norm(x)
-        tok = lambda t: t.reshape(c, h * w).t()
-        a = attention(tok(self.q(hn)), tok(self.k(hn)), tok(self.v(hn)), self.heads)
-        return x + self.proj_out(a.t().reshape(1, c, h, w))
+        a = attention(tokens(self.q(hn)), tokens(self.k(hn)), tokens(self.v(hn)), self.heads)
+        return x + self.proj_out(grid(a, x.shape))
 
 
 class CrossAttentionBlock(nn.Module):
@@ -78,9 +93,8 @@ class CrossAttentionBlock(nn.Module):
         self.attn = MHA(c, context_dim, heads)
 
     def forward(self, x, context):
-        b, c, h, w = x.shape
-        t = self.norm(x).reshape(c, h * w).t()
-        return x + self.attn(t, context).t().reshape(1, c, h, w)
+        t = tokens(self.norm(x))
+        return x + grid(self.attn(t, batched_context(context, x.shape[0])), x.shape)
 
 
 class FeedForward(nn.Module):
@@ -175,16 +189,20 @@ class Quantizer(nn.Module):
         self.embedding = nn.Embedding(k, e)
 
     def distances(self, z):
-        zf = z.reshape(z.shape[1], -1).t()
+        """z [B, E, h, w] -> squared distances [B*h*w, K] (positions row-major within each item)."""
+        zf = tokens(z).reshape(-1, z.shape[1])
         cb = self.embedding.weight
         return (zf ** 2).sum(1, keepdim=True) - 2 * (zf @ cb.t()) + (cb ** 2).sum(1)
 
     def forward(self, z, indices=None):
-        """z [1, E, h, w] -> (indices [h*w], quantized [1, E, h, w]); `indices` forces the codes."""
+        """z [B, E, h, w] -> (indices [h*w] for B = 1 else [B, h*w], quantized [B, E, h, w]);
+        `indices` forces the codes."""
+        b = z.shape[0]
         if indices is None:
             indices = torch.argmin(self.distances(z), dim=1)
-        q = self.embedding.weight[indices].t().reshape(z.shape)
-        return indices, q
+        indices = indices.reshape(b, -1)
+        q = grid(self.embedding.weight[indices], z.shape)
+        return (indices[0] if b == 1 else indices), q
 
 
 class FaceSwap(nn.Module):
@@ -204,18 +222,18 @@ class FaceSwap(nn.Module):
         self.norm_out = nn.LayerNorm(d)
         self.out_proj = nn.Linear(d, c["embedDim"])
 
-    def embed(self, grid, kind):
-        e = grid.shape[1]
-        return self.in_proj(grid.reshape(e, -1).t()) + self.pos_emb + self.type_emb[kind]
+    def embed(self, g, kind):
+        return self.in_proj(tokens(g)) + self.pos_emb + self.type_emb[kind]
 
     def forward(self, target, source):
         x, s = self.embed(target, 1), self.embed(source, 0)
+        if s.shape[0] != x.shape[0]:
+            s = s.expand(x.shape[0], *s.shape[1:])
         for l in self.layers:
             kv = l.norm_kv(s)
             x = x + l.attn(l.norm_q(x), kv)
             x = x + l.mlp(l.norm_mlp(x))
-        y = self.out_proj(self.norm_out(x))
-        return y.t().reshape(target.shape)
+        return grid(self.out_proj(self.norm_out(x)), target.shape)
 
 
 class AudioEncoder(nn.Module):
@@ -278,9 +296,21 @@ class LipSyncUNet(nn.Module):
         self.up = nn.ModuleList(ups)
         self.norm_out = nn.GroupNorm(g, cin, eps=1e-6)
         self.conv_out = nn.Conv2d(cin, c["embedDim"], 3, 1, 1)
+        # Optional [rowStart, rowEnd, colStart, colEnd] of the lower-half grid: the target's
+        # tokens there (the mouth) are zeroed before the UNet sees them, so it must draw the mouth
+        # from the audio (and the reference's appearance), not copy it. No weights.
+        self.target_mask = c.get("lipsyncTargetMask")
+
+    def mask_target(self, target):
+        if not self.target_mask:
+            return target
+        r0, r1, c0, c1 = self.target_mask
+        m = torch.ones_like(target[:1, :1])
+        m[..., r0:r1, c0:c1] = 0
+        return target * m
 
     def forward(self, target, reference, audio):
-        h = self.conv_in(torch.cat([target, reference], dim=1))
+        h = self.conv_in(torch.cat([self.mask_target(target), reference], dim=1))
         skips = []
         for l in self.down:
             h = l.res(h)

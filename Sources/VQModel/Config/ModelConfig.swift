@@ -47,6 +47,11 @@ public struct ModelConfig: Codable, Sendable, Equatable {
     public var audioHeads: Int
     public var audioLayers: Int
     public var audioMlpRatio: Int
+    /// `[rowStart, rowEnd, colStart, colEnd)` of the lower-half token grid where the lip-sync
+    /// UNet zeroes its *target* input (the mouth) before it runs, so it draws the mouth from the
+    /// audio rather than copying it; the same frame can then be target and reference (R = T).
+    /// `nil` (older manifests): no mask. Trained models (training/configs/dubfarm-small.json) set it.
+    public var lipsyncTargetMask: [Int]? = nil
 
     /// Spatial downsampling factor of the VQGAN.
     public var downsampling: Int { 1 << (channelMult.count - 1) }
@@ -105,6 +110,10 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         try need((channels * channelMult.last!) % vqAttentionHeads == 0, "VQGAN mid channels not divisible by heads")
         try need(swapDim % swapHeads == 0 && audioDim % audioHeads == 0, "transformer width not divisible by heads")
         try need(unetAttentionLevels.allSatisfy { $0 >= 0 && $0 < unetChannelMult.count }, "unetAttentionLevels out of range")
+        if let m = lipsyncTargetMask {
+            try need(m.count == 4 && 0 <= m[0] && m[0] < m[1] && m[1] <= halfGrid.h && 0 <= m[2] && m[2] < m[3] && m[3] <= halfGrid.w,
+                     "lipsyncTargetMask \(m) must be [rowStart, rowEnd, colStart, colEnd] inside the \(halfGrid.h)×\(halfGrid.w) lower-half grid")
+        }
     }
 
     /// Reads `manifest.json` from a weights directory.

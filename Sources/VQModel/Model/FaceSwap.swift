@@ -122,8 +122,11 @@ struct LipSyncUNet {
     /// Coarsest first.
     let up: [Level]
     let normOut: GroupNorm, convOut: Conv2D
+    /// Rows and columns of the target's lower-half grid zeroed before `conv_in` (``ModelConfig/lipsyncTargetMask``).
+    let targetMask: (rows: Range<Int>, cols: Range<Int>)?
 
     init(_ p: Parameters, _ c: ModelConfig) {
+        targetMask = c.lipsyncTargetMask.map { ($0[0]..<$0[1], $0[2]..<$0[3]) }
         let g = c.unetGroups, a = c.audioDim, heads = c.unetHeads
         let chans = c.unetChannelMult.map { c.unetChannels * $0 }
         let last = chans.count - 1
@@ -156,8 +159,20 @@ struct LipSyncUNet {
         convOut = p.conv("lipsync.conv_out", cin, c.embedDim, k: 3, padding: 1)
     }
 
+    /// The target with its mouth tokens zeroed (a copy), or the target itself without a mask.
+    func masked(_ target: Tensor, _ ctx: ComputeContext) -> Tensor {
+        guard let m = targetMask else { return target }
+        let t = ctx.workspace.tensor(target.shape)
+        let e = target.shape[0], h = target.shape[1], w = target.shape[2]
+        t.data.update(from: target.data, count: target.count)
+        for ch in 0..<e {
+            for r in m.rows { (t.data + (ch * h + r) * w + m.cols.lowerBound).update(repeating: 0, count: m.cols.count) }
+        }
+        return t
+    }
+
     func callAsFunction(target: Tensor, reference: Tensor, audio: Tensor, _ ctx: ComputeContext) -> Tensor {
-        var h = convIn(Shape.concat([target, reference], ctx), ctx)
+        var h = convIn(Shape.concat([masked(target, ctx), reference], ctx), ctx)
         var skips: [Tensor] = []
         for l in down {
             h = l.res(h, ctx)

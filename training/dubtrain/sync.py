@@ -1,0 +1,176 @@
+"""Stage 2: the latent sync expert — does a window of lower-face tokens match a mel window?
+
+Contrastive (InfoNCE): for each window of `sync_window` consecutive frames, the candidates are
+its own audio (the positive), the same clip's audio shifted by sync_min_shift…sync_max_shift
+frames either way (`sync_negatives` hard negatives), and every other window's audio in the
+batch. The lip-sync stage then uses it frozen: its sync loss pushes generated mouths to score
+high against the audio that drives them.
+"""
+import torch
+import torch.nn.functional as F
+
+from .common import CSVLog, Progress, StageClock, load_checkpoint, save_checkpoint, step_generator
+from .model import LatentSyncExpert
+from .tokens import TokenSet
+from .vqgan import load_trained
+
+LOSSES = ["loss", "accuracy", "val_loss", "val_accuracy", "val_offset_accuracy"]
+
+
+def make_expert(cfg, manifest):
+    g = manifest["imageSize"] // (1 << (len(manifest["channelMult"]) - 1))
+    return LatentSyncExpert(manifest["embedDim"], (g // 2, g), cfg.sync_window, dim=cfg.sync_dim)
+
+
+def window_batch(tokens, codebook, starts, window):
+    """Lower-half token grids [B, T, E, h, w] and mel windows [B, T, 80, 16] of windows at `starts`."""
+    rows = starts.unsqueeze(1) + torch.arange(window)
+    e = codebook.shape[1]
+    b = len(starts)
+    idx = tokens.lower[rows]                                  # [B, T, h*w]
+    grids = codebook[idx]                                     # [B, T, h*w, E]
+    return grids, tokens.mel[rows]
+
+
+def to_grid(grids, h, w):
+    b, t, n, e = grids.shape
+    return grids.permute(0, 1, 3, 2).reshape(b, t, e, h, w)
+
+
+def shifted_starts(tokens, starts, shifts, window):
+    """Start rows of the same clip's window `shift` frames away (-1 where it does not exist)."""
+    out = torch.full_like(starts, -1)
+    for i, (s, d) in enumerate(zip(starts.tolist(), shifts.tolist())):
+        r = tokens.row_of(tokens.clip[s], int(tokens.frame[s]) + d)
+        if r >= 0 and r + window - 1 < tokens.n and int(tokens.clip[r + window - 1]) == int(tokens.clip[s]) \
+                and int(tokens.frame[r + window - 1]) == int(tokens.frame[r]) + window - 1:
+            out[i] = r
+    return out
+
+
+def info_nce(expert, grids, mel, neg_mel, temperature):
+    """Loss and accuracy: each video window against its audio, its shifted audios and the batch's."""
+    v = expert.embed_video(grids)                             # [B, D]
+    a = expert.embed_audio(mel)                               # [B, D]
+    logits = v @ a.t()                                        # [B, B] in-batch
+    if neg_mel is not None:
+        b, k = neg_mel.shape[:2]
+        an = expert.embed_audio(neg_mel.reshape(b * k, *neg_mel.shape[2:])).reshape(b, k, -1)
+        logits = torch.cat([logits, (v.unsqueeze(1) * an).sum(-1)], dim=1)
+    logits = logits / temperature
+    target = torch.arange(len(v))
+    return F.cross_entropy(logits, target), float((logits.argmax(1) == target).float().mean())
+
+
+def sample(tokens, starts_all, n, g, cfg):
+    starts = starts_all[torch.randint(0, len(starts_all), (n,), generator=g)]
+    negs = []
+    for _ in range(cfg.sync_negatives):
+        mag = torch.randint(cfg.sync_min_shift, cfg.sync_max_shift + 1, (n,), generator=g)
+        sign = torch.where(torch.rand(n, generator=g) < 0.5, -1, 1)
+        s = shifted_starts(tokens, starts, mag * sign, cfg.sync_window)
+        s = torch.where(s >= 0, s, shifted_starts(tokens, starts, -mag * sign, cfg.sync_window))
+        negs.append(torch.where(s >= 0, s, starts_all[torch.randint(0, len(starts_all), (n,), generator=g)]))
+    return starts, torch.stack(negs, 1)
+
+
+def train_sync(cfg, rt, run_dir):
+    manifest = cfg.manifest()
+    model, _ = load_trained(cfg, run_dir)
+    codebook = model.quantize_lower.embedding.weight.detach()
+    g0 = manifest["imageSize"] // (1 << (len(manifest["channelMult"]) - 1))
+    h, w = g0 // 2, g0
+    tokens, val = TokenSet(run_dir), TokenSet(run_dir, heldout=True)
+    starts_all, val_starts = tokens.window_starts(cfg.sync_window), val.window_starts(cfg.sync_window)
+    torch.manual_seed(cfg.seed)
+    expert = make_expert(cfg, manifest)
+    opt = torch.optim.AdamW(expert.parameters(), lr=cfg.sync_lr, weight_decay=1e-4)
+    ckpt = f"{run_dir}/sync/ckpt.pt"
+    state = load_checkpoint(ckpt)
+    step, spent = 0, 0.0
+    if state is not None:
+        expert.load_state_dict(state["expert"])
+        opt.load_state_dict(state["opt"])
+        step, spent = state["step"], state["seconds"]
+    if step >= cfg.sync_steps:
+        return expert
+    # Gradients are averaged by hand across processes (the expert's losses use it twice per step).
+    log = CSVLog(f"{run_dir}/sync/log.csv", LOSSES, resume_step=step, enabled=rt.main)
+    bar = Progress("sync", step, cfg.sync_steps, enabled=rt.main)
+    clock = StageClock(spent, cfg.max_minutes)
+    per_rank = max(2, cfg.sync_batch // rt.world)
+
+    def checkpoint():
+        if rt.main:
+            save_checkpoint(ckpt, {"expert": expert.state_dict(), "opt": opt.state_dict(), "step": step,
+                                   "seconds": clock.seconds, "config": cfg.to_dict()})
+
+    acc = {}
+    try:
+        while step < cfg.sync_steps:
+            g = step_generator(cfg.seed, step, rt.rank, salt=2)
+            starts, negs = sample(tokens, starts_all, per_rank, g, cfg)
+            grids, mel = window_batch(tokens, codebook, starts, cfg.sync_window)
+            grids = to_grid(grids, h, w)
+            grids = grids + 0.1 * grids.std() * torch.randn(grids.shape, generator=g)  # robust to the UNet's off-code outputs
+            neg_mel = tokens.mel[negs.unsqueeze(-1) + torch.arange(cfg.sync_window)]
+            loss, a = info_nce(expert, grids, mel, neg_mel, cfg.sync_temperature)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if rt.distributed:
+                for p in expert.parameters():
+                    if p.grad is not None:
+                        rt.all_reduce_(p.grad)
+                        p.grad /= rt.world
+            opt.step()
+            step += 1
+            acc.setdefault("loss", []).append(loss.item())
+            acc.setdefault("accuracy", []).append(a)
+            if step % cfg.log_every == 0 or step == cfg.sync_steps:
+                row = {k: rt.mean(sum(v) / len(v)) for k, v in acc.items()}
+                acc = {}
+                if len(val_starts) and (step % cfg.val_every == 0 or step == cfg.sync_steps):
+                    row.update(validate(expert, val, val_starts, codebook, h, w, cfg))
+                log.write(step, clock.seconds, row)
+                bar.update(step, {k: row[k] for k in ("loss", "accuracy", "val_offset_accuracy") if k in row})
+            if step % cfg.checkpoint_every == 0:
+                checkpoint()
+            if clock.out_of_time():
+                break
+    finally:
+        checkpoint()
+        bar.close()
+    return expert
+
+
+@torch.no_grad()
+def validate(expert, val, starts_all, codebook, h, w, cfg, n=128, max_offset=6):
+    """Held-out speakers: InfoNCE loss/accuracy, and how often the true offset (0) scores highest
+    among offsets −max_offset…+max_offset of the same clip's audio (±1 frame counts)."""
+    g = step_generator(cfg.seed, 0, 0, salt=99)
+    starts, negs = sample(val, starts_all, min(n, len(starts_all)), g, cfg)
+    grids, mel = window_batch(val, codebook, starts, cfg.sync_window)
+    grids = to_grid(grids, h, w)
+    neg_mel = val.mel[negs.unsqueeze(-1) + torch.arange(cfg.sync_window)]
+    loss, a = info_nce(expert, grids, mel, neg_mel, cfg.sync_temperature)
+    v = expert.embed_video(grids)
+    hits = total = 0
+    for i, s in enumerate(starts.tolist()):
+        scores = {}
+        for d in range(-max_offset, max_offset + 1):
+            r = shifted_starts(val, torch.tensor([s]), torch.tensor([d]), cfg.sync_window)[0]
+            if r >= 0:
+                scores[d] = float(v[i] @ expert.embed_audio(val.mel[r:r + cfg.sync_window].unsqueeze(0))[0])
+        if len(scores) >= 2 * max_offset:
+            total += 1
+            hits += abs(max(scores, key=scores.get)) <= 1
+    return {"val_loss": loss.item(), "val_accuracy": a, "val_offset_accuracy": hits / max(total, 1)}
+
+
+def load_expert(cfg, run_dir):
+    state = load_checkpoint(f"{run_dir}/sync/ckpt.pt")
+    if state is None:
+        raise SystemExit(f"train: no sync expert in {run_dir}/sync; run the sync stage first")
+    expert = make_expert(cfg, cfg.manifest())
+    expert.load_state_dict(state["expert"])
+    return expert.eval()

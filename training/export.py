@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""Writes a dubfarm weights directory from a training run.
+
+    python training/export.py --run RUN --out models/dubfarm-small [--float16]
+
+manifest.json (the run's model configuration) + model.safetensors: the VQGAN of the vqgan stage,
+the audio encoder and lip-sync UNet of the lipsync stage, and the face-swap transformer as
+initialised (it is not trained yet). The safetensors metadata says which modules were trained
+(`dubfarm.trained`), so workers know not to apply an untrained swap, and where they came from.
+With --float16 the tensors are stored as IEEE half (the engine widens them to float32 on load);
+the engine is then checked against PyTorch on the same rounded weights.
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+from safetensors.numpy import save_file
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from dubtrain.common import load_checkpoint  # noqa: E402
+from dubtrain.model import SwapTalk  # noqa: E402
+
+VQGAN_PREFIXES = ("encoder.", "quant_conv.", "quantize_upper.", "quantize_lower.", "post_quant_conv.", "decoder.")
+LIPSYNC_PREFIXES = ("audio.", "lipsync.")
+
+
+def assemble(run):
+    """(manifest, state_dict, trained module names, provenance) of a run's final checkpoints."""
+    vq = load_checkpoint(os.path.join(run, "vqgan", "ckpt.pt"))
+    if vq is None:
+        raise SystemExit(f"export: {run} has no vqgan checkpoint")
+    manifest = vq["manifest"]
+    torch.manual_seed(0)
+    model = SwapTalk(manifest)
+    sd = model.state_dict()
+    trained = ["encode", "quantize", "decode"]
+    for k, v in vq["model"].items():
+        if k.startswith(VQGAN_PREFIXES):
+            sd[k] = v
+    lip = load_checkpoint(os.path.join(run, "lipsync", "ckpt.pt"))
+    if lip is not None:
+        for k, v in lip["model"].items():
+            if k.startswith(LIPSYNC_PREFIXES):
+                sd[k] = v
+        trained += ["audio", "lipsync"]
+    model.load_state_dict(sd, strict=True)
+    steps = {"vqgan": vq["step"], "lipsync": lip["step"] if lip else 0}
+    sync = load_checkpoint(os.path.join(run, "sync", "ckpt.pt"))
+    steps["sync"] = sync["step"] if sync else 0
+    seconds = vq["seconds"] + (lip["seconds"] if lip else 0) + (sync["seconds"] if sync else 0)
+    return manifest, model.state_dict(), trained, {"steps": steps, "seconds": seconds}
+
+
+def export(run, out, float16=True):
+    manifest, sd, trained, prov = assemble(run)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
+        f.write("\n")
+    dtype = np.float16 if float16 else np.float32
+    tensors = {k: np.ascontiguousarray(v.detach().cpu().float().numpy().astype(dtype)) for k, v in sd.items()}
+    meta = {"dubfarm.trained": ",".join(trained), "config": manifest["name"],
+            "trainer": "training/train.py", "steps": json.dumps(prov["steps"]),
+            "train_seconds": f"{prov['seconds']:.0f}", "dtype": "F16" if float16 else "F32"}
+    save_file(tensors, os.path.join(out, "model.safetensors"), metadata=meta)
+    return manifest, trained, prov
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True, help="training run directory (train.py --out)")
+    ap.add_argument("--out", required=True, help="weights directory to write")
+    ap.add_argument("--float32", action="store_true", help="store float32 instead of float16")
+    a = ap.parse_args()
+    manifest, trained, prov = export(a.run, a.out, float16=not a.float32)
+    size = os.path.getsize(os.path.join(a.out, "model.safetensors"))
+    print(f"export: {a.out}: configuration {manifest['name']}, trained {', '.join(trained)}, "
+          f"{size / 1e6:.1f} MB, steps {prov['steps']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""The trainer on a tiny configuration: its losses fall, a resumed run continues the very same
+curve, and exported weights run in the engine as in PyTorch (within 1e-4)."""
+import csv
+import os
+import subprocess
+import sys
+
+from conftest import ROOT, TRAINING
+
+import train
+from dubtrain.common import read_csv
+
+
+def run(data, split, out, *flags):
+    train.main(["--data", data, "--split", split, "--out", out, "--model", "tiny-masked", "--threads", "2",
+                "--log-every", "5", "--val-every", "1000", *flags])
+
+
+def rows(path):
+    with open(path) as f:
+        return [r for r in csv.DictReader(f)]
+
+
+def test_vqgan_loss_falls_and_resume_continues_the_same_curve(tiny_dataset, tmp_path):
+    data, split = tiny_dataset
+    steps = ["--stages", "vqgan", "--vq-batch", "8", "--vq-lr", "1e-3", "--vq-disc-start", "20"]
+    whole = str(tmp_path / "whole")
+    run(data, split, whole, *steps, "--vq-steps", "40")
+    log = read_csv(os.path.join(whole, "vqgan", "log.csv"))
+    assert log["step"] == [5.0 * i for i in range(1, 9)]
+    assert sum(log["l1"][-2:]) / 2 < 0.8 * sum(log["l1"][:2]) / 2, log["l1"]
+    assert all(v == v for v in log["disc"][4:])  # the discriminator ran after disc_start
+
+    # Interrupted at step 25 (a checkpoint on a log row), then the same command again.
+    parts = str(tmp_path / "parts")
+    run(data, split, parts, *steps, "--vq-steps", "25", "--checkpoint-every", "10")
+    run(data, split, parts, *steps, "--vq-steps", "40")
+    a, b = rows(os.path.join(whole, "vqgan", "log.csv")), rows(os.path.join(parts, "vqgan", "log.csv"))
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b):
+        for k in ("loss", "l1", "commit", "gan", "disc"):
+            assert abs(float(ra[k]) - float(rb[k])) <= 1e-4 * max(1.0, abs(float(ra[k]))), (ra["step"], k, ra[k], rb[k])
+
+
+def test_all_stages_then_export_matches_the_engine(tiny_dataset, tmp_path, dubfarm):
+    data, split = tiny_dataset
+    out = str(tmp_path / "run")
+    run(data, split, out, "--vq-steps", "20", "--vq-batch", "8", "--sync-steps", "30", "--sync-batch", "16",
+        "--lip-steps", "40", "--lip-batch", "8", "--lip-sync-start", "10")
+    sync, lip = read_csv(os.path.join(out, "sync", "log.csv")), read_csv(os.path.join(out, "lipsync", "log.csv"))
+    assert len(sync["loss"]) == 6 and len(lip["loss"]) == 8
+    assert lip["code_mse"][-1] < lip["code_mse"][0], lip["code_mse"]
+    assert all(v > 0 for v in lip["sync"][2:])  # the expert's loss is on after lip_sync_start
+    weights = str(tmp_path / "weights")
+    subprocess.run([sys.executable, os.path.join(TRAINING, "export.py"), "--run", out, "--out", weights], check=True)
+    from safetensors import safe_open
+    with safe_open(os.path.join(weights, "model.safetensors"), "np") as f:
+        assert f.metadata()["dubfarm.trained"] == "encode,quantize,decode,audio,lipsync"
+        assert str(f.get_tensor("decoder.conv_out.weight").dtype) == "float16"
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "reference", "check.py"), "--weights", weights,
+                        "--dubfarm", dubfarm], capture_output=True, text=True)
+    assert r.returncode == 0 and "PASSED" in r.stdout, r.stdout + r.stderr
+
+
+def test_max_minutes_stops_with_a_checkpoint_and_the_same_command_finishes(tiny_dataset, tmp_path):
+    import torch
+    data, split = tiny_dataset
+    out = str(tmp_path / "run")
+    flags = ["--stages", "vqgan", "--vq-batch", "4", "--vq-steps", "12"]
+    run(data, split, out, *flags, "--max-minutes", "1e-9")  # out of time after the first step
+    assert torch.load(os.path.join(out, "vqgan", "ckpt.pt"), weights_only=False)["step"] == 1
+    run(data, split, out, *flags)
+    assert torch.load(os.path.join(out, "vqgan", "ckpt.pt"), weights_only=False)["step"] == 12
