@@ -37,7 +37,7 @@ class EvalConfig:
     mel_per_frame: int = 4              # mel frames (100 Hz) per video frame of the window: 20
     sync_max_offset: int = 15           # offsets searched, in video frames (−15..+15)
     sync_eval_window: int = 25          # frames of one offset-search window (1 s at 25 fps)
-    sync_steps: int = 1500              # training steps (batch 32): about 6 min on 2 idle cores
+    sync_steps: int = 4000              # training steps (batch 32): about a minute on 2 idle cores
     sync_minutes: float = 0.0           # optional wall-clock cap on its training (0: none)
     sync_threads: int = 2
     sync_seed: int = 0

@@ -139,8 +139,7 @@ def evaluate(cfg, systems, log=print):
                 else:
                     a = analyse_output(cfg, path, ref, faces, log)
                 n = min(len(frames), len(ref["found"]))
-                clip = sync.ClipWindows(a["mouth"][:n], a["mel"], fps, cfg.sync_window,
-                                        cfg.sync_window * cfg.mel_per_frame)
+                clip = sync.clip_of(a["mouth"][:n], a["mel"], fps, cfg)
                 starts = sync.windows_of(clip, cfg.sync_eval_window, cfg.sync_max_offset)
                 if starts:
                     s, offs = sync.offset_scores(scorer.v, scorer.a, clip, starts, cfg.sync_eval_window,

@@ -2,10 +2,10 @@
 
 Input is different from the training expert's (which sees the model's lower-face VQ tokens):
 - video: 5 consecutive grayscale mouth crops (40×64, from dlib landmarks on the raw frames,
-  faces.mouth_crops) stacked as channels;
+  faces.mouth_crops), averaged to 10×16 and normalised per video (normalise_mouth);
 - audio: our own log-mel (mel.py, 80 bins, 100 Hz), the 20 mel frames centred on the middle
   video frame.
-Two small CNNs embed each into a unit 128-d vector; similarity is the cosine. Training is
+Two small MLPs embed each into a unit 128-d vector; similarity is the cosine. Training is
 contrastive over time shifts: for a video window at frame t, the candidates are the true audio
 window, 8 windows of the same clip shifted by random d in ±1..±15 frames, and the other
 samples' true audio; a cross-entropy over cos/τ (τ 0.1) picks the true pair. Trained on the training speakers' clips only.
@@ -36,24 +36,32 @@ def _block(cin, cout, pool):
            ([nn.MaxPool2d(pool)] if pool else [])
 
 
+def normalise_mouth(mouth):
+    """Mouth crops [N, 40, 64] uint8 → [N, 10, 16] float32: 4×4 averaged, the clip's mean crop
+    subtracted and divided by the clip's overall deviation, so what is left is how the mouth
+    moves, not whose mouth it is (computed per video, for originals and outputs alike)."""
+    m = mouth.astype(np.float32).reshape(len(mouth), MOUTH_H // 4, 4, MOUTH_W // 4, 4).mean((2, 4))
+    m = m - m.mean(0, keepdims=True)
+    return m / (m.std() + 1e-3)
+
+
 class SyncNet(nn.Module):
-    def __init__(self, window=5, mel_frames=20, dim=128):
+    """Small on purpose (it trains on 2 shared CPU cores): two MLPs, video 5 × 10×16 → 128-d,
+    audio 20 mel frames × 80 bins (averaged to 20 bins) → 128-d."""
+
+    def __init__(self, window=5, mel_frames=20, dim=128, hidden=256):
         super().__init__()
         self.window, self.mel_frames = window, mel_frames
-        # Small on purpose (it trains on 2 shared CPU cores): video 5 × 40×64 averaged to 5 × 10×16
-        # → 5×8 → 128-d; audio 20 mel frames × 80 bins averaged to 20 × 20 → 10×10 → 5×5 → 128-d.
-        self.video = nn.Sequential(nn.AvgPool2d(4), *_block(window, 48, 0), *_block(48, 64, 2),
-                                   *_block(64, 96, 0), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(96, dim))
-        self.audio = nn.Sequential(nn.AvgPool2d((4, 1)), *_block(1, 32, 2), *_block(32, 64, 2),
-                                   *_block(64, 96, 0), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(96, dim))
+        self.video = nn.Sequential(nn.Flatten(), nn.Linear(window * (MOUTH_H // 4) * (MOUTH_W // 4), hidden),
+                                   nn.ReLU(), nn.Linear(hidden, dim))
+        self.audio = nn.Sequential(nn.AvgPool2d((1, 4)), nn.Flatten(), nn.Linear(mel_frames * N_MELS // 4, hidden),
+                                   nn.ReLU(), nn.Linear(hidden, dim))
 
-    def embed_video(self, x):          # [B, window, 40, 64] uint8 or float in 0..255
-        x = x.float() / 127.5 - 1.0
-        x = x - x.mean((1, 2, 3), keepdim=True)      # per-sample brightness removed
-        return Fn.normalize(self.video(x), dim=1)
+    def embed_video(self, x):          # [B, window, 10, 16] normalised crops (normalise_mouth)
+        return Fn.normalize(self.video(x.float()), dim=1)
 
     def embed_audio(self, m):          # [B, mel_frames, 80]
-        return Fn.normalize(self.audio(m.float().transpose(1, 2).unsqueeze(1)), dim=1)
+        return Fn.normalize(self.audio(m.float().unsqueeze(1)), dim=1)
 
 
 class ClipWindows:
@@ -148,8 +156,13 @@ class Scorer:
         return summarise(scores, offs)
 
 
+def clip_of(mouth, mel_, fps, cfg):
+    """The sync model's view of a video: normalised mouth crops and the log-mel of its audio."""
+    return ClipWindows(normalise_mouth(mouth), mel_, fps, cfg.sync_window, cfg.sync_window * cfg.mel_per_frame)
+
+
 def clip_from_cache(a, cfg):
-    return ClipWindows(a["mouth"], a["mel"], a["fps"], cfg.sync_window, cfg.sync_window * cfg.mel_per_frame)
+    return clip_of(a["mouth"], a["mel"], a["fps"], cfg)
 
 
 def train(cfg, train_clips, val_clips, log=print):
@@ -186,7 +199,7 @@ def train(cfg, train_clips, val_clips, log=print):
             v = c.video(t).astype(np.float32)
             if rng.random() < 0.5:
                 v = v[:, :, ::-1]
-            v = np.clip(v * rng.uniform(0.7, 1.3) + rng.uniform(-25, 25), 0, 255)
+            v = v * rng.uniform(0.8, 1.2) + rng.normal(0, 0.1, v.shape).astype(np.float32)
             vids.append(v)
             # the true window first, then n_shift shifted windows of the same clip
             auds.append(np.stack([c.audio(t + d) for d in [0, *rng.choice(shifts, n_shift, replace=False)]]))
