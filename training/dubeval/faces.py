@@ -30,7 +30,8 @@ class Faces:
                         if descriptors else None)
 
     def detect(self, rgb):
-        """The largest face as (left, top, right, bottom) in frame pixels, or None."""
+        """The largest face as (left, top, right, bottom) in frame pixels, or None.
+        Upsampled once only when the decimated frame is under 200 px (faces under ~80 px)."""
         h, w = rgb.shape[:2]
         scale = min(1.0, self.detect_max_side / max(h, w))
         gray = rgb.mean(2).astype(np.uint8) if rgb.ndim == 3 else rgb
@@ -39,7 +40,7 @@ class Faces:
             hh, ww = (h // step) * step, (w // step) * step
             gray = gray[:hh, :ww].reshape(hh // step, step, ww // step, step).mean((1, 3)).astype(np.uint8)
             scale = 1.0 / step
-        up = 1 if max(gray.shape) < 300 else 0
+        up = 1 if max(gray.shape) < 200 else 0          # small frames only (GRID's 360×288 → 180)
         rects = self.detector(np.ascontiguousarray(gray), up)
         if not rects:
             return None

@@ -112,7 +112,8 @@ def evaluate(cfg, systems, log=print):
     inputs = prepare_inputs(cfg, held, log)
     videos, models = run_systems(cfg, inputs, systems, log)
     # 2. the evaluation sync model (trained once, cached), and its proof on held-out originals
-    tr = {s: cache.load_or_build(cfg, s, p, faces, log) for s, p, _, _ in train}
+    tr = {} if os.path.exists(sync.weights_path(cfg)) and not cfg.retrain_sync else \
+        {s: cache.load_or_build(cfg, s, p, faces, log) for s, p, _, _ in train}
     scorer, sync_info = sync.load_or_train(cfg, tr, full, log)
     log(f"sync model: true offset found within ±1 frame in {sync_info['held_out']['within_1']:.0%} of "
         f"{sync_info['held_out']['windows']} one-second windows of the held-out original videos")
