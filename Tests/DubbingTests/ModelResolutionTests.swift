@@ -104,9 +104,8 @@ struct ModelResolutionTests {
         #expect(try SafeTensors.readMetadata(root.appendingPathComponent("c/model.safetensors"))["seed"] == "3")
     }
 
-    /// NEEDS THE REAL WEIGHTS: skipped until `models/dubfarm-small/` is committed.
-    @Test("the committed models/dubfarm-small is the default of a worker in this checkout, advertised as NAME@hash, trained, swap untrained",
-          .enabled(if: haveCommittedModel, "needs the committed weights in models/dubfarm-small/"))
+    /// The weights are committed: their absence is a failure, not a reason to skip.
+    @Test("the committed models/dubfarm-small is the default of a worker in this checkout, advertised as NAME@hash, trained, swap untrained")
     func committedDefault() throws {
         // The path `make build` puts the binary at; no flag, no environment.
         let r = try DubModelSpec.resolve(flag: nil, environment: [:], executable: repoRoot.appendingPathComponent(".build/release/dubfarm").path)
