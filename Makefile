@@ -63,7 +63,7 @@ demo-down:
 bench: build
 	tools/bench/farm.sh
 
-# The scaling table (README "Scaling"): 1, 2, 4 … 64 sleep-copy workers against one coordinator.
+# The scaling table (docs/benchmarks.md): 1, 2, 4 … 64 sleep-copy workers against one coordinator.
 bench-scale: build
 	tools/bench/scale.sh
 

@@ -73,7 +73,7 @@ extension Integration {
 
             // Segments 4-6 (after a warm-up of 3: the tracker's and codecs' buffers, the model's
             // scratch, the allocator's arenas) against segments 11-13, each figure averaged over the
-            // three. Measured (README "Benchmarks"): with the worker's allocator tuning the averages
+            // three. Measured (docs/benchmarks.md): with the worker's allocator tuning the averages
             // move by under 1 MiB; without it (DUBFARM_MALLOC_TUNING=0) the segment's peak and the
             // resident size after it grow by about 1 MiB per segment (+5 to +8 MiB here). The
             // margins catch a growth of about 0.6 MiB per segment or more (0.9 for resident size,
