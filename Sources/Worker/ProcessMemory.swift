@@ -90,7 +90,7 @@ public struct ProcessMemory: Sendable, Hashable {
     /// up to 32 MiB; after that, a worker's frame-sized buffers (2 MiB for an 844×844 RGB frame)
     /// come from the arenas of whichever threads allocate them (a new segment thread, new
     /// decoder and encoder threads per segment), where freed memory stays resident, and the
-    /// worker's memory grows over its first segments before it levels off (README "Benchmarks").
+    /// worker's memory grows over its first segments before it levels off (docs/benchmarks.md).
     /// A fixed threshold keeps it at what one segment needs. Returns false where the threshold is
     /// left as it is: off glibc, or when the environment sets it (`MALLOC_MMAP_THRESHOLD_`,
     /// `GLIBC_TUNABLES=…mmap_threshold…`), which wins.

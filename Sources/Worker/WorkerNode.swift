@@ -368,7 +368,7 @@ public final class WorkerNode: Sendable {
     /// Whether the worker fixes glibc's mmap threshold and trims the allocator after every segment
     /// (``ProcessMemory``), so its memory does not grow with the number of segments it has done.
     /// `DUBFARM_MALLOC_TUNING=0` leaves glibc's defaults, to measure what this saves
-    /// (`tools/bench/memory.sh`; README "Benchmarks", worker memory).
+    /// (`tools/bench/memory.sh`; docs/benchmarks.md, worker memory).
     static let tunesAllocator = ProcessInfo.processInfo.environment["DUBFARM_MALLOC_TUNING"] != "0"
 }
 

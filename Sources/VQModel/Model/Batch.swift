@@ -6,8 +6,8 @@ extension SwapTalkModel {
     /// (``FrameBatch/Mode/framesInParallel``), than one at a time with each frame's work split
     /// over `threads` (``FrameBatch/Mode/splitEachFrame``), on this project's machines.
     ///
-    /// Measured with `dubfarm model bench --threads 2 --batch 2` against `--threads 2` (README,
-    /// "Benchmarks"): frames per second rose by about a quarter for `small` (whose layers are too
+    /// Measured with `dubfarm model bench --threads 2 --batch 2` against `--threads 2`
+    /// (docs/benchmarks.md): frames per second rose by about a quarter for `small` (whose layers are too
     /// small to split over two threads without losing a large share to hand-offs) and by about
     /// an eighth for `paper`, for one more workspace (`small` +50 MB, `paper` +220 MB peak RSS) and
     /// a frame's result coming a frame later. So a worker with several threads always runs frames
