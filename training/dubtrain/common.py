@@ -72,6 +72,15 @@ class Runtime:
             for t in tensors:
                 dist.all_reduce(t)
 
+    def average_gradients_(self, params):
+        """Averages the gradients of `params` over all processes (for models trained without a
+        DistributedDataParallel wrapper); no-op alone."""
+        if self.distributed:
+            for p in params:
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad /= self.world
+
     def mean(self, value):
         """A float averaged over all processes."""
         if not self.distributed:

@@ -117,11 +117,7 @@ def train_lipsync(cfg, rt, run_dir):
                 loss = loss + cfg.lip_sync_weight * sync
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if rt.distributed:
-                for p in params:
-                    if p.grad is not None:
-                        rt.all_reduce_(p.grad)
-                        p.grad /= rt.world
+            rt.average_gradients_(params)
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             step += 1

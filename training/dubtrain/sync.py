@@ -117,11 +117,7 @@ def train_sync(cfg, rt, run_dir):
             loss, a = info_nce(expert, grids, mel, neg_mel, cfg.sync_temperature)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if rt.distributed:
-                for p in expert.parameters():
-                    if p.grad is not None:
-                        rt.all_reduce_(p.grad)
-                        p.grad /= rt.world
+            rt.average_gradients_(expert.parameters())
             opt.step()
             step += 1
             acc.setdefault("loss", []).append(loss.item())
