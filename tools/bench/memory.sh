@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Worker memory against video length (issue 3: "worker memory independent of video length").
-# A real `dubfarm worker --stage dub` (seeded untrained `small` weights, THREADS threads) dubs each
+# A real `dubfarm worker --stage dub` (its default weights, the bundled trained models/dubfarm-small,
+# or MODEL=DIR|untrained:CONFIG; THREADS threads) dubs each
 # input to the end against a local farm: a fresh worker per input, so that its peak resident memory
 # (the kernel's VmHWM, which the worker folds into its own figure as it resets it per segment)
 # covers exactly that one job. The inputs
@@ -54,7 +55,7 @@ cp "$FARM/keys/workers/worker.key" "$FARM/keys/clients/bench-worker.key"
 export DUBFARM_KEY_FILE="$FARM/keys/workers/worker.key_secret" DUBFARM_SERVER_KEY="$FARM/keys/coordinator.key"
 sleep 1.2
 
-echo "== worker memory against video length: dub stage, ${MODEL:-small (untrained)}, $THREADS threads, face-source.png + dub-long.wav; load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== worker memory against video length: dub stage, ${MODEL:-default weights (models/dubfarm-small)}, $THREADS threads, face-source.png + dub-long.wav; load $(cut -d' ' -f1-3 /proc/loadavg)"
 summary=()
 for copies in $COPIES; do
   input=$(input_of "$copies")
