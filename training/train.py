@@ -63,6 +63,7 @@ def main(argv=None):
     if rt.main:
         print(f"train: done in {(time.time() - t0) / 60:.1f} min; export with "
               f"python training/export.py --run {cfg.out} --out DIR", flush=True)
+    rt.close()
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """What every stage shares: device and precision, distributed data parallel, checkpoints,
-CSV logs and the progress line. Nothing here knows about a particular model."""
+CSV logs, the progress line, and StageRun, the loop scaffolding around a stage's own step.
+Nothing here knows about a particular model."""
 import contextlib
 import csv
 import math
@@ -43,7 +44,9 @@ class Runtime:
             if threads > 0:
                 torch.set_num_threads(threads)
         if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            # On CUDA, NCCL for CUDA tensors and gloo for CPU ones: the token-space stages (sync,
+            # lipsync) train on the CPU of every process and average their gradients there.
+            dist.init_process_group("cpu:gloo,cuda:nccl" if self.device.type == "cuda" else "gloo")
 
     @property
     def main(self):
@@ -89,9 +92,55 @@ class Runtime:
         dist.all_reduce(t)
         return float(t) / self.world
 
+    def any(self, flag):
+        """True on every process if `flag` is true on any (so that all stop at the same step)."""
+        if not self.distributed:
+            return bool(flag)
+        t = torch.tensor([float(bool(flag))], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def check_same(self, tree, what):
+        """Raises unless every tensor in `tree` (nested dicts and lists: a checkpoint's contents)
+        is the same, bit for bit, on every process, so the checkpoint rank 0 writes stands for
+        all of them; no-op alone."""
+        if not self.distributed:
+            return
+        named = list(_tensors(tree))
+        differ = []
+        for name, t in named:
+            ref = t.detach().clone()
+            dist.broadcast(ref, 0)
+            if not torch.equal(ref, t.detach()):
+                differ.append(name)
+        bad = torch.tensor([float(len(differ))], device=self.device)
+        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        if bad.item() > 0:
+            raise SystemExit(f"[{what}] the processes diverged: rank {self.rank} differs from rank 0 in "
+                             f"{len(differ)} of {len(named)} tensors ({', '.join(differ[:5]) or 'none here'})")
+        if self.main:
+            print(f"[{what}] all {len(named)} tensors of the checkpoint are identical on the "
+                  f"{self.world} processes", flush=True)
+
     def barrier(self):
         if self.distributed:
             dist.barrier()
+
+    def close(self):
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _tensors(tree, prefix=""):
+    """(dotted name, tensor) of every tensor in nested dicts and lists, in order."""
+    if isinstance(tree, torch.Tensor):
+        yield prefix, tree
+    elif isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from _tensors(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(tree, (list, tuple)):
+        for i, v in enumerate(tree):
+            yield from _tensors(v, f"{prefix}.{i}" if prefix else str(i))
 
 
 def unwrap(module):
@@ -211,3 +260,86 @@ class StageClock:
 
     def out_of_time(self):
         return self.max_minutes > 0 and time.time() - self.session_t0 > 60 * self.max_minutes
+
+
+# ----------------------------------------------------------------------------- one stage's loop
+
+class StageRun:
+    """The scaffolding every stage's loop shares; the stage keeps its models, optimisers, step
+    and validation:
+
+        run = StageRun("sync", cfg, rt, run_dir, cfg.sync_steps)   # reads RUN/sync/ckpt.pt, if any
+        run.restore(expert=expert, opt=opt)                        # resuming: the stage's parts
+        if run.done:                                               # a finished stage is skipped
+            return expert
+        run.train(one_step, lambda: {"expert": expert.state_dict(), "opt": opt.state_dict()},
+                  LOSSES, show=("loss",))
+
+    `one_step(step)` trains step `step` (0-based; its random numbers from `step_generator`) and
+    returns its values {name: float}. Every cfg.log_every steps and at the last, their mean over
+    those steps and over the processes is a row of RUN/STAGE/log.csv, with what `report()` adds
+    (read once a row) and, every cfg.val_every steps and at the last, what `validate()` adds; the
+    progress line shows the row's `show` columns. The checkpoint RUN/STAGE/ckpt.pt is `state()`
+    plus step, seconds and config, written by rank 0 every cfg.checkpoint_every steps, at the end,
+    when --max-minutes is up and on any exception (Ctrl-C). In a torchrun job all processes stop
+    at the same step, and at the end every tensor of the checkpoint must agree across them.
+    """
+
+    def __init__(self, stage, cfg, rt, run_dir, steps, device="cpu"):
+        self.stage, self.cfg, self.rt, self.steps = stage, cfg, rt, steps
+        self.path = f"{run_dir}/{stage}/ckpt.pt"
+        self.log_path = f"{run_dir}/{stage}/log.csv"
+        self.state = load_checkpoint(self.path, device)
+        self.step, self.spent = 0, 0.0
+        if self.state is not None:
+            self.step, self.spent = self.state["step"], self.state["seconds"]
+            if rt.main:
+                print(f"[{stage}] resuming at step {self.step} ({self.spent / 60:.1f} min spent)", flush=True)
+
+    def restore(self, **parts):
+        """When resuming, loads each part (`expert=expert`) from its entry of the checkpoint."""
+        if self.state is not None:
+            for name, part in parts.items():
+                part.load_state_dict(self.state[name])
+
+    @property
+    def done(self):
+        return self.step >= self.steps
+
+    def train(self, one_step, state, columns, show=(), report=None, validate=None):
+        cfg, rt = self.cfg, self.rt
+        log = CSVLog(self.log_path, columns, resume_step=self.step, enabled=rt.main)
+        bar = Progress(self.stage, self.step, self.steps, enabled=rt.main)
+        clock = StageClock(self.spent, cfg.max_minutes)
+
+        def checkpoint():
+            if rt.main:
+                save_checkpoint(self.path, {**state(), "step": self.step, "seconds": clock.seconds,
+                                            "config": cfg.to_dict()})
+
+        acc = {}
+        try:
+            while self.step < self.steps:
+                for k, v in one_step(self.step).items():
+                    acc.setdefault(k, []).append(v)
+                self.step += 1
+                if self.step % cfg.log_every == 0 or self.step == self.steps:
+                    row = {k: rt.mean(sum(v) / len(v)) for k, v in acc.items()}
+                    acc = {}
+                    if report is not None:
+                        row.update(report())
+                    if validate is not None and (self.step % cfg.val_every == 0 or self.step == self.steps):
+                        row.update(validate())
+                    log.write(self.step, clock.seconds, row)
+                    bar.update(self.step, {k: row[k] for k in show if k in row})
+                if self.step % cfg.checkpoint_every == 0:
+                    checkpoint()
+                if cfg.max_minutes > 0 and rt.any(clock.out_of_time()):
+                    if rt.main:
+                        print(f"[{self.stage}] --max-minutes reached at step {self.step}; "
+                              "resume with the same command", flush=True)
+                    break
+            rt.check_same(state(), self.stage)
+        finally:
+            checkpoint()
+            bar.close()

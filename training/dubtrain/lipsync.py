@@ -12,7 +12,7 @@ Loss: MSE to the frame's quantized lower-half tokens + cross-entropy of the near
 import torch
 import torch.nn.functional as F
 
-from .common import CSVLog, Progress, StageClock, load_checkpoint, save_checkpoint, step_generator
+from .common import StageRun, step_generator
 from .sync import load_expert, to_grid
 from .tokens import TokenSet
 from .vqgan import load_trained
@@ -81,63 +81,36 @@ def train_lipsync(cfg, rt, run_dir):
     starts_all, val_starts = tokens.window_starts(cfg.sync_window), val.window_starts(cfg.sync_window)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lip_lr, weight_decay=1e-4)
-    ckpt = f"{run_dir}/lipsync/ckpt.pt"
-    state = load_checkpoint(ckpt)
-    step, spent = 0, 0.0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        step, spent = state["step"], state["seconds"]
-    if step >= cfg.lip_steps:
+    run = StageRun("lipsync", cfg, rt, run_dir, cfg.lip_steps)
+    run.restore(model=model, opt=opt)
+    if run.done:
         return model
-    log = CSVLog(f"{run_dir}/lipsync/log.csv", LOSSES, resume_step=step, enabled=rt.main)
-    bar = Progress("lipsync", step, cfg.lip_steps, enabled=rt.main)
-    clock = StageClock(spent, cfg.max_minutes)
     per_rank = max(1, cfg.lip_batch // rt.world)
     window = cfg.sync_window
 
-    def checkpoint():
-        if rt.main:
-            save_checkpoint(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                                   "seconds": clock.seconds, "config": cfg.to_dict(), "manifest": manifest})
+    def one_step(step):
+        g = step_generator(cfg.seed, step, rt.rank, salt=3)
+        starts = starts_all[torch.randint(0, len(starts_all), (per_rank,), generator=g)]
+        refs = references(tokens, starts, window, cfg.lip_reference_min_gap, g)
+        out, gt, gt_idx, rows = forward(model, codebook, tokens, starts, refs, window, h, w)
+        mse, ce, tok_acc = code_losses(out, gt, gt_idx, codebook)
+        loss = cfg.lip_code_weight * mse + cfg.lip_ce_weight * ce
+        sync = torch.zeros(())
+        if step >= cfg.lip_sync_start:
+            cos = sync_score(expert, out, tokens.mel[rows], per_rank, window, h, w)
+            sync = -torch.log(((cos + 1) / 2).clamp_min(1e-6)).mean()
+            loss = loss + cfg.lip_sync_weight * sync
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        rt.average_gradients_(params)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        return {"loss": loss.item(), "code_mse": mse.item(), "code_ce": ce.item(), "sync": sync.item(),
+                "token_accuracy": float(tok_acc.mean())}
 
-    acc = {}
-    try:
-        while step < cfg.lip_steps:
-            g = step_generator(cfg.seed, step, rt.rank, salt=3)
-            starts = starts_all[torch.randint(0, len(starts_all), (per_rank,), generator=g)]
-            refs = references(tokens, starts, window, cfg.lip_reference_min_gap, g)
-            out, gt, gt_idx, rows = forward(model, codebook, tokens, starts, refs, window, h, w)
-            mse, ce, tok_acc = code_losses(out, gt, gt_idx, codebook)
-            loss = cfg.lip_code_weight * mse + cfg.lip_ce_weight * ce
-            sync = torch.zeros(())
-            if step >= cfg.lip_sync_start:
-                cos = sync_score(expert, out, tokens.mel[rows], per_rank, window, h, w)
-                sync = -torch.log(((cos + 1) / 2).clamp_min(1e-6)).mean()
-                loss = loss + cfg.lip_sync_weight * sync
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            rt.average_gradients_(params)
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            step += 1
-            for k, v in (("loss", loss.item()), ("code_mse", mse.item()), ("code_ce", ce.item()), ("sync", sync.item()),
-                         ("token_accuracy", float(tok_acc.mean()))):
-                acc.setdefault(k, []).append(v)
-            if step % cfg.log_every == 0 or step == cfg.lip_steps:
-                row = {k: rt.mean(sum(v) / len(v)) for k, v in acc.items()}
-                acc = {}
-                if len(val_starts) and (step % cfg.val_every == 0 or step == cfg.lip_steps):
-                    row.update(validate(model, expert, codebook, val, val_starts, cfg, h, w))
-                log.write(step, clock.seconds, row)
-                bar.update(step, {k: row[k] for k in ("code_mse", "token_accuracy", "sync") if k in row})
-            if step % cfg.checkpoint_every == 0:
-                checkpoint()
-            if clock.out_of_time():
-                break
-    finally:
-        checkpoint()
-        bar.close()
+    run.train(one_step, lambda: {"model": model.state_dict(), "opt": opt.state_dict(), "manifest": manifest},
+              LOSSES, show=("code_mse", "token_accuracy", "sync"),
+              validate=(lambda: validate(model, expert, codebook, val, val_starts, cfg, h, w)) if len(val_starts) else None)
     return model
 
 

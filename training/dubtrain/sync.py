@@ -9,7 +9,7 @@ high against the audio that drives them.
 import torch
 import torch.nn.functional as F
 
-from .common import CSVLog, Progress, StageClock, load_checkpoint, save_checkpoint, step_generator
+from .common import StageRun, load_checkpoint, step_generator
 from .model import LatentSyncExpert
 from .tokens import TokenSet
 from .vqgan import load_trained
@@ -85,57 +85,30 @@ def train_sync(cfg, rt, run_dir):
     torch.manual_seed(cfg.seed)
     expert = make_expert(cfg, manifest)
     opt = torch.optim.AdamW(expert.parameters(), lr=cfg.sync_lr, weight_decay=1e-4)
-    ckpt = f"{run_dir}/sync/ckpt.pt"
-    state = load_checkpoint(ckpt)
-    step, spent = 0, 0.0
-    if state is not None:
-        expert.load_state_dict(state["expert"])
-        opt.load_state_dict(state["opt"])
-        step, spent = state["step"], state["seconds"]
-    if step >= cfg.sync_steps:
+    run = StageRun("sync", cfg, rt, run_dir, cfg.sync_steps)
+    run.restore(expert=expert, opt=opt)
+    if run.done:
         return expert
-    # Gradients are averaged by hand across processes (the expert's losses use it twice per step).
-    log = CSVLog(f"{run_dir}/sync/log.csv", LOSSES, resume_step=step, enabled=rt.main)
-    bar = Progress("sync", step, cfg.sync_steps, enabled=rt.main)
-    clock = StageClock(spent, cfg.max_minutes)
     per_rank = max(2, cfg.sync_batch // rt.world)
 
-    def checkpoint():
-        if rt.main:
-            save_checkpoint(ckpt, {"expert": expert.state_dict(), "opt": opt.state_dict(), "step": step,
-                                   "seconds": clock.seconds, "config": cfg.to_dict()})
+    def one_step(step):
+        g = step_generator(cfg.seed, step, rt.rank, salt=2)
+        starts, negs = sample(tokens, starts_all, per_rank, g, cfg)
+        grids, mel = window_batch(tokens, codebook, starts, cfg.sync_window)
+        grids = to_grid(grids, h, w)
+        grids = grids + 0.1 * grids.std() * torch.randn(grids.shape, generator=g)  # robust to the UNet's off-code outputs
+        neg_mel = tokens.mel[negs.unsqueeze(-1) + torch.arange(cfg.sync_window)]
+        loss, a = info_nce(expert, grids, mel, neg_mel, cfg.sync_temperature)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        # Gradients are averaged by hand across processes (the expert's losses use it twice per step).
+        rt.average_gradients_(expert.parameters())
+        opt.step()
+        return {"loss": loss.item(), "accuracy": a}
 
-    acc = {}
-    try:
-        while step < cfg.sync_steps:
-            g = step_generator(cfg.seed, step, rt.rank, salt=2)
-            starts, negs = sample(tokens, starts_all, per_rank, g, cfg)
-            grids, mel = window_batch(tokens, codebook, starts, cfg.sync_window)
-            grids = to_grid(grids, h, w)
-            grids = grids + 0.1 * grids.std() * torch.randn(grids.shape, generator=g)  # robust to the UNet's off-code outputs
-            neg_mel = tokens.mel[negs.unsqueeze(-1) + torch.arange(cfg.sync_window)]
-            loss, a = info_nce(expert, grids, mel, neg_mel, cfg.sync_temperature)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            rt.average_gradients_(expert.parameters())
-            opt.step()
-            step += 1
-            acc.setdefault("loss", []).append(loss.item())
-            acc.setdefault("accuracy", []).append(a)
-            if step % cfg.log_every == 0 or step == cfg.sync_steps:
-                row = {k: rt.mean(sum(v) / len(v)) for k, v in acc.items()}
-                acc = {}
-                if len(val_starts) and (step % cfg.val_every == 0 or step == cfg.sync_steps):
-                    row.update(validate(expert, val, val_starts, codebook, h, w, cfg))
-                log.write(step, clock.seconds, row)
-                bar.update(step, {k: row[k] for k in ("loss", "accuracy", "val_offset_accuracy") if k in row})
-            if step % cfg.checkpoint_every == 0:
-                checkpoint()
-            if clock.out_of_time():
-                break
-    finally:
-        checkpoint()
-        bar.close()
+    run.train(one_step, lambda: {"expert": expert.state_dict(), "opt": opt.state_dict()},
+              LOSSES, show=("loss", "accuracy", "val_offset_accuracy"),
+              validate=(lambda: validate(expert, val, val_starts, codebook, h, w, cfg)) if len(val_starts) else None)
     return expert
 
 

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .common import (CSVLog, Progress, StageClock, load_checkpoint, save_checkpoint, step_generator, unwrap)
+from .common import StageRun, load_checkpoint, step_generator
 from .model import EMACodebook, PatchDiscriminator, SwapTalk, ssim
 
 LOSSES = ["loss", "l1", "ssim", "commit", "gan", "disc", "psnr", "dead_codes",
@@ -58,96 +58,67 @@ def train_vqgan(cfg, rt, train, val, run_dir):
     opt = torch.optim.Adam(vq_params, lr=cfg.vq_lr, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.vq_disc_lr, betas=(0.5, 0.9))
 
-    ckpt_path = f"{run_dir}/vqgan/ckpt.pt"
-    state = load_checkpoint(ckpt_path, rt.device)
-    step, spent = 0, 0.0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        disc.load_state_dict(state["disc"])
-        opt.load_state_dict(state["opt"])
-        opt_d.load_state_dict(state["opt_d"])
-        for cb, s in zip(codebooks, state["codebooks"]):
+    run = StageRun("vqgan", cfg, rt, run_dir, cfg.vq_steps, rt.device)
+    run.restore(model=model, disc=disc, opt=opt, opt_d=opt_d)
+    if run.state is not None:
+        for cb, s in zip(codebooks, run.state["codebooks"]):
             cb.load_state_dict(s)
-        step, spent = state["step"], state["seconds"]
-        if rt.main:
-            print(f"[vqgan] resuming at step {step} ({spent / 60:.1f} min spent)", flush=True)
-    if step >= cfg.vq_steps:
+    if run.done:
         return model
     vq_ddp, disc_ddp = rt.wrap(vq), rt.wrap(disc)
-    log = CSVLog(f"{run_dir}/vqgan/log.csv", LOSSES, resume_step=step, enabled=rt.main)
-    bar = Progress("vqgan", step, cfg.vq_steps, enabled=rt.main)
-    clock = StageClock(spent, cfg.max_minutes)
     weights = train.clip_weights(cfg.clip_balance)
 
-    def checkpoint():
-        if rt.main:
-            save_checkpoint(ckpt_path, {"model": model.state_dict(), "disc": disc.state_dict(), "opt": opt.state_dict(),
-                                        "opt_d": opt_d.state_dict(), "codebooks": [c.state_dict() for c in codebooks],
-                                        "step": step, "seconds": clock.seconds, "config": cfg.to_dict(), "manifest": manifest})
-
-    acc = {}
-    try:
-        while step < cfg.vq_steps:
-            g = step_generator(cfg.seed, step, rt.rank)
-            g_shared = step_generator(cfg.seed, step, 0, salt=1)  # same on every rank (codebook restarts)
-            warm = step < cfg.vq_warmup_steps
-            per_rank = max(1, (cfg.vq_warmup_batch if warm else cfg.vq_batch) // rt.world)
-            rows = train.sample_rows(per_rank, g, weights)
-            x = train.images(rows)
-            if warm:
-                x = F.interpolate(x, size=(cfg.vq_warmup_size, cfg.vq_warmup_size), mode="area")
-            if cfg.vq_flip:
-                flip = torch.rand(per_rank, generator=g) < 0.5
-                x[flip] = x[flip].flip(3)
-            x = x.to(rt.device)
-            gan_on = step >= cfg.vq_disc_start
-            with rt.autocast():
-                rec, (zu, zl), (iu, il), commit = vq_ddp(x, codebooks)
-                l1 = F.l1_loss(rec, x)
-                s = ssim(rec.float(), x)
-                loss = l1 + cfg.vq_ssim_weight * (1 - s) + cfg.vq_commitment * commit
-                gan = torch.zeros((), device=rt.device)
-                if gan_on:
-                    for p in disc.parameters():
-                        p.requires_grad_(False)
-                    gan = -disc_ddp(rec).mean()
-                    for p in disc.parameters():
-                        p.requires_grad_(True)
-                    loss = loss + cfg.vq_disc_weight * gan
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(vq_params, 1.0)
-            opt.step()
-            dead = codebooks[0].update(zu, iu, rt, g_shared) + codebooks[1].update(zl, il, rt, g_shared)
-            d_loss = torch.zeros(())
+    def one_step(step):
+        g = step_generator(cfg.seed, step, rt.rank)
+        g_shared = step_generator(cfg.seed, step, 0, salt=1)  # same on every rank (codebook restarts)
+        warm = step < cfg.vq_warmup_steps
+        per_rank = max(1, (cfg.vq_warmup_batch if warm else cfg.vq_batch) // rt.world)
+        rows = train.sample_rows(per_rank, g, weights)
+        x = train.images(rows)
+        if warm:
+            x = F.interpolate(x, size=(cfg.vq_warmup_size, cfg.vq_warmup_size), mode="area")
+        if cfg.vq_flip:
+            flip = torch.rand(per_rank, generator=g) < 0.5
+            x[flip] = x[flip].flip(3)
+        x = x.to(rt.device)
+        gan_on = step >= cfg.vq_disc_start
+        with rt.autocast():
+            rec, (zu, zl), (iu, il), commit = vq_ddp(x, codebooks)
+            l1 = F.l1_loss(rec, x)
+            s = ssim(rec.float(), x)
+            loss = l1 + cfg.vq_ssim_weight * (1 - s) + cfg.vq_commitment * commit
+            gan = torch.zeros((), device=rt.device)
             if gan_on:
-                with rt.autocast():
-                    d_loss = F.relu(1 - disc_ddp(x)).mean() + F.relu(1 + disc_ddp(rec.detach())).mean()
-                opt_d.zero_grad(set_to_none=True)
-                d_loss.backward()
-                opt_d.step()
-            step += 1
-            for k, v in (("loss", loss.item()), ("l1", l1.item()), ("ssim", s.item()), ("commit", commit.item()),
-                         ("gan", gan.item()), ("disc", d_loss.item()), ("psnr", psnr(rec.detach(), x)), ("dead_codes", dead)):
-                acc.setdefault(k, []).append(v)
-            if step % cfg.log_every == 0 or step == cfg.vq_steps:
-                row = {k: rt.mean(sum(v) / len(v)) for k, v in acc.items()}
-                acc = {}
-                (row["used_upper"], row["perplexity_upper"]), (row["used_lower"], row["perplexity_lower"]) = \
-                    codebooks[0].report(), codebooks[1].report()
-                if val is not None and (step % cfg.val_every == 0 or step == cfg.vq_steps):
-                    row.update(validate(vq, codebooks, val, rt))
-                log.write(step, clock.seconds, row)
-                bar.update(step, {k: row[k] for k in ("l1", "psnr", "used_lower") if k in row})
-            if step % cfg.checkpoint_every == 0:
-                checkpoint()
-            if clock.out_of_time():
-                if rt.main:
-                    print(f"[vqgan] --max-minutes reached at step {step}; resume with the same command", flush=True)
-                break
-    finally:
-        checkpoint()
-        bar.close()
+                for p in disc.parameters():
+                    p.requires_grad_(False)
+                gan = -disc_ddp(rec).mean()
+                for p in disc.parameters():
+                    p.requires_grad_(True)
+                loss = loss + cfg.vq_disc_weight * gan
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vq_params, 1.0)
+        opt.step()
+        dead = codebooks[0].update(zu, iu, rt, g_shared) + codebooks[1].update(zl, il, rt, g_shared)
+        d_loss = torch.zeros(())
+        if gan_on:
+            with rt.autocast():
+                d_loss = F.relu(1 - disc_ddp(x)).mean() + F.relu(1 + disc_ddp(rec.detach())).mean()
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+        return {"loss": loss.item(), "l1": l1.item(), "ssim": s.item(), "commit": commit.item(), "gan": gan.item(),
+                "disc": d_loss.item(), "psnr": psnr(rec.detach(), x), "dead_codes": dead}
+
+    def report():  # codebook usage since the last row (the same on every process: counts are summed)
+        (used_u, ppl_u), (used_l, ppl_l) = codebooks[0].report(), codebooks[1].report()
+        return {"used_upper": used_u, "perplexity_upper": ppl_u, "used_lower": used_l, "perplexity_lower": ppl_l}
+
+    run.train(one_step, lambda: {"model": model.state_dict(), "disc": disc.state_dict(), "opt": opt.state_dict(),
+                                 "opt_d": opt_d.state_dict(), "codebooks": [c.state_dict() for c in codebooks],
+                                 "manifest": manifest},
+              LOSSES, show=("l1", "psnr", "used_lower"), report=report,
+              validate=(lambda: validate(vq, codebooks, val, rt)) if val is not None else None)
     return model
 
 
