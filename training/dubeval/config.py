@@ -37,8 +37,12 @@ class EvalConfig:
     mel_per_frame: int = 4              # mel frames (100 Hz) per video frame of the window: 20
     sync_max_offset: int = 15           # offsets searched, in video frames (−15..+15)
     sync_eval_window: int = 25          # frames of one offset-search window (1 s at 25 fps)
-    sync_steps: int = 4000              # training steps (batch 32): about a minute on 2 idle cores
-    sync_minutes: float = 0.0           # optional wall-clock cap on its training (0: none)
+    sync_steps: int = 800               # training steps (sync_batch chunks of sync_chunk frames): ~5 min on 2 cores
+    sync_batch: int = 8                 # chunks per training step
+    sync_chunk: int = 25                # consecutive video frames per chunk
+    sync_width: int = 16                # conv channels of the first layer (then 2×, 3×, 4×)
+    sync_lr: float = 1e-3
+    sync_minutes: float = 9.0           # wall-clock cap on its training (0: none)
     sync_threads: int = 2
     sync_seed: int = 0
     retrain_sync: bool = False

@@ -74,10 +74,53 @@ def test_windows_stay_inside_the_clip():
 
 def test_sync_net_shapes_and_unit_embeddings():
     net = sync.SyncNet().eval()
-    v = net.embed_video(torch.from_numpy(sync.normalise_mouth(np.random.default_rng(0).integers(0, 256, (15, 40, 64)).astype(np.uint8)).reshape(3, 5, 10, 16)))
+    crops = sync.normalise_mouth(np.random.default_rng(0).integers(0, 256, (15, 40, 64)).astype(np.uint8))
+    assert crops.shape == (15, sync.CROP_H, sync.CROP_W) == (15, 20, 32)
+    v = net.embed_video(torch.from_numpy(crops.reshape(3, 5, 20, 32)))
     a = net.embed_audio(torch.randn(3, 20, 80))
     assert v.shape == a.shape == (3, 128)
     assert torch.allclose(v.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert torch.allclose(a.norm(dim=1), torch.ones(3), atol=1e-5)
+
+
+def test_video_window_is_resampled_to_25_fps():
+    """At 25 fps the window is the 5 frames around t; at 29.97 fps it is 5 crops 1/25 s apart,
+    interpolated, so it spans the same 0.2 s (the crops here are their own frame index)."""
+    n = 60
+    idx = np.arange(n, dtype=np.float32)[:, None, None] * np.ones((1, 2, 2), np.float32)
+    mel_ = np.zeros((int(n / 25 * 100) + 1, 80), np.float32)
+    c25 = sync.ClipWindows(idx, mel_, 25.0)
+    assert c25.video(10)[:, 0, 0].tolist() == [8, 9, 10, 11, 12]
+    c30 = sync.ClipWindows(idx, mel_, 29.97)
+    got = c30.video(20)[:, 0, 0]
+    assert np.allclose(got, 20 + (np.arange(5) - 2) * 29.97 / 25, atol=1e-4)
+    v = c30.valid(0)
+    assert v[0] >= c30.reach and v[-1] + c30.reach <= n - 1
+
+
+CACHE = os.environ.get("DUBEVAL_CACHE", "/work/data/eval-cache")
+
+
+def _cached(stem):
+    import glob
+    hits = [p for p in glob.glob(os.path.join(CACHE, "clips", f"{stem}-*.npz")) if "-first" not in p]
+    if not hits:
+        pytest.skip(f"no cached analysis of {stem} under {CACHE}")
+    with np.load(hits[0]) as z:
+        return {k: z[k] for k in z.files}
+
+
+def test_a_short_training_run_finds_the_true_offset_better_than_chance():
+    """A few steps on one real training clip (a tiny net): the offset search on that clip's own
+    windows must already beat chance (±1 of 31 offsets ≈ 10 %)."""
+    import dataclasses
+    from dubeval.config import EvalConfig
+    a = _cached("edtalk_pose_source2")
+    cfg = dataclasses.replace(EvalConfig(), sync_steps=50, sync_batch=4, sync_width=8, sync_lr=3e-3)
+    net, info = sync.train(cfg, {"clip": a}, {}, log=lambda s: None)
+    assert info["steps"] == 50
+    r = sync.held_out_accuracy(sync.Scorer(net), {"clip": a}, cfg)
+    assert r["windows"] >= 40 and r["within_1"] > 0.3, r
 
 
 def test_cross_pairs_never_pair_a_speaker_with_itself():
