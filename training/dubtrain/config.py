@@ -53,6 +53,7 @@ class TrainConfig:
     sync_lr: float = 3e-4
     sync_window: int = 5                 # consecutive frames per sample
     sync_negatives: int = 4              # shifted-audio negatives of the same clip per sample
+    sync_in_batch_negatives: bool = True  # also the batch's other windows (mostly other speakers) as negatives
     sync_min_shift: int = 3              # |shift| of a negative, in frames
     sync_max_shift: int = 12
     sync_dim: int = 128

@@ -2,8 +2,13 @@
 
 Contrastive (InfoNCE): for each window of `sync_window` consecutive frames, the candidates are
 its own audio (the positive), the same clip's audio shifted by sync_min_shift…sync_max_shift
-frames either way (`sync_negatives` hard negatives), and every other window's audio in the
-batch. The lip-sync stage then uses it frozen: its sync loss pushes generated mouths to score
+frames either way (`sync_negatives` hard negatives), and, with `sync_in_batch_negatives`, every
+other window's audio in the batch. Other windows are mostly other speakers, so they can be
+solved by matching a voice to a face, which says nothing about timing: on the dubfarm-small data
+an expert trained with them learned exactly that (the true pair first in 16 % of training batches)
+and found the true offset no more often than chance, on training and held-out speakers alike;
+trained on shifted negatives only (`--sync-in-batch-negatives false`) its loss stayed at chance
+for 150 steps (docs/training.md, "What did not work"). The lip-sync stage then uses it frozen: its sync loss pushes generated mouths to score
 high against the audio that drives them.
 """
 import torch
@@ -48,17 +53,20 @@ def shifted_starts(tokens, starts, shifts, window):
     return out
 
 
-def info_nce(expert, grids, mel, neg_mel, temperature):
-    """Loss and accuracy: each video window against its audio, its shifted audios and the batch's."""
+def info_nce(expert, grids, mel, neg_mel, temperature, in_batch=True):
+    """Loss and accuracy: each video window against its audio, its shifted audios and (in_batch)
+    the batch's; accuracy is how often the true pair scores highest."""
     v = expert.embed_video(grids)                             # [B, D]
     a = expert.embed_audio(mel)                               # [B, D]
-    logits = v @ a.t()                                        # [B, B] in-batch
+    if in_batch:
+        logits, target = v @ a.t(), torch.arange(len(v))      # [B, B]: the true pair on the diagonal
+    else:
+        logits, target = (v * a).sum(-1, keepdim=True), torch.zeros(len(v), dtype=torch.long)
     if neg_mel is not None:
         b, k = neg_mel.shape[:2]
         an = expert.embed_audio(neg_mel.reshape(b * k, *neg_mel.shape[2:])).reshape(b, k, -1)
         logits = torch.cat([logits, (v.unsqueeze(1) * an).sum(-1)], dim=1)
     logits = logits / temperature
-    target = torch.arange(len(v))
     return F.cross_entropy(logits, target), float((logits.argmax(1) == target).float().mean())
 
 
@@ -98,7 +106,7 @@ def train_sync(cfg, rt, run_dir):
         grids = to_grid(grids, h, w)
         grids = grids + 0.1 * grids.std() * torch.randn(grids.shape, generator=g)  # robust to the UNet's off-code outputs
         neg_mel = tokens.mel[negs.unsqueeze(-1) + torch.arange(cfg.sync_window)]
-        loss, a = info_nce(expert, grids, mel, neg_mel, cfg.sync_temperature)
+        loss, a = info_nce(expert, grids, mel, neg_mel, cfg.sync_temperature, cfg.sync_in_batch_negatives)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         # Gradients are averaged by hand across processes (the expert's losses use it twice per step).
@@ -121,7 +129,7 @@ def validate(expert, val, starts_all, codebook, h, w, cfg, n=128, max_offset=6):
     grids, mel = window_batch(val, codebook, starts, cfg.sync_window)
     grids = to_grid(grids, h, w)
     neg_mel = val.mel[negs.unsqueeze(-1) + torch.arange(cfg.sync_window)]
-    loss, a = info_nce(expert, grids, mel, neg_mel, cfg.sync_temperature)
+    loss, a = info_nce(expert, grids, mel, neg_mel, cfg.sync_temperature, cfg.sync_in_batch_negatives)
     v = expert.embed_video(grids)
     hits = total = 0
     for i, s in enumerate(starts.tolist()):

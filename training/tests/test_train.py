@@ -129,3 +129,29 @@ rt.close()
     differ = torchrun(str(probe), "differ", timeout=120)
     assert differ.returncode != 0 and "rank 1 differs from rank 0 in 1 of 2 tensors (codebooks.0.embed_sum)" in \
         differ.stdout + differ.stderr, differ.stdout + differ.stderr
+
+
+def test_sync_loss_without_in_batch_negatives_ranks_only_the_clips_own_shifts():
+    """--sync-in-batch-negatives false: each window's candidates are its own audio and its
+    shifted audio, not the other windows of the batch (which a voice-to-face match solves)."""
+    import torch
+    import torch.nn.functional as F
+    from dubtrain.sync import info_nce
+
+    class Identity:  # embeddings are the inputs themselves, so the expected logits are known
+        embed_video = staticmethod(lambda x: F.normalize(x, dim=-1))
+        embed_audio = staticmethod(lambda x: F.normalize(x, dim=-1))
+
+    g = torch.Generator().manual_seed(0)
+    v, a, neg = torch.randn(4, 8, generator=g), torch.randn(4, 8, generator=g), torch.randn(4, 3, 8, generator=g)
+    nv, na, nn_ = F.normalize(v, dim=-1), F.normalize(a, dim=-1), F.normalize(neg, dim=-1)
+    own = torch.cat([(nv * na).sum(-1, keepdim=True), torch.einsum("bd,bkd->bk", nv, nn_)], 1) / 0.1
+    loss, _ = info_nce(Identity, v, a, neg, 0.1, in_batch=False)
+    assert torch.allclose(loss, F.cross_entropy(own, torch.zeros(4, dtype=torch.long)))
+    # with the batch's windows: 4 in-batch candidates + 3 shifts per row, the true pair on the diagonal
+    both = torch.cat([nv @ na.t(), torch.einsum("bd,bkd->bk", nv, nn_)], 1) / 0.1
+    loss_b, _ = info_nce(Identity, v, a, neg, 0.1, in_batch=True)
+    assert torch.allclose(loss_b, F.cross_entropy(both, torch.arange(4)))
+    # a perfect match of each window with its own audio, far from its shifts: accuracy 1
+    loss_p, acc = info_nce(Identity, a, a, -a.unsqueeze(1).repeat(1, 3, 1), 0.1, in_batch=False)
+    assert acc == 1.0 and loss_p < 1e-3
