@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Writes a dubfarm weights directory from a training run.
 
-    python training/export.py --run RUN --out models/dubfarm-small [--float16]
+    python training/export.py --run RUN --out models/dubfarm-small [--float32]
 
 manifest.json (the run's model configuration) + model.safetensors: the VQGAN of the vqgan stage,
 the audio encoder and lip-sync UNet of the lipsync stage, and the face-swap transformer as
 initialised (it is not trained yet). The safetensors metadata says which modules were trained
 (`dubfarm.trained`), so workers know not to apply an untrained swap, and where they came from.
-With --float16 the tensors are stored as IEEE half (the engine widens them to float32 on load);
-the engine is then checked against PyTorch on the same rounded weights.
+By default the tensors are stored as IEEE half, which the engine widens to float32 on load
+(--float32 keeps full precision); check.py then compares the engine with PyTorch on the same
+rounded weights.
 """
 import argparse
 import json
@@ -32,7 +33,17 @@ def assemble(run):
     vq = load_checkpoint(os.path.join(run, "vqgan", "ckpt.pt"))
     if vq is None:
         raise SystemExit(f"export: {run} has no vqgan checkpoint")
+    lip = load_checkpoint(os.path.join(run, "lipsync", "ckpt.pt"))
     manifest = vq["manifest"]
+    if lip is not None:
+        # The lip-sync stage's manifest is the one the UNet was trained with: its
+        # lipsyncTargetMask may have been set after the VQGAN trained; nothing else may differ.
+        other = {k for k in set(manifest) | set(lip["manifest"])
+                 if k != "lipsyncTargetMask" and manifest.get(k) != lip["manifest"].get(k)}
+        if other:
+            raise SystemExit(f"export: {run}: the vqgan and lipsync stages were trained with different "
+                             f"model configurations ({', '.join(sorted(other))}); retrain the lipsync stage")
+        manifest = lip["manifest"]
     torch.manual_seed(0)
     model = SwapTalk(manifest)
     sd = model.state_dict()
@@ -40,7 +51,6 @@ def assemble(run):
     for k, v in vq["model"].items():
         if k.startswith(VQGAN_PREFIXES):
             sd[k] = v
-    lip = load_checkpoint(os.path.join(run, "lipsync", "ckpt.pt"))
     if lip is not None:
         for k, v in lip["model"].items():
             if k.startswith(LIPSYNC_PREFIXES):

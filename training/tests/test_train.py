@@ -155,3 +155,27 @@ def test_sync_loss_without_in_batch_negatives_ranks_only_the_clips_own_shifts():
     # a perfect match of each window with its own audio, far from its shifts: accuracy 1
     loss_p, acc = info_nce(Identity, a, a, -a.unsqueeze(1).repeat(1, 3, 1), 0.1, in_batch=False)
     assert acc == 1.0 and loss_p < 1e-3
+
+
+def test_export_writes_the_mask_the_lipsync_stage_trained_with(tmp_path):
+    """A lipsyncTargetMask changed after the VQGAN trained: the exported manifest is the lip-sync
+    stage's (the engine must zero what the UNet learned to see zeroed); any other difference
+    between the stages' configurations is refused."""
+    import json
+    import pytest
+    import export
+    from dubtrain.common import save_checkpoint
+    from dubtrain.model import SwapTalk
+
+    with open(os.path.join(TRAINING, "configs", "tiny.json")) as f:
+        vq_manifest = json.load(f)
+    lip_manifest = dict(vq_manifest, lipsyncTargetMask=[0, 1, 0, 2])
+    sd = SwapTalk(vq_manifest).state_dict()
+    save_checkpoint(str(tmp_path / "vqgan" / "ckpt.pt"), {"manifest": vq_manifest, "model": sd, "step": 3, "seconds": 1.0})
+    save_checkpoint(str(tmp_path / "lipsync" / "ckpt.pt"), {"manifest": lip_manifest, "model": sd, "step": 2, "seconds": 1.0})
+    manifest, _, trained, _ = export.assemble(str(tmp_path))
+    assert manifest["lipsyncTargetMask"] == [0, 1, 0, 2] and "lipsync" in trained
+    save_checkpoint(str(tmp_path / "lipsync" / "ckpt.pt"),
+                    {"manifest": dict(lip_manifest, channels=vq_manifest["channels"] * 2), "model": sd, "step": 2, "seconds": 1.0})
+    with pytest.raises(SystemExit, match="channels"):
+        export.assemble(str(tmp_path))
