@@ -44,8 +44,7 @@ class Runtime:
             if threads > 0:
                 torch.set_num_threads(threads)
         if self.world > 1 and not dist.is_initialized():
-            # On CUDA, NCCL for CUDA tensors and gloo for CPU ones: the token-space stages (sync,
-            # lipsync) train on the CPU of every process and average their gradients there.
+            # On CUDA, NCCL for CUDA tensors and gloo for any CPU tensor a collective is given.
             dist.init_process_group("cpu:gloo,cuda:nccl" if self.device.type == "cuda" else "gloo")
 
     @property

@@ -68,20 +68,20 @@ def sync_score(expert, grids_bt, mel_bt, b, window, h, w):
 
 def train_lipsync(cfg, rt, run_dir):
     manifest = cfg.manifest()
-    model, _ = load_trained(cfg, run_dir)
+    model, _ = load_trained(cfg, run_dir, rt.device)
     for n, p in model.named_parameters():
         p.requires_grad_(n.startswith("audio.") or n.startswith("lipsync."))
     codebook = model.quantize_lower.embedding.weight.detach()
-    expert = load_expert(cfg, run_dir)
+    expert = load_expert(cfg, run_dir, rt.device)
     for p in expert.parameters():
         p.requires_grad_(False)
     g0 = manifest["imageSize"] // (1 << (len(manifest["channelMult"]) - 1))
     h, w = g0 // 2, g0
-    tokens, val = TokenSet(run_dir), TokenSet(run_dir, heldout=True)
+    tokens, val = TokenSet(run_dir, device=rt.device), TokenSet(run_dir, heldout=True, device=rt.device)
     starts_all, val_starts = tokens.window_starts(cfg.sync_window), val.window_starts(cfg.sync_window)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lip_lr, weight_decay=1e-4)
-    run = StageRun("lipsync", cfg, rt, run_dir, cfg.lip_steps)
+    run = StageRun("lipsync", cfg, rt, run_dir, cfg.lip_steps, rt.device)
     run.restore(model=model, opt=opt)
     if run.done:
         return model
@@ -92,14 +92,15 @@ def train_lipsync(cfg, rt, run_dir):
         g = step_generator(cfg.seed, step, rt.rank, salt=3)
         starts = starts_all[torch.randint(0, len(starts_all), (per_rank,), generator=g)]
         refs = references(tokens, starts, window, cfg.lip_reference_min_gap, g)
-        out, gt, gt_idx, rows = forward(model, codebook, tokens, starts, refs, window, h, w)
-        mse, ce, tok_acc = code_losses(out, gt, gt_idx, codebook)
-        loss = cfg.lip_code_weight * mse + cfg.lip_ce_weight * ce
-        sync = torch.zeros(())
-        if step >= cfg.lip_sync_start:
-            cos = sync_score(expert, out, tokens.mel[rows], per_rank, window, h, w)
-            sync = -torch.log(((cos + 1) / 2).clamp_min(1e-6)).mean()
-            loss = loss + cfg.lip_sync_weight * sync
+        with rt.autocast():
+            out, gt, gt_idx, rows = forward(model, codebook, tokens, starts, refs, window, h, w)
+            mse, ce, tok_acc = code_losses(out.float(), gt, gt_idx, codebook)
+            loss = cfg.lip_code_weight * mse + cfg.lip_ce_weight * ce
+            sync = torch.zeros(())
+            if step >= cfg.lip_sync_start:
+                cos = sync_score(expert, out, tokens.mel[rows], per_rank, window, h, w)
+                sync = -torch.log(((cos.float() + 1) / 2).clamp_min(1e-6)).mean()
+                loss = loss + cfg.lip_sync_weight * sync
         opt.zero_grad(set_to_none=True)
         loss.backward()
         rt.average_gradients_(params)
@@ -131,7 +132,7 @@ def validate(model, expert, codebook, val, starts_all, cfg, h, w, n=64):
     audio = model.audio(val.mel[rows].transpose(1, 2))
     out = model.lipsync(gt, ref, audio)
     mse, _, tok = code_losses(out, gt, gt_idx, codebook)
-    mask = torch.zeros(h, w, dtype=torch.bool)
+    mask = torch.zeros(h, w, dtype=torch.bool, device=tok.device)
     box = cfg.manifest().get("lipsyncTargetMask")
     if box:
         mask[box[0]:box[1], box[2]:box[3]] = True

@@ -59,9 +59,9 @@ def info_nce(expert, grids, mel, neg_mel, temperature, in_batch=True):
     v = expert.embed_video(grids)                             # [B, D]
     a = expert.embed_audio(mel)                               # [B, D]
     if in_batch:
-        logits, target = v @ a.t(), torch.arange(len(v))      # [B, B]: the true pair on the diagonal
+        logits, target = v @ a.t(), torch.arange(len(v), device=v.device)  # [B, B]: the true pair on the diagonal
     else:
-        logits, target = (v * a).sum(-1, keepdim=True), torch.zeros(len(v), dtype=torch.long)
+        logits, target = (v * a).sum(-1, keepdim=True), torch.zeros(len(v), dtype=torch.long, device=v.device)
     if neg_mel is not None:
         b, k = neg_mel.shape[:2]
         an = expert.embed_audio(neg_mel.reshape(b * k, *neg_mel.shape[2:])).reshape(b, k, -1)
@@ -84,16 +84,16 @@ def sample(tokens, starts_all, n, g, cfg):
 
 def train_sync(cfg, rt, run_dir):
     manifest = cfg.manifest()
-    model, _ = load_trained(cfg, run_dir)
+    model, _ = load_trained(cfg, run_dir, rt.device)
     codebook = model.quantize_lower.embedding.weight.detach()
     g0 = manifest["imageSize"] // (1 << (len(manifest["channelMult"]) - 1))
     h, w = g0 // 2, g0
-    tokens, val = TokenSet(run_dir), TokenSet(run_dir, heldout=True)
+    tokens, val = TokenSet(run_dir, device=rt.device), TokenSet(run_dir, heldout=True, device=rt.device)
     starts_all, val_starts = tokens.window_starts(cfg.sync_window), val.window_starts(cfg.sync_window)
     torch.manual_seed(cfg.seed)
-    expert = make_expert(cfg, manifest)
+    expert = make_expert(cfg, manifest).to(rt.device)
     opt = torch.optim.AdamW(expert.parameters(), lr=cfg.sync_lr, weight_decay=1e-4)
-    run = StageRun("sync", cfg, rt, run_dir, cfg.sync_steps)
+    run = StageRun("sync", cfg, rt, run_dir, cfg.sync_steps, rt.device)
     run.restore(expert=expert, opt=opt)
     if run.done:
         return expert
@@ -104,9 +104,11 @@ def train_sync(cfg, rt, run_dir):
         starts, negs = sample(tokens, starts_all, per_rank, g, cfg)
         grids, mel = window_batch(tokens, codebook, starts, cfg.sync_window)
         grids = to_grid(grids, h, w)
-        grids = grids + 0.1 * grids.std() * torch.randn(grids.shape, generator=g)  # robust to the UNet's off-code outputs
+        noise = torch.randn(grids.shape, generator=g).to(grids.device)
+        grids = grids + 0.1 * grids.std() * noise  # robust to the UNet's off-code outputs
         neg_mel = tokens.mel[negs.unsqueeze(-1) + torch.arange(cfg.sync_window)]
-        loss, a = info_nce(expert, grids, mel, neg_mel, cfg.sync_temperature, cfg.sync_in_batch_negatives)
+        with rt.autocast():
+            loss, a = info_nce(expert, grids, mel, neg_mel, cfg.sync_temperature, cfg.sync_in_batch_negatives)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         # Gradients are averaged by hand across processes (the expert's losses use it twice per step).
@@ -144,10 +146,10 @@ def validate(expert, val, starts_all, codebook, h, w, cfg, n=128, max_offset=6):
     return {"val_loss": loss.item(), "val_accuracy": a, "val_offset_accuracy": hits / max(total, 1)}
 
 
-def load_expert(cfg, run_dir):
-    state = load_checkpoint(f"{run_dir}/sync/ckpt.pt")
+def load_expert(cfg, run_dir, device="cpu"):
+    state = load_checkpoint(f"{run_dir}/sync/ckpt.pt", device)
     if state is None:
         raise SystemExit(f"train: no sync expert in {run_dir}/sync; run the sync stage first")
-    expert = make_expert(cfg, cfg.manifest())
+    expert = make_expert(cfg, cfg.manifest()).to(device)
     expert.load_state_dict(state["expert"])
     return expert.eval()

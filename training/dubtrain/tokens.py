@@ -45,13 +45,15 @@ def build_tokens(cfg, rt, run_dir):
 
 
 class TokenSet:
-    """The token-space view of the data for the sync and lip-sync stages."""
+    """The token-space view of the data for the sync and lip-sync stages. The codes and mel
+    windows live on `device` (the batches are gathered there); clip, frame and the sampling
+    bookkeeping stay on the CPU, where the per-step generators draw."""
 
-    def __init__(self, run_dir, heldout=False):
+    def __init__(self, run_dir, heldout=False, device="cpu"):
         t = torch.load(os.path.join(run_dir, "tokens.pt"), weights_only=False)
         sel = t["heldout"] == heldout
-        self.upper, self.lower = t["indices_upper"][sel], t["indices_lower"][sel]
-        self.mel, self.clip, self.frame = t["mel"][sel], t["clip"][sel], t["frame"][sel]
+        self.upper, self.lower = t["indices_upper"][sel].to(device), t["indices_lower"][sel].to(device)
+        self.mel, self.clip, self.frame = t["mel"][sel].to(device), t["clip"][sel], t["frame"][sel]
         self.n = int(sel.sum())
         self.clip_rows = {int(c): torch.nonzero(self.clip == c).flatten() for c in torch.unique(self.clip)}
 
