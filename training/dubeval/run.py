@@ -112,9 +112,11 @@ def evaluate(cfg, systems, log=print):
     inputs = prepare_inputs(cfg, held, log)
     videos, models = run_systems(cfg, inputs, systems, log)
     # 2. the evaluation sync model (trained once, cached), and its proof on held-out originals
-    tr = {} if os.path.exists(sync.weights_path(cfg)) and not cfg.retrain_sync else \
-        {s: cache.load_or_build(cfg, s, p, faces, log) for s, p, _, _ in train}
-    scorer, sync_info = sync.load_or_train(cfg, tr, full, log)
+    cached = sync.load_cached(cfg, log)
+    if cached is None:
+        tr = {s: cache.load_or_build(cfg, s, p, faces, log) for s, p, _, _ in train}
+        cached = sync.train_and_save(cfg, tr, full, log)
+    scorer, sync_info = cached
     log(f"sync model: true offset found within ±1 frame in {sync_info['held_out']['within_1']:.0%} of "
         f"{sync_info['held_out']['windows']} one-second windows of the held-out original videos")
     # 3. the original's analysis (the reference of every metric)
@@ -150,8 +152,9 @@ def evaluate(cfg, systems, log=print):
                      "identity": M.identity_distance(a["descriptors"][:n], ref["descriptors"][:n]),
                      "jitter_ratio": M.jitter_ratio(a["landmarks"][:n], ref["landmarks"][:n])}
                 if drive == "self":
-                    ref_frames_, _ = media.read_frames(inputs[stem]["video"])
-                    r["psnr"], r["ssim"] = M.face_region_quality(frames[:n], ref_frames_[:n], ref["landmarks"][:n])
+                    if stem not in ref_frames:            # the original's frames, decoded once for every system
+                        ref_frames[stem] = media.read_frames(inputs[stem]["video"])[0]
+                    r["psnr"], r["ssim"] = M.face_region_quality(frames[:n], ref_frames[stem][:n], ref["landmarks"][:n])
                     r["lmd"] = M.lmd(a["landmarks"][:n], ref["landmarks"][:n])
                 if starts:
                     r.update({"sync_" + k: v for k, v in sync.summarise(s, offs).items() if k != "offset_found"})

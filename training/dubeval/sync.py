@@ -208,8 +208,8 @@ def _augment_audio(a, rng):
     return (a + rng.normal(0, 0.1, a.shape)).astype(np.float32)
 
 
-def train(cfg, train_clips, val_clips, log=print):
-    """train_clips/val_clips: {stem: cached analysis}. Runs cfg.sync_steps steps (or until
+def train(cfg, train_clips, log=print):
+    """train_clips: {stem: cached analysis}. Runs cfg.sync_steps steps (or until
     cfg.sync_minutes of wall time).
 
     One step: cfg.sync_batch chunks of cfg.sync_chunk consecutive frames, each from a random
@@ -293,15 +293,26 @@ def weights_path(cfg):
     return os.path.join(cfg.cache_dir, "sync", "evalsync.pt")
 
 
-def load_or_train(cfg, train_clips, val_clips, log=print):
-    """The sync model from the cache dir, trained first if missing (or --retrain-sync)."""
+def load_cached(cfg, log=print):
+    """(Scorer, info) of the sync model in the cache dir; None when there is none, when
+    --retrain-sync asks for a new one, or when the file holds an older model version."""
     p = weights_path(cfg)
-    if os.path.exists(p) and not cfg.retrain_sync:
-        ck = torch.load(p, map_location="cpu", weights_only=False)
-        net = SyncNet(ck["window"], ck["mel_frames"], width=ck.get("width", 32))
-        net.load_state_dict(ck["state"])
-        return Scorer(net), ck["info"]
-    net, info = train(cfg, train_clips, val_clips, log)
+    if not os.path.exists(p) or cfg.retrain_sync:
+        return None
+    ck = torch.load(p, map_location="cpu", weights_only=False)
+    if "width" not in ck:                             # the MLP version, before the conv model
+        log(f"sync model: {p} holds an older model version; training the current one")
+        return None
+    net = SyncNet(ck["window"], ck["mel_frames"], width=ck["width"])
+    net.load_state_dict(ck["state"])
+    return Scorer(net), ck["info"]
+
+
+def train_and_save(cfg, train_clips, val_clips, log=print):
+    """Trains the sync model on train_clips, measures its proof on val_clips (held-out originals)
+    and caches it; (Scorer, info)."""
+    p = weights_path(cfg)
+    net, info = train(cfg, train_clips, log)
     scorer = Scorer(net)
     info["held_out"] = held_out_accuracy(scorer, val_clips, cfg)
     info["train_clips"] = sorted(train_clips)

@@ -117,7 +117,7 @@ def test_a_short_training_run_finds_the_true_offset_better_than_chance():
     from dubeval.config import EvalConfig
     a = _cached("edtalk_pose_source2")
     cfg = dataclasses.replace(EvalConfig(), sync_steps=50, sync_batch=4, sync_width=8, sync_lr=3e-3)
-    net, info = sync.train(cfg, {"clip": a}, {}, log=lambda s: None)
+    net, info = sync.train(cfg, {"clip": a}, log=lambda s: None)
     assert info["steps"] == 50
     r = sync.held_out_accuracy(sync.Scorer(net), {"clip": a}, cfg)
     assert r["windows"] >= 40 and r["within_1"] > 0.3, r
@@ -128,3 +128,24 @@ def test_cross_pairs_never_pair_a_speaker_with_itself():
     pairs = cross_pairs(held)
     spk = {h[0]: h[2] for h in held}
     assert set(pairs) == set(spk) and all(spk[k] != spk[v] for k, v in pairs.items())
+
+
+def test_the_cached_sync_model_is_reused_only_when_it_is_the_current_version(tmp_path):
+    """A cache holding the current model loads as it was saved; a missing file, --retrain-sync, or
+    a file of the older (MLP) version means training anew."""
+    import dataclasses
+    from dubeval.config import EvalConfig
+    cfg = dataclasses.replace(EvalConfig(), cache_dir=str(tmp_path), sync_width=8)
+    assert sync.load_cached(cfg) is None
+    net = sync.SyncNet(cfg.sync_window, cfg.sync_window * cfg.mel_per_frame, width=8).eval()
+    os.makedirs(tmp_path / "sync")
+    torch.save({"state": net.state_dict(), "window": net.window, "mel_frames": net.mel_frames, "width": 8,
+                "info": {"held_out": {"within_1": 0.5}}}, sync.weights_path(cfg))
+    scorer, info = sync.load_cached(cfg)
+    x = np.random.default_rng(0).normal(size=(3, cfg.sync_window, sync.CROP_H, sync.CROP_W)).astype(np.float32)
+    with torch.no_grad():
+        assert np.allclose(scorer.v(x), net.embed_video(torch.from_numpy(x)).numpy()) and info["held_out"]["within_1"] == 0.5
+    assert sync.load_cached(dataclasses.replace(cfg, retrain_sync=True)) is None
+    torch.save({"state": {}, "window": 5, "mel_frames": 20, "info": {}}, sync.weights_path(cfg))
+    said = []
+    assert sync.load_cached(cfg, said.append) is None and "older model version" in said[0]
