@@ -98,9 +98,12 @@ def train_lipsync(cfg, rt, run_dir):
             loss = cfg.lip_code_weight * mse + cfg.lip_ce_weight * ce
             sync = torch.zeros(())
             if step >= cfg.lip_sync_start:
-                cos = sync_score(expert, out, tokens.mel[rows], per_rank, window, h, w)
-                sync = -torch.log(((cos.float() + 1) / 2).clamp_min(1e-6)).mean()
-                loss = loss + cfg.lip_sync_weight * sync
+                # At weight 0 (--lip-sync-weight 0) the score is only logged: no graph through the expert.
+                with torch.set_grad_enabled(cfg.lip_sync_weight > 0):
+                    cos = sync_score(expert, out, tokens.mel[rows], per_rank, window, h, w)
+                    sync = -torch.log(((cos.float() + 1) / 2).clamp_min(1e-6)).mean()
+                if cfg.lip_sync_weight > 0:
+                    loss = loss + cfg.lip_sync_weight * sync
         opt.zero_grad(set_to_none=True)
         loss.backward()
         rt.average_gradients_(params)

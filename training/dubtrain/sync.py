@@ -30,8 +30,6 @@ def make_expert(cfg, manifest):
 def window_batch(tokens, codebook, starts, window):
     """Lower-half token grids [B, T, E, h, w] and mel windows [B, T, 80, 16] of windows at `starts`."""
     rows = starts.unsqueeze(1) + torch.arange(window)
-    e = codebook.shape[1]
-    b = len(starts)
     idx = tokens.lower[rows]                                  # [B, T, h*w]
     grids = codebook[idx]                                     # [B, T, h*w, E]
     return grids, tokens.mel[rows]
