@@ -41,6 +41,14 @@ def all_clips(cfg):
 SYNC_UNVERIFIED = {"edtalk_mouth_source_muxed"}
 
 
+def audio_offsets(cfg):
+    """{stem: frames} of held-out clips whose own audio is measurably out of sync with their
+    picture (split.json's audioOffsetFrames, each with its evidence): the sync model's proof
+    counts these, not 0, as the true offset."""
+    with open(cfg.split) as f:
+        return {k: int(v) for k, v in json.load(f).get("audioOffsetFrames", {}).items()}
+
+
 def held_out(cfg):
     return [c for c in all_clips(cfg) if c[3]]
 

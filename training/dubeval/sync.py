@@ -277,25 +277,30 @@ def train(cfg, train_clips, log=print):
     return net, {"steps": step, "seconds": round(time.time() - t0, 1), "final_loss": float(np.mean(losses[-50:]))}
 
 
-def held_out_accuracy(scorer, clips, cfg):
+def held_out_accuracy(scorer, clips, cfg, truth=None):
     """The sync model's proof: on held-out ORIGINAL videos, the share of 1-second windows whose
-    found offset is within ±1 frame of the truth (0)."""
-    per, found = {}, []
+    found offset is within ±1 frame of the truth: 0, or the clip's own offset where `truth`
+    ({stem: frames}, split.json's audioOffsetFrames) records one measured independently."""
+    truth = truth or {}
+    per, err = {}, []
     for stem, a in sorted(clips.items()):
         r = scorer.evaluate(clip_from_cache(a, cfg), cfg.sync_eval_window, cfg.sync_max_offset)
-        per[stem] = {"windows": r["windows"], "within_1": r["within_1"]}
-        found += r["offset_found"]
-    found = np.array(found)
-    return {"within_1": float(np.mean(np.abs(found) <= 1)), "windows": int(len(found)), "per_clip": per}
+        e = np.abs(np.array(r["offset_found"], int) - truth.get(stem, 0))
+        per[stem] = {"windows": r["windows"], "within_1": float(np.mean(e <= 1)) if len(e) else float("nan"),
+                     "true_offset": truth.get(stem, 0), "offset_found": r["offset_found"]}
+        err += e.tolist()
+    err = np.array(err)
+    return {"within_1": float(np.mean(err <= 1)), "windows": int(len(err)), "per_clip": per}
 
 
 def weights_path(cfg):
     return os.path.join(cfg.cache_dir, "sync", "evalsync.pt")
 
 
-def load_cached(cfg, log=print):
+def load_cached(cfg, log=print, corrections=None):
     """(Scorer, info) of the sync model in the cache dir; None when there is none, when
-    --retrain-sync asks for a new one, or when the file holds an older model version."""
+    --retrain-sync asks for a new one, when the file holds an older model version, or when it
+    was trained with other audio offsets corrected than `corrections`."""
     p = weights_path(cfg)
     if not os.path.exists(p) or cfg.retrain_sync:
         return None
@@ -303,19 +308,28 @@ def load_cached(cfg, log=print):
     if "width" not in ck:                             # the MLP version, before the conv model
         log(f"sync model: {p} holds an older model version; training the current one")
         return None
+    trained_on = set(ck["info"].get("train_clips", []))
+    if ck["info"].get("corrected_offsets", {}) != {s: d for s, d in (corrections or {}).items() if s in trained_on}:
+        log(f"sync model: {p} was trained with other audio offsets corrected "
+            f"(training/data/av_offsets.json changed); training it again")
+        return None
     net = SyncNet(ck["window"], ck["mel_frames"], width=ck["width"])
     net.load_state_dict(ck["state"])
     return Scorer(net), ck["info"]
 
 
-def train_and_save(cfg, train_clips, val_clips, log=print):
-    """Trains the sync model on train_clips, measures its proof on val_clips (held-out originals)
-    and caches it; (Scorer, info)."""
+def train_and_save(cfg, train_clips, val_clips, log=print, corrections=None, truth=None):
+    """Trains the sync model on train_clips (each clip's audio first moved by its measured offset
+    in `corrections`, offsets.shift_audio), measures its proof on val_clips (held-out originals,
+    against `truth`) and caches it; (Scorer, info)."""
+    from .offsets import shift_audio
+    corrections = corrections or {}
     p = weights_path(cfg)
-    net, info = train(cfg, train_clips, log)
+    net, info = train(cfg, {s: shift_audio(a, corrections.get(s, 0)) for s, a in train_clips.items()}, log)
     scorer = Scorer(net)
-    info["held_out"] = held_out_accuracy(scorer, val_clips, cfg)
+    info["held_out"] = held_out_accuracy(scorer, val_clips, cfg, truth)
     info["train_clips"] = sorted(train_clips)
+    info["corrected_offsets"] = {s: d for s, d in sorted(corrections.items()) if s in train_clips}
     os.makedirs(os.path.dirname(p), exist_ok=True)
     torch.save({"state": net.state_dict(), "window": net.window, "mel_frames": net.mel_frames,
                 "width": net.width, "info": info},

@@ -46,10 +46,13 @@ class TrainConfig:
     vq_warmup_batch: int = 16            # this many (the model is convolutional: any size divisible by 2·f works)
     vq_flip: bool = True                 # random horizontal flips
     clip_balance: float = 0.5            # sample a clip with probability ∝ frames^clip_balance
+    # clips whose audio is measured out of sync are corrected before the token-space stages
+    # (sync, lipsync): this file's "corrections" and the split's "audioOffsetFrames"; "": none
+    audio_offsets: str = os.path.join(TRAINING, "data", "av_offsets.json")
 
     # --- stage 2: latent sync expert (lower-face tokens vs mel) ---
     sync_steps: int = 1500
-    sync_batch: int = 64
+    sync_batch: int = 64                 # windows per step (with --sync-chunk: sync_batch / sync_chunk chunks)
     sync_lr: float = 3e-4
     sync_window: int = 5                 # consecutive frames per sample
     sync_negatives: int = 4              # shifted-audio negatives of the same clip per sample
@@ -58,6 +61,8 @@ class TrainConfig:
     sync_max_shift: int = 12
     sync_dim: int = 128
     sync_temperature: float = 0.1
+    sync_chunk: int = 0                  # >0: dense sampling instead (sync.dense_loss): chunks of this many
+                                         # windows, each against its clip's audio at every shift in ±sync_max_shift
 
     # --- stage 3: lip-sync UNet and audio encoder (token space) ---
     lip_steps: int = 3000

@@ -66,6 +66,29 @@ class FaceDataset:
     def __len__(self):
         return self.crops.shape[0]
 
+    def shift_audio(self, offsets):
+        """Puts clips whose audio is out of sync back in sync: for a clip named in `offsets`
+        ({name: d}, d > 0 when the audio is d frames late), frame f takes the mel window of its
+        frame f + d; frames with no such frame are dropped. Returns the number of rows dropped."""
+        names = {c["id"]: c["name"] for c in self.index["clips"]}
+        keep = torch.ones(len(self), dtype=torch.bool)
+        mel = self.mel.clone()
+        for c, rows in self.clip_rows.items():
+            d = int(offsets.get(names.get(c), 0))
+            if d == 0:
+                continue
+            frames = self.frame[rows]
+            j = torch.searchsorted(frames, frames + d).clamp(max=len(rows) - 1)
+            ok = frames[j] == frames + d
+            mel[rows[ok]] = self.mel[rows[j[ok]]]
+            keep[rows[~ok]] = False
+        self.mel = mel
+        for k in ("crops", "mel", "landmarks", "has_landmarks", "frame", "clip", "speaker"):
+            setattr(self, k, getattr(self, k)[keep])
+        self.clip_ids = torch.unique(self.clip)
+        self.clip_rows = {int(c): torch.nonzero(self.clip == c).flatten() for c in self.clip_ids}
+        return int((~keep).sum())
+
     def describe(self):
         names = {c["id"]: c["name"] for c in self.index["clips"]}
         return f"{len(self)} frames, {len(self.clip_ids)} clips, {len(torch.unique(self.speaker))} speakers " \
@@ -123,6 +146,21 @@ class FaceDataset:
             if j < len(cr) and int(frames[j]) == target:
                 out[i] = cr[j]
         return out
+
+
+def audio_offsets(cfg):
+    """{clip name: frames its audio is late}: the training clips' measured offsets to correct
+    (cfg.audio_offsets, training/data/av_offsets.json, "corrections"; written by
+    `python -m dubeval.offsets`) and the held-out clips' (split.json, "audioOffsetFrames")."""
+    out = {}
+    if cfg.audio_offsets:
+        if not os.path.exists(cfg.audio_offsets):
+            raise SystemExit(f"train: no audio offsets file {cfg.audio_offsets}; give --audio-offsets '' to train without")
+        with open(cfg.audio_offsets) as f:
+            out.update(json.load(f).get("corrections", {}))
+    with open(cfg.split) as f:
+        out.update(json.load(f).get("audioOffsetFrames", {}))
+    return {k: int(v) for k, v in out.items() if int(v)}
 
 
 def load_split(path):

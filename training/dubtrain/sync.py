@@ -8,7 +8,9 @@ solved by matching a voice to a face, which says nothing about timing: on the du
 an expert trained with them learned exactly that (the true pair first in 16 % of training batches)
 and found the true offset no more often than chance, on training and held-out speakers alike;
 trained on shifted negatives only (`--sync-in-batch-negatives false`) its loss stayed at chance
-for 150 steps (docs/training.md, "What did not work"). The lip-sync stage then uses it frozen: its sync loss pushes generated mouths to score
+for 150 steps (docs/training.md, "What did not work"). With `--sync-chunk N` the task is
+dense instead (dense_loss): every window of an N-window chunk against its clip's audio at every
+shift in ±sync_max_shift, the form the evaluation's pixel sync model learns timing from. The lip-sync stage then uses it frozen: its sync loss pushes generated mouths to score
 high against the audio that drives them.
 """
 import torch
@@ -68,6 +70,34 @@ def info_nce(expert, grids, mel, neg_mel, temperature, in_batch=True):
     return F.cross_entropy(logits, target), float((logits.argmax(1) == target).float().mean())
 
 
+def dense_loss(expert, tokens, codebook, chunk_starts, cfg, h, w, g):
+    """The dense form of the contrastive task (what the evaluation's pixel sync model learns
+    timing from): a chunk is `sync_chunk` consecutive windows of one clip; each window is scored
+    against the same clip's audio windows at every shift d in ±sync_max_shift, and a
+    cross-entropy over cos/τ picks d = 0; a second one does the same for the chunk's mean cosine
+    per d (τ/5). chunk_starts: rows whose next sync_chunk + 2·sync_max_shift + sync_window − 1
+    rows are consecutive frames of one clip. (loss, share of windows whose best shift is 0)."""
+    T, L, K = cfg.sync_window, cfg.sync_chunk, cfg.sync_max_shift
+    b = len(chunk_starts)
+    video_rows = chunk_starts[:, None] + K + torch.arange(L)                  # [b, L] window starts
+    audio_rows = chunk_starts[:, None] + torch.arange(L + 2 * K)              # [b, L+2K]
+    grids, _ = window_batch(tokens, codebook, video_rows.reshape(-1), T)
+    grids = to_grid(grids, h, w)
+    noise = torch.randn(grids.shape, generator=g).to(grids.device)
+    grids = grids + 0.1 * grids.std() * noise
+    mel = tokens.mel[audio_rows.reshape(-1).unsqueeze(1) + torch.arange(T)]   # [b·(L+2K), T, 80, 16]
+    v = expert.embed_video(grids).reshape(b, L, -1)
+    a = expert.embed_audio(mel).reshape(b, L + 2 * K, -1)
+    sim = torch.einsum("bid,bjd->bij", v, a)                                  # [b, L, L+2K]
+    gather = (torch.arange(L)[:, None] + torch.arange(2 * K + 1)[None, :]).to(sim.device)
+    shifted = torch.gather(sim, 2, gather.expand(b, L, 2 * K + 1))            # d = 0 at index K
+    target = torch.full((b * L,), K, dtype=torch.long, device=sim.device)
+    tau = cfg.sync_temperature
+    loss = F.cross_entropy(shifted.reshape(b * L, -1) / tau, target) + \
+        F.cross_entropy(shifted.mean(1) / (tau / 5), target[:b])
+    return loss, float((shifted.argmax(2) == K).float().mean())
+
+
 def sample(tokens, starts_all, n, g, cfg):
     starts = starts_all[torch.randint(0, len(starts_all), (n,), generator=g)]
     negs = []
@@ -88,6 +118,11 @@ def train_sync(cfg, rt, run_dir):
     h, w = g0 // 2, g0
     tokens, val = TokenSet(run_dir, device=rt.device), TokenSet(run_dir, heldout=True, device=rt.device)
     starts_all, val_starts = tokens.window_starts(cfg.sync_window), val.window_starts(cfg.sync_window)
+    if cfg.sync_chunk:
+        chunk_starts = tokens.window_starts(cfg.sync_chunk + 2 * cfg.sync_max_shift + cfg.sync_window - 1)
+        if not len(chunk_starts):
+            raise SystemExit(f"train: no clip has the {cfg.sync_chunk + 2 * cfg.sync_max_shift + cfg.sync_window - 1} "
+                             "consecutive frames a --sync-chunk needs; lower --sync-chunk or --sync-max-shift")
     torch.manual_seed(cfg.seed)
     expert = make_expert(cfg, manifest).to(rt.device)
     opt = torch.optim.AdamW(expert.parameters(), lr=cfg.sync_lr, weight_decay=1e-4)
@@ -99,14 +134,19 @@ def train_sync(cfg, rt, run_dir):
 
     def one_step(step):
         g = step_generator(cfg.seed, step, rt.rank, salt=2)
-        starts, negs = sample(tokens, starts_all, per_rank, g, cfg)
-        grids, mel = window_batch(tokens, codebook, starts, cfg.sync_window)
-        grids = to_grid(grids, h, w)
-        noise = torch.randn(grids.shape, generator=g).to(grids.device)
-        grids = grids + 0.1 * grids.std() * noise  # robust to the UNet's off-code outputs
-        neg_mel = tokens.mel[negs.unsqueeze(-1) + torch.arange(cfg.sync_window)]
-        with rt.autocast():
-            loss, a = info_nce(expert, grids, mel, neg_mel, cfg.sync_temperature, cfg.sync_in_batch_negatives)
+        if cfg.sync_chunk:
+            picks = chunk_starts[torch.randint(0, len(chunk_starts), (max(1, per_rank // cfg.sync_chunk),), generator=g)]
+            with rt.autocast():
+                loss, a = dense_loss(expert, tokens, codebook, picks, cfg, h, w, g)
+        else:
+            starts, negs = sample(tokens, starts_all, per_rank, g, cfg)
+            grids, mel = window_batch(tokens, codebook, starts, cfg.sync_window)
+            grids = to_grid(grids, h, w)
+            noise = torch.randn(grids.shape, generator=g).to(grids.device)
+            grids = grids + 0.1 * grids.std() * noise  # robust to the UNet's off-code outputs
+            neg_mel = tokens.mel[negs.unsqueeze(-1) + torch.arange(cfg.sync_window)]
+            with rt.autocast():
+                loss, a = info_nce(expert, grids, mel, neg_mel, cfg.sync_temperature, cfg.sync_in_batch_negatives)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         # Gradients are averaged by hand across processes (the expert's losses use it twice per step).

@@ -2,14 +2,16 @@
 lip-sync UNet train in token space without touching pixels (seconds per thousand steps on CPU).
 
 RUN/tokens.pt holds, for the training and the held-out frames alike (flag `heldout`):
-indices_upper / indices_lower [N, h·w] (int64), the mel windows [N, 80, 16], clip, frame, speaker.
+indices_upper / indices_lower [N, h·w] (int64), the mel windows [N, 80, 16], clip, frame, speaker,
+and the audio offsets corrected (data.audio_offsets: a clip whose audio is d frames late gets
+frame f's picture with frame f + d's mel). It is rebuilt when the VQGAN or the offsets change.
 """
 import os
 
 import torch
 
 from .common import load_checkpoint
-from .data import FaceDataset, load_split
+from .data import FaceDataset, audio_offsets, load_split
 from .vqgan import load_trained
 
 
@@ -17,9 +19,10 @@ from .vqgan import load_trained
 def build_tokens(cfg, rt, run_dir):
     path = os.path.join(run_dir, "tokens.pt")
     vq_state = load_checkpoint(f"{run_dir}/vqgan/ckpt.pt")
+    offsets = audio_offsets(cfg)
     if os.path.exists(path) and vq_state is not None:
         have = torch.load(path, weights_only=False)
-        if have.get("vqgan_step") == vq_state["step"]:
+        if have.get("vqgan_step") == vq_state["step"] and have.get("audio_offsets", {}) == offsets:
             return
     if not rt.main:
         return
@@ -27,6 +30,11 @@ def build_tokens(cfg, rt, run_dir):
     model.eval()
     held, excluded = load_split(cfg.split)
     data = FaceDataset(cfg.data, exclude_clips=excluded)
+    dropped = data.shift_audio(offsets)
+    if offsets:
+        print(f"[tokens] audio moved back in sync for {len(offsets)} clips "
+              f"({', '.join(f'{k} {v:+d}' for k, v in sorted(offsets.items()))}); {dropped} frames without audio dropped",
+              flush=True)
     s = data.image_size
     ups, lows = [], []
     for chunk in torch.arange(len(data)).split(64):
@@ -39,7 +47,7 @@ def build_tokens(cfg, rt, run_dir):
     torch.save({"indices_upper": torch.cat(ups), "indices_lower": torch.cat(lows), "mel": data.mel,
                 "clip": data.clip, "frame": data.frame, "speaker": data.speaker,
                 "heldout": torch.tensor([int(sp) in held_ids for sp in data.speaker]),
-                "vqgan_step": state["step"]}, path + ".tmp")
+                "vqgan_step": state["step"], "audio_offsets": offsets}, path + ".tmp")
     os.replace(path + ".tmp", path)
     print(f"[tokens] {len(data)} frames tokenized with the VQGAN of step {state['step']}", flush=True)
 

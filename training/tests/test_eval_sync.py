@@ -149,3 +149,77 @@ def test_the_cached_sync_model_is_reused_only_when_it_is_the_current_version(tmp
     torch.save({"state": {}, "window": 5, "mel_frames": 20, "info": {}}, sync.weights_path(cfg))
     said = []
     assert sync.load_cached(cfg, said.append) is None and "older model version" in said[0]
+
+
+def test_shift_audio_puts_a_late_track_back_in_sync():
+    """A clip whose audio is 3 frames late (audio at t + 3 goes with picture t): after
+    offsets.shift_audio(a, 3) the offset search finds 0 where it found 3."""
+    from dubeval import offsets
+    c = make_clip(3)
+    starts = sync.windows_of(c, 25, K)
+    found = sync.summarise(*sync.offset_scores(audio_embedding, audio_embedding, c, starts, 25, K))["offset_found"]
+    assert set(found) == {3}
+    a = {"mel": c.mel[c.pad:-c.pad], "fps": np.float32(FPS)}
+    moved = offsets.shift_audio(a, 3)
+    assert np.array_equal(moved["mel"][:-12], a["mel"][12:]) and not moved["mel"][-12:].any()
+    assert offsets.shift_audio(a, 0) is a
+    c2 = sync.ClipWindows(c.mouth, moved["mel"], FPS, window=5, mel_frames=20)
+    c2.video = c.video
+    found = sync.summarise(*sync.offset_scores(audio_embedding, audio_embedding, c2, starts, 25, K))["offset_found"]
+    assert set(found) == {0}, found
+
+
+def test_clip_offset_and_its_consistency():
+    from dubeval import offsets
+    offs = np.arange(-3, 4)
+    s = np.zeros((4, 7), np.float32)
+    for w, d in enumerate([2, 2, 1, -3]):
+        s[w, d + 3] = 1.0
+    assert offsets.clip_offset(s, offs) == (2, 0.75)
+    assert offsets.clip_offset(np.zeros((0, 7)), offs) == (0, 0.0)
+
+
+def test_envelope_offset_finds_a_known_lag_without_a_model():
+    """Lip opening that follows a speech-energy pattern 4 frames later, in 'landmarks'."""
+    from dubeval import offsets
+    rng = np.random.default_rng(0)
+    n = 200
+    energy = np.convolve(rng.normal(size=n * 4 + 40), np.ones(12) / 12, "same")
+    mel_ = np.repeat(energy[:, None], 80, 1).astype(np.float32)
+    lm = np.zeros((n, 68, 2), np.float32)
+    lm[:, 16, 0] = 100.0                                        # jaw width 100
+    opening = energy[np.arange(n) * 4 + 4 * 4]                  # frame t opens with the energy of t + 4
+    lm[:, 66, 1] = 60 + 10 * (opening - opening.min())           # the distance 62–66 stays positive
+    lm[:, 62, 1] = 50
+    lag, r, r0 = offsets.envelope_offset({"landmarks": lm, "mel": mel_, "fps": np.float32(25.0)})
+    assert lag == 4 and r > 0.95 and r0 < r
+
+
+def test_folds_keep_each_long_speaker_apart():
+    from dubeval import offsets
+    sizes = {"a": 1800, "b": 1500, "c": 800, **{f"s{i}": 150 for i in range(12)}}
+    folds = offsets.folds_of(set(sizes), sizes)
+    assert len(folds) == offsets.FOLDS and sorted(sum(folds, [])) == sorted(sizes)
+    assert all(sum(x in f for x in "abc") == 1 for f in folds)
+
+
+def test_the_proof_counts_a_clips_measured_offset_as_its_truth():
+    """held_out_accuracy counts within ±1 of split.json's audioOffsetFrames (0 elsewhere)."""
+    import dataclasses
+    from dubeval.config import EvalConfig
+
+    class Found:                                     # a scorer whose answers are given
+        def __init__(self, by_len):
+            self.by_len = by_len
+
+        def evaluate(self, clip, length, max_offset):
+            return {"offset_found": self.by_len[clip.n], "windows": len(self.by_len[clip.n])}
+
+    cfg = EvalConfig()
+    clips = {"late": {"mouth": np.zeros((10, 40, 64), np.uint8), "mel": np.zeros((40, 80), np.float32), "fps": 25.0},
+             "ok": {"mouth": np.zeros((11, 40, 64), np.uint8), "mel": np.zeros((44, 80), np.float32), "fps": 25.0}}
+    scorer = Found({10: [7, 6, 8, 0], 11: [0, 1, 2, 0]})
+    r = sync.held_out_accuracy(scorer, clips, cfg, {"late": 7})
+    assert r["per_clip"]["late"]["within_1"] == 0.75 and r["per_clip"]["ok"]["within_1"] == 0.75
+    assert r["windows"] == 8 and r["within_1"] == 0.75
+    assert sync.held_out_accuracy(scorer, clips, cfg)["per_clip"]["late"]["within_1"] == 0.25

@@ -179,3 +179,40 @@ def test_export_writes_the_mask_the_lipsync_stage_trained_with(tmp_path):
                     {"manifest": dict(lip_manifest, channels=vq_manifest["channels"] * 2), "model": sd, "step": 2, "seconds": 1.0})
     with pytest.raises(SystemExit, match="channels"):
         export.assemble(str(tmp_path))
+
+
+def test_a_clip_with_late_audio_is_put_back_in_sync_before_the_token_stages(tiny_dataset, tmp_path):
+    """FaceDataset.shift_audio: frame f of a clip whose audio is 3 frames late takes frame f+3's
+    mel window; its last 3 frames (no audio left) are dropped; other clips are untouched. The
+    offsets come from --audio-offsets' "corrections" and the split's audioOffsetFrames."""
+    import json
+    import torch
+    from dubtrain.config import TrainConfig
+    from dubtrain.data import FaceDataset, audio_offsets
+    data, split = tiny_dataset
+    before, after = FaceDataset(data), FaceDataset(data)
+    name = before.index["clips"][0]["name"]
+    assert after.shift_audio({name: 3, "some-other-clip": 5}) == 3
+    assert len(after) == len(before) - 3
+    assert torch.equal(after.frame, before.frame[:-3]) and torch.equal(after.crops, before.crops[:-3])
+    assert torch.equal(after.mel, before.mel[3:])
+    assert after.shift_audio({}) == 0 and len(after) == len(before) - 3
+    offsets = tmp_path / "offsets.json"
+    offsets.write_text(json.dumps({"corrections": {"a": 2, "b": 0}}))
+    s = tmp_path / "split.json"
+    s.write_text(json.dumps({"heldOutSpeakers": [], "audioOffsetFrames": {"c": -1}}))
+    assert audio_offsets(TrainConfig(audio_offsets=str(offsets), split=str(s))) == {"a": 2, "c": -1}
+    assert audio_offsets(TrainConfig(audio_offsets="", split=split)) == {}
+
+
+def test_dense_sync_expert_learns_the_offset_of_a_tiny_clip(tiny_dataset, tmp_path):
+    """--sync-chunk: the expert's dense task (each window against its clip's audio at every
+    shift) on the tiny clip; its loss falls and its training accuracy rises above chance (1/7)."""
+    data, split = tiny_dataset
+    out = str(tmp_path / "run")
+    run(data, split, out, "--stages", "vqgan,tokens,sync", "--vq-steps", "10", "--vq-batch", "4",
+        "--sync-steps", "40", "--sync-batch", "32", "--sync-chunk", "8", "--sync-max-shift", "3", "--sync-lr", "1e-3")
+    log = read_csv(os.path.join(out, "sync", "log.csv"))
+    assert len(log["loss"]) == 8
+    assert sum(log["loss"][-2:]) < sum(log["loss"][:2]), log["loss"]
+    assert sum(log["accuracy"][-2:]) / 2 > 1 / 7, log["accuracy"]
