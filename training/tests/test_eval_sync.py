@@ -223,3 +223,19 @@ def test_the_proof_counts_a_clips_measured_offset_as_its_truth():
     assert r["per_clip"]["late"]["within_1"] == 0.75 and r["per_clip"]["ok"]["within_1"] == 0.75
     assert r["windows"] == 8 and r["within_1"] == 0.75
     assert sync.held_out_accuracy(scorer, clips, cfg)["per_clip"]["late"]["within_1"] == 0.25
+
+
+def test_a_cached_sync_model_trained_with_other_offsets_corrected_is_retrained(tmp_path):
+    """av_offsets.json changed since the cached model was trained: the cache is not used."""
+    import dataclasses
+    from dubeval.config import EvalConfig
+    cfg = dataclasses.replace(EvalConfig(), cache_dir=str(tmp_path), sync_width=8)
+    net = sync.SyncNet(cfg.sync_window, cfg.sync_window * cfg.mel_per_frame, width=8).eval()
+    os.makedirs(tmp_path / "sync")
+    info = {"held_out": {"within_1": 0.9}, "train_clips": ["a", "b"], "corrected_offsets": {"a": 2}}
+    torch.save({"state": net.state_dict(), "window": net.window, "mel_frames": net.mel_frames, "width": 8,
+                "info": info}, sync.weights_path(cfg))
+    assert sync.load_cached(cfg, corrections={"a": 2, "not-trained-on": 5}) is not None
+    said = []
+    assert sync.load_cached(cfg, said.append, {"a": 2, "b": -3}) is None and "other audio offsets" in said[0]
+    assert sync.load_cached(cfg, said.append, {}) is None
