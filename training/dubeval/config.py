@@ -42,7 +42,7 @@ class EvalConfig:
     sync_chunk: int = 25                # consecutive video frames per chunk
     sync_width: int = 16                # conv channels of the first layer (then 2×, 3×, 4×)
     sync_lr: float = 1e-3
-    sync_minutes: float = 9.0           # wall-clock cap on its training (0: none)
+    sync_minutes: float = 0.0           # wall-clock cap on its training (0: none; a cap makes the model depend on machine load)
     sync_threads: int = 2
     sync_seed: int = 0
     retrain_sync: bool = False
