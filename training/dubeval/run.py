@@ -116,9 +116,10 @@ def evaluate(cfg, systems, log=print):
     cached = sync.load_cached(cfg, log, fixes)
     if cached is None:
         tr = {s: cache.load_or_build(cfg, s, p, faces, log) for s, p, _, _ in train}
-        cached = sync.train_and_save(cfg, tr, full, log, fixes, truth)
-    scorer, sync_info = cached
-    sync_info["held_out"] = sync.held_out_accuracy(scorer, full, cfg, truth)   # cheap; split.json may have changed
+        scorer, sync_info = sync.train_and_save(cfg, tr, full, log, fixes, truth)
+    else:
+        scorer, sync_info = cached
+        sync_info["held_out"] = sync.held_out_accuracy(scorer, full, cfg, truth)   # cheap; split.json may have changed
     log(f"sync model: true offset found within ±1 frame in {sync_info['held_out']['within_1']:.0%} of "
         f"{sync_info['held_out']['windows']} one-second windows of the held-out original videos")
     # 3. the original's analysis (the reference of every metric)

@@ -59,6 +59,9 @@ class FaceDataset:
         self.frame = torch.from_numpy(cat["frame"][order].astype(np.int64))
         self.clip = torch.from_numpy(cat["clip"][order].astype(np.int64))
         self.speaker = torch.from_numpy(cat["speaker"][order].astype(np.int64))
+        self._index_clips()
+
+    def _index_clips(self):
         self.clip_ids = torch.unique(self.clip)
         # Per clip, the rows it owns (contiguous after the sort).
         self.clip_rows = {int(c): torch.nonzero(self.clip == c).flatten() for c in self.clip_ids}
@@ -85,8 +88,7 @@ class FaceDataset:
         self.mel = mel
         for k in ("crops", "mel", "landmarks", "has_landmarks", "frame", "clip", "speaker"):
             setattr(self, k, getattr(self, k)[keep])
-        self.clip_ids = torch.unique(self.clip)
-        self.clip_rows = {int(c): torch.nonzero(self.clip == c).flatten() for c in self.clip_ids}
+        self._index_clips()
         return int((~keep).sum())
 
     def describe(self):

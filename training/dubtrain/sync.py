@@ -70,6 +70,11 @@ def info_nce(expert, grids, mel, neg_mel, temperature, in_batch=True):
     return F.cross_entropy(logits, target), float((logits.argmax(1) == target).float().mean())
 
 
+def add_code_noise(grids, g):
+    """Code grids plus Gaussian noise at 10 % of their spread: robust to the UNet's off-code outputs."""
+    return grids + 0.1 * grids.std() * torch.randn(grids.shape, generator=g).to(grids.device)
+
+
 def dense_loss(expert, tokens, codebook, chunk_starts, cfg, h, w, g):
     """The dense form of the contrastive task (what the evaluation's pixel sync model learns
     timing from): a chunk is `sync_chunk` consecutive windows of one clip; each window is scored
@@ -82,9 +87,7 @@ def dense_loss(expert, tokens, codebook, chunk_starts, cfg, h, w, g):
     video_rows = chunk_starts[:, None] + K + torch.arange(L)                  # [b, L] window starts
     audio_rows = chunk_starts[:, None] + torch.arange(L + 2 * K)              # [b, L+2K]
     grids, _ = window_batch(tokens, codebook, video_rows.reshape(-1), T)
-    grids = to_grid(grids, h, w)
-    noise = torch.randn(grids.shape, generator=g).to(grids.device)
-    grids = grids + 0.1 * grids.std() * noise
+    grids = add_code_noise(to_grid(grids, h, w), g)
     mel = tokens.mel[audio_rows.reshape(-1).unsqueeze(1) + torch.arange(T)]   # [b·(L+2K), T, 80, 16]
     v = expert.embed_video(grids).reshape(b, L, -1)
     a = expert.embed_audio(mel).reshape(b, L + 2 * K, -1)
@@ -141,9 +144,7 @@ def train_sync(cfg, rt, run_dir):
         else:
             starts, negs = sample(tokens, starts_all, per_rank, g, cfg)
             grids, mel = window_batch(tokens, codebook, starts, cfg.sync_window)
-            grids = to_grid(grids, h, w)
-            noise = torch.randn(grids.shape, generator=g).to(grids.device)
-            grids = grids + 0.1 * grids.std() * noise  # robust to the UNet's off-code outputs
+            grids = add_code_noise(to_grid(grids, h, w), g)
             neg_mel = tokens.mel[negs.unsqueeze(-1) + torch.arange(cfg.sync_window)]
             with rt.autocast():
                 loss, a = info_nce(expert, grids, mel, neg_mel, cfg.sync_temperature, cfg.sync_in_batch_negatives)
