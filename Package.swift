@@ -89,6 +89,7 @@ let package = Package(
         .target(name: "Worker", dependencies: [
             "DubfarmCore", "FarmProtocol", "MediaPipeline", "ZeroMQ", "CMalloc",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "Crypto", package: "swift-crypto"),
         ], swiftSettings: swiftSettings),
         .target(name: "FarmClient", dependencies: [
             "DubfarmCore", "FarmProtocol", "ZeroMQ",

@@ -35,8 +35,12 @@ public final class CoordinatorService: Service, Sendable {
     let drainSeconds: Double
     /// The data source of the metrics and dashboard server (``monitoringServer()``).
     public let monitor = CoordinatorMonitor()
+    /// Builds personalisation datasets (`submit --personalise`); without one such jobs fall
+    /// back or fail.
+    let datasetBuilder: PersonalisationDatasetBuilder?
 
-    public init(config: FarmConfiguration, logger: Logger, drainSeconds: Double = 10) {
+    public init(config: FarmConfiguration, logger: Logger, drainSeconds: Double = 10, datasetBuilder: PersonalisationDatasetBuilder? = nil) {
+        self.datasetBuilder = datasetBuilder
         self.config = config
         self.logger = logger
         self.drainSeconds = drainSeconds
@@ -68,7 +72,8 @@ public final class CoordinatorService: Service, Sendable {
         let dispatcher = Dispatcher(config: config, store: dispatchStore, media: media, endpoint: work, name: name, logger: logger) { job in
             Task { await pipelineBox.pipeline?.stitchWhenReady(job) }
         }
-        let pipeline = JobPipeline(config: config, store: jobStore, media: media, name: name, logger: logger) { _ in
+        let pipeline = JobPipeline(config: config, store: jobStore, media: media, name: name, logger: logger,
+                                   datasetBuilder: datasetBuilder) { _ in
             Task { await dispatcher.dispatchAll() }
         }
         pipelineBox.pipeline = pipeline

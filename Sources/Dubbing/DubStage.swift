@@ -85,17 +85,23 @@ public final class DubEngine: Sendable {
 /// with a face, through the VQ model; frames without a face pass through unchanged.
 public struct DubStage: Stage {
     public let engine: DubEngine
+    /// Engines of jobs' personalised weights, built on first use from ``engine``'s face models.
+    let personalised: PersonalisedEngines
 
-    public init(engine: DubEngine) { self.engine = engine }
+    public init(engine: DubEngine) {
+        self.engine = engine
+        personalised = PersonalisedEngines(base: engine)
+    }
 
     public var name: String { "dub" }
     public var layout: VideoFrame.Layout { .rgb24 }
     public var model: String? { engine.model.id }
 
     public func makeProcessor(for context: StageContext) throws -> any FrameProcessor {
-        var log = engine.logger
+        var log = self.engine.logger
         log[metadataKey: "job"] = .stringConvertible(context.task.segment.job)
         log[metadataKey: "segment"] = .stringConvertible(context.task.segment.index)
+        let engine = try context.weights.map { try personalised.engine(for: $0) } ?? self.engine
         var face = context.sourceFace
         if face != nil && !engine.model.swapsFaces {
             // An untrained swap would make the face worse: lip sync only, with the lower-face mask.
@@ -114,5 +120,55 @@ public struct DubStage: Stage {
 
     public func timings(of processor: any FrameProcessor) -> [(step: String, msPerFrame: Double)] {
         (processor as? DubProcessor)?.timings.msPerFrame ?? []
+    }
+}
+
+/// The engines of jobs' personalised weights (``Worker/PersonalisedWeights``): each loaded once
+/// and shared by the job's segments; the two used last are kept, so two personalised jobs can
+/// alternate on one worker without reloading, and an old job's weights do not pile up.
+final class PersonalisedEngines: Sendable {
+    let base: DubEngine
+    private let engines = Mutex<[(sha256: String, engine: DubEngine)]>([])
+    static let kept = 2
+
+    init(base: DubEngine) { self.base = base }
+
+    func engine(for weights: PersonalisedWeights) throws -> DubEngine {
+        if let hit = engines.withLock({ list -> DubEngine? in
+            guard let i = list.firstIndex(where: { $0.sha256 == weights.sha256 }) else { return nil }
+            let e = list.remove(at: i)
+            list.append(e)
+            return e.engine
+        }) {
+            return hit
+        }
+        // The personalised file holds the base model's tensors, fine-tuned: it is read with the
+        // base's manifest (architecture and configuration).
+        guard let baseDirectory = base.model.directory else {
+            throw DubfarmError(.unsupported, "personalised weights need a worker whose --model is a weights directory, not seeded weights")
+        }
+        let manifest = weights.directory.appendingPathComponent(SwapTalkModel.manifestFile)
+        if !FileManager.default.fileExists(atPath: manifest.path) {
+            do { try FileManager.default.copyItem(at: baseDirectory.appendingPathComponent(SwapTalkModel.manifestFile), to: manifest) } catch {
+                if !FileManager.default.fileExists(atPath: manifest.path) {
+                    throw DubfarmError(.io, "cannot place the model manifest beside the personalised weights in \(weights.directory.path): \(error)")
+                }
+            }
+        }
+        let t0 = Date()
+        let model: DubModel
+        do { model = try DubModel.load(directory: weights.directory) } catch let e as DubfarmError {
+            throw DubfarmError(e.code, "the job's personalised weights \(weights.sha256.prefix(16))… do not load with this worker's model (\(base.model.id)): \(e.message)")
+        }
+        let engine = DubEngine(model: model, analyzer: base.analyzer, trackerParameters: base.trackerParameters, logger: base.logger)
+        base.logger.info("personalised weights loaded", metadata: [
+            "weights": .string(weights.sha256), "model": .string(model.id), "base": .string(base.model.id),
+            "seconds": .string(String(format: "%.2f", Date().timeIntervalSince(t0)))])
+        engines.withLock { list in
+            list.removeAll { $0.sha256 == weights.sha256 }
+            list.append((weights.sha256, engine))
+            if list.count > Self.kept { list.removeFirst(list.count - Self.kept) }
+        }
+        return engine
     }
 }

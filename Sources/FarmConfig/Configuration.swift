@@ -52,6 +52,18 @@ public struct FarmConfiguration: Sendable, Hashable {
     /// `HOST:PORT` of the coordinator's HTTP server for Prometheus metrics and the dashboard
     /// (empty: off).
     public var metricsListen = "127.0.0.1:9464"
+    /// Per-job personalisation (`submit --personalise`): the budget in seconds every job gets
+    /// when it names none (0: only jobs that ask are personalised).
+    public var personaliseDefaultSeconds = 0
+    /// Frames of a job's video (from its start) in its personalisation dataset.
+    public var personaliseMaxFrames = 750
+    /// Seconds of training between the checkpoints a personalising worker sends back (what a
+    /// worker killed mid-way costs at most).
+    public var personaliseCheckpointSeconds = 60
+    /// Failed attempts after which a personalisation gives up (then the job falls back or fails).
+    public var personaliseMaxAttempts = 3
+    /// The model configuration (crop size) of the personalisation dataset: the workers' model's.
+    public var personaliseModelConfig = "small"
     /// CURVE: the coordinator's secret key file (`dubfarm keys generate`); `nil` = plaintext, no authentication.
     public var secretKeyFile: String? = nil
     /// CURVE: a public key file, or a directory of them, naming the workers admitted on the work endpoint.
@@ -210,6 +222,15 @@ extension ConfigKey {
                   secret: false, read: { $0.metricsListen }, write: { c, v in
                       do { _ = try FarmConfiguration.parseListen(v) } catch { throw invalid("metrics.listen", v, "HOST:PORT (e.g. 127.0.0.1:9464, 0.0.0.0:9464) or empty") }
                       c.metricsListen = v
+                  }),
+        key("personalise.default_seconds", "training budget of every job that does not say (submit --personalise[=SECONDS]); 0 = off", \.personaliseDefaultSeconds, 0...86_400),
+        key("personalise.max_frames", "frames of a job's video (from its start) the personalisation trains and measures on", \.personaliseMaxFrames, 20...100_000),
+        key("personalise.checkpoint_seconds", "seconds of training between checkpoints sent back (the most a killed worker costs)", \.personaliseCheckpointSeconds, 1...3_600),
+        key("personalise.max_attempts", "failed attempts before a personalisation gives up", \.personaliseMaxAttempts, 1...100),
+        ConfigKey(path: "personalise.model_config", help: "crop configuration of the dataset: the workers' model's (tiny, small, paper)", secret: false,
+                  read: { $0.personaliseModelConfig }, write: { c, v in
+                      guard ["tiny", "small", "paper"].contains(v) else { throw invalid("personalise.model_config", v, "tiny, small or paper") }
+                      c.personaliseModelConfig = v
                   }),
         key("security.secret_key_file", "the coordinator's CURVE secret key file (dubfarm keys generate); empty = CURVE off, plaintext", \.secretKeyFile),
         key("security.authorized_workers", "public key file or directory of the workers admitted (CURVE on)", \.authorizedWorkers),

@@ -47,18 +47,20 @@ public struct TopRenderer: Sendable {
 
         // Jobs table.
         let jobs = s.jobs.filter { filter == nil || $0.state == filter }
-        let fixed = 6 + 10 + 6 + 12 + 8 + 9 + 7   // id, state, percent, segments, fps, eta, spacing
+        let fixed = 6 + 13 + 6 + 12 + 8 + 9 + 7   // id, state, percent, segments, fps, eta, spacing
         let barWidth = max(5, min(30, width - fixed - 12))
-        var jobLines = [Self.row([("JOB", 6, true), ("STATE", 10, false), ("PROGRESS", barWidth + 2 + 5, false), ("SEGMENTS", 10, true),
+        var jobLines = [Self.row([("JOB", 6, true), ("STATE", 13, false), ("PROGRESS", barWidth + 2 + 5, false), ("SEGMENTS", 10, true),
                                   ("FPS", 7, true), ("ETA", 8, true), ("VIDEO", 0, false)])]
         for j in jobs {
             let rate = s.rates.jobs[String(j.id)]
-            let bar = "[" + ProgressBar.bar(j.progress, width: barWidth) + "]" + String(format: "%4d%%", Int(j.progress * 100))
-            jobLines.append(Self.row([("\(j.id)", 6, true), (j.state.rawValue, 10, false), (bar, barWidth + 2 + 5, false),
+            // A personalising job's bar is its fine-tune's share of the training budget.
+            let progress = j.state == .personalising ? (j.personalisation?.progress ?? 0) : j.progress
+            let bar = "[" + ProgressBar.bar(progress, width: barWidth) + "]" + String(format: "%4d%%", Int(progress * 100))
+            jobLines.append(Self.row([("\(j.id)", 6, true), (j.state.rawValue, 13, false), (bar, barWidth + 2 + 5, false),
                                       ("\(j.segments.done)/\(j.segments.total)", 10, true),
                                       (rate.map { String(format: "%.1f", $0.framesPerSecond) } ?? "-", 7, true),
                                       (j.state.isTerminal ? "" : rate?.etaSeconds.map(ProgressBar.duration) ?? "--", 8, true),
-                                      (j.video, 0, false)]))
+                                      (j.video + (j.personalisation.map { "  personalise: \($0.summary)" } ?? ""), 0, false)]))
         }
 
         // Workers table.
@@ -101,7 +103,10 @@ public struct TopRenderer: Sendable {
             lines.append("job \(j.id) \(j.state.rawValue) \(Int(j.progress * 100))% segments \(j.segments.done)/\(j.segments.total)"
                          + " frames \(j.framesDone)/\(j.frames.map(String.init) ?? "?")"
                          + " fps \(r.map { String(format: "%.1f", $0.framesPerSecond) } ?? "-")"
-                         + " eta \(r?.etaSeconds.map(ProgressBar.duration) ?? "--")")
+                         + " eta \(r?.etaSeconds.map(ProgressBar.duration) ?? "--")"
+                         + (j.personalisation.map { p in
+                             " personalise \(p.state) step \(p.step) loss \(p.loss.map { String(format: "%.4f", $0) } ?? "-")"
+                                 + " elapsed \(Int(p.elapsedSeconds))/\(p.budgetSeconds)s" } ?? ""))
         }
         for w in s.workers {
             lines.append("worker \(w.name) \(w.host) \(w.state) segment \(w.current ?? "-") fps \(s.rates.workers[w.name].map { String(format: "%.1f", $0) } ?? "-")")

@@ -46,8 +46,13 @@ public struct SubmitSpec: Codable, Sendable, Hashable {
     /// The stage to run; `nil` for the coordinator's default.
     public var stage: String?
     public var model: String?
+    /// `submit --personalise[=SECONDS]`: fine-tune the model on the video first; `seconds` 0
+    /// turns a coordinator's default personalisation off for this job.
+    public var personalise: PersonaliseRequest?
     public init(video: String, audio: String, face: String? = nil, videoName: String = "video", audioName: String = "audio",
-                faceName: String? = nil, priority: Int = 0, stage: String? = nil, model: String? = nil) {
+                faceName: String? = nil, priority: Int = 0, stage: String? = nil, model: String? = nil,
+                personalise: PersonaliseRequest? = nil) {
+        self.personalise = personalise
         self.video = video
         self.audio = audio
         self.face = face

@@ -11,6 +11,57 @@ public struct SegmentCounts: Codable, Sendable, Hashable {
 }
 
 /// One job, as `jobs` and `status` show it.
+/// A job's personalisation phase: the fine-tune on its own footage before it is dubbed.
+public struct PersonalisationView: Codable, Sendable, Hashable {
+    /// `preparing`, `pending`, `leased`, `done` or `failed`.
+    public var state: String
+    public var budgetSeconds: Int
+    public var fallback: Bool
+    /// Seconds of training spent (across attempts) and the step and loss reached.
+    public var elapsedSeconds: Double
+    public var step: Int
+    public var loss: Double?
+    public var worker: String?
+    /// Attempts so far, failed attempts, the step of the checkpoint kept and the step the
+    /// current attempt resumed from.
+    public var leases: Int
+    public var failures: Int
+    public var checkpointStep: Int?
+    public var resumedFrom: Int?
+    public var datasetFrames: Int?
+    public var weights: String?
+    /// The trainer's figures on the held-back part of the clip (JSON), once done.
+    public var report: String?
+    public var error: String?
+
+    public init(state: String, budgetSeconds: Int, fallback: Bool, elapsedSeconds: Double, step: Int, leases: Int, failures: Int) {
+        self.state = state
+        self.budgetSeconds = budgetSeconds
+        self.fallback = fallback
+        self.elapsedSeconds = elapsedSeconds
+        self.step = step
+        self.leases = leases
+        self.failures = failures
+    }
+
+    /// Share of the budget spent, 0…1.
+    public var progress: Double { state == "done" ? 1 : min(1, elapsedSeconds / Double(max(budgetSeconds, 1))) }
+
+    /// One line for people: `training 41 % (step 120, loss 0.213) on w1` and the like.
+    public var summary: String {
+        let loss = loss.map { String(format: ", loss %.4f", $0) } ?? ""
+        switch state {
+        case "preparing": return "building the dataset from the video"
+        case "pending": return checkpointStep.map { "waiting for a worker (resumes at step \($0))" } ?? "waiting for a worker that can personalise"
+        case "leased":
+            return String(format: "training %.0f %% of %d s (step %d%@)", progress * 100, budgetSeconds, step, loss)
+                + (worker.map { " on \($0)" } ?? "") + (resumedFrom.map { $0 > 0 ? ", resumed at step \($0)" : "" } ?? "")
+        case "done": return "done: \(step) steps in \(Int(elapsedSeconds)) s, weights \(weights.map { String($0.prefix(16)) } ?? "?")"
+        default: return "failed: \(error ?? "no reason recorded")" + (fallback ? " (running on the default weights)" : "")
+        }
+    }
+}
+
 public struct JobView: Codable, Sendable, Hashable {
     public var id: Int64
     public var state: JobState
@@ -43,6 +94,10 @@ public struct JobView: Codable, Sendable, Hashable {
     /// Why pending segments wait when no connected worker can take them
     /// (`waiting for a worker with model X …`); absent when a compatible worker is connected.
     public var waitingFor: String?
+    /// Its personalisation (`submit --personalise`), if it asked for one.
+    public var personalisation: PersonalisationView?
+    /// SHA-256 of the personalised weights its segments run on, once trained.
+    public var weights: String?
 
     public init(id: Int64, state: JobState, priority: Int, createdAt: Date, updatedAt: Date, video: String, audio: String,
                 face: String?, stage: String) {

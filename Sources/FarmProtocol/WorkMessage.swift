@@ -19,6 +19,10 @@ public struct WorkerHello: Codable, Sendable, Hashable {
     /// The task it is still working on after reconnecting, if any.
     public var busyWith: TaskRef?
 
+    /// The capability of a worker that fine-tunes jobs' models (`worker --personalise`).
+    public static let personaliseCapability = "personalise"
+    public var canPersonalise: Bool { capabilities.contains(Self.personaliseCapability) }
+
     public init(name: String, host: String, pid: Int, threads: Int, stage: String, model: String? = nil,
                 capabilities: [String] = [], version: String, busyWith: TaskRef? = nil) {
         self.name = name
@@ -64,10 +68,13 @@ public struct TaskAssignment: Sendable, Hashable {
     public var sourceFace: [UInt8]?
     /// Identifier of the model the job requires, if any.
     public var model: String?
+    /// SHA-256 (hex) of the job's personalised weights (`submit --personalise`), which the
+    /// coordinator sent in a WEIGHTS message before; nil: the worker's own weights.
+    public var weights: String?
 
     public init(ref: TaskRef, stage: String, outputFrames: Range<Int>, decodedFrames: Range<Int>, framePTS: [Int64],
                 frameRate: Rational, encoder: EncoderSettings, input: PacketBundle, audio: AudioWindow,
-                sourceFace: [UInt8]? = nil, model: String? = nil) {
+                sourceFace: [UInt8]? = nil, model: String? = nil, weights: String? = nil) {
         self.ref = ref
         self.stage = stage
         self.outputFrames = outputFrames
@@ -79,6 +86,7 @@ public struct TaskAssignment: Sendable, Hashable {
         self.audio = audio
         self.sourceFace = sourceFace
         self.model = model
+        self.weights = weights
     }
 }
 
@@ -99,8 +107,9 @@ public struct FailureReport: Codable, Sendable, Hashable {
 
 /// A message between the coordinator's work endpoint and a worker.
 ///
-/// On the wire: `[DUBFARM-WORK/2, COMMAND, header, payload frames…]`, the header in binary
-/// (see `WorkHeaders.swift`; version 1 had JSON headers).
+/// On the wire: `[DUBFARM-WORK/3, COMMAND, header, payload frames…]`, the header in binary
+/// (see `WorkHeaders.swift`; version 1 had JSON headers; version 3 added personalisation:
+/// `PersonaliseMessages.swift`).
 /// Any message counts as a heartbeat.
 public enum WorkMessage: Sendable, Hashable {
     case ready(WorkerHello)
@@ -111,6 +120,19 @@ public enum WorkMessage: Sendable, Hashable {
     case cancel(TaskRef)
     case heartbeat
     case disconnect(reason: String)
+    /// Coordinator → worker: a personalised weights file, by its SHA-256, before the first
+    /// task that names it.
+    case weights(sha256: String, bytes: [UInt8])
+    /// Coordinator → worker: fine-tune the model for a job.
+    case train(TrainAssignment)
+    case trainProgress(TrainRef, TrainProgress)
+    /// Worker → coordinator: a checkpoint of the fine-tune, to resume from elsewhere.
+    case checkpoint(TrainRef, TrainProgress, bytes: [UInt8])
+    /// Worker → coordinator: the fine-tuned weights and the trainer's report (JSON).
+    case trained(TrainRef, TrainProgress, report: String, weights: [UInt8])
+    case trainFailed(TrainRef, FailureReport)
+    /// Coordinator → worker: stop that fine-tune (its job ended or the lease is not current).
+    case cancelTrain(TrainRef)
 
     public var command: String {
         switch self {
@@ -122,6 +144,13 @@ public enum WorkMessage: Sendable, Hashable {
         case .cancel: return "CANCEL"
         case .heartbeat: return "HEARTBEAT"
         case .disconnect: return "DISCONNECT"
+        case .weights: return "WEIGHTS"
+        case .train: return "TRAIN"
+        case .trainProgress: return "TRAIN-PROGRESS"
+        case .checkpoint: return "CHECKPOINT"
+        case .trained: return "TRAINED"
+        case .trainFailed: return "TRAIN-FAILED"
+        case .cancelTrain: return "TRAIN-CANCEL"
         }
     }
 
@@ -149,6 +178,7 @@ public enum WorkMessage: Sendable, Hashable {
             h.i64(t.audio.startSample)
             h.bool(t.sourceFace != nil)
             h.optionalString(t.model)
+            h.optionalString(t.weights)
             frames.append(h.bytes)
             frames.append(t.input.encoded())
             var w = ByteWriter(capacity: t.audio.samples.count * 4 + 8)
@@ -176,6 +206,34 @@ public enum WorkMessage: Sendable, Hashable {
             frames.append([])
         case .disconnect(let reason):
             h.string(reason)
+            frames.append(h.bytes)
+        case .weights(let hash, let bytes):
+            h.string(hash)
+            frames.append(h.bytes)
+            frames.append(bytes)
+        case .train(let t):
+            t.encode(into: &frames)
+        case .trainProgress(let ref, let p):
+            ref.write(&h)
+            p.write(&h)
+            frames.append(h.bytes)
+        case .checkpoint(let ref, let p, let bytes):
+            ref.write(&h)
+            p.write(&h)
+            frames.append(h.bytes)
+            frames.append(bytes)
+        case .trained(let ref, let p, let report, let weights):
+            ref.write(&h)
+            p.write(&h)
+            h.string(report)
+            frames.append(h.bytes)
+            frames.append(weights)
+        case .trainFailed(let ref, let failure):
+            ref.write(&h)
+            failure.write(&h)
+            frames.append(h.bytes)
+        case .cancelTrain(let ref):
+            ref.write(&h)
             frames.append(h.bytes)
         }
         return frames
@@ -226,7 +284,8 @@ public enum WorkMessage: Sendable, Hashable {
                  outputStart: try r.int(), outputEnd: try r.int(), decodedStart: try r.int(), decodedEnd: try r.int(),
                  framePTS: try (0..<(try r.count(minElementSize: 8, max: 1 << 24))).map { _ in try r.i64() },
                  frameRate: try Rational.read(&r), encoder: try EncoderSettings.read(&r), audioStart: try r.i64(),
-                 hasFace: try r.bool(), model: try r.optionalString(max: maxNameBytes))
+                 hasFace: try r.bool(), model: try r.optionalString(max: maxNameBytes),
+                 weights: try r.optionalString(max: maxNameBytes))
             }
             guard h.outputStart >= 0, h.outputStart < h.outputEnd, h.decodedStart <= h.outputStart,
                   h.decodedEnd >= h.outputEnd, h.framePTS.count == h.decodedEnd - h.decodedStart,
@@ -241,7 +300,8 @@ public enum WorkMessage: Sendable, Hashable {
             return .task(TaskAssignment(
                 ref: h.ref, stage: h.stage, outputFrames: h.outputStart..<h.outputEnd, decodedFrames: h.decodedStart..<h.decodedEnd,
                 framePTS: h.framePTS, frameRate: h.frameRate, encoder: h.encoder, input: bundle,
-                audio: AudioWindow(startSample: h.audioStart, samples: samples), sourceFace: h.hasFace ? f[5] : nil, model: h.model))
+                audio: AudioWindow(startSample: h.audioStart, samples: samples), sourceFace: h.hasFace ? f[5] : nil, model: h.model,
+                weights: h.weights))
         case "PROGRESS":
             try expectFrames(3)
             let h = try header { r in (ref: try TaskRef.read(&r), done: try r.int(), total: try r.int()) }
@@ -264,8 +324,43 @@ public enum WorkMessage: Sendable, Hashable {
         case "DISCONNECT":
             try expectFrames(3)
             return .disconnect(reason: try header { r in try r.string(max: maxTextBytes) })
+        case "WEIGHTS":
+            try expectFrames(4)
+            let hash = try header { r in try r.string(max: maxNameBytes) }
+            guard Self.isSHA256(hash) else { throw DubfarmError(.protocolViolation, "WEIGHTS: '\(hash.prefix(80))' is not a SHA-256") }
+            return .weights(sha256: hash, bytes: f[3])
+        case "TRAIN":
+            try expectFrames(5)
+            let body = f[3], checkpoint = f[4]
+            return .train(try header { r in try TrainAssignment.decode(header: &r, body: body, checkpoint: checkpoint) })
+        case "TRAIN-PROGRESS":
+            try expectFrames(3)
+            let h = try header { r in (ref: try TrainRef.read(&r), p: try TrainProgress.read(&r)) }
+            return .trainProgress(h.ref, h.p)
+        case "CHECKPOINT":
+            try expectFrames(4)
+            let h = try header { r in (ref: try TrainRef.read(&r), p: try TrainProgress.read(&r)) }
+            return .checkpoint(h.ref, h.p, bytes: f[3])
+        case "TRAINED":
+            try expectFrames(4)
+            let h = try header { r in (ref: try TrainRef.read(&r), p: try TrainProgress.read(&r), report: try r.string(max: maxTextBytes)) }
+            return .trained(h.ref, h.p, report: h.report, weights: f[3])
+        case "TRAIN-FAILED":
+            try expectFrames(3)
+            let h = try header { r in (ref: try TrainRef.read(&r), failure: try FailureReport.read(&r)) }
+            return .trainFailed(h.ref, h.failure)
+        case "TRAIN-CANCEL":
+            try expectFrames(3)
+            return .cancelTrain(try header(TrainRef.read))
         default:
             throw DubfarmError(.protocolViolation, "unknown command '\(command)'")
         }
+    }
+}
+
+extension WorkMessage {
+    /// Whether `s` is 64 lowercase hex digits (a SHA-256 as weights are named).
+    public static func isSHA256(_ s: String) -> Bool {
+        s.utf8.count == 64 && s.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
     }
 }

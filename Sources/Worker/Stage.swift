@@ -10,6 +10,9 @@ public struct StageContext: Sendable {
     public var frameRate: Rational
     public var audio: AudioWindow
     public var sourceFace: [UInt8]?
+    /// The job's personalised weights (`submit --personalise`), if it has them: a model stage
+    /// runs the segment on them instead of its own.
+    public var weights: PersonalisedWeights?
     public var threads: Int
     /// Whether the segment was cancelled (or is being handed back): long stages poll this.
     public var isCancelled: @Sendable () -> Bool

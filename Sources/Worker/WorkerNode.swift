@@ -22,6 +22,10 @@ public struct WorkerOptions: Sendable {
     public var maxReconnectSeconds: Double = 10
     /// CURVE: the coordinator's public key and this worker's key pair.
     public var curve: (serverKey: String, keys: CurveKeyPair)?
+    /// Fine-tunes jobs' models (`worker --personalise`): the worker advertises `personalise`.
+    public var personaliser: Personaliser?
+    /// Where jobs' personalised weights are kept, by SHA-256.
+    public var weightsCache = WeightsCache(root: WeightsCache.defaultRoot())
 
     public init(endpoint: String, name: String, threads: Int) {
         self.endpoint = endpoint
@@ -48,14 +52,25 @@ public final class WorkerNode: Sendable {
         var current: RunningTask?
     }
 
-    /// The segment being processed and its cancel flag.
-    final class RunningTask: Sendable {
-        let ref: TaskRef
+    /// The segment (or fine-tune) being processed and its cancel flag.
+    final class RunningTask: Sendable, CustomStringConvertible {
+        /// The segment's lease; nil for a fine-tune.
+        let ref: TaskRef?
+        /// The fine-tune's lease; nil for a segment.
+        let train: TrainRef?
         let cancelled = Atomic<Bool>(false)
         let handBack = Atomic<Bool>(false)
         /// Its RESULT or FAILED is posted; the worker is as good as idle.
         let finished = Atomic<Bool>(false)
-        init(ref: TaskRef) { self.ref = ref }
+        init(ref: TaskRef) {
+            self.ref = ref
+            self.train = nil
+        }
+        init(train: TrainRef) {
+            self.ref = nil
+            self.train = train
+        }
+        var description: String { ref.map { "\($0)" } ?? train.map { "\($0)" } ?? "nothing" }
     }
 
     public init(options: WorkerOptions, stage: any Stage, logger: Logger) {
@@ -143,7 +158,8 @@ public final class WorkerNode: Sendable {
             return .ready(WorkerHello(
                 name: options.name, host: ProcessInfo.processInfo.hostName, pid: Int(ProcessInfo.processInfo.processIdentifier),
                 threads: options.threads, stage: stage.name, model: stage.model,
-                capabilities: ["stage:\(stage.name)"] + (stage.model.map { ["model:\($0)"] } ?? []),
+                capabilities: ["stage:\(stage.name)"] + (stage.model.map { ["model:\($0)"] } ?? [])
+                    + (options.personaliser == nil ? [] : [WorkerHello.personaliseCapability]),
                 version: DubfarmVersion.current, busyWith: busy))
         }
 
@@ -165,7 +181,8 @@ public final class WorkerNode: Sendable {
                 }
                 if let stopAt, clock.now - stopAt > .milliseconds(Int(options.graceSeconds * 1000)),
                    let current, !current.handBack.load(ordering: .relaxed) {
-                    logger.notice("grace period over: handing segment back", metadata: ["segment": .stringConvertible(current.ref)])
+                    logger.notice("grace period over: handing \(current.ref == nil ? "personalisation" : "segment") back",
+                                  metadata: ["segment": .stringConvertible(current)])
                     current.handBack.store(true, ordering: .relaxed)
                     current.cancelled.store(true, ordering: .relaxed)
                 }
@@ -254,11 +271,80 @@ public final class WorkerNode: Sendable {
                     logger.info("segment cancelled by coordinator", metadata: ["segment": .stringConvertible(ref)])
                 }
             }
+        case .train(let task):
+            let accepted: Bool = control.withLock { s in
+                guard options.personaliser != nil, s.current == nil || s.current!.finished.load(ordering: .acquiring), !s.stopping else {
+                    return false
+                }
+                s.current = RunningTask(train: task.ref)
+                return true
+            }
+            guard accepted else {
+                send(.trainFailed(task.ref, FailureReport(code: DubfarmError.Code.cancelled.rawValue,
+                                                          message: "worker \(options.name) is busy, stopping or cannot personalise", handedBack: true)))
+                return
+            }
+            let running = control.withLock { $0.current! }
+            let thread = Thread { [self] in personalise(task, running) }
+            thread.name = "personalise \(task.ref.job)"
+            thread.start()
+        case .cancelTrain(let ref):
+            control.withLock { s in
+                if let c = s.current, c.train == ref {
+                    c.cancelled.store(true, ordering: .relaxed)
+                    logger.info("personalisation cancelled by coordinator", metadata: ["job": .stringConvertible(ref.job)])
+                }
+            }
+        case .weights(let sha256, let bytes):
+            do {
+                try options.weightsCache.store(bytes, sha256: sha256)
+                logger.info("personalised weights received", metadata: ["weights": .string(sha256), "bytes": .stringConvertible(bytes.count)])
+            } catch {
+                logger.error("personalised weights refused: \(error)")
+            }
         case .disconnect(let reason):
             logger.notice("coordinator said goodbye: \(reason)")
-        case .heartbeat, .ready, .progress, .result, .failed:
+        case .heartbeat, .ready, .progress, .result, .failed, .trainProgress, .checkpoint, .trained, .trainFailed:
             break
         }
+    }
+
+    /// A fine-tune, on its own thread: the trainer runs as a child process; its progress and
+    /// checkpoints go to the coordinator as they come.
+    private func personalise(_ task: TrainAssignment, _ running: RunningTask) {
+        var log = logger
+        log[metadataKey: "job"] = .stringConvertible(task.ref.job)
+        let outbox = self.outbox
+        let message: WorkMessage
+        do {
+            guard let personaliser = options.personaliser else {
+                throw DubfarmError(.unsupported, "worker \(options.name) cannot personalise (start it with --personalise)")
+            }
+            let outcome = try personaliser.run(task, logger: log, cancelled: { running.cancelled.load(ordering: .relaxed) },
+                                               report: { outbox.post($0) })
+            let sha = WeightsCache.sha256(outcome.weights)
+            // Kept here too: this worker will most likely dub some of the job's segments.
+            _ = try? options.weightsCache.store(outcome.weights, sha256: sha)
+            log.info("personalisation done", metadata: [
+                "weights": .string(sha), "step": .stringConvertible(outcome.progress.step),
+                "seconds": .string(String(format: "%.1f", outcome.progress.elapsed))])
+            message = .trained(task.ref, outcome.progress, report: outcome.report, weights: outcome.weights)
+        } catch {
+            let e = error as? DubfarmError ?? DubfarmError(.internalError, "\(error)")
+            let handedBack = running.handBack.load(ordering: .relaxed)
+            if running.cancelled.load(ordering: .relaxed) {
+                log.notice(handedBack ? "personalisation handed back" : "personalisation cancelled")
+            } else {
+                log.error("personalisation failed: \(e.message)")
+            }
+            message = .trainFailed(task.ref, FailureReport(code: e.code.rawValue, message: e.message, handedBack: handedBack))
+        }
+        running.finished.store(true, ordering: .releasing)
+        outbox.post(message)
+        control.withLock { s in
+            if s.current === running { s.current = nil }
+        }
+        stopSignal.raise()
     }
 
     /// The heavy work, on its own thread: decode, stage, encode; reports through the outbox.
@@ -280,10 +366,19 @@ public final class WorkerNode: Sendable {
             guard task.stage == stage.name else {
                 throw DubfarmError(.unsupported, "worker \(options.name) runs stage '\(stage.name)', not '\(task.stage)'")
             }
-            let context = StageContext(task: task.ref, outputFrames: task.outputFrames, decodedFrames: task.decodedFrames,
+            var weights: PersonalisedWeights?
+            if let sha = task.weights {
+                guard let cached = options.weightsCache.weights(sha) else {
+                    throw DubfarmError(.notFound, "the job's personalised weights \(sha.prefix(16))… are not on worker \(options.name) (the coordinator sends them before the job's first task)")
+                }
+                weights = cached
+                log.info("segment runs on the job's personalised weights", metadata: ["weights": .string(sha)])
+            }
+            var context = StageContext(task: task.ref, outputFrames: task.outputFrames, decodedFrames: task.decodedFrames,
                                        frameRate: task.frameRate, audio: task.audio, sourceFace: task.sourceFace,
                                        threads: options.threads,
                                        isCancelled: { running.cancelled.load(ordering: .relaxed) })
+            context.weights = weights
             if let packetStage = stage as? any PacketStage {
                 // No decoding or encoding: the stage returns the segment's packets itself.
                 let output = try packetStage.process(task, context: context)

@@ -29,7 +29,7 @@ struct Dubfarm: AsyncParsableCommand {
     /// Parses, runs, and maps failures to the documented exit codes.
     static func main() async {
         do {
-            var command = try parseAsRoot()
+            var command = try parseAsRoot(Submit.expandingPersonalise(Array(CommandLine.arguments.dropFirst())))
             if var async = command as? AsyncParsableCommand {
                 try await async.run()
             } else {

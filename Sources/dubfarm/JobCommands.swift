@@ -33,6 +33,12 @@ struct Submit: ParsableCommand {
     @Option(name: .long, help: "Model the job requires: NAME (any version) or NAME@VERSION, as `dubfarm workers` shows them. Workers without it get none of its segments; `status` says when none connected has it.")
     var model: String?
 
+    @Option(name: .long, help: ArgumentHelp("Fine-tune the model on this video's own face and speech before dubbing it, for SECONDS of training (--personalise alone: 300); a worker started with --personalise does it, and every segment then runs on the job's own weights. 0: none, even when the coordinator personalises by default.", valueName: "SECONDS"))
+    var personalise: Int?
+
+    @Flag(name: .long, help: "If the personalisation fails, dub with the default weights instead of failing the job.")
+    var personaliseFallback = false
+
     @Option(name: .long, help: "Download the result here when done (implies --wait).")
     var out: String?
 
@@ -49,6 +55,12 @@ struct Submit: ParsableCommand {
             }
             guard !isDir.boolValue else { throw ValidationError("\(path): is a directory, not a \(what) file") }
             guard FileManager.default.isReadableFile(atPath: path) else { throw ValidationError("\(path): not readable") }
+        }
+        if let p = personalise, !(0...PersonaliseRequest.maxSeconds).contains(p) {
+            throw ValidationError("--personalise takes seconds of training, 0…\(PersonaliseRequest.maxSeconds) (\(p) given)")
+        }
+        if personaliseFallback && personalise == nil {
+            throw ValidationError("--personalise-fallback goes with --personalise")
         }
         if let out {
             let dir = URL(fileURLWithPath: out).deletingLastPathComponent().path
@@ -68,7 +80,8 @@ struct Submit: ParsableCommand {
         progress.done()
         let name = { (p: String) in URL(fileURLWithPath: p).lastPathComponent }
         let job = try c.call(.submit(SubmitSpec(video: v, audio: a, face: f, videoName: name(video), audioName: name(audio),
-                                                faceName: face.map(name), priority: priority, stage: stage, model: model)),
+                                                faceName: face.map(name), priority: priority, stage: stage, model: model,
+                                                personalise: personalise.map { PersonaliseRequest(seconds: $0, fallback: personaliseFallback) })),
                              as: JobView.self)
         if !(wait || out != nil) {
             if client.json { try printJSON(job) } else { print(job.id) }
@@ -94,6 +107,15 @@ struct Submit: ParsableCommand {
     }
 }
 
+extension Submit {
+    /// `--personalise` takes its value only as `--personalise=SECONDS`: alone, it means the
+    /// default budget (ArgumentParser has no options with an optional value).
+    static func expandingPersonalise(_ arguments: [String]) -> [String] {
+        guard arguments.first == "submit" else { return arguments }
+        return arguments.map { $0 == "--personalise" ? "--personalise=\(PersonaliseRequest.defaultSeconds)" : $0 }
+    }
+}
+
 /// Follows a job until it ends, drawing a progress bar on a terminal or one line per change otherwise.
 func follow(_ c: ControlClient, job: Int64, json: Bool) throws -> JobView {
     var last = ""
@@ -108,11 +130,16 @@ func follow(_ c: ControlClient, job: Int64, json: Bool) throws -> JobView {
             let fps = rate.fps.map { String(format: "%.1f fps", $0) } ?? "-- fps"
             var eta = ""
             if let f = j.frames, let r = rate.fps, r > 0 { eta = "ETA " + formatDuration(Double(f - j.framesDone) / r) }
-            let text = "\(j.state)  \(segs)  \(frames)  \(fps)  \(eta)"
+            var text = "\(j.state)  \(segs)  \(frames)  \(fps)  \(eta)"
+            var plain = "job \(j.id) \(j.state) \(segs) \(frames)"
+            if j.state == .personalising, let p = detail.job.personalisation {
+                text = "personalising: \(p.summary)"
+                plain = "job \(j.id) personalising: \(p.state) step \(p.step)"
+            }
             if stdoutIsTerminal {
-                printProgressLine("job \(j.id)", j.progress, text)
+                printProgressLine("job \(j.id)", j.state == .personalising ? (j.personalisation?.progress ?? 0) : j.progress, text)
             } else {
-                let line = "job \(j.id) \(j.state) \(segs) \(frames)"
+                let line = plain
                 if line != last { print(line); fflush(nil) }
                 last = line
             }
@@ -181,6 +208,16 @@ struct Status: ParsableCommand {
         if let f = j.face { print("  face    \(f)") }
         print("  progress \(Int(j.progress * 100))%  segments \(j.segments.done)/\(j.segments.total) done, \(j.segments.leased) running, \(j.segments.pending) pending" + (j.segments.dead > 0 ? ", \(j.segments.dead) dead" : ""))
         if let w = j.waitingFor { print("  waiting \(w)") }
+        if let p = j.personalisation {
+            print("  personalise  \(p.summary)")
+            if p.state != "done" {
+                print("               budget \(p.budgetSeconds) s, \(Int(p.elapsedSeconds)) s spent, attempt \(max(p.leases, 1))"
+                      + (p.failures > 0 ? ", \(p.failures) failed" : "") + (p.checkpointStep.map { ", checkpoint at step \($0)" } ?? "")
+                      + (p.datasetFrames.map { ", \($0) frames" } ?? "") + (p.fallback ? ", default weights if it fails" : ""))
+            }
+            if let r = p.report.flatMap(PersonaliseReport.init(json:)) { print("               held-back frames: \(r.summary)") }
+        }
+        if let w = j.weights { print("  weights \(w) (personalised)") }
         if let e = j.error { print("  error   \(e)") }
         if let b = j.outputBytes { print("  output  \(b) bytes (dubfarm fetch \(j.id) --out FILE)") }
         guard !d.segments.isEmpty else { return }
@@ -322,5 +359,24 @@ func printTable(_ rows: [[String]]) {
     for r in rows { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
     for r in rows {
         print(r.enumerated().map { i, c in i == r.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }.joined(separator: "  "))
+    }
+}
+
+/// The trainer's figures on the held-back part of a personalised job's clip (its `done` line).
+struct PersonaliseReport: Decodable {
+    struct Holdout: Decodable {
+        var psnr_before: Double?
+        var psnr_after: Double?
+    }
+    var holdout: Holdout?
+
+    init?(json: String) {
+        guard let r = try? JSONDecoder().decode(PersonaliseReport.self, from: Data(json.utf8)) else { return nil }
+        self = r
+    }
+
+    var summary: String {
+        guard let b = holdout?.psnr_before, let a = holdout?.psnr_after else { return "no figures reported" }
+        return String(format: "face PSNR %.2f dB before, %.2f dB after (%+.2f dB)", b, a, a - b)
     }
 }

@@ -34,6 +34,8 @@ struct LocalCommand: AsyncParsableCommand {
         @Option(name: .long, help: "Stage the workers run (and the coordinator's default): dub, passthrough.") var stage: String = "dub"
         @Option(name: .long, help: "Dub workers' model: weights directory or untrained:tiny|small|paper. Default: $DUBFARM_MODEL, else the bundled trained models/dubfarm-small.")
         var model: String?
+        @Flag(name: .long, help: "The workers also personalise jobs (submit --personalise): they run the trainer from training/ in the repository's .venv (make py-deps).")
+        var personalise = false
 
         func run() async throws {
             let root = dir.url
@@ -138,6 +140,7 @@ struct LocalCommand: AsyncParsableCommand {
                 let name = "local-\(offset + i + 1)"
                 var args = ["worker", "--connect", state.workEndpoint, "--name", name, "--threads", "\(threads)", "--stage", stage]
                 if stage == "dub" { args += ["--model", try resolveDubModel(model).spec.description] }
+                if personalise { args.append("--personalise") }
                 if let server = state.serverPublicKey {
                     let keys = LocalKeys(root: URL(fileURLWithPath: state.directory))
                     args += ["--key-file", keys.workerSecret, "--server-key", server]

@@ -10,6 +10,8 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import LocalFarm
+import TrainingData
+import VQModel
 import Worker
 
 struct CoordinatorCommand: AsyncParsableCommand {
@@ -30,7 +32,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     func run() async throws {
         let loaded = try options.load()
         let logger = bootstrapLogging(level: loaded.configuration.logLevel)
-        let service = CoordinatorService(config: loaded.configuration, logger: logger)
+        let service = CoordinatorService(config: loaded.configuration, logger: logger, datasetBuilder: personalisationDatasetBuilder(logger: logger))
         let readyFile = self.readyFile
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: service, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup)]
@@ -98,6 +100,18 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: .long, help: "trace, debug, info, notice, warning, error.")
     var logLevel: String = "info"
 
+    @Flag(name: .long, help: "Also fine-tune jobs' models (submit --personalise) on this worker: it needs the trainer (training/ and its Python environment, `make py-deps`). The fine-tune starts from --model.")
+    var personalise = false
+
+    @Option(name: .long, help: "--personalise: the trainer's Python (default: $DUBFARM_PYTHON, else .venv/bin/python of the repository beside this executable, else python3 on PATH).")
+    var python: String?
+
+    @Option(name: .long, help: "--personalise: the trainer's directory, training/ (default: $DUBFARM_TRAINER_DIR, else the repository's beside this executable).")
+    var trainerDir: String?
+
+    @Option(name: .long, help: "Where jobs' personalised weights are cached by hash (default: $DUBFARM_CACHE_DIR/weights, else ~/.cache/dubfarm/weights).")
+    var cacheDir: String?
+
     @Flag(name: .long, help: .hidden)
     var testFailEverySegment = false
 
@@ -127,6 +141,21 @@ struct WorkerCommand: AsyncParsableCommand {
         opts.liveness = liveness
         opts.graceSeconds = grace
         opts.curve = try curve.resolve()
+        if let cacheDir { opts.weightsCache = WeightsCache(root: URL(fileURLWithPath: cacheDir)) }
+        if personalise {
+            guard let dub = stageImpl as? DubStage, let base = dub.engine.model.directory else {
+                throw ValidationError("--personalise needs the dub stage with a weights directory as --model (the fine-tune starts from it)")
+            }
+            let env = ProcessInfo.processInfo.environment
+            let trainer = trainerDir.map { URL(fileURLWithPath: $0) } ?? env["DUBFARM_TRAINER_DIR"].map { URL(fileURLWithPath: $0) }
+                ?? TrainerLocation.trainingDirectory(executable: ProcessControl.currentExecutable)
+            let py = python ?? env["DUBFARM_PYTHON"] ?? TrainerLocation.python(trainingDirectory: trainer)
+            let p = Personaliser(python: py, trainerDirectory: trainer, baseModel: base,
+                                 workDirectory: FileManager.default.temporaryDirectory, threads: threads)
+            try p.check()
+            opts.personaliser = p
+            logger.info("personalisation on", metadata: ["python": .string(py), "trainer": .string(trainer.path), "base": .string(base.path)])
+        }
         let node = WorkerNode(options: opts, stage: stageImpl, logger: logger)
         // Signals arrive on a dispatch source; the node stops itself in an orderly way.
         signal(SIGTERM, SIG_IGN)
@@ -240,4 +269,48 @@ func makeDubEngine(model flag: String?, logger: Logger) throws -> DubEngine {
         "seconds": .string(String(format: "%.1f", Date().timeIntervalSince(t0))),
     ])
     return DubEngine(model: model, analyzer: analyzer, logger: logger)
+}
+
+/// Where a worker finds the trainer (`worker --personalise`) when not told.
+enum TrainerLocation {
+    /// `training/` in the repository holding this executable (`.build/release/dubfarm` and its
+    /// resolved `.build/<triple>/release/dubfarm` both reach it), else an install's.
+    static func trainingDirectory(executable: String) -> URL {
+        var dir = URL(fileURLWithPath: executable).standardizedFileURL.deletingLastPathComponent()
+        for _ in 0..<5 {
+            let candidate = dir.appendingPathComponent("training")
+            if FileManager.default.fileExists(atPath: candidate.appendingPathComponent("dubtrain").path) { return candidate }
+            if dir.path == "/" { break }
+            dir = dir.deletingLastPathComponent()
+        }
+        return URL(fileURLWithPath: "/usr/share/dubfarm/training")
+    }
+
+    /// The repository's `.venv/bin/python` beside `training/`, else `python3` on PATH.
+    static func python(trainingDirectory: URL) -> String {
+        let venv = trainingDirectory.deletingLastPathComponent().appendingPathComponent(".venv/bin/python").path
+        if FileManager.default.isExecutableFile(atPath: venv) { return venv }
+        for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":") {
+            let p = "\(dir)/python3"
+            if FileManager.default.isExecutableFile(atPath: p) { return p }
+        }
+        return "python3"
+    }
+}
+
+/// The coordinator's builder of personalisation datasets: `dubfarm dataset build` in-process.
+func personalisationDatasetBuilder(logger: Logger) -> PersonalisationDatasetBuilder {
+    { video, directory, maxFrames, config in
+        let modelConfig: ModelConfig
+        do { modelConfig = try ModelConfig.named(config) } catch {
+            throw DubfarmError(.configuration, "personalise.model_config: \(error)")
+        }
+        var options = DatasetOptions(config: modelConfig)
+        options.maxFramesPerClip = maxFrames
+        let analyzer = try FaceAnalyzer.load { logger.warning("\($0)") }
+        let index = try DatasetBuilder(analyzer: analyzer, options: options).build(inputs: [video.path], into: directory) { line in
+            logger.debug("dataset: \(line)")
+        }
+        return index.shards.reduce(0) { $0 + $1.count }
+    }
 }

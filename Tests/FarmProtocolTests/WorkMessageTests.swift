@@ -32,7 +32,82 @@ func allWorkMessages() -> [WorkMessage] {
         .failed(ref, FailureReport(code: "badInput", message: "decoder error at frame 17")),
         .failed(ref, FailureReport(code: "cancelled", message: "worker stopping", handedBack: true)),
         .cancel(ref), .heartbeat, .disconnect(reason: "SIGTERM"),
+    ] + personaliseMessages()
+}
+
+let sampleSHA = String(repeating: "0123456789abcdef", count: 4)
+
+func sampleTrain(checkpoint: Bool = true) -> TrainAssignment {
+    TrainAssignment(ref: TrainRef(job: JobID(9), token: .random()), budgetSeconds: 300, checkpointSeconds: 60, attempt: 2,
+                    dataset: [NamedFile(name: "index.json", bytes: Array(#"{"format":"dubfarm-dataset/1"}"#.utf8)),
+                              NamedFile(name: "shard-00000.safetensors", bytes: (0..<5000).map { UInt8(truncatingIfNeeded: $0 * 7) }),
+                              NamedFile(name: "empty", bytes: [])],
+                    checkpoint: checkpoint ? [1, 2, 3, 4] : nil, checkpointStep: checkpoint ? 120 : nil)
+}
+
+/// The messages of per-job personalisation (protocol version 3).
+func personaliseMessages() -> [WorkMessage] {
+    let ref = TrainRef(job: JobID(9), token: .random())
+    var weighted = sampleTask()
+    weighted.weights = sampleSHA
+    return [
+        .task(weighted), .weights(sha256: sampleSHA, bytes: [9, 8, 7]), .train(sampleTrain()), .train(sampleTrain(checkpoint: false)),
+        .trainProgress(ref, TrainProgress(step: 17, loss: 0.25, elapsed: 12.5)),
+        .trainProgress(ref, TrainProgress(step: 0, loss: nil, elapsed: 0)),
+        .checkpoint(ref, TrainProgress(step: 40, loss: 0.2, elapsed: 61), bytes: [5, 5, 5]),
+        .trained(ref, TrainProgress(step: 300, loss: 0.1, elapsed: 300), report: #"{"event":"done"}"#, weights: [1, 2]),
+        .trainFailed(ref, FailureReport(code: "badInput", message: "no face")), .cancelTrain(ref),
     ]
+}
+
+@Suite("Work protocol codec: personalisation")
+struct PersonaliseMessageTests {
+    @Test("a TRAIN carries the dataset's files, in order and byte for byte, and the checkpoint with its step")
+    func trainFiles() throws {
+        let t = sampleTrain()
+        guard case .train(let back) = try WorkMessage.decode(WorkMessage.train(t).encode()) else { Issue.record("not a TRAIN"); return }
+        #expect(back.dataset.map(\.name) == ["index.json", "shard-00000.safetensors", "empty"])
+        #expect(back.dataset == t.dataset && back.checkpoint == [1, 2, 3, 4] && back.checkpointStep == 120)
+    }
+
+    @Test("a dataset file name that is a path is refused (a worker writes the files under these names)")
+    func pathNames() throws {
+        for bad in ["../evil", "a/b", ".hidden", ""] {
+            var t = sampleTrain()
+            t.dataset[0].name = bad
+            #expect(throws: DubfarmError.self) { try WorkMessage.decode(WorkMessage.train(t).encode()) }
+        }
+    }
+
+    @Test("sizes that disagree with the body, or a checkpoint without its step, are refused")
+    func inconsistent() throws {
+        var frames = WorkMessage.train(sampleTrain()).encode()
+        frames[3].removeLast()
+        #expect(throws: DubfarmError.self) { try WorkMessage.decode(frames) }
+        frames = WorkMessage.train(sampleTrain()).encode()
+        frames[3].append(0)
+        #expect(throws: DubfarmError.self) { try WorkMessage.decode(frames) }
+        frames = WorkMessage.train(sampleTrain(checkpoint: false)).encode()
+        frames[4] = [1]
+        #expect(throws: DubfarmError.self) { try WorkMessage.decode(frames) }
+    }
+
+    @Test("WEIGHTS names a SHA-256: anything else is refused")
+    func weightsName() throws {
+        var frames = WorkMessage.weights(sha256: sampleSHA, bytes: [1]).encode()
+        var w = ByteWriter()
+        w.string("../../etc/passwd")
+        frames[2] = w.bytes
+        #expect(throws: DubfarmError.self) { try WorkMessage.decode(frames) }
+        #expect(WorkMessage.isSHA256(sampleSHA) && !WorkMessage.isSHA256(sampleSHA.uppercased()) && !WorkMessage.isSHA256("abc"))
+    }
+
+    @Test("a worker says it can personalise in READY")
+    func capability() throws {
+        let hello = WorkerHello(name: "w", host: "h", pid: 1, threads: 2, stage: "dub", capabilities: ["stage:dub", "personalise"], version: "v")
+        guard case .ready(let back) = try WorkMessage.decode(WorkMessage.ready(hello).encode()) else { Issue.record("not READY"); return }
+        #expect(back.canPersonalise)
+    }
 }
 
 @Suite("Work protocol codec")
@@ -40,7 +115,7 @@ struct WorkMessageTests {
     @Test("every command survives a round trip", arguments: allWorkMessages())
     func roundTrip(message: WorkMessage) throws {
         let frames = message.encode()
-        #expect(frames[0] == Array("DUBFARM-WORK/2".utf8))
+        #expect(frames[0] == Array("DUBFARM-WORK/3".utf8))
         #expect(try WorkMessage.decode(frames) == message)
     }
 

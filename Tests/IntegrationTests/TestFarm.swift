@@ -128,13 +128,15 @@ final class TestFarm: @unchecked Sendable {
         try ControlClient(endpoint: controlEndpoint, timeout: timeout, curve: clientCurve)
     }
 
-    func submit(_ video: String, audio: String, face: String? = nil, priority: Int = 0, stage: String? = nil) throws -> Int64 {
+    func submit(_ video: String, audio: String, face: String? = nil, priority: Int = 0, stage: String? = nil,
+                personalise: PersonaliseRequest? = nil) throws -> Int64 {
         let c = try client(timeout: 60)
         let v = try c.upload(path: video), a = try c.upload(path: audio)
         let f = try face.map { try c.upload(path: $0) }
         let name = { (p: String) in URL(fileURLWithPath: p).lastPathComponent }
         return try c.call(.submit(SubmitSpec(video: v, audio: a, face: f, videoName: name(video), audioName: name(audio),
-                                             faceName: face.map(name), priority: priority, stage: stage)), as: JobView.self).id
+                                             faceName: face.map(name), priority: priority, stage: stage, personalise: personalise)),
+                          as: JobView.self).id
     }
 
     func status(_ job: Int64) throws -> JobDetail { try client().call(.status(job: job), as: JobDetail.self) }

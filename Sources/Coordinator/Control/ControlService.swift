@@ -119,6 +119,7 @@ actor ControlService {
             var view = jobView(rec)
             view.framesDone = segViews.reduce(0) { $0 + $1.framesDone }
             view.waitingFor = Self.waitingFor(view, workers: await dispatcher.capabilities())
+            if let p = try await store.personalisation(job: rec.id) { view.personalisation = Self.personalisationView(p) }
             return .ok(id, JobDetail(job: view, segments: segViews))
         case .jobs(let q):
             return .ok(id, try await jobViews(state: q.state, limit: q.limit))
@@ -177,6 +178,22 @@ actor ControlService {
         v.errorCode = r.errorCode?.rawValue
         v.error = r.error
         v.model = r.params.options["model"]
+        v.weights = r.weights
+        return v
+    }
+
+    /// The view of a personalisation record.
+    static func personalisationView(_ p: PersonalisationRecord) -> PersonalisationView {
+        var v = PersonalisationView(state: p.state.rawValue, budgetSeconds: p.budgetSeconds, fallback: p.machine.fallback,
+                                    elapsedSeconds: p.elapsedSeconds, step: p.step, leases: p.machine.leases, failures: p.machine.failures)
+        v.loss = p.loss
+        v.worker = p.machine.leasedBy
+        v.checkpointStep = p.machine.checkpointStep
+        v.resumedFrom = p.resumedFrom
+        v.datasetFrames = p.datasetFrames
+        v.weights = p.weights
+        v.report = p.report
+        v.error = p.error
         return v
     }
 
@@ -296,6 +313,19 @@ actor ControlService {
             params.options["model"] = m
         }
         params.options["stage"] = stage
+        if let p = spec.personalise {
+            if p.seconds == 0 {
+                params.options[PersonaliseRequest.secondsOption] = "0"
+            } else {
+                guard (1...PersonaliseRequest.maxSeconds).contains(p.seconds) else {
+                    throw DubfarmError(.badInput, "--personalise: \(p.seconds) s is not a budget in 1…\(PersonaliseRequest.maxSeconds) seconds")
+                }
+                guard StageCatalog.stage(stage)?.usesAudio ?? false else {
+                    throw DubfarmError(.badInput, "--personalise fine-tunes the dub model; the '\(stage)' stage runs none")
+                }
+                p.store(in: &params.options)
+            }
+        }
         let new = NewJob(videoName: names.video, audioName: names.audio, faceName: names.face, priority: spec.priority,
                          params: params, submittedBy: "cli")
 

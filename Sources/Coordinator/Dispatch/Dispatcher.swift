@@ -30,6 +30,12 @@ actor Dispatcher {
         var totalFrames = 0
         var connectedAt = Date()
         var lastSeenDate = Date()
+        /// The job it is fine-tuning the model for (`personalise`), if any.
+        var training: TrainRef?
+        /// Personalised weights sent to it (by SHA-256): it has them in its cache.
+        var weightsSent: Set<String> = []
+        /// Neither a segment nor a fine-tune.
+        var isIdle: Bool { task == nil && training == nil }
     }
 
     let config: FarmConfiguration
@@ -148,7 +154,7 @@ actor Dispatcher {
             // are still judged by their lease token; the worker says READY again once it notices
             // that nobody answers its heartbeats.
             switch message {
-            case .result, .failed, .progress: break
+            case .result, .failed, .progress, .trained, .trainFailed, .checkpoint, .trainProgress: break
             default: return
             }
             await handle(message, from: id, workerName: nil)
@@ -171,6 +177,8 @@ actor Dispatcher {
         var peer = Peer(identity: id, hello: hello, lastHeard: .now, lastSent: .now,
                         task: existing?.task, taskStarted: existing?.taskStarted)
         peer.connectedAt = existing?.connectedAt ?? Date()
+        peer.training = existing?.training
+        peer.weightsSent = existing?.weightsSent ?? []
         peer.segmentsDone = existing?.segmentsDone ?? 0
         peer.totalFrames = existing?.totalFrames ?? 0
         if let busy = hello.busyWith {
@@ -194,8 +202,8 @@ actor Dispatcher {
         do {
             try await store.workerSeen(WorkerInfo(name: hello.name, host: hello.host, threads: hello.threads,
                                                   model: hello.model, capabilities: ["stage": hello.stage]))
-            try await store.setWorkerState(hello.name, peer.task == nil ? .idle : .busy, segment: peer.task?.segment, stage: hello.stage)
-            persisted[hello.name] = (peer.task == nil ? .idle : .busy, peer.task?.segment)
+            try await store.setWorkerState(hello.name, peer.isIdle ? .idle : .busy, segment: peer.task?.segment, stage: hello.stage)
+            persisted[hello.name] = (peer.isIdle ? .idle : .busy, peer.task?.segment)
         } catch {
             log.warning("could not record worker: \(error)")
         }
@@ -208,8 +216,16 @@ actor Dispatcher {
 
     private func handle(_ message: WorkMessage, from id: [UInt8], workerName: String?) async {
         switch message {
-        case .heartbeat, .ready, .task, .cancel:
+        case .heartbeat, .ready, .task, .cancel, .weights, .train, .cancelTrain:
             return
+        case .trainProgress(let ref, let progress):
+            await trainProgress(ref, progress, from: id)
+        case .checkpoint(let ref, let progress, let bytes):
+            await checkpoint(ref, progress, bytes, from: id, workerName: workerName)
+        case .trained(let ref, let progress, let report, let weights):
+            await trained(ref, progress, report: report, weights: weights, from: id, workerName: workerName)
+        case .trainFailed(let ref, let failure):
+            await trainFailed(ref, failure, from: id, workerName: workerName)
         case .disconnect(let reason):
             guard let peer = peers.removeValue(forKey: id) else { return }
             logger.info("worker disconnected: \(reason)", metadata: ["worker": .string(peer.hello.name)])
@@ -289,8 +305,10 @@ actor Dispatcher {
             if attempt == 1 {
                 // Commit the result and lease this worker its next segment in one round trip,
                 // together with the other results waiting for a commit.
+                // A worker that can personalise looks for a fine-tune first (it unblocks a whole
+                // job), so it takes its next segment through dispatch(to:), not with the result.
                 let claim = peer.flatMap { peer in
-                    peer.task == ref && !draining
+                    peer.task == ref && !draining && !peer.hello.canPersonalise
                         ? FarmStore.ClaimRequest(worker: peer.hello.name, stage: peer.hello.stage, model: peer.hello.model) : nil
                 }
                 (completion, next) = try await complete(PendingCompletion(request: FarmStore.CompletionRequest(
@@ -395,7 +413,10 @@ actor Dispatcher {
     /// Offers work to every idle worker (new jobs planned, backoffs expired).
     func dispatchAll() async {
         guard !draining else { return }
-        let idle = peers.values.filter { $0.task == nil && !claiming.contains($0.identity) }.map(\.identity)
+        var idle = peers.values.filter { $0.isIdle && !claiming.contains($0.identity) }.map(\.identity)
+        // Workers that can personalise look for a fine-tune first, one by one (they are few).
+        for id in idle where peers[id]?.hello.canPersonalise == true { await dispatch(to: id) }
+        idle.removeAll { peers[$0]?.hello.canPersonalise == true || peers[$0]?.isIdle != true }
         guard idle.count > 1 else {
             for id in idle { await dispatch(to: id) }
             return
@@ -413,7 +434,7 @@ actor Dispatcher {
         }
         for (id, claim) in zip(idle, claimed) {
             guard let claim else { continue }
-            if let peer = peers[id], peer.task == nil {
+            if let peer = peers[id], peer.isIdle {
                 await send(claim, to: id)
             } else {
                 _ = try? await store.releaseLease(claim.ref, token: claim.token, reason: "worker went away or became busy", actor: name)
@@ -421,10 +442,20 @@ actor Dispatcher {
         }
     }
 
-    private func dispatch(to id: [UInt8]) async {
-        guard !draining, let peer = peers[id], peer.task == nil, !claiming.contains(id) else { return }
+    func dispatch(to id: [UInt8]) async {
+        guard !draining, let peer = peers[id], peer.isIdle, !claiming.contains(id) else { return }
         claiming.insert(id)
         defer { claiming.remove(id) }
+        if peer.hello.canPersonalise {
+            do {
+                if let claim = try await store.claimPersonalisation(worker: peer.hello.name, leaseSeconds: config.leaseSeconds) {
+                    await sendTraining(claim, to: id)
+                    return
+                }
+            } catch {
+                logger.error("claiming a personalisation failed: \(error)")
+            }
+        }
         let claimed: ClaimedSegment?
         do {
             claimed = try await store.claimSegment(worker: peer.hello.name, token: .random(), leaseSeconds: config.leaseSeconds,
@@ -446,9 +477,16 @@ actor Dispatcher {
         do {
             let task = try await buildTask(claim, ref)
             // The worker may have gone (or become busy) while the task was cut.
-            guard let peer = peers[id], peer.task == nil else {
+            guard let peer = peers[id], peer.isIdle else {
                 _ = try? await store.releaseLease(claim.ref, token: claim.token, reason: "worker became busy", actor: name)
                 return
+            }
+            if let sha = task.weights, !peer.weightsSent.contains(sha) {
+                // The job's personalised weights go first; the worker keeps them by their hash.
+                let bytes = try MediaStore.read(media.weights(sha))
+                endpoint.send(to: id, WorkMessage.weights(sha256: sha, bytes: bytes).encode())
+                peers[id]!.weightsSent.insert(sha)
+                log.info("personalised weights sent", metadata: ["weights": .string(sha), "bytes": .stringConvertible(bytes.count)])
             }
             peers[id]!.task = ref
             peers[id]!.taskStarted = .now
@@ -508,7 +546,8 @@ actor Dispatcher {
         }
         return TaskAssignment(ref: ref, stage: jm.stage, outputFrames: claim.frames, decodedFrames: window.decodedFrames,
                               framePTS: window.framePTS, frameRate: jm.frameRate, encoder: jm.encoder, input: bundle,
-                              audio: audio, sourceFace: stage?.usesFace ?? true ? jm.face : nil, model: jm.model)
+                              audio: audio, sourceFace: stage?.usesFace ?? true ? jm.face : nil, model: jm.model,
+                              weights: jm.weights)
     }
 
     // MARK: Liveness
@@ -546,6 +585,9 @@ actor Dispatcher {
             for peer in peers.values where peer.task != nil {
                 _ = try? await store.renewLeases(worker: peer.hello.name, seconds: config.leaseSeconds)
             }
+            for peer in peers.values where peer.training != nil {
+                _ = try? await store.renewPersonalisations(worker: peer.hello.name, seconds: config.leaseSeconds)
+            }
             try? await store.touchWorkers(peers.values.map(\.hello.name))
         }
         if sweepDue {
@@ -553,6 +595,9 @@ actor Dispatcher {
             // Leases nobody renews (their worker never came back after a coordinator restart).
             if let expired = try? await store.expireLeases(actor: name), !expired.isEmpty {
                 logger.warning("expired \(expired.count) abandoned lease(s): \(expired.map(\.description).joined(separator: ", "))")
+            }
+            if let expired = try? await store.expirePersonalisations(actor: name), !expired.isEmpty {
+                logger.warning("expired abandoned personalisation lease(s) of job(s) \(expired.map(\.description).joined(separator: ", "))")
             }
             for (job, jm) in jobs where now - jm.lastUsed > .seconds(120) {
                 jobs[job] = nil
@@ -569,7 +614,7 @@ actor Dispatcher {
     private func persistWorkerStates() async {
         var changed: [FarmStore.WorkerStateUpdate] = []
         for peer in peers.values {
-            let state: WorkerStatus = peer.task == nil ? (draining ? .draining : .idle) : .busy
+            let state: WorkerStatus = peer.isIdle ? (draining ? .draining : .idle) : .busy
             let current = peer.task?.segment
             if let p = persisted[peer.hello.name], p.0 == state, p.1 == current { continue }
             changed.append(.init(name: peer.hello.name, state: state, segment: current))
@@ -591,6 +636,11 @@ actor Dispatcher {
             let refs = try await store.releaseLeases(worker: worker, reason: reason, actor: name)
             if !refs.isEmpty {
                 logger.notice("segments back in the queue: \(refs.map(\.description).joined(separator: ", "))", metadata: ["worker": .string(worker)])
+            }
+            let jobs = try await store.releasePersonalisations(worker: worker, reason: reason, actor: name)
+            if !jobs.isEmpty {
+                logger.notice("personalisation of job(s) \(jobs.map(\.description).joined(separator: ", ")) back in the queue (resumes from its last checkpoint)",
+                              metadata: ["worker": .string(worker)])
             }
         } catch {
             logger.error("could not release the leases of \(worker): \(error)")
@@ -618,7 +668,7 @@ actor Dispatcher {
     /// Stops handing out work; returns how many segments are still being processed.
     func drain() -> Int {
         draining = true
-        return peers.values.filter { $0.task != nil }.count
+        return peers.values.filter { !$0.isIdle }.count
     }
 
     /// Says goodbye to every worker (they keep their segments and report to the next coordinator).
@@ -632,9 +682,10 @@ actor Dispatcher {
         let now = ContinuousClock.now
         return peers.values.sorted { $0.hello.name < $1.hello.name }.map { p in
             let ago = now - p.lastHeard
-            return WorkerView(name: p.hello.name, host: p.hello.host, state: p.task == nil ? (draining ? "draining" : "idle") : "busy",
+            return WorkerView(name: p.hello.name, host: p.hello.host, state: p.isIdle ? (draining ? "draining" : "idle") : "busy",
                               threads: p.hello.threads, stage: p.hello.stage, model: p.hello.model,
-                              current: p.task.map { "\($0.segment.job)/\($0.segment.index)" }, connectedAt: p.connectedAt,
+                              current: p.task.map { "\($0.segment.job)/\($0.segment.index)" } ?? p.training.map { "\($0.job)/personalise" },
+                              connectedAt: p.connectedAt,
                               lastSeen: Date().addingTimeInterval(-ago.seconds), segmentsDone: p.segmentsDone,
                               framesDone: p.totalFrames + p.framesDone)
         }

@@ -16,6 +16,8 @@ final class JobMedia {
     let encoder: EncoderSettings
     let stage: String
     let model: String?
+    /// SHA-256 of the job's personalised weights, if it has them.
+    let weights: String?
     var lastUsed = ContinuousClock.now
 
     init(job: JobRecord, store: MediaStore, defaultStage: String) throws {
@@ -38,6 +40,7 @@ final class JobMedia {
         encoder = job.params.encoder
         stage = job.params.options["stage"] ?? defaultStage
         model = job.params.options["model"]
+        weights = job.weights
     }
 }
 

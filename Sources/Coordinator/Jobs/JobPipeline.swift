@@ -16,12 +16,16 @@ actor JobPipeline {
     let logger: Logger
     let name: String
     let onPlanned: @Sendable (JobID) -> Void
+    let datasetBuilder: PersonalisationDatasetBuilder?
+    /// Jobs whose personalisation dataset this coordinator is building.
+    var preparing: Set<JobID> = []
     var stitchQueue: [JobID] = []
     var stitching: Set<JobID> = []
     var wakeup: AsyncStream<Void>.Continuation?
 
     init(config: FarmConfiguration, store: FarmStore, media: MediaStore, name: String, logger: Logger,
-         onPlanned: @escaping @Sendable (JobID) -> Void) {
+         datasetBuilder: PersonalisationDatasetBuilder? = nil, onPlanned: @escaping @Sendable (JobID) -> Void) {
+        self.datasetBuilder = datasetBuilder
         self.config = config
         self.store = store
         self.media = media
@@ -63,6 +67,11 @@ actor JobPipeline {
                 stitchQueue.removeFirst()
                 await stitch(job)
             }
+            // Personalisations waiting for their dataset (planned just now, retried, or left by
+            // a coordinator that stopped while building one).
+            if let waiting = try? await store.personalisationsToPrepare() {
+                for job in waiting where !preparing.contains(job) && !Task.isCancelled { await prepare(job) }
+            }
             while !Task.isCancelled {
                 let job: JobRecord?
                 do { job = try await store.claimQueuedJob(actor: name) } catch {
@@ -87,16 +96,78 @@ actor JobPipeline {
         do {
             let planLog = log
             let plan = try await runBlocking("plan \(job.id)") { try Self.makePlan(job, config: config, media: media, logger: planLog) }
-            _ = try await store.savePlan(job: job.id, plan: plan, actor: name)
+            let personalise = try Self.personaliseRequest(job, config: config)
+            let saved = try await store.savePlan(job: job.id, plan: plan, personalise: personalise, actor: name)
             log.info("planned", metadata: ["segments": .stringConvertible(plan.spans.count), "frames": .stringConvertible(plan.frameCount),
                                            "fps": .stringConvertible(plan.frameRate), "seconds": .string(String(format: "%.2f", (ContinuousClock.now - started).seconds))])
-            onPlanned(job.id)
+            if saved.state == .personalising {
+                await prepare(job.id)
+            } else {
+                onPlanned(job.id)
+            }
         } catch {
             let e = error as? DubfarmError ?? DubfarmError(.internalError, "\(error)")
             log.error("planning failed: \(e.message)")
             _ = try? await store.failJob(job.id, code: e.code, message: e.message, actor: name)
         }
     }
+
+    /// What the job asks of personalisation: its own `--personalise`, else the coordinator's
+    /// `personalise.default_seconds` (such jobs fall back to the default weights if it fails).
+    static func personaliseRequest(_ job: JobRecord, config: FarmConfiguration) throws -> PersonaliseRequest? {
+        if job.params.options[PersonaliseRequest.secondsOption] != nil { return try PersonaliseRequest(options: job.params.options) }
+        return config.personaliseDefaultSeconds > 0 ? PersonaliseRequest(seconds: config.personaliseDefaultSeconds, fallback: true) : nil
+    }
+
+    // MARK: Personalisation
+
+    /// Builds job `id`'s personalisation dataset from its video (the dub stage's own crops and
+    /// the clip's own audio: `dubfarm dataset build`), then lets the fine-tune be leased. When
+    /// that is impossible (no face, no audio track) the job falls back or fails, as it asked.
+    private func prepare(_ id: JobID) async {
+        var log = logger
+        log[metadataKey: "job"] = .stringConvertible(id)
+        preparing.insert(id)
+        defer { preparing.remove(id) }
+        let media = self.media, config = self.config
+        let started = ContinuousClock.now
+        do {
+            guard let builder = datasetBuilder else {
+                throw DubfarmError(.unsupported, "this coordinator cannot build personalisation datasets")
+            }
+            try? await store.setJobStage(id, "personalising: building the dataset")
+            log.info("building the personalisation dataset", metadata: ["max_frames": .stringConvertible(config.personaliseMaxFrames)])
+            let frames = try await runBlocking("personalisation dataset \(id)") { () throws -> Int in
+                let final = media.personaliseDataset(id)
+                let staging = final.deletingLastPathComponent().appendingPathComponent("data.building")
+                try? FileManager.default.removeItem(at: staging)
+                try FileManager.default.createDirectory(at: final.deletingLastPathComponent(), withIntermediateDirectories: true)
+                let n = try builder(media.video(id), staging, config.personaliseMaxFrames, config.personaliseModelConfig)
+                try? FileManager.default.removeItem(at: final)
+                try FileManager.default.moveItem(at: staging, to: final)
+                MediaStore.syncDirectory(final.deletingLastPathComponent())
+                return n
+            }
+            guard frames >= Self.minimumPersonaliseFrames else {
+                throw DubfarmError(.badInput, "only \(frames) frames of the first \(config.personaliseMaxFrames) show a face the tracker follows; "
+                                   + "personalisation needs at least \(Self.minimumPersonaliseFrames)")
+            }
+            try await store.personalisationPrepared(job: id, frames: frames, actor: name)
+            log.info("personalisation dataset built", metadata: [
+                "frames": .stringConvertible(frames), "seconds": .string(String(format: "%.1f", (ContinuousClock.now - started).seconds))])
+            onPlanned(id)
+        } catch {
+            let e = error as? DubfarmError ?? DubfarmError(.internalError, "\(error)")
+            let job = (try? await store.job(id))?.videoName ?? "the video"
+            let reason = DubfarmError(e.code, "\(job): \(e.message)")
+            log.error("personalisation dataset failed: \(reason.message)")
+            let outcome = try? await store.personalisationUnprepared(job: id, error: reason, actor: name)
+            if outcome == .fallBackToDefaultWeights { onPlanned(id) }
+        }
+    }
+
+    /// Fewer frames with a face than this cannot be split into training and held-back parts.
+    static let minimumPersonaliseFrames = 20
 
     /// Probe, index (re-cutting inputs with far-apart keyframes), decode the dub track once.
     static func makePlan(_ job: JobRecord, config: FarmConfiguration, media: MediaStore, logger: Logger) throws -> PlannedJob {
@@ -227,3 +298,9 @@ func sha256(of url: URL) throws -> String {
     while let chunk = try h.read(upToCount: 4 << 20), !chunk.isEmpty { hasher.update(data: chunk) }
     return hasher.finalize().map { String(format: "%02x", $0) }.joined()
 }
+
+/// Builds a job's personalisation dataset (`dubfarm-dataset/1`, docs/dataset.md) from its
+/// video into a directory, with at most `maxFrames` frames and the crops of model configuration
+/// `config`; returns the frames written. The coordinator is given one by the executable, which
+/// links the dub stage's face code (`TrainingData`).
+public typealias PersonalisationDatasetBuilder = @Sendable (_ video: URL, _ directory: URL, _ maxFrames: Int, _ config: String) throws -> Int

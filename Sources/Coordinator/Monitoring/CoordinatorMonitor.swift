@@ -12,10 +12,16 @@ extension ControlService {
         let records = try await store.jobs(state: state, limit: min(max(limit, 1), 10_000))
         let frames = try await store.framesDone(jobs: records.map(\.id))
         let capabilities = await dispatcher.capabilities()
+        // The personalisation phase of the jobs in it (few at a time: one query each).
+        var personalisations: [JobID: PersonalisationView] = [:]
+        for r in records where r.state == .personalising {
+            if let p = try await store.personalisation(job: r.id) { personalisations[r.id] = Self.personalisationView(p) }
+        }
         return records.map { r in
             var v = jobView(r)
             v.framesDone = r.state == .done ? (r.frameCount ?? 0) : frames[r.id] ?? 0
             v.waitingFor = Self.waitingFor(v, workers: capabilities)
+            v.personalisation = personalisations[r.id]
             return v
         }
     }

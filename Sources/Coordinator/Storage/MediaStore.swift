@@ -50,6 +50,14 @@ public struct MediaStore: Sendable {
         segmentsDir(ref.job).appendingPathComponent(String(format: "%06d-", ref.index) + token.description + ".dfpb")
     }
     public func output(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("output.mp4") }
+    /// The job's personalisation: its dataset (`dubfarm-dataset/1`) and last checkpoint.
+    public func personaliseDir(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("personalise", isDirectory: true) }
+    public func personaliseDataset(_ job: JobID) -> URL { personaliseDir(job).appendingPathComponent("data", isDirectory: true) }
+    public func personaliseCheckpoint(_ job: JobID) -> URL { personaliseDir(job).appendingPathComponent("checkpoint.pt") }
+    /// Personalised weights, content-addressed by their SHA-256 (shared by every job that has them).
+    public func weights(_ sha256: String) -> URL {
+        root.appendingPathComponent("weights", isDirectory: true).appendingPathComponent("\(sha256).safetensors")
+    }
     public func outputChecksum(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("output.mp4.sha256") }
 
     /// Whether `url` lies inside the store (after resolving symbolic links).

@@ -1,6 +1,6 @@
 /// The life of a job: `queued → planning → running → stitching → done`, or `failed` / `cancelled`.
 public enum JobState: String, Sendable, Hashable, Codable, CaseIterable, CustomStringConvertible {
-    case queued, planning, running, stitching, done, failed, cancelled
+    case queued, planning, personalising, running, stitching, done, failed, cancelled
 
     public var description: String { rawValue }
 
@@ -11,6 +11,10 @@ public enum JobState: String, Sendable, Hashable, Codable, CaseIterable, CustomS
     public func canTransition(to next: JobState) -> Bool {
         switch (self, next) {
         case (.queued, .planning), (.planning, .running), (.running, .stitching), (.stitching, .done):
+            return true
+        // A job that asked for personalisation fine-tunes the model on its own footage between
+        // planning and dispatch (`submit --personalise`).
+        case (.planning, .personalising), (.personalising, .running):
             return true
         // A coordinator that died mid-step redoes the step from its start.
         case (.planning, .queued), (.stitching, .running):

@@ -91,6 +91,9 @@ public struct JobRecord: Sendable, Hashable, Identifiable {
     public var coordinator: String?
     /// Segment counts, where the query loaded them.
     public var segments: SegmentCounts?
+    /// SHA-256 of the personalised weights its segments run on (`submit --personalise`), once
+    /// trained; nil runs the workers' own weights.
+    public var weights: String?
 
     /// Whether the job has a plan (segments exist).
     public var isPlanned: Bool { segmentCount != nil }
@@ -287,7 +290,7 @@ public struct WorkerRecord: Sendable, Hashable {
 
 /// What an event is about.
 public enum EventKind: String, Sendable, Hashable, Codable, CaseIterable {
-    case job, segment, worker
+    case job, segment, worker, personalisation
 }
 
 /// One recorded state change: who, when, why.

@@ -62,8 +62,12 @@ extension FarmStore {
     /// Saves a planning job's plan and starts it (`planning → running`), in one transaction:
     /// the job's video fields are filled and its segments written. When the job already has
     /// exactly these segments (a retried job), their states (done work) are kept.
+    ///
+    /// A job that asks to be personalised (`personalise`, from its options) becomes
+    /// `personalising` instead, with a personalisation `preparing` (or keeps a finished one: a
+    /// retried job keeps its weights); its segments are claimable once that is done.
     @discardableResult
-    public func savePlan(job id: JobID, plan: PlannedJob, actor: String? = nil) throws -> JobRecord {
+    public func savePlan(job id: JobID, plan: PlannedJob, personalise: PersonaliseRequest? = nil, actor: String? = nil) throws -> JobRecord {
         for (k, span) in plan.spans.enumerated() where span.index != k || span.frames.isEmpty {
             throw DubfarmError(.internalError, "plan for job \(id) is malformed at segment \(k) (\(span)); segments must be numbered 0..<n and non-empty")
         }
@@ -95,10 +99,14 @@ extension FarmStore {
                 """, [.int(Int(id.rawValue)), .int(plan.frameCount), .int(plan.frameRate.num), .int(plan.frameRate.den),
                       .int(plan.width), .int(plan.height), .int(plan.rotation), .int(plan.segmentFrames),
                       .int(plan.spans.count), plan.planData.map { .json($0) }])
-            try applyJobTransition(c, id, from: .planning, to: .running,
-                                   reason: "planned: \(plan.spans.count) segments of \(plan.segmentFrames) frames",
-                                   actor: actor, stage: nil)
-            try notifyWork(c)
+            let planned = "planned: \(plan.spans.count) segments of \(plan.segmentFrames) frames"
+            if let personalise, try startPersonalisation(c, id, personalise, actor: actor) {
+                try applyJobTransition(c, id, from: .planning, to: .personalising, reason: planned + "; personalising first",
+                                       actor: actor, stage: "personalising: building the dataset")
+            } else {
+                try applyJobTransition(c, id, from: .planning, to: .running, reason: planned, actor: actor, stage: nil)
+                try notifyWork(c)
+            }
             return try loadJob(c, id)
         }
         // Fresh statistics keep the claim an index walk: without them the planner may sort every
@@ -236,8 +244,15 @@ extension FarmStore {
                                       [.int(Int(id.rawValue))])[0]["p"].decode(Bool.self)
             if planned {
                 try applyJobTransition(c, id, from: .queued, to: .planning, reason: "retried: plan kept", actor: actor)
-                try applyJobTransition(c, id, from: .planning, to: .running, reason: "retried: plan kept", actor: actor)
-                try notifyWork(c)
+                let record = try loadJob(c, id)
+                if let request = try PersonaliseRequest(options: record.params.options),
+                   try startPersonalisation(c, id, request, actor: actor) {
+                    try applyJobTransition(c, id, from: .planning, to: .personalising, reason: "retried: plan kept; personalising first",
+                                           actor: actor, stage: "personalising: building the dataset")
+                } else {
+                    try applyJobTransition(c, id, from: .planning, to: .running, reason: "retried: plan kept", actor: actor)
+                    try notifyWork(c)
+                }
             }
             return try loadJob(c, id)
         }

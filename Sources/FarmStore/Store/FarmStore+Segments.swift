@@ -328,6 +328,18 @@ extension FarmStore {
             changes.append(SegmentChange(ref: rec.ref, old: rec.machine, new: m))
         }
         try writeBack(c, changes, reason: reason, actor: actor)
+        // A personalisation still under way ends with its job (its worker's next report is
+        // refused and it stops; a retry starts it again from its last checkpoint).
+        try c.query("""
+            WITH u AS (
+                UPDATE personalisations SET state = 'failed', lease_token = NULL, leased_by = NULL, lease_expires_at = NULL,
+                    error = coalesce(error, $2), updated_at = now()
+                WHERE job_id = $1 AND state IN ('preparing', 'pending', 'leased')
+                RETURNING job_id, leased_by
+            )
+            INSERT INTO events (kind, job_id, worker, to_state, reason, actor)
+            SELECT 'personalisation', job_id, leased_by, 'failed', $2, $3 FROM u
+            """, [.int(Int(id.rawValue)), .text(reason), .text(actor ?? defaultActor)])
         return leases
     }
 

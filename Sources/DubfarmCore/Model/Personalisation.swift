@@ -1,0 +1,170 @@
+/// What a job asks of its personalisation phase (`submit --personalise[=SECONDS]`): the farm
+/// fine-tunes the model on the job's own footage before it dubs it.
+public struct PersonaliseRequest: Sendable, Hashable, Codable {
+    /// Wall-clock seconds of training (the budget counts across a resume on another worker).
+    public var seconds: Int
+    /// Whether a failed personalisation lets the job run on the default weights instead of
+    /// failing it.
+    public var fallback: Bool
+
+    public init(seconds: Int, fallback: Bool = false) {
+        self.seconds = seconds
+        self.fallback = fallback
+    }
+
+    /// The budget when `--personalise` names none: five minutes.
+    public static let defaultSeconds = 300
+    /// The longest budget a job may ask for.
+    public static let maxSeconds = 24 * 3600
+
+    /// The job option keys that carry the request (in the job's `params.options`).
+    public static let secondsOption = "personalise"
+    public static let fallbackOption = "personalise.fallback"
+
+    /// The request a job's options carry, if any (`0`: the job asked for none, whatever the
+    /// coordinator's default); throws when they are malformed.
+    public init?(options: [String: String]) throws(DubfarmError) {
+        guard let text = options[Self.secondsOption], text != "0" else { return nil }
+        guard let s = Int(text), s > 0, s <= Self.maxSeconds else {
+            throw DubfarmError(.badInput, "personalise: \(text) is not a budget in seconds (1…\(Self.maxSeconds))")
+        }
+        self.init(seconds: s, fallback: options[Self.fallbackOption] == "true")
+    }
+
+    /// Writes the request into a job's options.
+    public func store(in options: inout [String: String]) {
+        options[Self.secondsOption] = String(seconds)
+        options[Self.fallbackOption] = fallback ? "true" : nil
+    }
+}
+
+/// The life of a job's personalisation: `preparing` (the coordinator builds the dataset from
+/// the job's video) `→ pending → leased → done`; a failed attempt goes back to `pending` (its
+/// last checkpoint kept) until its attempts are spent, then `failed`.
+public enum PersonalisationState: String, Sendable, Hashable, Codable, CaseIterable, CustomStringConvertible {
+    case preparing, pending, leased, done, failed
+    public var description: String { rawValue }
+}
+
+/// The pure rules of a personalisation's life, fencing included: the fine-tune is a unit of
+/// work with a lease, like a segment. The store loads the row under a lock, asks this machine,
+/// and writes back the answer.
+public struct PersonalisationMachine: Sendable, Hashable {
+    public var state: PersonalisationState
+    /// The current lease's token; `nil` unless `state == .leased`.
+    public var lease: LeaseToken?
+    public var leasedBy: String?
+    public var failures: Int
+    public var leases: Int
+    /// The training step of the last checkpoint the coordinator holds (a new lease resumes there).
+    public var checkpointStep: Int?
+    /// Whether the job runs on the default weights when this fails for good.
+    public var fallback: Bool
+
+    public init(state: PersonalisationState = .preparing, lease: LeaseToken? = nil, leasedBy: String? = nil, failures: Int = 0,
+                leases: Int = 0, checkpointStep: Int? = nil, fallback: Bool = false) {
+        self.state = state
+        self.lease = lease
+        self.leasedBy = leasedBy
+        self.failures = failures
+        self.leases = leases
+        self.checkpointStep = checkpointStep
+        self.fallback = fallback
+    }
+
+    /// Why an action was refused.
+    public enum Rejection: Error, Sendable, Hashable, CustomStringConvertible {
+        case staleToken(current: LeaseToken?)
+        case wrongState(PersonalisationState)
+        /// A checkpoint older than the one already kept.
+        case olderCheckpoint(kept: Int, offered: Int)
+        /// The job no longer waits for it (cancelled or failed meanwhile).
+        case jobNotPersonalising(JobState)
+
+        public var description: String {
+            switch self {
+            case .staleToken(let c): return "stale lease token (current lease: \(c.map { "\($0)" } ?? "none"))"
+            case .wrongState(let s): return "personalisation is \(s)"
+            case .olderCheckpoint(let kept, let offered): return "checkpoint of step \(offered) is older than the kept one (step \(kept))"
+            case .jobNotPersonalising(let s): return "the job is \(s), no longer personalising"
+            }
+        }
+    }
+
+    /// What a failed attempt leads to.
+    public enum FailureOutcome: Sendable, Hashable {
+        /// Back to `pending`: another worker resumes from the last checkpoint.
+        case retry
+        /// Attempts spent (or the input is unusable): the job runs on the default weights.
+        case fallBackToDefaultWeights
+        /// Attempts spent (or the input is unusable), no fallback asked: the job fails.
+        case failJob
+    }
+
+    /// The dataset is built: the fine-tune can be handed out.
+    public mutating func prepared() throws(Rejection) {
+        guard state == .preparing else { throw .wrongState(state) }
+        state = .pending
+    }
+
+    public mutating func lease(token: LeaseToken, to worker: String) throws(Rejection) {
+        guard state == .pending else { throw .wrongState(state) }
+        state = .leased
+        lease = token
+        leasedBy = worker
+        leases += 1
+    }
+
+    /// Checks that `token` names the current lease (progress reports use this alone).
+    public func check(token: LeaseToken) throws(Rejection) {
+        guard state == .leased else {
+            throw state == .pending || state == .done ? .staleToken(current: lease) : .wrongState(state)
+        }
+        guard lease == token else { throw .staleToken(current: lease) }
+    }
+
+    /// Keeps the checkpoint of training step `step` sent under `token`.
+    public mutating func checkpoint(token: LeaseToken, step: Int) throws(Rejection) {
+        try check(token: token)
+        if let kept = checkpointStep, step < kept { throw .olderCheckpoint(kept: kept, offered: step) }
+        checkpointStep = step
+    }
+
+    /// Accepts the trained weights of lease `token`.
+    public mutating func complete(token: LeaseToken) throws(Rejection) {
+        try check(token: token)
+        state = .done
+        lease = nil
+        leasedBy = nil
+    }
+
+    /// Records a failed attempt under `token`. A `permanent` failure (the job's footage is
+    /// unusable for training: another attempt would fail the same way) ends it at once.
+    public mutating func fail(token: LeaseToken, maxAttempts: Int, permanent: Bool = false) throws(Rejection) -> FailureOutcome {
+        try check(token: token)
+        failures += 1
+        lease = nil
+        leasedBy = nil
+        if permanent || failures >= maxAttempts { return giveUp() }
+        state = .pending
+        return .retry
+    }
+
+    /// Ends the personalisation without a lease (the coordinator could not build the dataset).
+    public mutating func giveUp() -> FailureOutcome {
+        state = .failed
+        lease = nil
+        leasedBy = nil
+        return fallback ? .fallBackToDefaultWeights : .failJob
+    }
+
+    /// Takes the lease back without counting a failure (the worker vanished, stopped or handed
+    /// it back); the next lease resumes from the last checkpoint. `token == nil` releases
+    /// whatever lease is current.
+    public mutating func release(token: LeaseToken?) throws(Rejection) {
+        if let token { try check(token: token) } else if state != .leased { throw .wrongState(state) }
+        state = .pending
+        lease = nil
+        leasedBy = nil
+    }
+}

@@ -1,0 +1,227 @@
+import DubfarmCore
+import FarmProtocol
+import Foundation
+import Logging
+
+/// Runs one job's fine-tune on this worker: writes the dataset and the checkpoint the TRAIN
+/// carries to a private directory, runs the trainer (`python -m dubtrain.personalise`, see
+/// docs/training.md, "Per-job personalisation") and turns its JSON lines into reports.
+///
+/// The trainer is a child process: a cancelled or handed-back fine-tune is stopped with SIGTERM,
+/// on which the trainer writes a checkpoint first (sent back like the others).
+public struct Personaliser: Sendable {
+    /// The Python interpreter of the trainer's environment.
+    public var python: String
+    /// The `training/` directory (holds the `dubtrain` package).
+    public var trainerDirectory: URL
+    /// The base weights directory (`manifest.json` + `model.safetensors`) the fine-tune starts from.
+    public var baseModel: URL
+    /// Where each fine-tune gets a private directory (removed when it ends).
+    public var workDirectory: URL
+    public var threads: Int
+
+    public init(python: String, trainerDirectory: URL, baseModel: URL, workDirectory: URL, threads: Int) {
+        self.python = python
+        self.trainerDirectory = trainerDirectory
+        self.baseModel = baseModel
+        self.workDirectory = workDirectory
+        self.threads = threads
+    }
+
+    /// What a finished fine-tune returns.
+    public struct Outcome: Sendable {
+        public var progress: TrainProgress
+        /// The trainer's last line (JSON), with the held-back part's figures.
+        public var report: String
+        public var weights: [UInt8]
+    }
+
+    /// One line of the trainer's output (its protocol; one JSON object per line).
+    struct Event: Decodable {
+        var event: String
+        var step: Int?
+        var loss: Double?
+        var elapsed: Double?
+        var path: String?
+        var weights: String?
+    }
+
+    /// Checks that the trainer can run here (its interpreter and package exist), so a worker
+    /// that advertises `personalise` says at start, not at its first job, what is missing.
+    public func check() throws {
+        let package = trainerDirectory.appendingPathComponent("dubtrain/personalise.py")
+        guard FileManager.default.fileExists(atPath: package.path) else {
+            throw DubfarmError(.configuration, "--personalise: the trainer is not at \(package.path); pass --trainer-dir (the repository's training/ directory)")
+        }
+        guard FileManager.default.isExecutableFile(atPath: python) else {
+            throw DubfarmError(.configuration, "--personalise: no Python interpreter at \(python); pass --python (the trainer's virtual environment, `make py-deps` makes .venv)")
+        }
+        for f in ["manifest.json", "model.safetensors"] where !FileManager.default.fileExists(atPath: baseModel.appendingPathComponent(f).path) {
+            throw DubfarmError(.configuration, "--personalise needs a weights directory as --model; \(baseModel.path) has no \(f)")
+        }
+    }
+
+    /// Runs the fine-tune of `task` to its end. `report` gets progress and checkpoints as they
+    /// come; `cancelled` is polled (a true stops the trainer, which checkpoints first).
+    public func run(_ task: TrainAssignment, logger: Logger, cancelled: @escaping @Sendable () -> Bool,
+                    report: @escaping @Sendable (WorkMessage) -> Void) throws -> Outcome {
+        let dir = workDirectory.appendingPathComponent("personalise-\(task.ref.job)-\(UUID().uuidString.prefix(8))")
+        let data = dir.appendingPathComponent("data"), out = dir.appendingPathComponent("out")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        do {
+            try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
+            for f in task.dataset {
+                guard NamedFile.isSafeName(f.name) else { throw DubfarmError(.protocolViolation, "dataset file name '\(f.name)'") }
+                try Data(f.bytes).write(to: data.appendingPathComponent(f.name))
+            }
+        } catch let e as DubfarmError {
+            throw e
+        } catch {
+            throw DubfarmError(.io, "cannot write the job's dataset to \(dir.path): \(error.localizedDescription)")
+        }
+        var arguments = ["-m", "dubtrain.personalise", "--base", baseModel.path, "--data", data.path, "--out", out.path,
+                         "--seconds", String(task.budgetSeconds), "--checkpoint-every", String(task.checkpointSeconds),
+                         "--threads", String(threads)]
+        if let checkpoint = task.checkpoint {
+            let resume = dir.appendingPathComponent("resume.pt")
+            do { try Data(checkpoint).write(to: resume) } catch {
+                throw DubfarmError(.io, "cannot write the checkpoint to \(resume.path): \(error.localizedDescription)")
+            }
+            arguments += ["--resume", resume.path]
+        }
+
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: python)
+        process.arguments = arguments
+        process.currentDirectoryURL = trainerDirectory
+        var environment = ProcessInfo.processInfo.environment
+        environment["PYTHONPATH"] = trainerDirectory.path + (environment["PYTHONPATH"].map { ":" + $0 } ?? "")
+        environment["PYTHONUNBUFFERED"] = "1"
+        process.environment = environment
+        let stdout = Pipe(), stderr = Pipe()
+        process.standardOutput = stdout
+        process.standardError = stderr
+        process.standardInput = FileHandle.nullDevice
+        logger.info("personalisation started", metadata: [
+            "budget_seconds": .stringConvertible(task.budgetSeconds), "attempt": .stringConvertible(task.attempt),
+            "resume_step": .string(task.checkpointStep.map(String.init) ?? "none"),
+            "dataset_bytes": .stringConvertible(task.dataset.reduce(0) { $0 + $1.bytes.count })])
+        do { try process.run() } catch {
+            throw DubfarmError(.configuration, "cannot start the trainer \(python): \(error.localizedDescription)")
+        }
+
+        // The trainer's stderr: kept (its last lines explain a failure) and logged at debug level.
+        let errors = StderrTail()
+        let errThread = Thread {
+            var pending = Data()
+            while true {
+                let chunk = stderr.fileHandleForReading.availableData
+                if chunk.isEmpty { break }
+                pending.append(chunk)
+                while let nl = pending.firstIndex(of: 0x0A) {
+                    let line = String(decoding: pending[pending.startIndex..<nl], as: UTF8.self)
+                    pending.removeSubrange(pending.startIndex...nl)
+                    errors.add(line)
+                    logger.debug("trainer: \(line)")
+                }
+            }
+        }
+        errThread.start()
+        // Cancellation (and a trainer that overruns its budget by far) ends the process.
+        let done = Synchronized(false)
+        let watchdog = Thread {
+            let limit = Date().addingTimeInterval(Double(task.budgetSeconds) * 2 + 600)
+            var signalled = false
+            while !done.value {
+                if !signalled && (cancelled() || Date() > limit) {
+                    signalled = true
+                    process.terminate()
+                }
+                Thread.sleep(forTimeInterval: 0.1)
+            }
+        }
+        watchdog.start()
+        defer { done.value = true }
+
+        var last = TrainProgress(step: task.checkpointStep ?? 0, loss: nil, elapsed: 0)
+        var finished: (line: String, weights: String)?
+        var pending = Data()
+        func handle(_ line: String) {
+            guard let event = try? JSONDecoder().decode(Event.self, from: Data(line.utf8)) else {
+                logger.warning("trainer printed a line that is not its protocol: \(line.prefix(200))")
+                return
+            }
+            last = TrainProgress(step: event.step ?? last.step, loss: event.loss ?? last.loss, elapsed: event.elapsed ?? last.elapsed)
+            switch event.event {
+            case "start", "progress":
+                report(.trainProgress(task.ref, last))
+            case "checkpoint":
+                guard let path = event.path, let bytes = FileManager.default.contents(atPath: path) else {
+                    logger.warning("trainer named a checkpoint it did not write: \(event.path ?? "no path")")
+                    return
+                }
+                logger.info("checkpoint", metadata: ["step": .stringConvertible(last.step), "bytes": .stringConvertible(bytes.count)])
+                report(.checkpoint(task.ref, last, bytes: [UInt8](bytes)))
+            case "done":
+                if let w = event.weights { finished = (line, w) }
+            default:
+                break
+            }
+        }
+        while true {
+            let chunk = stdout.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            pending.append(chunk)
+            while let nl = pending.firstIndex(of: 0x0A) {
+                let line = String(decoding: pending[pending.startIndex..<nl], as: UTF8.self)
+                pending.removeSubrange(pending.startIndex...nl)
+                if !line.isEmpty { handle(line) }
+            }
+        }
+        process.waitUntilExit()
+        done.value = true
+        while errThread.isExecuting { Thread.sleep(forTimeInterval: 0.01) }
+        let status = process.terminationStatus
+        if cancelled() { throw DubfarmError(.cancelled, "personalisation of job \(task.ref.job) stopped at step \(last.step)") }
+        guard status == 0, let finished else {
+            let why = errors.lastLines.isEmpty ? "no message" : errors.lastLines
+            throw DubfarmError(status == 2 ? .badInput : .internalError,
+                               "the trainer exited with status \(status) at step \(last.step): \(why)")
+        }
+        guard let weights = FileManager.default.contents(atPath: finished.weights) else {
+            throw DubfarmError(.internalError, "the trainer finished but its weights file \(finished.weights) is missing")
+        }
+        return Outcome(progress: last, report: finished.line, weights: [UInt8](weights))
+    }
+}
+
+/// The last few lines a child wrote to stderr.
+final class StderrTail: @unchecked Sendable {
+    private let lock = NSLock()
+    private var lines: [String] = []
+    func add(_ line: String) {
+        lock.lock()
+        defer { lock.unlock() }
+        let t = line.trimmingCharacters(in: .whitespaces)
+        guard !t.isEmpty else { return }
+        lines.append(t)
+        if lines.count > 3 { lines.removeFirst() }
+    }
+    var lastLines: String {
+        lock.lock()
+        defer { lock.unlock() }
+        return lines.joined(separator: " | ")
+    }
+}
+
+/// A value behind a lock.
+final class Synchronized<T: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: T
+    init(_ value: T) { stored = value }
+    var value: T {
+        get { lock.lock(); defer { lock.unlock() }; return stored }
+        set { lock.lock(); stored = newValue; lock.unlock() }
+    }
+}
