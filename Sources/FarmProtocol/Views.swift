@@ -54,7 +54,7 @@ public struct PersonalisationView: Codable, Sendable, Hashable {
         case "preparing": return "building the dataset from the video"
         case "pending": return checkpointStep.map { "waiting for a worker (resumes at step \($0))" } ?? "waiting for a worker that can personalise"
         case "leased":
-            return String(format: "training %.0f %% of %d s (step %d%@)", progress * 100, budgetSeconds, step, loss)
+            return String(format: "training %.0f %% of %d s (step %d", progress * 100, budgetSeconds, step) + loss + ")"
                 + (worker.map { " on \($0)" } ?? "") + (resumedFrom.map { $0 > 0 ? ", resumed at step \($0)" : "" } ?? "")
         case "done": return "done: \(step) steps in \(Int(elapsedSeconds)) s, weights \(weights.map { String($0.prefix(16)) } ?? "?")"
         default: return "failed: \(error ?? "no reason recorded")" + (fallback ? " (running on the default weights)" : "")

@@ -249,17 +249,11 @@ public final class WorkerNode: Sendable {
     private func handle(_ message: WorkMessage, send: (WorkMessage) -> Void) {
         switch message {
         case .task(let task):
-            let accepted: Bool = control.withLock { s in
-                guard s.current == nil || s.current!.finished.load(ordering: .acquiring), !s.stopping else { return false }
-                s.current = RunningTask(ref: task.ref)
-                return true
-            }
-            guard accepted else {
+            guard let running = start(RunningTask(ref: task.ref)) else {
                 send(.failed(task.ref, FailureReport(code: DubfarmError.Code.cancelled.rawValue,
                                                      message: "worker \(options.name) is busy or stopping", handedBack: true)))
                 return
             }
-            let running = control.withLock { $0.current! }
             let thread = Thread { [self] in process(task, running) }
             thread.name = "segment \(task.ref.segment)"
             thread.stackSize = 16 << 20
@@ -272,19 +266,11 @@ public final class WorkerNode: Sendable {
                 }
             }
         case .train(let task):
-            let accepted: Bool = control.withLock { s in
-                guard options.personaliser != nil, s.current == nil || s.current!.finished.load(ordering: .acquiring), !s.stopping else {
-                    return false
-                }
-                s.current = RunningTask(train: task.ref)
-                return true
-            }
-            guard accepted else {
+            guard options.personaliser != nil, let running = start(RunningTask(train: task.ref)) else {
                 send(.trainFailed(task.ref, FailureReport(code: DubfarmError.Code.cancelled.rawValue,
                                                           message: "worker \(options.name) is busy, stopping or cannot personalise", handedBack: true)))
                 return
             }
-            let running = control.withLock { $0.current! }
             let thread = Thread { [self] in personalise(task, running) }
             thread.name = "personalise \(task.ref.job)"
             thread.start()
@@ -306,6 +292,15 @@ public final class WorkerNode: Sendable {
             logger.notice("coordinator said goodbye: \(reason)")
         case .heartbeat, .ready, .progress, .result, .failed, .trainProgress, .checkpoint, .trained, .trainFailed:
             break
+        }
+    }
+
+    /// Makes `work` the current work unless the worker is busy (or stopping); returns it if so.
+    private func start(_ work: RunningTask) -> RunningTask? {
+        control.withLock { s in
+            guard s.current == nil || s.current!.finished.load(ordering: .acquiring), !s.stopping else { return nil }
+            s.current = work
+            return work
         }
     }
 

@@ -32,7 +32,7 @@ struct FarmMonitorTests {
     func queueDepth() {
         let q = QueueDepth(jobs: [job(1, .running, segments: (10, 4, 2)), job(2, .queued, frames: nil, segments: (0, 0, 0)),
                                   job(3, .done, done: 1000, segments: (10, 10, 0))])
-        #expect(q.jobs == ["queued": 1, "planning": 0, "running": 1, "stitching": 0, "done": 1, "failed": 0, "cancelled": 0])
+        #expect(q.jobs == ["queued": 1, "planning": 0, "personalising": 0, "running": 1, "stitching": 0, "done": 1, "failed": 0, "cancelled": 0])
         #expect(q.segments == ["pending": 4, "leased": 2, "done": 14, "dead": 0, "cancelled": 0])
     }
 
@@ -99,6 +99,23 @@ struct FarmMonitorTests {
         #expect(!onlyDone.contains { $0.hasPrefix("     7") })
         #expect(onlyDone.contains { $0.hasPrefix("     6") })
         #expect(onlyDone.last!.contains("filter (done)"))
+    }
+
+    @Test("a personalising job: its bar is the training budget spent, its phase beside the video, in the screen and in plain lines")
+    func personalising() throws {
+        var j = job(8, .personalising, segments: (3, 0, 0))
+        var p = PersonalisationView(state: "leased", budgetSeconds: 300, fallback: false, elapsedSeconds: 75, step: 42, leases: 1, failures: 0)
+        p.loss = 0.0312
+        p.worker = "w1"
+        j.personalisation = p
+        let s = FarmSnapshot(at: t0, jobs: [j], workers: [worker("w1", current: "8/personalise", lastSeen: t0)])
+        let lines = TopRenderer(coordinator: "c").render(s, size: TerminalSize(columns: 200, rows: 30), now: t0)
+        let row = try #require(lines.first { $0.hasPrefix("     8") })
+        #expect(row.contains("personalising") && row.contains(" 25%"), "\(row)")
+        #expect(row.contains("personalise: training 25 % of 300 s (step 42, loss 0.0312) on w1"), "\(row)")
+        let plain = TopRenderer(coordinator: "c").plainLines(s)
+        #expect(plain[1].contains("job 8 personalising") && plain[1].contains("personalise leased step 42 loss 0.0312 elapsed 75/300s"), "\(plain)")
+        #expect(plain[2].contains("segment 8/personalise"))
     }
 
     @Test("the f key cycles through every job state and back to all")

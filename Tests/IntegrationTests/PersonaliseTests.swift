@@ -121,6 +121,34 @@ struct PersonaliseTests {
         #expect(try MediaProbe.probe(path: farm.output(job)).video?.frameCount == 125)
     }
 
+    @Test("the CLI: --personalise alone and =SECONDS reach the coordinator; status shows the phase; bad uses exit 2")
+    func commandLine() async throws {
+        let farm = try await TestFarm.start(workers: 0, settings: Self.settings)
+        defer { farm.shutdown() }
+        let c = ["--coordinator", farm.controlEndpoint]
+        let lonely = try dubfarm(["submit", demoVideo, "--audio", media("dub-1.wav"), "--personalise-fallback"] + c)
+        #expect(lonely.status == 2 && lonely.err.contains("--personalise-fallback goes with --personalise"), "\(lonely.err)")
+        let negative = try dubfarm(["submit", demoVideo, "--audio", media("dub-1.wav"), "--personalise=-3"] + c)
+        #expect(negative.status == 2, "\(negative.err)")
+        // The test farm's default stage is passthrough, which runs no model: the bare flag got there.
+        let passthrough = try dubfarm(["submit", demoVideo, "--audio", media("dub-1.wav"), "--personalise"] + c)
+        #expect(passthrough.status == 2 && passthrough.err.contains("the 'passthrough' stage runs none"), "\(passthrough.err)")
+        #expect(try dubfarm(["submit", "--help"]).out.contains("--personalise"))
+
+        // No worker can personalise: the dataset is built, then the job waits, saying so.
+        let submitted = try dubfarm(["submit", demoVideo, "--audio", media("dub-1.wav"), "--stage", "dub", "--personalise=30"] + c)
+        #expect(submitted.status == 0, "\(submitted.err)")
+        let job = try #require(Int64(submitted.out.trimmingCharacters(in: .whitespacesAndNewlines)))
+        try farm.waitFor("the dataset of job \(job)", timeout: 120) { try farm.status(job).job.personalisation?.state == "pending" }
+        let d = try farm.status(job)
+        #expect(d.job.state == .personalising && d.job.personalisation?.budgetSeconds == 30)
+        #expect((d.job.personalisation?.datasetFrames ?? 0) >= 90, "100 frames asked, a face on nearly all: \(d.job.personalisation!)")
+        let status = try dubfarm(["status", "\(job)"] + c)
+        #expect(status.out.contains("personalise  waiting for a worker that can personalise"), "\(status.out)")
+        #expect(try dubfarm(["cancel", "\(job)"] + c).status == 0)
+        #expect(try farm.status(job).job.personalisation?.state == "failed")
+    }
+
     @Test("footage the trainer cannot use: the job fails with the reason, or runs on the default weights when it asked to")
     func failureAndFallback() async throws {
         let farm = try await TestFarm(settings: Self.settings)

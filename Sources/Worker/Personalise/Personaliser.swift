@@ -114,17 +114,9 @@ public struct Personaliser: Sendable {
         // The trainer's stderr: kept (its last lines explain a failure) and logged at debug level.
         let errors = StderrTail()
         let errThread = Thread {
-            var pending = Data()
-            while true {
-                let chunk = stderr.fileHandleForReading.availableData
-                if chunk.isEmpty { break }
-                pending.append(chunk)
-                while let nl = pending.firstIndex(of: 0x0A) {
-                    let line = String(decoding: pending[pending.startIndex..<nl], as: UTF8.self)
-                    pending.removeSubrange(pending.startIndex...nl)
-                    errors.add(line)
-                    logger.debug("trainer: \(line)")
-                }
+            Self.forEachLine(of: stderr.fileHandleForReading) { line in
+                errors.add(line)
+                logger.debug("trainer: \(line)")
             }
         }
         errThread.start()
@@ -146,7 +138,6 @@ public struct Personaliser: Sendable {
 
         var last = TrainProgress(step: task.checkpointStep ?? 0, loss: nil, elapsed: 0)
         var finished: (line: String, weights: String)?
-        var pending = Data()
         func handle(_ line: String) {
             guard let event = try? JSONDecoder().decode(Event.self, from: Data(line.utf8)) else {
                 logger.warning("trainer printed a line that is not its protocol: \(line.prefix(200))")
@@ -169,16 +160,7 @@ public struct Personaliser: Sendable {
                 break
             }
         }
-        while true {
-            let chunk = stdout.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            pending.append(chunk)
-            while let nl = pending.firstIndex(of: 0x0A) {
-                let line = String(decoding: pending[pending.startIndex..<nl], as: UTF8.self)
-                pending.removeSubrange(pending.startIndex...nl)
-                if !line.isEmpty { handle(line) }
-            }
-        }
+        Self.forEachLine(of: stdout.fileHandleForReading) { if !$0.isEmpty { handle($0) } }
         process.waitUntilExit()
         done.value = true
         while errThread.isExecuting { Thread.sleep(forTimeInterval: 0.01) }
@@ -193,6 +175,22 @@ public struct Personaliser: Sendable {
             throw DubfarmError(.internalError, "the trainer finished but its weights file \(finished.weights) is missing")
         }
         return Outcome(progress: last, report: finished.line, weights: [UInt8](weights))
+    }
+}
+
+extension Personaliser {
+    /// Calls `body` with each line read from `handle` until its end (blocking).
+    static func forEachLine(of handle: FileHandle, _ body: (String) -> Void) {
+        var pending = Data()
+        while true {
+            let chunk = handle.availableData
+            if chunk.isEmpty { break }
+            pending.append(chunk)
+            while let nl = pending.firstIndex(of: 0x0A) {
+                body(String(decoding: pending[pending.startIndex..<nl], as: UTF8.self))
+                pending.removeSubrange(pending.startIndex...nl)
+            }
+        }
     }
 }
 
