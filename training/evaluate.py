@@ -3,9 +3,17 @@
     python training/evaluate.py                      # trained (models/dubfarm-small), untrained, original
     python training/evaluate.py --model untrained:small --max-seconds 4   # quick, no trained weights
     python training/evaluate.py --json -             # also the results as JSON on stdout
+    python training/evaluate.py --personalise-seconds 300   # + 'personalised' rows (the default; 0: none)
 
 Every flag is a field of dubeval.config.EvalConfig. Writes to out/eval/: results.json, table.txt,
 summary.md (for the model card), contact-SPEAKER.png, loss-curves.png, the dubbed videos.
+
+Per-job personalisation (issue 14, dubeval/personal.py): with --personalise-seconds N (300; 0
+skips it) every held-out clip is also dubbed by a farm that fine-tunes the trained model on the
+clip's first --personalise-fraction (0.7) of frames for N s ('personalised'); the table then has a
+second part where 'trained' and 'personalised' are measured on the rest of each clip only (the
+tail the fine-tune never saw), per clip and over all, and the JSON a "personalisation" section
+(per clip: split, phase wall time, steps, the trainer's own held-back PSNR, weights' SHA-256).
 """
 import argparse
 import dataclasses
@@ -61,6 +69,20 @@ def main(argv=None):
                  media.read_frames(videos[s]["cross"][stem])[0]) for s in ("original", "untrained", "trained")
                 if s in videos]
         sheets.append(report.contact_sheet(rows, os.path.join(cfg.out, f"contact-{x['speaker']}.png")))
+    # the personalised system beside the default weights on the held-back tail (self-driven: the original is the truth)
+    p = results.get("personalisation")
+    if p:
+        seen_p = set()
+        for stem, c in p["clips"].items():
+            spk = results["held_out_clips"][stem]["speaker"]
+            if spk in seen_p:
+                continue
+            seen_p.add(spk)
+            k = c["max_frames"]
+            rows = [(f"{s}, self-driven (held back from the fine-tune)",
+                     media.read_frames(videos[s]["self"][stem])[0][k:]) for s in ("original", "trained", "personalised")
+                    if s in videos and stem in videos[s]["self"]]
+            sheets.append(report.contact_sheet(rows, os.path.join(cfg.out, f"contact-personalised-{spk}.png"), first=k))
     log_dir = cfg.logs or os.path.join(cfg.model, "logs")
     curves = report.loss_curves(log_dir, os.path.join(cfg.out, "loss-curves.png"))
     results["pictures"] = {"contact_sheets": sheets, "loss_curves": curves}
@@ -68,6 +90,9 @@ def main(argv=None):
         log(f"no training logs (*.csv) in {log_dir}: no loss-curves.png")
 
     text = report.table(results)
+    ptext = report.personalisation_table(results)
+    if ptext:
+        text += "\n\n" + ptext
     with open(os.path.join(cfg.out, "table.txt"), "w") as f:
         f.write(text + "\n")
     with open(os.path.join(cfg.out, "summary.md"), "w") as f:
@@ -78,6 +103,8 @@ def main(argv=None):
     print(f"sync model: true offset within ±1 frame in {100 * s['within_1']:.0f} % of {s['windows']} "
           f"one-second windows of the held-out original videos (target ≥ 80 %)")
     print(text)
+    for line in report.personalisation_targets(results):
+        print(line)
     print(f"\nwrote {cfg.out}/: table.txt, summary.md, results.json, {len(sheets)} contact sheet(s)"
           f"{', loss-curves.png' if curves else ''}; {results['seconds']:.0f} s")
     if cfg.json:

@@ -30,6 +30,12 @@ class EvalConfig:
     threads: int = 1
     reuse: bool = True                  # reuse farm outputs already in OUT/videos
     identity_every: int = 5             # dlib descriptor on every Nth frame (it is the slow part)
+    # --- per-job personalisation (issue 14): the 'personalised' rows ---
+    personalise_seconds: int = 300      # training budget per held-out clip (submit --personalise=N); 0: no such rows
+    personalise_fraction: float = 0.7   # share of each evaluated clip (from its start) the fine-tune may see
+                                        # (coordinator personalise.max_frames); every tail metric is on the rest
+    personalise_workers: int = 1        # the personalising farm: one worker of
+    personalise_threads: int = 2        # 2 threads (the issue's "one 2-core worker"), which also dubs the self drive
     # --- face geometry (dlib) ---
     detect_max_side: int = 320          # frames are downscaled to this for the HOG detector
     # --- evaluation sync model ---

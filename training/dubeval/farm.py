@@ -6,6 +6,11 @@ farm starts with no workers and this module starts `dubfarm worker --model SPEC`
 against it with the farm's keys (SPEC `untrained:small` on a binary that predates the option
 means the worker's built-in default, which is then the untrained seeded model). Either way the
 model each worker actually loaded (its `model=NAME@VERSION` log line) is recorded.
+
+With `personalise=True` the farm is started with `local up --personalise` (its workers can
+fine-tune a job on its own footage: `submit --personalise=SECONDS`), and `env` (e.g.
+`DUBFARM_PERSONALISE_MAX_FRAMES`) reaches the coordinator, which reads its settings from the
+environment it is started in.
 """
 import json
 import os
@@ -21,24 +26,70 @@ def _help(binary, *cmd):
 
 
 class Farm:
-    def __init__(self, binary, directory, model, workers=2, threads=1, log=print):
+    def __init__(self, binary, directory, model, workers=2, threads=1, log=print, personalise=False, env=None):
         self.binary, self.dir, self.model = binary, directory, model
         self.workers, self.threads, self.log = workers, threads, log
+        self.personalise, self.env = personalise, dict(env or {})
         self.procs = []
 
     def __enter__(self):
         if not os.path.exists(self.binary):
             raise SystemExit(f"dubeval: no dubfarm binary at {self.binary} (make build)")
-        if os.path.exists(os.path.join(self.dir, "farm.json")):   # a farm left by an interrupted run
+        for attempt in range(3):
+            self._wait_binary()
+            try:
+                return self._start()
+            except RuntimeError as e:
+                # a farm whose start failed half-way (e.g. the binary was relinked under it) leaves
+                # its PostgreSQL running without a farm.json for `local down` to find
+                self._stop_leftovers()
+                if attempt == 2 or "cannot start" not in str(e):
+                    raise
+                self.log(f"farm {self.dir}: start failed ({str(e).strip().splitlines()[-1]}); retrying in 30 s")
+                time.sleep(30)
+
+    def _wait_binary(self, stable=5, timeout=900):
+        """Waits while the binary is missing or being rewritten (its size or mtime still changing)."""
+        deadline, last = time.time() + timeout, None
+        while time.time() < deadline:
+            try:
+                st = os.stat(self.binary)
+                now = (st.st_size, st.st_mtime)
+            except FileNotFoundError:
+                now = None
+            if now is not None and now == last and time.time() - now[1] >= stable:
+                return
+            last = now
+            time.sleep(1)
+        raise SystemExit(f"dubeval: {self.binary} missing or changing for {timeout} s")
+
+    def _stop_leftovers(self):
+        if os.path.exists(os.path.join(self.dir, "farm.json")):
             subprocess.run([self.binary, "local", "down", "--dir", self.dir], capture_output=True)
+        data = os.path.join(self.dir, "postgres", "data")
+        if os.path.exists(os.path.join(data, "postmaster.pid")):
+            import glob
+            ctl = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl")) or [shutil.which("pg_ctl") or "pg_ctl"]
+            cmd = [ctl[-1], "-D", data, "-m", "fast", "-w", "stop"]
+            if os.geteuid() == 0:          # the local farm runs PostgreSQL as `postgres` (runuser)
+                cmd = ["runuser", "-u", "postgres", "--"] + cmd
+            subprocess.run(cmd, capture_output=True)
+
+    def _start(self):
+        self._stop_leftovers()                                     # a farm left by an interrupted run
         shutil.rmtree(self.dir, ignore_errors=True)
         os.makedirs(self.dir)
         up = [self.binary, "local", "up", "--dir", self.dir]
-        if "--model" in _help(self.binary, "local", "up"):
+        up_help = _help(self.binary, "local", "up")
+        if self.personalise:
+            if "--personalise" not in up_help:
+                raise SystemExit(f"dubeval: {self.binary} has no `local up --personalise` (make build)")
+            up.append("--personalise")
+        if "--model" in up_help:
             up += ["--workers", str(self.workers), "--threads", str(self.threads), "--model", self.model]
-            self._run(up)
+            self._run(up, env=dict(os.environ, **self.env))
         else:
-            self._run(up + ["--workers", "0"])
+            self._run(up + ["--workers", "0"], env=dict(os.environ, **self.env))
             with open(os.path.join(self.dir, "farm.json")) as f:
                 farm = json.load(f)
             keys = os.path.join(self.dir, "keys")
@@ -86,13 +137,48 @@ class Farm:
             time.sleep(0.5)
         raise RuntimeError(f"workers not ready in {timeout} s; see {logs}")
 
-    def dub(self, video, audio, out):
+    def dub(self, video, audio, out, personalise=0):
+        """Submits, waits, downloads to `out`; returns the job id. personalise: the job's
+        training budget in seconds (submit --personalise=N; 0: none)."""
+        self._wait_binary()
         env = dict(os.environ, DUBFARM_LOCAL_DIR=self.dir)
         tmp = out + ".part.mp4"
-        self._run(["nice", "-n", "15", self.binary, "submit", video, "--audio", audio, "--wait",
-                   "--out", tmp], env=env)
+        cmd = ["nice", "-n", "15", self.binary, "submit", video, "--audio", audio, "--wait", "--out", tmp]
+        if personalise:
+            cmd.append(f"--personalise={int(personalise)}")
+        text = self._run(cmd, env=env)
         os.replace(tmp, out)
-        return out
+        m = re.search(r"job (\d+) submitted", text)
+        return int(m.group(1)) if m else None
+
+    def _json_cmd(self, *args):
+        env = dict(os.environ, DUBFARM_LOCAL_DIR=self.dir)
+        return self._run([self.binary, *args, "--json"], env=env)
+
+    def status(self, job):
+        """`dubfarm status JOB --json`: {"job": {...}, "segments": [...]}."""
+        return json.loads(self._json_cmd("status", str(job)))
+
+    def events(self, job):
+        """`dubfarm logs JOB --json`: the job's history, one dict per event, oldest first."""
+        return [json.loads(line) for line in self._json_cmd("logs", str(job)).splitlines() if line.strip()]
+
+    def coordinator_log(self):
+        with open(os.path.join(self.dir, "logs", "coordinator.log"), errors="replace") as f:
+            return f.read()
+
+    def worker_logs(self):
+        logs = os.path.join(self.dir, "logs")
+        out = []
+        for name in sorted(os.listdir(logs)):
+            if not name.startswith("coordinator"):
+                with open(os.path.join(logs, name), errors="replace") as f:
+                    out.append(f.read())
+        return "\n".join(out)
+
+    def weights_file(self, sha256):
+        """Where the coordinator keeps a job's personalised weights (content-addressed)."""
+        return os.path.join(self.dir, "store", "weights", f"{sha256}.safetensors")
 
     def dub_all(self, jobs, parallel=4):
         """jobs: [(video, audio, out)]; submitted side by side so every worker has work."""

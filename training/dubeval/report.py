@@ -33,6 +33,93 @@ def table(results):
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
+TAIL_COLUMNS = COLUMNS[:8] + [("sync_windows", "windows", lambda v: f"{v:d}")] + COLUMNS[8:]
+
+
+def _grid(head, rows, left=2):
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    line = lambda cells: "  ".join(str(c).ljust(w) if i < left else str(c).rjust(w)
+                                   for i, (c, w) in enumerate(zip(cells, widths)))
+    return [line(head), line(["-" * w for w in widths])] + [line(r) for r in rows]
+
+
+def personalisation_rows(p):
+    """[(clip, drive, system, figures)] of the personalisation section: per clip, 'trained' then
+    'personalised' for each drive, then the same over all clips ('all')."""
+    by = {(r["system"], r["drive"]): r for r in p["results"]}
+    out = []
+    for stem in p["clips"]:
+        for drive in ("self", "cross"):
+            for system in ("trained", "personalised"):
+                r = by.get((system, drive))
+                if r and stem in r["per_clip"]:
+                    c = r["per_clip"][stem]
+                    out.append((stem, drive, system, dict(c, sync_windows=c.get("sync_windows"))))
+    for drive in ("self", "cross"):
+        for system in ("trained", "personalised"):
+            r = by.get((system, drive))
+            if r:
+                out.append(("all", drive, system, r))
+    return out
+
+
+def personalisation_table(results):
+    """Default weights ('trained') against the per-clip fine-tune ('personalised'), every figure
+    on the held-back tail of each clip; then what each clip's personalisation phase did."""
+    p = results.get("personalisation")
+    if not p:
+        return ""
+    head = ["clip (tail frames)", "drive", "system"] + [h for _, h, _ in TAIL_COLUMNS]
+    rows = []
+    for stem, drive, system, r in personalisation_rows(p):
+        if stem == "all":
+            label = "all clips"
+        else:
+            c = p["clips"][stem]
+            label = f"{stem} ({c['max_frames']}-{c['frames'] - 1})"
+        rows.append([label, drive, system] + [_cell(r, k, f) for k, _, f in TAIL_COLUMNS])
+    lines = [f"Personalised (issue 14): each clip fine-tuned for {p['budget_seconds']} s on its first "
+             f"{100 * p['fraction']:g} % of frames ({p['workers']} worker, {p['threads']} threads); every figure on "
+             "the frames after it (the tail), for both systems"] + _grid(head, rows, left=3)
+    head2 = ["clip", "frames", "dataset", "tail", "budget s", "steps", "phase wall s", "dataset s", "training s",
+             "trainer held-back PSNR dB", "weights"]
+    rows2 = []
+    for stem, c in p["clips"].items():
+        ph = c.get("phase_seconds") or {}
+        h = (c.get("trainer") or {}).get("holdout") or {}
+        sec = lambda v: "—" if v is None else f"{v:.0f}"
+        psnr = (f"{h['psnr_before']:.2f} → {h['psnr_after']:.2f} ({h.get('frames', '?')} fr)"
+                if h.get("psnr_before") is not None and h.get("psnr_after") is not None else "—")
+        rows2.append([stem, c["frames"], f"0-{c['max_frames'] - 1} ({c.get('dataset_frames')})", c["tail_frames"],
+                      c["budget_seconds"], c.get("steps"), sec(ph.get("phase")), sec(ph.get("dataset")),
+                      sec(ph.get("training")), psnr, (c.get("weights") or "")[:16]])
+    lines += ["", "Personalisation phase per clip (phase: job submitted → leaves 'personalising'; dataset: with a face "
+              "of the first max_frames; trainer: its own last 15 % of the dataset, before → after)"]
+    lines += _grid(head2, rows2, left=1)
+    return "\n".join(lines)
+
+
+def personalisation_targets(results):
+    """Issue 14's targets on the held-back tails: self-driven face PSNR ≥ 2 dB above the default's,
+    sync confidence ≥ the default's (cross-driven, the dubbing case; self-driven beside it)."""
+    p = results.get("personalisation")
+    if not p:
+        return []
+    by = {(r["system"], r["drive"]): r for r in p["results"]}
+    out = ["| target (held-back tails) | default (trained) | personalised | wanted | met |", "|---|---|---|---|---|"]
+    d, q = by.get(("trained", "self")), by.get(("personalised", "self"))
+    if d and q and d.get("psnr") is not None and q.get("psnr") is not None:
+        gain = q["psnr"] - d["psnr"]
+        out.append(f"| face-region PSNR, self-driven | {d['psnr']:.2f} dB | {q['psnr']:.2f} dB ({gain:+.2f}) | "
+                   f"≥ +2 dB | {'yes' if gain >= 2 else 'no'} |")
+    for drive in ("cross", "self"):
+        d, q = by.get(("trained", drive)), by.get(("personalised", drive))
+        if d and q and d.get("sync_conf") is not None and q.get("sync_conf") is not None:
+            out.append(f"| sync confidence, {drive}-driven ({q.get('sync_windows')} windows) | {d['sync_conf']:.3f} | "
+                       f"{q['sync_conf']:.3f} | ≥ default | {'yes' if q['sync_conf'] >= d['sync_conf'] else 'no'} |")
+    return out
+
+
 def targets(results):
     """The issue's targets against the trained model's figures (cross-driven unless said)."""
     by = {(r["system"], r["drive"]): r for r in results["results"]}
@@ -81,6 +168,10 @@ def summary_markdown(results):
     tg = targets(results)
     if tg:
         lines += ["Targets (issue 13):", ""] + tg + [""]
+    pt = personalisation_table(results)
+    if pt:
+        lines += ["## Per-job personalisation (issue 14)", "", "```", pt, "```", "",
+                  "Targets (issue 14):", ""] + personalisation_targets(results) + [""]
     lines.append(f"`make eval` took {results['seconds']:.0f} s.")
     return "\n".join(lines) + "\n"
 
@@ -96,8 +187,9 @@ def _label(img, text, size=18):
     d.text((6, 3), text, fill=(255, 255, 255), font=font)
 
 
-def contact_sheet(rows, path, n=4, height=200):
-    """rows: [(label, frames [N, H, W, 3])]; n frames evenly spaced, side by side, one row each."""
+def contact_sheet(rows, path, n=4, height=200, first=0):
+    """rows: [(label, frames [N, H, W, 3])]; n frames evenly spaced, side by side, one row each
+    (first: the clip's frame number of frames[0], for the labels)."""
     from PIL import Image
     count = min(len(f) for _, f in rows)
     idx = np.linspace(0, count - 1, n + 2)[1:-1].round().astype(int)
@@ -112,7 +204,7 @@ def contact_sheet(rows, path, n=4, height=200):
         for t in row:
             strip.paste(t, (x, 0))
             x += t.width + 4
-        _label(strip, f"{label}   (frames {', '.join(map(str, idx))})")
+        _label(strip, f"{label}   (frames {', '.join(str(i + first) for i in idx)})")
         tiles.append(strip)
     sheet = Image.new("RGB", (max(t.width for t in tiles), sum(t.height for t in tiles) + 4 * (len(tiles) - 1)),
                       (255, 255, 255))

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from . import cache, clips as C, faces as F, media, mel, metrics as M, offsets, sync
+from . import cache, clips as C, faces as F, media, mel, metrics as M, offsets, personal, sync
 from .farm import Farm
 
 DRIVES = ("self", "cross")
@@ -111,6 +111,24 @@ def evaluate(cfg, systems, log=print):
     # 1. inputs and the systems through the farm
     inputs = prepare_inputs(cfg, held, log)
     videos, models = run_systems(cfg, inputs, systems, log)
+    # the original's analysis (the reference of every metric)
+    refs = {}
+    for stem, x in inputs.items():
+        if cfg.max_seconds:
+            refs[stem] = cache.load_or_build(cfg, f"{stem}-first{cfg.max_seconds:g}s", x["video"], faces, log)
+        else:
+            refs[stem] = full[stem]
+    # 1b. the personalised system (issue 14): a fine-tune per clip on its first part, beside 'trained'
+    pclips = {}
+    if cfg.personalise_seconds > 0:
+        if "trained" not in systems or not os.path.exists(os.path.join(cfg.model, "manifest.json")):
+            log("personalised: needs the 'trained' system and a weights directory (--model DIR): left out")
+        else:
+            pvideos, pclips = personal.run(cfg, inputs, {s: len(r["found"]) for s, r in refs.items()}, log)
+            if pclips:
+                videos["personalised"] = pvideos
+                models["personalised"] = (f"{models['trained']} fine-tuned per clip for {cfg.personalise_seconds} s "
+                                          f"on its first {100 * cfg.personalise_fraction:g} %")
     # 2. the evaluation sync model (trained once, cached), and its proof on held-out originals
     fixes, truth = offsets.corrections(), C.audio_offsets(cfg)
     cached = sync.load_cached(cfg, log, fixes)
@@ -122,59 +140,100 @@ def evaluate(cfg, systems, log=print):
         sync_info["held_out"] = sync.held_out_accuracy(scorer, full, cfg, truth)   # cheap; split.json may have changed
     log(f"sync model: true offset found within ±1 frame in {sync_info['held_out']['within_1']:.0%} of "
         f"{sync_info['held_out']['windows']} one-second windows of the held-out original videos")
-    # 3. the original's analysis (the reference of every metric)
-    refs, ref_frames = {}, {}
-    for stem, x in inputs.items():
-        if cfg.max_seconds:
-            refs[stem] = cache.load_or_build(cfg, f"{stem}-first{cfg.max_seconds:g}s", x["video"], faces, log)
-        else:
-            refs[stem] = full[stem]
     # 4. metrics
     results = []
+    ref_frames = {}
     for system in systems:
         for drive in DRIVES:
-            per_clip, scores = {}, []
-            found_all = []
+            per_clip, found_all, scores, offs = {}, [], [], None
             for stem, x in inputs.items():
-                ref = refs[stem]
-                path = videos[system][drive][stem]
-                frames, fps = media.read_frames(path)
-                if system == "original":
-                    a = dict(ref)
-                    a["mel"] = mel.log_mel(media.read_audio(path))
-                else:
-                    a = analyse_output(cfg, path, ref, faces, log)
-                n = min(len(frames), len(ref["found"]))
-                clip = sync.clip_of(a["mouth"][:n], a["mel"], fps, cfg)
-                starts = sync.windows_of(clip, cfg.sync_eval_window, cfg.sync_max_offset)
-                if starts:
-                    s, offs = sync.offset_scores(scorer.v, scorer.a, clip, starts, cfg.sync_eval_window,
-                                                 cfg.sync_max_offset)
-                    scores.append(s)
-                r = {"frames": int(n), "face_found": M.face_found(a["found"][:n]),
-                     "identity": M.identity_distance(a["descriptors"][:n], ref["descriptors"][:n]),
-                     "jitter_ratio": M.jitter_ratio(a["landmarks"][:n], ref["landmarks"][:n])}
-                if drive == "self":
-                    if stem not in ref_frames:            # the original's frames, decoded once for every system
-                        ref_frames[stem] = media.read_frames(inputs[stem]["video"])[0]
-                    r["psnr"], r["ssim"] = M.face_region_quality(frames[:n], ref_frames[stem][:n], ref["landmarks"][:n])
-                    r["lmd"] = M.lmd(a["landmarks"][:n], ref["landmarks"][:n])
-                if starts:
-                    r.update({"sync_" + k: v for k, v in sync.summarise(s, offs).items() if k != "offset_found"})
+                r, found, s, offs_ = measure(cfg, scorer, system, videos[system][drive][stem], refs[stem],
+                                             ref_frames, inputs[stem]["video"], stem, drive, faces, log)
                 per_clip[stem] = r
-                found_all.append(a["found"][:n])
-            row = {"system": system, "drive": drive, "model": models[system],
-                   "face_found": M.face_found(np.concatenate(found_all))}
-            for k in ("identity", "psnr", "ssim", "lmd", "jitter_ratio"):
-                vals = [r[k] for r in per_clip.values() if k in r and not np.isnan(r[k])]
-                row[k] = float(np.mean(vals)) if vals else None
-            if scores:
-                sm = sync.summarise(np.concatenate(scores), offs)
-                row.update({"sync_conf": sm["conf"], "sync_conf_peak": sm["conf_peak"],
-                            "sync_within_1": sm["within_1"], "sync_windows": sm["windows"]})
-            row["per_clip"] = per_clip
-            results.append(row)
+                found_all.append(found)
+                if s is not None:
+                    scores.append(s)
+                    offs = offs_
+            results.append(aggregate(system, drive, models[system], per_clip, found_all, scores, offs))
             log(f"{system}/{drive}: done")
-    return {"held_out_clips": {s: {k: v for k, v in x.items()} for s, x in inputs.items()},
-            "sync_model": sync_info, "results": results, "systems": systems,
-            "config": cfg.to_dict(), "seconds": round(time.time() - t0, 1)}, videos
+    out = {"held_out_clips": {s: {k: v for k, v in x.items()} for s, x in inputs.items()},
+           "sync_model": sync_info, "results": results, "systems": systems,
+           "config": cfg.to_dict(), "seconds": None}
+    # 5. the personalised system against the default weights, on each clip's held-back tail
+    if pclips:
+        out["personalisation"] = personalisation_results(cfg, scorer, inputs, videos, models, pclips, refs,
+                                                          ref_frames, faces, log)
+    out["seconds"] = round(time.time() - t0, 1)
+    return out, videos
+
+
+def measure(cfg, scorer, system, path, ref, ref_frames, ref_video, stem, drive, faces, log, first=0):
+    """One output video's metrics against the original, on frames [first, n): (per-clip figures,
+    face found per frame, sync scores of its windows or None, their offsets)."""
+    frames, fps = media.read_frames(path)
+    if system == "original":
+        a = dict(ref)
+        a["mel"] = mel.log_mel(media.read_audio(path))
+    else:
+        a = analyse_output(cfg, path, ref, faces, log)
+    n = min(len(frames), len(ref["found"]))
+    clip = sync.clip_of(a["mouth"][:n], a["mel"], fps, cfg)
+    starts = sync.windows_of(clip, cfg.sync_eval_window, cfg.sync_max_offset, first)
+    s = offs = None
+    if starts:
+        s, offs = sync.offset_scores(scorer.v, scorer.a, clip, starts, cfg.sync_eval_window, cfg.sync_max_offset)
+    t = slice(first, n)
+    r = {"frames": int(n - first), "face_found": M.face_found(a["found"][t]),
+         "identity": M.identity_distance(a["descriptors"][t], ref["descriptors"][t]),
+         "jitter_ratio": M.jitter_ratio(a["landmarks"][t], ref["landmarks"][t])}
+    if first:
+        r["first_frame"] = int(first)
+    if drive == "self":
+        if stem not in ref_frames:            # the original's frames, decoded once for every system
+            ref_frames[stem] = media.read_frames(ref_video)[0]
+        r["psnr"], r["ssim"] = M.face_region_quality(frames[t], ref_frames[stem][t], ref["landmarks"][t])
+        r["lmd"] = M.lmd(a["landmarks"][t], ref["landmarks"][t])
+    if starts:
+        r.update({"sync_" + k: v for k, v in sync.summarise(s, offs).items() if k != "offset_found"})
+    return r, a["found"][t], s, offs
+
+
+def aggregate(system, drive, model, per_clip, found_all, scores, offs):
+    """A table row: face found over every frame, the other figures the mean of the clips' (sync:
+    over every window of every clip)."""
+    row = {"system": system, "drive": drive, "model": model,
+           "face_found": M.face_found(np.concatenate(found_all)) if found_all else float("nan")}
+    for k in ("identity", "psnr", "ssim", "lmd", "jitter_ratio"):
+        vals = [r[k] for r in per_clip.values() if k in r and not np.isnan(r[k])]
+        row[k] = float(np.mean(vals)) if vals else None
+    if scores:
+        sm = sync.summarise(np.concatenate(scores), offs)
+        row.update({"sync_conf": sm["conf"], "sync_conf_peak": sm["conf_peak"],
+                    "sync_within_1": sm["within_1"], "sync_windows": sm["windows"]})
+    row["per_clip"] = per_clip
+    return row
+
+
+def personalisation_results(cfg, scorer, inputs, videos, models, pclips, refs, ref_frames, faces, log):
+    """The 'trained' (default weights) and 'personalised' rows, every figure on frames [k, n) of
+    each clip (k = the clip's personalise.max_frames), per clip and over all clips."""
+    rows = []
+    for system in ("trained", "personalised"):
+        for drive in DRIVES:
+            per_clip, found_all, scores, offs = {}, [], [], None
+            for stem, info in pclips.items():
+                r, found, s, offs_ = measure(cfg, scorer, system, videos[system][drive][stem], refs[stem], ref_frames,
+                                             inputs[stem]["video"], stem, drive, faces, log, first=info["max_frames"])
+                per_clip[stem] = r
+                found_all.append(found)
+                if s is not None:
+                    scores.append(s)
+                    offs = offs_
+            rows.append(aggregate(system, drive, models[system], per_clip, found_all, scores, offs))
+            log(f"{system}/{drive} on the held-back tails: done")
+    clips = {stem: {k: v for k, v in info.items() if k not in ("key", "events")} for stem, info in pclips.items()}
+    return {"budget_seconds": int(cfg.personalise_seconds), "fraction": cfg.personalise_fraction,
+            "workers": cfg.personalise_workers, "threads": cfg.personalise_threads,
+            "clips": clips, "results": rows}
+
+

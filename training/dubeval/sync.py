@@ -136,9 +136,12 @@ def offset_scores(embed_v, embed_a, clip, starts, length, max_offset):
     return out, offs
 
 
-def windows_of(clip, length, max_offset):
-    """Non-overlapping window starts covering the clip's valid frames."""
+def windows_of(clip, length, max_offset, first=0):
+    """Non-overlapping window starts covering the clip's valid frames; with `first`, only frames
+    whose whole video window (t ± reach) lies at or after frame `first` (a clip's tail)."""
     valid = clip.valid(max_offset)
+    if first:
+        valid = valid[valid >= first + clip.reach]
     if len(valid) < length:
         return []
     return list(range(valid[0], valid[-1] - length + 2, length))
