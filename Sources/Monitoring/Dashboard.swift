@@ -28,7 +28,7 @@ enum Dashboard {
   .chips { display:flex; flex-wrap:wrap; gap:.4rem; }
   .chip { background:var(--bg); border:1px solid var(--line); border-radius:99px; padding:.15rem .6rem; font-variant-numeric: tabular-nums; }
   .chip b { font-weight:600; }
-  .state-running, .state-busy, .state-leased { color:var(--busy); }
+  .state-running, .state-personalising, .state-busy, .state-leased { color:var(--busy); }
   .state-done, .state-idle { color:var(--good); }
   .state-failed, .state-dead, .state-lost { color:var(--bad); }
   .progress { position:relative; min-width:120px; height:1.1rem; background:var(--bg); border:1px solid var(--line); border-radius:4px; overflow:hidden; }
@@ -96,7 +96,7 @@ function render(s) {
   document.getElementById("updated").textContent = new Date(s.at).toLocaleTimeString();
   const chips = (id, what, order, counts) => document.getElementById(id).replaceChildren(
     ...order.map(k => el("span", {class: "chip state-" + k, "data-state": k}, what + " " + k + " ", el("b", {}, counts[k] || 0))));
-  chips("queue-jobs", "jobs", ["queued","planning","running","stitching","done","failed","cancelled"], s.queue.jobs);
+  chips("queue-jobs", "jobs", ["queued","planning","personalising","running","stitching","done","failed","cancelled"], s.queue.jobs);
   chips("queue-segments", "segments", ["pending","leased","done","dead","cancelled"], s.queue.segments);
   document.querySelector("#jobs tbody").replaceChildren(...s.jobs.map(j => {
     const r = s.rates.jobs[String(j.id)];
