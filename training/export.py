@@ -16,13 +16,12 @@ import json
 import os
 import sys
 
-import numpy as np
 import torch
-from safetensors.numpy import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dubtrain.common import load_checkpoint  # noqa: E402
 from dubtrain.model import SwapTalk  # noqa: E402
+from dubtrain.weights import save_safetensors  # noqa: E402
 
 VQGAN_PREFIXES = ("encoder.", "quant_conv.", "quantize_upper.", "quantize_lower.", "post_quant_conv.", "decoder.")
 LIPSYNC_PREFIXES = ("audio.", "lipsync.")
@@ -70,12 +69,10 @@ def export(run, out, float16=True):
     with open(os.path.join(out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=2, sort_keys=True)
         f.write("\n")
-    dtype = np.float16 if float16 else np.float32
-    tensors = {k: np.ascontiguousarray(v.detach().cpu().float().numpy().astype(dtype)) for k, v in sd.items()}
     meta = {"dubfarm.trained": ",".join(trained), "config": manifest["name"],
             "trainer": "training/train.py", "steps": json.dumps(prov["steps"]),
             "train_seconds": f"{prov['seconds']:.0f}", "dtype": "F16" if float16 else "F32"}
-    save_file(tensors, os.path.join(out, "model.safetensors"), metadata=meta)
+    save_safetensors(os.path.join(out, "model.safetensors"), sd, meta, float16)
     return manifest, trained, prov
 
 

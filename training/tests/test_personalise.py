@@ -1,0 +1,240 @@
+"""Per-job personalisation (python -m dubtrain.personalise) on the demo clip built with the real
+`dubfarm dataset build --config small`, starting from models/dubfarm-small: held-out PSNR rises
+and the training loss falls; a run stopped at a checkpoint (or by SIGTERM) and resumed ends with
+the very weights of an uninterrupted one, with its budget counted across the resume; the output
+has the base's layout plus its provenance; bad inputs exit 2 with one line saying why; stdout is
+JSON lines only."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from conftest import ROOT, TRAINING
+from dubtrain.common import read_csv
+
+BASE = os.path.join(ROOT, "models", "dubfarm-small")
+
+
+def personalise(data, out, *flags, base=BASE, seconds=600):
+    """Runs the CLI as the worker does; (exit code, parsed stdout lines, stderr)."""
+    r = subprocess.run([sys.executable, "-m", "dubtrain.personalise", "--base", base, "--data", data, "--out", str(out),
+                        "--seconds", str(seconds), "--threads", "2", *flags],
+                       cwd=TRAINING, capture_output=True, text=True, timeout=300)
+    return r.returncode, [json.loads(line) for line in r.stdout.splitlines()], r.stderr
+
+
+def build(dubfarm, out, *flags):
+    subprocess.run([dubfarm, "dataset", "build", os.path.join(ROOT, "demo", "speaker.mp4"), "--out", str(out),
+                    "--config", "small", *flags], check=True, capture_output=True)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def demo_small(tmp_path_factory, dubfarm):
+    """demo/speaker.mp4 as a `small` (128-px) dataset: 125 frames, the job's own clip."""
+    return build(dubfarm, tmp_path_factory.mktemp("personalise") / "demo")
+
+
+@pytest.fixture(scope="session")
+def demo_short(tmp_path_factory, dubfarm):
+    """Its first 30 frames (quicker to encode, for the resume tests)."""
+    return build(dubfarm, tmp_path_factory.mktemp("personalise") / "short", "--max-frames", "30")
+
+
+@pytest.fixture(scope="module")
+def fine_tuned(demo_small, tmp_path_factory):
+    """30 steps of 4 crops on the demo clip's first 106 frames; its last 19 held out."""
+    out = tmp_path_factory.mktemp("personalise") / "out"
+    rc, lines, err = personalise(demo_small, out, "--max-steps", "30", "--batch", "4")
+    assert rc == 0, err[-3000:]
+    return out, lines, err
+
+
+def read_log(out):
+    """OUT/log.csv as rows {column: float} (NaN where empty)."""
+    cols = read_csv(os.path.join(out, "log.csv"))
+    return [dict(zip(cols, values)) for values in zip(*cols.values())]
+
+
+def test_a_short_fine_tune_raises_held_out_psnr_and_the_loss_falls(fine_tuned):
+    out, lines, _ = fine_tuned
+    done = lines[-1]
+    assert done["event"] == "done" and done["step"] == 30
+    h = done["holdout"]
+    assert h["frames"] == 19 and lines[0]["frames"] == 106 and lines[0]["holdout_frames"] == 19
+    # The held-out frames were never trained on; the demo clip's face gains over a dB in 30 steps.
+    assert h["psnr_after"] > h["psnr_before"] + 1.0, h
+    assert h["psnr_blend_after"] > h["psnr_blend_before"], h
+    assert h["audio_effect_after"] > 0.0, h  # the UNet still listens to the audio
+    log = read_log(out)
+    assert [r["step"] for r in log] == list(range(1, 31))
+    first, last = log[:5], log[-5:]
+    mean = lambda rows, k: sum(r[k] for r in rows) / len(rows)
+    for k in ("loss", "l1"):
+        assert mean(last, k) < 0.9 * mean(first, k), (k, [r[k] for r in log])
+    for k in ("code_mse", "code_ce"):  # the UNet's, at its 30x smaller learning rate
+        assert mean(last, k) < mean(first, k), (k, [r[k] for r in log])
+
+
+def test_the_output_has_the_bases_layout_and_says_where_it_came_from(fine_tuned, dubfarm):
+    out, lines, _ = fine_tuned
+    with safe_open(os.path.join(BASE, "model.safetensors"), "pt") as b, \
+            safe_open(os.path.join(out, "model.safetensors"), "pt") as o:
+        assert sorted(o.keys()) == sorted(b.keys())
+        for k in b.keys():
+            tb, to = b.get_tensor(k), o.get_tensor(k)
+            assert to.dtype == tb.dtype == torch.float16 and to.shape == tb.shape, k
+            trained = k.startswith(("decoder.", "post_quant_conv.", "lipsync."))
+            # what was not trained is bit for bit the base's (float16 -> float32 -> float16 is exact)
+            assert trained or torch.equal(to, tb), k
+        assert not torch.equal(o.get_tensor("decoder.conv_out.weight"), b.get_tensor("decoder.conv_out.weight"))
+        assert not torch.equal(o.get_tensor("lipsync.conv_out.weight"), b.get_tensor("lipsync.conv_out.weight"))
+        mb, mo = b.metadata(), o.metadata()
+    assert {k: v for k, v in mo.items() if k != "dubfarm.personalised"} == mb
+    p = json.loads(mo["dubfarm.personalised"])
+    assert p["steps"] == 30 and p["frames"] == 106 and p["holdout"] == lines[-1]["holdout"]
+    assert p["base_sha256"] == __import__("hashlib").sha256(open(os.path.join(BASE, "model.safetensors"), "rb").read()).hexdigest()
+    assert open(os.path.join(out, "manifest.json"), "rb").read() == open(os.path.join(BASE, "manifest.json"), "rb").read()
+    # Same byte layout: the header's offsets are the base's.
+    header = lambda path: json.loads(open(path, "rb").read()[8:8 + int.from_bytes(open(path, "rb").read(8), "little")])
+    hb, ho = header(os.path.join(BASE, "model.safetensors")), header(os.path.join(out, "model.safetensors"))
+    assert {k: v for k, v in ho.items() if k != "__metadata__"} == {k: v for k, v in hb.items() if k != "__metadata__"}
+    # The engine loads it unchanged and computes what PyTorch computes (within 1e-4).
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "reference", "check.py"), "--weights", str(out),
+                        "--dubfarm", dubfarm], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "PASSED" in r.stdout, r.stdout + r.stderr
+
+
+def test_stdout_is_json_lines_start_progress_checkpoint_done(fine_tuned):
+    out, lines, err = fine_tuned
+    events = [line["event"] for line in lines]
+    assert events[0] == "start" and events[-1] == "done" and events.count("done") == 1
+    assert lines[0] == {"event": "start", "step": 0, "resumed": False, "frames": 106, "holdout_frames": 19,
+                        "budget_seconds": 600.0, "elapsed": 0.0}
+    train = [line for line in lines if line["event"] == "progress" and "phase" not in line]
+    assert train and all(isinstance(line["loss"], float) and line["budget_seconds"] == 600.0 for line in train)
+    assert [line["step"] for line in train] == sorted(line["step"] for line in train)
+    # at most about once a second
+    assert all(b["elapsed"] - a["elapsed"] >= 0.9 for a, b in zip(train, train[1:])), train
+    ckpts = [line for line in lines if line["event"] == "checkpoint"]
+    assert ckpts[-1]["step"] == 30 and ckpts[-1]["path"] == os.path.join(str(out), "checkpoint.pt")
+    assert events[-3:] == ["checkpoint", "progress", "done"] and lines[-2]["phase"] == "measure"
+    assert checkpoint(out)["step"] == 30
+    assert lines[-1]["weights"] == os.path.join(str(out), "model.safetensors")
+    assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
+    assert "personalise:" in err  # the human-readable lines went to stderr
+
+
+def checkpoint(out):
+    return torch.load(os.path.join(out, "checkpoint.pt"), weights_only=False)
+
+
+def assert_same_state(a, b):
+    """Bit for bit: the trained tensors and the optimiser's moments."""
+    assert a["step"] == b["step"] and a["params"].keys() == b["params"].keys()
+    for k in a["params"]:
+        assert torch.equal(a["params"][k], b["params"][k]), k
+    for i, s in a["opt"]["state"].items():
+        for k in ("exp_avg", "exp_avg_sq"):
+            assert torch.equal(s[k], b["opt"]["state"][i][k]), (i, k)
+
+
+def test_stopped_at_a_checkpoint_and_resumed_ends_with_the_same_weights(demo_short, tmp_path):
+    flags = ["--batch", "2"]
+    rc, whole, err = personalise(demo_short, tmp_path / "whole", *flags, "--max-steps", "6")
+    assert rc == 0, err
+    rc, first, err = personalise(demo_short, tmp_path / "parts", *flags, "--max-steps", "3")
+    assert rc == 0, err
+    assert first[-1]["step"] == 3
+    # Resumed on "another machine": the checkpoint moved elsewhere, the run writes to a new directory.
+    moved = tmp_path / "moved.pt"
+    os.replace(tmp_path / "parts" / "checkpoint.pt", moved)
+    rc, second, err = personalise(demo_short, tmp_path / "parts2", *flags, "--max-steps", "6", "--resume", str(moved))
+    assert rc == 0, err
+    assert second[0]["event"] == "start" and second[0]["resumed"] is True and second[0]["step"] == 3
+    assert second[0]["elapsed"] == first[-1]["elapsed"]  # the budget goes on from the checkpoint's
+    assert second[-1]["step"] == 6 and second[-1]["elapsed"] > first[-1]["elapsed"]
+    assert_same_state(checkpoint(tmp_path / "whole"), checkpoint(tmp_path / "parts2"))
+    with safe_open(os.path.join(tmp_path / "whole", "model.safetensors"), "pt") as a, \
+            safe_open(os.path.join(tmp_path / "parts2", "model.safetensors"), "pt") as b:
+        for k in a.keys():
+            assert torch.equal(a.get_tensor(k), b.get_tensor(k)), k
+    assert second[-1]["holdout"] == whole[-1]["holdout"]
+    log_whole, log_parts = read_log(tmp_path / "whole"), read_log(tmp_path / "parts") + read_log(tmp_path / "parts2")
+    assert [(r["step"], r["loss"]) for r in log_whole] == [(r["step"], r["loss"]) for r in log_parts]
+
+
+def test_sigterm_checkpoints_and_exits_143_and_the_budget_counts_across_the_resume(demo_short, tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "dubtrain.personalise", "--base", BASE, "--data", demo_short, "--out", str(out),
+           "--seconds", "60", "--threads", "2", "--batch", "2", "--checkpoint-every", "1000"]
+    p = subprocess.Popen(cmd, cwd=TRAINING, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for raw in p.stdout:  # until training is 5 steps in
+        lines.append(json.loads(raw))
+        if lines[-1]["event"] == "progress" and "phase" not in lines[-1] and lines[-1]["step"] >= 5:
+            break
+    p.send_signal(signal.SIGTERM)
+    rest, err = p.communicate(timeout=60)
+    lines += [json.loads(line) for line in rest.splitlines()]
+    assert p.returncode == 143, err
+    assert lines[-1]["event"] == "checkpoint" and "done" not in [line["event"] for line in lines], lines
+    stopped = lines[-1]
+    assert checkpoint(out)["step"] == stopped["step"] >= 5 and 0 < stopped["elapsed"] < 60
+
+    # Resumed with a budget of 4 s more than it had spent: it trains those 4 s, not 4 + what it spent.
+    budget = round(stopped["elapsed"] + 4, 3)
+    rc, resumed, err = personalise(demo_short, out, "--batch", "2", "--resume", str(out / "checkpoint.pt"), seconds=budget)
+    assert rc == 0, err
+    assert resumed[0]["step"] == stopped["step"] and resumed[0]["elapsed"] == stopped["elapsed"]
+    done = resumed[-1]
+    assert done["event"] == "done" and done["step"] > stopped["step"]
+    # (a step is not started when the last ones say it would overrun; 1 s of slack for a busy machine)
+    assert stopped["elapsed"] < done["elapsed"] <= budget + 1.0, (stopped, done)
+
+
+def run_in_process(capsys, *argv):
+    from dubtrain import personalise as P
+    code = P.main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_bad_inputs_exit_2_with_one_line_saying_what_to_do(demo_short, demo_small, tiny_dataset, dubfarm, tmp_path, capsys):
+    few = build(dubfarm, tmp_path / "few", "--max-frames", "12")
+    common = ["--out", str(tmp_path / "out"), "--seconds", "5"]
+
+    def bad(*argv):
+        code, out, err = run_in_process(capsys, *argv, *common)
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, (code, out, err)
+        return err
+
+    assert "only 12 frames with a face, at least 20" in bad("--base", BASE, "--data", few)
+    assert "128 px" in bad("--base", BASE, "--data", tiny_dataset[0])
+    assert "not a dataset" in bad("--base", BASE, "--data", str(tmp_path))
+    half = tmp_path / "half"
+    half.mkdir()
+    (half / "manifest.json").write_bytes(open(os.path.join(BASE, "manifest.json"), "rb").read())
+    assert "model.safetensors is missing" in bad("--base", str(half), "--data", demo_short)
+
+    # A checkpoint made from another base, or from another clip, is refused.
+    rc, _, err = personalise(demo_short, tmp_path / "ck", "--batch", "2", "--max-steps", "1", "--holdout", "0")
+    assert rc == 0, err
+    other = tmp_path / "other-base"
+    other.mkdir()
+    (other / "manifest.json").write_bytes(open(os.path.join(BASE, "manifest.json"), "rb").read())
+    (other / "model.safetensors").write_bytes(open(tmp_path / "ck" / "model.safetensors", "rb").read())
+    ck = str(tmp_path / "ck" / "checkpoint.pt")
+    assert "made from other base weights" in bad("--base", str(other), "--data", demo_short, "--resume", ck)
+    assert "made from another dataset" in bad("--base", BASE, "--data", demo_small, "--resume", ck)
+
+    # The real process: exit status 2, nothing on stdout.
+    r = subprocess.run([sys.executable, "-m", "dubtrain.personalise", "--base", str(half), "--data", demo_short, *common],
+                       cwd=TRAINING, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stdout == "" and "model.safetensors is missing" in r.stderr, r.stderr
