@@ -10,7 +10,9 @@ Per clip, on a private farm started with `local up --personalise` and
 `DUBFARM_PERSONALISE_MAX_FRAMES=k` in the coordinator's environment (checked in its log):
   self   the clip with its own audio, `--personalise=SECONDS`: the personalisation phase, then the
          dub on the job's weights (`status --json` names them by SHA-256);
-  cross  the clip with the paired clip's audio, dubbed on the same weights: a directory of the
+  cross  the clip with the paired clip's audio placed so that its speech covers the tail
+         (tail_cross_audio; the main table's cross track can be silence there), dubbed on the
+         same weights, and by the default weights for the rows beside it. The weights are a directory of the
          coordinator's stored file (store/weights/SHA.safetensors) and the base's manifest, which
          is how a worker loads a job's weights, given to a farm as its --model (the model id its
          workers load, NAME@hash of the tensors, must be the one the job's worker logged). One fine-tune per
@@ -24,9 +26,11 @@ import math
 import os
 import re
 import shutil
+import subprocess
 import time
 from datetime import datetime
 
+from . import media
 from .farm import Farm
 
 MIN_DATASET_FRAMES = 20          # the coordinator's personalise.max_frames floor and its dataset minimum
@@ -113,14 +117,41 @@ def weights_directory(weights_file, base, dest):
     return dest
 
 
+def tail_audio_delay(k, fps, max_offset):
+    """Seconds of silence before the other speaker's speech in a clip's cross-driven track for the
+    tail: the speech starts max_offset frames before frame k, so every audio window the sync
+    search reads for a window in the tail (frames ≥ k, offsets ±max_offset) is speech."""
+    return max(0, k - max_offset) / fps
+
+
+def tail_cross_audio(cfg, stem, x, k, log):
+    """The clip's cross-driven dub track for the tail measurement: the paired clip's audio from
+    its start, delayed by tail_audio_delay. (The whole-clip cross track would leave some tails
+    silent: a paired clip shorter than this one ends before its tail, and the farm pads the dub
+    track with silence to the video's length.)"""
+    _, _, fps = media.probe(x["video"])
+    delay = tail_audio_delay(k, fps, cfg.sync_max_offset)
+    out = os.path.join(cfg.out, "inputs", f"{stem}-from{k}-with-{x['cross_audio_of']}-audio.wav")
+    if not os.path.exists(out):
+        ms = int(round(delay * 1000))
+        subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", "-i", x["cross_wav"], "-af",
+                        f"adelay=delays={ms}:all=1", "-c:a", "pcm_s16le", out + ".tmp.wav"], check=True, capture_output=True)
+        os.replace(out + ".tmp.wav", out)
+    return out, delay
+
+
 def run(cfg, inputs, frame_counts, log):
-    """Per clip: the personalised self- and cross-driven dubs and what the phase did.
-    Returns (videos {drive: {stem: path}}, clips {stem: info}). Clips that cannot be split are
-    left out with a line saying why; outputs are reused (cfg.reuse) when made with the same
-    budget, split, base model and input."""
+    """Per clip: the fine-tune and the personalised self-driven dub (one job), the personalised
+    cross-driven dub of the tail's cross track, and the default weights' dub of that same track.
+    Returns (videos {system: {drive: {stem: path}}} of the tail measurement — 'trained' has only
+    its 'cross' here, its self-driven dub is the main evaluation's — and clips {stem: info}).
+    Clips that cannot be split are left out with a line saying why. A fine-tune is reused
+    (cfg.reuse) when made with the same budget, split, base model and input; dubs when their
+    file exists."""
     vdir = os.path.join(cfg.out, "videos")
     os.makedirs(vdir, exist_ok=True)
-    videos, clips = {"self": {}, "cross": {}}, {}
+    videos = {"personalised": {"self": {}, "cross": {}}, "trained": {"cross": {}}}
+    clips = {}
     for stem, x in inputs.items():
         n = frame_counts[stem]
         k = split_frames(n, cfg.personalise_fraction)
@@ -129,69 +160,94 @@ def run(cfg, inputs, frame_counts, log):
             continue
         d = os.path.join(cfg.out, "personalised", stem)
         out_self = os.path.join(vdir, f"personalised-self-{stem}.mp4")
-        out_cross = os.path.join(vdir, f"personalised-cross-{stem}.mp4")
         key = {"budget_seconds": int(cfg.personalise_seconds), "max_frames": k, "frames": n,
                "base": os.path.abspath(cfg.model), "video": os.path.abspath(x["video"]),
-               "cross_audio": os.path.abspath(x["cross_wav"]), "threads": cfg.personalise_threads,
-               "workers": cfg.personalise_workers}
+               "threads": cfg.personalise_threads, "workers": cfg.personalise_workers}
         info_path = os.path.join(d, "info.json")
-        if cfg.reuse and os.path.exists(info_path) and os.path.exists(out_self) and os.path.exists(out_cross):
+        info = None
+        if cfg.reuse and os.path.exists(info_path) and os.path.exists(out_self):
             with open(info_path) as f:
                 info = json.load(f)
-            if info.get("key") == key:
-                videos["self"][stem], videos["cross"][stem], clips[stem] = out_self, out_cross, info
-                log(f"personalised: {stem}: reusing {d}")
-                continue
-        shutil.rmtree(d, ignore_errors=True)
-        os.makedirs(d)
-        env = {"DUBFARM_PERSONALISE_MAX_FRAMES": str(k)}
-        t0 = time.time()
-        with Farm(cfg.dubfarm, os.path.join(cfg.cache_dir, "farm", "personalise"), cfg.model,
-                  cfg.personalise_workers, cfg.personalise_threads, log, personalise=True, env=env) as farm:
-            log(f"personalised: {stem}: fine-tune on frames 0..{k - 1} of {n} for {cfg.personalise_seconds} s, "
-                f"then dub (self)")
-            t = time.time()
-            job = farm.dub(x["video"], x["wav"], out_self, personalise=cfg.personalise_seconds)
-            submit_seconds = time.time() - t
-            st = farm.status(job)
-            view = st["job"]
-            segs = st.get("segments") or []
-            dub = {"segments": len(segs), "frames": sum((x.get("stats") or {}).get("frames", 0) for x in segs),
-                   "process_seconds": round(sum(x.get("processSeconds") or 0 for x in segs), 2),
-                   "threads": cfg.personalise_threads}
-            events = farm.events(job)
-            logged = max_frames_logged(farm.coordinator_log(), job)
-            if logged != k:
-                raise RuntimeError(f"the coordinator built job {job}'s dataset with max_frames={logged}, not {k} "
-                                   f"(DUBFARM_PERSONALISE_MAX_FRAMES not applied?); see {farm.dir}/logs")
-            p = view.get("personalisation") or {}
-            if p.get("state") != "done" or not view.get("weights"):
-                raise RuntimeError(f"job {job}: personalisation {p.get('state')}: {p.get('error')}")
-            wdir = weights_directory(farm.weights_file(view["weights"]), cfg.model, os.path.join(d, "weights"))
-            self_model = personalised_model_logged(farm.worker_logs(), view["weights"])
-        with Farm(cfg.dubfarm, os.path.join(cfg.cache_dir, "farm", "personalised"), wdir,
-                  cfg.workers, cfg.threads, log) as farm:
-            farm.dub(x["video"], x["cross_wav"], out_cross)
-            cross_model = sorted(set(farm.loaded))
-        if cross_model != [self_model]:       # the same tensors make the same model id
-            raise RuntimeError(f"{stem}: the self-driven job ran on {self_model}, the cross-driven farm loaded "
-                               f"{cross_model} from {wdir}")
-        rep = trainer_report(p)
-        info = {"key": key, "max_frames": k, "frames": n, "tail_frames": n - k, "job": job,
-                "budget_seconds": int(cfg.personalise_seconds), "weights": view["weights"],
-                "dataset_frames": p.get("datasetFrames"), "steps": p.get("step"),
-                "training_seconds": p.get("elapsedSeconds"), "loss": p.get("loss"),
-                "attempts": p.get("leases"), "trainer": rep,
-                "phase_seconds": phase_times(events), "submit_to_download_seconds": round(submit_seconds, 1),
-                "model": self_model, "dub": dub,
-                "seconds": round(time.time() - t0, 1), "events": events}
+            if {a: b for a, b in info.get("key", {}).items() if a != "cross_audio"} == key:
+                log(f"personalised: {stem}: reusing the fine-tune in {d}")
+            else:
+                info = None
+        if info is None:
+            info = fine_tune(cfg, stem, x, n, k, key, d, out_self, log)
+            with open(info_path, "w") as f:
+                json.dump(info, f, indent=2)
+        wdir = os.path.join(d, "weights")
+        # the cross drive of the tail, on the job's weights
+        wav, delay = tail_cross_audio(cfg, stem, x, k, log)
+        info["cross_audio"] = {"of": x["cross_audio_of"], "path": wav, "speech_from_seconds": round(delay, 3)}
+        out_cross = os.path.join(vdir, f"personalised-crosstail-{stem}.mp4")
+        if not (cfg.reuse and os.path.exists(out_cross)):
+            with Farm(cfg.dubfarm, os.path.join(cfg.cache_dir, "farm", "personalised"), wdir,
+                      cfg.workers, cfg.threads, log) as farm:
+                farm.dub(x["video"], wav, out_cross)
+                cross_model = sorted(set(farm.loaded))
+            if cross_model != [info["model"]]:       # the same tensors make the same model id
+                raise RuntimeError(f"{stem}: the self-driven job ran on {info['model']}, the cross-driven farm "
+                                   f"loaded {cross_model} from {wdir}")
         with open(info_path, "w") as f:
             json.dump(info, f, indent=2)
-        videos["self"][stem], videos["cross"][stem], clips[stem] = out_self, out_cross, info
-        ph = info["phase_seconds"]
-        h = rep.get("holdout", {})
-        sec = lambda v: "?" if v is None else f"{v:.0f}"
-        log(f"personalised: {stem}: {info['steps']} steps, phase {sec(ph['phase'])} s (dataset {sec(ph['dataset'])} s, "
-            f"training {sec(ph['training'])} s); trainer's held-back PSNR {h.get('psnr_before')} → {h.get('psnr_after')} dB; "
-            f"weights {view['weights'][:16]}")
+        videos["personalised"]["self"][stem], videos["personalised"]["cross"][stem] = out_self, out_cross
+        videos["trained"]["cross"][stem] = os.path.join(vdir, f"trained-crosstail-{stem}.mp4")
+        clips[stem] = info
+    # the default weights on the same tail cross tracks
+    jobs = [(inputs[stem]["video"], clips[stem]["cross_audio"]["path"], out)
+            for stem, out in videos["trained"]["cross"].items() if not (cfg.reuse and os.path.exists(out))]
+    if jobs:
+        with Farm(cfg.dubfarm, os.path.join(cfg.cache_dir, "farm", "trained"), cfg.model,
+                  cfg.workers, cfg.threads, log) as farm:
+            farm.dub_all(jobs)
     return videos, clips
+
+
+def fine_tune(cfg, stem, x, n, k, key, d, out_self, log):
+    """The personalised job: a farm whose coordinator caps the dataset at k frames fine-tunes for
+    the budget and dubs the clip with its own audio; the weights are kept in d/weights/."""
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    env = {"DUBFARM_PERSONALISE_MAX_FRAMES": str(k)}
+    t0 = time.time()
+    with Farm(cfg.dubfarm, os.path.join(cfg.cache_dir, "farm", "personalise"), cfg.model,
+              cfg.personalise_workers, cfg.personalise_threads, log, personalise=True, env=env) as farm:
+        log(f"personalised: {stem}: fine-tune on frames 0..{k - 1} of {n} for {cfg.personalise_seconds} s, "
+            f"then dub (self)")
+        t = time.time()
+        job = farm.dub(x["video"], x["wav"], out_self, personalise=cfg.personalise_seconds)
+        submit_seconds = time.time() - t
+        load = os.getloadavg()
+        st = farm.status(job)
+        view = st["job"]
+        segs = st.get("segments") or []
+        dub = {"segments": len(segs), "frames": sum((g.get("stats") or {}).get("frames", 0) for g in segs),
+               "process_seconds": round(sum(g.get("processSeconds") or 0 for g in segs), 2),
+               "threads": cfg.personalise_threads}
+        events = farm.events(job)
+        logged = max_frames_logged(farm.coordinator_log(), job)
+        if logged != k:
+            raise RuntimeError(f"the coordinator built job {job}'s dataset with max_frames={logged}, not {k} "
+                               f"(DUBFARM_PERSONALISE_MAX_FRAMES not applied?); see {farm.dir}/logs")
+        p = view.get("personalisation") or {}
+        if p.get("state") != "done" or not view.get("weights"):
+            raise RuntimeError(f"job {job}: personalisation {p.get('state')}: {p.get('error')}")
+        weights_directory(farm.weights_file(view["weights"]), cfg.model, os.path.join(d, "weights"))
+        model = personalised_model_logged(farm.worker_logs(), view["weights"])
+    rep = trainer_report(p)
+    info = {"key": key, "max_frames": k, "frames": n, "tail_frames": n - k, "job": job,
+            "budget_seconds": int(cfg.personalise_seconds), "weights": view["weights"],
+            "dataset_frames": p.get("datasetFrames"), "steps": p.get("step"),
+            "training_seconds": p.get("elapsedSeconds"), "loss": p.get("loss"),
+            "attempts": p.get("leases"), "trainer": rep,
+            "phase_seconds": phase_times(events), "submit_to_download_seconds": round(submit_seconds, 1),
+            "model": model, "dub": dub, "loadavg_at_end": [round(v, 2) for v in load],
+            "seconds": round(time.time() - t0, 1), "events": events}
+    ph = info["phase_seconds"]
+    h = rep.get("holdout", {})
+    sec = lambda v: "?" if v is None else f"{v:.0f}"
+    log(f"personalised: {stem}: {info['steps']} steps, phase {sec(ph['phase'])} s (dataset {sec(ph['dataset'])} s, "
+        f"training {sec(ph['training'])} s); trainer's held-back PSNR {h.get('psnr_before')} → {h.get('psnr_after')} dB; "
+        f"weights {view['weights'][:16]}")
+    return info

@@ -17,6 +17,7 @@ the whole phase from `submitted` to leaving `personalising`. Nothing under ../sh
 """
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -35,7 +36,7 @@ def looped(source, minutes, work):
         _, _, fps = media.probe(source)
         seconds = float(subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0",
                                         source], check=True, capture_output=True, text=True).stdout)
-        loops = int(round(minutes * 60 / seconds))
+        loops = int(math.ceil(minutes * 60 / seconds - 1e-6))
         subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", "-stream_loop", str(loops - 1), "-i", source,
                         "-map", "0:v:0", "-map", "0:a:0", "-c", "copy", out + ".tmp.mp4"], check=True, capture_output=True)
         os.replace(out + ".tmp.mp4", out)

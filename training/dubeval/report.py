@@ -43,23 +43,23 @@ def _grid(head, rows, left=2):
     return [line(head), line(["-" * w for w in widths])] + [line(r) for r in rows]
 
 
+PERSONALISATION_SYSTEMS = ("original", "trained", "personalised")
+
+
 def personalisation_rows(p):
-    """[(clip, drive, system, figures)] of the personalisation section: per clip, 'trained' then
-    'personalised' for each drive, then the same over all clips ('all')."""
+    """[(clip, drive, system, figures)] of the personalisation section: per clip and drive, the
+    original (self-driven: the reference), 'trained' then 'personalised'; then the same over all
+    clips ('all')."""
     by = {(r["system"], r["drive"]): r for r in p["results"]}
     out = []
-    for stem in p["clips"]:
+    for stem in list(p["clips"]) + ["all"]:
         for drive in ("self", "cross"):
-            for system in ("trained", "personalised"):
+            for system in PERSONALISATION_SYSTEMS:
                 r = by.get((system, drive))
-                if r and stem in r["per_clip"]:
-                    c = r["per_clip"][stem]
-                    out.append((stem, drive, system, dict(c, sync_windows=c.get("sync_windows"))))
-    for drive in ("self", "cross"):
-        for system in ("trained", "personalised"):
-            r = by.get((system, drive))
-            if r:
-                out.append(("all", drive, system, r))
+                if r and stem == "all":
+                    out.append(("all", drive, system, r))
+                elif r and stem in r["per_clip"]:
+                    out.append((stem, drive, system, r["per_clip"][stem]))
     return out
 
 
@@ -80,7 +80,8 @@ def personalisation_table(results):
         rows.append([label, drive, system] + [_cell(r, k, f) for k, _, f in TAIL_COLUMNS])
     lines = [f"Personalised (issue 14): each clip fine-tuned for {p['budget_seconds']} s on its first "
              f"{100 * p['fraction']:g} % of frames ({p['workers']} worker, {p['threads']} threads); every figure on "
-             "the frames after it (the tail), for both systems"] + _grid(head, rows, left=3)
+             "the frames after it (the tail), for every system; cross-driven: the paired clip's speech over the tail"]
+    lines += _grid(head, rows, left=3)
     head2 = ["clip", "frames", "dataset", "tail", "budget s", "steps", "phase wall s", "dataset s", "training s",
              "trainer held-back PSNR dB", "weights"]
     rows2 = []

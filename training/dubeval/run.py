@@ -124,9 +124,12 @@ def evaluate(cfg, systems, log=print):
         if "trained" not in systems or not os.path.exists(os.path.join(cfg.model, "manifest.json")):
             log("personalised: needs the 'trained' system and a weights directory (--model DIR): left out")
         else:
-            pvideos, pclips = personal.run(cfg, inputs, {s: len(r["found"]) for s, r in refs.items()}, log)
+            tail_videos, pclips = personal.run(cfg, inputs, {s: len(r["found"]) for s, r in refs.items()}, log)
             if pclips:
-                videos["personalised"] = pvideos
+                videos["personalised"] = tail_videos["personalised"]
+                tail_videos["trained"]["self"] = videos["trained"]["self"]
+                if "original" in videos:
+                    tail_videos["original"] = {"self": videos["original"]["self"]}
                 models["personalised"] = (f"{models['trained']} fine-tuned per clip for {cfg.personalise_seconds} s "
                                           f"on its first {100 * cfg.personalise_fraction:g} %")
     # 2. the evaluation sync model (trained once, cached), and its proof on held-out originals
@@ -161,7 +164,7 @@ def evaluate(cfg, systems, log=print):
            "config": cfg.to_dict(), "seconds": None}
     # 5. the personalised system against the default weights, on each clip's held-back tail
     if pclips:
-        out["personalisation"] = personalisation_results(cfg, scorer, inputs, videos, models, pclips, refs,
+        out["personalisation"] = personalisation_results(cfg, scorer, inputs, tail_videos, models, pclips, refs,
                                                           ref_frames, faces, log)
     out["seconds"] = round(time.time() - t0, 1)
     return out, videos
@@ -216,10 +219,14 @@ def aggregate(system, drive, model, per_clip, found_all, scores, offs):
 
 def personalisation_results(cfg, scorer, inputs, videos, models, pclips, refs, ref_frames, faces, log):
     """The 'trained' (default weights) and 'personalised' rows, every figure on frames [k, n) of
-    each clip (k = the clip's personalise.max_frames), per clip and over all clips."""
+    each clip (k = the clip's personalise.max_frames), per clip and over all clips; and the
+    original video's self-driven row on the same frames (the sync figures' reference).
+    videos[system][drive][stem]: the cross drive is the tail's own cross track (personal.run)."""
     rows = []
-    for system in ("trained", "personalised"):
+    for system in ("original", "trained", "personalised"):
         for drive in DRIVES:
+            if drive not in videos.get(system, {}):
+                continue
             per_clip, found_all, scores, offs = {}, [], [], None
             for stem, info in pclips.items():
                 r, found, s, offs_ = measure(cfg, scorer, system, videos[system][drive][stem], refs[stem], ref_frames,

@@ -98,6 +98,32 @@ def test_the_model_id_a_worker_loaded_a_jobs_weights_as():
     assert personal.personalised_model_logged(log, "0" * 64) is None
 
 
+def test_the_cross_track_of_a_tail_has_speech_wherever_the_sync_search_reads():
+    # speaker-c split at 87 (25 fps): the other speaker's speech starts at frame 72 = 2.88 s
+    assert personal.tail_audio_delay(87, 25.0, 15) == pytest.approx(72 / 25)
+    assert personal.tail_audio_delay(10, 25.0, 15) == 0          # never negative
+    d = personal.tail_audio_delay(95, 30000 / 1001, 15)          # vexpress_AOC_gt at 29.97 fps
+    assert d == pytest.approx(80 * 1001 / 30000)
+
+
+def test_tail_cross_track_is_silence_then_the_other_speakers_speech(tmp_path):
+    """ffmpeg on the real media: the track is the paired clip's audio, delayed to frame k − 15."""
+    from dubeval import media
+    root = os.path.dirname(TRAINING)
+    cfg = EvalConfig(out=str(tmp_path))
+    os.makedirs(tmp_path / "inputs")
+    x = {"video": os.path.join(root, "demo", "speaker.mp4"), "cross_wav": os.path.join(root, "demo", "dub.wav"),
+         "cross_audio_of": "dub"}
+    wav, delay = personal.tail_cross_audio(cfg, "speaker", x, 87, print)
+    assert delay == pytest.approx(2.88) and os.path.basename(wav) == "speaker-from87-with-dub-audio.wav"
+    got, src = media.read_audio(wav), media.read_audio(x["cross_wav"])
+    sr, d = media.SAMPLE_RATE, int(round(2.88 * media.SAMPLE_RATE))
+    assert np.abs(got[:d - 200]).max() < 1e-3                    # silence before the speech
+    n = min(len(src), len(got) - d) - 400
+    seg, ref = got[d:d + n], src[:n]
+    assert np.corrcoef(seg, ref)[0, 1] > 0.99                    # then the paired clip's speech from its start
+
+
 def test_weights_directory_is_the_file_beside_the_bases_manifest(tmp_path):
     base = tmp_path / "base"
     base.mkdir()
@@ -159,17 +185,17 @@ def test_report_rows_and_targets():
     pc = lambda psnr, conf, win: {"a": {"frames": 38, "psnr": psnr, "face_found": 1.0},
                                   "b": {"frames": 104, "psnr": None if psnr is None else psnr + 1, "face_found": 1.0, "sync_conf": conf, "sync_windows": win}}
     results = {"personalisation": {"budget_seconds": 300, "fraction": 0.7, "workers": 1, "threads": 2, "clips": clips,
-               "results": [_row("trained", "self", pc(21.0, 0.10, 3), psnr=21.5, sync_conf=0.10, sync_windows=3),
+               "results": [_row("original", "self", pc(100.0, 0.2, 3), psnr=100.0, sync_conf=0.2, sync_windows=3),
+                           _row("trained", "self", pc(21.0, 0.10, 3), psnr=21.5, sync_conf=0.10, sync_windows=3),
                            _row("trained", "cross", pc(None, 0.05, 3), sync_conf=0.05, sync_windows=3),
                            _row("personalised", "self", pc(23.0, 0.12, 3), psnr=23.5, sync_conf=0.12, sync_windows=3),
                            _row("personalised", "cross", pc(None, 0.04, 3), sync_conf=0.04, sync_windows=3)]}}
     rows = report.personalisation_rows(results["personalisation"])
-    # per clip: each drive, 'trained' then 'personalised'; then the two systems over all clips
+    # per clip: each drive, the original (self-driven only), 'trained' then 'personalised'; then over all clips
     assert [(c, d, s) for c, d, s, _ in rows] == [
-        ("a", "self", "trained"), ("a", "self", "personalised"), ("a", "cross", "trained"), ("a", "cross", "personalised"),
-        ("b", "self", "trained"), ("b", "self", "personalised"), ("b", "cross", "trained"), ("b", "cross", "personalised"),
-        ("all", "self", "trained"), ("all", "self", "personalised"), ("all", "cross", "trained"), ("all", "cross", "personalised")]
-    assert rows[1][3]["psnr"] == 23.0 and rows[5][3]["psnr"] == 24.0
+        (c, d, s) for c in ("a", "b", "all") for d, s in (
+            ("self", "original"), ("self", "trained"), ("self", "personalised"), ("cross", "trained"), ("cross", "personalised"))]
+    assert rows[2][3]["psnr"] == 23.0 and rows[7][3]["psnr"] == 24.0 and rows[10][3]["psnr"] == 100.0
     text = report.personalisation_table(results)
     assert "a (87-124)" in text and "b (242-345)" in text and "all clips" in text
     assert "20.10 → 24.30 (14 fr)" in text and "0-86 (87)" in text and "360" in text
