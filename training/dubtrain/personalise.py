@@ -2,7 +2,8 @@
 
     python -m dubtrain.personalise --base MODEL_DIR --data DATASET_DIR --out OUT_DIR --seconds N
            [--checkpoint-every SECONDS (60)] [--resume CHECKPOINT_FILE] [--threads N]
-           [--holdout 0.15] [--seed 0] [--batch 8] [--lr 1e-4] [--max-steps N]
+           [--holdout 0.15] [--seed 0] [--batch 8] [--lr 3e-4] [--lip-lr 1e-5] [--max-steps N]
+           [--codebooks false]
 
 (with training/ as the working directory or on PYTHONPATH). MODEL_DIR is a weights directory
 (manifest.json + model.safetensors, e.g. models/dubfarm-small); DATASET_DIR a `dubfarm dataset
@@ -13,9 +14,11 @@ frozen:
 
   decoder   `post_quant_conv` and the VQGAN decoder reconstruct the clip's crops from the frozen
             encoder's quantised codes: L1 + 0.4·(1 − SSIM), the vqgan stage's loss without its GAN
+            (--lr)
   lip sync  the UNet redraws each frame's lower-half codes from its own audio and another frame
             of the clip ≥ 5 frames away as reference: code MSE + 0.1·cross-entropy, the lipsync
-            stage's loss (its sync expert is a training-only model, not in MODEL_DIR)
+            stage's loss (its sync expert is a training-only model, not in MODEL_DIR) (--lip-lr)
+  codebooks only with --codebooks true: EMA updates towards the clip's encodings
 
 Training stops when the wall-clock budget --seconds of training is spent (counted across resumes:
 load, encoding the frames, measuring and writing the weights are not counted) or at --max-steps.
@@ -463,7 +466,7 @@ def run(cfg, proto, stop):
 
     log = CSVLog(os.path.join(cfg.out, "log.csv"), COLUMNS, resume_step=step)
     t0, start_spent = time.monotonic(), spent
-    last_ckpt, losses = spent, []
+    last_ckpt, losses, recent = spent, [], []
     while True:
         check_stop()
         if cfg.max_steps and step >= cfg.max_steps:
@@ -475,7 +478,8 @@ def run(cfg, proto, stop):
         values = one_step(step)
         step += 1
         current = False
-        step_time = max(step_time * 0.8, time.monotonic() - ts)  # a cautious estimate of the next step
+        recent = (recent + [time.monotonic() - ts])[-10:]
+        step_time = max(recent)  # a cautious estimate of the next step (a busy machine's steps vary)
         spent = start_spent + time.monotonic() - t0
         log.write(step, spent, values)
         losses.append(values["loss"])
