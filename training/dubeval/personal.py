@@ -186,7 +186,7 @@ def run(cfg, inputs, frame_counts, log):
                       cfg.workers, cfg.threads, log) as farm:
                 farm.dub(x["video"], wav, out_cross)
                 cross_model = sorted(set(farm.loaded))
-            if cross_model != [info["model"]]:       # the same tensors make the same model id
+            if info.get("model") and cross_model != [info["model"]]:   # the same tensors make the same model id
                 raise RuntimeError(f"{stem}: the self-driven job ran on {info['model']}, the cross-driven farm "
                                    f"loaded {cross_model} from {wdir}")
         with open(info_path, "w") as f:
