@@ -3,7 +3,7 @@
     python -m dubtrain.personalise --base MODEL_DIR --data DATASET_DIR --out OUT_DIR --seconds N
            [--checkpoint-every SECONDS (60)] [--resume CHECKPOINT_FILE] [--threads N]
            [--holdout 0.15] [--seed 0] [--batch 8] [--lr 3e-4] [--lip-lr 1e-5] [--max-steps N]
-           [--codebooks false]
+           [--codebooks false] [--device auto|cpu|cuda] [--dist-timeout 120]
 
 (with training/ as the working directory or on PYTHONPATH). MODEL_DIR is a weights directory
 (manifest.json + model.safetensors, e.g. models/dubfarm-small); DATASET_DIR a `dubfarm dataset
@@ -28,7 +28,8 @@ uninterrupted one would have and ends with the same weights.
 stdout carries one JSON object per line, flushed, and nothing else (logs and warnings go to
 stderr):
 
-  {"event":"start","step":S,"resumed":bool,"frames":TRAIN_FRAMES,"holdout_frames":H,"budget_seconds":N,"elapsed":E}
+  {"event":"start","step":S,"resumed":bool,"frames":TRAIN_FRAMES,"holdout_frames":H,"budget_seconds":N,"elapsed":E,
+   "device":"cpu"|"cuda","world_size":W}
   {"event":"progress","step":S,"loss":X,"elapsed":E,"budget_seconds":N}
         about once a second while training (once a step when a step takes longer; loss: the mean
         over the steps since the last line); while the frames are encoded before training and
@@ -36,7 +37,7 @@ stderr):
   {"event":"checkpoint","step":S,"elapsed":E,"path":"OUT_DIR/checkpoint.pt"}
         after the file is completely written (temporary name, fsync, rename); every
         --checkpoint-every seconds of training and at the end
-  {"event":"done","step":S,"elapsed":E,"weights":"OUT_DIR/model.safetensors","holdout":{...}}
+  {"event":"done","step":S,"elapsed":E,"weights":"OUT_DIR/model.safetensors","holdout":{...},"device":D,"world_size":W}
         the last line. holdout (null with --holdout 0): on the held-out frames, each run as the
         dub stage runs it on the frame with its own audio (encode, quantise, lip sync with the
         frame as reference, decode, round to 8 bits), before and after: psnr_* the face crop's
@@ -56,13 +57,42 @@ frames); --resume takes its --holdout, --seed, --batch, --lr and --codebooks ove
 line's. OUT_DIR/log.csv has every step's losses.
 
 Exit status: 0 done; 2 unusable input (missing base files, a dataset of another crop size, of
-several clips or of fewer than 20 frames with a face, a checkpoint of another base or dataset),
-with one line on stderr saying what is wrong and what to do; 143 after SIGTERM (a checkpoint is
-written first unless the last one is current); 1 anything else.
+several clips or of fewer than 20 frames with a face, a checkpoint of another base or dataset,
+--device cuda where PyTorch sees no CUDA device), with one line on stderr saying what is wrong and
+what to do; 143 after SIGTERM (a checkpoint is written first unless the last one is current); 1
+anything else.
+
+--device auto (the default) is cuda when torch.cuda.is_available(), else cpu: the model, the
+batches and the held-out measure all run there. Checkpoints hold CPU tensors, so a run resumes on
+either device.
+
+Data-parallel: started by torchrun (`python -m torch.distributed.run --nnodes W --node-rank R
+--nproc-per-node 1 --master-addr HOST --master-port PORT -m dubtrain.personalise …`, every rank
+given the same --base, --data, --resume and flags, each its own --out), with WORLD_SIZE > 1 the
+ranks join one process group (gloo; nccl on cuda) with --dist-timeout seconds as its timeout, and
+check first that they were given the same base, frames, settings and starting state (exit 2
+otherwise). Each step every rank draws its own batch (generator seeded by (--seed, step, rank):
+rank 0 draws what a lone run draws) and the trained parameters' gradients, with the step's loss
+values, are averaged over the ranks in one all_reduce before the same optimiser step everywhere,
+so the parameters stay identical on every rank (each rank logs a sha256 of them on stderr at the
+end; a difference is reported). An effective batch is thus W × --batch at unchanged learning
+rates. Before each step one small all_reduce makes every rank agree whether to stop: SIGTERM on
+any rank, or --max-steps / the budget on rank 0's clock. Rank 0 alone writes the stdout lines,
+checkpoint.pt, log.csv, model.safetensors and manifest.json and measures the held-out frames; the
+other ranks print nothing on stdout, write nothing, and exit 0 when done (143 after a SIGTERM
+anywhere). A checkpoint has the same content whatever the world size and resumes under any world
+size. If a peer goes away (killed, its machine lost) a collective fails — at once when its
+process dies, after --dist-timeout when its machine falls silent — and each survivor writes one
+stderr line `personalise: rank R of W lost its peers: WHY` and exits 1, rank 0 after writing a
+checkpoint of the last step all ranks finished, if the last one written is older. torchrun itself
+exits 1 whenever its worker exits non-zero (2 and 143 included), and 1 too when it gets SIGTERM
+(after its worker's checkpoint and exit 143): under torchrun the JSON lines, not the exit status,
+say what happened.
 """
 import argparse
 import dataclasses
 import copy
+import datetime
 import hashlib
 import json
 import math
@@ -74,10 +104,11 @@ import time
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from . import weights
-from .common import CSVLog, Runtime, step_generator
+from .common import CSVLog, _tensors, step_generator
 from .config import TrainConfig
 from .data import FaceDataset
 from .lipsync import code_losses, references
@@ -118,6 +149,8 @@ class Config:
     # Off: on the same clip at step 40 (lip lr 1e-5) they gained 0.02 dB lip-synced (21.90 against
     # 21.88) and 0.03 dB decoded from the codes (27.17 against 27.14), within the noise of one step.
     codebooks: bool = False
+    device: str = "auto"     # auto | cpu | cuda (auto: cuda when torch.cuda.is_available())
+    dist_timeout: float = 120.0  # seconds a collective waits for the other ranks (torchrun jobs)
 
 
 # What a resumed run takes from its checkpoint, not from its command line: the curve depends on them.
@@ -132,15 +165,144 @@ class Terminated(Exception):
     pass
 
 
+class PeerLost(Exception):
+    """A collective with the other ranks failed: a peer died or fell silent (exit 1)."""
+
+
+# ----------------------------------------------------------------------------- device, ranks
+
+def pick_device(name):
+    if name not in ("auto", "cpu", "cuda"):
+        raise Unusable(f"--device {name}: auto, cpu or cuda")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+        raise Unusable(f"--device cuda: PyTorch sees no CUDA device (torch {torch.__version__}, {build}); "
+                       "run with --device cpu (or auto), or on a machine with a GPU")
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    torch.cuda.set_device(device)
+    return device
+
+
+def _why(e):
+    """An exception as a short line (a backend's message may run to many lines)."""
+    text = " ".join(str(e).split()).split(" This is typically caused")[0] or type(e).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+class Ranks:
+    """This process's place in a torchrun job (RANK, WORLD_SIZE) and the few collectives a
+    data-parallel personalisation needs. Alone (no torchrun, or WORLD_SIZE 1) there is no process
+    group and every collective returns its input unchanged: the run is the plain one, bit for bit.
+    A collective that fails raises PeerLost."""
+
+    def __init__(self, device, timeout):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0")) if self.world > 1 else 0
+        self.device, self.backend, self.lost = device, None, False
+        if self.world > 1:
+            self.backend = "nccl" if device.type == "cuda" else "gloo"
+            if self.backend == "nccl":
+                # a timed-out collective raises in this thread (and is reported) rather than the
+                # watchdog aborting the process
+                os.environ.setdefault("TORCH_NCCL_BLOCKING_WAIT", "1")
+            self._do("joining the process group", lambda: dist.init_process_group(
+                self.backend, timeout=datetime.timedelta(seconds=timeout)))
+
+    @property
+    def main(self):
+        return self.rank == 0
+
+    def _do(self, what, fn):
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 - whatever the backend raises, the peers are gone
+            self.lost = True
+            raise PeerLost(f"{what}: {_why(e)}") from e
+
+    def agree(self, terminate, over):
+        """(terminate, over) as all ranks see them: terminate if any rank got SIGTERM; over (the
+        budget or --max-steps reached) as rank 0 says, on its clock."""
+        if self.world == 1:
+            return terminate, over
+        t = torch.tensor([float(terminate), float(over and self.main)], device=self.device)
+        self._do("agreeing whether to stop", lambda: dist.all_reduce(t, op=dist.ReduceOp.MAX))
+        return bool(t[0].item()), bool(t[1].item())
+
+    def average_(self, params, values):
+        """Averages the gradients of `params` over the ranks in place and returns `values` (the
+        step's losses, {name: float}) averaged too: one all_reduce of one flat buffer."""
+        if self.world == 1:
+            return values
+        grads = [p.grad for p in params if p.grad is not None]
+        flat = torch.cat([g.reshape(-1) for g in grads] +
+                         [torch.tensor(list(values.values()), dtype=grads[0].dtype, device=self.device)])
+        self._do("averaging the gradients", lambda: dist.all_reduce(flat))
+        flat /= self.world
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+        return dict(zip(values, flat[offset:].tolist()))
+
+    def all_reduce_(self, *tensors):
+        """Sums tensors over the ranks in place (the EMA codebooks' statistics)."""
+        for t in tensors if self.world > 1 else ():
+            self._do("summing the codebook statistics", lambda: dist.all_reduce(t))
+
+    def differ(self, digest, what):
+        """Whether the ranks' sha256 digests (hex) of `what` differ anywhere (every rank learns it)."""
+        if self.world == 1:
+            return False
+        mine = torch.tensor(list(bytes.fromhex(digest)), dtype=torch.int64, device=self.device)
+        ref = mine.clone()
+        self._do(f"comparing {what}", lambda: dist.broadcast(ref, 0))
+        bad = torch.tensor([float(not torch.equal(ref, mine))], device=self.device)
+        self._do(f"comparing {what}", lambda: dist.all_reduce(bad, op=dist.ReduceOp.MAX))
+        return bool(bad.item())
+
+    def close(self):
+        if dist.is_initialized() and not self.lost:
+            dist.destroy_process_group()
+
+
+def digest(*parts):
+    """sha256 (hex) of tensors and strings, in order (tensors by their bytes, on the CPU)."""
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, torch.Tensor):
+            h.update(part.detach().cpu().contiguous().numpy().tobytes())
+        else:
+            h.update(str(part).encode())
+    return h.hexdigest()
+
+
+def to_cpu(tree):
+    """Nested dicts and lists with every tensor on the CPU (a checkpoint resumes on any device)."""
+    if isinstance(tree, torch.Tensor):
+        return tree.cpu()
+    if isinstance(tree, dict):
+        return {k: to_cpu(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(to_cpu(v) for v in tree)
+    return tree
+
+
 # ----------------------------------------------------------------------------- stdout protocol
 
 class Protocol:
-    """One JSON object per line on the real stdout, flushed; progress lines at most once a second."""
+    """One JSON object per line on the real stdout, flushed; progress lines at most once a second.
+    With no stream (a torchrun job's other ranks) nothing is written."""
 
     def __init__(self, stream, budget):
         self.stream, self.budget, self.last = stream, budget, -math.inf
 
     def emit(self, event, **fields):
+        if self.stream is None:
+            return
         self.stream.write(json.dumps({"event": event, **fields}, allow_nan=False, separators=(",", ":")) + "\n")
         self.stream.flush()
 
@@ -261,11 +423,12 @@ def encode(model, data, tick):
     encoder's tokens of its mel window, once (they never change)."""
     s = data.image_size
     zu, zl, audio = [], [], []
+    device = next(model.parameters()).device
     for rows in torch.arange(len(data)).split(8):
-        x = data.images(rows)
+        x = data.images(rows).to(device)
         zu.append(model.encode(x[:, :, : s // 2]))
         zl.append(model.encode(x[:, :, s // 2:]))
-        audio.append(model.audio(data.mel_frames(rows)))
+        audio.append(model.audio(data.mel_frames(rows).to(device)))
         tick()
     return torch.cat(zu), torch.cat(zl), torch.cat(audio)
 
@@ -299,10 +462,11 @@ def measure(model, held, zu, zl, audio):
     """The held-out frames as the dub stage runs them with their own audio (reference = the frame
     itself), before any blend: see the module docstring."""
     lower_cb = model.quantize_lower.embedding.weight
-    weight = lower_face_weight(held.image_size).view(1, held.image_size, held.image_size, 1)
+    device = lower_cb.device
+    weight = lower_face_weight(held.image_size).view(1, held.image_size, held.image_size, 1).to(device)
     ps, pb, pc, ce, acc, effect = [], [], [], [], [], []
     n = len(held)
-    for rows in torch.arange(n).split(16):
+    for rows in torch.arange(n, device=device).split(16):
         qu, _ = quantize(model.quantize_upper, zu[rows])
         ql, il = quantize(model.quantize_lower, zl[rows])
         out = model.lipsync(ql, ql, audio[rows])
@@ -311,7 +475,7 @@ def measure(model, held, zu, zl, audio):
         acc.append(a.reshape(len(rows), -1).mean(1))
         other = (rows + max(1, n // 2)) % n   # another held-out frame's audio
         effect.append((model.lipsync(ql, ql, audio[other]) - out).abs().flatten(1).mean(1))
-        orig = held.crops[rows].double()
+        orig = held.crops[rows.cpu()].to(device).double()
         u8 = to_u8(model.decode(torch.cat([qu, out], dim=2)))
         ps.append(psnr_u8(u8, orig))
         pb.append(psnr_u8((orig + weight * (u8 - orig)).round().clamp(0, 255), orig))
@@ -347,7 +511,7 @@ def _fsync(path):
 
 # ----------------------------------------------------------------------------- the run
 
-def run(cfg, proto, stop):
+def run(cfg, proto, stop, ranks):
     if not cfg.seconds > 0:
         raise Unusable(f"--seconds {cfg.seconds}: the training budget must be positive")
     if not 0 <= cfg.holdout < 1:
@@ -355,21 +519,30 @@ def run(cfg, proto, stop):
     if cfg.batch < 1:
         raise Unusable(f"--batch {cfg.batch}: at least 1")
     t_start = time.monotonic()
-    rt = Runtime("cpu", cfg.threads)
+    device = ranks.device
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     manifest, model, metadata, base_sha = load_base(cfg.base)
+    model.to(device)
     data = load_clip(cfg.data, manifest["imageSize"])
     data_sha = fingerprint(data)
     ck = load_resume(cfg.resume, cfg, base_sha, data_sha) if cfg.resume else None
     train, held = split(data, cfg.holdout)
-    os.makedirs(cfg.out, exist_ok=True)
+    n_held = len(held) if held else 0
+    if not ranks.main:
+        proto.stream, held = None, None   # rank 0 alone reports and measures
+    else:
+        os.makedirs(cfg.out, exist_ok=True)
     ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
+    where = f"rank {ranks.rank} of {ranks.world}: " if ranks.world > 1 else ""
 
     trained = DECODER + (UNET if cfg.lip_lr > 0 else ())
     for n, p in model.named_parameters():
         p.requires_grad_(n.startswith(trained))
     dec_params = [p for n, p in model.named_parameters() if n.startswith(DECODER)]
     lip_params = [p for n, p in model.named_parameters() if n.startswith(UNET) and cfg.lip_lr > 0]
+    trained_params = dec_params + lip_params
     opt = torch.optim.Adam([{"params": dec_params, "lr": cfg.lr}] + ([{"params": lip_params, "lr": cfg.lip_lr}] if lip_params else []))
     codebooks = []
     if cfg.codebooks:
@@ -384,19 +557,20 @@ def run(cfg, proto, stop):
         with torch.no_grad():
             named = dict(model.named_parameters())
             for n in saved:
-                named[n].copy_(ck["params"][n])
+                named[n].copy_(ck["params"][n].to(device))
         opt.load_state_dict(ck["opt"])
         for cb, s in zip(codebooks, ck["codebooks"]):
             cb.load_state_dict(s)
         torch.set_rng_state(ck["torch_rng"])
         step, spent, before, step_time = ck["step"], ck["elapsed"], ck["holdout_before"], ck.get("step_seconds", 0.0)
     current = ck is not None and os.path.abspath(cfg.resume) == os.path.abspath(ckpt_path)
+    consistent = True   # False between a step's first change to the state and its step += 1
 
     def state():
         return {"format": FORMAT, "step": step, "elapsed": spent, "config": dataclasses.asdict(cfg),
                 "base_sha256": base_sha, "data_sha256": data_sha,
-                "params": {n: p.detach().clone() for n, p in model.named_parameters() if n in saved},
-                "opt": opt.state_dict(), "codebooks": [cb.state_dict() for cb in codebooks],
+                "params": {n: p.detach().cpu().clone() for n, p in model.named_parameters() if n in saved},
+                "opt": to_cpu(opt.state_dict()), "codebooks": [to_cpu(cb.state_dict()) for cb in codebooks],
                 "holdout_before": before, "torch_rng": torch.get_rng_state(),
                 "step_seconds": step_time,   # how long the last steps took (a resumed run's first estimate)
                 # the batches' random numbers: step_generator(seed, step, 0, salt=11); nothing else is drawn
@@ -409,34 +583,53 @@ def run(cfg, proto, stop):
         current = True
         proto.emit("checkpoint", step=step, elapsed=round(spent, 3), path=ckpt_path)
 
-    def check_stop():
-        if stop.set:
-            if not current:
+    def check_stop(setup=False):
+        if stop.set and not (setup and not ranks.main):  # other ranks stop where all agree to
+            if ranks.main and not current:
                 checkpoint()
             raise Terminated()
 
-    proto.emit("start", step=step, resumed=ck is not None, frames=len(train), holdout_frames=len(held) if held else 0,
-               budget_seconds=cfg.seconds, elapsed=round(spent, 3))
+    def trained_digest():
+        return digest(*[p for n, p in model.named_parameters() if n in saved])
+
+    # The ranks start from the same weights, frames and settings (the same --base, --data, --resume
+    # and flags), or their parameters would part.
+    if ranks.world > 1:
+        start = digest(base_sha, data_sha, step, json.dumps({k: getattr(cfg, k) for k in CURVE}, sort_keys=True),
+                       trained_digest(), *[t for _, t in _tensors(opt.state_dict()["state"])],
+                       *[t for cb in codebooks for _, t in _tensors(cb.state_dict())])
+        if ranks.differ(start, "the starting state"):
+            raise Unusable(f"{where}the ranks were not given the same --base, --data, --resume and settings "
+                           f"(this rank's starting state has sha256 {start[:12]}…): give every rank the same")
+
+    proto.emit("start", step=step, resumed=ck is not None, frames=len(train), holdout_frames=n_held,
+               budget_seconds=cfg.seconds, elapsed=round(spent, 3), device=device.type, world_size=ranks.world)
+    if ranks.world > 1:
+        print(f"personalise: {where}pid {os.getpid()}, {ranks.backend} on {device}", file=sys.stderr, flush=True)
 
     def setup_tick():
         proto.progress(step, None, spent, phase="setup")
-        check_stop()
+        check_stop(setup=True)
 
     zu, zl, audio = encode(model, data, setup_tick)
     n_train = len(train)
     zu_t, zl_t, audio_t = zu[:n_train], zl[:n_train], audio[:n_train]
     if held is not None and before is None:
         before = measure(model, held, zu[n_train:], zl[n_train:], audio[n_train:])
-    print(f"personalise: {data.index['clips'][0]['name']}: {n_train} frames to train on, "
-          f"{len(held) if held else 0} held out; setup {time.monotonic() - t_start:.1f} s"
+    print(f"personalise: {where}{data.index['clips'][0]['name']}: {n_train} frames to train on, "
+          f"{n_held} held out; "
+          f"setup {time.monotonic() - t_start:.1f} s"
           + (f"; held-out PSNR {before['psnr']:.2f} dB before" if before else ""), file=sys.stderr)
-    check_stop()
+    check_stop(setup=True)
 
     def one_step(step):
-        g = step_generator(cfg.seed, step, 0, salt=11)
+        nonlocal consistent
+        # each rank its own batch; rank 0 the one a lone run draws
+        g = step_generator(cfg.seed, step, ranks.rank, salt=11)
         # the decoder: the clip's crops from their quantised codes
         rows = torch.randint(0, n_train, (cfg.batch,), generator=g)
-        x = train.images(rows)
+        x = train.images(rows).to(device)
+        rows = rows.to(device)
         qu, iu = quantize(model.quantize_upper, zu_t[rows])
         ql, il = quantize(model.quantize_lower, zl_t[rows])
         rec = model.decode(torch.cat([qu, ql], dim=2))
@@ -447,47 +640,72 @@ def run(cfg, proto, stop):
         if lip_params:
             # the lip-sync UNet: each frame's lower half from its own audio and a reference ≥ 5 frames away
             lrows = torch.randint(0, n_train, (LIP_FRAMES * cfg.batch,), generator=g)
-            refs = references(train, lrows, 1, STAGES.lip_reference_min_gap, g)
+            refs = references(train, lrows, 1, STAGES.lip_reference_min_gap, g).to(device)
+            lrows = lrows.to(device)
             target, target_idx = quantize(model.quantize_lower, zl_t[lrows])
             ref, _ = quantize(model.quantize_lower, zl_t[refs])
             out = model.lipsync(target, ref, audio_t[lrows])
             mse, ce, acc = code_losses(out, target, target_idx, model.quantize_lower.embedding.weight)
             loss = loss + STAGES.lip_code_weight * mse + STAGES.lip_ce_weight * ce
             values.update(code_mse=mse.item(), code_ce=ce.item(), token_accuracy=float(acc.mean()))
+        values = {"loss": loss.item(), **values}
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        values = ranks.average_(trained_params, values)   # the ranks' gradients and losses, averaged
         for group in opt.param_groups:
             torch.nn.utils.clip_grad_norm_(group["params"], 1.0)
+        consistent = False
         opt.step()
         if codebooks:
-            values["dead_codes"] = codebooks[0].update(zu_t[rows], iu.reshape(-1), rt, g) + \
-                codebooks[1].update(zl_t[rows], il.reshape(-1), rt, g)
-        return {"loss": loss.item(), **values}
+            values["dead_codes"] = codebooks[0].update(zu_t[rows], iu.reshape(-1), ranks, g) + \
+                codebooks[1].update(zl_t[rows], il.reshape(-1), ranks, g)
+        return values
 
-    log = CSVLog(os.path.join(cfg.out, "log.csv"), COLUMNS, resume_step=step)
+    log = CSVLog(os.path.join(cfg.out, "log.csv"), COLUMNS, resume_step=step, enabled=ranks.main)
     t0, start_spent = time.monotonic(), spent
     last_ckpt, losses, recent = spent, [], []
-    while True:
-        check_stop()
-        if cfg.max_steps and step >= cfg.max_steps:
-            break
-        spent = start_spent + time.monotonic() - t0
-        if spent + step_time > cfg.seconds:   # the next step would overrun the budget
-            break
-        ts = time.monotonic()
-        values = one_step(step)
-        step += 1
-        current = False
-        recent = (recent + [time.monotonic() - ts])[-10:]
-        step_time = max(recent)  # a cautious estimate of the next step (a busy machine's steps vary)
-        spent = start_spent + time.monotonic() - t0
-        log.write(step, spent, values)
-        losses.append(values["loss"])
-        if proto.progress(step, sum(losses) / len(losses), spent):
-            losses = []
-        if spent - last_ckpt >= cfg.checkpoint_every:
-            checkpoint()
-            last_ckpt = spent
+    try:
+        while True:
+            # Stop? SIGTERM on any rank; --max-steps or the budget on rank 0's clock.
+            now = start_spent + time.monotonic() - t0
+            over = bool(cfg.max_steps and step >= cfg.max_steps) or now + step_time > cfg.seconds
+            terminate, over = ranks.agree(stop.set, over)
+            stop.set = stop.set or terminate
+            check_stop()
+            spent = now
+            if over:   # --max-steps, or the next step would overrun the budget
+                break
+            ts = time.monotonic()
+            values = one_step(step)
+            step += 1
+            current, consistent = False, True
+            recent = (recent + [time.monotonic() - ts])[-10:]
+            step_time = max(recent)  # a cautious estimate of the next step (a busy machine's steps vary)
+            spent = start_spent + time.monotonic() - t0
+            log.write(step, spent, values)
+            losses.append(values["loss"])
+            if proto.progress(step, sum(losses) / len(losses), spent):
+                losses = []
+            if ranks.main and spent - last_ckpt >= cfg.checkpoint_every:
+                checkpoint()
+                last_ckpt = spent
+    except PeerLost:
+        if ranks.main and consistent and not current and step > 0:
+            checkpoint()   # the last step every rank finished
+        raise
+    final = trained_digest()
+    print(f"personalise: {where}step {step}, trained tensors sha256 {final}", file=sys.stderr, flush=True)
+    try:
+        if ranks.differ(final, "the trained tensors"):
+            print(f"personalise: {where}the ranks' trained tensors differ (a rank's sha256 is not rank 0's): "
+                  "rank 0's are the result", file=sys.stderr, flush=True)
+    except PeerLost as e:
+        if not ranks.main:
+            raise
+        print(f"personalise: {where}could not compare the trained tensors with the other ranks ({e}); "
+              "finishing alone", file=sys.stderr, flush=True)
+    if not ranks.main:
+        return
     if not current:
         checkpoint()
 
@@ -514,10 +732,11 @@ def run(cfg, proto, stop):
     write_atomically(os.path.join(cfg.out, "manifest.json"),
                      lambda tmp: shutil.copyfile(os.path.join(cfg.base, "manifest.json"), tmp))
     if holdout:
-        print(f"personalise: {step} steps in {spent:.0f} s; held-out PSNR {before['psnr']:.2f} -> {after['psnr']:.2f} dB "
+        print(f"personalise: {where}{step} steps in {spent:.0f} s; held-out PSNR {before['psnr']:.2f} -> {after['psnr']:.2f} dB "
               f"(blended {before['psnr_blend']:.2f} -> {after['psnr_blend']:.2f}); code CE {before['code_ce']:.3f} -> "
               f"{after['code_ce']:.3f}; wall {time.monotonic() - t_start:.0f} s", file=sys.stderr)
-    proto.emit("done", step=step, elapsed=round(spent, 3), weights=weights_path, holdout=holdout)
+    proto.emit("done", step=step, elapsed=round(spent, 3), weights=weights_path, holdout=holdout,
+               device=device.type, world_size=ranks.world)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -541,6 +760,10 @@ def parse(argv):
     ap.add_argument("--max-steps", type=int, default=d.max_steps, help="stop at this step too (0: no limit)")
     ap.add_argument("--codebooks", type=lambda s: s.lower() in ("1", "true", "yes", "on"), default=d.codebooks,
                     metavar="BOOL", help="EMA-update the codebooks on the clip too")
+    ap.add_argument("--device", default=d.device, choices=("auto", "cpu", "cuda"),
+                    help="where to train (auto: cuda when PyTorch sees a CUDA device, else cpu)")
+    ap.add_argument("--dist-timeout", type=float, default=d.dist_timeout,
+                    help="under torchrun: seconds a collective waits for the other ranks before giving up")
     a = ap.parse_args(argv)
     return Config(**{f.name: getattr(a, f.name) for f in dataclasses.fields(Config)})
 
@@ -548,21 +771,34 @@ def parse(argv):
 def main(argv=None):
     protocol_stream, previous = sys.stdout, signal.getsignal(signal.SIGTERM)
     sys.stdout = sys.stderr  # stray prints (a library's) must not break the JSON lines
+    ranks = None
     try:
         cfg = parse(argv)
         stop = StopFlag()
         signal.signal(signal.SIGTERM, stop)
+        world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+        where = f"rank {rank} of {world}: " if world > 1 else ""
         try:
-            run(cfg, Protocol(protocol_stream, cfg.seconds), stop)
+            if cfg.dist_timeout <= 0:
+                raise Unusable(f"--dist-timeout {cfg.dist_timeout}: seconds, more than 0")
+            ranks = Ranks(pick_device(cfg.device), cfg.dist_timeout)
+            run(cfg, Protocol(protocol_stream, cfg.seconds), stop, ranks)
         except Unusable as e:
             print(f"personalise: {e}", file=sys.stderr)
             return 2
         except Terminated:
-            print("personalise: stopped by SIGTERM; resume with --resume " + os.path.join(cfg.out, "checkpoint.pt"),
+            print(f"personalise: {where}stopped by SIGTERM"
+                  + ("" if world == 1 else " (on this rank or another)")
+                  + ("; resume with --resume " + os.path.join(cfg.out, "checkpoint.pt") if rank == 0 else ""),
                   file=sys.stderr)
             return 143
+        except PeerLost as e:
+            print(f"personalise: rank {rank} of {world} lost its peers: {e}", file=sys.stderr)
+            return 1
         return 0
     finally:
+        if ranks is not None:
+            ranks.close()
         sys.stdout = protocol_stream
         signal.signal(signal.SIGTERM, previous)
 

@@ -3,10 +3,16 @@
 and the training loss falls; a run stopped at a checkpoint (or by SIGTERM) and resumed ends with
 the very weights of an uninterrupted one, with its budget counted across the resume; the output
 has the base's layout plus its provenance; bad inputs exit 2 with one line saying why; stdout is
-JSON lines only."""
+JSON lines only. Data-parallel under torchrun (on a tiny base, gloo on 127.0.0.1): two ranks stay
+bit-identical and rank 0 alone reports; world 1 under torchrun is the plain run; a killed peer
+ends the survivor within seconds with a resumable checkpoint; SIGTERM to rank 0's torchrun
+checkpoints first; --device."""
+import hashlib
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -116,7 +122,7 @@ def test_stdout_is_json_lines_start_progress_checkpoint_done(fine_tuned):
     events = [line["event"] for line in lines]
     assert events[0] == "start" and events[-1] == "done" and events.count("done") == 1
     assert lines[0] == {"event": "start", "step": 0, "resumed": False, "frames": 106, "holdout_frames": 19,
-                        "budget_seconds": 600.0, "elapsed": 0.0}
+                        "budget_seconds": 600.0, "elapsed": 0.0, "device": "cpu", "world_size": 1}
     train = [line for line in lines if line["event"] == "progress" and "phase" not in line]
     assert train and all(isinstance(line["loss"], float) and line["budget_seconds"] == 600.0 for line in train)
     assert [line["step"] for line in train] == sorted(line["step"] for line in train)
@@ -127,6 +133,7 @@ def test_stdout_is_json_lines_start_progress_checkpoint_done(fine_tuned):
     assert events[-3:] == ["checkpoint", "progress", "done"] and lines[-2]["phase"] == "measure"
     assert checkpoint(out)["step"] == 30
     assert lines[-1]["weights"] == os.path.join(str(out), "model.safetensors")
+    assert lines[-1]["device"] == "cpu" and lines[-1]["world_size"] == 1
     assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
     assert "personalise:" in err  # the human-readable lines went to stderr
 
@@ -245,3 +252,176 @@ def test_bad_inputs_exit_2_with_one_line_saying_what_to_do(demo_short, demo_smal
     r = subprocess.run([sys.executable, "-m", "dubtrain.personalise", "--base", str(half), "--data", demo_short, *common],
                        cwd=TRAINING, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stdout == "" and "model.safetensors is missing" in r.stderr, r.stderr
+
+
+# ----------------------------------------------------------------------------- torchrun, --device
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    """A weights directory of the tiny-masked configuration (random weights, seed 0): a step on
+    the 16-px demo clip takes milliseconds, so the distributed tests are about the machinery."""
+    from dubtrain import weights
+    from dubtrain.model import SwapTalk
+    with open(os.path.join(TRAINING, "configs", "tiny-masked.json")) as f:
+        manifest = json.load(f)
+    torch.manual_seed(0)
+    model = SwapTalk(manifest)
+    out = tmp_path_factory.mktemp("tiny-base")
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    weights.save_safetensors(str(out / "model.safetensors"), model.state_dict(), {"dubfarm.trained": "test"})
+    return str(out)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Rank:
+    """One worker's `python -m torch.distributed.run --nnodes W --node-rank R --nproc-per-node 1 …
+    -m dubtrain.personalise …`, as the farm launches it; stdout and stderr to files."""
+
+    def __init__(self, tmp, rank, world, port, base, data, *flags, seconds=600):
+        self.out, self.stdout, self.stderr = tmp / f"out{rank}", tmp / f"stdout{rank}", tmp / f"stderr{rank}"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(world), "--node-rank", str(rank),
+               "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port),
+               "-m", "dubtrain.personalise", "--base", base, "--data", data, "--out", str(self.out),
+               "--seconds", str(seconds), "--threads", "1", "--batch", "4", *flags]
+        with open(self.stdout, "w") as o, open(self.stderr, "w") as e:
+            self.p = subprocess.Popen(cmd, cwd=TRAINING, stdout=o, stderr=e)
+
+    def wait(self, timeout=120):
+        return self.p.wait(timeout=timeout)
+
+    def lines(self):
+        return [json.loads(line) for line in self.stdout.read_text().splitlines()]
+
+    def err(self):
+        return self.stderr.read_text()
+
+    def digest(self):
+        """The sha256 of the trained tensors the rank logged at the end."""
+        found = re.findall(r"trained tensors sha256 ([0-9a-f]{64})", self.err())
+        assert len(found) == 1, self.err()[-3000:]
+        return found[0]
+
+
+def job(tmp, world, base, data, *flags, seconds=600):
+    port = free_port()
+    return [Rank(tmp, r, world, port, base, data, *flags, seconds=seconds) for r in range(world)]
+
+
+def params_digest(ck):
+    """What a rank logs as its trained tensors' sha256, from a checkpoint's (same order, float32)."""
+    h = hashlib.sha256()
+    for t in ck["params"].values():
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def plain_6(tiny_base, tiny_dataset, tmp_path_factory):
+    """6 steps of the tiny base, plain (no torchrun), as the farm runs one worker."""
+    out = tmp_path_factory.mktemp("plain") / "out"
+    rc, lines, err = personalise(tiny_dataset[0], out, "--max-steps", "6", "--batch", "4", "--device", "cpu",
+                                 "--threads", "1", base=tiny_base)   # as the ranks below (a thread count is a sum order)
+    assert rc == 0, err
+    assert lines[0]["device"] == "cpu" and lines[0]["world_size"] == 1 and lines[-1]["world_size"] == 1
+    return out
+
+
+def test_world_1_under_torchrun_is_the_plain_run(plain_6, tiny_base, tiny_dataset, tmp_path):
+    (r,) = job(tmp_path, 1, tiny_base, tiny_dataset[0], "--max-steps", "6")
+    assert r.wait() == 0, r.err()[-3000:]
+    lines = r.lines()
+    assert lines[0]["world_size"] == 1 and lines[-1]["event"] == "done" and lines[-1]["step"] == 6
+    assert_same_state(checkpoint(plain_6), checkpoint(r.out))
+    with safe_open(os.path.join(plain_6, "model.safetensors"), "pt") as a, \
+            safe_open(os.path.join(r.out, "model.safetensors"), "pt") as b:
+        for k in a.keys():
+            assert torch.equal(a.get_tensor(k), b.get_tensor(k)), k
+    assert [(x["step"], x["loss"]) for x in read_log(plain_6)] == [(x["step"], x["loss"]) for x in read_log(r.out)]
+
+
+def test_two_ranks_stay_identical_and_rank_0_alone_reports(plain_6, tiny_base, tiny_dataset, tmp_path):
+    """Two workers (--nnodes 2) resume a world-1 checkpoint and train 6 more steps together."""
+    ranks = job(tmp_path, 2, tiny_base, tiny_dataset[0], "--max-steps", "12",
+                "--resume", os.path.join(plain_6, "checkpoint.pt"))
+    codes = [r.wait() for r in ranks]
+    assert codes == [0, 0], [r.err()[-3000:] for r in ranks]
+    lines = ranks[0].lines()
+    assert lines[0]["event"] == "start" and lines[0]["resumed"] is True and lines[0]["step"] == 6
+    assert lines[0]["world_size"] == 2 and lines[0]["device"] == "cpu"
+    done = lines[-1]
+    assert done["event"] == "done" and done["step"] == 12 and done["world_size"] == 2 and done["device"] == "cpu"
+    assert done["holdout"]["frames"] == 19
+    # Rank 1 says nothing on stdout and writes nothing.
+    assert ranks[1].stdout.read_text() == "" and not ranks[1].out.exists()
+    assert "rank 1 of 2: pid" in ranks[1].err()
+    # The same parameters, bit for bit, on both ranks: those rank 0 checkpointed.
+    ck = checkpoint(ranks[0].out)
+    assert ck["step"] == 12 and ranks[0].digest() == ranks[1].digest() == params_digest(ck)
+    assert "differ" not in ranks[0].err() + ranks[1].err()
+    assert [int(x["step"]) for x in read_log(ranks[0].out)] == list(range(7, 13))  # rank 0 logs every step
+
+
+def test_a_killed_peer_ends_the_survivor_whose_checkpoint_resumes_alone(tiny_base, tiny_dataset, tmp_path):
+    r0, r1 = job(tmp_path, 2, tiny_base, tiny_dataset[0], "--checkpoint-every", "1", seconds=300)
+    deadline, pid = time.monotonic() + 120, None
+    while time.monotonic() < deadline:   # until both train: rank 1's pid on its stderr, rank 0 a checkpoint
+        found = re.search(r"rank 1 of 2: pid (\d+)", r1.err())
+        pid = int(found.group(1)) if found else None
+        if pid and any(x["event"] == "checkpoint" for x in r0.lines()):
+            break
+        assert r0.p.poll() is None and r1.p.poll() is None, r0.err()[-2000:] + r1.err()[-2000:]
+        time.sleep(0.2)
+    assert pid, r1.err()
+    os.kill(pid, signal.SIGKILL)   # rank 1's trainer (its torchrun then fails too)
+    killed = time.monotonic()
+    assert r0.wait(timeout=60) != 0, r0.err()[-3000:]
+    assert time.monotonic() - killed < 60
+    assert r1.wait(timeout=60) != 0
+    lost = [line for line in r0.err().splitlines() if "lost its peers" in line]
+    assert len(lost) == 1 and lost[0].startswith("personalise: rank 0 of 2 lost its peers: "), r0.err()[-3000:]
+    lines = r0.lines()
+    assert lines[-1]["event"] == "checkpoint" and "done" not in [x["event"] for x in lines]
+    ck = checkpoint(r0.out)
+    assert ck["step"] == lines[-1]["step"] > 0
+    # It resumes with world 1 (plainly) to the end.
+    rc, resumed, err = personalise(tiny_dataset[0], r0.out, "--batch", "4", "--max-steps", str(ck["step"] + 3),
+                                   "--resume", os.path.join(r0.out, "checkpoint.pt"), base=tiny_base)
+    assert rc == 0, err
+    assert resumed[0]["step"] == ck["step"] and resumed[0]["world_size"] == 1
+    assert resumed[-1]["event"] == "done" and resumed[-1]["step"] == ck["step"] + 3
+
+
+def test_sigterm_to_rank_0s_torchrun_checkpoints_first(tiny_base, tiny_dataset, tmp_path):
+    """The farm stops a job by SIGTERM to the torchrun it started: rank 0's trainer checkpoints and
+    exits 143, the other ranks stop at the same step (143); torchrun itself exits 1 either way."""
+    r0, r1 = job(tmp_path, 2, tiny_base, tiny_dataset[0], "--checkpoint-every", "1000", seconds=300)
+    deadline = time.monotonic() + 120
+    while not any(x["event"] == "progress" and "phase" not in x and x["step"] >= 3 for x in r0.lines()):
+        assert time.monotonic() < deadline and r0.p.poll() is None, r0.err()[-3000:]
+        time.sleep(0.2)
+    r0.p.send_signal(signal.SIGTERM)
+    assert r0.wait(timeout=60) == 1 and r1.wait(timeout=60) == 1
+    lines = r0.lines()
+    assert lines[-1]["event"] == "checkpoint" and lines[-1]["step"] >= 3, lines
+    assert checkpoint(r0.out)["step"] == lines[-1]["step"]
+    assert "personalise: rank 0 of 2: stopped by SIGTERM" in r0.err()
+    assert "personalise: rank 1 of 2: stopped by SIGTERM" in r1.err() and r1.stdout.read_text() == ""
+
+
+def test_device_cpu_and_cuda_without_cuda(tiny_base, tiny_dataset, tmp_path, capsys):
+    flags = ["--base", tiny_base, "--data", tiny_dataset[0], "--out", str(tmp_path / "out"), "--seconds", "5",
+             "--threads", "1", "--max-steps", "1", "--batch", "2", "--holdout", "0"]
+    code, out, err = run_in_process(capsys, *flags, "--device", "cpu")
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert lines[0]["device"] == lines[-1]["device"] == "cpu"
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code, out, err = run_in_process(capsys, *flags, "--device", "cuda")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, (code, out, err)
+    assert err.startswith("personalise: --device cuda: PyTorch sees no CUDA device"), err
