@@ -3,7 +3,7 @@
     python -m dubtrain.personalise --base MODEL_DIR --data DATASET_DIR --out OUT_DIR --seconds N
            [--checkpoint-every SECONDS (60)] [--resume CHECKPOINT_FILE] [--threads N]
            [--holdout 0.15] [--seed 0] [--batch 8] [--lr 3e-4] [--lip-lr 1e-5] [--max-steps N]
-           [--codebooks false] [--device auto|cpu|cuda] [--dist-timeout 120]
+           [--codebooks false] [--device auto|cpu|cuda] [--dist-timeout 120] [--stop-on-stdin-eof]
 
 (with training/ as the working directory or on PYTHONPATH). MODEL_DIR is a weights directory
 (manifest.json + model.safetensors, e.g. models/dubfarm-small); DATASET_DIR a `dubfarm dataset
@@ -59,7 +59,9 @@ line's. OUT_DIR/log.csv has every step's losses.
 Exit status: 0 done; 2 unusable input (missing base files, a dataset of another crop size, of
 several clips or of fewer than 20 frames with a face, a checkpoint of another base or dataset,
 --device cuda where PyTorch sees no CUDA device), with one line on stderr saying what is wrong and
-what to do; 143 after SIGTERM (a checkpoint is written first unless the last one is current); 1
+what to do; 143 after SIGTERM (a checkpoint is written first unless the last one is current) and,
+with --stop-on-stdin-eof, after stdin reaches its end (the same way: the process that started this
+one holds a pipe to its stdin, so its death stops the trainer rather than orphaning it); 1
 anything else.
 
 --device auto (the default) is cuda when torch.cuda.is_available(), else cpu: the model, the
@@ -76,8 +78,10 @@ rank 0 draws what a lone run draws) and the trained parameters' gradients, with 
 values, are averaged over the ranks in one all_reduce before the same optimiser step everywhere,
 so the parameters stay identical on every rank (each rank logs a sha256 of them on stderr at the
 end; a difference is reported). An effective batch is thus W × --batch at unchanged learning
-rates. Before each step one small all_reduce makes every rank agree whether to stop: SIGTERM on
-any rank, or --max-steps / the budget on rank 0's clock. Rank 0 alone writes the stdout lines,
+rates. Before each step one small all_reduce makes every rank agree whether to stop: SIGTERM (or,
+with --stop-on-stdin-eof, the end of stdin, which torchrun's trainer inherits) on any rank, or
+--max-steps / the budget on rank 0's clock; a checkpoint needs no collective (the others wait for
+it at the next step). Rank 0 alone writes the stdout lines,
 checkpoint.pt, log.csv, model.safetensors and manifest.json and measures the held-out frames; the
 other ranks print nothing on stdout, write nothing, and exit 0 when done (143 after a SIGTERM
 anywhere). A checkpoint has the same content whatever the world size and resumes under any world
@@ -100,6 +104,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -151,6 +156,7 @@ class Config:
     codebooks: bool = False
     device: str = "auto"     # auto | cpu | cuda (auto: cuda when torch.cuda.is_available())
     dist_timeout: float = 120.0  # seconds a collective waits for the other ranks (torchrun jobs)
+    stop_on_stdin_eof: bool = False  # stdin's end stops the run as SIGTERM does
 
 
 # What a resumed run takes from its checkpoint, not from its command line: the curve depends on them.
@@ -316,13 +322,27 @@ class Protocol:
 
 
 class StopFlag:
-    """SIGTERM sets it; the run checks it between steps and at each stage of setup."""
+    """SIGTERM sets it (and, with --stop-on-stdin-eof, stdin's end); the run checks it between
+    steps and at each stage of setup."""
 
     def __init__(self):
-        self.set = False
+        self.set, self.why = False, ""
 
     def __call__(self, signum, frame):
+        self.why = self.why or "SIGTERM"
         self.set = True
+
+    def watch_stdin(self):
+        """Sets the flag when stdin reaches its end (a daemon thread reads and discards it)."""
+        def read():
+            try:
+                while os.read(sys.stdin.fileno(), 65536):
+                    pass
+            except (OSError, ValueError, AttributeError):
+                pass
+            self.why = self.why or "the end of stdin"
+            self.set = True
+        threading.Thread(target=read, name="stdin-eof", daemon=True).start()
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -670,7 +690,8 @@ def run(cfg, proto, stop, ranks):
             now = start_spent + time.monotonic() - t0
             over = bool(cfg.max_steps and step >= cfg.max_steps) or now + step_time > cfg.seconds
             terminate, over = ranks.agree(stop.set, over)
-            stop.set = stop.set or terminate
+            if terminate and not stop.set:
+                stop.why, stop.set = "another rank's stop (SIGTERM or the end of its stdin)", True
             check_stop()
             spent = now
             if over:   # --max-steps, or the next step would overrun the budget
@@ -764,6 +785,8 @@ def parse(argv):
                     help="where to train (auto: cuda when PyTorch sees a CUDA device, else cpu)")
     ap.add_argument("--dist-timeout", type=float, default=d.dist_timeout,
                     help="under torchrun: seconds a collective waits for the other ranks before giving up")
+    ap.add_argument("--stop-on-stdin-eof", action="store_true",
+                    help="stop as on SIGTERM (checkpoint, exit 143) when stdin reaches its end")
     a = ap.parse_args(argv)
     return Config(**{f.name: getattr(a, f.name) for f in dataclasses.fields(Config)})
 
@@ -776,6 +799,8 @@ def main(argv=None):
         cfg = parse(argv)
         stop = StopFlag()
         signal.signal(signal.SIGTERM, stop)
+        if cfg.stop_on_stdin_eof:
+            stop.watch_stdin()
         world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
         where = f"rank {rank} of {world}: " if world > 1 else ""
         try:
@@ -787,8 +812,7 @@ def main(argv=None):
             print(f"personalise: {e}", file=sys.stderr)
             return 2
         except Terminated:
-            print(f"personalise: {where}stopped by SIGTERM"
-                  + ("" if world == 1 else " (on this rank or another)")
+            print(f"personalise: {where}stopped by {stop.why or 'SIGTERM'}"
                   + ("; resume with --resume " + os.path.join(cfg.out, "checkpoint.pt") if rank == 0 else ""),
                   file=sys.stderr)
             return 143

@@ -410,7 +410,29 @@ def test_sigterm_to_rank_0s_torchrun_checkpoints_first(tiny_base, tiny_dataset, 
     assert lines[-1]["event"] == "checkpoint" and lines[-1]["step"] >= 3, lines
     assert checkpoint(r0.out)["step"] == lines[-1]["step"]
     assert "personalise: rank 0 of 2: stopped by SIGTERM" in r0.err()
-    assert "personalise: rank 1 of 2: stopped by SIGTERM" in r1.err() and r1.stdout.read_text() == ""
+    assert "personalise: rank 1 of 2: stopped by another rank's stop" in r1.err() and r1.stdout.read_text() == ""
+
+
+def test_the_end_of_stdin_stops_it_as_sigterm_does(tiny_base, tiny_dataset, tmp_path):
+    """--stop-on-stdin-eof (the farm's worker holds a pipe to the trainer's stdin): when the pipe
+    closes, the trainer checkpoints and exits 143, as on SIGTERM."""
+    out = tmp_path / "out"
+    p = subprocess.Popen([sys.executable, "-m", "dubtrain.personalise", "--base", tiny_base, "--data", tiny_dataset[0],
+                          "--out", str(out), "--seconds", "300", "--threads", "1", "--batch", "2",
+                          "--checkpoint-every", "1000", "--stop-on-stdin-eof"],
+                         cwd=TRAINING, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for raw in p.stdout:
+        lines.append(json.loads(raw))
+        if lines[-1]["event"] == "progress" and "phase" not in lines[-1]:
+            break
+    p.stdin.close()
+    p.wait(timeout=60)
+    rest, err = p.stdout.read(), p.stderr.read()
+    lines += [json.loads(line) for line in rest.splitlines()]
+    assert p.returncode == 143, err
+    assert lines[-1]["event"] == "checkpoint" and checkpoint(out)["step"] == lines[-1]["step"] > 0, lines
+    assert "stopped by the end of stdin" in err
 
 
 def test_device_cpu_and_cuda_without_cuda(tiny_base, tiny_dataset, tmp_path, capsys):
