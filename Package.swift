@@ -144,6 +144,7 @@ let package = Package(
             "Dubbing", "Worker", "FaceAnalysis", "AudioFeatures", "VQModel", "MediaPipeline", "DubfarmCore", "FarmProtocol",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        .testTarget(name: "WorkerTests", dependencies: ["Worker", "FarmProtocol", "DubfarmCore"]),
         .testTarget(name: "TrainingDataTests", dependencies: [
             "TrainingData", "Dubbing", "Worker", "FaceAnalysis", "AudioFeatures", "VQModel", "MediaPipeline", "DubfarmCore",
             "FarmProtocol", "FarmConfig", .product(name: "Logging", package: "swift-log"),

@@ -4,7 +4,7 @@ import Foundation
 /// Protocol names and versions: the first frame of every message.
 public enum ProtocolName {
     /// Coordinator ↔ worker (version 2: binary headers).
-    public static let work = "DUBFARM-WORK/3"
+    public static let work = "DUBFARM-WORK/4"
     /// CLI ↔ coordinator.
     public static let control = "DUBFARM-CTL/1"
 }

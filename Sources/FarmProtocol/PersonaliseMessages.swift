@@ -34,6 +34,30 @@ public struct NamedFile: Sendable, Hashable {
     }
 }
 
+/// A worker's place in a data-parallel fine-tune (`torchrun`, one process per worker): rank 0
+/// holds the lease and hosts the rendezvous at `endpoint`; the others join it.
+public struct TrainGang: Sendable, Hashable {
+    public var rank: Int
+    public var size: Int
+    /// `HOST:PORT` of rank 0's rendezvous.
+    public var endpoint: String
+    public init(rank: Int, size: Int, endpoint: String) {
+        self.rank = rank
+        self.size = size
+        self.endpoint = endpoint
+    }
+
+    /// The endpoint's host and port, or nil when it is not `HOST:PORT` (`[v6]:PORT` allowed).
+    public var hostAndPort: (host: String, port: Int)? {
+        guard let colon = endpoint.lastIndex(of: ":"), let port = Int(endpoint[endpoint.index(after: colon)...]),
+              (1...65535).contains(port) else { return nil }
+        var host = String(endpoint[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty, !host.contains(where: { $0 == " " || $0 == "/" }) else { return nil }
+        return (host, port)
+    }
+}
+
 /// Everything a worker needs to fine-tune the model for one job.
 public struct TrainAssignment: Sendable, Hashable {
     public var ref: TrainRef
@@ -48,9 +72,12 @@ public struct TrainAssignment: Sendable, Hashable {
     /// The checkpoint to resume from and its step, if the coordinator holds one.
     public var checkpoint: [UInt8]?
     public var checkpointStep: Int?
+    /// Its place in a data-parallel fine-tune; nil: it trains alone.
+    public var gang: TrainGang?
 
     public init(ref: TrainRef, budgetSeconds: Int, checkpointSeconds: Int, attempt: Int, dataset: [NamedFile],
-                checkpoint: [UInt8]? = nil, checkpointStep: Int? = nil) {
+                checkpoint: [UInt8]? = nil, checkpointStep: Int? = nil, gang: TrainGang? = nil) {
+        self.gang = gang
         self.ref = ref
         self.budgetSeconds = budgetSeconds
         self.checkpointSeconds = checkpointSeconds
@@ -110,6 +137,11 @@ extension TrainAssignment {
         h.int(checkpointSeconds)
         h.int(attempt)
         h.int(checkpointStep ?? -1)
+        // A gang of one is written as none.
+        let gang = gang.flatMap { $0.size > 1 ? $0 : nil }
+        h.int(gang?.rank ?? 0)
+        h.int(gang?.size ?? 1)
+        h.string(gang?.endpoint ?? "")
         h.u32(UInt32(dataset.count))
         var total = 0
         for f in dataset {
@@ -131,6 +163,18 @@ extension TrainAssignment {
         let every = try header.int(in: 1...Int(Int32.max), "checkpoint seconds")
         let attempt = try header.int(in: 1...Int(Int32.max), "attempt")
         let step = try header.int(in: -1...Int(Int32.max), "checkpoint step")
+        let rank = try header.int(in: 0...1023, "gang rank")
+        let size = try header.int(in: 1...1024, "gang size")
+        let endpoint = try header.string(max: maxNameBytes)
+        var gang: TrainGang?
+        if size > 1 {
+            gang = TrainGang(rank: rank, size: size, endpoint: endpoint)
+            guard rank < size, gang!.hostAndPort != nil else {
+                throw DubfarmError(.protocolViolation, "TRAIN: rank \(rank) of \(size) at '\(endpoint.prefix(80))' is not a gang (HOST:PORT)")
+            }
+        } else if rank != 0 || !endpoint.isEmpty {
+            throw DubfarmError(.protocolViolation, "TRAIN: a fine-tune on one worker has rank \(rank) and endpoint '\(endpoint.prefix(80))'")
+        }
         let count = try header.count(minElementSize: 12, max: 1 << 16)
         var files: [NamedFile] = []
         var offset = 0
@@ -147,6 +191,6 @@ extension TrainAssignment {
             throw DubfarmError(.protocolViolation, "checkpoint frame disagrees with its step")
         }
         return TrainAssignment(ref: ref, budgetSeconds: budget, checkpointSeconds: every, attempt: attempt, dataset: files,
-                               checkpoint: checkpoint.isEmpty ? nil : checkpoint, checkpointStep: step >= 0 ? step : nil)
+                               checkpoint: checkpoint.isEmpty ? nil : checkpoint, checkpointStep: step >= 0 ? step : nil, gang: gang)
     }
 }

@@ -33,6 +33,10 @@ public struct PersonalisationView: Codable, Sendable, Hashable {
     /// The trainer's figures on the held-back part of the clip (JSON), once done.
     public var report: String?
     public var error: String?
+    /// Workers the job asked to train on at once, and how many the current (or last) attempt
+    /// trains on (data-parallel; nil from a coordinator that does not say).
+    public var workers: Int?
+    public var worldSize: Int?
 
     public init(state: String, budgetSeconds: Int, fallback: Bool, elapsedSeconds: Double, step: Int, leases: Int, failures: Int) {
         self.state = state
@@ -55,7 +59,7 @@ public struct PersonalisationView: Codable, Sendable, Hashable {
         case "pending": return checkpointStep.map { "waiting for a worker (resumes at step \($0))" } ?? "waiting for a worker that can personalise"
         case "leased":
             return String(format: "training %.0f %% of %d s (step %d", progress * 100, budgetSeconds, step) + loss + ")"
-                + (worker.map { " on \($0)" } ?? "") + (resumedFrom.map { $0 > 0 ? ", resumed at step \($0)" : "" } ?? "")
+                + (worker.map { " on \($0)" } ?? "") + ((worldSize ?? 1) > 1 ? " + \(worldSize! - 1) more" : "") + (resumedFrom.map { $0 > 0 ? ", resumed at step \($0)" : "" } ?? "")
         case "done": return "done: \(step) steps in \(Int(elapsedSeconds)) s, weights \(weights.map { String($0.prefix(16)) } ?? "?")"
         default: return "failed: \(error ?? "no reason recorded")" + (fallback ? " (running on the default weights)" : "")
         }

@@ -22,6 +22,19 @@ public struct WorkerHello: Codable, Sendable, Hashable {
     /// The capability of a worker that fine-tunes jobs' models (`worker --personalise`).
     public static let personaliseCapability = "personalise"
     public var canPersonalise: Bool { capabilities.contains(Self.personaliseCapability) }
+    /// The capability prefix naming the trainer's device when it is not the CPU (`personalise-device:cuda`).
+    public static let personaliseDevicePrefix = "personalise-device:"
+    /// The capability prefix naming where it hosts a data-parallel fine-tune's rendezvous as
+    /// rank 0 (`rendezvous:HOST:PORT`).
+    public static let rendezvousPrefix = "rendezvous:"
+    /// The device its trainer runs on (`cpu` unless it says otherwise).
+    public var personaliseDevice: String {
+        capabilities.first { $0.hasPrefix(Self.personaliseDevicePrefix) }.map { String($0.dropFirst(Self.personaliseDevicePrefix.count)) } ?? "cpu"
+    }
+    /// `HOST:PORT` of its rendezvous, if it can host one.
+    public var rendezvous: String? {
+        capabilities.first { $0.hasPrefix(Self.rendezvousPrefix) }.map { String($0.dropFirst(Self.rendezvousPrefix.count)) }
+    }
 
     public init(name: String, host: String, pid: Int, threads: Int, stage: String, model: String? = nil,
                 capabilities: [String] = [], version: String, busyWith: TaskRef? = nil) {
@@ -107,9 +120,9 @@ public struct FailureReport: Codable, Sendable, Hashable {
 
 /// A message between the coordinator's work endpoint and a worker.
 ///
-/// On the wire: `[DUBFARM-WORK/3, COMMAND, header, payload frames…]`, the header in binary
+/// On the wire: `[DUBFARM-WORK/4, COMMAND, header, payload frames…]`, the header in binary
 /// (see `WorkHeaders.swift`; version 1 had JSON headers; version 3 added personalisation:
-/// `PersonaliseMessages.swift`).
+/// `PersonaliseMessages.swift`; version 4 data-parallel personalisation: TRAIN's gang, TRAIN-LEFT).
 /// Any message counts as a heartbeat.
 public enum WorkMessage: Sendable, Hashable {
     case ready(WorkerHello)
@@ -133,6 +146,10 @@ public enum WorkMessage: Sendable, Hashable {
     case trainFailed(TrainRef, FailureReport)
     /// Coordinator → worker: stop that fine-tune (its job ended or the lease is not current).
     case cancelTrain(TrainRef)
+    /// Worker → coordinator: a gang member (rank ≥ 1) of a data-parallel fine-tune has left it;
+    /// `error` says why when it did not end with the fine-tune. The lease holder reports the
+    /// fine-tune itself (TRAINED, TRAIN-FAILED).
+    case trainLeft(TrainRef, error: String?)
 
     public var command: String {
         switch self {
@@ -151,6 +168,7 @@ public enum WorkMessage: Sendable, Hashable {
         case .trained: return "TRAINED"
         case .trainFailed: return "TRAIN-FAILED"
         case .cancelTrain: return "TRAIN-CANCEL"
+        case .trainLeft: return "TRAIN-LEFT"
         }
     }
 
@@ -234,6 +252,11 @@ public enum WorkMessage: Sendable, Hashable {
             frames.append(h.bytes)
         case .cancelTrain(let ref):
             ref.write(&h)
+            frames.append(h.bytes)
+        case .trainLeft(let ref, let error):
+            ref.write(&h)
+            h.bool(error != nil)
+            h.string(error ?? "")
             frames.append(h.bytes)
         }
         return frames
@@ -352,6 +375,10 @@ public enum WorkMessage: Sendable, Hashable {
         case "TRAIN-CANCEL":
             try expectFrames(3)
             return .cancelTrain(try header(TrainRef.read))
+        case "TRAIN-LEFT":
+            try expectFrames(3)
+            let h = try header { r in (ref: try TrainRef.read(&r), failed: try r.bool(), error: try r.string(max: maxTextBytes)) }
+            return .trainLeft(h.ref, error: h.failed ? h.error : nil)
         default:
             throw DubfarmError(.protocolViolation, "unknown command '\(command)'")
         }

@@ -159,7 +159,7 @@ public final class WorkerNode: Sendable {
                 name: options.name, host: ProcessInfo.processInfo.hostName, pid: Int(ProcessInfo.processInfo.processIdentifier),
                 threads: options.threads, stage: stage.name, model: stage.model,
                 capabilities: ["stage:\(stage.name)"] + (stage.model.map { ["model:\($0)"] } ?? [])
-                    + (options.personaliser == nil ? [] : [WorkerHello.personaliseCapability]),
+                    + (options.personaliser?.capabilities ?? []),
                 version: DubfarmVersion.current, busyWith: busy))
         }
 
@@ -290,7 +290,7 @@ public final class WorkerNode: Sendable {
             }
         case .disconnect(let reason):
             logger.notice("coordinator said goodbye: \(reason)")
-        case .heartbeat, .ready, .progress, .result, .failed, .trainProgress, .checkpoint, .trained, .trainFailed:
+        case .heartbeat, .ready, .progress, .result, .failed, .trainProgress, .checkpoint, .trained, .trainFailed, .trainLeft:
             break
         }
     }
@@ -315,8 +315,12 @@ public final class WorkerNode: Sendable {
             guard let personaliser = options.personaliser else {
                 throw DubfarmError(.unsupported, "worker \(options.name) cannot personalise (start it with --personalise)")
             }
-            let outcome = try personaliser.run(task, logger: log, cancelled: { running.cancelled.load(ordering: .relaxed) },
-                                               report: { outbox.post($0) })
+            guard let outcome = try personaliser.run(task, logger: log, cancelled: { running.cancelled.load(ordering: .relaxed) },
+                                                     report: { outbox.post($0) }) else {
+                // A gang member: its lease holder returns the weights.
+                log.info("left the data-parallel personalisation", metadata: ["rank": .stringConvertible(task.gang?.rank ?? 0)])
+                throw MemberLeft()
+            }
             let sha = WeightsCache.sha256(outcome.weights)
             // Kept here too: this worker will most likely dub some of the job's segments.
             _ = try? options.weightsCache.store(outcome.weights, sha256: sha)
@@ -324,6 +328,8 @@ public final class WorkerNode: Sendable {
                 "weights": .string(sha), "step": .stringConvertible(outcome.progress.step),
                 "seconds": .string(String(format: "%.1f", outcome.progress.elapsed))])
             message = .trained(task.ref, outcome.progress, report: outcome.report, weights: outcome.weights)
+        } catch is MemberLeft {
+            message = .trainLeft(task.ref, error: nil)
         } catch {
             let e = error as? DubfarmError ?? DubfarmError(.internalError, "\(error)")
             let handedBack = running.handBack.load(ordering: .relaxed)
@@ -332,7 +338,11 @@ public final class WorkerNode: Sendable {
             } else {
                 log.error("personalisation failed: \(e.message)")
             }
-            message = .trainFailed(task.ref, FailureReport(code: e.code.rawValue, message: e.message, handedBack: handedBack))
+            if (task.gang?.rank ?? 0) > 0 {
+                message = .trainLeft(task.ref, error: e.message)
+            } else {
+                message = .trainFailed(task.ref, FailureReport(code: e.code.rawValue, message: e.message, handedBack: handedBack))
+            }
         }
         running.finished.store(true, ordering: .releasing)
         outbox.post(message)
@@ -341,6 +351,9 @@ public final class WorkerNode: Sendable {
         }
         stopSignal.raise()
     }
+
+    /// A gang member's fine-tune ended with the gang's (not an error: it says so with TRAIN-LEFT).
+    private struct MemberLeft: Error {}
 
     /// The heavy work, on its own thread: decode, stage, encode; reports through the outbox.
     private func process(_ task: TaskAssignment, _ running: RunningTask) {

@@ -39,6 +39,9 @@ struct Submit: ParsableCommand {
     @Flag(name: .long, help: "If the personalisation fails, dub with the default weights instead of failing the job.")
     var personaliseFallback = false
 
+    @Option(name: .long, help: ArgumentHelp("Train the personalisation data-parallel (torchrun) on up to N workers started with --personalise: the one that takes it and those idle at that moment. Each trains on its own batches for the same SECONDS, so N workers see about N times the footage.", valueName: "N"))
+    var personaliseWorkers: Int?
+
     @Option(name: .long, help: "Download the result here when done (implies --wait).")
     var out: String?
 
@@ -62,6 +65,12 @@ struct Submit: ParsableCommand {
         if personaliseFallback && personalise == nil {
             throw ValidationError("--personalise-fallback goes with --personalise")
         }
+        if let n = personaliseWorkers {
+            guard personalise != nil else { throw ValidationError("--personalise-workers goes with --personalise") }
+            guard (1...PersonaliseRequest.maxWorkers).contains(n) else {
+                throw ValidationError("--personalise-workers takes 1…\(PersonaliseRequest.maxWorkers) workers (\(n) given)")
+            }
+        }
         if let out {
             let dir = URL(fileURLWithPath: out).deletingLastPathComponent().path
             guard FileManager.default.isWritableFile(atPath: dir) else {
@@ -81,7 +90,8 @@ struct Submit: ParsableCommand {
         let name = { (p: String) in URL(fileURLWithPath: p).lastPathComponent }
         let job = try c.call(.submit(SubmitSpec(video: v, audio: a, face: f, videoName: name(video), audioName: name(audio),
                                                 faceName: face.map(name), priority: priority, stage: stage, model: model,
-                                                personalise: personalise.map { PersonaliseRequest(seconds: $0, fallback: personaliseFallback) })),
+                                                personalise: personalise.map { PersonaliseRequest(seconds: $0, fallback: personaliseFallback,
+                                                                                                  workers: personaliseWorkers ?? 1) })),
                              as: JobView.self)
         if !(wait || out != nil) {
             if client.json { try printJSON(job) } else { print(job.id) }
@@ -213,7 +223,8 @@ struct Status: ParsableCommand {
             if p.state != "done" {
                 print("               budget \(p.budgetSeconds) s, \(Int(p.elapsedSeconds)) s spent, attempt \(max(p.leases, 1))"
                       + (p.failures > 0 ? ", \(p.failures) failed" : "") + (p.checkpointStep.map { ", checkpoint at step \($0)" } ?? "")
-                      + (p.datasetFrames.map { ", \($0) frames" } ?? "") + (p.fallback ? ", default weights if it fails" : ""))
+                      + (p.datasetFrames.map { ", \($0) frames" } ?? "") + (p.fallback ? ", default weights if it fails" : "")
+                      + ((p.workers ?? 1) > 1 ? ", up to \(p.workers!) workers" : ""))
             }
             if let r = p.report.flatMap(PersonaliseReport.init(json:)) { print("               held-back frames: \(r.summary)") }
         }

@@ -109,6 +109,12 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: .long, help: "--personalise: the trainer's directory, training/ (default: $DUBFARM_TRAINER_DIR, else the repository's beside this executable).")
     var trainerDir: String?
 
+    @Option(name: .long, help: "--personalise: the trainer's device: auto (a CUDA GPU when the trainer's torch sees one, else the CPU), cpu or cuda. A GPU worker takes fine-tunes before CPU workers.")
+    var personaliseDevice: String = "auto"
+
+    @Option(name: .long, help: ArgumentHelp("--personalise: where this worker hosts a data-parallel fine-tune (submit --personalise-workers) as its first rank, HOST or HOST:PORT; the other workers' trainers connect there (default: this machine's address towards the coordinator and a free port).", valueName: "host[:port]"))
+    var rendezvous: String?
+
     @Option(name: .long, help: "Where jobs' personalised weights are cached by hash (default: $DUBFARM_CACHE_DIR/weights, else ~/.cache/dubfarm/weights).")
     var cacheDir: String?
 
@@ -150,11 +156,14 @@ struct WorkerCommand: AsyncParsableCommand {
             let trainer = trainerDir.map { URL(fileURLWithPath: $0) } ?? env["DUBFARM_TRAINER_DIR"].map { URL(fileURLWithPath: $0) }
                 ?? TrainerLocation.trainingDirectory(executable: ProcessControl.currentExecutable)
             let py = python ?? env["DUBFARM_PYTHON"] ?? TrainerLocation.python(trainingDirectory: trainer)
-            let p = Personaliser(python: py, trainerDirectory: trainer, baseModel: base,
-                                 workDirectory: FileManager.default.temporaryDirectory, threads: threads)
+            var p = Personaliser(python: py, trainerDirectory: trainer, baseModel: base,
+                                 workDirectory: FileManager.default.temporaryDirectory, threads: threads, device: personaliseDevice)
             try p.check()
+            p.device = try p.resolveDevice()
+            p.rendezvous = try Rendezvous.endpoint(rendezvous, coordinator: opts.endpoint)
             opts.personaliser = p
-            logger.info("personalisation on", metadata: ["python": .string(py), "trainer": .string(trainer.path), "base": .string(base.path)])
+            logger.info("personalisation on", metadata: ["python": .string(py), "trainer": .string(trainer.path), "base": .string(base.path),
+                                                         "device": .string(p.device), "rendezvous": .string(p.rendezvous ?? "none")])
         }
         let node = WorkerNode(options: opts, stage: stageImpl, logger: logger)
         // Signals arrive on a dispatch source; the node stops itself in an orderly way.

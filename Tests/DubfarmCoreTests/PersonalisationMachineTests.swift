@@ -1,4 +1,5 @@
 import Testing
+import Foundation
 @testable import DubfarmCore
 
 @Suite("Personalisation state machine")
@@ -77,6 +78,18 @@ struct PersonalisationMachineTests {
         #expect(try PersonaliseRequest(options: ["personalise": "0"]) == nil)
         #expect(throws: DubfarmError.self) { try PersonaliseRequest(options: ["personalise": "-5"]) }
         #expect(throws: DubfarmError.self) { try PersonaliseRequest(options: ["personalise": "soon"]) }
+        // Data-parallel: the number of workers travels too; one worker is written as nothing.
+        var parallel: [String: String] = [:]
+        PersonaliseRequest(seconds: 60, workers: 4).store(in: &parallel)
+        #expect(parallel["personalise.workers"] == "4")
+        #expect(try PersonaliseRequest(options: parallel)?.workers == 4)
+        #expect(options["personalise.workers"] == nil)
+        for bad in ["0", "65", "many"] {
+            #expect(throws: DubfarmError.self) { try PersonaliseRequest(options: ["personalise": "60", "personalise.workers": bad]) }
+        }
+        // A request from a client that does not know about workers decodes as one.
+        let old = try JSONDecoder().decode(PersonaliseRequest.self, from: Data(#"{"seconds":30,"fallback":false}"#.utf8))
+        #expect(old == PersonaliseRequest(seconds: 30))
     }
 
     @Test("jobs go planning → personalising → running")
@@ -85,5 +98,31 @@ struct PersonalisationMachineTests {
         #expect(JobState.personalising.canTransition(to: .running))
         #expect(JobState.personalising.canTransition(to: .failed) && JobState.personalising.canTransition(to: .cancelled))
         #expect(!JobState.personalising.canTransition(to: .stitching) && !JobState.queued.canTransition(to: .personalising))
+    }
+}
+
+@Suite("Where a fine-tune runs")
+struct PersonalisationPlacementTests {
+    typealias W = PersonalisationPlacement.Worker
+
+    @Test("a CPU worker leaves the fine-tune to an idle GPU worker; a GPU worker, or a CPU one beside busy GPUs, takes it")
+    func gpuFirst() {
+        let cpu = W(name: "c1"), gpu = W(name: "g1", device: "cuda")
+        #expect(PersonalisationPlacement.defers(cpu, to: [gpu, W(name: "c2")]))
+        #expect(!PersonalisationPlacement.defers(cpu, to: [W(name: "g1", device: "cuda", idle: false), W(name: "c2")]))
+        #expect(!PersonalisationPlacement.defers(gpu, to: [W(name: "g2", device: "cuda"), cpu]))
+        #expect(!PersonalisationPlacement.defers(cpu, to: []))
+    }
+
+    @Test("the gang: idle workers on the lead's device, in order, at most workers − 1; none when the lead hosts no rendezvous")
+    func members() {
+        let lead = W(name: "a", rendezvous: "10.0.0.1:29500")
+        let others = [W(name: "a"), W(name: "b"), W(name: "c", idle: false), W(name: "d", device: "cuda"), W(name: "e"), W(name: "f")]
+        #expect(PersonalisationPlacement.members(for: lead, from: others, want: 3).map(\.name) == ["b", "e"])
+        #expect(PersonalisationPlacement.members(for: lead, from: others, want: 10).map(\.name) == ["b", "e", "f"])
+        #expect(PersonalisationPlacement.members(for: lead, from: others, want: 1).isEmpty)
+        #expect(PersonalisationPlacement.members(for: W(name: "a"), from: others, want: 3).isEmpty)
+        let gpuLead = W(name: "g", device: "cuda", rendezvous: "10.0.0.2:29500")
+        #expect(PersonalisationPlacement.members(for: gpuLead, from: others, want: 4).map(\.name) == ["d"])
     }
 }

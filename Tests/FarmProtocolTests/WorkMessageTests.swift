@@ -45,7 +45,13 @@ func sampleTrain(checkpoint: Bool = true) -> TrainAssignment {
                     checkpoint: checkpoint ? [1, 2, 3, 4] : nil, checkpointStep: checkpoint ? 120 : nil)
 }
 
-/// The messages of per-job personalisation (protocol version 3).
+func gangTrain(rank: Int, size: Int, endpoint: String = "10.0.0.5:29500") -> TrainAssignment {
+    var t = sampleTrain()
+    t.gang = TrainGang(rank: rank, size: size, endpoint: endpoint)
+    return t
+}
+
+/// The messages of per-job personalisation (protocol versions 3 and 4).
 func personaliseMessages() -> [WorkMessage] {
     let ref = TrainRef(job: JobID(9), token: .random())
     var weighted = sampleTask()
@@ -57,6 +63,8 @@ func personaliseMessages() -> [WorkMessage] {
         .checkpoint(ref, TrainProgress(step: 40, loss: 0.2, elapsed: 61), bytes: [5, 5, 5]),
         .trained(ref, TrainProgress(step: 300, loss: 0.1, elapsed: 300), report: #"{"event":"done"}"#, weights: [1, 2]),
         .trainFailed(ref, FailureReport(code: "badInput", message: "no face")), .cancelTrain(ref),
+        .train(gangTrain(rank: 0, size: 3)), .train(gangTrain(rank: 2, size: 3, endpoint: "[fd00::7]:29511")),
+        .trainLeft(ref, error: nil), .trainLeft(ref, error: "the trainer exited with status 1: rank 1 of 2 lost its peers"),
     ]
 }
 
@@ -106,7 +114,29 @@ struct PersonaliseMessageTests {
     func capability() throws {
         let hello = WorkerHello(name: "w", host: "h", pid: 1, threads: 2, stage: "dub", capabilities: ["stage:dub", "personalise"], version: "v")
         guard case .ready(let back) = try WorkMessage.decode(WorkMessage.ready(hello).encode()) else { Issue.record("not READY"); return }
-        #expect(back.canPersonalise)
+        #expect(back.canPersonalise && back.personaliseDevice == "cpu" && back.rendezvous == nil)
+        let gpu = WorkerHello(name: "g", host: "h", pid: 1, threads: 2, stage: "dub",
+                              capabilities: ["personalise", "personalise-device:cuda", "rendezvous:10.1.2.3:29517"], version: "v")
+        #expect(gpu.personaliseDevice == "cuda" && gpu.rendezvous == "10.1.2.3:29517")
+    }
+
+    @Test("a TRAIN's gang must be a rank below its size at HOST:PORT; one worker alone has rank 0 and no endpoint")
+    func gang() throws {
+        guard case .train(let back) = try WorkMessage.decode(WorkMessage.train(gangTrain(rank: 1, size: 2)).encode()) else {
+            Issue.record("not a TRAIN"); return
+        }
+        #expect(back.gang == TrainGang(rank: 1, size: 2, endpoint: "10.0.0.5:29500"))
+        #expect(back.gang?.hostAndPort?.host == "10.0.0.5" && back.gang?.hostAndPort?.port == 29500)
+        #expect(TrainGang(rank: 0, size: 2, endpoint: "[fd00::7]:29511").hostAndPort?.host == "fd00::7")
+        for bad in [gangTrain(rank: 2, size: 2), gangTrain(rank: 0, size: 2, endpoint: "nohost"), gangTrain(rank: 0, size: 2, endpoint: "h:0"),
+                    gangTrain(rank: 0, size: 2, endpoint: "h:99999"), gangTrain(rank: 0, size: 2, endpoint: ":29500")] {
+            #expect(throws: DubfarmError.self) { try WorkMessage.decode(WorkMessage.train(bad).encode()) }
+        }
+        // A gang of one is written as none.
+        guard case .train(let alone) = try WorkMessage.decode(WorkMessage.train(gangTrain(rank: 0, size: 1)).encode()) else {
+            Issue.record("not a TRAIN"); return
+        }
+        #expect(alone.gang == nil)
     }
 }
 
@@ -115,7 +145,7 @@ struct WorkMessageTests {
     @Test("every command survives a round trip", arguments: allWorkMessages())
     func roundTrip(message: WorkMessage) throws {
         let frames = message.encode()
-        #expect(frames[0] == Array("DUBFARM-WORK/3".utf8))
+        #expect(frames[0] == Array("DUBFARM-WORK/4".utf8))
         #expect(try WorkMessage.decode(frames) == message)
     }
 

@@ -6,9 +6,10 @@ import Testing
 
 /// Creates a job that asks to be personalised and plans it: it is `personalising`, its
 /// personalisation `preparing`.
-func makePersonalisingJob(_ store: FarmStore, segments: Int = 2, fallback: Bool = false, priority: Int = 0) async throws -> JobRecord {
+func makePersonalisingJob(_ store: FarmStore, segments: Int = 2, fallback: Bool = false, priority: Int = 0,
+                          workers: Int = 1) async throws -> JobRecord {
     var params = JobParams()
-    PersonaliseRequest(seconds: 60, fallback: fallback).store(in: &params.options)
+    PersonaliseRequest(seconds: 60, fallback: fallback, workers: workers).store(in: &params.options)
     let job = try await store.createJob(NewJob(videoName: "talk.mp4", audioName: "dub.wav", priority: priority, params: params))
     try await store.transitionJob(job.id, to: .planning, reason: "test planning")
     let spans = SegmentPlanner.plan(frameCount: segments * 10, segmentFrames: 10)
@@ -51,6 +52,28 @@ struct PersonalisationStoreTests {
         #expect(try await store.claimSegment(worker: "w2", leaseSeconds: 30) != nil)
         let events = try await store.events(job: job.id)
         #expect(events.map(\.to).contains("personalising") && events.filter { $0.kind == .personalisation }.count >= 3)
+    }
+
+    @Test("data-parallel: the claim says how many workers the job asked for; the lease holder's gang is recorded, fenced by its token")
+    func gang() async throws {
+        let db = try await TestDatabase.create()
+        defer { db.drop() }
+        let store = db.store(actor: "coord")
+        let job = try await makePersonalisingJob(store, workers: 3)
+        try await store.personalisationPrepared(job: job.id, frames: 80)
+        let claim = try #require(try await store.claimPersonalisation(worker: "w1", leaseSeconds: 30))
+        #expect(claim.workers == 3)
+        #expect(!(try await store.recordPersonalisationGang(job: job.id, token: .random(), members: ["w2"])))
+        #expect(try await store.recordPersonalisationGang(job: job.id, token: claim.token, members: ["w2", "w3"]))
+        var p = try #require(try await store.personalisation(job: job.id))
+        #expect(p.workers == 3 && p.worldSize == 3 && p.machine.leasedBy == "w1")
+        #expect(try await store.job(job.id)?.stage == "personalising on w1 + 2 more, data-parallel")
+        #expect(try await store.events(job: job.id).contains { $0.reason?.contains("training on 3 workers (w1, w2, w3)") == true })
+        // A new lease starts alone until its own gang is recorded.
+        try await store.releasePersonalisations(worker: "w1", reason: "lost")
+        let again = try #require(try await store.claimPersonalisation(worker: "w2", leaseSeconds: 30))
+        p = try #require(try await store.personalisation(job: job.id))
+        #expect(again.workers == 3 && p.worldSize == 1)
     }
 
     @Test("a lost worker's lease goes back; the next lease resumes from the checkpoint kept")

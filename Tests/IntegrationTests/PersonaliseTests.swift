@@ -121,6 +121,52 @@ struct PersonaliseTests {
         #expect(try MediaProbe.probe(path: farm.output(job)).video?.frameCount == 125)
     }
 
+    @Test("data-parallel on two workers (torchrun): both train, the lease holder returns the weights, the job runs on them; a member killed mid-way costs one attempt, resumed from the last checkpoint")
+    func dataParallel() async throws {
+        let farm = try await TestFarm(settings: Self.settings)
+        defer { farm.shutdown() }
+        try farm.startCoordinator()
+        try startPersonalisingWorker(farm, "g1")
+        try startPersonalisingWorker(farm, "g2")
+        try farm.waitForWorkers(2, "2 personalising dub workers", timeout: 120)
+        let job = try farm.submit(demoVideo, audio: media("dub-1.wav"), stage: "dub", personalise: PersonaliseRequest(seconds: 8, workers: 2))
+        let d = try farm.wait(job: job, timeout: 600)
+        let logs = { "\(farm.tail("coordinator", lines: 40))\n\(farm.tail("g1", lines: 40))\n\(farm.tail("g2", lines: 40))" }
+        #expect(d.job.state == .done, "\(d.job.error ?? "")\n\(logs())")
+        guard d.job.state == .done, let weights = d.job.weights else { return }
+        let p = try #require(d.job.personalisation)
+        #expect(p.worldSize == 2 && p.workers == 2 && p.leases == 1 && p.failures == 0, "\(p)")
+        let events = try farm.db.events(job: job)
+        #expect(events.contains { ($0.reason ?? "").contains("training on 2 workers") }, "\(events)")
+        // One worker was rank 0, the other rank 1, at rank 0's rendezvous; the member left when it ended.
+        let starts = ["g1", "g2"].map { farm.tail($0, lines: 400) }
+        #expect(starts.contains { $0.contains("rank=0 of 2 at 127.0.0.1:") } && starts.contains { $0.contains("rank=1 of 2 at 127.0.0.1:") }, "\(logs())")
+        #expect(starts.contains { $0.contains("left the data-parallel personalisation") })
+        #expect(try MediaProbe.probe(path: farm.output(job)).video?.frameCount == 125)
+        #expect(weightsLines(farm, "g1").count + weightsLines(farm, "g2").count == d.segments.count)
+        #expect((weightsLines(farm, "g1") + weightsLines(farm, "g2")).allSatisfy { $0.weights == weights })
+
+        // A member killed mid-way (SIGKILL: its trainer sees its stdin close): the gang stops,
+        // the lease holder checkpoints and the attempt fails; the next resumes from that
+        // checkpoint with the workers idle then.
+        let second = try farm.submit(demoVideo, audio: media("dub-2.wav"), stage: "dub", personalise: PersonaliseRequest(seconds: 40, workers: 2))
+        var lead = ""
+        try farm.waitFor("job \(second) training on 2 workers with a checkpoint", timeout: 300) {
+            let p = try farm.status(second).job.personalisation
+            lead = p?.worker ?? ""
+            return p?.state == "leased" && p?.worldSize == 2 && (p?.checkpointStep ?? 0) > 0
+        }
+        let member = lead == "g1" ? "g2" : "g1"
+        farm.kill(worker: member)
+        let e = try farm.wait(job: second, timeout: 600)
+        #expect(e.job.state == .done, "\(e.job.error ?? "")\n\(logs())")
+        let q = try #require(e.job.personalisation)
+        #expect(q.leases == 2 && q.failures == 1 && q.worldSize == 1, "one attempt lost with the member, the next alone: \(q)")
+        #expect((q.resumedFrom ?? 0) > 0, "resumed from a checkpoint: \(q)")
+        #expect(farm.tail(lead, lines: 400).contains("personalisation failed"), "\(farm.tail(lead, lines: 60))")
+        #expect(try MediaProbe.probe(path: farm.output(second)).video?.frameCount == 125)
+    }
+
     @Test("the CLI: --personalise alone and =SECONDS reach the coordinator; status shows the phase; bad uses exit 2")
     func commandLine() async throws {
         let farm = try await TestFarm.start(workers: 0, settings: Self.settings)
@@ -134,9 +180,14 @@ struct PersonaliseTests {
         let passthrough = try dubfarm(["submit", demoVideo, "--audio", media("dub-1.wav"), "--personalise"] + c)
         #expect(passthrough.status == 2 && passthrough.err.contains("the 'passthrough' stage runs none"), "\(passthrough.err)")
         #expect(try dubfarm(["submit", "--help"]).out.contains("--personalise"))
+        let workersAlone = try dubfarm(["submit", demoVideo, "--audio", media("dub-1.wav"), "--personalise-workers", "2"] + c)
+        #expect(workersAlone.status == 2 && workersAlone.err.contains("--personalise-workers goes with --personalise"), "\(workersAlone.err)")
+        let noWorkers = try dubfarm(["submit", demoVideo, "--audio", media("dub-1.wav"), "--personalise=30", "--personalise-workers", "0"] + c)
+        #expect(noWorkers.status == 2 && noWorkers.err.contains("1…64"), "\(noWorkers.err)")
 
         // No worker can personalise: the dataset is built, then the job waits, saying so.
-        let submitted = try dubfarm(["submit", demoVideo, "--audio", media("dub-1.wav"), "--stage", "dub", "--personalise=30"] + c)
+        let submitted = try dubfarm(["submit", demoVideo, "--audio", media("dub-1.wav"), "--stage", "dub", "--personalise=30",
+                                     "--personalise-workers", "3"] + c)
         #expect(submitted.status == 0, "\(submitted.err)")
         let job = try #require(Int64(submitted.out.trimmingCharacters(in: .whitespacesAndNewlines)))
         try farm.waitFor("the dataset of job \(job)", timeout: 120) { try farm.status(job).job.personalisation?.state == "pending" }
@@ -145,6 +196,7 @@ struct PersonaliseTests {
         #expect((d.job.personalisation?.datasetFrames ?? 0) >= 90, "100 frames asked, a face on nearly all: \(d.job.personalisation!)")
         let status = try dubfarm(["status", "\(job)"] + c)
         #expect(status.out.contains("personalise  waiting for a worker that can personalise"), "\(status.out)")
+        #expect(status.out.contains("up to 3 workers"), "\(status.out)")
         #expect(try dubfarm(["cancel", "\(job)"] + c).status == 0)
         #expect(try farm.status(job).job.personalisation?.state == "failed")
     }

@@ -47,6 +47,10 @@ stderr):
         cross-entropy and accuracy against the frame's own lower-half codes, audio_effect_* how
         much the UNet's output moves when another frame's audio drives it (mean |Δ| of the
         lower-half grid: near 0 would mean it stopped listening); plus "frames"
+  {"event":"failed","reason":"unusable"|"stopped"|"peers","message":M}
+        the last line instead of done when the run ends otherwise (exit 2, 143 and 1 below;
+        not for a crash): under torchrun the exit status is torchrun's own (1 for any failure),
+        so the reason is told here
 
 OUT_DIR/model.safetensors has the base's tensor names, shapes and dtype (float16) and its
 metadata, plus `dubfarm.personalised` = {"base_sha256", "steps", "seconds", "frames", "holdout"};
@@ -791,6 +795,13 @@ def parse(argv):
     return Config(**{f.name: getattr(a, f.name) for f in dataclasses.fields(Config)})
 
 
+def failed(stream, rank, reason, message):
+    """The last line when a run ends without `done` (rank 0 only): under torchrun the exit status
+    is torchrun's (1 for any failure), so the reason travels here."""
+    if rank == 0:
+        Protocol(stream, 0).emit("failed", reason=reason, message=message)
+
+
 def main(argv=None):
     protocol_stream, previous = sys.stdout, signal.getsignal(signal.SIGTERM)
     sys.stdout = sys.stderr  # stray prints (a library's) must not break the JSON lines
@@ -810,14 +821,17 @@ def main(argv=None):
             run(cfg, Protocol(protocol_stream, cfg.seconds), stop, ranks)
         except Unusable as e:
             print(f"personalise: {e}", file=sys.stderr)
+            failed(protocol_stream, rank, "unusable", f"{where}{e}")
             return 2
         except Terminated:
             print(f"personalise: {where}stopped by {stop.why or 'SIGTERM'}"
                   + ("; resume with --resume " + os.path.join(cfg.out, "checkpoint.pt") if rank == 0 else ""),
                   file=sys.stderr)
+            failed(protocol_stream, rank, "stopped", f"{where}stopped by {stop.why or 'SIGTERM'}")
             return 143
         except PeerLost as e:
             print(f"personalise: rank {rank} of {world} lost its peers: {e}", file=sys.stderr)
+            failed(protocol_stream, rank, "peers", f"rank {rank} of {world} lost its peers: {e}")
             return 1
         return 0
     finally:

@@ -191,8 +191,9 @@ def test_sigterm_checkpoints_and_exits_143_and_the_budget_counts_across_the_resu
     rest, err = p.communicate(timeout=120)
     lines += [json.loads(line) for line in rest.splitlines()]
     assert p.returncode == 143, err
-    assert lines[-1]["event"] == "checkpoint" and "done" not in [line["event"] for line in lines], lines
-    stopped, ck = lines[-1], checkpoint(out)
+    assert lines[-1] == {"event": "failed", "reason": "stopped", "message": "stopped by SIGTERM"}, lines
+    assert lines[-2]["event"] == "checkpoint" and "done" not in [line["event"] for line in lines], lines
+    stopped, ck = lines[-2], checkpoint(out)
     assert ck["step"] == stopped["step"] >= 3 and ck["elapsed"] == pytest.approx(stopped["elapsed"], abs=1e-3)
 
     # Resumed with a budget of a few steps more than it had spent (4 s, more on a busy machine):
@@ -226,7 +227,9 @@ def test_bad_inputs_exit_2_with_one_line_saying_what_to_do(demo_short, demo_smal
 
     def bad(*argv):
         code, out, err = run_in_process(capsys, *argv, *common)
-        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, (code, out, err)
+        assert code == 2 and len(err.strip().splitlines()) == 1, (code, out, err)
+        failed = json.loads(out)  # the only stdout line: says the same, for a caller under torchrun
+        assert failed["event"] == "failed" and failed["reason"] == "unusable" and failed["message"] in err, (out, err)
         return err
 
     assert "only 12 frames with a face, at least 20" in bad("--base", BASE, "--data", few)
@@ -248,10 +251,13 @@ def test_bad_inputs_exit_2_with_one_line_saying_what_to_do(demo_short, demo_smal
     assert "made from other base weights" in bad("--base", str(other), "--data", demo_short, "--resume", ck)
     assert "made from another dataset" in bad("--base", BASE, "--data", demo_small, "--resume", ck)
 
-    # The real process: exit status 2, nothing on stdout.
+    # The real process: exit status 2.
     r = subprocess.run([sys.executable, "-m", "dubtrain.personalise", "--base", str(half), "--data", demo_short, *common],
                        cwd=TRAINING, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and r.stdout == "" and "model.safetensors is missing" in r.stderr, r.stderr
+    assert r.returncode == 2 and "model.safetensors is missing" in r.stderr, r.stderr
+    # stdout: the one line that says so, for a caller that sees torchrun's exit status instead.
+    failed = json.loads(r.stdout)
+    assert failed["event"] == "failed" and failed["reason"] == "unusable" and "model.safetensors is missing" in failed["message"]
 
 
 # ----------------------------------------------------------------------------- torchrun, --device
@@ -385,9 +391,11 @@ def test_a_killed_peer_ends_the_survivor_whose_checkpoint_resumes_alone(tiny_bas
     lost = [line for line in r0.err().splitlines() if "lost its peers" in line]
     assert len(lost) == 1 and lost[0].startswith("personalise: rank 0 of 2 lost its peers: "), r0.err()[-3000:]
     lines = r0.lines()
-    assert lines[-1]["event"] == "checkpoint" and "done" not in [x["event"] for x in lines]
+    assert lines[-1]["event"] == "failed" and lines[-1]["reason"] == "peers", lines[-1]
+    assert lines[-1]["message"].startswith("rank 0 of 2 lost its peers: ")
+    assert lines[-2]["event"] == "checkpoint" and "done" not in [x["event"] for x in lines]
     ck = checkpoint(r0.out)
-    assert ck["step"] == lines[-1]["step"] > 0
+    assert ck["step"] == lines[-2]["step"] > 0
     # It resumes with world 1 (plainly) to the end.
     rc, resumed, err = personalise(tiny_dataset[0], r0.out, "--batch", "4", "--max-steps", str(ck["step"] + 3),
                                    "--resume", os.path.join(r0.out, "checkpoint.pt"), base=tiny_base)
@@ -407,8 +415,9 @@ def test_sigterm_to_rank_0s_torchrun_checkpoints_first(tiny_base, tiny_dataset, 
     r0.p.send_signal(signal.SIGTERM)
     assert r0.wait(timeout=60) == 1 and r1.wait(timeout=60) == 1
     lines = r0.lines()
-    assert lines[-1]["event"] == "checkpoint" and lines[-1]["step"] >= 3, lines
-    assert checkpoint(r0.out)["step"] == lines[-1]["step"]
+    assert lines[-1] == {"event": "failed", "reason": "stopped", "message": "rank 0 of 2: stopped by SIGTERM"}, lines[-1]
+    assert lines[-2]["event"] == "checkpoint" and lines[-2]["step"] >= 3, lines
+    assert checkpoint(r0.out)["step"] == lines[-2]["step"]
     assert "personalise: rank 0 of 2: stopped by SIGTERM" in r0.err()
     assert "personalise: rank 1 of 2: stopped by another rank's stop" in r1.err() and r1.stdout.read_text() == ""
 
@@ -431,7 +440,8 @@ def test_the_end_of_stdin_stops_it_as_sigterm_does(tiny_base, tiny_dataset, tmp_
     rest, err = p.stdout.read(), p.stderr.read()
     lines += [json.loads(line) for line in rest.splitlines()]
     assert p.returncode == 143, err
-    assert lines[-1]["event"] == "checkpoint" and checkpoint(out)["step"] == lines[-1]["step"] > 0, lines
+    assert lines[-1]["event"] == "failed" and lines[-1]["reason"] == "stopped", lines
+    assert lines[-2]["event"] == "checkpoint" and checkpoint(out)["step"] == lines[-2]["step"] > 0, lines
     assert "stopped by the end of stdin" in err
 
 
@@ -445,5 +455,5 @@ def test_device_cpu_and_cuda_without_cuda(tiny_base, tiny_dataset, tmp_path, cap
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     code, out, err = run_in_process(capsys, *flags, "--device", "cuda")
-    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, (code, out, err)
+    assert code == 2 and json.loads(out)["reason"] == "unusable" and len(err.strip().splitlines()) == 1, (code, out, err)
     assert err.startswith("personalise: --device cuda: PyTorch sees no CUDA device"), err

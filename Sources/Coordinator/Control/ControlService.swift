@@ -194,6 +194,8 @@ actor ControlService {
         v.weights = p.weights
         v.report = p.report
         v.error = p.error
+        v.workers = p.workers
+        v.worldSize = p.worldSize
         return v
     }
 

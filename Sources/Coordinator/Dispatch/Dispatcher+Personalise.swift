@@ -26,16 +26,42 @@ extension Dispatcher {
                 _ = try? await store.releasePersonalisation(job: claim.job, token: claim.token, reason: "worker became busy", actor: name)
                 return
             }
-            let task = TrainAssignment(ref: ref, budgetSeconds: claim.budgetSeconds, checkpointSeconds: config.personaliseCheckpointSeconds,
+            var task = TrainAssignment(ref: ref, budgetSeconds: claim.budgetSeconds, checkpointSeconds: config.personaliseCheckpointSeconds,
                                        attempt: claim.attempt, dataset: dataset, checkpoint: checkpoint,
                                        checkpointStep: checkpoint == nil ? nil : claim.checkpointStep)
+            // Data-parallel: the idle workers like this one at this moment join it (never waited for).
+            let members = PersonalisationPlacement.members(for: placement(peer), from: personaliseCandidates(except: id), want: claim.workers)
+                .compactMap { m in peers.first { $0.value.hello.name == m.name }?.key }
+            if let endpoint = peer.hello.rendezvous, !members.isEmpty {
+                task.gang = TrainGang(rank: 0, size: members.count + 1, endpoint: endpoint)
+            }
             peers[id]!.training = ref
+            peers[id]!.trainingRank = 0
             peers[id]!.lastSent = .now
             endpoint.send(to: id, WorkMessage.train(task).encode())
+            if let gang = task.gang {
+                for (i, member) in members.enumerated() {
+                    var part = task
+                    part.gang = TrainGang(rank: i + 1, size: gang.size, endpoint: gang.endpoint)
+                    peers[member]!.training = ref
+                    peers[member]!.trainingRank = i + 1
+                    peers[member]!.lastSent = .now
+                    endpoint.send(to: member, WorkMessage.train(part).encode())
+                }
+            }
             log.info("personalisation sent", metadata: [
                 "attempt": .stringConvertible(claim.attempt), "budget_seconds": .stringConvertible(claim.budgetSeconds),
                 "resume_step": .string(task.checkpointStep.map(String.init) ?? "none"),
-                "dataset_bytes": .stringConvertible(dataset.reduce(0) { $0 + $1.bytes.count })])
+                "dataset_bytes": .stringConvertible(dataset.reduce(0) { $0 + $1.bytes.count }),
+                "workers": .stringConvertible(task.gang?.size ?? 1)])
+            if task.gang != nil {
+                let names = members.compactMap { peers[$0]?.hello.name }
+                log.info("data-parallel personalisation", metadata: ["rendezvous": .string(task.gang!.endpoint), "members": .string(names.joined(separator: ","))])
+                _ = try? await store.recordPersonalisationGang(job: claim.job, token: claim.token, members: names, actor: name)
+            } else if claim.workers > 1 {
+                log.notice("the job asked for \(claim.workers) workers; training on this one alone",
+                           metadata: ["why": .string(peer.hello.rendezvous == nil ? "it hosts no rendezvous" : "no other idle worker can personalise")])
+            }
         } catch {
             // The coordinator cannot read the job's dataset: rebuilding it is the only way on.
             let e = error as? DubfarmError ?? DubfarmError(.io, "\(error)")
@@ -44,6 +70,34 @@ extension Dispatcher {
                                                      error: DubfarmError(e.code, "the job's dataset cannot be read: \(e.message)"),
                                                      maxAttempts: config.personaliseMaxAttempts, actor: name)
         }
+    }
+
+    /// `peer` as the placement rules see it.
+    func placement(_ peer: Peer) -> PersonalisationPlacement.Worker {
+        PersonalisationPlacement.Worker(name: peer.hello.name, device: peer.hello.personaliseDevice, rendezvous: peer.hello.rendezvous,
+                                        idle: peer.isIdle && !claiming.contains(peer.identity))
+    }
+
+    /// The other workers that can personalise, by name.
+    func personaliseCandidates(except id: [UInt8]) -> [PersonalisationPlacement.Worker] {
+        peers.values.filter { $0.identity != id && $0.hello.canPersonalise }.sorted { $0.hello.name < $1.hello.name }.map(placement)
+    }
+
+    /// Tells the members (ranks 1…) of job `job`'s fine-tune to stop: its lease holder is gone
+    /// or done. They stay busy until they say they left (TRAIN-LEFT).
+    func dismissGang(of job: JobID) {
+        for (id, p) in peers where p.training?.job == job && p.trainingRank > 0 {
+            endpoint.send(to: id, WorkMessage.cancelTrain(p.training!).encode())
+        }
+    }
+
+    /// A member of a data-parallel fine-tune left it: it is free again.
+    func trainLeft(_ ref: TrainRef, error: String?, from id: [UInt8], workerName: String?) async {
+        var log = logger
+        log[metadataKey: "job"] = .stringConvertible(ref.job)
+        log[metadataKey: "worker"] = .string(workerName ?? "unregistered")
+        if let error { log.notice("left the data-parallel personalisation: \(error)") } else { log.info("left the data-parallel personalisation") }
+        await finishTraining(id, ref)
     }
 
     /// The files of a dataset directory, as a TRAIN carries them.
@@ -157,10 +211,13 @@ extension Dispatcher {
         await finishTraining(id, ref)
     }
 
-    /// The worker is free again: look for work for it.
+    /// The worker is free again: look for work for it. When it held the lease, the gang's
+    /// members are told to stop (on success they have already left).
     private func finishTraining(_ id: [UInt8], _ ref: TrainRef) async {
         guard peers[id]?.training == ref else { return }
+        if peers[id]!.trainingRank == 0 { dismissGang(of: ref.job) }
         peers[id]!.training = nil
+        peers[id]!.trainingRank = 0
         if !draining { await dispatch(to: id) }
     }
 

@@ -32,6 +32,8 @@ actor Dispatcher {
         var lastSeenDate = Date()
         /// The job it is fine-tuning the model for (`personalise`), if any.
         var training: TrainRef?
+        /// Its rank in that fine-tune: 0 holds the lease; 1… joined it (data-parallel).
+        var trainingRank = 0
         /// Personalised weights sent to it (by SHA-256): it has them in its cache.
         var weightsSent: Set<String> = []
         /// Neither a segment nor a fine-tune.
@@ -178,6 +180,7 @@ actor Dispatcher {
                         task: existing?.task, taskStarted: existing?.taskStarted)
         peer.connectedAt = existing?.connectedAt ?? Date()
         peer.training = existing?.training
+        peer.trainingRank = existing?.trainingRank ?? 0
         peer.weightsSent = existing?.weightsSent ?? []
         peer.segmentsDone = existing?.segmentsDone ?? 0
         peer.totalFrames = existing?.totalFrames ?? 0
@@ -226,6 +229,8 @@ actor Dispatcher {
             await trained(ref, progress, report: report, weights: weights, from: id, workerName: workerName)
         case .trainFailed(let ref, let failure):
             await trainFailed(ref, failure, from: id, workerName: workerName)
+        case .trainLeft(let ref, let error):
+            await trainLeft(ref, error: error, from: id, workerName: workerName)
         case .disconnect(let reason):
             guard let peer = peers.removeValue(forKey: id) else { return }
             logger.info("worker disconnected: \(reason)", metadata: ["worker": .string(peer.hello.name)])
@@ -414,8 +419,11 @@ actor Dispatcher {
     func dispatchAll() async {
         guard !draining else { return }
         var idle = peers.values.filter { $0.isIdle && !claiming.contains($0.identity) }.map(\.identity)
-        // Workers that can personalise look for a fine-tune first, one by one (they are few).
-        for id in idle where peers[id]?.hello.canPersonalise == true { await dispatch(to: id) }
+        // Workers that can personalise look for a fine-tune first, one by one (they are few),
+        // GPU workers before the others.
+        let capable = idle.filter { peers[$0]?.hello.canPersonalise == true }
+            .sorted { (peers[$0]!.hello.personaliseDevice != "cpu" ? 0 : 1, peers[$0]!.hello.name) < (peers[$1]!.hello.personaliseDevice != "cpu" ? 0 : 1, peers[$1]!.hello.name) }
+        for id in capable { await dispatch(to: id) }
         idle.removeAll { peers[$0]?.hello.canPersonalise == true || peers[$0]?.isIdle != true }
         guard idle.count > 1 else {
             for id in idle { await dispatch(to: id) }
@@ -446,7 +454,7 @@ actor Dispatcher {
         guard !draining, let peer = peers[id], peer.isIdle, !claiming.contains(id) else { return }
         claiming.insert(id)
         defer { claiming.remove(id) }
-        if peer.hello.canPersonalise {
+        if peer.hello.canPersonalise, !PersonalisationPlacement.defers(placement(peer), to: personaliseCandidates(except: id)) {
             do {
                 if let claim = try await store.claimPersonalisation(worker: peer.hello.name, leaseSeconds: config.leaseSeconds) {
                     await sendTraining(claim, to: id)
@@ -638,6 +646,7 @@ actor Dispatcher {
                 logger.notice("segments back in the queue: \(refs.map(\.description).joined(separator: ", "))", metadata: ["worker": .string(worker)])
             }
             let jobs = try await store.releasePersonalisations(worker: worker, reason: reason, actor: name)
+            for job in jobs { dismissGang(of: job) }
             if !jobs.isEmpty {
                 logger.notice("personalisation of job(s) \(jobs.map(\.description).joined(separator: ", ")) back in the queue (resumes from its last checkpoint)",
                               metadata: ["worker": .string(worker)])

@@ -6,20 +6,27 @@ public struct PersonaliseRequest: Sendable, Hashable, Codable {
     /// Whether a failed personalisation lets the job run on the default weights instead of
     /// failing it.
     public var fallback: Bool
+    /// Workers to train on at once, data-parallel (`torchrun`): the lease holder and up to
+    /// `workers - 1` others that are idle when it starts. 1: one worker.
+    public var workers: Int
 
-    public init(seconds: Int, fallback: Bool = false) {
+    public init(seconds: Int, fallback: Bool = false, workers: Int = 1) {
         self.seconds = seconds
         self.fallback = fallback
+        self.workers = workers
     }
 
     /// The budget when `--personalise` names none: five minutes.
     public static let defaultSeconds = 300
     /// The longest budget a job may ask for.
     public static let maxSeconds = 24 * 3600
+    /// The most workers one fine-tune may train on.
+    public static let maxWorkers = 64
 
     /// The job option keys that carry the request (in the job's `params.options`).
     public static let secondsOption = "personalise"
     public static let fallbackOption = "personalise.fallback"
+    public static let workersOption = "personalise.workers"
 
     /// The request a job's options carry, if any (`0`: the job asked for none, whatever the
     /// coordinator's default); throws when they are malformed.
@@ -28,13 +35,29 @@ public struct PersonaliseRequest: Sendable, Hashable, Codable {
         guard let s = Int(text), s > 0, s <= Self.maxSeconds else {
             throw DubfarmError(.badInput, "personalise: \(text) is not a budget in seconds (1…\(Self.maxSeconds))")
         }
-        self.init(seconds: s, fallback: options[Self.fallbackOption] == "true")
+        var workers = 1
+        if let text = options[Self.workersOption] {
+            guard let n = Int(text), (1...Self.maxWorkers).contains(n) else {
+                throw DubfarmError(.badInput, "personalise.workers: \(text) is not a number of workers (1…\(Self.maxWorkers))")
+            }
+            workers = n
+        }
+        self.init(seconds: s, fallback: options[Self.fallbackOption] == "true", workers: workers)
+    }
+
+    private enum CodingKeys: String, CodingKey { case seconds, fallback, workers }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(seconds: try c.decode(Int.self, forKey: .seconds), fallback: try c.decode(Bool.self, forKey: .fallback),
+                  workers: try c.decodeIfPresent(Int.self, forKey: .workers) ?? 1)
     }
 
     /// Writes the request into a job's options.
     public func store(in options: inout [String: String]) {
         options[Self.secondsOption] = String(seconds)
         options[Self.fallbackOption] = fallback ? "true" : nil
+        options[Self.workersOption] = workers > 1 ? String(workers) : nil
     }
 }
 
@@ -166,5 +189,45 @@ public struct PersonalisationMachine: Sendable, Hashable {
         state = .pending
         lease = nil
         leasedBy = nil
+    }
+}
+
+/// Where a fine-tune runs: the pure rules the dispatcher follows when a worker that can
+/// personalise asks for work. A GPU worker takes a fine-tune before a CPU one; a job that asks
+/// for several workers trains data-parallel on the lease holder (rank 0, which hosts the
+/// `torchrun` rendezvous) and the idle workers like it at that moment (never waiting for more).
+public enum PersonalisationPlacement {
+    /// A worker that can personalise, as the dispatcher sees it.
+    public struct Worker: Sendable, Hashable {
+        public var name: String
+        /// The trainer's device (`cpu`, `cuda`).
+        public var device: String
+        /// `HOST:PORT` where it hosts a rendezvous as rank 0; nil: it can only join one.
+        public var rendezvous: String?
+        public var idle: Bool
+
+        public init(name: String, device: String = "cpu", rendezvous: String? = nil, idle: Bool = true) {
+            self.name = name
+            self.device = device
+            self.rendezvous = rendezvous
+            self.idle = idle
+        }
+
+        var isGPU: Bool { device != "cpu" }
+    }
+
+    /// Whether `worker` should leave the fine-tunes to another idle worker among `others`: a
+    /// CPU worker defers to an idle GPU worker (which claims the fine-tune on its own turn)
+    /// and takes segments meanwhile.
+    public static func defers(_ worker: Worker, to others: [Worker]) -> Bool {
+        !worker.isGPU && others.contains { $0.idle && $0.isGPU && $0.name != worker.name }
+    }
+
+    /// The workers that train beside `lead` (ranks 1…), chosen from `candidates`: idle, on the
+    /// same device (one gang cannot mix NCCL and gloo), in the order given; at most `want - 1`.
+    /// Empty when `lead` cannot host a rendezvous.
+    public static func members(for lead: Worker, from candidates: [Worker], want: Int) -> [Worker] {
+        guard want > 1, lead.rendezvous != nil else { return [] }
+        return Array(candidates.filter { $0.idle && $0.name != lead.name && $0.device == lead.device }.prefix(want - 1))
     }
 }

@@ -22,6 +22,10 @@ public struct PersonalisationRecord: Sendable, Hashable {
     public var report: String?
     public var error: String?
     public var updatedAt: Date
+    /// Workers the job asked to train on at once (`--personalise-workers`).
+    public var workers: Int
+    /// Workers the current (or last) lease trains on: its holder and those that joined it.
+    public var worldSize: Int
 
     public var state: PersonalisationState { machine.state }
 }
@@ -36,12 +40,15 @@ public struct PersonalisationClaim: Sendable, Hashable {
     public var checkpointStep: Int?
     /// 1 for the first lease.
     public var attempt: Int
+    /// Workers the job asked to train on at once.
+    public var workers: Int = 1
 }
 
 extension FarmStore {
     static let personalisationColumns = """
         job_id, state, budget_seconds, fallback, lease_token, leased_by, lease_expires_at, leases, failures, dataset_frames,
-        step, loss, elapsed_seconds, checkpoint_step, resumed_from, weights, report::text AS report, error, updated_at
+        step, loss, elapsed_seconds, checkpoint_step, resumed_from, weights, report::text AS report, error, updated_at,
+        workers, world_size
         """
 
     // MARK: Reading
@@ -73,16 +80,17 @@ extension FarmStore {
             // A retried job: its checkpoint and dataset are kept, its attempts start afresh.
             try c.query("""
                 UPDATE personalisations SET state = 'preparing', lease_token = NULL, leased_by = NULL, lease_expires_at = NULL,
-                    failures = 0, error = NULL, budget_seconds = $2, fallback = $3, updated_at = now()
+                    failures = 0, error = NULL, budget_seconds = $2, fallback = $3, workers = $4, updated_at = now()
                 WHERE job_id = $1
-                """, [.int(Int(id.rawValue)), .int(request.seconds), .bool(request.fallback)])
+                """, [.int(Int(id.rawValue)), .int(request.seconds), .bool(request.fallback), .int(request.workers)])
             try recordEvent(c, kind: .personalisation, job: id, from: state, to: "preparing", reason: "job planned again", actor: actor)
             return true
         }
-        try c.query("INSERT INTO personalisations (job_id, budget_seconds, fallback) VALUES ($1, $2, $3)",
-                    [.int(Int(id.rawValue)), .int(request.seconds), .bool(request.fallback)])
+        try c.query("INSERT INTO personalisations (job_id, budget_seconds, fallback, workers) VALUES ($1, $2, $3, $4)",
+                    [.int(Int(id.rawValue)), .int(request.seconds), .bool(request.fallback), .int(request.workers)])
         try recordEvent(c, kind: .personalisation, job: id, from: nil, to: "preparing",
-                        reason: "personalise for \(request.seconds) s\(request.fallback ? " (default weights if it fails)" : "")",
+                        reason: "personalise for \(request.seconds) s\(request.workers > 1 ? " on up to \(request.workers) workers" : "")"
+                            + (request.fallback ? " (default weights if it fails)" : ""),
                         actor: actor)
         return true
     }
@@ -129,9 +137,10 @@ extension FarmStore {
             ), u AS (
                 UPDATE personalisations p SET state = 'leased', lease_token = $2, leased_by = $1,
                     lease_expires_at = now() + make_interval(secs => $3), leases = p.leases + 1,
-                    resumed_from = coalesce(p.checkpoint_step, 0), step = coalesce(p.checkpoint_step, 0), updated_at = now()
+                    resumed_from = coalesce(p.checkpoint_step, 0), step = coalesce(p.checkpoint_step, 0), world_size = 1,
+                    updated_at = now()
                 FROM c WHERE p.job_id = c.job_id
-                RETURNING p.job_id, p.budget_seconds, p.checkpoint_step, p.leases
+                RETURNING p.job_id, p.budget_seconds, p.checkpoint_step, p.leases, p.workers
             ), e AS (
                 INSERT INTO events (kind, job_id, worker, from_state, to_state, reason, actor)
                 SELECT 'personalisation', job_id, $1, 'pending', 'leased',
@@ -145,7 +154,26 @@ extension FarmStore {
         return try rows.first.map { row in
             PersonalisationClaim(job: JobID(try row["job_id"].decode(Int64.self)), token: token, worker: worker,
                                  budgetSeconds: try row["budget_seconds"].decode(Int.self),
-                                 checkpointStep: try row["checkpoint_step"].decode(Int?.self), attempt: try row["leases"].decode(Int.self))
+                                 checkpointStep: try row["checkpoint_step"].decode(Int?.self), attempt: try row["leases"].decode(Int.self),
+                                 workers: try row["workers"].decode(Int.self))
+        }
+    }
+
+    /// Lease `token` of `job` trains data-parallel: its holder and `members` (torchrun ranks
+    /// 1…). Recorded for status and events; only the holder's lease fences the reports.
+    /// False when the lease is not current.
+    @discardableResult
+    public func recordPersonalisationGang(job: JobID, token: LeaseToken, members: [String], actor: String? = nil) throws -> Bool {
+        try transaction { c in
+            let rec = try lockPersonalisation(c, job)
+            guard (try? rec.machine.check(token: token)) != nil, let lead = rec.machine.leasedBy else { return false }
+            try c.query("UPDATE personalisations SET world_size = $2, updated_at = now() WHERE job_id = $1",
+                        [.int(Int(job.rawValue)), .int(members.count + 1)])
+            let on = "\(lead) + \(members.count) more, data-parallel"
+            try c.query("UPDATE jobs SET stage = $2, updated_at = now() WHERE id = $1", [.int(Int(job.rawValue)), .text("personalising on \(on)")])
+            try recordEvent(c, kind: .personalisation, job: job, worker: lead, from: "leased", to: "leased",
+                            reason: "training on \(members.count + 1) workers (\(([lead] + members).joined(separator: ", ")))", actor: actor)
+            return true
         }
     }
 
@@ -361,5 +389,7 @@ extension PersonalisationRecord {
         report = try row["report"].decode(String?.self)
         error = try row["error"].decode(String?.self)
         updatedAt = try row["updated_at"].decode(Date.self)
+        workers = try row["workers"].decode(Int.self)
+        worldSize = try row["world_size"].decode(Int.self)
     }
 }

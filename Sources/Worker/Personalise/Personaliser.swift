@@ -19,16 +19,58 @@ public struct Personaliser: Sendable {
     /// Where each fine-tune gets a private directory (removed when it ends).
     public var workDirectory: URL
     public var threads: Int
+    /// The trainer's device: `cpu`, `cuda`, or `auto` (``resolveDevice()`` asks the trainer's torch).
+    public var device: String
+    /// `HOST:PORT` where this worker hosts the rendezvous of a data-parallel fine-tune as rank
+    /// 0; nil: it only joins others' (``Rendezvous``).
+    public var rendezvous: String?
 
-    public init(python: String, trainerDirectory: URL, baseModel: URL, workDirectory: URL, threads: Int) {
+    public init(python: String, trainerDirectory: URL, baseModel: URL, workDirectory: URL, threads: Int,
+                device: String = "cpu", rendezvous: String? = nil) {
         self.python = python
         self.trainerDirectory = trainerDirectory
         self.baseModel = baseModel
         self.workDirectory = workDirectory
         self.threads = threads
+        self.device = device
+        self.rendezvous = rendezvous
     }
 
-    /// What a finished fine-tune returns.
+    /// The capabilities a worker with this personaliser advertises: `personalise`, its device
+    /// when not the CPU, and its rendezvous.
+    public var capabilities: [String] {
+        [WorkerHello.personaliseCapability] + (device == "cpu" ? [] : [WorkerHello.personaliseDevicePrefix + device])
+            + (rendezvous.map { [WorkerHello.rendezvousPrefix + $0] } ?? [])
+    }
+
+    /// `device` with `auto` settled: `cuda` when the trainer's torch sees a GPU, else `cpu`.
+    /// Throws when `cuda` is asked for and there is none.
+    public func resolveDevice() throws -> String {
+        guard device == "auto" || device == "cuda" else {
+            guard device == "cpu" else { throw DubfarmError(.configuration, "--personalise-device \(device): expected auto, cpu or cuda") }
+            return device
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: python)
+        process.arguments = ["-c", "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')"]
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = FileHandle.nullDevice
+        do { try process.run() } catch {
+            throw DubfarmError(.configuration, "cannot run \(python) to find the trainer's device: \(error.localizedDescription)")
+        }
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw DubfarmError(.configuration, "\(python) cannot import torch (status \(process.terminationStatus)); run `make py-deps` or pass --python")
+        }
+        if device == "cuda" && text != "cuda" {
+            throw DubfarmError(.configuration, "--personalise-device cuda: the trainer's torch (\(python)) sees no CUDA device")
+        }
+        return text
+    }
+
+    /// What a finished fine-tune returns (on the lease holder; a gang member returns none).
     public struct Outcome: Sendable {
         public var progress: TrainProgress
         /// The trainer's last line (JSON), with the held-back part's figures.
@@ -44,6 +86,9 @@ public struct Personaliser: Sendable {
         var elapsed: Double?
         var path: String?
         var weights: String?
+        /// `failed`: why (`unusable`, `stopped`, `peers`) and what happened.
+        var reason: String?
+        var message: String?
     }
 
     /// Checks that the trainer can run here (its interpreter and package exist), so a worker
@@ -61,10 +106,38 @@ public struct Personaliser: Sendable {
         }
     }
 
+    /// The command that runs `task`'s trainer: `python -m dubtrain.personalise …` alone, or
+    /// under `torchrun` (one process on this worker, rank `gang.rank` of `gang.size`) when the
+    /// fine-tune is data-parallel.
+    func command(_ task: TrainAssignment, data: URL, out: URL, resume: URL?) throws -> [String] {
+        var trainer = ["-m", "dubtrain.personalise", "--base", baseModel.path, "--data", data.path, "--out", out.path,
+                       "--seconds", String(task.budgetSeconds), "--checkpoint-every", String(task.checkpointSeconds),
+                       "--threads", String(threads), "--device", device,
+                       // Its stdin is a pipe this worker holds: the trainer stops when the worker is gone.
+                       "--stop-on-stdin-eof"]
+        if let resume { trainer += ["--resume", resume.path] }
+        guard let gang = task.gang, gang.size > 1 else { return trainer }
+        guard let (host, port) = gang.hostAndPort else {
+            throw DubfarmError(.protocolViolation, "the fine-tune's rendezvous '\(gang.endpoint)' is not HOST:PORT")
+        }
+        return ["-m", "torch.distributed.run", "--nnodes", String(gang.size), "--node-rank", String(gang.rank), "--nproc-per-node", "1",
+                "--master-addr", host, "--master-port", String(port), "--max-restarts", "0"] + trainer
+    }
+
+    /// The interface a gang's collectives use (`GLOO_SOCKET_IFNAME`, `NCCL_SOCKET_IFNAME`): the
+    /// one holding this worker's rendezvous address, the address that reaches the coordinator.
+    /// What the environment sets already wins.
+    func gangEnvironment(_ environment: [String: String]) -> [String: String] {
+        guard let host = rendezvous.flatMap({ TrainGang(rank: 0, size: 2, endpoint: $0).hostAndPort?.host }),
+              let interface = Rendezvous.interface(holding: host) else { return [:] }
+        return ["GLOO_SOCKET_IFNAME": interface, "NCCL_SOCKET_IFNAME": interface]
+    }
+
     /// Runs the fine-tune of `task` to its end. `report` gets progress and checkpoints as they
-    /// come; `cancelled` is polled (a true stops the trainer, which checkpoints first).
+    /// come; `cancelled` is polled (a true stops the trainer, which checkpoints first). A gang
+    /// member (rank ≥ 1) reports nothing and returns nil: its lease holder returns the weights.
     public func run(_ task: TrainAssignment, logger: Logger, cancelled: @escaping @Sendable () -> Bool,
-                    report: @escaping @Sendable (WorkMessage) -> Void) throws -> Outcome {
+                    report: @escaping @Sendable (WorkMessage) -> Void) throws -> Outcome? {
         let dir = workDirectory.appendingPathComponent("personalise-\(task.ref.job)-\(UUID().uuidString.prefix(8))")
         let data = dir.appendingPathComponent("data"), out = dir.appendingPathComponent("out")
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -80,16 +153,15 @@ public struct Personaliser: Sendable {
         } catch {
             throw DubfarmError(.io, "cannot write the job's dataset to \(dir.path): \(error.localizedDescription)")
         }
-        var arguments = ["-m", "dubtrain.personalise", "--base", baseModel.path, "--data", data.path, "--out", out.path,
-                         "--seconds", String(task.budgetSeconds), "--checkpoint-every", String(task.checkpointSeconds),
-                         "--threads", String(threads)]
+        var resume: URL?
         if let checkpoint = task.checkpoint {
-            let resume = dir.appendingPathComponent("resume.pt")
-            do { try Data(checkpoint).write(to: resume) } catch {
-                throw DubfarmError(.io, "cannot write the checkpoint to \(resume.path): \(error.localizedDescription)")
+            resume = dir.appendingPathComponent("resume.pt")
+            do { try Data(checkpoint).write(to: resume!) } catch {
+                throw DubfarmError(.io, "cannot write the checkpoint to \(resume!.path): \(error.localizedDescription)")
             }
-            arguments += ["--resume", resume.path]
         }
+        let arguments = try command(task, data: data, out: out, resume: resume)
+        let member = (task.gang?.rank ?? 0) > 0
 
         let process = Process()
         process.executableURL = URL(fileURLWithPath: python)
@@ -98,15 +170,21 @@ public struct Personaliser: Sendable {
         var environment = ProcessInfo.processInfo.environment
         environment["PYTHONPATH"] = trainerDirectory.path + (environment["PYTHONPATH"].map { ":" + $0 } ?? "")
         environment["PYTHONUNBUFFERED"] = "1"
+        if task.gang != nil { environment.merge(gangEnvironment(environment)) { old, _ in old } }
         process.environment = environment
         let stdout = Pipe(), stderr = Pipe()
         process.standardOutput = stdout
         process.standardError = stderr
-        process.standardInput = FileHandle.nullDevice
+        // Held open while the trainer runs: if this worker dies (even SIGKILL), the trainer and,
+        // under torchrun, its whole gang stop instead of training on for nobody.
+        let stdin = Pipe()
+        process.standardInput = stdin
+        defer { try? stdin.fileHandleForWriting.close() }
         logger.info("personalisation started", metadata: [
             "budget_seconds": .stringConvertible(task.budgetSeconds), "attempt": .stringConvertible(task.attempt),
             "resume_step": .string(task.checkpointStep.map(String.init) ?? "none"),
-            "dataset_bytes": .stringConvertible(task.dataset.reduce(0) { $0 + $1.bytes.count })])
+            "dataset_bytes": .stringConvertible(task.dataset.reduce(0) { $0 + $1.bytes.count }),
+            "rank": .string(task.gang.map { "\($0.rank) of \($0.size) at \($0.endpoint)" } ?? "alone"), "device": .string(device)])
         do { try process.run() } catch {
             throw DubfarmError(.configuration, "cannot start the trainer \(python): \(error.localizedDescription)")
         }
@@ -138,6 +216,7 @@ public struct Personaliser: Sendable {
 
         var last = TrainProgress(step: task.checkpointStep ?? 0, loss: nil, elapsed: 0)
         var finished: (line: String, weights: String)?
+        var failure: (reason: String, message: String)?
         func handle(_ line: String) {
             guard let event = try? JSONDecoder().decode(Event.self, from: Data(line.utf8)) else {
                 logger.warning("trainer printed a line that is not its protocol: \(line.prefix(200))")
@@ -156,6 +235,8 @@ public struct Personaliser: Sendable {
                 report(.checkpoint(task.ref, last, bytes: [UInt8](bytes)))
             case "done":
                 if let w = event.weights { finished = (line, w) }
+            case "failed":
+                failure = (event.reason ?? "", event.message ?? "no message")
             default:
                 break
             }
@@ -166,6 +247,18 @@ public struct Personaliser: Sendable {
         while errThread.isExecuting { Thread.sleep(forTimeInterval: 0.01) }
         let status = process.terminationStatus
         if cancelled() { throw DubfarmError(.cancelled, "personalisation of job \(task.ref.job) stopped at step \(last.step)") }
+        if member {
+            guard status == 0 else {
+                let why = errors.lastLines.isEmpty ? "no message" : errors.lastLines
+                throw DubfarmError(.internalError, "the trainer (rank \(task.gang!.rank) of \(task.gang!.size)) exited with status \(status): \(why)")
+            }
+            return nil
+        }
+        if status != 0, let failure {
+            // Under torchrun the exit status is torchrun's: the trainer's last line says why.
+            throw DubfarmError(failure.reason == "unusable" ? .badInput : .internalError,
+                               "the trainer stopped at step \(last.step): \(failure.message)")
+        }
         guard status == 0, let finished else {
             let why = errors.lastLines.isEmpty ? "no message" : errors.lastLines
             throw DubfarmError(status == 2 ? .badInput : .internalError,
