@@ -121,26 +121,24 @@ public final class WorkerNode: Sendable {
                 "mmap_threshold": .string(fixed ? "\(ProcessMemory.workerMMapThreshold >> 10) KiB" : "set by the environment"),
                 "trim": "after every segment"])
         }
-        var lastRefusalLogged: ContinuousClock.Instant?
-        // libzmq does not retry a connection whose key was refused: we do, on a new socket, so a
-        // key added to the coordinator's allow-list later admits this worker without a restart.
-        var retryRefusedAt: ContinuousClock.Instant?
         logger.info("connecting", metadata: ["endpoint": .string(options.endpoint), "stage": .string(stage.name),
                                              "threads": .stringConvertible(options.threads)])
 
+        // The link's rules (heartbeats, silence, grace, refused keys) are a pure state machine;
+        // this loop turns the socket's and the node's happenings into its events and does what
+        // it says.
+        var link = WorkerLink(settings: WorkerLink.Settings(
+            heartbeat: .milliseconds(Int(options.heartbeatInterval * 1000)), liveness: options.liveness,
+            grace: .milliseconds(Int(options.graceSeconds * 1000)), maxReconnect: .milliseconds(Int(options.maxReconnectSeconds * 1000))))
         let clock = ContinuousClock()
-        let interval = Duration.milliseconds(Int(options.heartbeatInterval * 1000))
-        let silence = Duration.milliseconds(Int(options.heartbeatInterval * Double(options.liveness) * 1000))
-        var lastHeard = clock.now
-        var lastSent = clock.now
-        var readyBackoff = silence
-        var connected = false
+        let origin = clock.now
+        func now() -> Duration { clock.now - origin }
         var pending: [[[UInt8]]] = []  // messages that would have blocked; retried in order
 
         func send(_ m: WorkMessage) {
             pending.append(m.encode())
             flush()
-            lastSent = clock.now
+            _ = link.handle(.sent(at: now()))
         }
         func flush() {
             while let first = pending.first {
@@ -162,42 +160,40 @@ public final class WorkerNode: Sendable {
                     + (options.personaliser?.capabilities ?? []),
                 version: DubfarmVersion.current, busyWith: busy))
         }
-
-        send(hello())
         var poller = ZMQPoller([.socket(socket), .fd(outbox.signal.fd), .fd(stopSignal.fd), .socket(monitor.socket)])
-        while true {
-            // Results and reports first: a stopping worker must not leave its last RESULT behind.
-            for m in outbox.drain() { send(m) }
-            let (stopping, stopAt, current) = control.withLock { ($0.stopping, $0.stopRequestedAt, $0.current) }
-            if stopping {
-                if current == nil {
+        /// Does what the link says; false when the worker is to end.
+        func perform(_ actions: [WorkerLink.Action]) throws -> Bool {
+            for action in actions {
+                switch action {
+                case .sendReady: send(hello())
+                case .sendHeartbeat: send(.heartbeat)
+                case .handBack:
+                    if let current = control.withLock({ $0.current }) {
+                        logger.notice("grace period over: handing \(current.ref == nil ? "personalisation" : "segment") back",
+                                      metadata: ["segment": .stringConvertible(current)])
+                        current.handBack.store(true, ordering: .relaxed)
+                        current.cancelled.store(true, ordering: .relaxed)
+                    }
+                case .disconnect:
                     // The last segment's RESULT was posted before `current` was cleared: send it first.
                     for m in outbox.drain() { send(m) }
                     send(.disconnect(reason: "worker stopping"))
                     // Closing the socket and its context then waits up to this long for delivery.
                     try? socket.setLinger(milliseconds: 5000)
                     logger.info("stopped")
-                    return
-                }
-                if let stopAt, clock.now - stopAt > .milliseconds(Int(options.graceSeconds * 1000)),
-                   let current, !current.handBack.load(ordering: .relaxed) {
-                    logger.notice("grace period over: handing \(current.ref == nil ? "personalisation" : "segment") back",
-                                  metadata: ["segment": .stringConvertible(current)])
-                    current.handBack.store(true, ordering: .relaxed)
-                    current.cancelled.store(true, ordering: .relaxed)
-                }
-            }
-            let untilBeat = interval - (clock.now - lastSent)
-            let timeout = max(1, min(Int(untilBeat.components.seconds * 1000 + untilBeat.components.attoseconds / 1_000_000_000_000_000), 1000))
-            let ready = try poller.poll(timeoutMilliseconds: pending.isEmpty ? timeout : min(timeout, 20))
-            if ready[2] { stopSignal.clear() }
-            if ready[3] {
-                while let e = try monitor.next() {
-                    guard e.isAuthenticationFailure || e.isProtocolFailure else { continue }
-                    if e.isAuthenticationFailure { retryRefusedAt = clock.now + .seconds(5) }
-                    if let last = lastRefusalLogged, clock.now - last < .seconds(10) { continue }
-                    lastRefusalLogged = clock.now
-                    if e.isAuthenticationFailure {
+                    return false
+                case .reconnect:
+                    // libzmq does not retry a connection whose key was refused: a new socket does,
+                    // so a key added to the coordinator's allow-list later admits this worker.
+                    logger.info("connecting again with a new socket (the coordinator refused the last handshake)")
+                    (socket, monitor) = try connectedSocket()
+                    poller = ZMQPoller([.socket(socket), .fd(outbox.signal.fd), .fd(stopSignal.fd), .socket(monitor.socket)])
+                case .logAnswered:
+                    logger.info("coordinator answered")
+                case .logSilent(let silence):
+                    logger.warning("coordinator silent for \(silence): reconnecting")
+                case .logRefused(let authentication):
+                    if authentication {
                         logger.error("the coordinator refused this worker's key (public key \(options.curve.map { String($0.keys.publicKey.prefix(8)) } ?? "none")…): add its public key file to the coordinator's security.authorized_workers")
                     } else {
                         logger.error(options.curve == nil
@@ -206,14 +202,29 @@ public final class WorkerNode: Sendable {
                     }
                 }
             }
+            return true
+        }
+
+        _ = try perform(link.handle(.started(at: now())))
+        while true {
+            // Results and reports first: a stopping worker must not leave its last RESULT behind.
+            for m in outbox.drain() { send(m) }
+            let (stopRequestedAt, current) = control.withLock { ($0.stopRequestedAt, $0.current) }
+            if let stopRequestedAt { _ = link.handle(.stopRequested(at: stopRequestedAt - origin)) }
+            guard try perform(link.handle(.tick(at: now(), work: current == nil ? .idle : .busy))) else { return }
+            let timeout = link.pollTimeout(at: now())
+            let ms = max(1, Int(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000))
+            let ready = try poller.poll(timeoutMilliseconds: pending.isEmpty ? ms : min(ms, 20))
+            if ready[2] { stopSignal.clear() }
+            if ready[3] {
+                while let e = try monitor.next() {
+                    guard e.isAuthenticationFailure || e.isProtocolFailure else { continue }
+                    _ = try perform(link.handle(.handshakeFailed(at: now(), authentication: e.isAuthenticationFailure)))
+                }
+            }
             if ready[0] {
                 while let frames = try socket.receive() {
-                    lastHeard = clock.now
-                    readyBackoff = silence
-                    if !connected {
-                        connected = true
-                        logger.info("coordinator answered")
-                    }
+                    _ = try perform(link.handle(.received(at: now())))
                     let message: WorkMessage
                     do { message = try WorkMessage.decode(frames) } catch {
                         logger.warning("dropped a malformed message from the coordinator: \(error)")
@@ -225,24 +236,7 @@ public final class WorkerNode: Sendable {
             if ready[1] {
                 for m in outbox.drain() { send(m) }
             }
-            if let at = retryRefusedAt, clock.now >= at {
-                retryRefusedAt = nil
-                logger.info("connecting again with a new socket (the coordinator refused the last handshake)")
-                (socket, monitor) = try connectedSocket()
-                poller = ZMQPoller([.socket(socket), .fd(outbox.signal.fd), .fd(stopSignal.fd), .socket(monitor.socket)])
-                send(hello())
-            }
             flush()
-            if clock.now - lastSent >= interval { send(.heartbeat) }
-            if clock.now - lastHeard > readyBackoff {
-                // The coordinator is silent: it died or restarted. libzmq reconnects the TCP session by
-                // itself; saying READY again makes a new coordinator register us (and our busy segment).
-                if connected { logger.warning("coordinator silent for \(silence): reconnecting") }
-                connected = false
-                send(hello())
-                lastHeard = clock.now
-                readyBackoff = min(readyBackoff * 2, .milliseconds(Int(options.maxReconnectSeconds * 1000)))
-            }
         }
     }
 
