@@ -11,7 +11,7 @@ hparams (which call librosa 0.7 with its defaults):
     S_db   = 20 log10(max(1e-5, M)) - 20           min_level_db = -100, ref_level_db = 20
     S      = clip(8 (S_db + 100) / 100 - 4, -4, 4) symmetric normalisation, max_abs_value 4
 
-Writes into Tests/FaceAnalysisTests/Fixtures/:
+Writes into Tests/AudioFeaturesTests/Fixtures/:
     mel_input.f32     the test signal: float32 little-endian, 16 kHz mono
     mel_expected.f32  S as float32 little-endian, frame-major (frames x 80)
     mel_fixture.json  shapes and parameters
@@ -84,7 +84,7 @@ def test_signal():
 
 
 def main():
-    out = os.path.join("Tests", "FaceAnalysisTests", "Fixtures")
+    out = os.path.join("Tests", "AudioFeaturesTests", "Fixtures")
     os.makedirs(out, exist_ok=True)
     x = test_signal()
     s = log_mel(x.astype(np.float64))

@@ -53,11 +53,8 @@ actor Dispatcher {
     var claiming: Set<[UInt8]> = []
     var jobs: [JobID: JobMedia] = [:]
     var draining = false
-    var lastRenewal = ContinuousClock.now
-    var lastSweep = ContinuousClock.now
-    /// When the dispatcher last came back from a long wait (the database was away): workers'
-    /// heartbeats queued meanwhile, so silence is counted from here, not from their last one.
-    var resumedAt = ContinuousClock.now
+    /// Who is lost, who needs a heartbeat, when leases are renewed and swept.
+    var liveness: Liveness
     let name: String
     /// A completion waiting for its group commit, with the result log its record was written to.
     struct PendingCompletion: Sendable {
@@ -83,6 +80,8 @@ actor Dispatcher {
         self.name = name
         self.logger = logger
         self.onJobReady = onJobReady
+        liveness = Liveness(heartbeat: .milliseconds(Int(config.heartbeatInterval * 1000)),
+                            silence: .milliseconds(Int(config.livenessTimeout * 1000)), leaseSeconds: config.leaseSeconds, now: .now)
     }
 
     /// Queues a completion for the next group commit and returns its outcome.
@@ -563,33 +562,30 @@ actor Dispatcher {
     /// Records that handling something took longer than a heartbeat interval (a database call
     /// waited for a reconnect): heartbeats that queued meanwhile must not make workers look dead.
     private func noteStall(since start: ContinuousClock.Instant) {
-        let now = ContinuousClock.now
-        if now - start > .milliseconds(Int(config.heartbeatInterval * 1000)) { resumedAt = now }
+        liveness.noteStall(since: start, now: .now)
     }
 
     /// Heartbeats, dead-worker detection, lease renewal and expiry; called every few hundred ms.
     func tick() async {
         let now = ContinuousClock.now
         defer { noteStall(since: now) }
-        let interval = Duration.milliseconds(Int(config.heartbeatInterval * 1000))
-        let silence = Duration.milliseconds(Int(config.livenessTimeout * 1000))
         for (id, peer) in peers {
-            if now - max(peer.lastHeard, resumedAt) > silence {
+            switch liveness.verdict(lastHeard: peer.lastHeard, lastSent: peer.lastSent, now: now) {
+            case .lost:
                 peers[id] = nil
                 logger.warning("worker lost: no heartbeat for \(config.livenessTimeout) s", metadata: ["worker": .string(peer.hello.name)])
                 await releaseLeases(of: peer.hello.name, reason: "worker \(peer.hello.name) lost (no heartbeat for \(config.livenessTimeout) s)")
                 try? await store.setWorkerState(peer.hello.name, .lost)
-            } else if now - peer.lastSent >= interval {
+            case .heartbeatDue:
                 peers[id]!.lastSent = now
                 endpoint.send(to: id, WorkMessage.heartbeat.encode())
+            case .fine:
+                break
             }
         }
         await persistWorkerStates()
-        let sweepDue = now - lastSweep > .seconds(2)
-        // Renew before every sweep too: after the database was away, our own workers' leases are
-        // extended before anything expired meanwhile is taken back.
-        if sweepDue || now - lastRenewal > .milliseconds(Int(config.leaseSeconds * 1000 / 3)) {
-            lastRenewal = now
+        let (renew, sweepDue) = liveness.housekeeping(now: now)
+        if renew {
             for peer in peers.values where peer.task != nil {
                 _ = try? await store.renewLeases(worker: peer.hello.name, seconds: config.leaseSeconds)
             }
@@ -599,7 +595,6 @@ actor Dispatcher {
             try? await store.touchWorkers(peers.values.map(\.hello.name))
         }
         if sweepDue {
-            lastSweep = now
             // Leases nobody renews (their worker never came back after a coordinator restart).
             if let expired = try? await store.expireLeases(actor: name), !expired.isEmpty {
                 logger.warning("expired \(expired.count) abandoned lease(s): \(expired.map(\.description).joined(separator: ", "))")
