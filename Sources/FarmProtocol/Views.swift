@@ -2,7 +2,7 @@ import DubfarmCore
 import Foundation
 
 // The read models the coordinator serves and the CLI prints (`--json` prints them as they are;
-// the README documents the schema).
+// docs/json-output.md documents the schema).
 
 /// Segment counts of a job by state.
 public struct SegmentCounts: Codable, Sendable, Hashable {

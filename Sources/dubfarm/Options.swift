@@ -16,7 +16,7 @@ struct ClientOptions: ParsableArguments {
     @Option(name: .long, help: "Seconds to wait for the coordinator to answer.")
     var timeout: Double = 10
 
-    @Flag(name: .long, help: "Print machine-readable JSON (schema in README.md).")
+    @Flag(name: .long, help: "Print machine-readable JSON (schema in docs/json-output.md).")
     var json = false
 
     @OptionGroup var curve: CurveOptions

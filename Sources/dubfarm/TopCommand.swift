@@ -13,7 +13,7 @@ struct Top: ParsableCommand {
             f cycles the job filter through the states, a shows all jobs again. It follows the
             terminal's size. When stdout is not a terminal it prints plain lines each refresh
             (a summary, then one line per unfinished job and per worker); --json prints one
-            snapshot object per line (the dashboard's /api/farm schema, see README.md).
+            snapshot object per line (the dashboard's /api/farm schema, see docs/json-output.md).
             """)
 
     @Option(name: .long, help: "Seconds between refreshes.") var interval: Double = 1

@@ -153,7 +153,7 @@ extension Integration {
             #expect((p.value("dubfarm_dispatch_latency_seconds_count") ?? 0) >= 1)
             #expect(p.types["dubfarm_segment_processing_seconds"] == "histogram")
 
-            // Every read command speaks JSON (schemas in README.md).
+            // Every read command speaks JSON (schemas in docs/json-output.md).
             let ep = farm.controlEndpoint
             let logs = try dubfarm(["logs", "\(good)", "--json", "--coordinator", ep], timeout: 60)
             let events = try logs.out.split(separator: "\n").map { try JSONDecoder.iso.decode(EventView.self, from: Data($0.utf8)) }
