@@ -112,6 +112,8 @@ struct PersonalisationPlacementTests {
         #expect(!PersonalisationPlacement.defers(cpu, to: [W(name: "g1", device: "cuda", idle: false), W(name: "c2")]))
         #expect(!PersonalisationPlacement.defers(gpu, to: [W(name: "g2", device: "cuda"), cpu]))
         #expect(!PersonalisationPlacement.defers(cpu, to: []))
+        let order = PersonalisationPlacement.claimOrder([W(name: "c2"), W(name: "g2", device: "cuda"), cpu, gpu]).map(\.name)
+        #expect(order == ["g1", "g2", "c1", "c2"])
     }
 
     @Test("the gang: idle workers on the lead's device, in order, at most workers − 1; none when the lead hosts no rendezvous")

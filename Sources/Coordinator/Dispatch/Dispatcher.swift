@@ -420,9 +420,9 @@ actor Dispatcher {
         var idle = peers.values.filter { $0.isIdle && !claiming.contains($0.identity) }.map(\.identity)
         // Workers that can personalise look for a fine-tune first, one by one (they are few),
         // GPU workers before the others.
-        let capable = idle.filter { peers[$0]?.hello.canPersonalise == true }
-            .sorted { (peers[$0]!.hello.personaliseDevice != "cpu" ? 0 : 1, peers[$0]!.hello.name) < (peers[$1]!.hello.personaliseDevice != "cpu" ? 0 : 1, peers[$1]!.hello.name) }
-        for id in capable { await dispatch(to: id) }
+        let capable = idle.compactMap { peers[$0] }.filter(\.hello.canPersonalise)
+        let byName = Dictionary(capable.map { ($0.hello.name, $0.identity) }, uniquingKeysWith: { first, _ in first })
+        for worker in PersonalisationPlacement.claimOrder(capable.map(placement)) { await dispatch(to: byName[worker.name]!) }
         idle.removeAll { peers[$0]?.hello.canPersonalise == true || peers[$0]?.isIdle != true }
         guard idle.count > 1 else {
             for id in idle { await dispatch(to: id) }

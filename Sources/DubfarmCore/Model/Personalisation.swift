@@ -223,6 +223,12 @@ public enum PersonalisationPlacement {
         !worker.isGPU && others.contains { $0.idle && $0.isGPU && $0.name != worker.name }
     }
 
+    /// The order in which idle workers that can personalise look for a fine-tune: GPU workers
+    /// first (the CPU ones defer to them), then by name.
+    public static func claimOrder(_ workers: [Worker]) -> [Worker] {
+        workers.sorted { ($0.isGPU ? 0 : 1, $0.name) < ($1.isGPU ? 0 : 1, $1.name) }
+    }
+
     /// The workers that train beside `lead` (ranks 1…), chosen from `candidates`: idle, on the
     /// same device (one gang cannot mix NCCL and gloo), in the order given; at most `want - 1`.
     /// Empty when `lead` cannot host a rendezvous.
