@@ -14,7 +14,8 @@ public struct GrayImage: Sendable {
     }
 
     /// Luma of a frame: the Y plane of yuv420p as is; for rgb24, OpenCV's BT.601 weights
-    /// (`0.299 R + 0.587 G + 0.114 B`, fixed point, rounded) as `cvtColor(RGB2GRAY)` computes them.
+    /// (`0.299 R + 0.587 G + 0.114 B`, 15-bit fixed point, rounded) as `cvtColor(RGB2GRAY)`
+    /// computes them (checked against OpenCV 4.12 by LibraryAgreementTests).
     public init(luma frame: VideoFrame) {
         width = frame.width
         height = frame.height
@@ -35,9 +36,10 @@ public struct GrayImage: Sendable {
                     for y in 0..<h {
                         var s = y * stride
                         for x in 0..<w {
-                            // 14-bit fixed point, as OpenCV's cvtColor.
-                            let v = 4899 * Int(src[s]) + 9617 * Int(src[s + 1]) + 1868 * Int(src[s + 2])
-                            dst[y * w + x] = UInt8(truncatingIfNeeded: (v + 8192) >> 14)
+                            // 15-bit fixed point, as OpenCV's RGB2Gray<uchar> (RY15, GY15, BY15;
+                            // its 14-bit R2Y/G2Y/B2Y are for YUV and differ by 1 on ~0.3% of pixels).
+                            let v = 9798 * Int(src[s]) + 19235 * Int(src[s + 1]) + 3735 * Int(src[s + 2])
+                            dst[y * w + x] = UInt8(truncatingIfNeeded: (v + 16384) >> 15)
                             s += 3
                         }
                     }
@@ -151,7 +153,9 @@ extension GrayImage {
                             for ox in 0..<rw {
                                 var acc: Float = 0
                                 for k in 0..<n { acc += src[(f + k) * rw + ox] * vw[wb + k] }
-                                dst[oy * rw + ox] = UInt8(max(0, min(255, acc.rounded())))
+                                // Ties to even, as OpenCV's cvRound: at dyadic scales (512 → 320) ties are
+                                // exact and frequent (~2.5% of pixels).
+                                dst[oy * rw + ox] = UInt8(max(0, min(255, acc.rounded(.toNearestOrEven))))
                             }
                         }
                     }
