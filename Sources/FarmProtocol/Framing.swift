@@ -3,7 +3,8 @@ import Foundation
 
 /// Protocol names and versions: the first frame of every message.
 public enum ProtocolName {
-    /// Coordinator ↔ worker (version 2: binary headers).
+    /// Coordinator ↔ worker (binary headers since version 2; personalisation since 3; its
+    /// data-parallel gang and TRAIN-LEFT since 4: docs/protocol.md).
     public static let work = "DUBFARM-WORK/4"
     /// CLI ↔ coordinator.
     public static let control = "DUBFARM-CTL/1"

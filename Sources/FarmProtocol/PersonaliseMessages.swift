@@ -8,7 +8,7 @@ import DubfarmCore
 // file (WEIGHTS) before the first such task to each worker, which caches it by that hash.
 
 /// One lease of one job's personalisation.
-public struct TrainRef: Sendable, Hashable, CustomStringConvertible {
+public struct TrainRef: Sendable, Hashable, Codable, CustomStringConvertible {
     public var job: JobID
     public var token: LeaseToken
     public init(job: JobID, token: LeaseToken) {

@@ -38,6 +38,11 @@ extension WorkerHello {
         w.string(version)
         w.bool(busyWith != nil)
         busyWith?.write(&w)
+        w.bool(busyTraining != nil)
+        if let busyTraining {
+            busyTraining.write(&w)
+            w.int(busyTrainingRank)
+        }
     }
     static func read(_ r: inout ByteReader) throws -> WorkerHello {
         let name = try r.string(max: maxNameBytes), host = try r.string(max: maxNameBytes)
@@ -47,8 +52,13 @@ extension WorkerHello {
         for _ in 0..<(try r.count(minElementSize: 4, max: 1024)) { capabilities.append(try r.string(max: maxNameBytes)) }
         let version = try r.string(max: maxNameBytes)
         let busy = try r.bool() ? try TaskRef.read(&r) : nil
+        var training: TrainRef?, rank = 0
+        if try r.bool() {
+            training = try TrainRef.read(&r)
+            rank = try r.int(in: 0...1023, "training rank")
+        }
         return WorkerHello(name: name, host: host, pid: pid, threads: threads, stage: stage, model: model,
-                           capabilities: capabilities, version: version, busyWith: busy)
+                           capabilities: capabilities, version: version, busyWith: busy, busyTraining: training, busyTrainingRank: rank)
     }
 }
 

@@ -18,6 +18,10 @@ public struct WorkerHello: Codable, Sendable, Hashable {
     public var version: String
     /// The task it is still working on after reconnecting, if any.
     public var busyWith: TaskRef?
+    /// The fine-tune it is still running after reconnecting, if any, and its rank in it (0:
+    /// it holds the lease; 1…: a member of a data-parallel gang).
+    public var busyTraining: TrainRef?
+    public var busyTrainingRank: Int = 0
 
     /// The capability of a worker that fine-tunes jobs' models (`worker --personalise`).
     public static let personaliseCapability = "personalise"
@@ -37,7 +41,10 @@ public struct WorkerHello: Codable, Sendable, Hashable {
     }
 
     public init(name: String, host: String, pid: Int, threads: Int, stage: String, model: String? = nil,
-                capabilities: [String] = [], version: String, busyWith: TaskRef? = nil) {
+                capabilities: [String] = [], version: String, busyWith: TaskRef? = nil,
+                busyTraining: TrainRef? = nil, busyTrainingRank: Int = 0) {
+        self.busyTraining = busyTraining
+        self.busyTrainingRank = busyTrainingRank
         self.name = name
         self.host = host
         self.pid = pid

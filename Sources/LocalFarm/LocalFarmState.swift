@@ -86,8 +86,19 @@ public enum ProcessControl {
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
         defer { posix_spawnattr_destroy(&attr) }
+        // The child starts with no signal blocked and SIGTERM/SIGINT at their defaults: the
+        // spawning process may block them (a test runner, a thread that waits on signalfd), and
+        // a blocked SIGTERM would never stop a child that does not unblock it itself.
+        var none = sigset_t()
+        sigemptyset(&none)
+        posix_spawnattr_setsigmask(&attr, &none)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        sigaddset(&defaults, SIGTERM)
+        sigaddset(&defaults, SIGINT)
+        posix_spawnattr_setsigdefault(&attr, &defaults)
         // POSIX_SPAWN_SETSID (glibc ≥ 2.26) is not imported by Swift; its value is 0x80.
-        posix_spawnattr_setflags(&attr, Int16(0x80))
+        posix_spawnattr_setflags(&attr, Int16(0x80) | Int16(POSIX_SPAWN_SETSIGMASK) | Int16(POSIX_SPAWN_SETSIGDEF))
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer {

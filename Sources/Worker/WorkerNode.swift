@@ -58,6 +58,8 @@ public final class WorkerNode: Sendable {
         let ref: TaskRef?
         /// The fine-tune's lease; nil for a segment.
         let train: TrainRef?
+        /// Its rank in that fine-tune (0: it holds the lease).
+        let trainRank: Int
         let cancelled = Atomic<Bool>(false)
         let handBack = Atomic<Bool>(false)
         /// Its RESULT or FAILED is posted; the worker is as good as idle.
@@ -65,10 +67,12 @@ public final class WorkerNode: Sendable {
         init(ref: TaskRef) {
             self.ref = ref
             self.train = nil
+            self.trainRank = 0
         }
-        init(train: TrainRef) {
+        init(train: TrainRef, rank: Int) {
             self.ref = nil
             self.train = train
+            self.trainRank = rank
         }
         var description: String { ref.map { "\($0)" } ?? train.map { "\($0)" } ?? "nothing" }
     }
@@ -152,13 +156,13 @@ public final class WorkerNode: Sendable {
             }
         }
         func hello() -> WorkMessage {
-            let busy = control.withLock { $0.current?.ref }
+            let (busy, training, rank) = control.withLock { s in (s.current?.ref, s.current?.train, s.current?.trainRank ?? 0) }
             return .ready(WorkerHello(
                 name: options.name, host: ProcessInfo.processInfo.hostName, pid: Int(ProcessInfo.processInfo.processIdentifier),
                 threads: options.threads, stage: stage.name, model: stage.model,
                 capabilities: ["stage:\(stage.name)"] + (stage.model.map { ["model:\($0)"] } ?? [])
                     + (options.personaliser?.capabilities ?? []),
-                version: DubfarmVersion.current, busyWith: busy))
+                version: DubfarmVersion.current, busyWith: busy, busyTraining: training, busyTrainingRank: rank))
         }
         var poller = ZMQPoller([.socket(socket), .fd(outbox.signal.fd), .fd(stopSignal.fd), .socket(monitor.socket)])
         /// Does what the link says; false when the worker is to end.
@@ -260,7 +264,7 @@ public final class WorkerNode: Sendable {
                 }
             }
         case .train(let task):
-            guard options.personaliser != nil, let running = start(RunningTask(train: task.ref)) else {
+            guard options.personaliser != nil, let running = start(RunningTask(train: task.ref, rank: task.gang?.rank ?? 0)) else {
                 send(.trainFailed(task.ref, FailureReport(code: DubfarmError.Code.cancelled.rawValue,
                                                           message: "worker \(options.name) is busy, stopping or cannot personalise", handedBack: true)))
                 return

@@ -118,6 +118,12 @@ struct PersonaliseMessageTests {
         let gpu = WorkerHello(name: "g", host: "h", pid: 1, threads: 2, stage: "dub",
                               capabilities: ["personalise", "personalise-device:cuda", "rendezvous:10.1.2.3:29517"], version: "v")
         #expect(gpu.personaliseDevice == "cuda" && gpu.rendezvous == "10.1.2.3:29517")
+        // A worker still fine-tuning says so, with its rank, when it says READY again.
+        var training = hello
+        training.busyTraining = TrainRef(job: JobID(3), token: .random())
+        training.busyTrainingRank = 2
+        guard case .ready(let again) = try WorkMessage.decode(WorkMessage.ready(training).encode()) else { Issue.record("not READY"); return }
+        #expect(again.busyTraining == training.busyTraining && again.busyTrainingRank == 2 && again.busyWith == nil)
     }
 
     @Test("a TRAIN's gang must be a rank below its size at HOST:PORT; one worker alone has rank 0 and no endpoint")

@@ -167,6 +167,24 @@ struct PersonaliseTests {
         #expect(try MediaProbe.probe(path: farm.output(second)).video?.frameCount == 125)
     }
 
+    @Test("the coordinator SIGKILLed and restarted mid-phase: the worker says READY with its fine-tune, keeps its lease and finishes it")
+    func coordinatorRestart() async throws {
+        let farm = try await TestFarm(settings: Self.settings)
+        defer { farm.shutdown() }
+        try farm.startCoordinator()
+        try startPersonalisingWorker(farm, "r1")
+        try farm.waitForWorkers(1, "a personalising worker", timeout: 120)
+        let job = try farm.submit(demoVideo, audio: media("dub-1.wav"), stage: "dub", personalise: PersonaliseRequest(seconds: 20))
+        try farm.waitFor("job \(job) training", timeout: 300) { try farm.status(job).job.personalisation?.step ?? 0 > 0 }
+        farm.killCoordinator()
+        try farm.startCoordinator()
+        let d = try farm.wait(job: job, timeout: 600)
+        #expect(d.job.state == .done, "\(d.job.error ?? "")\n\(farm.tail("coordinator", lines: 40))\n\(farm.tail("r1", lines: 40))")
+        let p = try #require(d.job.personalisation)
+        #expect(p.leases == 1 && p.failures == 0, "one lease from start to end: \(p)")
+        #expect(farm.tail("coordinator", lines: 300).contains("worker resumed its personalisation"), "\(farm.tail("coordinator", lines: 60))")
+    }
+
     @Test("the CLI: --personalise alone and =SECONDS reach the coordinator; status shows the phase; bad uses exit 2")
     func commandLine() async throws {
         let farm = try await TestFarm.start(workers: 0, settings: Self.settings)

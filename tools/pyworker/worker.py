@@ -260,6 +260,7 @@ class Worker:
         w.put("B", self.current is not None)                                                 # busy with …
         if self.current is not None:
             w.put(TASK_REF, *self.current.ref)
+        w.put("B", False)                                                                    # busy training: never
         self.send(message("READY", w.buf))
 
     def run(self):

@@ -155,7 +155,7 @@ actor Dispatcher {
             // are still judged by their lease token; the worker says READY again once it notices
             // that nobody answers its heartbeats.
             switch message {
-            case .result, .failed, .progress, .trained, .trainFailed, .checkpoint, .trainProgress: break
+            case .result, .failed, .progress, .trained, .trainFailed, .checkpoint, .trainProgress, .trainLeft: break
             default: return
             }
             await handle(message, from: id, workerName: nil)
@@ -199,6 +199,29 @@ actor Dispatcher {
             // It forgot its task (restarted with the same identity): take the lease back.
             _ = try? await store.releaseLease(old.segment, token: old.token, reason: "worker \(hello.name) restarted", actor: name)
             peer.task = nil
+        }
+        if let training = hello.busyTraining {
+            // Still fine-tuning from before a reconnect or a coordinator restart: the lease
+            // holder keeps it if its lease is current; a gang member follows its lease holder.
+            if hello.busyTrainingRank > 0 {
+                peer.training = training
+                peer.trainingRank = hello.busyTrainingRank
+            } else if let p = try? await store.personalisation(job: training.job), p.state == .leased, p.machine.lease == training.token {
+                peer.training = training
+                peer.trainingRank = 0
+                log.info("worker resumed its personalisation", metadata: ["job": .stringConvertible(training.job)])
+            } else {
+                peer.training = nil
+                endpoint.send(to: id, WorkMessage.cancelTrain(training).encode())
+            }
+        } else if let old = existing?.training {
+            // It forgot its fine-tune (restarted with the same identity): take the lease back.
+            if existing!.trainingRank == 0 {
+                _ = try? await store.releasePersonalisation(job: old.job, token: old.token, reason: "worker \(hello.name) restarted", actor: name)
+                dismissGang(of: old.job)
+            }
+            peer.training = nil
+            peer.trainingRank = 0
         }
         peers[id] = peer
         do {
