@@ -11,7 +11,7 @@ tmp="$out.tmp.$$"
     echo
     echo "extension Migration {"
     echo "    /// Every migration this build knows, in order."
-    echo "    public static let embedded: [Migration] = ["
+    echo "    package static let embedded: [Migration] = ["
     for f in Migrations/[0-9]*.sql; do
         base=$(basename "$f" .sql)
         version=$(echo "$base" | sed -E 's/^0*([0-9]+)_.*/\1/')

@@ -5,14 +5,14 @@ import Foundation
 /// length built on the half-length complex one.
 ///
 /// `X[k] = Σ x[n]·e^(−2πi·nk/N)` (no scaling). Twiddles are precomputed in Double.
-public struct ComplexFFT: Sendable {
-    public let count: Int
+package struct ComplexFFT: Sendable {
+    package let count: Int
     private let radices: [Int]
     /// Per stage: twiddles `W_n^(p·k)` for the stage's sub-length n, `p < n/radix`, `k < radix`.
     private let twiddles: [[Double]]
 
     /// - Precondition: `count` factors into 2, 3 and 5.
-    public init(count: Int) {
+    package init(count: Int) {
         precondition(count >= 1, "FFT length must be positive")
         var n = count
         var r: [Int] = []
@@ -44,7 +44,7 @@ public struct ComplexFFT: Sendable {
     }
 
     /// Transforms interleaved complex data (`re, im` pairs, `2·count` values) in place.
-    public func transform(_ data: inout [Double]) {
+    package func transform(_ data: inout [Double]) {
         precondition(data.count == 2 * count)
         var work = [Double](repeating: 0, count: 2 * count)
         var inX = true
@@ -112,13 +112,13 @@ public struct ComplexFFT: Sendable {
 
 /// FFT of real input of even length N through a complex FFT of length N/2; returns the
 /// N/2 + 1 non-negative-frequency bins.
-public struct RealFFT: Sendable {
-    public let count: Int
+package struct RealFFT: Sendable {
+    package let count: Int
     private let half: ComplexFFT
     private let cosTable: [Double]
     private let sinTable: [Double]
 
-    public init(count: Int) {
+    package init(count: Int) {
         precondition(count % 2 == 0, "RealFFT needs an even length")
         self.count = count
         half = ComplexFFT(count: count / 2)
@@ -127,7 +127,7 @@ public struct RealFFT: Sendable {
     }
 
     /// Magnitudes `|X[k]|`, k = 0 … N/2, of real input `x` (length N).
-    public func magnitudes(_ x: UnsafeBufferPointer<Double>, into out: inout [Double]) {
+    package func magnitudes(_ x: UnsafeBufferPointer<Double>, into out: inout [Double]) {
         let h = count / 2
         // Pack even samples as real parts, odd as imaginary parts.
         var z = [Double](unsafeUninitializedCapacity: count) { b, n in

@@ -14,24 +14,24 @@ import Foundation
 ///
 /// So values lie in [−4, 4] and silence gives the floor, −4 (``floor``). A signal of n samples
 /// gives `1 + n / 200` frames (80 per second); frame m is centred on sample 200·m.
-public struct MelSpectrogram: Sendable {
-    public static let sampleRate = 16000
-    public static let fftSize = 800
-    public static let hopLength = 200
-    public static let windowLength = 800
-    public static let melBins = 80
-    public static let fMin = 55.0
-    public static let fMax = 7600.0
-    public static let preemphasis = 0.97
+package struct MelSpectrogram: Sendable {
+    package static let sampleRate = 16000
+    package static let fftSize = 800
+    package static let hopLength = 200
+    package static let windowLength = 800
+    package static let melBins = 80
+    package static let fMin = 55.0
+    package static let fMax = 7600.0
+    package static let preemphasis = 0.97
     /// The value of silence (and of every frame beyond the audio).
-    public static let floor: Float = -4
+    package static let floor: Float = -4
 
     private let fft = RealFFT(count: fftSize)
     private let window: [Double]
     /// Per mel bin: first FFT bin and weights (the non-zero part of the filter).
     private let filters: [(first: Int, weights: [Double])]
 
-    public init() {
+    package init() {
         let n = MelSpectrogram.windowLength
         window = (0..<n).map { 0.5 - 0.5 * cos(2 * Double.pi * Double($0) / Double(n)) }
         filters = MelSpectrogram.slaneyFilters()
@@ -41,7 +41,7 @@ public struct MelSpectrogram: Sendable {
     /// in the whole track, a multiple of the hop (200), so frame numbers stay on the track's grid;
     /// frames near the ends of a window cut from a longer track see reflect padding instead of
     /// their real neighbours, so such windows should carry a margin of ≥ 400 samples.
-    public func compute(_ samples: [Float], firstSample: Int = 0) -> LogMel {
+    package func compute(_ samples: [Float], firstSample: Int = 0) -> LogMel {
         precondition(firstSample % MelSpectrogram.hopLength == 0, "firstSample must be a multiple of the hop")
         let hop = MelSpectrogram.hopLength, nfft = MelSpectrogram.fftSize, pad = nfft / 2
         let bins = MelSpectrogram.melBins
@@ -119,15 +119,15 @@ public struct MelSpectrogram: Sendable {
 }
 
 /// Log-mel frames on a track's 80-per-second grid.
-public struct LogMel: Sendable, Hashable {
+package struct LogMel: Sendable, Hashable {
     /// Number of frames held.
-    public let frames: Int
+    package let frames: Int
     /// `frames × 80` values, frame-major.
-    public let values: [Float]
+    package let values: [Float]
     /// Track frame number of `values`' first frame.
-    public let firstFrame: Int
+    package let firstFrame: Int
 
-    public init(frames: Int, values: [Float], firstFrame: Int) {
+    package init(frames: Int, values: [Float], firstFrame: Int) {
         precondition(values.count == frames * MelSpectrogram.melBins)
         self.frames = frames
         self.values = values
@@ -135,18 +135,18 @@ public struct LogMel: Sendable, Hashable {
     }
 
     /// Mel frames in one window.
-    public static let windowFrames = 16
+    package static let windowFrames = 16
 
     /// The value at track frame `frame`, bin `bin`: the floor (silence) outside the frames held.
     @inline(__always)
-    public func value(frame: Int, bin: Int) -> Float {
+    package func value(frame: Int, bin: Int) -> Float {
         let f = frame - firstFrame
         return f >= 0 && f < frames ? values[f * MelSpectrogram.melBins + bin] : MelSpectrogram.floor
     }
 
     /// The track mel frame whose centre is nearest to video frame `index`'s time, exactly:
     /// `round(index · 80 / frameRate)` with `frameRate = num/den`, halves rounded up.
-    public static func centerFrame(forFrame index: Int, frameRateNum num: Int, den: Int) -> Int {
+    package static func centerFrame(forFrame index: Int, frameRateNum num: Int, den: Int) -> Int {
         // index·80·den/num rounded half up = floor((2·index·80·den + num) / (2·num)).
         let a = 2 * index * 80 * den + num, b = 2 * num
         return a >= 0 ? a / b : -((-a + b - 1) / b)
@@ -157,12 +157,12 @@ public struct LogMel: Sendable, Hashable {
     /// (the window's midpoint lies half a mel frame, 6.25 ms, before the video frame's time).
     /// Layout: `80 × 16`, bin-major (`values[bin·16 + t]`), as Wav2Lip feeds `(1, 80, 16)`.
     /// Frames outside the audio are the floor value (silence).
-    public func melWindow(forFrame index: Int, frameRateNum num: Int, den: Int) -> [Float] {
+    package func melWindow(forFrame index: Int, frameRateNum num: Int, den: Int) -> [Float] {
         window(center: LogMel.centerFrame(forFrame: index, frameRateNum: num, den: den))
     }
 
     /// ``melWindow(forFrame:frameRateNum:den:)`` for a floating-point frame rate.
-    public func melWindow(forFrame index: Int, frameRate: Double) -> [Float] {
+    package func melWindow(forFrame index: Int, frameRate: Double) -> [Float] {
         let c = Int((Double(index) * 80 / frameRate + 0.5 + 1e-9).rounded(.down))
         return window(center: c)
     }

@@ -5,14 +5,14 @@ import Foundation
 ///
 /// Band-limited polyphase resampling: a Kaiser-windowed sinc (β = 8.6, 16 zero crossings per
 /// side of the low-pass) with its cut-off at 0.95 × the lower of the two Nyquist frequencies.
-public enum AudioResampler {
+package enum AudioResampler {
     /// Mean of the channels of interleaved samples, resampled to 16 kHz.
-    public static func mono16k(interleaved: [Float], channels: Int, sampleRate: Int) -> [Float] {
+    package static func mono16k(interleaved: [Float], channels: Int, sampleRate: Int) -> [Float] {
         resample(downmix(interleaved, channels: channels), from: sampleRate, to: MelSpectrogram.sampleRate)
     }
 
     /// Mean of the channels of interleaved samples.
-    public static func downmix(_ x: [Float], channels: Int) -> [Float] {
+    package static func downmix(_ x: [Float], channels: Int) -> [Float] {
         precondition(channels >= 1)
         guard channels > 1 else { return x }
         let n = x.count / channels
@@ -29,7 +29,7 @@ public enum AudioResampler {
 
     /// `x` at `from` Hz resampled to `to` Hz: `floor(count · to / from)` samples, output sample n
     /// taken at input time `n · from / to` (the first samples of both coincide).
-    public static func resample(_ x: [Float], from: Int, to: Int) -> [Float] {
+    package static func resample(_ x: [Float], from: Int, to: Int) -> [Float] {
         precondition(from > 0 && to > 0)
         if from == to || x.isEmpty { return x }
         let g = gcd(from, to)

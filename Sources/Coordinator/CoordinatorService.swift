@@ -10,7 +10,7 @@ import ServiceLifecycle
 
 extension FarmConfiguration {
     /// Protocol limits derived from `limits.max_message_bytes`.
-    public var limits: ProtocolLimits {
+    package var limits: ProtocolLimits {
         var l = ProtocolLimits()
         l.maxPayloadBytes = Int(maxMessageBytes)
         l.maxMessageBytes = Int(maxMessageBytes)
@@ -26,20 +26,20 @@ extension FarmConfiguration {
 /// back, say goodbye to workers (they keep their segments and report to the next coordinator),
 /// and return. Killed at any instant instead, a new coordinator resumes from the database and
 /// the media store alone.
-public final class CoordinatorService: Service, Sendable {
-    public let config: FarmConfiguration
+package final class CoordinatorService: Service, Sendable {
+    package let config: FarmConfiguration
     let logger: Logger
     let work: RouterEndpoint
     let control: RouterEndpoint
     /// Seconds graceful shutdown waits for in-flight segments.
     let drainSeconds: Double
     /// The data source of the metrics and dashboard server (``monitoringServer()``).
-    public let monitor = CoordinatorMonitor()
+    package let monitor = CoordinatorMonitor()
     /// Builds personalisation datasets (`submit --personalise`); without one such jobs fall
     /// back or fail.
     let datasetBuilder: PersonalisationDatasetBuilder?
 
-    public init(config: FarmConfiguration, logger: Logger, drainSeconds: Double = 10, datasetBuilder: PersonalisationDatasetBuilder? = nil) {
+    package init(config: FarmConfiguration, logger: Logger, drainSeconds: Double = 10, datasetBuilder: PersonalisationDatasetBuilder? = nil) {
         self.datasetBuilder = datasetBuilder
         self.config = config
         self.logger = logger
@@ -50,12 +50,12 @@ public final class CoordinatorService: Service, Sendable {
     }
 
     /// The endpoints actually bound (real ports), once `run()` has started them.
-    public var boundEndpoints: (work: String, control: String) { (work.boundEndpoint, control.boundEndpoint) }
+    package var boundEndpoints: (work: String, control: String) { (work.boundEndpoint, control.boundEndpoint) }
 
     /// Control requests waiting to be handled beyond which new ones are answered "busy".
     static let controlQueueLimit = 1024
 
-    public func run() async throws {
+    package func run() async throws {
         let name = "coordinator@\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)"
         let media = try MediaStore(root: config.mediaStore)
         // One connection (and thread) each for dispatch, control queries and planning/stitching.
@@ -136,7 +136,7 @@ public final class CoordinatorService: Service, Sendable {
 extension CoordinatorService {
     /// The metrics and dashboard HTTP server for `metrics.listen` (nil when it is empty), to run
     /// next to this service in the same `ServiceGroup`.
-    public func monitoringServer() throws -> MonitoringServer? {
+    package func monitoringServer() throws -> MonitoringServer? {
         guard let listen = try FarmConfiguration.parseListen(config.metricsListen) else { return nil }
         return MonitoringServer(host: listen.host, port: listen.port, source: monitor, metrics: .shared, logger: logger)
     }

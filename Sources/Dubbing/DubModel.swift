@@ -16,32 +16,32 @@ import Logging
 import VQModel
 
 /// The model a dub worker runs and where it came from.
-public struct DubModel: Sendable {
-    public let model: SwapTalkModel
+package struct DubModel: Sendable {
+    package let model: SwapTalkModel
     /// Advertised in READY: `small@untrained-seed-1`, or `NAME@<hash of the weights file>`.
-    public let id: String
+    package let id: String
     /// False for seeded weights built in memory (and for `dubfarm model init` directories,
     /// whose metadata says `trained: false`).
-    public let trained: Bool
+    package let trained: Bool
     /// The weights directory, nil for seeded weights built in memory.
-    public var directory: URL? = nil
+    package var directory: URL? = nil
     /// The modules the weights' `dubfarm.trained` metadata lists as trained (module names as
     /// `SwapTalkModel.parameterCounts` gives them); nil when the file does not say (older
     /// checkpoints, seeded weights): then every module is used as it is.
-    public var trainedModules: Set<String>? = nil
+    package var trainedModules: Set<String>? = nil
 
     /// Whether a job's source face is applied: false only for weights whose metadata lists the
     /// trained modules without `swap` (a swap that was never trained would make the face worse).
-    public var swapsFaces: Bool { trainedModules?.contains("swap") ?? true }
+    package var swapsFaces: Bool { trainedModules?.contains("swap") ?? true }
 
     /// The metadata key listing the trained modules, comma-separated (`encode,quantize,decode,audio,lipsync`).
-    public static let trainedMetadataKey = "dubfarm.trained"
+    package static let trainedMetadataKey = "dubfarm.trained"
 
     /// The seed of the untrained weights a worker builds when it is given no `--model`.
-    public static let defaultSeed: UInt64 = 1
+    package static let defaultSeed: UInt64 = 1
 
     /// Seeded untrained weights of a named configuration, built in memory (deterministic).
-    public static func untrained(config name: String = "small", seed: UInt64 = defaultSeed) throws -> DubModel {
+    package static func untrained(config name: String = "small", seed: UInt64 = defaultSeed) throws -> DubModel {
         let config: ModelConfig
         do { config = try ModelConfig.named(name) } catch {
             throw DubfarmError(.configuration, "model configuration: \(error)")
@@ -56,7 +56,7 @@ public struct DubModel: Sendable {
     }
 
     /// Loads a weights directory (`manifest.json` + `model.safetensors`, e.g. a converted checkpoint).
-    public static func load(directory: URL) throws -> DubModel {
+    package static func load(directory: URL) throws -> DubModel {
         let model: SwapTalkModel
         do { model = try SwapTalkModel.load(directory: directory) } catch {
             throw DubfarmError(.badInput, "model directory \(directory.path): \(error)")
@@ -77,7 +77,7 @@ public struct DubModel: Sendable {
     }
 
     /// Loads what a resolved ``DubModelSpec`` names.
-    public static func load(_ spec: DubModelSpec) throws -> DubModel {
+    package static func load(_ spec: DubModelSpec) throws -> DubModel {
         switch spec {
         case .directory(let url): return try load(directory: url)
         case .untrained(let config): return try untrained(config: config)
@@ -104,17 +104,17 @@ public struct DubModel: Sendable {
 
 /// Which weights a dub worker runs: a weights directory, or seeded untrained weights of a named
 /// configuration (only on explicit request, `untrained:CONFIG`).
-public enum DubModelSpec: Sendable, Equatable, CustomStringConvertible {
+package enum DubModelSpec: Sendable, Equatable, CustomStringConvertible {
     case directory(URL)
     case untrained(config: String)
 
     /// The directory of the bundled trained default, beside the repository's or an install's binary.
-    public static let bundledName = "models/dubfarm-small"
+    package static let bundledName = "models/dubfarm-small"
     /// Where an install (the Docker image, a package) puts the bundled default.
-    public static let installedDirectory = "/usr/share/dubfarm/models/dubfarm-small"
+    package static let installedDirectory = "/usr/share/dubfarm/models/dubfarm-small"
 
     /// `DIR` or `untrained:CONFIG`, as `--model` takes it.
-    public var description: String {
+    package var description: String {
         switch self {
         case .directory(let url): return url.path
         case .untrained(let c): return "untrained:\(c)"
@@ -122,7 +122,7 @@ public enum DubModelSpec: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// Parses a `--model` / `DUBFARM_MODEL` value: `untrained:tiny|small|paper`, else a directory.
-    public static func parse(_ text: String) throws -> DubModelSpec {
+    package static func parse(_ text: String) throws -> DubModelSpec {
         if text.hasPrefix("untrained") {
             let name = text.hasPrefix("untrained:") ? String(text.dropFirst("untrained:".count)) : ""
             guard ModelConfig.named[name] != nil else {
@@ -137,7 +137,7 @@ public enum DubModelSpec: Sendable, Equatable, CustomStringConvertible {
     /// Candidate directories of the bundled default for an executable at `executable`: its
     /// directory and up to four above it (`.build/release/dubfarm` and its resolved
     /// `.build/<triple>/release/dubfarm` both reach the repository), then the install location.
-    public static func bundledCandidates(executable: String) -> [URL] {
+    package static func bundledCandidates(executable: String) -> [URL] {
         var out: [URL] = []
         var dir = URL(fileURLWithPath: executable).standardizedFileURL.deletingLastPathComponent()
         for _ in 0..<5 {
@@ -153,7 +153,7 @@ public enum DubModelSpec: Sendable, Equatable, CustomStringConvertible {
     /// The model a worker runs: `flag` (`--model`), else `$DUBFARM_MODEL`, else the bundled
     /// trained default found beside `executable` (see ``bundledCandidates(executable:)``).
     /// Returns the spec and where it came from; throws, saying where it looked, when none is found.
-    public static func resolve(flag: String?, environment: [String: String], executable: String) throws
+    package static func resolve(flag: String?, environment: [String: String], executable: String) throws
         -> (spec: DubModelSpec, from: String) {
         if let flag, !flag.isEmpty { return (try parse(flag), "--model") }
         if let env = environment["DUBFARM_MODEL"], !env.isEmpty { return (try parse(env), "DUBFARM_MODEL") }

@@ -7,11 +7,11 @@ import VQModel
 import Worker
 
 /// Frames counted by a ``DubProcessor`` over its segment's output frames (context frames excluded).
-public struct DubCounts: Sendable, Hashable {
-    public var frames = 0
-    public var framesWithFace = 0
-    public var framesSwapped = 0
-    public init() {}
+package struct DubCounts: Sendable, Hashable {
+    package var frames = 0
+    package var framesWithFace = 0
+    package var framesSwapped = 0
+    package init() {}
 }
 
 /// One segment of the dub stage. Frames come back in order, each exactly once, ``FaceTracker``'s
@@ -22,7 +22,7 @@ public struct DubCounts: Sendable, Hashable {
 /// collected until there is one per thread and run together, each on a single-threaded context
 /// of its own (``FrameBatch``); frames are then handed back up to `threads − 1` model frames
 /// later. Each frame's result is exactly the single-threaded model's for that frame.
-public final class DubProcessor: FrameProcessor {
+package final class DubProcessor: FrameProcessor {
     let engine: DubEngine
     let context: StageContext
     let source: SwapSource?
@@ -32,13 +32,13 @@ public final class DubProcessor: FrameProcessor {
     private var pending: [TrackedFrame] = []
     private var pendingModelFrames = 0
     private var tracker: FaceTracker!
-    public private(set) var counts = DubCounts()
-    public private(set) var timings = DubTimings()
+    package private(set) var counts = DubCounts()
+    package private(set) var timings = DubTimings()
 
     /// A processor for one segment; `source` is the job's encoded source face (nil: lip sync only).
     ///
     /// `mode` overrides how the context's threads are spent (default: the model's preference).
-    public init(engine: DubEngine, context: StageContext, source: SwapSource?, mode: FrameBatch.Mode? = nil) throws {
+    package init(engine: DubEngine, context: StageContext, source: SwapSource?, mode: FrameBatch.Mode? = nil) throws {
         guard context.frameRate.num > 0, context.frameRate.den > 0 else {
             throw DubfarmError(.badInput, "dub stage: unusable frame rate \(context.frameRate)")
         }
@@ -65,11 +65,11 @@ public final class DubProcessor: FrameProcessor {
     /// dataset builder's crops and mel windows are compared with these).
     var modelInputsObserver: ((Int, ModelInputs) -> Void)?
 
-    public func process(_ frame: VideoFrame) throws -> [VideoFrame] {
+    package func process(_ frame: VideoFrame) throws -> [VideoFrame] {
         try release(track { tracker.push(frame) }, all: false)
     }
 
-    public func flush() throws -> [VideoFrame] {
+    package func flush() throws -> [VideoFrame] {
         try release(track { tracker.flush() }, all: true)
     }
 

@@ -11,10 +11,10 @@ import Worker
 
 /// What lives for the whole worker process: the model, the face models, and the source face of
 /// the job last seen (encoded once per job, reused by all its segments).
-public final class DubEngine: Sendable {
-    public let model: DubModel
-    public let analyzer: FaceAnalyzer
-    public let trackerParameters: FaceTracker.Parameters
+package final class DubEngine: Sendable {
+    package let model: DubModel
+    package let analyzer: FaceAnalyzer
+    package let trackerParameters: FaceTracker.Parameters
     let logger: Logger
 
     private struct CachedSource: Sendable {
@@ -25,9 +25,9 @@ public final class DubEngine: Sendable {
     private let sourceCache = Mutex<CachedSource?>(nil)
     private let encodings = Atomic<Int>(0)
     /// How many source faces this engine has encoded (cache misses).
-    public var sourceEncodings: Int { encodings.load(ordering: .relaxed) }
+    package var sourceEncodings: Int { encodings.load(ordering: .relaxed) }
 
-    public init(model: DubModel, analyzer: FaceAnalyzer, trackerParameters: FaceTracker.Parameters = .init(), logger: Logger) {
+    package init(model: DubModel, analyzer: FaceAnalyzer, trackerParameters: FaceTracker.Parameters = .init(), logger: Logger) {
         self.model = model
         self.analyzer = analyzer
         self.trackerParameters = trackerParameters
@@ -36,7 +36,7 @@ public final class DubEngine: Sendable {
 
     /// The encoded source face for a job's face image bytes: from the cache when the bytes are
     /// the ones seen last, else decoded, found, aligned, cropped and encoded once.
-    public func source(for faceBytes: [UInt8], logger: Logger) throws -> SwapSource {
+    package func source(for faceBytes: [UInt8], logger: Logger) throws -> SwapSource {
         let key = FNV1a.hash(faceBytes)
         if let hit = sourceCache.withLock({ cache -> SwapSource? in
             guard let c = cache, c.key == key, c.byteCount == faceBytes.count else { return nil }
@@ -83,21 +83,21 @@ public final class DubEngine: Sendable {
 
 /// The `dub` stage: face swap (when the job has a source face) and lip sync on every frame
 /// with a face, through the VQ model; frames without a face pass through unchanged.
-public struct DubStage: Stage {
-    public let engine: DubEngine
+package struct DubStage: Stage {
+    package let engine: DubEngine
     /// Engines of jobs' personalised weights, built on first use from ``engine``'s face models.
     let personalised: PersonalisedEngines
 
-    public init(engine: DubEngine) {
+    package init(engine: DubEngine) {
         self.engine = engine
         personalised = PersonalisedEngines(base: engine)
     }
 
-    public var name: String { "dub" }
-    public var layout: VideoFrame.Layout { .rgb24 }
-    public var model: String? { engine.model.id }
+    package var name: String { "dub" }
+    package var layout: VideoFrame.Layout { .rgb24 }
+    package var model: String? { engine.model.id }
 
-    public func makeProcessor(for context: StageContext) throws -> any FrameProcessor {
+    package func makeProcessor(for context: StageContext) throws -> any FrameProcessor {
         var log = self.engine.logger
         log[metadataKey: "job"] = .stringConvertible(context.task.segment.job)
         log[metadataKey: "segment"] = .stringConvertible(context.task.segment.index)
@@ -113,12 +113,12 @@ public struct DubStage: Stage {
         return try DubProcessor(engine: engine, context: context, source: source)
     }
 
-    public func statistics(of processor: any FrameProcessor) -> (framesWithFace: Int, framesSwapped: Int) {
+    package func statistics(of processor: any FrameProcessor) -> (framesWithFace: Int, framesSwapped: Int) {
         guard let p = processor as? DubProcessor else { return (0, 0) }
         return (p.counts.framesWithFace, p.counts.framesSwapped)
     }
 
-    public func timings(of processor: any FrameProcessor) -> [(step: String, msPerFrame: Double)] {
+    package func timings(of processor: any FrameProcessor) -> [(step: String, msPerFrame: Double)] {
         (processor as? DubProcessor)?.timings.msPerFrame ?? []
     }
 }

@@ -4,33 +4,33 @@ import FaceAnalysis
 /// Wall time spent in each step of the dub stage over one segment, and how many frames each
 /// step saw (detection runs on every decoded frame, context included; the model only on output
 /// frames with a face).
-public struct DubTimings: Sendable, Hashable {
+package struct DubTimings: Sendable, Hashable {
     /// The steps in pipeline order. `audio` is the mel front end (once per segment, shared out
     /// over the segment's frames); `audio-encoder` is the model's audio transformer.
-    public static let steps = ["detect", "landmarks", "track", "warp", "audio", "encode", "quantize", "swap",
+    package static let steps = ["detect", "landmarks", "track", "warp", "audio", "encode", "quantize", "swap",
                                "audio-encoder", "lipsync", "decode", "blend"]
 
-    public private(set) var seconds: [String: Double] = [:]
-    public private(set) var frames: [String: Int] = [:]
+    package private(set) var seconds: [String: Double] = [:]
+    package private(set) var frames: [String: Int] = [:]
 
-    public init() {}
+    package init() {}
 
     /// Adds `seconds` spent on `frames` frames to `step`.
-    public mutating func add(_ step: String, seconds s: Double, frames n: Int = 1) {
+    package mutating func add(_ step: String, seconds s: Double, frames n: Int = 1) {
         seconds[step, default: 0] += s
         frames[step, default: 0] += n
     }
 
     /// Runs `body`, adding its wall time to `step`.
     @inline(__always)
-    public mutating func measure<T>(_ step: String, frames n: Int = 1, _ body: () throws -> T) rethrows -> T {
+    package mutating func measure<T>(_ step: String, frames n: Int = 1, _ body: () throws -> T) rethrows -> T {
         let t0 = Benchmark.now()
         defer { add(step, seconds: Benchmark.now() - t0, frames: n) }
         return try body()
     }
 
     /// Milliseconds per frame of each step that ran, in pipeline order.
-    public var msPerFrame: [(step: String, msPerFrame: Double)] {
+    package var msPerFrame: [(step: String, msPerFrame: Double)] {
         Self.steps.compactMap { s in
             guard let t = seconds[s], let n = frames[s], n > 0 else { return nil }
             return (s, 1000 * t / Double(n))
@@ -38,7 +38,7 @@ public struct DubTimings: Sendable, Hashable {
     }
 
     /// Sums two segments' timings.
-    public static func + (a: DubTimings, b: DubTimings) -> DubTimings {
+    package static func + (a: DubTimings, b: DubTimings) -> DubTimings {
         var r = a
         for (k, v) in b.seconds { r.seconds[k, default: 0] += v }
         for (k, v) in b.frames { r.frames[k, default: 0] += v }
@@ -48,9 +48,9 @@ public struct DubTimings: Sendable, Hashable {
 
 /// Conversions between rgb24 face crops and the model's image tensors (`[3, S, S]`, channel
 /// planes R, G, B, values `x / 127.5 − 1` in `[-1, 1]`, as in `tools/reference/swaptalk.py`).
-public enum ImageTensor {
+package enum ImageTensor {
     /// Writes `crop` into `tensor` (shape `[3, S, S]` with `S = crop.size`).
-    public static func fill(_ tensor: Tensor, from crop: FaceCrop) {
+    package static func fill(_ tensor: Tensor, from crop: FaceCrop) {
         let s = crop.size, n = s * s
         precondition(tensor.shape == [3, s, s], "ImageTensor.fill: tensor \(tensor.shape) for a \(s)×\(s) crop")
         let dst = tensor.data
@@ -64,7 +64,7 @@ public enum ImageTensor {
     }
 
     /// The crop an image tensor `[3, S, S]` shows (values clamped to `[-1, 1]`, rounded).
-    public static func crop(from tensor: Tensor) -> FaceCrop {
+    package static func crop(from tensor: Tensor) -> FaceCrop {
         precondition(tensor.shape.count == 3 && tensor.shape[0] == 3 && tensor.shape[1] == tensor.shape[2],
                      "ImageTensor.crop: expected [3, S, S], got \(tensor.shape)")
         let s = tensor.shape[1], n = s * s

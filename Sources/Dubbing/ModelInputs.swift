@@ -9,15 +9,15 @@ import FaceAnalysis
 /// training-data builder (`TrainingData`) both call ``compute(frame:face:cropSize:mel:frameRate:)``
 /// and ``logMel(_:)``, so the crops and mel windows a model is trained on are, bit for bit, the
 /// ones a worker feeds it.
-public struct ModelInputs: Sendable, Hashable {
+package struct ModelInputs: Sendable, Hashable {
     /// Crop pixels → frame pixels (``FaceAlignment/transform(cropSize:)`` of the tracked face).
-    public var transform: SimilarityTransform
+    package var transform: SimilarityTransform
     /// The `S × S` rgb24 crop, ``FaceWarp/crop(_:transform:size:)``.
-    public var crop: FaceCrop
+    package var crop: FaceCrop
     /// The frame's `80 × 16` bin-major log-mel window, ``LogMel/melWindow(forFrame:frameRateNum:den:)``.
-    public var melWindow: [Float]
+    package var melWindow: [Float]
 
-    public init(transform: SimilarityTransform, crop: FaceCrop, melWindow: [Float]) {
+    package init(transform: SimilarityTransform, crop: FaceCrop, melWindow: [Float]) {
         self.transform = transform
         self.crop = crop
         self.melWindow = melWindow
@@ -25,7 +25,7 @@ public struct ModelInputs: Sendable, Hashable {
 
     /// The inputs for `frame` (rgb24) with its tracked `face`, a `cropSize × cropSize` crop, and
     /// the mel window of the frame's time (`frame.index` at `frameRate`) from `mel`.
-    public static func compute(frame: VideoFrame, face: TrackedFace, cropSize: Int, mel: LogMel,
+    package static func compute(frame: VideoFrame, face: TrackedFace, cropSize: Int, mel: LogMel,
                                frameRate: Rational) throws -> ModelInputs {
         let transform = face.alignment.transform(cropSize: cropSize)
         let crop = try FaceWarp.crop(frame, transform: transform, size: cropSize)
@@ -37,7 +37,7 @@ public struct ModelInputs: Sendable, Hashable {
     /// start is moved up to the next multiple of the hop so frame numbers stay on the track's grid;
     /// a mel frame's values then depend only on the track's samples within 400 of its centre
     /// (silence outside the track), provided the window holds them.
-    public static func logMel(_ audio: AudioWindow) -> LogMel {
+    package static func logMel(_ audio: AudioWindow) -> LogMel {
         let hop = Int64(MelSpectrogram.hopLength)
         let r = ((audio.startSample % hop) + hop) % hop
         let skip = Int(r == 0 ? 0 : hop - r)

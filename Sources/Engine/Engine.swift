@@ -18,4 +18,4 @@
 ///   with `-target-cpu haswell`); identical results, chosen at run time.
 /// - ``LayerProfile``: wall time per operation and shape (`dubfarm model bench --layers`).
 /// - ``Benchmark``: sgemm peak and peak RSS; ``SeededRandom``: the deterministic generator.
-public enum EngineOverview {}
+package enum EngineOverview {}

@@ -9,7 +9,7 @@
 /// identical.
 ///
 /// Nothing here is `@inlinable`: a kernel must be compiled with its own module's target flags.
-public enum Kernels {
+package enum Kernels {
     typealias V8 = SIMD8<Float>
     @inline(__always) static func ld(_ q: UnsafePointer<Float>) -> V8 { UnsafeRawPointer(q).loadUnaligned(as: V8.self) }
     @inline(__always) static func ld(_ q: UnsafeMutablePointer<Float>) -> V8 { UnsafeRawPointer(q).loadUnaligned(as: V8.self) }
@@ -29,17 +29,17 @@ public enum Kernels {
     }
 
     /// `x · sigmoid(x)` on `count` floats in place.
-    public static func silu(_ p: UnsafeMutablePointer<Float>, _ count: Int) {
+    package static func silu(_ p: UnsafeMutablePointer<Float>, _ count: Int) {
         FastMath.map(p, count) { FastMath.silu($0) }
     }
 
     /// GELU, `0.5 x (1 + erf(x / √2))`, on `count` floats in place.
-    public static func gelu(_ p: UnsafeMutablePointer<Float>, _ count: Int) {
+    package static func gelu(_ p: UnsafeMutablePointer<Float>, _ count: Int) {
         FastMath.map(p, count) { 0.5 * $0 * (1 + FastMath.erf($0 * 0.707_106_781_186_547_52)) }
     }
 
     /// Softmax of one row of `cols` floats in place.
-    public static func softmaxRow(_ row: UnsafeMutablePointer<Float>, _ cols: Int) {
+    package static func softmaxRow(_ row: UnsafeMutablePointer<Float>, _ cols: Int) {
         let cv = cols & ~7
         var mv = V8(repeating: -Float.infinity)
         var i = 0
@@ -71,7 +71,7 @@ public enum Kernels {
     /// Mean and biased variance of `count` floats in one pass, shifted by the first value so
     /// that `E[(x-k)²] - E[x-k]²` does not cancel; float lanes are flushed to doubles every
     /// 1024 values.
-    public static func moments(_ base: UnsafePointer<Float>, _ count: Int) -> (mean: Double, variance: Double) {
+    package static func moments(_ base: UnsafePointer<Float>, _ count: Int) -> (mean: Double, variance: Double) {
         let n = count
         let k = base[0], kv = V8(repeating: k)
         let nv = n & ~7
@@ -88,7 +88,7 @@ public enum Kernels {
     }
 
     /// `dst[i] = act(src[i] · a + b)` for `count` floats, `act` SiLU or the identity.
-    public static func affine(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ count: Int,
+    package static func affine(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ count: Int,
                               scale a: Float, shift b: Float, silu: Bool) {
         let av = V8(repeating: a), bv = V8(repeating: b)
         let pv = count & ~7
@@ -114,7 +114,7 @@ public enum Kernels {
     /// never written. `scratch` holds `24 · ph` (rows split by phase) + `24 · ph` (vertical
     /// results) + `rowBuffer` floats, where `ph = (tw + 8) & ~7`, `twV = (tw + 7) & ~7` and
     /// `rowBuffer` is `(4 · (ty1 - ty0) + 6) · srcW` when normalising.
-    public static func winogradInput(
+    package static func winogradInput(
         x: UnsafePointer<Float>, channels cin: Int, channelStride cs: Int, srcH: Int, srcW: Int, h: Int, w: Int, padding p: Int, upsample up: Bool,
         scale: UnsafePointer<Float>?, shift: UnsafePointer<Float>?, silu: Bool,
         tileRows ty0: Int, _ ty1: Int, tilesPerRow tw: Int, ph: Int, twV: Int, ntS: Int,
@@ -205,7 +205,7 @@ public enum Kernels {
     /// `M[ξ][c][tile]` at `m + (ξ · cs + c) · ntS + (ty - ty0) · tw + t` (`cs`, `channelStride`, is
     /// the channel count of the whole `M` when this call writes a slice of the output). `scratch` holds
     /// `24 · ph + 16 · ph` floats.
-    public static func winogradOutput(
+    package static func winogradOutput(
         m: UnsafePointer<Float>, channels cout: Int, channelStride cs: Int, bias: UnsafePointer<Float>?, residual rd: UnsafePointer<Float>?,
         out od: UnsafeMutablePointer<Float>, oh: Int, ow: Int,
         tileRows ty0: Int, _ ty1: Int, tilesPerRow tw: Int, ph: Int, twV: Int, ntS: Int,
@@ -284,7 +284,7 @@ extension Kernels {
     /// at a time: the 9 shifted input vectors of a position are loaded once and feed every output
     /// channel, whose partial sums (one row per output channel) stay in L1; the input is read
     /// front to back, as the hardware prefetcher likes it.
-    public static func conv3x3Direct(
+    package static func conv3x3Direct(
         x: UnsafePointer<Float>, channels cin: Int, h: Int, w: Int, padding p: Int,
         weight: UnsafePointer<Float>, outChannels cout: Int, bias: UnsafePointer<Float>?, residual rd: UnsafePointer<Float>?,
         out od: UnsafeMutablePointer<Float>, rows y0: Int, _ y1: Int, scratch: UnsafeMutablePointer<Float>
@@ -337,7 +337,7 @@ extension Kernels {
 
     /// Floats of scratch ``conv3x3Direct(x:channels:h:w:padding:weight:outChannels:bias:residual:out:rows:_:scratch:)``
     /// needs for a band of `rows` output rows.
-    public static func directScratch(channels cin: Int, rows: Int, ow: Int, outChannels cout: Int) -> Int {
+    package static func directScratch(channels cin: Int, rows: Int, ow: Int, outChannels cout: Int) -> Int {
         let owV = (ow + 7) & ~7
         return cin * (rows + 2) * (owV + 8) + cout * owV
     }

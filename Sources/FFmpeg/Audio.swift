@@ -108,14 +108,14 @@ final class AudioReader {
 }
 
 /// The dub track as the lip-sync stage needs it.
-public enum DubAudio {
+package enum DubAudio {
     /// Decodes the whole audio track of `path` to 16 kHz mono Float PCM (``AudioWindow/sampleRate``).
-    public static func decodePCM(path: String) throws -> [Float] {
+    package static func decodePCM(path: String) throws -> [Float] {
         try decodePCM(path: path, sampleRate: AudioWindow.sampleRate)
     }
 
     /// Decodes the whole audio track of `path` to mono Float PCM at `sampleRate`.
-    public static func decodePCM(path: String, sampleRate: Int) throws -> [Float] {
+    package static func decodePCM(path: String, sampleRate: Int) throws -> [Float] {
         let reader = try AudioReader(path: path, rate: sampleRate, channels: 1, planar: false)
         var out: [Float] = []
         if let d = reader.input.stream(reader.streamIndex).pointee.duration as Int64?, d > 0 {

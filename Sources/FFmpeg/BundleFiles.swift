@@ -14,7 +14,7 @@ extension MediaFile {
     /// the encoded bytes in memory: the payloads go to the kernel from where they lie.
     /// Returns the file's size.
     @discardableResult
-    public static func writeAtomically(bundle: PacketBundle, to path: String) throws -> Int {
+    package static func writeAtomically(bundle: PacketBundle, to path: String) throws -> Int {
         try writeAtomically(to: path) { fd in try write(bundle, header: bundle.encodedHeader(), to: fd, at: nil, path: path) }
     }
 

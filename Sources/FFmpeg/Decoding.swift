@@ -2,12 +2,12 @@ import CFFmpeg
 import DubfarmCore
 
 /// Decodes a whole file's video into `VideoFrame`s, one at a time.
-public enum VideoDecoder {
+package enum VideoDecoder {
     /// Calls `body` with every frame of `path`'s video stream in presentation order, converted to
     /// `layout` and numbered from 0. Returns the number of frames. Memory does not grow with the
     /// file's length.
     @discardableResult
-    public static func decodeFrames(path: String, layout: VideoFrame.Layout, threads: Int = 0,
+    package static func decodeFrames(path: String, layout: VideoFrame.Layout, threads: Int = 0,
                                     body: (VideoFrame) throws -> Void) throws -> Int {
         try forEachDecodedFrame(path: path, threads: threads) { frame, index, converter in
             try body(try converter.videoFrame(from: frame, layout: layout, index: index))
@@ -53,9 +53,9 @@ public enum VideoDecoder {
 }
 
 /// Loads still images.
-public enum ImageLoader {
+package enum ImageLoader {
     /// Loads a PNG or JPEG (any still image FFmpeg reads) as an rgb24 frame (index 0).
-    public static func load(path: String) throws -> VideoFrame {
+    package static func load(path: String) throws -> VideoFrame {
         var result: VideoFrame? = nil
         _ = try VideoDecoder.forEachDecodedFrame(path: path, threads: 1) { frame, _, converter in
             result = try converter.videoFrame(from: frame, layout: .rgb24, index: 0)
@@ -68,10 +68,10 @@ public enum ImageLoader {
 
 /// Plain demuxing of a file's video packets (a reference for checks and tools; the coordinator
 /// uses ``SourceIndexer`` and ``SourceVideo``).
-public enum VideoDemuxer {
+package enum VideoDemuxer {
     /// Every packet of `path`'s video stream in decode order, as the demuxer returns it
     /// (pts falls back to dts when missing, as in ``SourceIndexer``).
-    public static func packets(path: String) throws -> [EncodedPacket] {
+    package static func packets(path: String) throws -> [EncodedPacket] {
         let input = try InputFile(path: path)
         guard let v = input.videoStreamIndex() else { throw DubfarmError(.badInput, "\(input.name): no video stream") }
         input.discardAll(except: v)

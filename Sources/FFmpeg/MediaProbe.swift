@@ -5,35 +5,35 @@ import Glibc
 #endif
 
 /// What the prober found about a file's video stream.
-public struct VideoStreamInfo: Sendable, Hashable, Codable {
+package struct VideoStreamInfo: Sendable, Hashable, Codable {
     /// Index of the stream in the container.
-    public var streamIndex: Int
+    package var streamIndex: Int
     /// FFmpeg codec name (`h264`).
-    public var codecName: String
-    public var width: Int
-    public var height: Int
+    package var codecName: String
+    package var width: Int
+    package var height: Int
     /// FFmpeg pixel format name (`yuv420p`).
-    public var pixelFormat: String
+    package var pixelFormat: String
     /// The nominal frame rate (see ``MediaProbe`` for how it is chosen).
-    public var frameRate: Rational
+    package var frameRate: Rational
     /// The time base of the stream's packet timestamps.
-    public var timeBase: Rational
+    package var timeBase: Rational
     /// The exact number of frames, counted by demuxing every packet (not the header's claim).
-    public var frameCount: Int
+    package var frameCount: Int
     /// Rotation from the display matrix in degrees, counter-clockwise (as ffprobe reports it), in `0..<360`.
-    public var rotation: Int
+    package var rotation: Int
     /// Whether every packet carried a presentation timestamp. Raw elementary streams (`.h264`)
     /// do not: their frames cannot be cut by timestamp and the input must be re-cut first
     /// (see ``SegmentCutter/needsRecut(_:info:maxInterval:)`` in MediaPipeline).
-    public var hasPresentationTimestamps: Bool = true
+    package var hasPresentationTimestamps: Bool = true
     /// Whether the average frame rate differs from the nominal one by more than 1 %: the frames
     /// are not evenly spaced (phones record so). The farm numbers frames at ``frameRate``; to
     /// keep the source's timeline instead, re-cut with ``Recut/Timing/timestamps`` first.
-    public var isVariableFrameRate: Bool = false
+    package var isVariableFrameRate: Bool = false
     /// Seconds from the first frame's presentation time to the end of the last frame.
-    public var timelineDuration: Double = 0
+    package var timelineDuration: Double = 0
 
-    public init(streamIndex: Int, codecName: String, width: Int, height: Int, pixelFormat: String, frameRate: Rational,
+    package init(streamIndex: Int, codecName: String, width: Int, height: Int, pixelFormat: String, frameRate: Rational,
                 timeBase: Rational, frameCount: Int, rotation: Int, hasPresentationTimestamps: Bool = true) {
         self.streamIndex = streamIndex
         self.codecName = codecName
@@ -53,29 +53,29 @@ public struct VideoStreamInfo: Sendable, Hashable, Codable {
     }
 
     /// `frameCount / frameRate` seconds: the duration the farm works with.
-    public var duration: Double { frameRate.value > 0 ? Double(frameCount) / frameRate.value : 0 }
+    package var duration: Double { frameRate.value > 0 ? Double(frameCount) / frameRate.value : 0 }
 }
 
 /// What the prober found about a file's audio stream.
-public struct AudioStreamInfo: Sendable, Hashable, Codable {
-    public var streamIndex: Int
-    public var codecName: String
-    public var sampleRate: Int
-    public var channels: Int
+package struct AudioStreamInfo: Sendable, Hashable, Codable {
+    package var streamIndex: Int
+    package var codecName: String
+    package var sampleRate: Int
+    package var channels: Int
     /// Duration in seconds from the stream (or the container when the stream has none); nil if unknown.
-    public var duration: Double?
+    package var duration: Double?
 }
 
 /// A media file as the farm sees it.
-public struct MediaInfo: Sendable, Hashable, Codable {
-    public var path: String
+package struct MediaInfo: Sendable, Hashable, Codable {
+    package var path: String
     /// FFmpeg's demuxer name (`mov,mp4,m4a,3gp,3g2,mj2`, `wav`, `matroska,webm`).
-    public var formatName: String
+    package var formatName: String
     /// The container's duration in seconds, if it states one (may differ from the video's).
-    public var containerDuration: Double?
-    public var fileSize: Int64
-    public var video: VideoStreamInfo?
-    public var audio: AudioStreamInfo?
+    package var containerDuration: Double?
+    package var fileSize: Int64
+    package var video: VideoStreamInfo?
+    package var audio: AudioStreamInfo?
 }
 
 /// Reads what a media file contains, with clear errors for unusable input.
@@ -85,14 +85,14 @@ public struct MediaInfo: Sendable, Hashable, Codable {
 /// 6440960/257741 for 25 fps); else the nominal rate when it is plausible (≤ 240 fps): a variable-frame-rate
 /// file (speaker-a.mp4: avg 1350/61, nominal 30) is treated as constant rate at its nominal rate,
 /// which is how the farm numbers frames (absolute index / frame rate).
-public enum MediaProbe {
+package enum MediaProbe {
     /// Largest width or height accepted.
-    public static let maxDimension = 8192
+    package static let maxDimension = 8192
 
     /// Probes `path`. With `requireVideo` (the default) a file without a video stream is an error.
     ///
     /// Counts video frames by demuxing every packet of the video stream (no decode).
-    public static func probe(path: String, requireVideo: Bool = true) throws -> MediaInfo {
+    package static func probe(path: String, requireVideo: Bool = true) throws -> MediaInfo {
         let input = try InputFile(path: path)
         var info = MediaInfo(path: path, formatName: input.formatName,
                              containerDuration: input.ctx.pointee.duration > 0
@@ -291,14 +291,14 @@ struct VideoScan {
 }
 
 /// Builds a source video's packet index: one demux pass over the video stream, no decode.
-public enum SourceIndexer {
+package enum SourceIndexer {
     /// Indexes `path`'s video stream.
     ///
     /// Entries carry pts (dts when a packet has none), dts, duration, byte position, size and
     /// the keyframe flag, in decode order. Positions are verified against the file's bytes; when
     /// they cannot be trusted (some Matroska files, streams without positions) every position
     /// is -1 and ``SourceVideo`` demuxes instead of reading byte ranges.
-    public static func index(path: String) throws -> (codec: CodecParameters, index: PacketIndex, info: VideoStreamInfo) {
+    package static func index(path: String) throws -> (codec: CodecParameters, index: PacketIndex, info: VideoStreamInfo) {
         let input = try InputFile(path: path)
         guard let v = input.videoStreamIndex() else {
             throw DubfarmError(.badInput, "\(input.name): no video stream (the file holds \(MediaProbe.describeStreams(input)))")

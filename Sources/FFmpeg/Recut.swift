@@ -8,12 +8,12 @@ import Glibc
 ///
 /// Used when an input's keyframes lie far apart (``PacketIndex/longestKeyframeInterval``), so no
 /// segment task has to carry a long run of reference packets.
-public enum Recut {
+package enum Recut {
     /// 8-bit formats kept as they are; anything else becomes yuv420p.
     static let keptFormats: Set<String> = ["yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"]
 
     /// How source frames map to the output's constant-rate frames.
-    public enum Timing: Sendable, Hashable {
+    package enum Timing: Sendable, Hashable {
         /// Output frame `i` is source frame `i` (presentation order): the frame count is kept and
         /// a variable-frame-rate source plays at `frameRate` (how the farm numbers frames).
         case frameIndex
@@ -29,7 +29,7 @@ public enum Recut {
     /// kept, no audio. Written to a temporary name, fsynced and renamed. Returns the number of
     /// frames written.
     @discardableResult
-    public static func recut(input: String, output: String, frameRate: Rational, keyframesAt: [Int],
+    package static func recut(input: String, output: String, frameRate: Rational, keyframesAt: [Int],
                              timing: Timing = .frameIndex,
                              crf: Int = 12, preset: String = "veryfast", threads: Int = 0) throws -> Int {
         _ = ffmpegSetup

@@ -5,17 +5,17 @@ import Glibc
 #endif
 
 /// Where one segment result lies in a job's ``ResultLog``, and whose it is.
-public struct ResultRecord: Sendable, Hashable, Codable {
+package struct ResultRecord: Sendable, Hashable, Codable {
     /// The segment's index in its job.
-    public var segment: Int
+    package var segment: Int
     /// The lease whose result this is.
-    public var token: LeaseToken
+    package var token: LeaseToken
     /// Byte offset of the record (its header) in the log.
-    public var offset: Int64
+    package var offset: Int64
     /// Bytes of the record, header included.
-    public var length: Int64
+    package var length: Int64
 
-    public init(segment: Int, token: LeaseToken, offset: Int64, length: Int64) {
+    package init(segment: Int, token: LeaseToken, offset: Int64, length: Int64) {
         self.segment = segment
         self.token = token
         self.offset = offset
@@ -67,15 +67,15 @@ public struct ResultRecord: Sendable, Hashable, Codable {
 ///
 /// One file per job instead of one per result: no file is created, renamed or listed per
 /// segment, which on a busy farm with short segments is most of the work of storing a result.
-public final class ResultLog: Sendable {
-    public let path: String
+package final class ResultLog: Sendable {
+    package let path: String
     private let fd: Int32
     /// The next free byte.
     private let end: Mutex<Int64>
 
     /// Opens (creating it, and flushing its directory so the name survives a crash) the log at
     /// `path`. Appends go after whatever the file holds.
-    public init(path: String) throws {
+    package init(path: String) throws {
         self.path = path
         var fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         if fd >= 0 {
@@ -97,7 +97,7 @@ public final class ResultLog: Sendable {
 
     /// Appends `bundle` as segment `segment`'s result under lease `token` and makes it durable
     /// (`fdatasync`); returns where it lies. A failed append leaves at most an unreferenced gap.
-    public func append(_ bundle: PacketBundle, segment: Int, token: LeaseToken) throws -> ResultRecord {
+    package func append(_ bundle: PacketBundle, segment: Int, token: LeaseToken) throws -> ResultRecord {
         let record = try write(bundle, segment: segment, token: token)
         try sync()
         return record
@@ -107,7 +107,7 @@ public final class ResultLog: Sendable {
     /// disk; returns where it lies. The record must not be referenced (committed to the database)
     /// before a ``sync()`` that started after this returned: one `fdatasync` then covers every
     /// record written before it, so a group of results costs one flush, not one each.
-    public func write(_ bundle: PacketBundle, segment: Int, token: LeaseToken) throws -> ResultRecord {
+    package func write(_ bundle: PacketBundle, segment: Int, token: LeaseToken) throws -> ResultRecord {
         let header = bundle.encodedHeader()
         let length = Int64(ResultRecord.headerSize + MediaFile.encodedSize(bundle, header: header))
         let offset = end.withLock { end in
@@ -123,7 +123,7 @@ public final class ResultLog: Sendable {
     }
 
     /// Makes every record written so far durable (`fdatasync`).
-    public func sync() throws {
+    package func sync() throws {
         try MediaFile.sync(fd, path: path, dataOnly: true)
     }
 }

@@ -3,7 +3,7 @@ import DubfarmCore
 
 /// The worker's job: decode a segment's source packets, run the processing stage, encode exactly
 /// the segment's frames.
-public enum SegmentRenderer {
+package enum SegmentRenderer {
     /// Renders one segment.
     ///
     /// - Parameters:
@@ -23,7 +23,7 @@ public enum SegmentRenderer {
     /// - Returns: the encoded segment: closed GOPs, first packet an IDR, SPS/PPS in the codec
     ///   parameters' extradata.
     /// - Throws: `DubfarmError` naming the missing frame when the source does not yield one.
-    public static func render(input: PacketBundle, framePTS: [Int64], decodedFrames: Range<Int>, outputFrames: Range<Int>,
+    package static func render(input: PacketBundle, framePTS: [Int64], decodedFrames: Range<Int>, outputFrames: Range<Int>,
                               frameRate: Rational, encoder settings: EncoderSettings, layout: VideoFrame.Layout,
                               processor: any FrameProcessor, threads: Int = 0,
                               progress: (Int) throws -> Void = { _ in }) throws -> PacketBundle {
@@ -134,7 +134,7 @@ public enum SegmentRenderer {
     }
 
     /// Renders the frames `outputFrames` of a window from ``PacketIndex/window(for:context:)``.
-    public static func render(input: PacketBundle, window: PacketIndex.Window, outputFrames: Range<Int>,
+    package static func render(input: PacketBundle, window: PacketIndex.Window, outputFrames: Range<Int>,
                               frameRate: Rational, encoder: EncoderSettings, layout: VideoFrame.Layout,
                               processor: any FrameProcessor, threads: Int = 0,
                               progress: (Int) throws -> Void = { _ in }) throws -> PacketBundle {

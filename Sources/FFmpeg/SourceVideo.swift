@@ -12,17 +12,17 @@ import Glibc
 /// has positions; otherwise (positions -1) the window is found by seeking and demuxing.
 /// Safe to share between threads: the `pread` path has no shared file offset and the demux
 /// fallback is serialized by a lock.
-public final class SourceVideo: @unchecked Sendable {
-    public let path: String
-    public let codec: CodecParameters
-    public let index: PacketIndex
-    public let info: VideoStreamInfo?
+package final class SourceVideo: @unchecked Sendable {
+    package let path: String
+    package let codec: CodecParameters
+    package let index: PacketIndex
+    package let info: VideoStreamInfo?
     private let fd: Int32
     private let demuxer = Mutex<InputFile?>(nil)
     private let name: String
 
     /// Opens `path` with an index built earlier by ``SourceIndexer`` (e.g. loaded from the media store).
-    public init(path: String, codec: CodecParameters, index: PacketIndex, info: VideoStreamInfo? = nil) throws {
+    package init(path: String, codec: CodecParameters, index: PacketIndex, info: VideoStreamInfo? = nil) throws {
         self.name = fileName(path)
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
@@ -44,7 +44,7 @@ public final class SourceVideo: @unchecked Sendable {
     }
 
     /// Indexes `path` (one demux pass) and opens it.
-    public convenience init(path: String) throws {
+    package convenience init(path: String) throws {
         let r = try SourceIndexer.index(path: path)
         try self.init(path: path, codec: r.codec, index: r.index, info: r.info)
     }
@@ -52,7 +52,7 @@ public final class SourceVideo: @unchecked Sendable {
     deinit { close(fd) }
 
     /// The compressed packets of `window` with the codec parameters needed to decode them.
-    public func bundle(for window: PacketIndex.Window) throws -> PacketBundle {
+    package func bundle(for window: PacketIndex.Window) throws -> PacketBundle {
         let range = window.packets
         guard !range.isEmpty, range.lowerBound >= 0, range.upperBound <= index.entries.count else {
             throw DubfarmError(.internalError, "\(name): packet window \(range) lies outside the index (0..<\(index.entries.count))")

@@ -6,46 +6,46 @@ import Glibc
 
 /// One encoded segment to stitch: a packet bundle file (``PacketBundle/encoded()``), or one
 /// record of a job's ``ResultLog``.
-public struct StitchSegment: Sendable, Hashable, Codable {
-    public var path: String
+package struct StitchSegment: Sendable, Hashable, Codable {
+    package var path: String
     /// The record in the result log `path`; nil: `path` is a bundle file.
-    public var record: ResultRecord?
-    public init(path: String, record: ResultRecord? = nil) {
+    package var record: ResultRecord?
+    package init(path: String, record: ResultRecord? = nil) {
         self.path = path
         self.record = record
     }
 }
 
 /// What to stitch: a job's encoded segments, in order, and its dub track.
-public struct StitchRequest: Sendable, Hashable, Codable {
+package struct StitchRequest: Sendable, Hashable, Codable {
     /// The segments, in order.
-    public var segments: [StitchSegment]
+    package var segments: [StitchSegment]
     /// Segment files as written from ``PacketBundle/encoded()``, in segment order.
-    public var segmentPaths: [String] {
+    package var segmentPaths: [String] {
         get { segments.map(\.path) }
         set { segments = newValue.map { StitchSegment(path: $0) } }
     }
     /// The dub track (any format FFmpeg reads); nil: video only.
-    public var audioPath: String?
+    package var audioPath: String?
     /// Where the finished MP4 goes (written to a temporary name next to it, then renamed).
-    public var outputPath: String
+    package var outputPath: String
     /// The input's exact video frame count; the output must have exactly this many.
-    public var expectedFrameCount: Int
-    public var frameRate: Rational
+    package var expectedFrameCount: Int
+    package var frameRate: Rational
     /// Rotation (degrees counter-clockwise, from ``VideoStreamInfo/rotation``) stored in the output.
-    public var rotation: Int
+    package var rotation: Int
     /// Output audio sample rate (Hz) and bit rate (bits/s): AAC stereo.
-    public var audioSampleRate: Int
-    public var audioBitRate: Int
+    package var audioSampleRate: Int
+    package var audioBitRate: Int
 
-    public init(segmentPaths: [String], audioPath: String?, outputPath: String, expectedFrameCount: Int,
+    package init(segmentPaths: [String], audioPath: String?, outputPath: String, expectedFrameCount: Int,
                 frameRate: Rational, rotation: Int = 0, audioSampleRate: Int = 48_000, audioBitRate: Int = 192_000) {
         self.init(segments: segmentPaths.map { StitchSegment(path: $0) }, audioPath: audioPath, outputPath: outputPath,
                   expectedFrameCount: expectedFrameCount, frameRate: frameRate, rotation: rotation,
                   audioSampleRate: audioSampleRate, audioBitRate: audioBitRate)
     }
 
-    public init(segments: [StitchSegment], audioPath: String?, outputPath: String, expectedFrameCount: Int,
+    package init(segments: [StitchSegment], audioPath: String?, outputPath: String, expectedFrameCount: Int,
                 frameRate: Rational, rotation: Int = 0, audioSampleRate: Int = 48_000, audioBitRate: Int = 192_000) {
         self.segments = segments
         self.audioPath = audioPath
@@ -59,23 +59,23 @@ public struct StitchRequest: Sendable, Hashable, Codable {
 }
 
 /// What the stitch wrote.
-public struct StitchReport: Sendable, Hashable, Codable {
-    public var outputPath: String
-    public var framesWritten: Int
+package struct StitchReport: Sendable, Hashable, Codable {
+    package var outputPath: String
+    package var framesWritten: Int
     /// `framesWritten / frameRate` seconds.
-    public var videoDuration: Double
+    package var videoDuration: Double
     /// Seconds of audio encoded (equal to the video's, to the sample); 0 without audio.
-    public var audioDuration: Double
+    package var audioDuration: Double
     /// How the dub track was fitted (nil without audio).
-    public var audioFit: AudioFit?
+    package var audioFit: AudioFit?
     /// Size of the output file.
-    public var bytes: Int64
+    package var bytes: Int64
 }
 
 /// Joins encoded segments by stream copy and muxes the dub track, encoded once as AAC.
-public enum Stitcher {
+package enum Stitcher {
     /// Within this many seconds the dub counts as exactly as long as the video.
-    public static let exactTolerance = 0.001
+    package static let exactTolerance = 0.001
 
     /// Stitches `request` into an MP4.
     ///
@@ -86,7 +86,7 @@ public enum Stitcher {
     /// encoder. The file is written under a temporary name, fsynced, re-probed (its frame count
     /// must equal ``StitchRequest/expectedFrameCount``) and only then renamed into place; on any
     /// error nothing is left at either name.
-    public static func stitch(_ request: StitchRequest) throws -> StitchReport {
+    package static func stitch(_ request: StitchRequest) throws -> StitchReport {
         _ = ffmpegSetup
         let name = fileName(request.outputPath)
         guard !request.segments.isEmpty else { throw DubfarmError(.stitch, "\(name): no segments to stitch") }

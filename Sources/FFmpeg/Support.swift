@@ -272,9 +272,9 @@ func fill(_ par: UnsafeMutablePointer<AVCodecParameters>, from p: CodecParameter
 // MARK: Files
 
 /// File helpers used by the writers: temporary names, fsync, atomic rename, whole-file reads.
-public enum MediaFile {
+package enum MediaFile {
     /// A temporary name in the same directory as `path` (so the final rename is atomic).
-    public static func temporaryPath(for path: String) -> String {
+    package static func temporaryPath(for path: String) -> String {
         let dir: String
         let base: String
         if let slash = path.lastIndex(of: "/") {
@@ -289,7 +289,7 @@ public enum MediaFile {
     }
 
     /// Flushes a file's data to disk.
-    public static func fsync(path: String) throws {
+    package static func fsync(path: String) throws {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw DubfarmError(.io, "\(fileName(path)): cannot open to flush (\(String(cString: strerror(errno))))") }
         defer { close(fd) }
@@ -309,7 +309,7 @@ public enum MediaFile {
     }
 
     /// Flushes the directory `dir` (a rename or a new name in it survives a crash); best effort.
-    public static func syncDirectory(_ dir: String) {
+    package static func syncDirectory(_ dir: String) {
         let fd = open(dir.isEmpty ? "/" : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if fd >= 0 {
             _ = Glibc.fsync(fd)
@@ -323,7 +323,7 @@ public enum MediaFile {
     }
 
     /// Renames `tmp` to `path` and flushes the directory so the rename survives a crash.
-    public static func commit(_ tmp: String, to path: String) throws {
+    package static func commit(_ tmp: String, to path: String) throws {
         if rename(tmp, path) != 0 {
             throw DubfarmError(.io, "\(fileName(path)): cannot move the finished file into place (\(String(cString: strerror(errno))))")
         }
@@ -331,7 +331,7 @@ public enum MediaFile {
     }
 
     /// Writes `bytes` to a temporary file next to `path`, fsyncs it and renames it into place.
-    public static func writeAtomically(_ bytes: [UInt8], to path: String) throws {
+    package static func writeAtomically(_ bytes: [UInt8], to path: String) throws {
         _ = try writeAtomically(to: path) { fd in
             try bytes.withUnsafeBytes { raw in
                 var iov = [iovec(iov_base: UnsafeMutableRawPointer(mutating: raw.baseAddress), iov_len: raw.count)]
@@ -361,7 +361,7 @@ public enum MediaFile {
     }
 
     /// Reads a whole file.
-    public static func read(path: String) throws -> [UInt8] {
+    package static func read(path: String) throws -> [UInt8] {
         try withOpenFile(path) { fd, size in
             var out = [UInt8](repeating: 0, count: size)
             try out.withUnsafeMutableBytes { raw in try readFully(fd, into: raw.baseAddress, count: size, path: path) }

@@ -4,27 +4,27 @@ import Foundation
 ///
 /// This is the quantity the tracker smooths over time; ``transform(cropSize:)`` turns it into the
 /// similarity transform the warp uses.
-public struct FaceAlignment: Sendable, Hashable {
+package struct FaceAlignment: Sendable, Hashable {
     /// Centre of the square, frame pixels.
-    public var center: Point2
+    package var center: Point2
     /// Half the side of the square, frame pixels.
-    public var halfSide: Double
+    package var halfSide: Double
     /// Rotation of the square's x axis, radians (positive turns x towards +y, i.e. clockwise on screen).
-    public var angle: Double
+    package var angle: Double
 
-    public init(center: Point2, halfSide: Double, angle: Double) {
+    package init(center: Point2, halfSide: Double, angle: Double) {
         self.center = center
         self.halfSide = halfSide
         self.angle = angle
     }
 
     /// Crop pixels → frame pixels for a `cropSize × cropSize` crop.
-    public func transform(cropSize: Int) -> SimilarityTransform {
+    package func transform(cropSize: Int) -> SimilarityTransform {
         SimilarityTransform(center: center, halfSide: halfSide, angle: angle, cropSize: cropSize)
     }
 
     /// The axis-aligned bounds of the square.
-    public var bounds: FaceBox {
+    package var bounds: FaceBox {
         let c = abs(cos(angle)), s = abs(sin(angle))
         let h = halfSide * (c + s)
         return FaceBox(x: center.x - h, y: center.y - h, width: 2 * h, height: 2 * h)
@@ -42,7 +42,7 @@ public struct FaceAlignment: Sendable, Hashable {
     /// so the crop's side is `2·max(2·|eye_to_eye|, 1.8·|eye_to_mouth|)`: about four eye
     /// distances, the face occupying its centre with hair and chin inside. In the crop the eyes
     /// sit near 47% of the height and the mouth near 72%.
-    public static func ffhq(landmarks lm: [Point2]) -> FaceAlignment {
+    package static func ffhq(landmarks lm: [Point2]) -> FaceAlignment {
         precondition(lm.count >= 68, "FFHQ alignment needs the 68 iBUG landmarks")
         let eyeLeft = Point2.mean(lm[36..<42]), eyeRight = Point2.mean(lm[42..<48])
         let eyeAvg = (eyeLeft + eyeRight) * 0.5
@@ -59,12 +59,12 @@ public struct FaceAlignment: Sendable, Hashable {
     /// Fallback without landmarks: an upright square on the detector's box, its centre moved down
     /// by ``boxCenterShift`` of the box side and its half side ``boxHalfSide`` box sides — fitted
     /// to the FFHQ squares of the Haar boxes in the test clips, so the two crops roughly agree.
-    public static func fromBox(_ box: FaceBox) -> FaceAlignment {
+    package static func fromBox(_ box: FaceBox) -> FaceAlignment {
         let side = (box.width + box.height) / 2
         return FaceAlignment(center: Point2(box.centerX, box.centerY + boxCenterShift * side),
                              halfSide: boxHalfSide * side, angle: 0)
     }
 
-    public static let boxCenterShift = 0.12
-    public static let boxHalfSide = 0.85
+    package static let boxCenterShift = 0.12
+    package static let boxHalfSide = 0.85
 }

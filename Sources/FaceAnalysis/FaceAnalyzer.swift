@@ -2,32 +2,32 @@ import DubfarmCore
 import Foundation
 
 /// What was found about the face in one frame, before smoothing.
-public struct FaceObservation: Sendable, Hashable {
+package struct FaceObservation: Sendable, Hashable {
     /// The face box, frame pixels. With landmarks: the box in dlib's convention re-fitted to the
     /// landmarks (see ``FaceAnalyzer``), grown where needed to enclose all 68 (the jaw line
     /// reaches past dlib's box); without landmarks, the detector's box.
-    public var box: FaceBox
+    package var box: FaceBox
     /// The detector's own box (OpenCV convention: brow to lower lip, roughly).
-    public var detectorBox: FaceBox
+    package var detectorBox: FaceBox
     /// The 68 landmarks (iBUG order), frame pixels; nil without the landmark model or when the
     /// observation was bridged over a detection miss.
-    public var landmarks: [Point2]?
+    package var landmarks: [Point2]?
     /// The crop square: FFHQ from landmarks, or box-based.
-    public var alignment: FaceAlignment
+    package var alignment: FaceAlignment
     /// Detector confidence (neighbour count); 0 for a bridged observation.
-    public var neighbors: Int
+    package var neighbors: Int
 }
 
 /// Per-frame face analysis: detection (optionally near a previous box), landmarks and alignment.
 ///
 /// Stateless apart from its models, so the same frame always gives the same observation for the
 /// same `near` box, which keeps trajectories identical across segment borders.
-public struct FaceAnalyzer: Sendable {
-    public let detector: FaceDetector
+package struct FaceAnalyzer: Sendable {
+    package let detector: FaceDetector
     /// nil when the landmark model is absent: crops then come from ``FaceAlignment/fromBox(_:)``.
-    public let predictor: ShapePredictor?
+    package let predictor: ShapePredictor?
 
-    public init(detector: FaceDetector, predictor: ShapePredictor?) {
+    package init(detector: FaceDetector, predictor: ShapePredictor?) {
         self.detector = detector
         self.predictor = predictor
     }
@@ -35,7 +35,7 @@ public struct FaceAnalyzer: Sendable {
     /// Loads the cascade (required) and the landmark model (optional). A missing landmark model
     /// is reported once through `log` and the analyzer falls back to box-based crops; an
     /// unreadable or corrupt one is an error.
-    public static func load(cascadePath: String = HaarCascade.defaultPath,
+    package static func load(cascadePath: String = HaarCascade.defaultPath,
                             landmarkPath: String = ShapePredictor.defaultPath,
                             parameters: FaceDetector.Parameters = .init(),
                             log: (String) -> Void = { _ in }) throws -> FaceAnalyzer {
@@ -52,13 +52,13 @@ public struct FaceAnalyzer: Sendable {
     /// Analyses one frame. With `near`, the detector first searches around that box and falls back
     /// to the whole frame. Among several faces it takes the one overlapping `near` most, else the
     /// best supported.
-    public func analyze(_ frame: VideoFrame, near: FaceBox? = nil) -> FaceObservation? {
+    package func analyze(_ frame: VideoFrame, near: FaceBox? = nil) -> FaceObservation? {
         guard let best = detectFace(frame, near: near) else { return nil }
         return observe(frame, detectorBox: best.box, neighbors: best.neighbors)
     }
 
     /// The detection step of ``analyze(_:near:)`` alone (no landmarks): the face it would analyse.
-    public func detectFace(_ frame: VideoFrame, near: FaceBox? = nil) -> FaceDetection? {
+    package func detectFace(_ frame: VideoFrame, near: FaceBox? = nil) -> FaceDetection? {
         let prepared = detector.prepare(frame)
         var found = near.map { detector.detect(inAnalysis: prepared, near: $0) } ?? []
         if found.isEmpty { found = detector.detect(inAnalysis: prepared) }
@@ -70,7 +70,7 @@ public struct FaceAnalyzer: Sendable {
     }
 
     /// Landmarks and alignment for a face at `detectorBox`.
-    public func observe(_ frame: VideoFrame, detectorBox: FaceBox, neighbors: Int) -> FaceObservation {
+    package func observe(_ frame: VideoFrame, detectorBox: FaceBox, neighbors: Int) -> FaceObservation {
         guard let predictor else {
             return FaceObservation(box: detectorBox, detectorBox: detectorBox, landmarks: nil,
                                    alignment: .fromBox(detectorBox), neighbors: neighbors)
@@ -93,7 +93,7 @@ public struct FaceAnalyzer: Sendable {
 extension ShapePredictor {
     /// The box for which the model's mean shape best fits `landmarks` (least-squares similarity
     /// from the unit-box mean shape, its scale and translation applied to the unit square).
-    public func impliedBox(for landmarks: [Point2]) -> FaceBox {
+    package func impliedBox(for landmarks: [Point2]) -> FaceBox {
         let n = min(landmarks.count, landmarkCount)
         var mfx = 0.0, mfy = 0.0, mtx = 0.0, mty = 0.0
         for i in 0..<n {

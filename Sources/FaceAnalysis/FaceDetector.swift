@@ -2,11 +2,11 @@ import DubfarmCore
 import Foundation
 
 /// A face found by the detector.
-public struct FaceDetection: Sendable, Hashable {
+package struct FaceDetection: Sendable, Hashable {
     /// The face box in the coordinates of the image passed to the detector.
-    public var box: FaceBox
+    package var box: FaceBox
     /// Confidence: how many raw detections were grouped into this one (OpenCV's neighbour count).
-    public var neighbors: Int
+    package var neighbors: Int
 }
 
 /// Multi-scale sliding-window face detection with a ``HaarCascade``, evaluated as OpenCV's
@@ -20,34 +20,34 @@ public struct FaceDetection: Sendable, Hashable {
 /// - every window on the step grid is evaluated (OpenCV skips the next window after a stage-0
 ///   rejection), so a search restricted to a region returns exactly what a full search returns
 ///   for the faces inside that region.
-public struct FaceDetector: Sendable {
+package struct FaceDetector: Sendable {
     /// Detection parameters.
-    public struct Parameters: Sendable, Hashable {
+    package struct Parameters: Sendable, Hashable {
         /// Pyramid step (OpenCV's `scaleFactor`).
-        public var scaleFactor: Double = 1.1
+        package var scaleFactor: Double = 1.1
         /// Groups with this many or fewer raw detections are dropped (OpenCV's `minNeighbors`).
-        public var minNeighbors: Int = 3
+        package var minNeighbors: Int = 3
         /// Grouping tolerance (OpenCV's `eps` in `groupRectangles`, 0.2 in `detectMultiScale`).
-        public var groupEps: Double = 0.2
+        package var groupEps: Double = 0.2
         /// Frames are shrunk so that their longer side is at most this many pixels before detection.
-        public var analysisSide: Int = 320
+        package var analysisSide: Int = 320
         /// Smallest face searched for, as a fraction of the shorter side of the analysed image.
-        public var minFaceFraction: Double = 0.15
-        public init() {}
+        package var minFaceFraction: Double = 0.15
+        package init() {}
     }
 
-    public let cascade: HaarCascade
-    public var parameters: Parameters
+    package let cascade: HaarCascade
+    package var parameters: Parameters
     private let compiled: CompiledCascade
 
-    public init(cascade: HaarCascade, parameters: Parameters = Parameters()) {
+    package init(cascade: HaarCascade, parameters: Parameters = Parameters()) {
         self.cascade = cascade
         self.parameters = parameters
         self.compiled = CompiledCascade(cascade)
     }
 
     /// Loads the cascade at `path` (default: the `opencv-data` frontal-face cascade).
-    public init(cascadePath: String = HaarCascade.defaultPath, parameters: Parameters = Parameters()) throws {
+    package init(cascadePath: String = HaarCascade.defaultPath, parameters: Parameters = Parameters()) throws {
         self.init(cascade: try HaarCascade(contentsOf: cascadePath), parameters: parameters)
     }
 
@@ -56,26 +56,26 @@ public struct FaceDetector: Sendable {
     /// - Parameters:
     ///   - near: when given (frame coordinates), only faces whose box lies within this box grown
     ///     by 0.35 of its size on each side, and of 0.75–1.35× its size, are searched for.
-    public func detect(in frame: VideoFrame, near: FaceBox? = nil) -> [FaceDetection] {
+    package func detect(in frame: VideoFrame, near: FaceBox? = nil) -> [FaceDetection] {
         let prepared = prepare(frame)
         return detect(inAnalysis: prepared, near: near)
     }
 
     /// A frame shrunk for analysis, with the factor to map boxes back.
-    public struct AnalysisImage: Sendable {
-        public var image: GrayImage
+    package struct AnalysisImage: Sendable {
+        package var image: GrayImage
         /// frame pixels per analysis pixel.
-        public var factor: Double
+        package var factor: Double
     }
 
     /// Shrinks and converts a frame for ``detect(inAnalysis:near:)``.
-    public func prepare(_ frame: VideoFrame) -> AnalysisImage {
+    package func prepare(_ frame: VideoFrame) -> AnalysisImage {
         let (img, f) = GrayImage(luma: frame).downscaled(maxSide: parameters.analysisSide)
         return AnalysisImage(image: img, factor: f)
     }
 
     /// Detection on a prepared image; boxes in frame coordinates.
-    public func detect(inAnalysis a: AnalysisImage, near: FaceBox? = nil) -> [FaceDetection] {
+    package func detect(inAnalysis a: AnalysisImage, near: FaceBox? = nil) -> [FaceDetection] {
         let roi = near.map { $0.scaled(by: 1 / a.factor) }
         return detect(in: a.image, near: roi).map {
             FaceDetection(box: $0.box.scaled(by: a.factor), neighbors: $0.neighbors)
@@ -83,7 +83,7 @@ public struct FaceDetector: Sendable {
     }
 
     /// Detection on a grayscale image at its own resolution; boxes in its coordinates.
-    public func detect(in image: GrayImage, near: FaceBox? = nil) -> [FaceDetection] {
+    package func detect(in image: GrayImage, near: FaceBox? = nil) -> [FaceDetection] {
         let ww = cascade.windowWidth, wh = cascade.windowHeight
         let minSide = max(Double(ww), parameters.minFaceFraction * Double(min(image.width, image.height)))
         var sizeRange = minSide...Double.greatestFiniteMagnitude
@@ -132,7 +132,7 @@ public struct FaceDetector: Sendable {
     /// The fraction of cascade stages (0...1) passed by the best window near `box` (analysis
     /// coordinates): windows of the pyramid level closest to the box size, within a quarter of
     /// the box size of its position. A cheap "is there still a face-like pattern here" check.
-    public func stageDepth(in image: GrayImage, around box: FaceBox) -> Double {
+    package func stageDepth(in image: GrayImage, around box: FaceBox) -> Double {
         let ww = Double(cascade.windowWidth)
         var factor = 1.0
         while factor * parameters.scaleFactor * ww <= box.width { factor *= parameters.scaleFactor }
@@ -153,7 +153,7 @@ public struct FaceDetector: Sendable {
 /// OpenCV's `groupRectangles`: partition into classes of similar rectangles, average each class,
 /// drop classes with `groupThreshold` or fewer members, and drop small boxes inside bigger,
 /// better-supported ones.
-public func groupRectangles(_ rects: [FaceBox], groupThreshold: Int, eps: Double) -> [FaceDetection] {
+package func groupRectangles(_ rects: [FaceBox], groupThreshold: Int, eps: Double) -> [FaceDetection] {
     if rects.isEmpty { return [] }
     if groupThreshold <= 0 { return rects.map { FaceDetection(box: $0, neighbors: 1) } }
     // Union-find over the "similar" relation (transitive closure, as cv::partition).

@@ -2,37 +2,37 @@ import DubfarmCore
 import Foundation
 
 /// The smoothed face of one frame.
-public struct TrackedFace: Sendable, Hashable {
+package struct TrackedFace: Sendable, Hashable {
     /// Smoothed face box (see ``FaceObservation/box``), frame pixels.
-    public var box: FaceBox
+    package var box: FaceBox
     /// Smoothed crop square; use ``FaceAlignment/transform(cropSize:)`` to warp.
-    public var alignment: FaceAlignment
+    package var alignment: FaceAlignment
     /// This frame's own landmarks, unsmoothed; nil when bridged or without the landmark model.
-    public var landmarks: [Point2]?
+    package var landmarks: [Point2]?
     /// This frame's own face box, unsmoothed (interpolated when bridged).
-    public var observedBox: FaceBox
+    package var observedBox: FaceBox
     /// This frame's raw detector box (interpolated when bridged).
-    public var detectorBox: FaceBox
+    package var detectorBox: FaceBox
     /// False when the detector missed this frame and the face was bridged from its neighbours.
-    public var detected: Bool
+    package var detected: Bool
 }
 
 /// A frame handed back by the tracker, with its face (nil: no face, pass the frame through).
-public struct TrackedFrame: Sendable {
-    public var frame: VideoFrame
-    public var face: TrackedFace?
+package struct TrackedFrame: Sendable {
+    package var frame: VideoFrame
+    package var face: TrackedFace?
 }
 
 /// Counts kept by the tracker over the frames it has handed back.
-public struct FaceTrackingStats: Sendable, Hashable {
-    public var frames = 0
+package struct FaceTrackingStats: Sendable, Hashable {
+    package var frames = 0
     /// Frames with a face (detected or bridged).
-    public var framesWithFace = 0
+    package var framesWithFace = 0
     /// Frames bridged over a detection miss (included in ``framesWithFace``).
-    public var bridgedFrames = 0
+    package var bridgedFrames = 0
     /// Frames without a face: they pass through unchanged.
-    public var framesWithoutFace: Int { frames - framesWithFace }
-    public init() {}
+    package var framesWithoutFace: Int { frames - framesWithFace }
+    package init() {}
 }
 
 /// Follows the face through a segment's frames (context frames included), fed in order.
@@ -49,24 +49,24 @@ public struct FaceTrackingStats: Sendable, Hashable {
 ///   without a face are left out. Centred windows need no future beyond the radius, so a segment
 ///   with at least `radius` context frames on each side gets, at its borders, exactly the
 ///   trajectory one long run would give.
-public final class FaceTracker {
-    public struct Parameters: Sendable, Hashable {
+package final class FaceTracker {
+    package struct Parameters: Sendable, Hashable {
         /// Neighbours on each side averaged into a frame's crop.
-        public var smoothingRadius = 3
+        package var smoothingRadius = 3
         /// Longest run of missed frames bridged.
-        public var maxGap = 4
+        package var maxGap = 4
         /// A bridged face needs at least this luma standard deviation in its box.
-        public var bridgeMinStdDev = 8.0
+        package var bridgeMinStdDev = 8.0
         /// ... and at least this fraction of cascade stages passed near its box.
-        public var bridgeMinStageDepth = 0.5
+        package var bridgeMinStageDepth = 0.5
         /// Frames held back before being handed out.
-        public var latency: Int { smoothingRadius + maxGap }
-        public init() {}
+        package var latency: Int { smoothingRadius + maxGap }
+        package init() {}
     }
 
-    public let analyzer: FaceAnalyzer
-    public let parameters: Parameters
-    public private(set) var stats = FaceTrackingStats()
+    package let analyzer: FaceAnalyzer
+    package let parameters: Parameters
+    package private(set) var stats = FaceTrackingStats()
 
     private struct Entry {
         var frame: VideoFrame
@@ -88,14 +88,14 @@ public final class FaceTracker {
     /// Per-frame analysis; replaceable in tests to simulate detector misses.
     private let observe: (VideoFrame, FaceBox?) -> FaceObservation?
 
-    public convenience init(analyzer: FaceAnalyzer, parameters: Parameters = Parameters()) {
+    package convenience init(analyzer: FaceAnalyzer, parameters: Parameters = Parameters()) {
         self.init(analyzer: analyzer, parameters: parameters) { analyzer.analyze($0, near: $1) }
     }
 
     /// A tracker whose per-frame analysis is `observe(frame, previousDetectorBox)` (it must behave
     /// like ``FaceAnalyzer/analyze(_:near:)``): for tests that simulate misses, and for callers
     /// that time detection and landmarks separately.
-    public init(analyzer: FaceAnalyzer, parameters: Parameters = Parameters(),
+    package init(analyzer: FaceAnalyzer, parameters: Parameters = Parameters(),
                 observe: @escaping (VideoFrame, FaceBox?) -> FaceObservation?) {
         self.analyzer = analyzer
         self.parameters = parameters
@@ -103,7 +103,7 @@ public final class FaceTracker {
     }
 
     /// Takes the next frame; returns the frames now ready, in order.
-    public func push(_ frame: VideoFrame) -> [TrackedFrame] {
+    package func push(_ frame: VideoFrame) -> [TrackedFrame] {
         let obs = observe(frame, lastBox)
         if let o = obs { lastBox = o.detectorBox }
         entries.append(Entry(frame: frame, analysis: nil, observation: obs, detected: obs != nil, resolved: obs != nil))
@@ -111,7 +111,7 @@ public final class FaceTracker {
     }
 
     /// Returns every frame still held (call once after the last frame).
-    public func flush() -> [TrackedFrame] {
+    package func flush() -> [TrackedFrame] {
         drain(final: true)
     }
 

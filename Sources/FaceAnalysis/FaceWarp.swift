@@ -2,11 +2,11 @@ import DubfarmCore
 import Foundation
 
 /// A square RGB face crop, rgb24 packed (`size × size × 3`).
-public struct FaceCrop: Sendable, Hashable {
-    public let size: Int
-    public var pixels: [UInt8]
+package struct FaceCrop: Sendable, Hashable {
+    package let size: Int
+    package var pixels: [UInt8]
 
-    public init(size: Int, pixels: [UInt8]) {
+    package init(size: Int, pixels: [UInt8]) {
         precondition(pixels.count == size * size * 3, "FaceCrop: pixel count does not match size")
         self.size = size
         self.pixels = pixels
@@ -18,7 +18,7 @@ public struct FaceCrop: Sendable, Hashable {
 /// Defined in normalised crop coordinates `(u, v) ∈ [0, 1]²` of an FFHQ-aligned crop (eyes near
 /// v = 0.47, mouth near v = 0.72): weight 1 inside, falling smoothly (smoothstep) to exactly 0 at
 /// the edge, so pixels beyond the edge are never touched.
-public enum BlendMask: Sendable, Hashable {
+package enum BlendMask: Sendable, Hashable {
     /// Below the nose: lip sync redraws only this (the model's lower half).
     case lowerFace
     /// The face oval: face swap redraws this.
@@ -26,7 +26,7 @@ public enum BlendMask: Sendable, Hashable {
 
     /// The weight at normalised crop coordinates.
     @inline(__always)
-    public func weight(u: Double, v: Double) -> Double {
+    package func weight(u: Double, v: Double) -> Double {
         switch self {
         case .wholeFace:
             return BlendMask.ellipse(u, v, cu: 0.5, cv: 0.56, ru: 0.31, rv: 0.38, feather: 0.22)
@@ -37,7 +37,7 @@ public enum BlendMask: Sendable, Hashable {
     }
 
     /// The part of the crop `(u0, v0, u1, v1)` outside which the weight is 0.
-    public var support: (u0: Double, v0: Double, u1: Double, v1: Double) {
+    package var support: (u0: Double, v0: Double, u1: Double, v1: Double) {
         switch self {
         case .wholeFace: return (0.5 - 0.31, 0.56 - 0.38, 0.5 + 0.31, 0.56 + 0.38)
         case .lowerFace: return (0.5 - 0.29, 0.54, 0.5 + 0.29, 0.66 + 0.27)
@@ -60,10 +60,10 @@ public enum BlendMask: Sendable, Hashable {
 }
 
 /// Warping between frames and face crops with a ``SimilarityTransform`` (crop → frame).
-public enum FaceWarp {
+package enum FaceWarp {
     /// Samples the `size × size` crop: each crop pixel centre is mapped into the frame and read
     /// with bilinear interpolation (edge pixels repeated outside the frame). Frames must be rgb24.
-    public static func crop(_ frame: VideoFrame, transform t: SimilarityTransform, size: Int) throws -> FaceCrop {
+    package static func crop(_ frame: VideoFrame, transform t: SimilarityTransform, size: Int) throws -> FaceCrop {
         try requireRGB(frame)
         guard size > 0, size <= 4096 else {
             throw DubfarmError(.badInput, "Face crop size \(size) is out of range (1…4096).")
@@ -92,7 +92,7 @@ public enum FaceWarp {
     /// `out = in + m·(crop − in)`, rounded. Pixels where the mask weight is 0 are not written,
     /// so they stay bit-identical. Returns the number of pixels written.
     @discardableResult
-    public static func paste(_ crop: FaceCrop, into frame: inout VideoFrame, transform t: SimilarityTransform,
+    package static func paste(_ crop: FaceCrop, into frame: inout VideoFrame, transform t: SimilarityTransform,
                              mask: BlendMask) throws -> Int {
         try requireRGB(frame)
         let s = crop.size, ds = Double(s)
@@ -135,7 +135,7 @@ public enum FaceWarp {
     }
 
     /// Whether frame pixel (x, y) lies where ``paste(_:into:transform:mask:)`` may write.
-    public static func maskWeight(atFramePixel x: Int, _ y: Int, transform t: SimilarityTransform, cropSize: Int, mask: BlendMask) -> Double {
+    package static func maskWeight(atFramePixel x: Int, _ y: Int, transform t: SimilarityTransform, cropSize: Int, mask: BlendMask) -> Double {
         let inv = t.inverse, ds = Double(cropSize)
         let q = inv.apply(Point2(Double(x) + 0.5, Double(y) + 0.5))
         if q.x <= 0 || q.y <= 0 || q.x >= ds || q.y >= ds { return 0 }

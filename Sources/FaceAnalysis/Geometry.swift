@@ -4,27 +4,27 @@ import Foundation
 ///
 /// A pixel with index (i, j) covers `[i, i+1) × [j, j+1)`; a box from a detector covers the
 /// pixels `x ..< x + width`, `y ..< y + height`.
-public struct FaceBox: Sendable, Hashable, CustomStringConvertible {
-    public var x: Double
-    public var y: Double
-    public var width: Double
-    public var height: Double
+package struct FaceBox: Sendable, Hashable, CustomStringConvertible {
+    package var x: Double
+    package var y: Double
+    package var width: Double
+    package var height: Double
 
-    public init(x: Double, y: Double, width: Double, height: Double) {
+    package init(x: Double, y: Double, width: Double, height: Double) {
         self.x = x
         self.y = y
         self.width = width
         self.height = height
     }
 
-    public var centerX: Double { x + width / 2 }
-    public var centerY: Double { y + height / 2 }
-    public var maxX: Double { x + width }
-    public var maxY: Double { y + height }
-    public var area: Double { max(0, width) * max(0, height) }
+    package var centerX: Double { x + width / 2 }
+    package var centerY: Double { y + height / 2 }
+    package var maxX: Double { x + width }
+    package var maxY: Double { y + height }
+    package var area: Double { max(0, width) * max(0, height) }
 
     /// Intersection over union; 0 when either box is empty.
-    public func iou(_ other: FaceBox) -> Double {
+    package func iou(_ other: FaceBox) -> Double {
         let ix = max(0, min(maxX, other.maxX) - max(x, other.x))
         let iy = max(0, min(maxY, other.maxY) - max(y, other.y))
         let inter = ix * iy
@@ -33,40 +33,40 @@ public struct FaceBox: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// The box scaled about the origin (to map between image resolutions).
-    public func scaled(by s: Double) -> FaceBox {
+    package func scaled(by s: Double) -> FaceBox {
         FaceBox(x: x * s, y: y * s, width: width * s, height: height * s)
     }
 
     /// The box grown (or shrunk, for negative `fraction`) by `fraction` of its size on every side.
-    public func expanded(by fraction: Double) -> FaceBox {
+    package func expanded(by fraction: Double) -> FaceBox {
         FaceBox(x: x - width * fraction, y: y - height * fraction,
                 width: width * (1 + 2 * fraction), height: height * (1 + 2 * fraction))
     }
 
-    public func contains(_ p: Point2) -> Bool {
+    package func contains(_ p: Point2) -> Bool {
         p.x >= x && p.x <= maxX && p.y >= y && p.y <= maxY
     }
 
-    public var description: String {
+    package var description: String {
         String(format: "(%.1f, %.1f, %.1f×%.1f)", x, y, width, height)
     }
 }
 
 /// A point in pixel coordinates.
-public struct Point2: Sendable, Hashable {
-    public var x: Double
-    public var y: Double
-    public init(_ x: Double, _ y: Double) {
+package struct Point2: Sendable, Hashable {
+    package var x: Double
+    package var y: Double
+    package init(_ x: Double, _ y: Double) {
         self.x = x
         self.y = y
     }
-    public static func + (a: Point2, b: Point2) -> Point2 { Point2(a.x + b.x, a.y + b.y) }
-    public static func - (a: Point2, b: Point2) -> Point2 { Point2(a.x - b.x, a.y - b.y) }
-    public static func * (a: Point2, s: Double) -> Point2 { Point2(a.x * s, a.y * s) }
-    public var length: Double { (x * x + y * y).squareRoot() }
+    package static func + (a: Point2, b: Point2) -> Point2 { Point2(a.x + b.x, a.y + b.y) }
+    package static func - (a: Point2, b: Point2) -> Point2 { Point2(a.x - b.x, a.y - b.y) }
+    package static func * (a: Point2, s: Double) -> Point2 { Point2(a.x * s, a.y * s) }
+    package var length: Double { (x * x + y * y).squareRoot() }
 
     /// The mean of a non-empty list of points.
-    public static func mean<C: Collection>(_ points: C) -> Point2 where C.Element == Point2 {
+    package static func mean<C: Collection>(_ points: C) -> Point2 where C.Element == Point2 {
         var sx = 0.0, sy = 0.0
         for p in points {
             sx += p.x
@@ -82,13 +82,13 @@ public struct Point2: Sendable, Hashable {
 ///
 /// Both coordinate systems are continuous with pixel (i, j) covering `[i, i+1) × [j, j+1)`, so the
 /// centre of crop pixel (u, v) is `(u + 0.5, v + 0.5)`.
-public struct SimilarityTransform: Sendable, Hashable {
-    public var a: Double
-    public var b: Double
-    public var tx: Double
-    public var ty: Double
+package struct SimilarityTransform: Sendable, Hashable {
+    package var a: Double
+    package var b: Double
+    package var tx: Double
+    package var ty: Double
 
-    public init(a: Double, b: Double, tx: Double, ty: Double) {
+    package init(a: Double, b: Double, tx: Double, ty: Double) {
         self.a = a
         self.b = b
         self.tx = tx
@@ -97,7 +97,7 @@ public struct SimilarityTransform: Sendable, Hashable {
 
     /// The transform that maps an `size × size` crop onto the square centred at `center` with
     /// half-side `halfSide`, its x axis turned by `angle` radians (clockwise on screen, as y is down).
-    public init(center: Point2, halfSide: Double, angle: Double, cropSize: Int) {
+    package init(center: Point2, halfSide: Double, angle: Double, cropSize: Int) {
         let s = 2 * halfSide / Double(cropSize)
         a = s * cos(angle)
         b = s * sin(angle)
@@ -108,15 +108,15 @@ public struct SimilarityTransform: Sendable, Hashable {
     }
 
     /// Scale factor from crop to image pixels.
-    public var scale: Double { (a * a + b * b).squareRoot() }
+    package var scale: Double { (a * a + b * b).squareRoot() }
     /// Rotation angle in radians.
-    public var angle: Double { atan2(b, a) }
+    package var angle: Double { atan2(b, a) }
 
-    public func apply(_ p: Point2) -> Point2 {
+    package func apply(_ p: Point2) -> Point2 {
         Point2(a * p.x - b * p.y + tx, b * p.x + a * p.y + ty)
     }
 
-    public var inverse: SimilarityTransform {
+    package var inverse: SimilarityTransform {
         let d = a * a + b * b
         let ia = a / d, ib = -b / d
         return SimilarityTransform(a: ia, b: ib, tx: -(ia * tx - ib * ty), ty: -(ib * tx + ia * ty))

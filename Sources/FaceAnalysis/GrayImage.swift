@@ -1,12 +1,12 @@
 import DubfarmCore
 
 /// An 8-bit single-channel image, rows packed (stride = width).
-public struct GrayImage: Sendable {
-    public let width: Int
-    public let height: Int
-    public var pixels: [UInt8]
+package struct GrayImage: Sendable {
+    package let width: Int
+    package let height: Int
+    package var pixels: [UInt8]
 
-    public init(width: Int, height: Int, pixels: [UInt8]) {
+    package init(width: Int, height: Int, pixels: [UInt8]) {
         precondition(pixels.count == width * height, "GrayImage: pixel count does not match size")
         self.width = width
         self.height = height
@@ -16,7 +16,7 @@ public struct GrayImage: Sendable {
     /// Luma of a frame: the Y plane of yuv420p as is; for rgb24, OpenCV's BT.601 weights
     /// (`0.299 R + 0.587 G + 0.114 B`, 15-bit fixed point, rounded) as `cvtColor(RGB2GRAY)`
     /// computes them (checked against OpenCV 4.12 by LibraryAgreementTests).
-    public init(luma frame: VideoFrame) {
+    package init(luma frame: VideoFrame) {
         width = frame.width
         height = frame.height
         var out = [UInt8](repeating: 0, count: frame.width * frame.height)
@@ -52,7 +52,7 @@ public struct GrayImage: Sendable {
     /// The image shrunk so that its longer side is at most `maxSide`, by area averaging
     /// (each output pixel is the mean of the input pixels it covers, as `INTER_AREA`).
     /// Returns the image and the factor `input / output` (1 when no shrinking was needed).
-    public func downscaled(maxSide: Int) -> (image: GrayImage, factor: Double) {
+    package func downscaled(maxSide: Int) -> (image: GrayImage, factor: Double) {
         let longest = max(width, height)
         guard longest > maxSide else { return (self, 1) }
         let f = Double(longest) / Double(maxSide)
@@ -63,7 +63,7 @@ public struct GrayImage: Sendable {
     }
 
     /// Area-averaging resize to a smaller size (separable; fractional pixel coverage weighted).
-    public func resizedArea(to ow: Int, _ oh: Int) -> GrayImage {
+    package func resizedArea(to ow: Int, _ oh: Int) -> GrayImage {
         resizedArea(to: ow, oh, region: (0, 0, ow, oh))
     }
 
@@ -114,7 +114,7 @@ public struct GrayImage: Sendable {
 extension GrayImage {
     /// The part `region` (x, y, width, height, in output pixels) of this image area-resized to
     /// `ow × oh`. The pixels equal those of the full resize at the same positions.
-    public func resizedArea(to ow: Int, _ oh: Int, region: (x: Int, y: Int, width: Int, height: Int)) -> GrayImage {
+    package func resizedArea(to ow: Int, _ oh: Int, region: (x: Int, y: Int, width: Int, height: Int)) -> GrayImage {
         let rx = max(0, region.x), ry = max(0, region.y)
         let rw = max(0, min(ow - rx, region.width)), rh = max(0, min(oh - ry, region.height))
         guard rw > 0, rh > 0 else { return GrayImage(width: rw, height: rh, pixels: [UInt8](repeating: 0, count: rw * rh)) }

@@ -9,49 +9,49 @@ import FoundationXML
 ///
 /// Only upright features are supported; a cascade with tilted features is rejected as
 /// unsupported when loaded (the frontal-face cascades shipped in `opencv-data` have none).
-public struct HaarCascade: Sendable {
+package struct HaarCascade: Sendable {
     /// One rectangle of a Haar feature, in window coordinates.
-    public struct Rect: Sendable, Hashable {
-        public var x, y, width, height: Int
-        public var weight: Float
+    package struct Rect: Sendable, Hashable {
+        package var x, y, width, height: Int
+        package var weight: Float
     }
 
     /// A Haar feature: the weighted sum of up to three rectangles' pixel sums.
-    public struct Feature: Sendable, Hashable {
-        public var rects: [Rect]
+    package struct Feature: Sendable, Hashable {
+        package var rects: [Rect]
     }
 
     /// One node of a weak classifier's tree. A child index `> 0` names another node of the same
     /// tree; `<= 0` names the leaf `-child`.
-    public struct Node: Sendable, Hashable {
-        public var left: Int
-        public var right: Int
-        public var featureIndex: Int
-        public var threshold: Float
+    package struct Node: Sendable, Hashable {
+        package var left: Int
+        package var right: Int
+        package var featureIndex: Int
+        package var threshold: Float
     }
 
     /// A weak classifier: a small tree whose leaves vote.
-    public struct WeakClassifier: Sendable, Hashable {
-        public var nodes: [Node]
-        public var leaves: [Float]
+    package struct WeakClassifier: Sendable, Hashable {
+        package var nodes: [Node]
+        package var leaves: [Float]
     }
 
     /// A stage: the sum of its weak classifiers' votes must reach `threshold`.
-    public struct Stage: Sendable, Hashable {
-        public var threshold: Float
-        public var classifiers: [WeakClassifier]
+    package struct Stage: Sendable, Hashable {
+        package var threshold: Float
+        package var classifiers: [WeakClassifier]
     }
 
     /// Detection window size the cascade was trained on (24×24 for the frontal-face cascades).
-    public var windowWidth: Int
-    public var windowHeight: Int
-    public var stages: [Stage]
-    public var features: [Feature]
+    package var windowWidth: Int
+    package var windowHeight: Int
+    package var stages: [Stage]
+    package var features: [Feature]
 
     /// The default location of the Debian `opencv-data` frontal-face cascade.
-    public static let defaultPath = "/usr/share/opencv4/haarcascades/haarcascade_frontalface_default.xml"
+    package static let defaultPath = "/usr/share/opencv4/haarcascades/haarcascade_frontalface_default.xml"
 
-    public init(windowWidth: Int, windowHeight: Int, stages: [Stage], features: [Feature]) {
+    package init(windowWidth: Int, windowHeight: Int, stages: [Stage], features: [Feature]) {
         self.windowWidth = windowWidth
         self.windowHeight = windowHeight
         self.stages = stages
@@ -59,7 +59,7 @@ public struct HaarCascade: Sendable {
     }
 
     /// Loads a cascade file; throws a ``DubfarmError`` naming the file and the reason.
-    public init(contentsOf path: String) throws {
+    package init(contentsOf path: String) throws {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw DubfarmError(.notFound, "Cannot read the face cascade \(path): the file is missing or unreadable.")
         }
@@ -67,7 +67,7 @@ public struct HaarCascade: Sendable {
     }
 
     /// Parses a cascade from its XML text; `name` is used in error messages.
-    public init(xml: Data, name: String = "cascade") throws {
+    package init(xml: Data, name: String = "cascade") throws {
         let builder = XMLTreeBuilder()
         let parser = XMLParser(data: xml)
         parser.delegate = builder

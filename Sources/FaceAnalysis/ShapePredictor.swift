@@ -4,7 +4,7 @@ import Foundation
 /// dlib's `shape_predictor` (an ensemble of regression trees, Kazemi & Sullivan 2014) read from
 /// dlib's own serialization format, e.g. `shape_predictor_68_face_landmarks.dat`, and evaluated
 /// exactly as `dlib::shape_predictor::operator()` does.
-public struct ShapePredictor: Sendable {
+package struct ShapePredictor: Sendable {
     /// One level of the cascade.
     struct Level: Sendable {
         /// Tree splits, `treeCount × splitsPerTree`, each (idx1, idx2, threshold).
@@ -26,13 +26,13 @@ public struct ShapePredictor: Sendable {
     let levels: [Level]
 
     /// Number of landmarks (68 for the iBUG 300-W model).
-    public var landmarkCount: Int { initialShape.count / 2 }
+    package var landmarkCount: Int { initialShape.count / 2 }
 
     /// The default location of the Debian `libdlib-data` 68-landmark model.
-    public static let defaultPath = "/usr/share/dlib/shape_predictor_68_face_landmarks.dat"
+    package static let defaultPath = "/usr/share/dlib/shape_predictor_68_face_landmarks.dat"
 
     /// Loads a model file; throws a ``DubfarmError`` naming the file and the reason.
-    public init(contentsOf path: String) throws {
+    package init(contentsOf path: String) throws {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw DubfarmError(.notFound, "Cannot read the landmark model \(path): the file is missing or unreadable.")
         }
@@ -40,7 +40,7 @@ public struct ShapePredictor: Sendable {
     }
 
     /// Parses dlib's serialization of a `shape_predictor`; `name` is used in error messages.
-    public init(serialized bytes: [UInt8], name: String = "shape predictor") throws {
+    package init(serialized bytes: [UInt8], name: String = "shape predictor") throws {
         var r = DlibReader(bytes: bytes, name: name)
         let version = try r.int()
         guard version == 1 else {
@@ -116,7 +116,7 @@ public struct ShapePredictor: Sendable {
     /// leaves of every tree.
     ///
     /// dlib rounds the result to integer pixels; this returns the unrounded points.
-    public func landmarks(in frame: VideoFrame, box: FaceBox) -> [Point2] {
+    package func landmarks(in frame: VideoFrame, box: FaceBox) -> [Point2] {
         let sampler = IntensitySampler(frame)
         // dlib's rectangle is inclusive: right = left + width - 1.
         let left = box.x.rounded(), top = box.y.rounded()

@@ -8,20 +8,20 @@ import ZeroMQ
 ///
 /// Synchronous and single-threaded by design: it owns one DEALER socket and is used from the
 /// thread that created it (the CLI's main thread), never from Swift's cooperative pool.
-public final class ControlClient {
-    public let endpoint: String
+package final class ControlClient {
+    package let endpoint: String
     /// Seconds to wait for an answer before the coordinator counts as unreachable.
-    public var timeout: Double
+    package var timeout: Double
     let socket: ZMQSocket
     /// Handshake outcomes, so a refused key is reported at once instead of as a timeout.
     let monitor: ZMQSocketMonitor
     /// This client's CURVE public key, when CURVE is on.
-    public let publicKey: String?
+    package let publicKey: String?
     var nextID: UInt64 = 1
 
     /// Connects to `endpoint`; with `curve`, encrypted and authenticated by this client's key pair
     /// against the coordinator's public key `serverKey`.
-    public init(endpoint: String, timeout: Double = 10, curve: (serverKey: String, keys: CurveKeyPair)? = nil) throws {
+    package init(endpoint: String, timeout: Double = 10, curve: (serverKey: String, keys: CurveKeyPair)? = nil) throws {
         self.endpoint = endpoint
         self.timeout = timeout
         publicKey = curve?.keys.publicKey
@@ -40,7 +40,7 @@ public final class ControlClient {
 
     /// Sends one request and waits for its reply; coordinator errors are thrown as they came.
     @discardableResult
-    public func call(_ request: ControlRequest) throws -> ControlReply {
+    package func call(_ request: ControlRequest) throws -> ControlReply {
         let id = try send(request)
         let reply = try receive(id: id)
         if case .failure(let e) = reply.outcome { throw e }
@@ -48,7 +48,7 @@ public final class ControlClient {
     }
 
     /// Sends one request and decodes its reply's value.
-    public func call<T: Decodable>(_ request: ControlRequest, as type: T.Type) throws -> T {
+    package func call<T: Decodable>(_ request: ControlRequest, as type: T.Type) throws -> T {
         try call(request).value(type)
     }
 
@@ -99,7 +99,7 @@ public final class ControlClient {
     // MARK: Uploads and downloads
 
     /// Uploads a file in checksummed chunks (several in flight); returns the upload id.
-    public func upload(path: String, progress: (Int64, Int64) -> Void = { _, _ in }) throws -> String {
+    package func upload(path: String, progress: (Int64, Int64) -> Void = { _, _ in }) throws -> String {
         let url = URL(fileURLWithPath: path)
         guard let handle = try? FileHandle(forReadingFrom: url) else {
             throw DubfarmError(.badInput, "\(path): cannot open the file for reading")
@@ -136,7 +136,7 @@ public final class ControlClient {
     }
 
     /// Downloads a job's output to `path` (temporary name, fsync, rename) and verifies its checksum.
-    public func download(job: Int64, to path: String, progress: (Int64, Int64) -> Void = { _, _ in }) throws {
+    package func download(job: Int64, to path: String, progress: (Int64, Int64) -> Void = { _, _ in }) throws {
         let dest = URL(fileURLWithPath: path)
         let tmp = dest.deletingLastPathComponent().appendingPathComponent(".\(dest.lastPathComponent).part-\(getpid())")
         guard FileManager.default.createFile(atPath: tmp.path, contents: nil),

@@ -1,20 +1,20 @@
 import Foundation
 
 /// One effective setting as `dubfarm config check --json` prints it.
-public struct EffectiveSetting: Codable, Sendable, Hashable {
+package struct EffectiveSetting: Codable, Sendable, Hashable {
     /// `section.key` as in `coordinator.yml`.
-    public var key: String
+    package var key: String
     /// The value in effect (passwords in URLs are `***`, secret keys entirely).
-    public var value: String
+    package var value: String
     /// `default`, `file` or `environment`.
-    public var source: String
+    package var source: String
     /// The environment variable that overrides it.
-    public var environment: String
+    package var environment: String
 }
 
 extension ConfigurationLoader {
     /// Every key's effective value and where it came from, in `coordinator.yml` order.
-    public var effectiveSettings: [EffectiveSetting] {
+    package var effectiveSettings: [EffectiveSetting] {
         ConfigKey.all.map { ck in
             var v = ck.value(in: configuration)
             if ck.path == "database.url" { v = redactURL(v) } else if ck.secret && !v.isEmpty { v = "***" }

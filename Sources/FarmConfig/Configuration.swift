@@ -4,84 +4,84 @@ import Yams
 
 /// The coordinator's effective configuration: defaults, then `coordinator.yml`, then `DUBFARM_…`
 /// environment variables. Every key is listed in ``ConfigKey/all`` with its default and meaning.
-public struct FarmConfiguration: Sendable, Hashable {
+package struct FarmConfiguration: Sendable, Hashable {
     /// Where workers connect (ZeroMQ bind address).
-    public var workEndpoint = "tcp://*:5555"
+    package var workEndpoint = "tcp://*:5555"
     /// Where the CLI connects (ZeroMQ bind address).
-    public var controlEndpoint = "tcp://*:5556"
+    package var controlEndpoint = "tcp://*:5556"
     /// PostgreSQL connection URL. Prefer `DUBFARM_DATABASE_URL` or `database.url_file` for credentials.
-    public var databaseURL = "postgresql://localhost/dubfarm"
+    package var databaseURL = "postgresql://localhost/dubfarm"
     /// A file whose first line is the database URL (overrides `database.url`).
-    public var databaseURLFile: String? = nil
+    package var databaseURLFile: String? = nil
     /// Commit segment claims and completions without waiting for the WAL flush (job changes stay
     /// durable). A crash of the PostgreSQL server may then forget the last fraction of a second of
     /// them: fencing rejects a forgotten lease's result and the segment is simply redone.
-    public var asyncSegmentCommits = true
+    package var asyncSegmentCommits = true
     /// Seconds a database call waits for a lost PostgreSQL connection to come back
     /// (reconnecting with backoff) before it fails.
-    public var databaseReconnectSeconds = 120.0
+    package var databaseReconnectSeconds = 120.0
     /// The coordinator's media store: uploads, segment results, outputs.
-    public var mediaStore = "./dubfarm-store"
+    package var mediaStore = "./dubfarm-store"
     /// Nominal segment length in seconds.
-    public var segmentSeconds = 10.0
+    package var segmentSeconds = 10.0
     /// Frames decoded on each side of a segment for tracking and smoothing across seams.
-    public var contextFrames = 4
+    package var contextFrames = 4
     /// Inputs whose keyframes lie further apart than this (seconds) are re-cut once before planning.
-    public var maxKeyframeInterval = 10.0
+    package var maxKeyframeInterval = 10.0
     /// Seconds of dub audio sent on each side of a segment for lip sync.
-    public var audioMarginSeconds = 0.25
+    package var audioMarginSeconds = 0.25
     /// Seconds between heartbeats, both ways.
-    public var heartbeatInterval = 1.0
+    package var heartbeatInterval = 1.0
     /// Missed heartbeats after which a peer is presumed dead.
-    public var liveness = 5
+    package var liveness = 5
     /// Seconds a lease lives in the database without renewal (covers coordinator restarts).
-    public var leaseSeconds = 30.0
-    public var retry = RetryPolicy(maxAttempts: 3, backoffBase: 2, backoffMax: 60)
+    package var leaseSeconds = 30.0
+    package var retry = RetryPolicy(maxAttempts: 3, backoffBase: 2, backoffMax: 60)
     /// The output's video encoder settings, identical for every segment of a job.
-    public var encoder = EncoderSettings(codec: "libx264", crf: 18, preset: "veryfast", pixelFormat: "yuv420p")
+    package var encoder = EncoderSettings(codec: "libx264", crf: 18, preset: "veryfast", pixelFormat: "yuv420p")
     /// The stitched output's AAC bit rate.
-    public var audioBitrate = 192_000
+    package var audioBitrate = 192_000
     /// Stage used when a job names none.
-    public var defaultStage = "dub"
+    package var defaultStage = "dub"
     /// Largest ZeroMQ message accepted on either endpoint (refused before allocation).
-    public var maxMessageBytes: Int64 = 512 << 20
+    package var maxMessageBytes: Int64 = 512 << 20
     /// Largest single upload accepted.
-    public var maxUploadBytes: Int64 = 8 << 30
+    package var maxUploadBytes: Int64 = 8 << 30
     /// trace, debug, info, notice, warning, error, critical.
-    public var logLevel = "info"
+    package var logLevel = "info"
     /// `HOST:PORT` of the coordinator's HTTP server for Prometheus metrics and the dashboard
     /// (empty: off).
-    public var metricsListen = "127.0.0.1:9464"
+    package var metricsListen = "127.0.0.1:9464"
     /// Per-job personalisation (`submit --personalise`): the budget in seconds every job gets
     /// when it names none (0: only jobs that ask are personalised).
-    public var personaliseDefaultSeconds = 0
+    package var personaliseDefaultSeconds = 0
     /// Frames of a job's video (from its start) in its personalisation dataset.
-    public var personaliseMaxFrames = 750
+    package var personaliseMaxFrames = 750
     /// Seconds of training between the checkpoints a personalising worker sends back (what a
     /// worker killed mid-way costs at most).
-    public var personaliseCheckpointSeconds = 60
+    package var personaliseCheckpointSeconds = 60
     /// Failed attempts after which a personalisation gives up (then the job falls back or fails).
-    public var personaliseMaxAttempts = 3
+    package var personaliseMaxAttempts = 3
     /// The model configuration (crop size) of the personalisation dataset: the workers' model's.
-    public var personaliseModelConfig = "small"
+    package var personaliseModelConfig = "small"
     /// CURVE: the coordinator's secret key file (`dubfarm keys generate`); `nil` = plaintext, no authentication.
-    public var secretKeyFile: String? = nil
+    package var secretKeyFile: String? = nil
     /// CURVE: a public key file, or a directory of them, naming the workers admitted on the work endpoint.
-    public var authorizedWorkers: String? = nil
+    package var authorizedWorkers: String? = nil
     /// CURVE: a public key file, or a directory of them, naming the CLI clients admitted on the control endpoint.
-    public var authorizedClients: String? = nil
+    package var authorizedClients: String? = nil
 
-    public init() {}
+    package init() {}
 
     /// Heartbeat interval × liveness: how long silence lasts before a peer is presumed dead.
-    public var livenessTimeout: Double { heartbeatInterval * Double(liveness) }
+    package var livenessTimeout: Double { heartbeatInterval * Double(liveness) }
 
     /// The database URL with any password replaced by `***`, for logs and `config check`.
-    public var redactedDatabaseURL: String { redactURL(databaseURL) }
+    package var redactedDatabaseURL: String { redactURL(databaseURL) }
 }
 
 /// Replaces the password in `scheme://user:password@host/...` with `***`.
-public func redactURL(_ url: String) -> String {
+package func redactURL(_ url: String) -> String {
     // The user info ends at the last '@' before the query: a password may itself hold '@' or '/'.
     let queryStart = url.firstIndex(of: "?") ?? url.endIndex
     guard let scheme = url.range(of: "://"), scheme.upperBound <= queryStart,
@@ -97,26 +97,26 @@ public func redactURL(_ url: String) -> String {
 }
 
 /// Where an effective value came from.
-public enum ConfigSource: String, Sendable {
+package enum ConfigSource: String, Sendable {
     case `default`, file, environment
 }
 
 /// One configuration key: its YAML path, environment variable, default, and meaning.
-public struct ConfigKey: Sendable {
+package struct ConfigKey: Sendable {
     /// `section.key` as in `coordinator.yml`.
-    public let path: String
-    public let help: String
-    public let secret: Bool
+    package let path: String
+    package let help: String
+    package let secret: Bool
     let read: @Sendable (FarmConfiguration) -> String
     let write: @Sendable (inout FarmConfiguration, String) throws -> Void
 
     /// `DUBFARM_SECTION_KEY`.
-    public var environmentVariable: String {
+    package var environmentVariable: String {
         "DUBFARM_" + path.uppercased().replacingOccurrences(of: ".", with: "_")
     }
     /// The built-in default, as text.
-    public var defaultValue: String { read(FarmConfiguration()) }
-    public func value(in c: FarmConfiguration) -> String { read(c) }
+    package var defaultValue: String { read(FarmConfiguration()) }
+    package func value(in c: FarmConfiguration) -> String { read(c) }
 }
 
 func invalid(_ path: String, _ value: String, _ expected: String) -> DubfarmError {
@@ -155,7 +155,7 @@ func formatNumber(_ d: Double) -> String {
 
 extension ConfigKey {
     /// Every key, in `coordinator.yml` order.
-    public static let all: [ConfigKey] = [
+    package static let all: [ConfigKey] = [
         key("coordinator.work_endpoint", "ZeroMQ address workers connect to (bind form, e.g. tcp://*:5555)", \.workEndpoint),
         key("coordinator.control_endpoint", "ZeroMQ address the CLI connects to", \.controlEndpoint),
         key("coordinator.default_stage", "stage for jobs that name none: passthrough or dub", \.defaultStage),
@@ -241,16 +241,16 @@ extension ConfigKey {
 }
 
 /// Loads the configuration and remembers where each value came from.
-public struct ConfigurationLoader: Sendable {
-    public private(set) var configuration = FarmConfiguration()
-    public private(set) var sources: [String: ConfigSource] = [:]
+package struct ConfigurationLoader: Sendable {
+    package private(set) var configuration = FarmConfiguration()
+    package private(set) var sources: [String: ConfigSource] = [:]
     /// The file read, if any.
-    public private(set) var file: String?
+    package private(set) var file: String?
 
-    public init() {}
+    package init() {}
 
     /// Defaults ← `file` (when given or found) ← environment.
-    public static func load(file: String?, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> ConfigurationLoader {
+    package static func load(file: String?, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> ConfigurationLoader {
         var l = ConfigurationLoader()
         if let file {
             guard FileManager.default.fileExists(atPath: file) else {
@@ -269,7 +269,7 @@ public struct ConfigurationLoader: Sendable {
     }
 
     /// Applies a YAML document of `section: {key: value}` maps; unknown keys are errors.
-    public mutating func apply(yaml: String, name: String = "configuration") throws {
+    package mutating func apply(yaml: String, name: String = "configuration") throws {
         let root: Any?
         do { root = try Yams.load(yaml: yaml) } catch {
             throw DubfarmError(.configuration, "\(name) is not valid YAML: \(error)")
@@ -304,7 +304,7 @@ public struct ConfigurationLoader: Sendable {
     }
 
     /// Applies every `DUBFARM_SECTION_KEY` variable that names a key.
-    public mutating func apply(environment: [String: String]) throws {
+    package mutating func apply(environment: [String: String]) throws {
         for ck in ConfigKey.all {
             if let v = environment[ck.environmentVariable] {
                 do { try ck.write(&configuration, v) } catch let e as DubfarmError {
@@ -351,7 +351,7 @@ public struct ConfigurationLoader: Sendable {
     }
 
     /// The effective configuration as commented YAML, secrets redacted, each value's source noted.
-    public func render() -> String {
+    package func render() -> String {
         var out = "# effective dubfarm configuration" + (file.map { " (file: \($0))" } ?? " (no file)") + "\n"
         var section = ""
         for ck in ConfigKey.all {
@@ -398,7 +398,7 @@ func levenshtein(_ a: String, _ b: String) -> Int {
 
 extension FarmConfiguration {
     /// Splits `HOST:PORT` (`[::1]:9464` for IPv6; `:9464` means every interface); nil for "" (off).
-    public static func parseListen(_ s: String) throws -> (host: String, port: Int)? {
+    package static func parseListen(_ s: String) throws -> (host: String, port: Int)? {
         let t = s.trimmingCharacters(in: .whitespaces)
         guard !t.isEmpty else { return nil }
         guard let colon = t.lastIndex(of: ":"), let port = Int(t[t.index(after: colon)...]), (0...65535).contains(port) else {

@@ -5,21 +5,21 @@ import Foundation
 /// Everything `dubfarm top` and the web dashboard show at one instant: the same `JobView`,
 /// `WorkerView` and `EventView` read models that `dubfarm jobs`, `workers` and `logs` print,
 /// plus the rates derived from successive snapshots (see ``RateTracker``).
-public struct FarmSnapshot: Codable, Sendable, Hashable {
+package struct FarmSnapshot: Codable, Sendable, Hashable {
     /// When the coordinator (or the CLI) took the snapshot.
-    public var at: Date
+    package var at: Date
     /// Jobs, newest first (as `dubfarm jobs`).
-    public var jobs: [JobView]
+    package var jobs: [JobView]
     /// Connected workers, by name (as `dubfarm workers`).
-    public var workers: [WorkerView]
+    package var workers: [WorkerView]
     /// The most recent events of all jobs, newest first (as `dubfarm logs --json`).
-    public var events: [EventView]
+    package var events: [EventView]
     /// Jobs and segments counted by state over `jobs`.
-    public var queue: QueueDepth
+    package var queue: QueueDepth
     /// Frames per second and ETAs; empty until two snapshots are a second apart.
-    public var rates: FarmRates
+    package var rates: FarmRates
 
-    public init(at: Date, jobs: [JobView], workers: [WorkerView], events: [EventView] = [], rates: FarmRates = FarmRates()) {
+    package init(at: Date, jobs: [JobView], workers: [WorkerView], events: [EventView] = [], rates: FarmRates = FarmRates()) {
         self.at = at
         self.jobs = jobs
         self.workers = workers
@@ -30,13 +30,13 @@ public struct FarmSnapshot: Codable, Sendable, Hashable {
 }
 
 /// Jobs and segments by state.
-public struct QueueDepth: Codable, Sendable, Hashable {
+package struct QueueDepth: Codable, Sendable, Hashable {
     /// Jobs per state; every `JobState` is present, zero included.
-    public var jobs: [String: Int]
+    package var jobs: [String: Int]
     /// Segments per state over all listed jobs; every `SegmentState` is present.
-    public var segments: [String: Int]
+    package var segments: [String: Int]
 
-    public init(jobs: [JobView]) {
+    package init(jobs: [JobView]) {
         var j = Dictionary(uniqueKeysWithValues: JobState.allCases.map { ($0.rawValue, 0) })
         var s = Dictionary(uniqueKeysWithValues: SegmentState.allCases.map { ($0.rawValue, 0) })
         for job in jobs {
@@ -53,15 +53,15 @@ public struct QueueDepth: Codable, Sendable, Hashable {
 }
 
 /// Rates over the last few seconds.
-public struct FarmRates: Codable, Sendable, Hashable {
+package struct FarmRates: Codable, Sendable, Hashable {
     /// Frames per second over the whole farm (sum over workers).
-    public var framesPerSecond: Double?
+    package var framesPerSecond: Double?
     /// Per job id (as a string, for JSON): frames per second and seconds left.
-    public var jobs: [String: JobRate]
+    package var jobs: [String: JobRate]
     /// Per worker name: frames per second.
-    public var workers: [String: Double]
+    package var workers: [String: Double]
 
-    public init(framesPerSecond: Double? = nil, jobs: [String: JobRate] = [:], workers: [String: Double] = [:]) {
+    package init(framesPerSecond: Double? = nil, jobs: [String: JobRate] = [:], workers: [String: Double] = [:]) {
         self.framesPerSecond = framesPerSecond
         self.jobs = jobs
         self.workers = workers
@@ -69,12 +69,12 @@ public struct FarmRates: Codable, Sendable, Hashable {
 }
 
 /// A job's speed and estimated time left.
-public struct JobRate: Codable, Sendable, Hashable {
-    public var framesPerSecond: Double
+package struct JobRate: Codable, Sendable, Hashable {
+    package var framesPerSecond: Double
     /// Seconds until all frames are done at the current rate (nil when not progressing).
-    public var etaSeconds: Double?
+    package var etaSeconds: Double?
 
-    public init(framesPerSecond: Double, etaSeconds: Double?) {
+    package init(framesPerSecond: Double, etaSeconds: Double?) {
         self.framesPerSecond = framesPerSecond
         self.etaSeconds = etaSeconds
     }
@@ -82,20 +82,20 @@ public struct JobRate: Codable, Sendable, Hashable {
 
 /// Derives frames per second from successive snapshots' frame counters (jobs' `framesDone`,
 /// workers' `framesDone`) over a sliding window. Pure: the caller supplies the snapshots.
-public struct RateTracker: Sendable {
+package struct RateTracker: Sendable {
     /// Seconds of history the rates are computed over.
-    public var window: Double
+    package var window: Double
     /// Minimum span between the oldest and newest sample before a rate is reported.
-    public var minimumSpan: Double
+    package var minimumSpan: Double
     private var samples: [(at: Date, jobs: [Int64: Int], workers: [String: Int])] = []
 
-    public init(window: Double = 10, minimumSpan: Double = 0.9) {
+    package init(window: Double = 10, minimumSpan: Double = 0.9) {
         self.window = window
         self.minimumSpan = minimumSpan
     }
 
     /// Records `snapshot` and returns it with `rates` filled in.
-    public mutating func observe(_ snapshot: FarmSnapshot) -> FarmSnapshot {
+    package mutating func observe(_ snapshot: FarmSnapshot) -> FarmSnapshot {
         let now = snapshot.at
         samples.append((now, Dictionary(snapshot.jobs.map { ($0.id, $0.framesDone) }, uniquingKeysWith: { a, _ in a }),
                         Dictionary(snapshot.workers.map { ($0.name, $0.framesDone) }, uniquingKeysWith: { a, _ in a })))

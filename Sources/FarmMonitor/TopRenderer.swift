@@ -3,10 +3,10 @@ import FarmProtocol
 import Foundation
 
 /// A terminal's size in character cells.
-public struct TerminalSize: Sendable, Hashable {
-    public var columns: Int
-    public var rows: Int
-    public init(columns: Int, rows: Int) {
+package struct TerminalSize: Sendable, Hashable {
+    package var columns: Int
+    package var rows: Int
+    package init(columns: Int, rows: Int) {
         self.columns = columns
         self.rows = rows
     }
@@ -14,26 +14,26 @@ public struct TerminalSize: Sendable, Hashable {
 
 /// What `dubfarm top` draws: a pure function from a snapshot and the terminal size to lines of
 /// exactly `columns` characters (no escape codes; the terminal layer adds those).
-public struct TopRenderer: Sendable {
+package struct TopRenderer: Sendable {
     /// The coordinator's address, shown in the title.
-    public var coordinator: String
+    package var coordinator: String
     /// Only jobs in this state (nil: all).
-    public var filter: JobState?
+    package var filter: JobState?
 
-    public init(coordinator: String, filter: JobState? = nil) {
+    package init(coordinator: String, filter: JobState? = nil) {
         self.coordinator = coordinator
         self.filter = filter
     }
 
     /// The next filter in the cycle all → queued → … → cancelled → all (the `f` key).
-    public static func nextFilter(after f: JobState?) -> JobState? {
+    package static func nextFilter(after f: JobState?) -> JobState? {
         guard let f, let i = JobState.allCases.firstIndex(of: f) else { return JobState.allCases.first }
         let next = JobState.allCases.index(after: i)
         return next == JobState.allCases.endIndex ? nil : JobState.allCases[next]
     }
 
     /// Renders the full screen: at most `size.rows` lines, each exactly `size.columns` wide.
-    public func render(_ s: FarmSnapshot, size: TerminalSize, now: Date = Date()) -> [String] {
+    package func render(_ s: FarmSnapshot, size: TerminalSize, now: Date = Date()) -> [String] {
         let width = max(20, size.columns)
         let height = max(5, size.rows)
         var top: [String] = []
@@ -93,7 +93,7 @@ public struct TopRenderer: Sendable {
 
     /// Plain lines for a pipe (`top` when stdout is not a terminal): one summary line, then one
     /// line per job that is not finished.
-    public func plainLines(_ s: FarmSnapshot) -> [String] {
+    package func plainLines(_ s: FarmSnapshot) -> [String] {
         let fps = s.rates.framesPerSecond.map { String(format: "%.1f", $0) } ?? "-"
         var lines = ["\(Self.iso(s.at)) jobs " + JobState.allCases.map { "\($0.rawValue)=\(s.queue.jobs[$0.rawValue] ?? 0)" }.joined(separator: " ")
                      + " segments " + SegmentState.allCases.map { "\($0.rawValue)=\(s.queue.segments[$0.rawValue] ?? 0)" }.joined(separator: " ")
@@ -147,23 +147,23 @@ public struct TopRenderer: Sendable {
 }
 
 /// Text progress bars and durations, shared by `top` and `submit --wait`.
-public enum ProgressBar {
+package enum ProgressBar {
     /// `width` cells of `█` (done) and `░` (to do).
-    public static func bar(_ fraction: Double, width: Int) -> String {
+    package static func bar(_ fraction: Double, width: Int) -> String {
         let f = fraction.isFinite ? max(0, min(1, fraction)) : 0
         let filled = Int((f * Double(width)).rounded(.down))
         return String(repeating: "█", count: filled) + String(repeating: "░", count: max(0, width - filled))
     }
 
     /// `m:ss` or `h:mm:ss`; `--` when not finite.
-    public static func duration(_ s: Double) -> String {
+    package static func duration(_ s: Double) -> String {
         guard s.isFinite, s >= 0 else { return "--" }
         let t = Int(s.rounded())
         return t >= 3600 ? String(format: "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60) : String(format: "%d:%02d", t / 60, t % 60)
     }
 
     /// The one-line progress text of `submit --wait`: state, segments, frames, speed and ETA.
-    public static func jobLine(_ j: JobView, rate: JobRate?) -> String {
+    package static func jobLine(_ j: JobView, rate: JobRate?) -> String {
         let frames = j.frames.map { "frames \(j.framesDone)/\($0)" } ?? "frames ?"
         let fps = rate.map { String(format: "%.1f fps", $0.framesPerSecond) } ?? "-- fps"
         let eta = j.state.isTerminal ? "" : "  ETA " + (rate?.etaSeconds.map(duration) ?? "--")

@@ -2,54 +2,54 @@ import DubfarmCore
 import Foundation
 
 /// Starts an upload: the file's name (for display only), size and SHA-256.
-public struct UploadBegin: Codable, Sendable, Hashable {
-    public var name: String
-    public var size: Int64
-    public var sha256: String
-    public init(name: String, size: Int64, sha256: String) {
+package struct UploadBegin: Codable, Sendable, Hashable {
+    package var name: String
+    package var size: Int64
+    package var sha256: String
+    package init(name: String, size: Int64, sha256: String) {
         self.name = name
         self.size = size
         self.sha256 = sha256
     }
 }
 /// The coordinator's answer to ``UploadBegin``.
-public struct UploadStarted: Codable, Sendable, Hashable {
-    public var id: String
-    public var chunkSize: Int
-    public init(id: String, chunkSize: Int) {
+package struct UploadStarted: Codable, Sendable, Hashable {
+    package var id: String
+    package var chunkSize: Int
+    package init(id: String, chunkSize: Int) {
         self.id = id
         self.chunkSize = chunkSize
     }
 }
 /// Bytes received so far / the verified upload.
-public struct UploadStatus: Codable, Sendable, Hashable {
-    public var id: String
-    public var received: Int64
-    public var sha256: String?
-    public init(id: String, received: Int64, sha256: String? = nil) {
+package struct UploadStatus: Codable, Sendable, Hashable {
+    package var id: String
+    package var received: Int64
+    package var sha256: String?
+    package init(id: String, received: Int64, sha256: String? = nil) {
         self.id = id
         self.received = received
         self.sha256 = sha256
     }
 }
 /// A job to create from finished uploads.
-public struct SubmitSpec: Codable, Sendable, Hashable {
+package struct SubmitSpec: Codable, Sendable, Hashable {
     /// Upload ids.
-    public var video: String
-    public var audio: String
-    public var face: String?
+    package var video: String
+    package var audio: String
+    package var face: String?
     /// The user's file names, for display only (never used as paths).
-    public var videoName: String
-    public var audioName: String
-    public var faceName: String?
-    public var priority: Int
+    package var videoName: String
+    package var audioName: String
+    package var faceName: String?
+    package var priority: Int
     /// The stage to run; `nil` for the coordinator's default.
-    public var stage: String?
-    public var model: String?
+    package var stage: String?
+    package var model: String?
     /// `submit --personalise[=SECONDS]`: fine-tune the model on the video first; `seconds` 0
     /// turns a coordinator's default personalisation off for this job.
-    public var personalise: PersonaliseRequest?
-    public init(video: String, audio: String, face: String? = nil, videoName: String = "video", audioName: String = "audio",
+    package var personalise: PersonaliseRequest?
+    package init(video: String, audio: String, face: String? = nil, videoName: String = "video", audioName: String = "audio",
                 faceName: String? = nil, priority: Int = 0, stage: String? = nil, model: String? = nil,
                 personalise: PersonaliseRequest? = nil) {
         self.personalise = personalise
@@ -64,55 +64,55 @@ public struct SubmitSpec: Codable, Sendable, Hashable {
         self.model = model
     }
 }
-public struct JobsQuery: Codable, Sendable, Hashable {
-    public var state: JobState?
-    public var limit: Int
-    public init(state: JobState? = nil, limit: Int = 100) {
+package struct JobsQuery: Codable, Sendable, Hashable {
+    package var state: JobState?
+    package var limit: Int
+    package init(state: JobState? = nil, limit: Int = 100) {
         self.state = state
         self.limit = limit
     }
 }
-public struct EventsQuery: Codable, Sendable, Hashable {
-    public var job: Int64?
-    public var after: Int64
-    public var limit: Int
-    public init(job: Int64?, after: Int64 = 0, limit: Int = 500) {
+package struct EventsQuery: Codable, Sendable, Hashable {
+    package var job: Int64?
+    package var after: Int64
+    package var limit: Int
+    package init(job: Int64?, after: Int64 = 0, limit: Int = 500) {
         self.job = job
         self.after = after
         self.limit = limit
     }
 }
-public struct FetchRequest: Codable, Sendable, Hashable {
-    public var job: Int64
-    public var offset: Int64
-    public var length: Int
-    public init(job: Int64, offset: Int64, length: Int) {
+package struct FetchRequest: Codable, Sendable, Hashable {
+    package var job: Int64
+    package var offset: Int64
+    package var length: Int
+    package init(job: Int64, offset: Int64, length: Int) {
         self.job = job
         self.offset = offset
         self.length = length
     }
 }
 /// Header of a fetched chunk; the bytes follow in the payload frame.
-public struct FetchChunk: Codable, Sendable, Hashable {
-    public var total: Int64
-    public var offset: Int64
-    public var sha256: String
-    public init(total: Int64, offset: Int64, sha256: String) {
+package struct FetchChunk: Codable, Sendable, Hashable {
+    package var total: Int64
+    package var offset: Int64
+    package var sha256: String
+    package init(total: Int64, offset: Int64, sha256: String) {
         self.total = total
         self.offset = offset
         self.sha256 = sha256
     }
 }
-public struct JobRef: Codable, Sendable, Hashable {
-    public var job: Int64
-    public init(job: Int64) { self.job = job }
+package struct JobRef: Codable, Sendable, Hashable {
+    package var job: Int64
+    package init(job: Int64) { self.job = job }
 }
 /// The coordinator's self-description.
-public struct ServerHello: Codable, Sendable, Hashable {
-    public var version: String
-    public var protocolName: String
-    public var maxUploadBytes: Int64
-    public init(version: String, protocolName: String = ProtocolName.control, maxUploadBytes: Int64) {
+package struct ServerHello: Codable, Sendable, Hashable {
+    package var version: String
+    package var protocolName: String
+    package var maxUploadBytes: Int64
+    package init(version: String, protocolName: String = ProtocolName.control, maxUploadBytes: Int64) {
         self.version = version
         self.protocolName = protocolName
         self.maxUploadBytes = maxUploadBytes
@@ -123,7 +123,7 @@ struct Empty: Codable {}
 /// A request from the CLI to the coordinator's control endpoint.
 ///
 /// On the wire: `[DUBFARM-CTL/1, request id (8 bytes), COMMAND, JSON header, payload?]`.
-public enum ControlRequest: Sendable, Hashable {
+package enum ControlRequest: Sendable, Hashable {
     case hello
     case uploadBegin(UploadBegin)
     case uploadChunk(id: String, offset: Int64, data: [UInt8])
@@ -137,7 +137,7 @@ public enum ControlRequest: Sendable, Hashable {
     case fetch(FetchRequest)
     case events(EventsQuery)
 
-    public var command: String {
+    package var command: String {
         switch self {
         case .hello: return "HELLO"
         case .uploadBegin: return "UPLOAD-BEGIN"
@@ -157,7 +157,7 @@ public enum ControlRequest: Sendable, Hashable {
     struct ChunkHeader: Codable { var id: String; var offset: Int64 }
     struct IDHeader: Codable { var id: String }
 
-    public func encode(requestID: UInt64) -> [[UInt8]] {
+    package func encode(requestID: UInt64) -> [[UInt8]] {
         var frames: [[UInt8]] = [Array(ProtocolName.control.utf8), requestIDFrame(requestID), Array(command.utf8)]
         switch self {
         case .hello, .workers: frames.append(Wire.header(Empty()))
@@ -176,7 +176,7 @@ public enum ControlRequest: Sendable, Hashable {
     }
 
     /// Parses a request (without the ROUTER identity frame).
-    public static func decode<C: Collection>(_ frames: C, limits: ProtocolLimits = .default) throws -> (UInt64, ControlRequest)
+    package static func decode<C: Collection>(_ frames: C, limits: ProtocolLimits = .default) throws -> (UInt64, ControlRequest)
     where C.Element == [UInt8] {
         let f = Array(frames)
         try limits.checkSize(f, "request")
@@ -217,32 +217,32 @@ public enum ControlRequest: Sendable, Hashable {
 /// The coordinator's answer to one ``ControlRequest``.
 ///
 /// On the wire: `[DUBFARM-CTL/1, request id, OK|ERR, JSON header, payload?]`.
-public struct ControlReply: Sendable, Hashable {
-    public var requestID: UInt64
-    public var outcome: Result<Body, DubfarmError>
+package struct ControlReply: Sendable, Hashable {
+    package var requestID: UInt64
+    package var outcome: Result<Body, DubfarmError>
 
-    public struct Body: Sendable, Hashable {
-        public var header: [UInt8]
-        public var payload: [UInt8]?
+    package struct Body: Sendable, Hashable {
+        package var header: [UInt8]
+        package var payload: [UInt8]?
     }
     struct ErrorHeader: Codable { var code: String; var message: String }
 
     /// A successful reply carrying `value` (and optional bytes).
-    public static func ok<T: Encodable>(_ requestID: UInt64, _ value: T, payload: [UInt8]? = nil) -> ControlReply {
+    package static func ok<T: Encodable>(_ requestID: UInt64, _ value: T, payload: [UInt8]? = nil) -> ControlReply {
         ControlReply(requestID: requestID, outcome: .success(Body(header: Wire.header(value), payload: payload)))
     }
-    public static func error(_ requestID: UInt64, _ error: DubfarmError) -> ControlReply {
+    package static func error(_ requestID: UInt64, _ error: DubfarmError) -> ControlReply {
         ControlReply(requestID: requestID, outcome: .failure(error))
     }
 
     /// The reply's value, or the coordinator's error.
-    public func value<T: Decodable>(_ type: T.Type, limits: ProtocolLimits = .default) throws -> T {
+    package func value<T: Decodable>(_ type: T.Type, limits: ProtocolLimits = .default) throws -> T {
         let body = try outcome.get()
         return try Wire.decodeHeader(type, body.header, command: "reply", limits: limits)
     }
-    public var payload: [UInt8]? { try? outcome.get().payload }
+    package var payload: [UInt8]? { try? outcome.get().payload }
 
-    public func encode() -> [[UInt8]] {
+    package func encode() -> [[UInt8]] {
         var frames: [[UInt8]] = [Array(ProtocolName.control.utf8), requestIDFrame(requestID)]
         switch outcome {
         case .success(let b):
@@ -256,7 +256,7 @@ public struct ControlReply: Sendable, Hashable {
         return frames
     }
 
-    public static func decode<C: Collection>(_ frames: C, limits: ProtocolLimits = .default) throws -> ControlReply
+    package static func decode<C: Collection>(_ frames: C, limits: ProtocolLimits = .default) throws -> ControlReply
     where C.Element == [UInt8] {
         let f = Array(frames)
         try limits.checkSize(f, "reply")

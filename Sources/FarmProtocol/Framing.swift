@@ -2,24 +2,24 @@ import DubfarmCore
 import Foundation
 
 /// Protocol names and versions: the first frame of every message.
-public enum ProtocolName {
+package enum ProtocolName {
     /// Coordinator ↔ worker (binary headers since version 2; personalisation since 3; its
     /// data-parallel gang and TRAIN-LEFT since 4: docs/protocol.md).
-    public static let work = "DUBFARM-WORK/4"
+    package static let work = "DUBFARM-WORK/4"
     /// CLI ↔ coordinator.
-    public static let control = "DUBFARM-CTL/1"
+    package static let control = "DUBFARM-CTL/1"
 }
 
 /// Limits the decoder enforces before it allocates anything large.
-public struct ProtocolLimits: Sendable, Hashable {
+package struct ProtocolLimits: Sendable, Hashable {
     /// Largest header accepted.
-    public var maxHeaderBytes: Int = 1 << 20
+    package var maxHeaderBytes: Int = 1 << 20
     /// Largest binary payload frame accepted (libzmq also refuses bigger messages on the socket).
-    public var maxPayloadBytes: Int = 1 << 30
+    package var maxPayloadBytes: Int = 1 << 30
     /// Largest whole message (all frames together) accepted: `limits.max_message_bytes`, which
     /// libzmq also enforces per frame on the sockets (`ZMQ_MAXMSGSIZE`) before allocating.
-    public var maxMessageBytes: Int = 1 << 30
-    public init() {}
+    package var maxMessageBytes: Int = 1 << 30
+    package init() {}
 
     /// Throws unless the frames together stay within ``maxMessageBytes``; checked before anything
     /// is parsed or copied.
@@ -30,7 +30,7 @@ public struct ProtocolLimits: Sendable, Hashable {
             throw DubfarmError(.protocolViolation, "\(what) of \(total) bytes exceeds the limit of \(maxMessageBytes) bytes (limits.max_message_bytes)")
         }
     }
-    public static let `default` = ProtocolLimits()
+    package static let `default` = ProtocolLimits()
 }
 
 enum Wire {

@@ -8,47 +8,47 @@ import DubfarmCore
 // file (WEIGHTS) before the first such task to each worker, which caches it by that hash.
 
 /// One lease of one job's personalisation.
-public struct TrainRef: Sendable, Hashable, Codable, CustomStringConvertible {
-    public var job: JobID
-    public var token: LeaseToken
-    public init(job: JobID, token: LeaseToken) {
+package struct TrainRef: Sendable, Hashable, Codable, CustomStringConvertible {
+    package var job: JobID
+    package var token: LeaseToken
+    package init(job: JobID, token: LeaseToken) {
         self.job = job
         self.token = token
     }
-    public var description: String { "\(job)/personalise@\(String(token.description.prefix(8)))" }
+    package var description: String { "\(job)/personalise@\(String(token.description.prefix(8)))" }
 }
 
 /// A file of the dataset directory a TRAIN carries (`index.json`, `shard-00000.safetensors`, …).
-public struct NamedFile: Sendable, Hashable {
-    public var name: String
-    public var bytes: [UInt8]
-    public init(name: String, bytes: [UInt8]) {
+package struct NamedFile: Sendable, Hashable {
+    package var name: String
+    package var bytes: [UInt8]
+    package init(name: String, bytes: [UInt8]) {
         self.name = name
         self.bytes = bytes
     }
 
     /// Whether `name` is a plain file name (no directory, nothing hidden): a worker writes the
     /// files under these names, so a path in one must never escape its directory.
-    public static func isSafeName(_ name: String) -> Bool {
+    package static func isSafeName(_ name: String) -> Bool {
         !name.isEmpty && name.count <= 255 && !name.hasPrefix(".") && !name.contains("/") && !name.contains("\0")
     }
 }
 
 /// A worker's place in a data-parallel fine-tune (`torchrun`, one process per worker): rank 0
 /// holds the lease and hosts the rendezvous at `endpoint`; the others join it.
-public struct TrainGang: Sendable, Hashable {
-    public var rank: Int
-    public var size: Int
+package struct TrainGang: Sendable, Hashable {
+    package var rank: Int
+    package var size: Int
     /// `HOST:PORT` of rank 0's rendezvous.
-    public var endpoint: String
-    public init(rank: Int, size: Int, endpoint: String) {
+    package var endpoint: String
+    package init(rank: Int, size: Int, endpoint: String) {
         self.rank = rank
         self.size = size
         self.endpoint = endpoint
     }
 
     /// The endpoint's host and port, or nil when it is not `HOST:PORT` (`[v6]:PORT` allowed).
-    public var hostAndPort: (host: String, port: Int)? {
+    package var hostAndPort: (host: String, port: Int)? {
         guard let colon = endpoint.lastIndex(of: ":"), let port = Int(endpoint[endpoint.index(after: colon)...]),
               (1...65535).contains(port) else { return nil }
         var host = String(endpoint[..<colon])
@@ -59,23 +59,23 @@ public struct TrainGang: Sendable, Hashable {
 }
 
 /// Everything a worker needs to fine-tune the model for one job.
-public struct TrainAssignment: Sendable, Hashable {
-    public var ref: TrainRef
+package struct TrainAssignment: Sendable, Hashable {
+    package var ref: TrainRef
     /// Seconds of training in all (across every lease: the trainer's checkpoint counts what is spent).
-    public var budgetSeconds: Int
+    package var budgetSeconds: Int
     /// Seconds of training between checkpoints sent back.
-    public var checkpointSeconds: Int
+    package var checkpointSeconds: Int
     /// 1 for the first lease.
-    public var attempt: Int
+    package var attempt: Int
     /// The dataset (`dubfarm-dataset/1`) built from the job's video.
-    public var dataset: [NamedFile]
+    package var dataset: [NamedFile]
     /// The checkpoint to resume from and its step, if the coordinator holds one.
-    public var checkpoint: [UInt8]?
-    public var checkpointStep: Int?
+    package var checkpoint: [UInt8]?
+    package var checkpointStep: Int?
     /// Its place in a data-parallel fine-tune; nil: it trains alone.
-    public var gang: TrainGang?
+    package var gang: TrainGang?
 
-    public init(ref: TrainRef, budgetSeconds: Int, checkpointSeconds: Int, attempt: Int, dataset: [NamedFile],
+    package init(ref: TrainRef, budgetSeconds: Int, checkpointSeconds: Int, attempt: Int, dataset: [NamedFile],
                 checkpoint: [UInt8]? = nil, checkpointStep: Int? = nil, gang: TrainGang? = nil) {
         self.gang = gang
         self.ref = ref
@@ -89,12 +89,12 @@ public struct TrainAssignment: Sendable, Hashable {
 }
 
 /// Where a fine-tune stands.
-public struct TrainProgress: Sendable, Hashable {
-    public var step: Int
-    public var loss: Double?
+package struct TrainProgress: Sendable, Hashable {
+    package var step: Int
+    package var loss: Double?
     /// Seconds of training spent so far (across leases).
-    public var elapsed: Double
-    public init(step: Int, loss: Double?, elapsed: Double) {
+    package var elapsed: Double
+    package init(step: Int, loss: Double?, elapsed: Double) {
         self.step = step
         self.loss = loss
         self.elapsed = elapsed

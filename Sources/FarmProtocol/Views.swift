@@ -5,40 +5,40 @@ import Foundation
 // docs/json-output.md documents the schema).
 
 /// Segment counts of a job by state.
-public struct SegmentCounts: Codable, Sendable, Hashable {
-    public var total = 0, pending = 0, leased = 0, done = 0, dead = 0, cancelled = 0
-    public init() {}
+package struct SegmentCounts: Codable, Sendable, Hashable {
+    package var total = 0, pending = 0, leased = 0, done = 0, dead = 0, cancelled = 0
+    package init() {}
 }
 
 /// One job, as `jobs` and `status` show it.
 /// A job's personalisation phase: the fine-tune on its own footage before it is dubbed.
-public struct PersonalisationView: Codable, Sendable, Hashable {
+package struct PersonalisationView: Codable, Sendable, Hashable {
     /// `preparing`, `pending`, `leased`, `done` or `failed`.
-    public var state: String
-    public var budgetSeconds: Int
-    public var fallback: Bool
+    package var state: String
+    package var budgetSeconds: Int
+    package var fallback: Bool
     /// Seconds of training spent (across attempts) and the step and loss reached.
-    public var elapsedSeconds: Double
-    public var step: Int
-    public var loss: Double?
-    public var worker: String?
+    package var elapsedSeconds: Double
+    package var step: Int
+    package var loss: Double?
+    package var worker: String?
     /// Attempts so far, failed attempts, the step of the checkpoint kept and the step the
     /// current attempt resumed from.
-    public var leases: Int
-    public var failures: Int
-    public var checkpointStep: Int?
-    public var resumedFrom: Int?
-    public var datasetFrames: Int?
-    public var weights: String?
+    package var leases: Int
+    package var failures: Int
+    package var checkpointStep: Int?
+    package var resumedFrom: Int?
+    package var datasetFrames: Int?
+    package var weights: String?
     /// The trainer's figures on the held-back part of the clip (JSON), once done.
-    public var report: String?
-    public var error: String?
+    package var report: String?
+    package var error: String?
     /// Workers the job asked to train on at once, and how many the current (or last) attempt
     /// trains on (data-parallel; nil from a coordinator that does not say).
-    public var workers: Int?
-    public var worldSize: Int?
+    package var workers: Int?
+    package var worldSize: Int?
 
-    public init(state: String, budgetSeconds: Int, fallback: Bool, elapsedSeconds: Double, step: Int, leases: Int, failures: Int) {
+    package init(state: String, budgetSeconds: Int, fallback: Bool, elapsedSeconds: Double, step: Int, leases: Int, failures: Int) {
         self.state = state
         self.budgetSeconds = budgetSeconds
         self.fallback = fallback
@@ -49,10 +49,10 @@ public struct PersonalisationView: Codable, Sendable, Hashable {
     }
 
     /// Share of the budget spent, 0…1.
-    public var progress: Double { state == "done" ? 1 : min(1, elapsedSeconds / Double(max(budgetSeconds, 1))) }
+    package var progress: Double { state == "done" ? 1 : min(1, elapsedSeconds / Double(max(budgetSeconds, 1))) }
 
     /// One line for people: `training 41 % (step 120, loss 0.213) on w1` and the like.
-    public var summary: String {
+    package var summary: String {
         let loss = loss.map { String(format: ", loss %.4f", $0) } ?? ""
         switch state {
         case "preparing": return "building the dataset from the video"
@@ -66,44 +66,44 @@ public struct PersonalisationView: Codable, Sendable, Hashable {
     }
 }
 
-public struct JobView: Codable, Sendable, Hashable {
-    public var id: Int64
-    public var state: JobState
-    public var priority: Int
-    public var createdAt: Date
-    public var updatedAt: Date
-    public var startedAt: Date?
-    public var finishedAt: Date?
+package struct JobView: Codable, Sendable, Hashable {
+    package var id: Int64
+    package var state: JobState
+    package var priority: Int
+    package var createdAt: Date
+    package var updatedAt: Date
+    package var startedAt: Date?
+    package var finishedAt: Date?
     /// The file names the user submitted.
-    public var video: String
-    public var audio: String
-    public var face: String?
-    public var stage: String
+    package var video: String
+    package var audio: String
+    package var face: String?
+    package var stage: String
     /// Exact video frame count (known once planned).
-    public var frames: Int?
+    package var frames: Int?
     /// Frame rate as `num/den`.
-    public var frameRate: String?
-    public var width: Int?
-    public var height: Int?
-    public var segments: SegmentCounts
+    package var frameRate: String?
+    package var width: Int?
+    package var height: Int?
+    package var segments: SegmentCounts
     /// Frames finished (done segments plus progress of leased ones).
-    public var framesDone: Int
+    package var framesDone: Int
     /// How the dub track was fitted to the video (`exact`, `padded …`, `trimmed …`), once stitched.
-    public var audioFit: String?
-    public var outputBytes: Int64?
-    public var errorCode: String?
-    public var error: String?
+    package var audioFit: String?
+    package var outputBytes: Int64?
+    package var errorCode: String?
+    package var error: String?
     /// The model the job requires (`submit --model`), if any.
-    public var model: String?
+    package var model: String?
     /// Why pending segments wait when no connected worker can take them
     /// (`waiting for a worker with model X …`); absent when a compatible worker is connected.
-    public var waitingFor: String?
+    package var waitingFor: String?
     /// Its personalisation (`submit --personalise`), if it asked for one.
-    public var personalisation: PersonalisationView?
+    package var personalisation: PersonalisationView?
     /// SHA-256 of the personalised weights its segments run on, once trained.
-    public var weights: String?
+    package var weights: String?
 
-    public init(id: Int64, state: JobState, priority: Int, createdAt: Date, updatedAt: Date, video: String, audio: String,
+    package init(id: Int64, state: JobState, priority: Int, createdAt: Date, updatedAt: Date, video: String, audio: String,
                 face: String?, stage: String) {
         self.id = id
         self.state = state
@@ -119,7 +119,7 @@ public struct JobView: Codable, Sendable, Hashable {
     }
 
     /// Fraction done in 0...1.
-    public var progress: Double {
+    package var progress: Double {
         if state == .done { return 1 }
         guard let f = frames, f > 0 else { return 0 }
         return min(1, Double(framesDone) / Double(f))
@@ -127,20 +127,20 @@ public struct JobView: Codable, Sendable, Hashable {
 }
 
 /// One segment of a job.
-public struct SegmentView: Codable, Sendable, Hashable {
-    public var index: Int
-    public var startFrame: Int
-    public var endFrame: Int
-    public var state: SegmentState
-    public var worker: String?
-    public var leases: Int
-    public var failures: Int
-    public var framesDone: Int
-    public var error: String?
-    public var processSeconds: Double?
-    public var stats: SegmentStats?
+package struct SegmentView: Codable, Sendable, Hashable {
+    package var index: Int
+    package var startFrame: Int
+    package var endFrame: Int
+    package var state: SegmentState
+    package var worker: String?
+    package var leases: Int
+    package var failures: Int
+    package var framesDone: Int
+    package var error: String?
+    package var processSeconds: Double?
+    package var stats: SegmentStats?
 
-    public init(index: Int, startFrame: Int, endFrame: Int, state: SegmentState, worker: String?, leases: Int,
+    package init(index: Int, startFrame: Int, endFrame: Int, state: SegmentState, worker: String?, leases: Int,
                 failures: Int, framesDone: Int, error: String?, processSeconds: Double?, stats: SegmentStats?) {
         self.index = index
         self.startFrame = startFrame
@@ -157,32 +157,32 @@ public struct SegmentView: Codable, Sendable, Hashable {
 }
 
 /// A job with its segments (`status JOB`).
-public struct JobDetail: Codable, Sendable, Hashable {
-    public var job: JobView
-    public var segments: [SegmentView]
-    public init(job: JobView, segments: [SegmentView]) {
+package struct JobDetail: Codable, Sendable, Hashable {
+    package var job: JobView
+    package var segments: [SegmentView]
+    package init(job: JobView, segments: [SegmentView]) {
         self.job = job
         self.segments = segments
     }
 }
 
 /// A worker as the coordinator sees it.
-public struct WorkerView: Codable, Sendable, Hashable {
-    public var name: String
-    public var host: String
+package struct WorkerView: Codable, Sendable, Hashable {
+    package var name: String
+    package var host: String
     /// `idle`, `busy`, `lost` or `gone`.
-    public var state: String
-    public var threads: Int
-    public var stage: String
-    public var model: String?
+    package var state: String
+    package var threads: Int
+    package var stage: String
+    package var model: String?
     /// `JOB/SEGMENT` it is working on.
-    public var current: String?
-    public var connectedAt: Date?
-    public var lastSeen: Date
-    public var segmentsDone: Int
-    public var framesDone: Int
+    package var current: String?
+    package var connectedAt: Date?
+    package var lastSeen: Date
+    package var segmentsDone: Int
+    package var framesDone: Int
 
-    public init(name: String, host: String, state: String, threads: Int, stage: String, model: String?, current: String?,
+    package init(name: String, host: String, state: String, threads: Int, stage: String, model: String?, current: String?,
                 connectedAt: Date?, lastSeen: Date, segmentsDone: Int, framesDone: Int) {
         self.name = name
         self.host = host
@@ -199,19 +199,19 @@ public struct WorkerView: Codable, Sendable, Hashable {
 }
 
 /// One recorded state change.
-public struct EventView: Codable, Sendable, Hashable {
-    public var id: Int64
-    public var at: Date
-    public var job: Int64?
-    public var segment: Int?
-    public var worker: String?
+package struct EventView: Codable, Sendable, Hashable {
+    package var id: Int64
+    package var at: Date
+    package var job: Int64?
+    package var segment: Int?
+    package var worker: String?
     /// `job`, `segment` or `worker`.
-    public var kind: String
-    public var from: String?
-    public var to: String?
-    public var reason: String
+    package var kind: String
+    package var from: String?
+    package var to: String?
+    package var reason: String
 
-    public init(id: Int64, at: Date, job: Int64?, segment: Int?, worker: String?, kind: String, from: String?,
+    package init(id: Int64, at: Date, job: Int64?, segment: Int?, worker: String?, kind: String, from: String?,
                 to: String?, reason: String) {
         self.id = id
         self.at = at

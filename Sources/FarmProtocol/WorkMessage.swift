@@ -1,46 +1,46 @@
 import DubfarmCore
 
 /// What a worker says about itself when it connects (READY).
-public struct WorkerHello: Codable, Sendable, Hashable {
+package struct WorkerHello: Codable, Sendable, Hashable {
     /// The worker's name (unique in the farm; `--name`, default host-pid).
-    public var name: String
-    public var host: String
-    public var pid: Int
+    package var name: String
+    package var host: String
+    package var pid: Int
     /// Threads the stage may use.
-    public var threads: Int
+    package var threads: Int
     /// The stage it runs (`passthrough`, `dub`, …).
-    public var stage: String
+    package var stage: String
     /// Identifier of the model it holds, if any.
-    public var model: String?
+    package var model: String?
     /// Free-form capabilities (`stage:dub`, `model:small`, …).
-    public var capabilities: [String]
+    package var capabilities: [String]
     /// dubfarm version.
-    public var version: String
+    package var version: String
     /// The task it is still working on after reconnecting, if any.
-    public var busyWith: TaskRef?
+    package var busyWith: TaskRef?
     /// The fine-tune it is still running after reconnecting, if any, and its rank in it (0:
     /// it holds the lease; 1…: a member of a data-parallel gang).
-    public var busyTraining: TrainRef?
-    public var busyTrainingRank: Int = 0
+    package var busyTraining: TrainRef?
+    package var busyTrainingRank: Int = 0
 
     /// The capability of a worker that fine-tunes jobs' models (`worker --personalise`).
-    public static let personaliseCapability = "personalise"
-    public var canPersonalise: Bool { capabilities.contains(Self.personaliseCapability) }
+    package static let personaliseCapability = "personalise"
+    package var canPersonalise: Bool { capabilities.contains(Self.personaliseCapability) }
     /// The capability prefix naming the trainer's device when it is not the CPU (`personalise-device:cuda`).
-    public static let personaliseDevicePrefix = "personalise-device:"
+    package static let personaliseDevicePrefix = "personalise-device:"
     /// The capability prefix naming where it hosts a data-parallel fine-tune's rendezvous as
     /// rank 0 (`rendezvous:HOST:PORT`).
-    public static let rendezvousPrefix = "rendezvous:"
+    package static let rendezvousPrefix = "rendezvous:"
     /// The device its trainer runs on (`cpu` unless it says otherwise).
-    public var personaliseDevice: String {
+    package var personaliseDevice: String {
         capabilities.first { $0.hasPrefix(Self.personaliseDevicePrefix) }.map { String($0.dropFirst(Self.personaliseDevicePrefix.count)) } ?? "cpu"
     }
     /// `HOST:PORT` of its rendezvous, if it can host one.
-    public var rendezvous: String? {
+    package var rendezvous: String? {
         capabilities.first { $0.hasPrefix(Self.rendezvousPrefix) }.map { String($0.dropFirst(Self.rendezvousPrefix.count)) }
     }
 
-    public init(name: String, host: String, pid: Int, threads: Int, stage: String, model: String? = nil,
+    package init(name: String, host: String, pid: Int, threads: Int, stage: String, model: String? = nil,
                 capabilities: [String] = [], version: String, busyWith: TaskRef? = nil,
                 busyTraining: TrainRef? = nil, busyTrainingRank: Int = 0) {
         self.busyTraining = busyTraining
@@ -58,41 +58,41 @@ public struct WorkerHello: Codable, Sendable, Hashable {
 }
 
 /// One lease of one segment.
-public struct TaskRef: Codable, Sendable, Hashable, CustomStringConvertible {
-    public var segment: SegmentRef
-    public var token: LeaseToken
-    public init(segment: SegmentRef, token: LeaseToken) {
+package struct TaskRef: Codable, Sendable, Hashable, CustomStringConvertible {
+    package var segment: SegmentRef
+    package var token: LeaseToken
+    package init(segment: SegmentRef, token: LeaseToken) {
         self.segment = segment
         self.token = token
     }
-    public var description: String { "\(segment)@\(String(token.description.prefix(8)))" }
+    package var description: String { "\(segment)@\(String(token.description.prefix(8)))" }
 }
 
 /// Everything a worker needs to process one segment: no shared filesystem, no database.
-public struct TaskAssignment: Sendable, Hashable {
-    public var ref: TaskRef
-    public var stage: String
+package struct TaskAssignment: Sendable, Hashable {
+    package var ref: TaskRef
+    package var stage: String
     /// Frames to encode and return (absolute indices).
-    public var outputFrames: Range<Int>
+    package var outputFrames: Range<Int>
     /// Frames decoded and shown to the stage: `outputFrames` plus context on each side.
-    public var decodedFrames: Range<Int>
+    package var decodedFrames: Range<Int>
     /// Presentation timestamps of `decodedFrames` in the input's time base.
-    public var framePTS: [Int64]
-    public var frameRate: Rational
-    public var encoder: EncoderSettings
+    package var framePTS: [Int64]
+    package var frameRate: Rational
+    package var encoder: EncoderSettings
     /// The source packets: from the keyframe at or before `decodedFrames` to just past them.
-    public var input: PacketBundle
+    package var input: PacketBundle
     /// The dub track's 16 kHz mono PCM around the segment.
-    public var audio: AudioWindow
+    package var audio: AudioWindow
     /// The job's source face image (PNG/JPEG bytes) when it has one.
-    public var sourceFace: [UInt8]?
+    package var sourceFace: [UInt8]?
     /// Identifier of the model the job requires, if any.
-    public var model: String?
+    package var model: String?
     /// SHA-256 (hex) of the job's personalised weights (`submit --personalise`), which the
     /// coordinator sent in a WEIGHTS message before; nil: the worker's own weights.
-    public var weights: String?
+    package var weights: String?
 
-    public init(ref: TaskRef, stage: String, outputFrames: Range<Int>, decodedFrames: Range<Int>, framePTS: [Int64],
+    package init(ref: TaskRef, stage: String, outputFrames: Range<Int>, decodedFrames: Range<Int>, framePTS: [Int64],
                 frameRate: Rational, encoder: EncoderSettings, input: PacketBundle, audio: AudioWindow,
                 sourceFace: [UInt8]? = nil, model: String? = nil, weights: String? = nil) {
         self.ref = ref
@@ -111,14 +111,14 @@ public struct TaskAssignment: Sendable, Hashable {
 }
 
 /// Why a segment failed on a worker.
-public struct FailureReport: Codable, Sendable, Hashable {
+package struct FailureReport: Codable, Sendable, Hashable {
     /// A ``DubfarmError/Code`` raw value.
-    public var code: String
-    public var message: String
+    package var code: String
+    package var message: String
     /// The worker gave the segment back unfinished (it is stopping); not counted as a failure.
-    public var handedBack: Bool
+    package var handedBack: Bool
 
-    public init(code: String, message: String, handedBack: Bool = false) {
+    package init(code: String, message: String, handedBack: Bool = false) {
         self.code = code
         self.message = message
         self.handedBack = handedBack
@@ -131,7 +131,7 @@ public struct FailureReport: Codable, Sendable, Hashable {
 /// (see `WorkHeaders.swift`; version 1 had JSON headers; version 3 added personalisation:
 /// `PersonaliseMessages.swift`; version 4 data-parallel personalisation: TRAIN's gang, TRAIN-LEFT).
 /// Any message counts as a heartbeat.
-public enum WorkMessage: Sendable, Hashable {
+package enum WorkMessage: Sendable, Hashable {
     case ready(WorkerHello)
     case task(TaskAssignment)
     case progress(TaskRef, framesDone: Int, framesTotal: Int)
@@ -158,7 +158,7 @@ public enum WorkMessage: Sendable, Hashable {
     /// fine-tune itself (TRAINED, TRAIN-FAILED).
     case trainLeft(TrainRef, error: String?)
 
-    public var command: String {
+    package var command: String {
         switch self {
         case .ready: return "READY"
         case .task: return "TASK"
@@ -182,7 +182,7 @@ public enum WorkMessage: Sendable, Hashable {
     // MARK: Encoding
 
     /// The message as ZeroMQ frames.
-    public func encode() -> [[UInt8]] {
+    package func encode() -> [[UInt8]] {
         var frames: [[UInt8]] = [Array(ProtocolName.work.utf8), Array(command.utf8)]
         var h = ByteWriter(capacity: 128)
         switch self {
@@ -273,7 +273,7 @@ public enum WorkMessage: Sendable, Hashable {
 
     /// Parses frames (without the ROUTER's identity frame); throws
     /// ``DubfarmError/Code/protocolViolation`` for anything unknown or malformed.
-    public static func decode<C: Collection>(_ frames: C, limits: ProtocolLimits = .default) throws -> WorkMessage
+    package static func decode<C: Collection>(_ frames: C, limits: ProtocolLimits = .default) throws -> WorkMessage
     where C.Element == [UInt8] {
         let f = Array(frames)
         try limits.checkSize(f, "message")
@@ -394,7 +394,7 @@ public enum WorkMessage: Sendable, Hashable {
 
 extension WorkMessage {
     /// Whether `s` is 64 lowercase hex digits (a SHA-256 as weights are named).
-    public static func isSHA256(_ s: String) -> Bool {
+    package static func isSHA256(_ s: String) -> Bool {
         s.utf8.count == 64 && s.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
     }
 }

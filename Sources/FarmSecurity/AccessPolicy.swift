@@ -3,34 +3,34 @@ import DubfarmCore
 /// Who may connect to which endpoint: the coordinator's allow-lists of CURVE public keys.
 ///
 /// Pure: the ZAP handler asks it about every connecting peer (``decide(domain:mechanism:publicKey:)``).
-public struct AccessPolicy: Sendable, Hashable {
+package struct AccessPolicy: Sendable, Hashable {
     /// The ZAP domain of the work endpoint (workers).
-    public static let workDomain = "dubfarm-work"
+    package static let workDomain = "dubfarm-work"
     /// The ZAP domain of the control endpoint (CLI clients).
-    public static let controlDomain = "dubfarm-control"
+    package static let controlDomain = "dubfarm-control"
 
     /// Public keys (Z85) of the workers admitted on the work endpoint.
-    public var workers: Set<String>
+    package var workers: Set<String>
     /// Public keys (Z85) of the clients admitted on the control endpoint.
-    public var clients: Set<String>
+    package var clients: Set<String>
 
-    public init(workers: Set<String>, clients: Set<String>) {
+    package init(workers: Set<String>, clients: Set<String>) {
         self.workers = workers
         self.clients = clients
     }
 
     /// The decision for one connecting peer.
-    public struct Decision: Sendable, Hashable {
-        public let allowed: Bool
+    package struct Decision: Sendable, Hashable {
+        package let allowed: Bool
         /// Why (for the log and the refused peer).
-        public let reason: String
+        package let reason: String
         /// `worker` or `client`: the role the key was admitted as.
-        public let role: String
+        package let role: String
     }
 
     /// Admits a CURVE peer on `domain` only when its key is in that domain's allow-list. Anything
     /// else — another mechanism, an unknown domain, a missing key — is refused.
-    public func decide(domain: String, mechanism: String, publicKey: String?) -> Decision {
+    package func decide(domain: String, mechanism: String, publicKey: String?) -> Decision {
         let role: String
         let list: Set<String>
         switch domain {
@@ -55,5 +55,5 @@ public struct AccessPolicy: Sendable, Hashable {
     }
 
     /// The part of a key that is safe and useful to log (first 8 characters).
-    public static func prefix(_ key: String) -> String { String(key.prefix(8)) + "…" }
+    package static func prefix(_ key: String) -> String { String(key.prefix(8)) + "…" }
 }

@@ -2,7 +2,7 @@
 
 extension Migration {
     /// Every migration this build knows, in order.
-    public static let embedded: [Migration] = [
+    package static let embedded: [Migration] = [
         Migration(version: 1, name: "initial", sql: #####"""
 -- dubfarm schema, version 1: jobs, segments, workers, events, per-job worker failures.
 -- Applied by FarmStore.migrate() inside one transaction; never edit after release (add 0002_…).

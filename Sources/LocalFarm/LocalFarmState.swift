@@ -4,21 +4,21 @@ import Glibc
 
 /// What `dubfarm local up` started, saved as `farm.json` in the farm directory so `status`,
 /// `down` and the CLI's default coordinator address find it again.
-public struct LocalFarmState: Codable, Sendable, Hashable {
-    public var directory: String
-    public var databaseURL: String
-    public var postgresPort: Int
-    public var workEndpoint: String
-    public var controlEndpoint: String
-    public var coordinatorPID: Int32
-    public var workerPIDs: [Int32]
-    public var workerNames: [String]
+package struct LocalFarmState: Codable, Sendable, Hashable {
+    package var directory: String
+    package var databaseURL: String
+    package var postgresPort: Int
+    package var workEndpoint: String
+    package var controlEndpoint: String
+    package var coordinatorPID: Int32
+    package var workerPIDs: [Int32]
+    package var workerNames: [String]
     /// CURVE: the CLI's secret key file for this farm (`nil`: the farm runs plaintext).
-    public var clientKeyFile: String?
+    package var clientKeyFile: String?
     /// CURVE: the coordinator's public key file.
-    public var serverPublicKey: String?
+    package var serverPublicKey: String?
 
-    public init(directory: String, databaseURL: String, postgresPort: Int, workEndpoint: String, controlEndpoint: String,
+    package init(directory: String, databaseURL: String, postgresPort: Int, workEndpoint: String, controlEndpoint: String,
                 coordinatorPID: Int32, workerPIDs: [Int32], workerNames: [String]) {
         self.directory = directory
         self.databaseURL = databaseURL
@@ -31,33 +31,33 @@ public struct LocalFarmState: Codable, Sendable, Hashable {
     }
 
     /// `$DUBFARM_LOCAL_DIR`, else `./.farm`.
-    public static func defaultDirectory() -> URL {
+    package static func defaultDirectory() -> URL {
         if let d = ProcessInfo.processInfo.environment["DUBFARM_LOCAL_DIR"], !d.isEmpty { return URL(fileURLWithPath: d) }
         return URL(fileURLWithPath: FileManager.default.currentDirectoryPath).appendingPathComponent(".farm")
     }
 
-    public static func file(in directory: URL) -> URL { directory.appendingPathComponent("farm.json") }
+    package static func file(in directory: URL) -> URL { directory.appendingPathComponent("farm.json") }
 
-    public static func load(directory: URL) -> LocalFarmState? {
+    package static func load(directory: URL) -> LocalFarmState? {
         guard let data = FileManager.default.contents(atPath: file(in: directory).path) else { return nil }
         return try? JSONDecoder().decode(LocalFarmState.self, from: data)
     }
 
-    public func save() throws {
+    package func save() throws {
         let e = JSONEncoder()
         e.outputFormatting = [.prettyPrinted, .sortedKeys]
         let url = Self.file(in: URL(fileURLWithPath: directory))
         try e.encode(self).write(to: url, options: .atomic)
     }
 
-    public var isCoordinatorAlive: Bool { ProcessControl.isAlive(coordinatorPID) }
-    public var aliveWorkers: [Int32] { workerPIDs.filter(ProcessControl.isAlive) }
+    package var isCoordinatorAlive: Bool { ProcessControl.isAlive(coordinatorPID) }
+    package var aliveWorkers: [Int32] { workerPIDs.filter(ProcessControl.isAlive) }
 }
 
 /// Starting and stopping background processes by pid.
-public enum ProcessControl {
+package enum ProcessControl {
     /// Whether `pid` is a live process (not a zombie).
-    public static func isAlive(_ pid: Int32) -> Bool {
+    package static func isAlive(_ pid: Int32) -> Bool {
         guard pid > 0, kill(pid, 0) == 0 || errno == EPERM else { return false }
         // A zombie still answers kill(0); look at its state.
         if let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
@@ -69,13 +69,13 @@ public enum ProcessControl {
     }
 
     /// The running executable's path (`/proc/self/exe`).
-    public static var currentExecutable: String {
+    package static var currentExecutable: String {
         (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
     }
 
     /// Starts `arguments` in a session of its own (it outlives the terminal and the caller), with
     /// stdin from /dev/null and stdout and stderr appended to `log`. Returns its pid.
-    public static func spawnDetached(_ executable: String, _ arguments: [String], log: URL,
+    package static func spawnDetached(_ executable: String, _ arguments: [String], log: URL,
                                      environment: [String: String] = ProcessInfo.processInfo.environment) throws -> Int32 {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -114,18 +114,18 @@ public enum ProcessControl {
     }
 
     /// What ``run(_:_:directory:environment:timeout:)`` saw.
-    public struct Outcome: Sendable {
+    package struct Outcome: Sendable {
         /// Exit status; 128 + signal when killed by one.
-        public var status: Int32
-        public var stdout: String
-        public var stderr: String
-        public var timedOut: Bool
+        package var status: Int32
+        package var stdout: String
+        package var stderr: String
+        package var timedOut: Bool
     }
 
     /// Runs a program to completion: posix_spawn, output collected in temporary files, a
     /// `waitpid` on the calling thread. Foundation's `Process` was seen to miss children's exits
     /// on Linux, and a daemon the program starts (`pg_ctl start`) must not hold a pipe open.
-    public static func run(_ executable: String, _ arguments: [String], directory: String? = nil,
+    package static func run(_ executable: String, _ arguments: [String], directory: String? = nil,
                            environment: [String: String] = ProcessInfo.processInfo.environment,
                            timeout: Double? = nil) throws -> Outcome {
         func tempFile(_ tag: String) throws -> (Int32, String) {
@@ -180,7 +180,7 @@ public enum ProcessControl {
 
     /// Sends SIGTERM, waits up to `grace` seconds, then SIGKILL. Returns whether it had to kill.
     @discardableResult
-    public static func stop(_ pid: Int32, grace: Double) -> Bool {
+    package static func stop(_ pid: Int32, grace: Double) -> Bool {
         guard isAlive(pid) else { return false }
         kill(pid, SIGTERM)
         let deadline = Date().addingTimeInterval(grace)
@@ -196,13 +196,13 @@ public enum ProcessControl {
     }
 
     /// Collects `pid`'s exit status if it is our child (no zombie left behind).
-    public static func reap(_ pid: Int32) {
+    package static func reap(_ pid: Int32) {
         var status: Int32 = 0
         _ = waitpid(pid, &status, WNOHANG)
     }
 
     /// A TCP port on 127.0.0.1 that is free right now.
-    public static func freePort() -> Int {
+    package static func freePort() -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var addr = sockaddr_in()

@@ -19,26 +19,26 @@ import Glibc
 /// `/tmp/dubfarm-pg-<hash of the directory>` instead (see ``root`` and ``usesFallback``).
 ///
 /// Every operation is idempotent and serialised across processes by a lock file.
-public struct PostgresCluster: Sendable {
+package struct PostgresCluster: Sendable {
     /// The directory asked for.
-    public let directory: URL
+    package let directory: URL
     /// Where the cluster really lives: ``directory``, or the fallback under `/tmp`.
-    public let root: URL
+    package let root: URL
     /// Whether ``root`` is the fallback rather than ``directory``.
-    public let usesFallback: Bool
+    package let usesFallback: Bool
     /// The server's port (also names the socket file).
-    public let port: Int
+    package let port: Int
     /// Whether the server also listens on 127.0.0.1:``port``.
-    public let listenTCP: Bool
+    package let listenTCP: Bool
     /// Trade durability for speed (no fsync): for tests only.
-    public let ephemeral: Bool
+    package let ephemeral: Bool
     let binDirectory: URL
     let asRoot: Bool
     let logger: Logger
 
-    public var dataDirectory: URL { root.appendingPathComponent("data") }
-    public var socketDirectory: URL { root.appendingPathComponent("socket") }
-    public var logFile: URL { root.appendingPathComponent("postgres.log") }
+    package var dataDirectory: URL { root.appendingPathComponent("data") }
+    package var socketDirectory: URL { root.appendingPathComponent("socket") }
+    package var logFile: URL { root.appendingPathComponent("postgres.log") }
 
     /// Describes a cluster in `directory`; touches nothing until ``initIfNeeded()``.
     ///
@@ -47,7 +47,7 @@ public struct PostgresCluster: Sendable {
     ///     `postgres` user), e.g. `<farm dir>/postgres`.
     ///   - ephemeral: `fsync=off`, `synchronous_commit=off`: fast and unsafe, for tests.
     ///   - binDirectory: where `initdb`/`pg_ctl` live; found under `/usr/lib/postgresql` when `nil`.
-    public init(directory: URL, port: Int = 5432, listenTCP: Bool = false, ephemeral: Bool = false,
+    package init(directory: URL, port: Int = 5432, listenTCP: Bool = false, ephemeral: Bool = false,
                 binDirectory: URL? = nil, logger: Logger = Logger(label: "dubfarm.postgres")) throws {
         self.directory = directory.standardizedFileURL
         self.port = port
@@ -72,7 +72,7 @@ public struct PostgresCluster: Sendable {
     }
 
     /// The URL of `database` in this cluster (as the `postgres` superuser, over the socket).
-    public func url(database: String) -> String {
+    package func url(database: String) -> String {
         var allowed = CharacterSet.urlQueryAllowed
         allowed.remove(charactersIn: "&=+")
         let host = socketDirectory.path.addingPercentEncoding(withAllowedCharacters: allowed) ?? socketDirectory.path
@@ -85,13 +85,13 @@ public struct PostgresCluster: Sendable {
     /// Creates the cluster unless it exists. Returns whether it created one.
     /// A half-created cluster (a crash during `initdb`) is removed and created again.
     @discardableResult
-    public func initIfNeeded() throws -> Bool {
+    package func initIfNeeded() throws -> Bool {
         try withLock { try initLocked() }
     }
 
     /// Starts the server unless it runs (waiting until it accepts connections); creates the
     /// cluster first if needed. A stale pid file from a crashed server is handled by PostgreSQL.
-    public func start() throws {
+    package func start() throws {
         try withLock {
             _ = try initLocked()
             guard !runningLocked() else { return }
@@ -106,7 +106,7 @@ public struct PostgresCluster: Sendable {
     }
 
     /// Stops the server (fast shutdown: open sessions are ended) if it runs.
-    public func stop() throws {
+    package func stop() throws {
         try withLock {
             guard runningLocked() else { return }
             let r = try run("pg_ctl", ["-D", dataDirectory.path, "-m", "fast", "-w", "-t", "60", "stop"])
@@ -117,11 +117,11 @@ public struct PostgresCluster: Sendable {
     }
 
     /// Whether the server runs.
-    public var isRunning: Bool { runningLocked() }
+    package var isRunning: Bool { runningLocked() }
 
     /// Creates `name` unless it exists. Returns whether it created it.
     @discardableResult
-    public func createDatabase(_ name: String) throws -> Bool {
+    package func createDatabase(_ name: String) throws -> Bool {
         let c = try PostgresConnection(url: url(database: "postgres"))
         if try c.query("SELECT 1 FROM pg_database WHERE datname = $1", [.text(name)]).count > 0 { return false }
         do {
@@ -134,7 +134,7 @@ public struct PostgresCluster: Sendable {
     }
 
     /// Drops `name` if it exists, ending its sessions.
-    public func dropDatabase(_ name: String) throws {
+    package func dropDatabase(_ name: String) throws {
         let c = try PostgresConnection(url: url(database: "postgres"))
         try c.query("DROP DATABASE IF EXISTS \(PostgresConnection.quoteIdentifier(name)) WITH (FORCE)")
     }

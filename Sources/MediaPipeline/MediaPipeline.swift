@@ -22,7 +22,7 @@ import DubfarmCore
 extension AudioWindow {
     /// The samples `range` (absolute 16 kHz sample indices) of a whole decoded dub track, with
     /// silence where the range lies before the track's start or after its end.
-    public static func slice(pcm: [Float], range: Range<Int64>) -> AudioWindow {
+    package static func slice(pcm: [Float], range: Range<Int64>) -> AudioWindow {
         var samples = [Float](repeating: 0, count: range.count)
         let lo = max(range.lowerBound, 0), hi = min(range.upperBound, Int64(pcm.count))
         if lo < hi {
@@ -38,22 +38,22 @@ extension AudioWindow {
 }
 
 /// Cutting a job's input into segment tasks (coordinator side).
-public enum SegmentCutter {
+package enum SegmentCutter {
     /// The packets, decoded-frame range and timestamps a worker needs for `frames`, read from `source`.
-    public static func cut(_ source: SourceVideo, frames: Range<Int>, context: Int) throws -> (bundle: PacketBundle, window: PacketIndex.Window) {
+    package static func cut(_ source: SourceVideo, frames: Range<Int>, context: Int) throws -> (bundle: PacketBundle, window: PacketIndex.Window) {
         let window = source.index.window(for: frames, context: context)
         return (try source.bundle(for: window), window)
     }
 
     /// Whether an input must be re-cut (see ``Recut``) before it can be cut into tasks of bounded
     /// size: it does not start with a keyframe, or two keyframes lie more than `maxInterval` frames apart.
-    public static func needsRecut(_ index: PacketIndex, maxInterval: Int) -> Bool {
+    package static func needsRecut(_ index: PacketIndex, maxInterval: Int) -> Bool {
         !index.startsWithKeyframe || index.longestKeyframeInterval > maxInterval
     }
 
     /// ``needsRecut(_:maxInterval:)``, and also when the stream lacks presentation timestamps
     /// (a raw elementary stream), which the cut relies on to tell frames apart.
-    public static func needsRecut(_ index: PacketIndex, info: VideoStreamInfo, maxInterval: Int) -> Bool {
+    package static func needsRecut(_ index: PacketIndex, info: VideoStreamInfo, maxInterval: Int) -> Bool {
         needsRecut(index, maxInterval: maxInterval) || !info.hasPresentationTimestamps
     }
 }

@@ -5,19 +5,19 @@ import Synchronization
 
 /// Counts of jobs, segments and workers by state, read from the database at scrape time so the
 /// gauges always match it.
-public struct FarmGauges: Sendable, Hashable {
-    public var jobs: [String: Int]
-    public var segments: [String: Int]
-    public var workers: [String: Int]
+package struct FarmGauges: Sendable, Hashable {
+    package var jobs: [String: Int]
+    package var segments: [String: Int]
+    package var workers: [String: Int]
 
-    public init(jobs: [String: Int] = [:], segments: [String: Int] = [:], workers: [String: Int] = [:]) {
+    package init(jobs: [String: Int] = [:], segments: [String: Int] = [:], workers: [String: Int] = [:]) {
         self.jobs = jobs
         self.segments = segments
         self.workers = workers
     }
 
     /// Segments waiting for a worker (`pending`): the queue depth.
-    public var queueDepth: Int { segments["pending"] ?? 0 }
+    package var queueDepth: Int { segments["pending"] ?? 0 }
 }
 
 /// The coordinator's Prometheus metrics (swift-prometheus). Counters and histograms are fed by
@@ -27,12 +27,12 @@ public struct FarmGauges: Sendable, Hashable {
 /// Like swift-metrics' global `MetricsSystem`, the coordinator process has one instance,
 /// ``shared``, so a hook is a single call wherever the event happens (no plumbing through
 /// initializers of the dispatcher, the control service and the job pipeline).
-public final class FarmMetrics: Sendable {
+package final class FarmMetrics: Sendable {
     /// The coordinator process's metrics.
-    public static let shared = FarmMetrics()
+    package static let shared = FarmMetrics()
 
     /// The registry `/metrics` emits.
-    public let registry = PrometheusCollectorRegistry()
+    package let registry = PrometheusCollectorRegistry()
 
     /// Worker states the gauges always report (zero included), besides any others found.
     static let workerStates = ["idle", "busy", "draining", "gone", "lost"]
@@ -47,7 +47,7 @@ public final class FarmMetrics: Sendable {
     /// When each worker's last result arrived, until its next task is sent.
     let resultArrivals = Mutex<[String: ContinuousClock.Instant]>([:])
 
-    public init() {
+    package init() {
         segmentSeconds = registry.makeValueHistogram(
             descriptor: .init(namespace: "dubfarm", metricName: "segment_processing", unitName: "seconds",
                               helpText: "Seconds a worker took to process one segment (decode, stage, encode), per accepted result"),
@@ -72,41 +72,41 @@ public final class FarmMetrics: Sendable {
     // MARK: Hooks (one call each where the event happens)
 
     /// A segment result was accepted.
-    public func segmentCompleted(frames: Int, seconds: Double) {
+    package func segmentCompleted(frames: Int, seconds: Double) {
         segmentsCompleted.increment()
         framesProcessed.increment(by: Int64(max(0, frames)))
         if seconds.isFinite, seconds >= 0 { segmentSeconds.record(seconds) }
     }
 
     /// A segment attempt failed (counted by the failure's error code).
-    public func segmentFailed(reason: String) {
+    package func segmentFailed(reason: String) {
         failureCounter(reason).increment()
     }
 
     /// A result from `worker` arrived (dispatch latency runs until its next task is sent).
-    public func resultArrived(worker: String?) {
+    package func resultArrived(worker: String?) {
         guard let worker else { return }
         let now = ContinuousClock.now
         resultArrivals.withLock { $0[worker] = now }
     }
 
     /// A task was sent to `worker`: records the dispatch latency if a result of its was waiting.
-    public func taskSent(worker: String) {
+    package func taskSent(worker: String) {
         guard let arrived = resultArrivals.withLock({ $0.removeValue(forKey: worker) }) else { return }
         let d = (ContinuousClock.now - arrived).components
         dispatched(latencySeconds: Double(d.seconds) + Double(d.attoseconds) * 1e-18)
     }
 
     /// A task was sent `seconds` after the worker's previous result arrived.
-    public func dispatched(latencySeconds seconds: Double) {
+    package func dispatched(latencySeconds seconds: Double) {
         if seconds.isFinite, seconds >= 0 { dispatchLatency.record(seconds) }
     }
 
     /// An upload chunk of `bytes` was stored.
-    public func uploaded(bytes: Int) { uploadBytes.increment(by: Int64(max(0, bytes))) }
+    package func uploaded(bytes: Int) { uploadBytes.increment(by: Int64(max(0, bytes))) }
 
     /// A job's output of `bytes` was stitched.
-    public func stitched(bytes: Int64) {
+    package func stitched(bytes: Int64) {
         jobsStitched.increment()
         stitchBytes.increment(by: max(0, bytes))
     }
@@ -120,7 +120,7 @@ public final class FarmMetrics: Sendable {
     // MARK: Gauges from the database
 
     /// Sets the by-state gauges (every known state is reported, zero included).
-    public func update(_ g: FarmGauges) {
+    package func update(_ g: FarmGauges) {
         func gauge(_ name: String, _ help: String, _ label: String, _ value: String) -> Gauge {
             registry.makeGauge(descriptor: .init(namespace: "dubfarm", metricName: name, unitName: "", helpText: help), labels: [(label, value)])
         }
@@ -139,5 +139,5 @@ public final class FarmMetrics: Sendable {
     }
 
     /// The Prometheus text exposition of every metric.
-    public func exposition() -> String { registry.emitToString() }
+    package func exposition() -> String { registry.emitToString() }
 }

@@ -8,7 +8,7 @@ import ServiceLifecycle
 
 /// Where the monitoring server gets its numbers: the coordinator, which answers from the same
 /// read models as `dubfarm status`, `jobs` and `workers`, and from the database.
-public protocol MonitoringSource: Sendable {
+package protocol MonitoringSource: Sendable {
     /// Jobs, workers and recent events (rates are added by the server).
     func snapshot() async throws -> FarmSnapshot
     /// Jobs, segments and workers counted by state in the database.
@@ -18,15 +18,15 @@ public protocol MonitoringSource: Sendable {
 /// The coordinator's HTTP side (Hummingbird): Prometheus metrics at `/metrics`, the read-only
 /// dashboard at `/`, and its data at `/api/farm`. A `Service` run next to the coordinator in the
 /// same `ServiceGroup`. A port that cannot be bound is logged and the coordinator runs on.
-public struct MonitoringServer: Service {
-    public let host: String
-    public let port: Int
+package struct MonitoringServer: Service {
+    package let host: String
+    package let port: Int
     let source: any MonitoringSource
     let metrics: FarmMetrics
     let logger: Logger
     let rates = RateBox()
 
-    public init(host: String, port: Int, source: any MonitoringSource, metrics: FarmMetrics, logger: Logger) {
+    package init(host: String, port: Int, source: any MonitoringSource, metrics: FarmMetrics, logger: Logger) {
         self.host = host
         self.port = port
         self.source = source
@@ -35,7 +35,7 @@ public struct MonitoringServer: Service {
     }
 
     /// The routes, separate from `run()` so they can be driven without a socket.
-    public func router() -> Router<BasicRequestContext> {
+    package func router() -> Router<BasicRequestContext> {
         let router = Router()
         let source = self.source, metrics = self.metrics, rates = self.rates, logger = self.logger
         router.get("/metrics") { _, _ -> Response in
@@ -63,7 +63,7 @@ public struct MonitoringServer: Service {
         return router
     }
 
-    public func run() async throws {
+    package func run() async throws {
         let logger = self.logger
         let host = self.host, port = self.port
         let app = Application(router: router(), configuration: .init(address: .hostname(host, port: port), serverName: "dubfarm"),

@@ -7,39 +7,39 @@ import MediaPipeline
 import VQModel
 
 /// How a dataset is built.
-public struct DatasetOptions: Sendable {
+package struct DatasetOptions: Sendable {
     /// The model configuration the crops are for (its `imageSize`, `melBins`, `melFrames`).
-    public var config: ModelConfig
+    package var config: ModelConfig
     /// Frames per shard at most.
-    public var shardFrames = 512
+    package var shardFrames = 512
     /// Decode at most this many frames of each clip (quick checks); nil: all.
-    public var maxFramesPerClip: Int?
-    public var speakers = SpeakerMap()
+    package var maxFramesPerClip: Int?
+    package var speakers = SpeakerMap()
     /// The tracker's parameters: the dub stage's (``DubEngine``'s default).
-    public var trackerParameters = FaceTracker.Parameters()
+    package var trackerParameters = FaceTracker.Parameters()
     /// Seconds of audio beyond each end of the clip in the window its mel is computed from: the
     /// farm's default `segments.audio_margin`, so the first and last frames' mel windows see the
     /// same silence beyond the track that a worker's first and last segments see.
-    public var audioMarginSeconds = 0.25
+    package var audioMarginSeconds = 0.25
 
-    public init(config: ModelConfig) { self.config = config }
+    package init(config: ModelConfig) { self.config = config }
 }
 
 /// What one clip gave.
-public struct ClipReport: Sendable {
-    public var clip: DatasetIndex.Clip
+package struct ClipReport: Sendable {
+    package var clip: DatasetIndex.Clip
     /// Wall seconds spent on the clip.
-    public var seconds: Double
+    package var seconds: Double
 }
 
 /// Builds a `dubfarm-dataset/1` directory (docs/dataset.md) from talking-head videos with their
 /// own audio, using the dub stage's own face tracking, alignment, crop and log-mel code
 /// (``ModelInputs``), so a shard holds exactly what a worker feeds the model for each frame.
-public final class DatasetBuilder {
-    public let analyzer: FaceAnalyzer
-    public let options: DatasetOptions
+package final class DatasetBuilder {
+    package let analyzer: FaceAnalyzer
+    package let options: DatasetOptions
 
-    public init(analyzer: FaceAnalyzer, options: DatasetOptions) {
+    package init(analyzer: FaceAnalyzer, options: DatasetOptions) {
         self.analyzer = analyzer
         self.options = options
     }
@@ -50,7 +50,7 @@ public final class DatasetBuilder {
     /// and recorded in the index. `log` also gets one progress line per clip. Throws when no
     /// input gave a clip, or on an output error.
     @discardableResult
-    public func build(inputs: [String], into directory: URL, log: (String) -> Void) throws -> DatasetIndex {
+    package func build(inputs: [String], into directory: URL, log: (String) -> Void) throws -> DatasetIndex {
         guard options.shardFrames > 0 else { throw DubfarmError(.badInput, "shard size must be at least 1 frame") }
         try Self.prepare(directory)
         let c = options.config
@@ -168,7 +168,7 @@ public final class DatasetBuilder {
 
     /// The whole clip as one audio window, with the margin a worker's task carries
     /// (``SegmentPlanner/audioSamples(for:frameRate:marginSeconds:)``); silence beyond the track.
-    public static func audioWindow(pcm: [Float], frameCount: Int, frameRate: Rational, marginSeconds: Double) -> AudioWindow {
+    package static func audioWindow(pcm: [Float], frameCount: Int, frameRate: Rational, marginSeconds: Double) -> AudioWindow {
         AudioWindow.slice(pcm: pcm, range: SegmentPlanner.audioSamples(for: 0..<max(frameCount, 1), frameRate: frameRate,
                                                                        marginSeconds: marginSeconds))
     }
@@ -176,7 +176,7 @@ public final class DatasetBuilder {
     /// Landmarks (frame pixel-index coordinates: pixel (x, y)'s centre is (x, y)) mapped into the
     /// crop's pixel-index coordinates through the crop → frame `transform`, as ``FaceWarp/crop``
     /// samples: crop pixel centre `q + ½` maps to frame point `p + ½`.
-    public static func cropLandmarks(_ points: [Point2], transform: SimilarityTransform) -> [Point2] {
+    package static func cropLandmarks(_ points: [Point2], transform: SimilarityTransform) -> [Point2] {
         let inv = transform.inverse
         return points.map { p in
             let q = inv.apply(Point2(p.x + 0.5, p.y + 0.5))

@@ -8,70 +8,70 @@ import DubfarmCore
 import Foundation
 
 /// `index.json` of a dataset directory (format ``DatasetIndex/format``).
-public struct DatasetIndex: Codable, Sendable, Hashable {
+package struct DatasetIndex: Codable, Sendable, Hashable {
     /// The format written: `dubfarm-dataset/1`.
-    public static let format = "dubfarm-dataset/1"
+    package static let format = "dubfarm-dataset/1"
     /// The index's file name in the dataset directory.
-    public static let fileName = "index.json"
+    package static let fileName = "index.json"
 
-    public var format: String
+    package var format: String
     /// Model configuration name whose crop size the crops have.
-    public var config: String
+    package var config: String
     /// Crop side `S`.
-    public var imageSize: Int
-    public var melBins: Int
-    public var melFrames: Int
-    public var clips: [Clip]
+    package var imageSize: Int
+    package var melBins: Int
+    package var melFrames: Int
+    package var clips: [Clip]
     /// Speaker names; the shards' `speaker` tensor indexes this list (first-appearance order).
-    public var speakers: [String]
-    public var shards: [Shard]
+    package var speakers: [String]
+    package var shards: [Shard]
     /// Inputs that were not used, and why.
-    public var skipped: [Skipped]
+    package var skipped: [Skipped]
 
     /// One clip that was written.
-    public struct Clip: Codable, Sendable, Hashable {
+    package struct Clip: Codable, Sendable, Hashable {
         /// Index in ``DatasetIndex/clips``; the shards' `clip` tensor.
-        public var id: Int
+        package var id: Int
         /// The file stem.
-        public var name: String
-        public var speaker: String
+        package var name: String
+        package var speaker: String
         /// The input path as given.
-        public var source: String
+        package var source: String
         /// `[num, den]`: the frame rate frames are numbered at (the farm's, from ``MediaProbe``).
-        public var frameRate: [Int]
+        package var frameRate: [Int]
         /// Whether the frames are unevenly spaced (``VideoStreamInfo/isVariableFrameRate``): they
         /// are still numbered at `frameRate`, as the farm numbers them, so picture and mel windows
         /// drift apart over the clip.
-        public var variableFrameRate: Bool
+        package var variableFrameRate: Bool
         /// Frame size in pixels (the `transform` tensor maps crops into it).
-        public var width: Int
-        public var height: Int
+        package var width: Int
+        package var height: Int
         /// Frames decoded.
-        public var frames: Int
+        package var frames: Int
         /// Frames where the tracker has a face: the frames written.
-        public var framesWithFace: Int
+        package var framesWithFace: Int
         /// Of those, frames with the tracker's own landmarks (not bridged over a detection miss).
-        public var framesWithLandmarks: Int
+        package var framesWithLandmarks: Int
         /// Seconds of the clip's audio track.
-        public var audioSeconds: Double
-        public var shards: [String]
+        package var audioSeconds: Double
+        package var shards: [String]
     }
 
     /// One shard file: frames of one clip, in frame order.
-    public struct Shard: Codable, Sendable, Hashable {
-        public var file: String
-        public var clip: Int
-        public var count: Int
+    package struct Shard: Codable, Sendable, Hashable {
+        package var file: String
+        package var clip: Int
+        package var count: Int
     }
 
     /// An input left out.
-    public struct Skipped: Codable, Sendable, Hashable {
-        public var source: String
-        public var reason: String
+    package struct Skipped: Codable, Sendable, Hashable {
+        package var source: String
+        package var reason: String
     }
 
     /// Reads a dataset directory's index.
-    public static func load(directory: URL) throws -> DatasetIndex {
+    package static func load(directory: URL) throws -> DatasetIndex {
         let url = directory.appendingPathComponent(fileName)
         do {
             return try JSONDecoder().decode(DatasetIndex.self, from: Data(contentsOf: url))
@@ -81,7 +81,7 @@ public struct DatasetIndex: Codable, Sendable, Hashable {
     }
 
     /// The index as written: pretty-printed, keys sorted.
-    public func encoded() throws -> Data {
+    package func encoded() throws -> Data {
         let e = JSONEncoder()
         e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         return try e.encode(self)
@@ -90,16 +90,16 @@ public struct DatasetIndex: Codable, Sendable, Hashable {
 
 /// Clip name → speaker name, from a TSV file: `file stem<TAB>speaker`, `#` comments, blank lines
 /// ignored. Clips not listed are their own speaker.
-public struct SpeakerMap: Sendable, Hashable {
-    public var speakers: [String: String]
+package struct SpeakerMap: Sendable, Hashable {
+    package var speakers: [String: String]
 
-    public init(_ speakers: [String: String] = [:]) { self.speakers = speakers }
+    package init(_ speakers: [String: String] = [:]) { self.speakers = speakers }
 
     /// The speaker of a clip.
-    public func speaker(of clip: String) -> String { speakers[clip] ?? clip }
+    package func speaker(of clip: String) -> String { speakers[clip] ?? clip }
 
     /// Parses TSV text; `name` is used in error messages (`name:line: why`).
-    public static func parse(_ text: String, name: String) throws -> SpeakerMap {
+    package static func parse(_ text: String, name: String) throws -> SpeakerMap {
         var map: [String: String] = [:]
         for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let line = raw.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -118,7 +118,7 @@ public struct SpeakerMap: Sendable, Hashable {
     }
 
     /// Reads a TSV file (see ``parse(_:name:)``).
-    public static func load(path: String) throws -> SpeakerMap {
+    package static func load(path: String) throws -> SpeakerMap {
         let text: String
         do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
             throw DubfarmError(.notFound, "cannot read the speakers file \(path): \(error.localizedDescription)")

@@ -1,7 +1,7 @@
 /// A failure of the model layer: a bad manifest, weights that do not fit it, a bad input.
-public struct ModelError: Error, Sendable, CustomStringConvertible {
+package struct ModelError: Error, Sendable, CustomStringConvertible {
     /// What kind of failure this is.
-    public enum Code: String, Sendable {
+    package enum Code: String, Sendable {
         /// The manifest is missing, unreadable or inconsistent.
         case badManifest
         /// The weights do not match the manifest (missing, extra or mis-shaped tensors).
@@ -18,20 +18,20 @@ public struct ModelError: Error, Sendable, CustomStringConvertible {
         case unknownConfig
     }
 
-    public let code: Code
+    package let code: Code
     /// A complete sentence naming what failed and why.
-    public let message: String
+    package let message: String
     /// For ``Code/weightMismatch``: tensor names the manifest needs but the file lacks.
-    public var missing: [String] = []
+    package var missing: [String] = []
     /// For ``Code/weightMismatch``: tensor names in the file the manifest does not know.
-    public var extra: [String] = []
+    package var extra: [String] = []
     /// For ``Code/weightMismatch``: tensor names whose shape differs from the manifest.
-    public var misshaped: [String] = []
+    package var misshaped: [String] = []
 
-    public init(_ code: Code, _ message: String) {
+    package init(_ code: Code, _ message: String) {
         self.code = code
         self.message = message
     }
 
-    public var description: String { "\(code.rawValue): \(message)" }
+    package var description: String { "\(code.rawValue): \(message)" }
 }

@@ -10,19 +10,19 @@ import Synchronization
 ///
 /// A worker logs one after every segment (debug level, `segment memory`), so the growth of a
 /// long job's memory, or its absence, can be read from the log (`tools/bench/memory.sh`).
-public struct ProcessMemory: Sendable, Hashable {
+package struct ProcessMemory: Sendable, Hashable {
     /// Resident set size (VmRSS), bytes.
-    public var residentBytes: Int
+    package var residentBytes: Int
     /// Peak resident set size since the process started (VmHWM), bytes.
-    public var peakResidentBytes: Int
+    package var peakResidentBytes: Int
     /// Bytes the program has allocated through malloc and not freed, over all arenas, including
     /// chunks malloc served with mmap of their own (mallinfo2 `uordblks + hblkhd`); 0 off glibc.
-    public var mallocInUseBytes: Int
+    package var mallocInUseBytes: Int
     /// Bytes freed by the program but still held by the allocator in its arenas (mallinfo2
     /// `fordblks`): memory the kernel may still count as resident until it is trimmed.
-    public var mallocFreeBytes: Int
+    package var mallocFreeBytes: Int
 
-    public init(residentBytes: Int, peakResidentBytes: Int, mallocInUseBytes: Int, mallocFreeBytes: Int) {
+    package init(residentBytes: Int, peakResidentBytes: Int, mallocInUseBytes: Int, mallocFreeBytes: Int) {
         self.residentBytes = residentBytes
         self.peakResidentBytes = peakResidentBytes
         self.mallocInUseBytes = mallocInUseBytes
@@ -30,7 +30,7 @@ public struct ProcessMemory: Sendable, Hashable {
     }
 
     /// The figures now (zero for what this platform cannot tell).
-    public static func current() -> ProcessMemory {
+    package static func current() -> ProcessMemory {
         let status = readProcFile("/proc/self/status")
         var m = ProcessMemory(residentBytes: statusField("VmRSS", in: status) ?? 0,
                               peakResidentBytes: statusField("VmHWM", in: status) ?? 0,
@@ -71,7 +71,7 @@ public struct ProcessMemory: Sendable, Hashable {
     /// Hands the allocator's free memory back to the kernel: every arena's free pages, not only
     /// the top of the main heap (glibc `malloc_trim(0)`). Returns whether anything was released.
     @discardableResult
-    public static func trimAllocator() -> Bool {
+    package static func trimAllocator() -> Bool {
         #if os(Linux)
         return malloc_trim(0) != 0
         #else
@@ -82,7 +82,7 @@ public struct ProcessMemory: Sendable, Hashable {
     /// The mmap threshold a worker fixes (``tuneAllocator(mmapThreshold:)``): every allocation of
     /// this size or more (video frames, codec buffers, the model's scratch blocks) gets pages of its
     /// own, which go back to the kernel when it is freed.
-    public static let workerMMapThreshold = 512 << 10
+    package static let workerMMapThreshold = 512 << 10
 
     /// Fixes glibc's mmap threshold at `mmapThreshold` bytes (`mallopt(M_MMAP_THRESHOLD)`).
     ///
@@ -95,7 +95,7 @@ public struct ProcessMemory: Sendable, Hashable {
     /// left as it is: off glibc, or when the environment sets it (`MALLOC_MMAP_THRESHOLD_`,
     /// `GLIBC_TUNABLES=…mmap_threshold…`), which wins.
     @discardableResult
-    public static func tuneAllocator(mmapThreshold: Int = workerMMapThreshold) -> Bool {
+    package static func tuneAllocator(mmapThreshold: Int = workerMMapThreshold) -> Bool {
         #if os(Linux)
         let env = ProcessInfo.processInfo.environment
         if env["MALLOC_MMAP_THRESHOLD_"] != nil || (env["GLIBC_TUNABLES"] ?? "").contains("mmap_threshold") { return false }
@@ -106,7 +106,7 @@ public struct ProcessMemory: Sendable, Hashable {
     }
 
     /// The figures in MiB, one decimal, as log metadata.
-    public var logMetadata: Logger.Metadata {
+    package var logMetadata: Logger.Metadata {
         func mib(_ b: Int) -> Logger.MetadataValue { .string(String(format: "%.1f", Double(b) / 1_048_576)) }
         return ["rss_mib": mib(residentBytes), "peak_rss_mib": mib(peakResidentBytes),
                 "malloc_in_use_mib": mib(mallocInUseBytes), "malloc_free_mib": mib(mallocFreeBytes)]
@@ -117,14 +117,14 @@ public struct ProcessMemory: Sendable, Hashable {
 /// Linux lets a process reset (`5` written to `/proc/self/clear_refs`); this folds the peak so
 /// far into the process's own before each reset, so both the peak of the segment at hand and the
 /// process's peak since it started can be read.
-public final class SegmentPeaks: Sendable {
+package final class SegmentPeaks: Sendable {
     private let earlier = Atomic<Int>(0)
     private let resets = Atomic<Bool>(false)
 
-    public init() {}
+    package init() {}
 
     /// Starts a segment: the peak so far is kept, the kernel's is reset to the current resident size.
-    public func startSegment() {
+    package func startSegment() {
         earlier.max(ProcessMemory.current().peakResidentBytes)
         let fd = open("/proc/self/clear_refs", O_WRONLY)
         guard fd >= 0 else { return }
@@ -135,7 +135,7 @@ public final class SegmentPeaks: Sendable {
 
     /// The peak since ``startSegment()`` (nil where the kernel's peak cannot be reset) and the
     /// process's peak since it started, bytes, given a ``ProcessMemory`` read now.
-    public func peaks(_ now: ProcessMemory) -> (segment: Int?, process: Int) {
+    package func peaks(_ now: ProcessMemory) -> (segment: Int?, process: Int) {
         let hwm = now.peakResidentBytes
         return (resets.load(ordering: .relaxed) ? hwm : nil, max(earlier.load(ordering: .relaxed), hwm))
     }

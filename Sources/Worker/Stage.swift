@@ -3,21 +3,21 @@ import FarmProtocol
 import Foundation
 
 /// What a stage gets for one segment besides the frames.
-public struct StageContext: Sendable {
-    public var task: TaskRef
-    public var outputFrames: Range<Int>
-    public var decodedFrames: Range<Int>
-    public var frameRate: Rational
-    public var audio: AudioWindow
-    public var sourceFace: [UInt8]?
+package struct StageContext: Sendable {
+    package var task: TaskRef
+    package var outputFrames: Range<Int>
+    package var decodedFrames: Range<Int>
+    package var frameRate: Rational
+    package var audio: AudioWindow
+    package var sourceFace: [UInt8]?
     /// The job's personalised weights (`submit --personalise`), if it has them: a model stage
     /// runs the segment on them instead of its own.
-    public var weights: PersonalisedWeights?
-    public var threads: Int
+    package var weights: PersonalisedWeights?
+    package var threads: Int
     /// Whether the segment was cancelled (or is being handed back): long stages poll this.
-    public var isCancelled: @Sendable () -> Bool
+    package var isCancelled: @Sendable () -> Bool
 
-    public init(task: TaskRef, outputFrames: Range<Int>, decodedFrames: Range<Int>, frameRate: Rational, audio: AudioWindow,
+    package init(task: TaskRef, outputFrames: Range<Int>, decodedFrames: Range<Int>, frameRate: Rational, audio: AudioWindow,
                 sourceFace: [UInt8]?, threads: Int, isCancelled: @escaping @Sendable () -> Bool = { false }) {
         self.task = task
         self.outputFrames = outputFrames
@@ -31,7 +31,7 @@ public struct StageContext: Sendable {
 }
 
 /// A processing stage a worker can run: makes one ``FrameProcessor`` per segment.
-public protocol Stage: Sendable {
+package protocol Stage: Sendable {
     /// The name jobs ask for (`passthrough`, `dub`, …).
     var name: String { get }
     /// The pixel layout the stage wants its frames in.
@@ -47,27 +47,27 @@ public protocol Stage: Sendable {
 }
 
 extension Stage {
-    public var model: String? { nil }
-    public func statistics(of processor: any FrameProcessor) -> (framesWithFace: Int, framesSwapped: Int) { (0, 0) }
-    public func timings(of processor: any FrameProcessor) -> [(step: String, msPerFrame: Double)] { [] }
+    package var model: String? { nil }
+    package func statistics(of processor: any FrameProcessor) -> (framesWithFace: Int, framesSwapped: Int) { (0, 0) }
+    package func timings(of processor: any FrameProcessor) -> [(step: String, msPerFrame: Double)] { [] }
 }
 
 /// Decodes the segment's frames and encodes them unchanged.
-public struct PassthroughStage: Stage {
-    public init() {}
-    public var name: String { "passthrough" }
-    public var layout: VideoFrame.Layout { .yuv420p }
-    public func makeProcessor(for context: StageContext) throws -> any FrameProcessor { PassthroughProcessor() }
+package struct PassthroughStage: Stage {
+    package init() {}
+    package var name: String { "passthrough" }
+    package var layout: VideoFrame.Layout { .yuv420p }
+    package func makeProcessor(for context: StageContext) throws -> any FrameProcessor { PassthroughProcessor() }
 }
 
 /// Like passthrough, but takes a fixed time per segment before encoding: for scaling tests and
 /// benchmarks where the stage's cost must be known exactly.
-public struct SleepStage: Stage {
-    public let seconds: Double
-    public init(seconds: Double) { self.seconds = seconds }
-    public var name: String { "sleep" }
-    public var layout: VideoFrame.Layout { .yuv420p }
-    public func makeProcessor(for context: StageContext) throws -> any FrameProcessor {
+package struct SleepStage: Stage {
+    package let seconds: Double
+    package init(seconds: Double) { self.seconds = seconds }
+    package var name: String { "sleep" }
+    package var layout: VideoFrame.Layout { .yuv420p }
+    package func makeProcessor(for context: StageContext) throws -> any FrameProcessor {
         SleepProcessor(seconds: seconds, isCancelled: context.isCancelled)
     }
 }
@@ -95,13 +95,13 @@ final class SleepProcessor: FrameProcessor {
 }
 
 /// Fails every segment: for fault tests (a worker whose stage always breaks).
-public struct FailingStage: Stage {
+package struct FailingStage: Stage {
     /// The stage this worker advertises (`fail`, or another stage's name to pose as a broken
     /// worker of that stage, which then gets that stage's segments).
-    public let name: String
-    public init(advertising name: String = "fail") { self.name = name }
-    public var layout: VideoFrame.Layout { .yuv420p }
-    public func makeProcessor(for context: StageContext) throws -> any FrameProcessor {
+    package let name: String
+    package init(advertising name: String = "fail") { self.name = name }
+    package var layout: VideoFrame.Layout { .yuv420p }
+    package func makeProcessor(for context: StageContext) throws -> any FrameProcessor {
         throw DubfarmError(.internalError, "the 'fail' stage fails every segment by design")
     }
 }
@@ -110,7 +110,7 @@ import Foundation
 
 /// A stage that works on the task's compressed packets directly: no decoding, no encoding.
 /// The worker hands it the task and sends back what it returns.
-public protocol PacketStage: Stage {
+package protocol PacketStage: Stage {
     /// The segment's output: exactly one packet per output frame, stamped with the absolute frame
     /// index (as ``SegmentRenderer`` stamps encoded frames).
     func process(_ task: TaskAssignment, context: StageContext) throws -> PacketBundle
@@ -121,16 +121,16 @@ public protocol PacketStage: Stage {
 /// but its protocol traffic (64 of them fit on 2 cores). The input must be all-intra (every
 /// packet a keyframe, no B-frames, e.g. `ffmpeg … -g 1 -bf 0`), so that the copied packets form a
 /// valid segment; use segments without context frames (`segments.context_frames: 0`).
-public struct SleepCopyStage: PacketStage {
-    public let seconds: Double
-    public init(seconds: Double) { self.seconds = seconds }
-    public var name: String { "sleep-copy" }
-    public var layout: VideoFrame.Layout { .yuv420p }
-    public func makeProcessor(for context: StageContext) throws -> any FrameProcessor {
+package struct SleepCopyStage: PacketStage {
+    package let seconds: Double
+    package init(seconds: Double) { self.seconds = seconds }
+    package var name: String { "sleep-copy" }
+    package var layout: VideoFrame.Layout { .yuv420p }
+    package func makeProcessor(for context: StageContext) throws -> any FrameProcessor {
         SleepProcessor(seconds: seconds, isCancelled: context.isCancelled)
     }
 
-    public func process(_ task: TaskAssignment, context: StageContext) throws -> PacketBundle {
+    package func process(_ task: TaskAssignment, context: StageContext) throws -> PacketBundle {
         let output = try Self.copyOutputPackets(task)
         let end = Date().addingTimeInterval(seconds)
         while Date() < end {
@@ -142,7 +142,7 @@ public struct SleepCopyStage: PacketStage {
 
     /// The packets of the task's output frames, restamped `pts = dts = frame index`, duration 1
     /// in the time base 1/frame rate. Throws when a frame's packet is missing or not a keyframe.
-    public static func copyOutputPackets(_ task: TaskAssignment) throws -> PacketBundle {
+    package static func copyOutputPackets(_ task: TaskAssignment) throws -> PacketBundle {
         var byPTS: [Int64: EncodedPacket] = [:]
         for p in task.input.packets { byPTS[p.pts] = p }
         var packets: [EncodedPacket] = []

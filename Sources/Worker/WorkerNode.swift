@@ -7,27 +7,27 @@ import Synchronization
 import ZeroMQ
 
 /// How a worker connects and behaves.
-public struct WorkerOptions: Sendable {
+package struct WorkerOptions: Sendable {
     /// The coordinator's work endpoint, e.g. `tcp://render-01:5555`.
-    public var endpoint: String
-    public var name: String
-    public var threads: Int
-    public var heartbeatInterval: Double = 1
-    public var liveness: Int = 5
+    package var endpoint: String
+    package var name: String
+    package var threads: Int
+    package var heartbeatInterval: Double = 1
+    package var liveness: Int = 5
     /// Seconds a stopping worker waits for its current segment before handing it back.
-    public var graceSeconds: Double = 30
+    package var graceSeconds: Double = 30
     /// Largest message accepted from the coordinator.
-    public var maxMessageBytes: Int64 = 1 << 30
+    package var maxMessageBytes: Int64 = 1 << 30
     /// Longest wait between reconnection attempts.
-    public var maxReconnectSeconds: Double = 10
+    package var maxReconnectSeconds: Double = 10
     /// CURVE: the coordinator's public key and this worker's key pair.
-    public var curve: (serverKey: String, keys: CurveKeyPair)?
+    package var curve: (serverKey: String, keys: CurveKeyPair)?
     /// Fine-tunes jobs' models (`worker --personalise`): the worker advertises `personalise`.
-    public var personaliser: Personaliser?
+    package var personaliser: Personaliser?
     /// Where jobs' personalised weights are kept, by SHA-256.
-    public var weightsCache = WeightsCache(root: WeightsCache.defaultRoot())
+    package var weightsCache = WeightsCache(root: WeightsCache.defaultRoot())
 
-    public init(endpoint: String, name: String, threads: Int) {
+    package init(endpoint: String, name: String, threads: Int) {
         self.endpoint = endpoint
         self.name = name
         self.threads = threads
@@ -36,7 +36,7 @@ public struct WorkerOptions: Sendable {
 
 /// A worker process's engine: one thread owns the DEALER socket (heartbeats, messages), another
 /// does the heavy work of one segment at a time, so heartbeats continue during long segments.
-public final class WorkerNode: Sendable {
+package final class WorkerNode: Sendable {
     let options: WorkerOptions
     let stage: any Stage
     let logger: Logger
@@ -77,7 +77,7 @@ public final class WorkerNode: Sendable {
         var description: String { ref.map { "\($0)" } ?? train.map { "\($0)" } ?? "nothing" }
     }
 
-    public init(options: WorkerOptions, stage: any Stage, logger: Logger) {
+    package init(options: WorkerOptions, stage: any Stage, logger: Logger) {
         self.options = options
         self.stage = stage
         var l = logger
@@ -87,7 +87,7 @@ public final class WorkerNode: Sendable {
 
     /// Asks the worker to stop: it finishes its current segment within the grace period or hands
     /// it back, says DISCONNECT, and `run()` returns. Safe from any thread (a signal handler task).
-    public func stop() {
+    package func stop() {
         control.withLock { s in
             if !s.stopping {
                 s.stopping = true
@@ -98,7 +98,7 @@ public final class WorkerNode: Sendable {
     }
 
     /// Runs until ``stop()``; blocks the calling thread (start it on a thread of its own).
-    public func run() throws {
+    package func run() throws {
         // A context of our own: when `run()` returns, the socket closes and then the context's
         // termination waits (up to the linger set on the way out) until libzmq has sent the last
         // RESULT and DISCONNECT. With the process-wide context the process could exit first.

@@ -4,10 +4,10 @@ import Synchronization
 
 /// A readable file descriptor that other threads can raise, so a thread blocked in
 /// ``ZMQPoller/poll(timeoutMilliseconds:)`` wakes up at once (an eventfd).
-public final class EventSignal: Sendable {
-    public let fd: Int32
+package final class EventSignal: Sendable {
+    package let fd: Int32
 
-    public init() {
+    package init() {
         fd = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
         precondition(fd >= 0, "eventfd failed")
     }
@@ -15,13 +15,13 @@ public final class EventSignal: Sendable {
     deinit { close(fd) }
 
     /// Wakes the poller.
-    public func raise() {
+    package func raise() {
         var one: UInt64 = 1
         _ = write(fd, &one, 8)
     }
 
     /// Clears the signal.
-    public func clear() {
+    package func clear() {
         var v: UInt64 = 0
         _ = read(fd, &v, 8)
     }
@@ -30,19 +30,19 @@ public final class EventSignal: Sendable {
 /// A thread-safe queue of items for a socket's owner thread, with an ``EventSignal`` it polls.
 ///
 /// Any thread or task may `post`; only the owner thread `drain`s and touches the socket.
-public final class Mailbox<Item: Sendable>: Sendable {
+package final class Mailbox<Item: Sendable>: Sendable {
     private let items = Mutex<[Item]>([])
-    public let signal = EventSignal()
+    package let signal = EventSignal()
 
-    public init() {}
+    package init() {}
 
-    public func post(_ item: Item) {
+    package func post(_ item: Item) {
         items.withLock { $0.append(item) }
         signal.raise()
     }
 
     /// Takes everything posted so far.
-    public func drain() -> [Item] {
+    package func drain() -> [Item] {
         signal.clear()
         return items.withLock { q in
             let out = q

@@ -6,9 +6,9 @@ import Synchronization
 // MARK: Z85
 
 /// Z85 text encoding of binary keys (ZeroMQ RFC 32), as libzmq implements it.
-public enum Z85 {
+package enum Z85 {
     /// Encodes `bytes` (a multiple of 4 bytes long) as Z85 text.
-    public static func encode(_ bytes: [UInt8]) -> String? {
+    package static func encode(_ bytes: [UInt8]) -> String? {
         guard bytes.count % 4 == 0 else { return nil }
         var out = [CChar](repeating: 0, count: bytes.count * 5 / 4 + 1)
         guard zmq_z85_encode(&out, bytes, bytes.count) != nil else { return nil }
@@ -16,7 +16,7 @@ public enum Z85 {
     }
 
     /// Decodes Z85 text (a multiple of 5 characters long); `nil` when it is not valid Z85.
-    public static func decode(_ text: String) -> [UInt8]? {
+    package static func decode(_ text: String) -> [UInt8]? {
         let chars = Array(text.utf8)
         guard chars.count % 5 == 0, chars.allSatisfy({ alphabet.contains($0) }) else { return nil }
         var out = [UInt8](repeating: 0, count: chars.count * 4 / 5)
@@ -31,34 +31,34 @@ public enum Z85 {
 
 /// A socket event reported by libzmq's socket monitor (connection, handshake and authentication
 /// outcomes).
-public struct ZMQSocketEvent: Sendable, Hashable {
-    public let event: Int32
+package struct ZMQSocketEvent: Sendable, Hashable {
+    package let event: Int32
     /// The event's value: for handshake failures, the errno or the ZAP status code (400 = refused).
-    public let value: Int32
+    package let value: Int32
     /// The endpoint the event concerns.
-    public let address: String
+    package let address: String
 
     /// The peer's ZAP handler refused our key (status 400) — or, seen from a server, it refused a peer.
-    public var isAuthenticationFailure: Bool { event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH }
+    package var isAuthenticationFailure: Bool { event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH }
     /// The security handshake failed for a protocol reason (e.g. a plaintext peer on a CURVE socket).
-    public var isProtocolFailure: Bool {
+    package var isProtocolFailure: Bool {
         event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL || event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL
     }
-    public var isHandshakeSucceeded: Bool { event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED }
+    package var isHandshakeSucceeded: Bool { event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED }
 
     /// The handshake outcome events: succeeded, failed by protocol, failed by authentication.
-    public static let handshakeEvents: Int32 = ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
+    package static let handshakeEvents: Int32 = ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
         | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
 }
 
 /// The receiving end of a ZeroMQ socket monitor: a PAIR socket that the monitored socket's
 /// events arrive on. Owned by the same thread as the socket it monitors; poll ``socket``.
-public final class ZMQSocketMonitor {
-    public let socket: ZMQSocket
+package final class ZMQSocketMonitor {
+    package let socket: ZMQSocket
     private static let counter = Atomic<Int>(0)
 
     /// Starts monitoring `target` for `events` (a mask of `ZMQ_EVENT_…`).
-    public init(_ target: ZMQSocket, events: Int32 = ZMQSocketEvent.handshakeEvents) throws {
+    package init(_ target: ZMQSocket, events: Int32 = ZMQSocketEvent.handshakeEvents) throws {
         let n = Self.counter.add(1, ordering: .relaxed).newValue
         let address = "inproc://dubfarm-monitor-\(getpid())-\(n)"
         guard zmq_socket_monitor(target.handle, address, events) == 0 else { throw ZMQError("zmq_socket_monitor") }
@@ -67,7 +67,7 @@ public final class ZMQSocketMonitor {
     }
 
     /// The next event, or `nil` when none is waiting.
-    public func next() throws -> ZMQSocketEvent? {
+    package func next() throws -> ZMQSocketEvent? {
         guard let frames = try socket.receive(), frames.count >= 2, frames[0].count >= 6 else { return nil }
         let f = frames[0]
         let event = Int32(f[0]) | Int32(f[1]) << 8
@@ -79,47 +79,47 @@ public final class ZMQSocketMonitor {
 // MARK: ZAP
 
 /// One ZAP authentication request (ZeroMQ RFC 27), as libzmq sends it for a connecting peer.
-public struct ZAPRequest: Sendable, Hashable {
+package struct ZAPRequest: Sendable, Hashable {
     /// The ZAP domain of the server socket (`ZMQ_ZAP_DOMAIN`).
-    public let domain: String
+    package let domain: String
     /// The peer's IP address.
-    public let address: String
+    package let address: String
     /// `NULL`, `PLAIN` or `CURVE`.
-    public let mechanism: String
+    package let mechanism: String
     /// For CURVE, the client's long-term public key in Z85.
-    public let curvePublicKey: String?
+    package let curvePublicKey: String?
 }
 
 /// What a ZAP handler answers.
-public struct ZAPDecision: Sendable, Hashable {
-    public let allowed: Bool
+package struct ZAPDecision: Sendable, Hashable {
+    package let allowed: Bool
     /// Status text sent back (and shown to the refused peer by libzmq's events).
-    public let reason: String
+    package let reason: String
     /// The user id attached to the admitted peer's messages.
-    public let userID: String
+    package let userID: String
 
-    public static func allow(userID: String = "") -> ZAPDecision { ZAPDecision(allowed: true, reason: "OK", userID: userID) }
-    public static func deny(_ reason: String) -> ZAPDecision { ZAPDecision(allowed: false, reason: reason, userID: "") }
+    package static func allow(userID: String = "") -> ZAPDecision { ZAPDecision(allowed: true, reason: "OK", userID: userID) }
+    package static func deny(_ reason: String) -> ZAPDecision { ZAPDecision(allowed: false, reason: reason, userID: "") }
 }
 
 /// A ZAP handler: a thread of its own with a REP socket bound to `inproc://zeromq.zap.01` in a
 /// context, answering every authentication request of that context's server sockets with
 /// `decide`. Start it before the sockets it guards bind; libzmq then refuses every peer it
 /// denies during the security handshake, before any message of theirs is delivered.
-public final class ZAPHandler: Sendable {
-    public static let endpoint = "inproc://zeromq.zap.01"
+package final class ZAPHandler: Sendable {
+    package static let endpoint = "inproc://zeromq.zap.01"
     let decide: @Sendable (ZAPRequest) -> ZAPDecision
     let stopSignal = EventSignal()
     let stopped = Atomic<Bool>(false)
     let finished = DispatchSemaphore(value: 0)
 
-    public init(decide: @escaping @Sendable (ZAPRequest) -> ZAPDecision) {
+    package init(decide: @escaping @Sendable (ZAPRequest) -> ZAPDecision) {
         self.decide = decide
     }
 
     /// Binds the handler's socket in `context` and starts its thread; throws when it cannot bind
     /// (another handler already serves this context).
-    public func start(context: ZMQContext = .shared) throws {
+    package func start(context: ZMQContext = .shared) throws {
         let result = Mutex<Result<Void, ZMQError>?>(nil)
         let ready = DispatchSemaphore(value: 0)
         let thread = Thread { [self] in
@@ -150,7 +150,7 @@ public final class ZAPHandler: Sendable {
     }
 
     /// Stops the thread and unbinds; returns once it has.
-    public func stop() {
+    package func stop() {
         guard !stopped.exchange(true, ordering: .relaxed) else { return }
         stopSignal.raise()
         finished.wait()

@@ -2,12 +2,12 @@ import CZeroMQ
 import Glibc
 
 /// A ZeroMQ failure: the call that failed and libzmq's reason.
-public struct ZMQError: Error, Sendable, CustomStringConvertible {
-    public let errno: Int32
-    public let operation: String
-    public var description: String { "\(operation): \(String(cString: zmq_strerror(errno)))" }
+package struct ZMQError: Error, Sendable, CustomStringConvertible {
+    package let errno: Int32
+    package let operation: String
+    package var description: String { "\(operation): \(String(cString: zmq_strerror(errno)))" }
     /// The peer is unknown or gone (ROUTER_MANDATORY).
-    public var isHostUnreachable: Bool { errno == EHOSTUNREACH }
+    package var isHostUnreachable: Bool { errno == EHOSTUNREACH }
     init(_ operation: String, errno: Int32 = zmq_errno()) {
         self.operation = operation
         self.errno = errno
@@ -15,13 +15,13 @@ public struct ZMQError: Error, Sendable, CustomStringConvertible {
 }
 
 /// A ZeroMQ context. One per process is enough; sockets keep it alive.
-public final class ZMQContext: @unchecked Sendable {
+package final class ZMQContext: @unchecked Sendable {
     let handle: UnsafeMutableRawPointer
 
     /// The process-wide context.
-    public static let shared = ZMQContext()
+    package static let shared = ZMQContext()
 
-    public init() {
+    package init() {
         handle = zmq_ctx_new()
         zmq_ctx_set(handle, ZMQ_BLOCKY, 0)
     }
@@ -30,8 +30,8 @@ public final class ZMQContext: @unchecked Sendable {
 }
 
 /// A ZeroMQ socket. Not thread-safe: exactly one thread owns and uses it.
-public final class ZMQSocket {
-    public enum Kind: Sendable {
+package final class ZMQSocket {
+    package enum Kind: Sendable {
         case router, dealer, pair, push, pull, req, rep
         var raw: Int32 {
             switch self {
@@ -48,9 +48,9 @@ public final class ZMQSocket {
 
     let handle: UnsafeMutableRawPointer
     let context: ZMQContext
-    public let kind: Kind
+    package let kind: Kind
 
-    public init(_ kind: Kind, context: ZMQContext = .shared) throws {
+    package init(_ kind: Kind, context: ZMQContext = .shared) throws {
         guard let h = zmq_socket(context.handle, kind.raw) else { throw ZMQError("zmq_socket") }
         handle = h
         self.kind = kind
@@ -62,17 +62,17 @@ public final class ZMQSocket {
 
     // MARK: Endpoints
 
-    public func bind(_ endpoint: String) throws {
+    package func bind(_ endpoint: String) throws {
         guard zmq_bind(handle, endpoint) == 0 else { throw ZMQError("bind \(endpoint)") }
     }
-    public func connect(_ endpoint: String) throws {
+    package func connect(_ endpoint: String) throws {
         guard zmq_connect(handle, endpoint) == 0 else { throw ZMQError("connect \(endpoint)") }
     }
-    public func unbind(_ endpoint: String) throws {
+    package func unbind(_ endpoint: String) throws {
         guard zmq_unbind(handle, endpoint) == 0 else { throw ZMQError("unbind \(endpoint)") }
     }
     /// The endpoint last bound (with the real port after binding to `:*` or port 0).
-    public var lastEndpoint: String {
+    package var lastEndpoint: String {
         var buf = [CChar](repeating: 0, count: 512)
         var len = buf.count
         _ = zmq_getsockopt(handle, ZMQ_LAST_ENDPOINT, &buf, &len)
@@ -82,39 +82,39 @@ public final class ZMQSocket {
     // MARK: Options
 
     /// ROUTER: report unroutable messages as errors instead of dropping them silently.
-    public func setRouterMandatory(_ on: Bool) throws { try set(ZMQ_ROUTER_MANDATORY, Int32(on ? 1 : 0)) }
+    package func setRouterMandatory(_ on: Bool) throws { try set(ZMQ_ROUTER_MANDATORY, Int32(on ? 1 : 0)) }
     /// ROUTER: a new peer with an existing routing id takes that id over (a reconnecting worker).
-    public func setRouterHandover(_ on: Bool) throws { try set(ZMQ_ROUTER_HANDOVER, Int32(on ? 1 : 0)) }
-    public func setRoutingID(_ id: [UInt8]) throws { try setBytes(ZMQ_ROUTING_ID, id) }
-    public func setLinger(milliseconds: Int) throws { try set(ZMQ_LINGER, Int32(milliseconds)) }
-    public func setSendHighWaterMark(_ n: Int) throws { try set(ZMQ_SNDHWM, Int32(n)) }
-    public func setReceiveHighWaterMark(_ n: Int) throws { try set(ZMQ_RCVHWM, Int32(n)) }
+    package func setRouterHandover(_ on: Bool) throws { try set(ZMQ_ROUTER_HANDOVER, Int32(on ? 1 : 0)) }
+    package func setRoutingID(_ id: [UInt8]) throws { try setBytes(ZMQ_ROUTING_ID, id) }
+    package func setLinger(milliseconds: Int) throws { try set(ZMQ_LINGER, Int32(milliseconds)) }
+    package func setSendHighWaterMark(_ n: Int) throws { try set(ZMQ_SNDHWM, Int32(n)) }
+    package func setReceiveHighWaterMark(_ n: Int) throws { try set(ZMQ_RCVHWM, Int32(n)) }
     /// Messages larger than this are refused by libzmq before they are allocated; the peer is disconnected.
-    public func setMaxMessageSize(_ bytes: Int64) throws {
+    package func setMaxMessageSize(_ bytes: Int64) throws {
         var v = bytes
         guard zmq_setsockopt(handle, ZMQ_MAXMSGSIZE, &v, MemoryLayout<Int64>.size) == 0 else {
             throw ZMQError("setsockopt ZMQ_MAXMSGSIZE")
         }
     }
     /// Queue messages only to completed connections.
-    public func setImmediate(_ on: Bool) throws { try set(ZMQ_IMMEDIATE, Int32(on ? 1 : 0)) }
-    public func setReconnectInterval(milliseconds: Int, max: Int) throws {
+    package func setImmediate(_ on: Bool) throws { try set(ZMQ_IMMEDIATE, Int32(on ? 1 : 0)) }
+    package func setReconnectInterval(milliseconds: Int, max: Int) throws {
         try set(ZMQ_RECONNECT_IVL, Int32(milliseconds))
         try set(ZMQ_RECONNECT_IVL_MAX, Int32(max))
     }
     /// Makes this socket a CURVE server with the given secret key (Z85, 40 characters).
-    public func setCurveServer(secretKey: String) throws {
+    package func setCurveServer(secretKey: String) throws {
         try set(ZMQ_CURVE_SERVER, Int32(1))
         try setBytes(ZMQ_CURVE_SECRETKEY, Array(secretKey.utf8))
     }
     /// Makes this socket a CURVE client of `serverKey` with its own key pair (all Z85).
-    public func setCurveClient(serverKey: String, publicKey: String, secretKey: String) throws {
+    package func setCurveClient(serverKey: String, publicKey: String, secretKey: String) throws {
         try setBytes(ZMQ_CURVE_SERVERKEY, Array(serverKey.utf8))
         try setBytes(ZMQ_CURVE_PUBLICKEY, Array(publicKey.utf8))
         try setBytes(ZMQ_CURVE_SECRETKEY, Array(secretKey.utf8))
     }
     /// The ZAP domain authentication requests from this socket carry.
-    public func setZAPDomain(_ domain: String) throws { try setBytes(ZMQ_ZAP_DOMAIN, Array(domain.utf8)) }
+    package func setZAPDomain(_ domain: String) throws { try setBytes(ZMQ_ZAP_DOMAIN, Array(domain.utf8)) }
 
     private func set(_ option: Int32, _ value: Int32) throws {
         var v = value
@@ -131,7 +131,7 @@ public final class ZMQSocket {
 
     /// Sends a multipart message. Returns `false` if it would block and `wait` is false.
     @discardableResult
-    public func send(_ frames: [[UInt8]], wait: Bool = false) throws -> Bool {
+    package func send(_ frames: [[UInt8]], wait: Bool = false) throws -> Bool {
         precondition(!frames.isEmpty, "a message has at least one frame")
         for (i, f) in frames.enumerated() {
             var flags: Int32 = i < frames.count - 1 ? ZMQ_SNDMORE : 0
@@ -149,7 +149,7 @@ public final class ZMQSocket {
     }
 
     /// Receives one whole multipart message, or `nil` when none is waiting and `wait` is false.
-    public func receive(wait: Bool = false) throws -> [[UInt8]]? {
+    package func receive(wait: Bool = false) throws -> [[UInt8]]? {
         var frames: [[UInt8]] = []
         var msg = zmq_msg_t()
         zmq_msg_init(&msg)
@@ -175,8 +175,8 @@ public final class ZMQSocket {
 }
 
 /// Waits on several sockets and file descriptors at once.
-public struct ZMQPoller {
-    public enum Item {
+package struct ZMQPoller {
+    package enum Item {
         case socket(ZMQSocket)
         /// A plain file descriptor (an ``EventSignal``'s, say), readable.
         case fd(Int32)
@@ -184,7 +184,7 @@ public struct ZMQPoller {
 
     private var items: [zmq_pollitem_t] = []
 
-    public init(_ entries: [Item]) {
+    package init(_ entries: [Item]) {
         items = entries.map { e in
             switch e {
             case .socket(let s): return zmq_pollitem_t(socket: s.handle, fd: -1, events: Int16(ZMQ_POLLIN), revents: 0)
@@ -194,7 +194,7 @@ public struct ZMQPoller {
     }
 
     /// Blocks up to `timeoutMilliseconds` (-1: forever); returns which items are readable.
-    public mutating func poll(timeoutMilliseconds: Int) throws -> [Bool] {
+    package mutating func poll(timeoutMilliseconds: Int) throws -> [Bool] {
         let n = items.count
         let rc = items.withUnsafeMutableBufferPointer { zmq_poll($0.baseAddress, Int32(n), timeoutMilliseconds) }
         if rc < 0 {
@@ -206,24 +206,24 @@ public struct ZMQPoller {
 }
 
 /// A CURVE key pair in Z85 text (40 characters each).
-public struct CurveKeyPair: Sendable, Hashable, Codable {
-    public let publicKey: String
-    public let secretKey: String
+package struct CurveKeyPair: Sendable, Hashable, Codable {
+    package let publicKey: String
+    package let secretKey: String
 
-    public init(publicKey: String, secretKey: String) {
+    package init(publicKey: String, secretKey: String) {
         self.publicKey = publicKey
         self.secretKey = secretKey
     }
 
     /// A fresh key pair from libzmq's CURVE implementation.
-    public static func generate() throws -> CurveKeyPair {
+    package static func generate() throws -> CurveKeyPair {
         var pub = [CChar](repeating: 0, count: 41), sec = [CChar](repeating: 0, count: 41)
         guard zmq_curve_keypair(&pub, &sec) == 0 else { throw ZMQError("zmq_curve_keypair") }
         return CurveKeyPair(publicKey: String(cString: pub), secretKey: String(cString: sec))
     }
 
     /// The public key belonging to a secret key.
-    public static func publicKey(forSecret secret: String) throws -> String {
+    package static func publicKey(forSecret secret: String) throws -> String {
         var pub = [CChar](repeating: 0, count: 41)
         guard zmq_curve_public(&pub, secret) == 0 else { throw ZMQError("zmq_curve_public") }
         return String(cString: pub)
@@ -231,7 +231,7 @@ public struct CurveKeyPair: Sendable, Hashable, Codable {
 }
 
 /// libzmq's version, e.g. "4.3.4".
-public var zmqVersion: String {
+package var zmqVersion: String {
     var a: Int32 = 0, b: Int32 = 0, c: Int32 = 0
     zmq_version(&a, &b, &c)
     return "\(a).\(b).\(c)"

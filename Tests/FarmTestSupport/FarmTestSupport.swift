@@ -19,16 +19,16 @@ import Glibc
 /// crashed run is wiped and created again. Each ``create(migrated:)`` makes a new database
 /// `t_<unix time>_<random>`; ``drop()`` removes it, and databases older than an hour (from
 /// runs that died before dropping theirs) are removed on first use.
-public struct TestDatabase: Sendable {
+package struct TestDatabase: Sendable {
     /// The database's name.
-    public let name: String
+    package let name: String
     /// Its URL (superuser over the socket: no password).
-    public let url: String
+    package let url: String
     /// The shared cluster.
-    public let cluster: PostgresCluster
+    package let cluster: PostgresCluster
 
     /// A new database, migrated to this build's schema unless `migrated` is false.
-    public static func create(migrated: Bool = true) async throws -> TestDatabase {
+    package static func create(migrated: Bool = true) async throws -> TestDatabase {
         let cluster = try Shared.cluster.get()
         let name = "t_\(Int(Date().timeIntervalSince1970))_\(UInt32.random(in: 0...UInt32.max))"
         try cluster.createDatabase(name)
@@ -42,19 +42,19 @@ public struct TestDatabase: Sendable {
     }
 
     /// A store on this database.
-    public func store(actor: String = "test", asyncSegmentCommits: Bool = false) -> FarmStore {
+    package func store(actor: String = "test", asyncSegmentCommits: Bool = false) -> FarmStore {
         var logger = Logger(label: "dubfarm.store.test")
         logger.logLevel = .warning
         return FarmStore(url: url, actor: actor, asyncSegmentCommits: asyncSegmentCommits, logger: logger)
     }
 
     /// Drops the database, ending its sessions (best effort).
-    public func drop() {
+    package func drop() {
         try? cluster.dropDatabase(name)
     }
 
     /// The shared cluster, started (for tests that need more than one database).
-    public static func sharedCluster() throws -> PostgresCluster {
+    package static func sharedCluster() throws -> PostgresCluster {
         try Shared.cluster.get()
     }
 }

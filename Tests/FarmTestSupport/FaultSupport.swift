@@ -4,19 +4,19 @@ import LocalFarm
 import Postgres
 
 /// One row of the `events` table, as fault tests read it.
-public struct EventRow: Sendable, Hashable {
-    public var segment: Int?
-    public var worker: String?
-    public var from: String?
-    public var to: String?
-    public var reason: String?
-    public var actor: String?
+package struct EventRow: Sendable, Hashable {
+    package var segment: Int?
+    package var worker: String?
+    package var from: String?
+    package var to: String?
+    package var reason: String?
+    package var actor: String?
 }
 
 extension TestDatabase {
     /// A database in a PostgreSQL cluster of its own, for tests that stop and restart the server
     /// (the shared cluster serves every other test). Remove it with ``destroyPrivateCluster()``.
-    public static func createPrivate() async throws -> TestDatabase {
+    package static func createPrivate() async throws -> TestDatabase {
         let dir = URL(fileURLWithPath: "/tmp/dubfarm-pgpriv-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         let cluster = try PostgresCluster(directory: dir, port: 5432, ephemeral: true)
         try cluster.start()
@@ -30,14 +30,14 @@ extension TestDatabase {
     }
 
     /// Stops this database's private cluster and deletes it (for ``createPrivate()`` only).
-    public func destroyPrivateCluster() {
+    package func destroyPrivateCluster() {
         try? cluster.stop()
         try? FileManager.default.removeItem(at: cluster.root)
         if cluster.root != cluster.directory { try? FileManager.default.removeItem(at: cluster.directory) }
     }
 
     /// Every `events` row of `job`, oldest first.
-    public func events(job: Int64) throws -> [EventRow] {
+    package func events(job: Int64) throws -> [EventRow] {
         let c = try PostgresConnection(url: url)
         let rows = try c.query("""
             SELECT segment_idx, worker, from_state, to_state, reason, actor FROM events WHERE job_id = $1 ORDER BY id
@@ -49,7 +49,7 @@ extension TestDatabase {
     }
 
     /// The `job_worker_failures` counts of `job`, by worker.
-    public func workerFailures(job: Int64) throws -> [String: Int] {
+    package func workerFailures(job: Int64) throws -> [String: Int] {
         let c = try PostgresConnection(url: url)
         var out: [String: Int] = [:]
         for r in try c.query("SELECT worker, failures FROM job_worker_failures WHERE job_id = $1", [.int(Int(job))]) {

@@ -4,33 +4,33 @@ import Foundation
 /// rejects anything a Prometheus server would, and checks the rules scrapers rely on (TYPE
 /// before samples, families not interleaved, no duplicate series, cumulative histogram buckets
 /// ending in `+Inf` equal to `_count`).
-public struct PrometheusText: Sendable {
-    public struct Sample: Sendable, Hashable {
-        public var name: String
-        public var labels: [String: String]
-        public var value: Double
+package struct PrometheusText: Sendable {
+    package struct Sample: Sendable, Hashable {
+        package var name: String
+        package var labels: [String: String]
+        package var value: Double
     }
 
-    public struct ParseError: Error, CustomStringConvertible {
-        public let line: Int
-        public let message: String
-        public var description: String { "line \(line): \(message)" }
+    package struct ParseError: Error, CustomStringConvertible {
+        package let line: Int
+        package let message: String
+        package var description: String { "line \(line): \(message)" }
     }
 
-    public private(set) var samples: [Sample] = []
+    package private(set) var samples: [Sample] = []
     /// Family name → type (counter, gauge, histogram, summary, untyped).
-    public private(set) var types: [String: String] = [:]
-    public private(set) var help: [String: String] = [:]
+    package private(set) var types: [String: String] = [:]
+    package private(set) var help: [String: String] = [:]
 
     /// The value of the series `name{labels}` (labels must match exactly).
-    public func value(_ name: String, _ labels: [String: String] = [:]) -> Double? {
+    package func value(_ name: String, _ labels: [String: String] = [:]) -> Double? {
         samples.first { $0.name == name && $0.labels == labels }?.value
     }
 
     /// All series of `name`.
-    public func series(_ name: String) -> [Sample] { samples.filter { $0.name == name } }
+    package func series(_ name: String) -> [Sample] { samples.filter { $0.name == name } }
 
-    public init(_ text: String) throws {
+    package init(_ text: String) throws {
         var seenFamilies: [String] = []   // in order of first sample
         var seriesKeys = Set<String>()
         var lineNo = 0

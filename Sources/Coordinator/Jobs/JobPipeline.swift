@@ -303,4 +303,4 @@ func sha256(of url: URL) throws -> String {
 /// video into a directory, with at most `maxFrames` frames and the crops of model configuration
 /// `config`; returns the frames written. The coordinator is given one by the executable, which
 /// links the dub stage's face code (`TrainingData`).
-public typealias PersonalisationDatasetBuilder = @Sendable (_ video: URL, _ directory: URL, _ maxFrames: Int, _ config: String) throws -> Int
+package typealias PersonalisationDatasetBuilder = @Sendable (_ video: URL, _ directory: URL, _ maxFrames: Int, _ config: String) throws -> Int

@@ -48,7 +48,7 @@ extension ControlService {
 
 /// The coordinator as the monitoring server's data source. Answers once the coordinator is
 /// running (before that, and after it stops, it says so).
-public final class CoordinatorMonitor: MonitoringSource, Sendable {
+package final class CoordinatorMonitor: MonitoringSource, Sendable {
     private let controller = Mutex<ControlService?>(nil)
 
     init() {}
@@ -64,6 +64,6 @@ public final class CoordinatorMonitor: MonitoringSource, Sendable {
         return c
     }
 
-    public func snapshot() async throws -> FarmSnapshot { try await current().snapshot() }
-    public func gauges() async throws -> FarmGauges { try await current().gauges() }
+    package func snapshot() async throws -> FarmSnapshot { try await current().snapshot() }
+    package func gauges() async throws -> FarmGauges { try await current().gauges() }
 }

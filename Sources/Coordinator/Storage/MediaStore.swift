@@ -10,10 +10,10 @@ import MediaPipeline
 /// segment indexes, lease tokens): nothing a client sends can name a path, so nothing can point
 /// outside the store. Every file is written under a temporary name, fsynced, then renamed: a
 /// partially written file is never taken as finished.
-public struct MediaStore: Sendable {
-    public let root: URL
+package struct MediaStore: Sendable {
+    package let root: URL
 
-    public init(root: String) throws {
+    package init(root: String) throws {
         self.root = URL(fileURLWithPath: root).standardizedFileURL
         for dir in [self.root, uploads, jobsRoot] {
             do { try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true) } catch {
@@ -26,42 +26,42 @@ public struct MediaStore: Sendable {
     var jobsRoot: URL { root.appendingPathComponent("jobs", isDirectory: true) }
 
     /// Upload ids are generated here (hex), and checked again on use.
-    public static func isValidUploadID(_ id: String) -> Bool {
+    package static func isValidUploadID(_ id: String) -> Bool {
         id.count == 32 && id.allSatisfy { $0.isHexDigit && !$0.isUppercase }
     }
-    public func uploadPart(_ id: String) -> URL { uploads.appendingPathComponent("\(id).part") }
-    public func uploadDone(_ id: String) -> URL { uploads.appendingPathComponent("\(id).done") }
+    package func uploadPart(_ id: String) -> URL { uploads.appendingPathComponent("\(id).part") }
+    package func uploadDone(_ id: String) -> URL { uploads.appendingPathComponent("\(id).done") }
 
-    public func jobDir(_ job: JobID) -> URL { jobsRoot.appendingPathComponent(String(job.rawValue), isDirectory: true) }
-    public func video(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("video") }
-    public func audio(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("audio") }
-    public func face(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("face") }
+    package func jobDir(_ job: JobID) -> URL { jobsRoot.appendingPathComponent(String(job.rawValue), isDirectory: true) }
+    package func video(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("video") }
+    package func audio(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("audio") }
+    package func face(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("face") }
     /// The input re-cut with keyframes at segment starts (only for inputs whose keyframes are far apart).
-    public func recut(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("recut.mp4") }
-    public func packetIndex(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("packets.idx") }
-    public func codec(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("codec.bin") }
-    public func dubPCM(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("dub-16k.f32") }
-    public func segmentsDir(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("segments", isDirectory: true) }
+    package func recut(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("recut.mp4") }
+    package func packetIndex(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("packets.idx") }
+    package func codec(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("codec.bin") }
+    package func dubPCM(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("dub-16k.f32") }
+    package func segmentsDir(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("segments", isDirectory: true) }
     /// The job's segment results, one record each (``ResultLog``).
-    public func resultLog(_ job: JobID) -> URL { segmentsDir(job).appendingPathComponent("results.dfrl") }
+    package func resultLog(_ job: JobID) -> URL { segmentsDir(job).appendingPathComponent("results.dfrl") }
     /// A segment's result stored as a file of its own (schema version 2; still read by the
     /// stitch); the lease token in the name keeps a stale result from touching a newer one.
-    public func segmentResult(_ ref: SegmentRef, token: LeaseToken) -> URL {
+    package func segmentResult(_ ref: SegmentRef, token: LeaseToken) -> URL {
         segmentsDir(ref.job).appendingPathComponent(String(format: "%06d-", ref.index) + token.description + ".dfpb")
     }
-    public func output(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("output.mp4") }
+    package func output(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("output.mp4") }
     /// The job's personalisation: its dataset (`dubfarm-dataset/1`) and last checkpoint.
-    public func personaliseDir(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("personalise", isDirectory: true) }
-    public func personaliseDataset(_ job: JobID) -> URL { personaliseDir(job).appendingPathComponent("data", isDirectory: true) }
-    public func personaliseCheckpoint(_ job: JobID) -> URL { personaliseDir(job).appendingPathComponent("checkpoint.pt") }
+    package func personaliseDir(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("personalise", isDirectory: true) }
+    package func personaliseDataset(_ job: JobID) -> URL { personaliseDir(job).appendingPathComponent("data", isDirectory: true) }
+    package func personaliseCheckpoint(_ job: JobID) -> URL { personaliseDir(job).appendingPathComponent("checkpoint.pt") }
     /// Personalised weights, content-addressed by their SHA-256 (shared by every job that has them).
-    public func weights(_ sha256: String) -> URL {
+    package func weights(_ sha256: String) -> URL {
         root.appendingPathComponent("weights", isDirectory: true).appendingPathComponent("\(sha256).safetensors")
     }
-    public func outputChecksum(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("output.mp4.sha256") }
+    package func outputChecksum(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("output.mp4.sha256") }
 
     /// Whether `url` lies inside the store (after resolving symbolic links).
-    public func contains(_ url: URL) -> Bool {
+    package func contains(_ url: URL) -> Bool {
         let r = root.resolvingSymlinksInPath().path
         let p = url.resolvingSymlinksInPath().path
         return p == r || p.hasPrefix(r + "/")
@@ -69,7 +69,7 @@ public struct MediaStore: Sendable {
 
     /// Whether `url` is a regular file inside the store, reached without following a symbolic
     /// link: what the control endpoint serves or takes as an upload must be the store's own file.
-    public func isStoreFile(_ url: URL) -> Bool {
+    package func isStoreFile(_ url: URL) -> Bool {
         var st = stat()
         guard lstat(url.path, &st) == 0, (st.st_mode & mode_t(S_IFMT)) == mode_t(S_IFREG) else { return false }
         return contains(url)
@@ -77,7 +77,7 @@ public struct MediaStore: Sendable {
 
     /// Writes `bytes` to `url` atomically (temporary file, fsync, rename, fsync of the directory;
     /// ``MediaFile/writeAtomically(_:to:)``), creating the directory if needed.
-    public static func writeAtomically(_ bytes: [UInt8], to url: URL) throws {
+    package static func writeAtomically(_ bytes: [UInt8], to url: URL) throws {
         try? FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
         try MediaFile.writeAtomically(bytes, to: url.path)
     }
@@ -87,20 +87,20 @@ public struct MediaStore: Sendable {
     /// the file's size.
     @discardableResult
     /// Opens (creating it and its directory) the job's result log at `url`.
-    public static func openResultLog(_ url: URL) throws -> ResultLog {
+    package static func openResultLog(_ url: URL) throws -> ResultLog {
         try? FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
         return try ResultLog(path: url.path)
     }
 
-    public static func writeAtomically(bundle: PacketBundle, to url: URL) throws -> Int {
+    package static func writeAtomically(bundle: PacketBundle, to url: URL) throws -> Int {
         try? FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
         return try MediaFile.writeAtomically(bundle: bundle, to: url.path)
     }
 
     /// Makes a rename in `dir` durable.
-    public static func syncDirectory(_ dir: URL) { MediaFile.syncDirectory(dir.path) }
+    package static func syncDirectory(_ dir: URL) { MediaFile.syncDirectory(dir.path) }
 
-    public static func read(_ url: URL) throws -> [UInt8] {
+    package static func read(_ url: URL) throws -> [UInt8] {
         try MediaFile.read(path: url.path)
     }
 }

@@ -9,29 +9,29 @@ import ZeroMQ
 /// Messages in arrive on ``inbound`` (identity and frames); messages out are posted with
 /// ``send(to:_:)`` from any task and written by the owner thread. The socket is never touched
 /// from anywhere else.
-public final class RouterEndpoint: Sendable {
-    public struct Inbound: Sendable {
-        public let identity: [UInt8]
-        public let frames: [[UInt8]]
+package final class RouterEndpoint: Sendable {
+    package struct Inbound: Sendable {
+        package let identity: [UInt8]
+        package let frames: [[UInt8]]
     }
     struct Outbound: Sendable {
         let identity: [UInt8]
         let frames: [[UInt8]]
     }
 
-    public struct Options: Sendable {
-        public var maxMessageBytes: Int64
+    package struct Options: Sendable {
+        package var maxMessageBytes: Int64
         /// CURVE server secret key (Z85) when encryption is on.
-        public var curveSecretKey: String?
+        package var curveSecretKey: String?
         /// ZAP domain for allow-list checks.
-        public var zapDomain: String?
+        package var zapDomain: String?
         /// Most messages waiting in ``inbound``; beyond it a message is not queued but answered at
         /// once with ``overflowReply`` (when that gives frames), so a flood cannot grow memory
         /// without bound. `nil`: unbounded.
-        public var maxQueued: Int?
+        package var maxQueued: Int?
         /// The answer to a message refused because ``inbound`` is full (`nil`: drop it).
-        public var overflowReply: (@Sendable ([[UInt8]]) -> [[UInt8]]?)?
-        public init(maxMessageBytes: Int64, curveSecretKey: String? = nil, zapDomain: String? = nil,
+        package var overflowReply: (@Sendable ([[UInt8]]) -> [[UInt8]]?)?
+        package init(maxMessageBytes: Int64, curveSecretKey: String? = nil, zapDomain: String? = nil,
                     maxQueued: Int? = nil, overflowReply: (@Sendable ([[UInt8]]) -> [[UInt8]]?)? = nil) {
             self.maxMessageBytes = maxMessageBytes
             self.curveSecretKey = curveSecretKey
@@ -41,8 +41,8 @@ public final class RouterEndpoint: Sendable {
         }
     }
 
-    public let name: String
-    public let inbound: AsyncStream<Inbound>
+    package let name: String
+    package let inbound: AsyncStream<Inbound>
     let continuation: AsyncStream<Inbound>.Continuation
     /// Messages refused because ``inbound`` was full.
     let overflowed = Atomic<Int>(0)
@@ -52,20 +52,20 @@ public final class RouterEndpoint: Sendable {
     let bound = Mutex<String>("")
     let logger: Logger
 
-    public init(name: String, logger: Logger, maxQueued: Int? = nil) {
+    package init(name: String, logger: Logger, maxQueued: Int? = nil) {
         self.name = name
         self.logger = logger
         (inbound, continuation) = AsyncStream.makeStream(of: Inbound.self, bufferingPolicy: maxQueued.map { .bufferingOldest($0) } ?? .unbounded)
     }
 
     /// How many messages were refused because ``inbound`` was full.
-    public var overflowCount: Int { overflowed.load(ordering: .relaxed) }
+    package var overflowCount: Int { overflowed.load(ordering: .relaxed) }
 
     /// The endpoint actually bound (real port when bound to port 0 or `*`).
-    public var boundEndpoint: String { bound.withLock { $0 } }
+    package var boundEndpoint: String { bound.withLock { $0 } }
 
     /// Binds `endpoint` on a new thread; returns once bound, or throws why it could not bind.
-    public func start(endpoint: String, options: Options) throws {
+    package func start(endpoint: String, options: Options) throws {
         let result = Mutex<Result<Void, DubfarmError>?>(nil)
         let ready = DispatchSemaphore(value: 0)
         let thread = Thread { [self] in
@@ -100,12 +100,12 @@ public final class RouterEndpoint: Sendable {
     }
 
     /// Queues a message for `identity`.
-    public func send(to identity: [UInt8], _ frames: [[UInt8]]) {
+    package func send(to identity: [UInt8], _ frames: [[UInt8]]) {
         outbox.post(Outbound(identity: identity, frames: frames))
     }
 
     /// Closes the socket and ends ``inbound``.
-    public func stop() {
+    package func stop() {
         stopped.store(true, ordering: .relaxed)
         stopSignal.raise()
     }

@@ -11,27 +11,27 @@
 /// waiter of the batch, and again until ``nextBatch()`` returns `nil`. Keeping the loop in the
 /// owner (rather than in an actor of its own calling back a closure) is what guarantees that
 /// batching and committing cost no thread hop beyond the commit's own.
-public struct GroupCommitQueue<Request, Waiter> {
+package struct GroupCommitQueue<Request, Waiter> {
     /// The most requests committed together.
-    public let maxBatch: Int
+    package let maxBatch: Int
     private var queue: [(request: Request, waiter: Waiter)] = []
     /// Whether a drain is running (between a `submit` that returned `true` and the `nextBatch`
     /// that returned `nil`).
-    public private(set) var committing = false
+    package private(set) var committing = false
     /// Batches handed out so far, and the requests in them (for benchmarks and tests).
-    public private(set) var batches = 0
-    public private(set) var requests = 0
+    package private(set) var batches = 0
+    package private(set) var requests = 0
 
     /// - Parameter maxBatch: the most requests committed together (at least 1).
-    public init(maxBatch: Int = 64) {
+    package init(maxBatch: Int = 64) {
         self.maxBatch = max(1, maxBatch)
     }
 
     /// Requests waiting for the next batch.
-    public var waiting: Int { queue.count }
+    package var waiting: Int { queue.count }
 
     /// Queues `request`; returns `true` when the caller must start a drain (none is running).
-    public mutating func submit(_ request: Request, _ waiter: Waiter) -> Bool {
+    package mutating func submit(_ request: Request, _ waiter: Waiter) -> Bool {
         queue.append((request, waiter))
         guard !committing else { return false }
         committing = true
@@ -40,7 +40,7 @@ public struct GroupCommitQueue<Request, Waiter> {
 
     /// The next batch, oldest first, at most ``maxBatch`` long; `nil` when nothing waits, which
     /// ends the drain (the next ``submit(_:_:)`` starts another).
-    public mutating func nextBatch() -> [(request: Request, waiter: Waiter)]? {
+    package mutating func nextBatch() -> [(request: Request, waiter: Waiter)]? {
         guard !queue.isEmpty else {
             committing = false
             return nil

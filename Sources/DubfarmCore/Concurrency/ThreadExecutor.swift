@@ -14,13 +14,13 @@ import Glibc
 ///     nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 /// }
 /// ```
-public final class ThreadExecutor: SerialExecutor, @unchecked Sendable {
+package final class ThreadExecutor: SerialExecutor, @unchecked Sendable {
     private let condition = NSCondition()
     private var queue: [UnownedJob] = []
     private var stopped = false
-    public let name: String
+    package let name: String
 
-    public init(name: String) {
+    package init(name: String) {
         self.name = name
         let thread = Thread { [self] in
             nameCurrentThread(name)
@@ -30,7 +30,7 @@ public final class ThreadExecutor: SerialExecutor, @unchecked Sendable {
         thread.start()
     }
 
-    public func enqueue(_ job: consuming ExecutorJob) {
+    package func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
         condition.lock()
         queue.append(job)
@@ -38,12 +38,12 @@ public final class ThreadExecutor: SerialExecutor, @unchecked Sendable {
         condition.unlock()
     }
 
-    public func asUnownedSerialExecutor() -> UnownedSerialExecutor {
+    package func asUnownedSerialExecutor() -> UnownedSerialExecutor {
         UnownedSerialExecutor(ordinary: self)
     }
 
     /// Lets the thread exit once its queue is empty.
-    public func shutdown() {
+    package func shutdown() {
         condition.lock()
         stopped = true
         condition.signal()
@@ -68,7 +68,7 @@ public final class ThreadExecutor: SerialExecutor, @unchecked Sendable {
 
 /// Runs blocking work (decoding, muxing, file I/O) on a fresh OS thread and awaits its result,
 /// so the cooperative pool is never blocked.
-public func runBlocking<T: Sendable>(_ name: String, _ body: @escaping @Sendable () throws -> T) async throws -> T {
+package func runBlocking<T: Sendable>(_ name: String, _ body: @escaping @Sendable () throws -> T) async throws -> T {
     try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, Error>) in
         let thread = Thread {
             nameCurrentThread(name)
@@ -82,7 +82,7 @@ public func runBlocking<T: Sendable>(_ name: String, _ body: @escaping @Sendable
 
 /// Names the calling OS thread (as `top -H`, `perf` and `/proc/PID/task/*/comm` show it; at most
 /// 15 bytes are kept). Foundation's `Thread.name` does not reach the OS on Linux.
-public func nameCurrentThread(_ name: String) {
+package func nameCurrentThread(_ name: String) {
     #if os(Linux)
     // pthread_setname_np is not visible to Swift (a GNU extension); the kernel takes the name here.
     let fd = open("/proc/thread-self/comm", O_WRONLY | O_CLOEXEC)

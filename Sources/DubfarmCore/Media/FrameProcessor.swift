@@ -5,7 +5,7 @@
 /// than it received them (a stage that smooths over time holds a few frames back). Frames it
 /// returns that lie outside the segment's output range are dropped by the renderer. Memory stays
 /// bounded: nothing holds a whole segment.
-public protocol FrameProcessor: AnyObject {
+package protocol FrameProcessor: AnyObject {
     /// Takes the next decoded frame; returns the frames now ready, in order.
     func process(_ frame: VideoFrame) throws -> [VideoFrame]
     /// Called once after the last frame; returns every frame still held.
@@ -13,8 +13,8 @@ public protocol FrameProcessor: AnyObject {
 }
 
 /// Returns every frame unchanged: the `passthrough` stage.
-public final class PassthroughProcessor: FrameProcessor {
-    public init() {}
-    public func process(_ frame: VideoFrame) throws -> [VideoFrame] { [frame] }
-    public func flush() throws -> [VideoFrame] { [] }
+package final class PassthroughProcessor: FrameProcessor {
+    package init() {}
+    package func process(_ frame: VideoFrame) throws -> [VideoFrame] { [frame] }
+    package func flush() throws -> [VideoFrame] { [] }
 }

@@ -1,45 +1,45 @@
 /// An exact ratio of two integers: frame rates and time bases.
-public struct Rational: Sendable, Hashable, Codable, CustomStringConvertible {
-    public var num: Int
-    public var den: Int
-    public init(_ num: Int, _ den: Int) {
+package struct Rational: Sendable, Hashable, Codable, CustomStringConvertible {
+    package var num: Int
+    package var den: Int
+    package init(_ num: Int, _ den: Int) {
         self.num = num
         self.den = den
     }
-    public var value: Double { den == 0 ? 0 : Double(num) / Double(den) }
-    public var inverted: Rational { Rational(den, num) }
-    public var description: String { den == 1 ? "\(num)" : "\(num)/\(den)" }
+    package var value: Double { den == 0 ? 0 : Double(num) / Double(den) }
+    package var inverted: Rational { Rational(den, num) }
+    package var description: String { den == 1 ? "\(num)" : "\(num)/\(den)" }
 
-    public func write(_ w: inout ByteWriter) {
+    package func write(_ w: inout ByteWriter) {
         w.int(num)
         w.int(den)
     }
-    public static func read(_ r: inout ByteReader) throws -> Rational {
+    package static func read(_ r: inout ByteReader) throws -> Rational {
         Rational(try r.int(), try r.int())
     }
 }
 
 /// What a decoder needs to know about a compressed video stream, free of FFmpeg types.
-public struct CodecParameters: Sendable, Hashable {
+package struct CodecParameters: Sendable, Hashable {
     /// FFmpeg's codec name, e.g. `h264`.
-    public var codecName: String
-    public var extradata: [UInt8]
-    public var width: Int
-    public var height: Int
+    package var codecName: String
+    package var extradata: [UInt8]
+    package var width: Int
+    package var height: Int
     /// FFmpeg's pixel format name, e.g. `yuv420p`.
-    public var pixelFormat: String
+    package var pixelFormat: String
     /// The time base packet timestamps are expressed in.
-    public var timeBase: Rational
-    public var frameRate: Rational
-    public var sampleAspect: Rational
-    public var profile: Int
-    public var level: Int
-    public var colorRange: Int
-    public var colorSpace: Int
-    public var colorPrimaries: Int
-    public var colorTransfer: Int
+    package var timeBase: Rational
+    package var frameRate: Rational
+    package var sampleAspect: Rational
+    package var profile: Int
+    package var level: Int
+    package var colorRange: Int
+    package var colorSpace: Int
+    package var colorPrimaries: Int
+    package var colorTransfer: Int
 
-    public init(codecName: String, extradata: [UInt8] = [], width: Int, height: Int, pixelFormat: String,
+    package init(codecName: String, extradata: [UInt8] = [], width: Int, height: Int, pixelFormat: String,
                 timeBase: Rational, frameRate: Rational, sampleAspect: Rational = Rational(0, 1),
                 profile: Int = -99, level: Int = -99, colorRange: Int = 0, colorSpace: Int = 2,
                 colorPrimaries: Int = 2, colorTransfer: Int = 2) {
@@ -59,7 +59,7 @@ public struct CodecParameters: Sendable, Hashable {
         self.colorTransfer = colorTransfer
     }
 
-    public func write(_ w: inout ByteWriter) {
+    package func write(_ w: inout ByteWriter) {
         w.string(codecName)
         w.blob(extradata)
         w.int(width)
@@ -71,7 +71,7 @@ public struct CodecParameters: Sendable, Hashable {
         for v in [profile, level, colorRange, colorSpace, colorPrimaries, colorTransfer] { w.int(v) }
     }
 
-    public static func read(_ r: inout ByteReader) throws -> CodecParameters {
+    package static func read(_ r: inout ByteReader) throws -> CodecParameters {
         var p = CodecParameters(
             codecName: try r.string(max: 64), extradata: try r.bytesArray(max: 1 << 20),
             width: try r.int(in: 1...16384, "width"), height: try r.int(in: 1...16384, "height"),
@@ -88,14 +88,14 @@ public struct CodecParameters: Sendable, Hashable {
 }
 
 /// One compressed packet, owned by Swift.
-public struct EncodedPacket: Sendable, Hashable {
-    public var pts: Int64
-    public var dts: Int64
-    public var duration: Int64
-    public var isKey: Bool
-    public var data: [UInt8]
+package struct EncodedPacket: Sendable, Hashable {
+    package var pts: Int64
+    package var dts: Int64
+    package var duration: Int64
+    package var isKey: Bool
+    package var data: [UInt8]
 
-    public init(pts: Int64, dts: Int64, duration: Int64, isKey: Bool, data: [UInt8]) {
+    package init(pts: Int64, dts: Int64, duration: Int64, isKey: Bool, data: [UInt8]) {
         self.pts = pts
         self.dts = dts
         self.duration = duration
@@ -109,29 +109,29 @@ public struct EncodedPacket: Sendable, Hashable {
 /// The coordinator sends one to a worker (the source packets of a segment, no re-encode), and
 /// the worker sends one back (the segment, encoded with the job's settings). The media store
 /// keeps finished segments in this format (see ``encoded()``).
-public struct PacketBundle: Sendable, Hashable {
-    public var codec: CodecParameters
+package struct PacketBundle: Sendable, Hashable {
+    package var codec: CodecParameters
     /// Packets in decode order.
-    public var packets: [EncodedPacket]
+    package var packets: [EncodedPacket]
 
-    public init(codec: CodecParameters, packets: [EncodedPacket]) {
+    package init(codec: CodecParameters, packets: [EncodedPacket]) {
         self.codec = codec
         self.packets = packets
     }
 
-    public var payloadBytes: Int { packets.reduce(0) { $0 + $1.data.count } }
+    package var payloadBytes: Int { packets.reduce(0) { $0 + $1.data.count } }
 
     static let magic: [UInt8] = Array("DFPB".utf8)
     static let version: UInt16 = 1
 
     /// The bundle as bytes: `DFPB`, version, codec parameters, packets.
-    public func encoded() -> [UInt8] {
+    package func encoded() -> [UInt8] {
         var w = ByteWriter(capacity: payloadBytes + packets.count * 32 + 256)
         write(&w)
         return w.bytes
     }
 
-    public func write(_ w: inout ByteWriter) {
+    package func write(_ w: inout ByteWriter) {
         w.raw(Self.magic)
         w.u16(Self.version)
         codec.write(&w)
@@ -146,13 +146,13 @@ public struct PacketBundle: Sendable, Hashable {
     }
 
     /// Parses ``encoded()``'s output; throws on anything malformed.
-    public init(decoding bytes: [UInt8]) throws {
+    package init(decoding bytes: [UInt8]) throws {
         var r = ByteReader(bytes)
         self = try Self.read(&r)
         try r.expectEnd()
     }
 
-    public static func read(_ r: inout ByteReader) throws -> PacketBundle {
+    package static func read(_ r: inout ByteReader) throws -> PacketBundle {
         let m = [try r.u8(), try r.u8(), try r.u8(), try r.u8()]
         guard m == magic else { throw DubfarmError(.protocolViolation, "malformed packet bundle: bad magic") }
         let v = try r.u16()
@@ -171,52 +171,52 @@ public struct PacketBundle: Sendable, Hashable {
 
 /// The fixed encoder settings of a job's output: every segment of a job is encoded alike so the
 /// stitch is a stream copy.
-public struct EncoderSettings: Sendable, Hashable, Codable {
+package struct EncoderSettings: Sendable, Hashable, Codable {
     /// FFmpeg encoder name (`libx264`).
-    public var codec: String
-    public var crf: Int
-    public var preset: String
+    package var codec: String
+    package var crf: Int
+    package var preset: String
     /// Output pixel format name (`yuv420p`).
-    public var pixelFormat: String
+    package var pixelFormat: String
 
-    public init(codec: String = "libx264", crf: Int = 18, preset: String = "veryfast", pixelFormat: String = "yuv420p") {
+    package init(codec: String = "libx264", crf: Int = 18, preset: String = "veryfast", pixelFormat: String = "yuv420p") {
         self.codec = codec
         self.crf = crf
         self.preset = preset
         self.pixelFormat = pixelFormat
     }
 
-    public func write(_ w: inout ByteWriter) {
+    package func write(_ w: inout ByteWriter) {
         w.string(codec)
         w.int(crf)
         w.string(preset)
         w.string(pixelFormat)
     }
-    public static func read(_ r: inout ByteReader) throws -> EncoderSettings {
+    package static func read(_ r: inout ByteReader) throws -> EncoderSettings {
         EncoderSettings(codec: try r.string(max: 64), crf: try r.int(in: 0...63, "crf"),
                         preset: try r.string(max: 64), pixelFormat: try r.string(max: 64))
     }
 }
 
 /// A window of the dub track as 16 kHz mono float PCM, for lip sync.
-public struct AudioWindow: Sendable, Hashable {
-    public static let sampleRate = 16_000
+package struct AudioWindow: Sendable, Hashable {
+    package static let sampleRate = 16_000
     /// Absolute index (at 16 kHz, from the start of the dub track) of `samples[0]`; may be negative.
-    public var startSample: Int64
-    public var samples: [Float]
-    public init(startSample: Int64, samples: [Float]) {
+    package var startSample: Int64
+    package var samples: [Float]
+    package init(startSample: Int64, samples: [Float]) {
         self.startSample = startSample
         self.samples = samples
     }
 }
 
 /// How the dub track was fitted to the video's duration.
-public enum AudioFit: Sendable, Hashable, Codable, CustomStringConvertible {
+package enum AudioFit: Sendable, Hashable, Codable, CustomStringConvertible {
     case exact
     case padded(seconds: Double)
     case trimmed(seconds: Double)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .exact: return "exact"
         case .padded(let s): return "padded with \(formatSeconds(s)) s of silence"

@@ -4,29 +4,29 @@
 /// the result writer move hundreds of megabytes of packets; they use this instead: the bundle's
 /// header and per-packet fields are parsed (with the same checks as the decoder), the packet
 /// payloads stay where they are, as byte ranges of the buffer the caller owns.
-public struct PacketBundleLayout: Sendable, Hashable {
+package struct PacketBundleLayout: Sendable, Hashable {
     /// One packet: its timing and flags, and where its bytes lie in the encoded bundle.
-    public struct Slice: Sendable, Hashable {
-        public var pts: Int64
-        public var dts: Int64
-        public var duration: Int64
-        public var isKey: Bool
+    package struct Slice: Sendable, Hashable {
+        package var pts: Int64
+        package var dts: Int64
+        package var duration: Int64
+        package var isKey: Bool
         /// Byte offset of the payload from the start of the encoded bundle.
-        public var offset: Int
-        public var size: Int
+        package var offset: Int
+        package var size: Int
     }
 
-    public var codec: CodecParameters
-    public var packets: [Slice]
+    package var codec: CodecParameters
+    package var packets: [Slice]
 
     /// Bytes of a packet's fixed fields before its payload: pts, dts, duration (i64 each), key
     /// flag (u8), payload length (u32).
-    public static let packetHeaderSize = 29
+    package static let packetHeaderSize = 29
 
     /// Parses the encoded bundle in `raw` (what ``PacketBundle/encoded()`` writes). Throws
     /// ``DubfarmError/Code/protocolViolation`` on anything the decoder would reject: bad magic
     /// or version, lengths past the end, trailing bytes.
-    public init(scanning raw: UnsafeRawBufferPointer) throws {
+    package init(scanning raw: UnsafeRawBufferPointer) throws {
         func fail(_ what: String) -> DubfarmError { DubfarmError(.protocolViolation, "malformed packet bundle: \(what)") }
         // The header (magic, version, codec parameters, count) through ByteReader, from a copy
         // of its first bytes only: codec parameters are small (extradata at most 1 MiB).
@@ -81,7 +81,7 @@ extension PacketBundle {
     /// The bundle's bytes up to its first packet: magic, version, codec parameters, count.
     /// With ``packetHeader(_:)`` and each packet's payload after its header, this is
     /// ``encoded()`` written piecewise (a writer can send the payloads from where they lie).
-    public func encodedHeader() -> [UInt8] {
+    package func encodedHeader() -> [UInt8] {
         var w = ByteWriter(capacity: 256 + codec.extradata.count)
         w.raw(Self.magic)
         w.u16(Self.version)
@@ -91,7 +91,7 @@ extension PacketBundle {
     }
 
     /// Writes packet `p`'s fixed fields (``PacketBundleLayout/packetHeaderSize`` bytes) at `to`.
-    public static func packetHeader(_ p: EncodedPacket, to: UnsafeMutableRawPointer) {
+    package static func packetHeader(_ p: EncodedPacket, to: UnsafeMutableRawPointer) {
         to.storeBytes(of: p.pts.littleEndian, toByteOffset: 0, as: Int64.self)
         to.storeBytes(of: p.dts.littleEndian, toByteOffset: 8, as: Int64.self)
         to.storeBytes(of: p.duration.littleEndian, toByteOffset: 16, as: Int64.self)
@@ -100,7 +100,7 @@ extension PacketBundle {
     }
 
     /// The length of ``encoded()``, without encoding.
-    public var encodedSize: Int {
+    package var encodedSize: Int {
         encodedHeader().count + packets.reduce(0) { $0 + PacketBundleLayout.packetHeaderSize + $1.data.count }
     }
 }

@@ -5,19 +5,19 @@
 /// model it holds, as an identifier `NAME@VERSION` (`small@untrained-seed-1`,
 /// `mymodel@3f2a…` for weights loaded from a directory). A job runs one stage and may require a
 /// model, either by name (`small`: any version) or exactly (`small@untrained-seed-1`).
-public struct WorkerCapabilities: Sendable, Hashable {
-    public var stage: String
-    public var model: String?
-    public var threads: Int
+package struct WorkerCapabilities: Sendable, Hashable {
+    package var stage: String
+    package var model: String?
+    package var threads: Int
 
-    public init(stage: String, model: String?, threads: Int) {
+    package init(stage: String, model: String?, threads: Int) {
         self.stage = stage
         self.model = model
         self.threads = threads
     }
 
     /// Whether this worker may take segments of a job running `stage` that requires `model`.
-    public func canRun(stage jobStage: String, model required: String?) -> Bool {
+    package func canRun(stage jobStage: String, model required: String?) -> Bool {
         guard stage == jobStage else { return false }
         guard let required else { return true }
         return Self.model(model, satisfies: required)
@@ -26,14 +26,14 @@ public struct WorkerCapabilities: Sendable, Hashable {
     /// Whether an advertised model identifier satisfies a job's requirement: equal, or the
     /// requirement names the model without a version (`small` is satisfied by `small@v2`).
     /// A worker that holds no model satisfies no requirement.
-    public static func model(_ advertised: String?, satisfies required: String) -> Bool {
+    package static func model(_ advertised: String?, satisfies required: String) -> Bool {
         guard let advertised, !required.isEmpty else { return false }
         if advertised == required { return true }
         return !required.contains("@") && modelName(advertised) == required
     }
 
     /// The name part of a model identifier (`small@untrained-seed-1` → `small`).
-    public static func modelName(_ id: String) -> String {
+    package static func modelName(_ id: String) -> String {
         id.split(separator: "@", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? id
     }
 }
@@ -44,7 +44,7 @@ public struct WorkerCapabilities: Sendable, Hashable {
 /// - Parameters:
 ///   - stage: the job's stage; `model`: the model it requires, if any.
 ///   - workers: the capabilities of the workers connected now.
-public func waitingReason(stage: String, model: String?, workers: [WorkerCapabilities]) -> String? {
+package func waitingReason(stage: String, model: String?, workers: [WorkerCapabilities]) -> String? {
     if workers.contains(where: { $0.canRun(stage: stage, model: model) }) { return nil }
     if workers.isEmpty { return "waiting for a worker: none is connected" }
     let sameStage = workers.filter { $0.stage == stage }

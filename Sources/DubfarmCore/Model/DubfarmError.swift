@@ -2,66 +2,66 @@
 ///
 /// Modelled on swift-service-lifecycle's error struct: a closed set of codes for programs,
 /// a message in plain words for people.
-public struct DubfarmError: Error, Sendable, Hashable, CustomStringConvertible {
+package struct DubfarmError: Error, Sendable, Hashable, CustomStringConvertible {
     /// What kind of failure this is. Codes map to CLI exit codes.
-    public struct Code: Sendable, Hashable, CustomStringConvertible {
+    package struct Code: Sendable, Hashable, CustomStringConvertible {
         enum Base: String, Sendable, Hashable {
             case badInput, unsupported, notFound, io, database, protocolViolation, unreachable
             case configuration, stitch, cancelled, internalError, schemaTooNew, diskFull, timeout
         }
         let base: Base
         init(_ base: Base) { self.base = base }
-        public var description: String { base.rawValue }
+        package var description: String { base.rawValue }
 
         /// Whether a segment that failed this way would fail the same way on any worker and at
         /// any later time (the input is unusable), so retrying it only delays the job's failure.
-        public var isPermanent: Bool { self == .badInput }
+        package var isPermanent: Bool { self == .badInput }
 
         /// The input (a media file, a request) is unusable; the user must change it.
-        public static let badInput = Code(.badInput)
+        package static let badInput = Code(.badInput)
         /// The input is valid but uses something dubfarm does not support.
-        public static let unsupported = Code(.unsupported)
+        package static let unsupported = Code(.unsupported)
         /// A job, segment, file or worker does not exist.
-        public static let notFound = Code(.notFound)
+        package static let notFound = Code(.notFound)
         /// Reading or writing a file failed.
-        public static let io = Code(.io)
+        package static let io = Code(.io)
         /// The disk or filesystem is full.
-        public static let diskFull = Code(.diskFull)
+        package static let diskFull = Code(.diskFull)
         /// PostgreSQL refused or failed a statement.
-        public static let database = Code(.database)
+        package static let database = Code(.database)
         /// The database schema is newer than this build understands.
-        public static let schemaTooNew = Code(.schemaTooNew)
+        package static let schemaTooNew = Code(.schemaTooNew)
         /// A peer sent a message that breaks the wire protocol.
-        public static let protocolViolation = Code(.protocolViolation)
+        package static let protocolViolation = Code(.protocolViolation)
         /// A peer (coordinator, database) cannot be reached.
-        public static let unreachable = Code(.unreachable)
+        package static let unreachable = Code(.unreachable)
         /// The configuration is invalid.
-        public static let configuration = Code(.configuration)
+        package static let configuration = Code(.configuration)
         /// Stitching the segments into the output failed its checks.
-        public static let stitch = Code(.stitch)
+        package static let stitch = Code(.stitch)
         /// The work was cancelled.
-        public static let cancelled = Code(.cancelled)
+        package static let cancelled = Code(.cancelled)
         /// An operation took longer than allowed.
-        public static let timeout = Code(.timeout)
+        package static let timeout = Code(.timeout)
         /// A bug: an invariant did not hold.
-        public static let internalError = Code(.internalError)
+        package static let internalError = Code(.internalError)
 
         /// Parses the textual form used on the wire and in the database.
-        public init?(rawValue: String) {
+        package init?(rawValue: String) {
             guard let b = Base(rawValue: rawValue) else { return nil }
             self.base = b
         }
-        public var rawValue: String { base.rawValue }
+        package var rawValue: String { base.rawValue }
     }
 
-    public let code: Code
+    package let code: Code
     /// A complete sentence naming what failed and why.
-    public let message: String
+    package let message: String
 
-    public init(_ code: Code, _ message: String) {
+    package init(_ code: Code, _ message: String) {
         self.code = code
         self.message = message
     }
 
-    public var description: String { message }
+    package var description: String { message }
 }

@@ -1,36 +1,36 @@
 /// What a job asks of its personalisation phase (`submit --personalise[=SECONDS]`): the farm
 /// fine-tunes the model on the job's own footage before it dubs it.
-public struct PersonaliseRequest: Sendable, Hashable, Codable {
+package struct PersonaliseRequest: Sendable, Hashable, Codable {
     /// Wall-clock seconds of training (the budget counts across a resume on another worker).
-    public var seconds: Int
+    package var seconds: Int
     /// Whether a failed personalisation lets the job run on the default weights instead of
     /// failing it.
-    public var fallback: Bool
+    package var fallback: Bool
     /// Workers to train on at once, data-parallel (`torchrun`): the lease holder and up to
     /// `workers - 1` others that are idle when it starts. 1: one worker.
-    public var workers: Int
+    package var workers: Int
 
-    public init(seconds: Int, fallback: Bool = false, workers: Int = 1) {
+    package init(seconds: Int, fallback: Bool = false, workers: Int = 1) {
         self.seconds = seconds
         self.fallback = fallback
         self.workers = workers
     }
 
     /// The budget when `--personalise` names none: five minutes.
-    public static let defaultSeconds = 300
+    package static let defaultSeconds = 300
     /// The longest budget a job may ask for.
-    public static let maxSeconds = 24 * 3600
+    package static let maxSeconds = 24 * 3600
     /// The most workers one fine-tune may train on.
-    public static let maxWorkers = 64
+    package static let maxWorkers = 64
 
     /// The job option keys that carry the request (in the job's `params.options`).
-    public static let secondsOption = "personalise"
-    public static let fallbackOption = "personalise.fallback"
-    public static let workersOption = "personalise.workers"
+    package static let secondsOption = "personalise"
+    package static let fallbackOption = "personalise.fallback"
+    package static let workersOption = "personalise.workers"
 
     /// The request a job's options carry, if any (`0`: the job asked for none, whatever the
     /// coordinator's default); throws when they are malformed.
-    public init?(options: [String: String]) throws(DubfarmError) {
+    package init?(options: [String: String]) throws(DubfarmError) {
         guard let text = options[Self.secondsOption], text != "0" else { return nil }
         guard let s = Int(text), s > 0, s <= Self.maxSeconds else {
             throw DubfarmError(.badInput, "personalise: \(text) is not a budget in seconds (1…\(Self.maxSeconds))")
@@ -47,14 +47,14 @@ public struct PersonaliseRequest: Sendable, Hashable, Codable {
 
     private enum CodingKeys: String, CodingKey { case seconds, fallback, workers }
 
-    public init(from decoder: any Decoder) throws {
+    package init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         self.init(seconds: try c.decode(Int.self, forKey: .seconds), fallback: try c.decode(Bool.self, forKey: .fallback),
                   workers: try c.decodeIfPresent(Int.self, forKey: .workers) ?? 1)
     }
 
     /// Writes the request into a job's options.
-    public func store(in options: inout [String: String]) {
+    package func store(in options: inout [String: String]) {
         options[Self.secondsOption] = String(seconds)
         options[Self.fallbackOption] = fallback ? "true" : nil
         options[Self.workersOption] = workers > 1 ? String(workers) : nil
@@ -64,27 +64,27 @@ public struct PersonaliseRequest: Sendable, Hashable, Codable {
 /// The life of a job's personalisation: `preparing` (the coordinator builds the dataset from
 /// the job's video) `→ pending → leased → done`; a failed attempt goes back to `pending` (its
 /// last checkpoint kept) until its attempts are spent, then `failed`.
-public enum PersonalisationState: String, Sendable, Hashable, Codable, CaseIterable, CustomStringConvertible {
+package enum PersonalisationState: String, Sendable, Hashable, Codable, CaseIterable, CustomStringConvertible {
     case preparing, pending, leased, done, failed
-    public var description: String { rawValue }
+    package var description: String { rawValue }
 }
 
 /// The pure rules of a personalisation's life, fencing included: the fine-tune is a unit of
 /// work with a lease, like a segment. The store loads the row under a lock, asks this machine,
 /// and writes back the answer.
-public struct PersonalisationMachine: Sendable, Hashable {
-    public var state: PersonalisationState
+package struct PersonalisationMachine: Sendable, Hashable {
+    package var state: PersonalisationState
     /// The current lease's token; `nil` unless `state == .leased`.
-    public var lease: LeaseToken?
-    public var leasedBy: String?
-    public var failures: Int
-    public var leases: Int
+    package var lease: LeaseToken?
+    package var leasedBy: String?
+    package var failures: Int
+    package var leases: Int
     /// The training step of the last checkpoint the coordinator holds (a new lease resumes there).
-    public var checkpointStep: Int?
+    package var checkpointStep: Int?
     /// Whether the job runs on the default weights when this fails for good.
-    public var fallback: Bool
+    package var fallback: Bool
 
-    public init(state: PersonalisationState = .preparing, lease: LeaseToken? = nil, leasedBy: String? = nil, failures: Int = 0,
+    package init(state: PersonalisationState = .preparing, lease: LeaseToken? = nil, leasedBy: String? = nil, failures: Int = 0,
                 leases: Int = 0, checkpointStep: Int? = nil, fallback: Bool = false) {
         self.state = state
         self.lease = lease
@@ -96,7 +96,7 @@ public struct PersonalisationMachine: Sendable, Hashable {
     }
 
     /// Why an action was refused.
-    public enum Rejection: Error, Sendable, Hashable, CustomStringConvertible {
+    package enum Rejection: Error, Sendable, Hashable, CustomStringConvertible {
         case staleToken(current: LeaseToken?)
         case wrongState(PersonalisationState)
         /// A checkpoint older than the one already kept.
@@ -104,7 +104,7 @@ public struct PersonalisationMachine: Sendable, Hashable {
         /// The job no longer waits for it (cancelled or failed meanwhile).
         case jobNotPersonalising(JobState)
 
-        public var description: String {
+        package var description: String {
             switch self {
             case .staleToken(let c): return "stale lease token (current lease: \(c.map { "\($0)" } ?? "none"))"
             case .wrongState(let s): return "personalisation is \(s)"
@@ -115,7 +115,7 @@ public struct PersonalisationMachine: Sendable, Hashable {
     }
 
     /// What a failed attempt leads to.
-    public enum FailureOutcome: Sendable, Hashable {
+    package enum FailureOutcome: Sendable, Hashable {
         /// Back to `pending`: another worker resumes from the last checkpoint.
         case retry
         /// Attempts spent (or the input is unusable): the job runs on the default weights.
@@ -125,12 +125,12 @@ public struct PersonalisationMachine: Sendable, Hashable {
     }
 
     /// The dataset is built: the fine-tune can be handed out.
-    public mutating func prepared() throws(Rejection) {
+    package mutating func prepared() throws(Rejection) {
         guard state == .preparing else { throw .wrongState(state) }
         state = .pending
     }
 
-    public mutating func lease(token: LeaseToken, to worker: String) throws(Rejection) {
+    package mutating func lease(token: LeaseToken, to worker: String) throws(Rejection) {
         guard state == .pending else { throw .wrongState(state) }
         state = .leased
         lease = token
@@ -139,7 +139,7 @@ public struct PersonalisationMachine: Sendable, Hashable {
     }
 
     /// Checks that `token` names the current lease (progress reports use this alone).
-    public func check(token: LeaseToken) throws(Rejection) {
+    package func check(token: LeaseToken) throws(Rejection) {
         guard state == .leased else {
             throw state == .pending || state == .done ? .staleToken(current: lease) : .wrongState(state)
         }
@@ -147,14 +147,14 @@ public struct PersonalisationMachine: Sendable, Hashable {
     }
 
     /// Keeps the checkpoint of training step `step` sent under `token`.
-    public mutating func checkpoint(token: LeaseToken, step: Int) throws(Rejection) {
+    package mutating func checkpoint(token: LeaseToken, step: Int) throws(Rejection) {
         try check(token: token)
         if let kept = checkpointStep, step < kept { throw .olderCheckpoint(kept: kept, offered: step) }
         checkpointStep = step
     }
 
     /// Accepts the trained weights of lease `token`.
-    public mutating func complete(token: LeaseToken) throws(Rejection) {
+    package mutating func complete(token: LeaseToken) throws(Rejection) {
         try check(token: token)
         state = .done
         lease = nil
@@ -163,7 +163,7 @@ public struct PersonalisationMachine: Sendable, Hashable {
 
     /// Records a failed attempt under `token`. A `permanent` failure (the job's footage is
     /// unusable for training: another attempt would fail the same way) ends it at once.
-    public mutating func fail(token: LeaseToken, maxAttempts: Int, permanent: Bool = false) throws(Rejection) -> FailureOutcome {
+    package mutating func fail(token: LeaseToken, maxAttempts: Int, permanent: Bool = false) throws(Rejection) -> FailureOutcome {
         try check(token: token)
         failures += 1
         lease = nil
@@ -174,7 +174,7 @@ public struct PersonalisationMachine: Sendable, Hashable {
     }
 
     /// Ends the personalisation without a lease (the coordinator could not build the dataset).
-    public mutating func giveUp() -> FailureOutcome {
+    package mutating func giveUp() -> FailureOutcome {
         state = .failed
         lease = nil
         leasedBy = nil
@@ -184,7 +184,7 @@ public struct PersonalisationMachine: Sendable, Hashable {
     /// Takes the lease back without counting a failure (the worker vanished, stopped or handed
     /// it back); the next lease resumes from the last checkpoint. `token == nil` releases
     /// whatever lease is current.
-    public mutating func release(token: LeaseToken?) throws(Rejection) {
+    package mutating func release(token: LeaseToken?) throws(Rejection) {
         if let token { try check(token: token) } else if state != .leased { throw .wrongState(state) }
         state = .pending
         lease = nil
@@ -196,17 +196,17 @@ public struct PersonalisationMachine: Sendable, Hashable {
 /// personalise asks for work. A GPU worker takes a fine-tune before a CPU one; a job that asks
 /// for several workers trains data-parallel on the lease holder (rank 0, which hosts the
 /// `torchrun` rendezvous) and the idle workers like it at that moment (never waiting for more).
-public enum PersonalisationPlacement {
+package enum PersonalisationPlacement {
     /// A worker that can personalise, as the dispatcher sees it.
-    public struct Worker: Sendable, Hashable {
-        public var name: String
+    package struct Worker: Sendable, Hashable {
+        package var name: String
         /// The trainer's device (`cpu`, `cuda`).
-        public var device: String
+        package var device: String
         /// `HOST:PORT` where it hosts a rendezvous as rank 0; nil: it can only join one.
-        public var rendezvous: String?
-        public var idle: Bool
+        package var rendezvous: String?
+        package var idle: Bool
 
-        public init(name: String, device: String = "cpu", rendezvous: String? = nil, idle: Bool = true) {
+        package init(name: String, device: String = "cpu", rendezvous: String? = nil, idle: Bool = true) {
             self.name = name
             self.device = device
             self.rendezvous = rendezvous
@@ -219,20 +219,20 @@ public enum PersonalisationPlacement {
     /// Whether `worker` should leave the fine-tunes to another idle worker among `others`: a
     /// CPU worker defers to an idle GPU worker (which claims the fine-tune on its own turn)
     /// and takes segments meanwhile.
-    public static func defers(_ worker: Worker, to others: [Worker]) -> Bool {
+    package static func defers(_ worker: Worker, to others: [Worker]) -> Bool {
         !worker.isGPU && others.contains { $0.idle && $0.isGPU && $0.name != worker.name }
     }
 
     /// The order in which idle workers that can personalise look for a fine-tune: GPU workers
     /// first (the CPU ones defer to them), then by name.
-    public static func claimOrder(_ workers: [Worker]) -> [Worker] {
+    package static func claimOrder(_ workers: [Worker]) -> [Worker] {
         workers.sorted { ($0.isGPU ? 0 : 1, $0.name) < ($1.isGPU ? 0 : 1, $1.name) }
     }
 
     /// The workers that train beside `lead` (ranks 1…), chosen from `candidates`: idle, on the
     /// same device (one gang cannot mix NCCL and gloo), in the order given; at most `want - 1`.
     /// Empty when `lead` cannot host a rendezvous.
-    public static func members(for lead: Worker, from candidates: [Worker], want: Int) -> [Worker] {
+    package static func members(for lead: Worker, from candidates: [Worker], want: Int) -> [Worker] {
         guard want > 1, lead.rendezvous != nil else { return [] }
         return Array(candidates.filter { $0.idle && $0.name != lead.name && $0.device == lead.device }.prefix(want - 1))
     }

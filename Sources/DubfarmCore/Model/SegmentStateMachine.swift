@@ -2,18 +2,18 @@
 ///
 /// The store loads a segment row under a row lock, asks this machine what happens, and writes
 /// back the answer; the rules live here alone so they are unit-tested without a database.
-public struct SegmentStateMachine: Sendable, Hashable {
-    public var state: SegmentState
+package struct SegmentStateMachine: Sendable, Hashable {
+    package var state: SegmentState
     /// The current lease's token; `nil` unless `state == .leased`.
-    public var lease: LeaseToken?
+    package var lease: LeaseToken?
     /// The worker holding the lease.
-    public var leasedBy: String?
+    package var leasedBy: String?
     /// Failed attempts so far (lost leases are not failures: see ``release(token:reason:)``).
-    public var failures: Int
+    package var failures: Int
     /// Leases handed out so far.
-    public var leases: Int
+    package var leases: Int
 
-    public init(state: SegmentState = .pending, lease: LeaseToken? = nil, leasedBy: String? = nil,
+    package init(state: SegmentState = .pending, lease: LeaseToken? = nil, leasedBy: String? = nil,
                 failures: Int = 0, leases: Int = 0) {
         self.state = state
         self.lease = lease
@@ -23,13 +23,13 @@ public struct SegmentStateMachine: Sendable, Hashable {
     }
 
     /// Why an action was refused.
-    public enum Rejection: Error, Sendable, Hashable, CustomStringConvertible {
+    package enum Rejection: Error, Sendable, Hashable, CustomStringConvertible {
         /// The token is not the current lease's: a late reply from a superseded lease.
         case staleToken(current: LeaseToken?)
         /// The segment is not in a state that allows the action.
         case wrongState(SegmentState)
 
-        public var description: String {
+        package var description: String {
             switch self {
             case .staleToken(let c): return "stale lease token (current lease: \(c.map { "\($0)" } ?? "none"))"
             case .wrongState(let s): return "segment is \(s)"
@@ -38,7 +38,7 @@ public struct SegmentStateMachine: Sendable, Hashable {
     }
 
     /// What a failure leads to.
-    public enum FailureOutcome: Sendable, Hashable {
+    package enum FailureOutcome: Sendable, Hashable {
         /// Back to `pending`, not to be handed out again for `backoffSeconds`.
         case retry(backoffSeconds: Double)
         /// Attempts are spent: the segment is `dead` and its job fails.
@@ -46,7 +46,7 @@ public struct SegmentStateMachine: Sendable, Hashable {
     }
 
     /// Hands the segment to `worker` under a fresh `token`.
-    public mutating func lease(token: LeaseToken, to worker: String) throws(Rejection) {
+    package mutating func lease(token: LeaseToken, to worker: String) throws(Rejection) {
         guard state == .pending else { throw .wrongState(state) }
         state = .leased
         lease = token
@@ -55,7 +55,7 @@ public struct SegmentStateMachine: Sendable, Hashable {
     }
 
     /// Checks that `token` names the current lease (progress reports use this alone).
-    public func check(token: LeaseToken) throws(Rejection) {
+    package func check(token: LeaseToken) throws(Rejection) {
         guard state == .leased else {
             throw state == .pending || state == .done ? .staleToken(current: lease) : .wrongState(state)
         }
@@ -63,7 +63,7 @@ public struct SegmentStateMachine: Sendable, Hashable {
     }
 
     /// Accepts the result of the lease `token`.
-    public mutating func complete(token: LeaseToken) throws(Rejection) {
+    package mutating func complete(token: LeaseToken) throws(Rejection) {
         try check(token: token)
         state = .done
         lease = nil
@@ -73,7 +73,7 @@ public struct SegmentStateMachine: Sendable, Hashable {
     ///
     /// A `permanent` failure (the input itself is unusable: another attempt would fail the same
     /// way) makes the segment `dead` at once instead of retrying up to `policy.maxAttempts`.
-    public mutating func fail(token: LeaseToken, policy: RetryPolicy, permanent: Bool = false) throws(Rejection) -> FailureOutcome {
+    package mutating func fail(token: LeaseToken, policy: RetryPolicy, permanent: Bool = false) throws(Rejection) -> FailureOutcome {
         try check(token: token)
         failures += 1
         lease = nil
@@ -88,7 +88,7 @@ public struct SegmentStateMachine: Sendable, Hashable {
 
     /// Takes the lease back without counting a failure: the worker vanished, was stopped, or
     /// handed the segment back. `token == nil` releases whatever lease is current.
-    public mutating func release(token: LeaseToken?) throws(Rejection) {
+    package mutating func release(token: LeaseToken?) throws(Rejection) {
         if let token {
             try check(token: token)
         } else if state != .leased {
@@ -100,7 +100,7 @@ public struct SegmentStateMachine: Sendable, Hashable {
     }
 
     /// Stops the segment for good because its job was cancelled.
-    public mutating func cancel() {
+    package mutating func cancel() {
         guard state == .pending || state == .leased else { return }
         state = .cancelled
         lease = nil
@@ -108,7 +108,7 @@ public struct SegmentStateMachine: Sendable, Hashable {
     }
 
     /// Makes a `dead` or `cancelled` segment `pending` again (the job's `retry`), with fresh attempts.
-    public mutating func reset() {
+    package mutating func reset() {
         guard state == .dead || state == .cancelled else { return }
         state = .pending
         failures = 0
@@ -118,22 +118,22 @@ public struct SegmentStateMachine: Sendable, Hashable {
 }
 
 /// How often and how patiently a failed segment is retried.
-public struct RetryPolicy: Sendable, Hashable, Codable {
+package struct RetryPolicy: Sendable, Hashable, Codable {
     /// Failed attempts after which a segment is `dead`.
-    public var maxAttempts: Int
+    package var maxAttempts: Int
     /// Backoff after the first failure, in seconds; doubles after each further failure.
-    public var backoffBase: Double
+    package var backoffBase: Double
     /// Upper bound on the backoff, in seconds.
-    public var backoffMax: Double
+    package var backoffMax: Double
 
-    public init(maxAttempts: Int = 3, backoffBase: Double = 2, backoffMax: Double = 60) {
+    package init(maxAttempts: Int = 3, backoffBase: Double = 2, backoffMax: Double = 60) {
         self.maxAttempts = maxAttempts
         self.backoffBase = backoffBase
         self.backoffMax = backoffMax
     }
 
     /// Seconds to wait after `failures` failed attempts (≥ 1).
-    public func backoff(afterFailures failures: Int) -> Double {
+    package func backoff(afterFailures failures: Int) -> Double {
         guard failures > 0 else { return 0 }
         let exp = min(failures - 1, 30)
         return min(backoffMax, backoffBase * Double(1 << exp))

@@ -3,20 +3,20 @@
 /// A job names one stage; the coordinator refuses names not listed here, and sends a task only
 /// the inputs its stage reads: the dub track's PCM (tens of kilobytes per second of video, read
 /// and re-sent for every segment) goes only to stages that use it.
-public struct StageInfo: Sendable, Hashable {
+package struct StageInfo: Sendable, Hashable {
     /// The name jobs and workers use (`--stage`).
-    public var name: String
+    package var name: String
     /// Whether the stage reads the task's dub audio window.
-    public var usesAudio: Bool
+    package var usesAudio: Bool
     /// Whether the stage reads the job's source face.
-    public var usesFace: Bool
+    package var usesFace: Bool
     /// Whether it is meant for tests and benchmarks only.
-    public var forTesting: Bool
+    package var forTesting: Bool
 }
 
-public enum StageCatalog {
+package enum StageCatalog {
     /// Every stage, product stages first.
-    public static let all: [StageInfo] = [
+    package static let all: [StageInfo] = [
         StageInfo(name: "dub", usesAudio: true, usesFace: true, forTesting: false),
         StageInfo(name: "passthrough", usesAudio: false, usesFace: false, forTesting: false),
         StageInfo(name: "sleep", usesAudio: false, usesFace: false, forTesting: true),
@@ -25,13 +25,13 @@ public enum StageCatalog {
     ]
 
     /// The stage called `name`, if there is one.
-    public static func stage(_ name: String) -> StageInfo? {
+    package static func stage(_ name: String) -> StageInfo? {
         all.first { $0.name == name }
     }
 
     /// The names, in words, for error messages: "dub or passthrough; sleep, sleep-copy and fail
     /// for tests and benchmarks".
-    public static var namesInWords: String {
+    package static var namesInWords: String {
         let product = all.filter { !$0.forTesting }.map(\.name)
         let testing = all.filter(\.forTesting).map(\.name)
         return "\(product.joined(separator: " or ")); \(testing.dropLast().joined(separator: ", ")) and \(testing.last!) for tests and benchmarks"

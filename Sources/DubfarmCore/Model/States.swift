@@ -1,14 +1,14 @@
 /// The life of a job: `queued → planning → running → stitching → done`, or `failed` / `cancelled`.
-public enum JobState: String, Sendable, Hashable, Codable, CaseIterable, CustomStringConvertible {
+package enum JobState: String, Sendable, Hashable, Codable, CaseIterable, CustomStringConvertible {
     case queued, planning, personalising, running, stitching, done, failed, cancelled
 
-    public var description: String { rawValue }
+    package var description: String { rawValue }
 
     /// Whether the job will never change state again on its own.
-    public var isTerminal: Bool { self == .done || self == .failed || self == .cancelled }
+    package var isTerminal: Bool { self == .done || self == .failed || self == .cancelled }
 
     /// Whether `self → next` is a legal transition.
-    public func canTransition(to next: JobState) -> Bool {
+    package func canTransition(to next: JobState) -> Bool {
         switch (self, next) {
         case (.queued, .planning), (.planning, .running), (.running, .stitching), (.stitching, .done):
             return true
@@ -32,7 +32,7 @@ public enum JobState: String, Sendable, Hashable, Codable, CaseIterable, CustomS
 
 /// The life of a segment: `pending → leased → done`; a failed attempt goes back to `pending`
 /// with a backoff until its attempts are spent, then `dead`.
-public enum SegmentState: String, Sendable, Hashable, Codable, CaseIterable, CustomStringConvertible {
+package enum SegmentState: String, Sendable, Hashable, Codable, CaseIterable, CustomStringConvertible {
     case pending, leased, done, dead, cancelled
-    public var description: String { rawValue }
+    package var description: String { rawValue }
 }

@@ -1,4 +1,4 @@
 /// dubfarm's version.
-public enum DubfarmVersion {
-    public static let current = "0.1.0"
+package enum DubfarmVersion {
+    package static let current = "0.1.0"
 }

@@ -2,16 +2,16 @@
 ///
 /// Built once by the coordinator when it plans a job (one demux pass, no decode) and kept in the
 /// media store, so cutting a segment is reading byte ranges, not demuxing again.
-public struct PacketIndex: Sendable, Hashable {
-    public struct Entry: Sendable, Hashable {
-        public var pts: Int64
-        public var dts: Int64
-        public var duration: Int64
+package struct PacketIndex: Sendable, Hashable {
+    package struct Entry: Sendable, Hashable {
+        package var pts: Int64
+        package var dts: Int64
+        package var duration: Int64
         /// Byte offset of the packet in the input file.
-        public var position: Int64
-        public var size: Int32
-        public var isKey: Bool
-        public init(pts: Int64, dts: Int64, duration: Int64, position: Int64, size: Int32, isKey: Bool) {
+        package var position: Int64
+        package var size: Int32
+        package var isKey: Bool
+        package init(pts: Int64, dts: Int64, duration: Int64, position: Int64, size: Int32, isKey: Bool) {
             self.pts = pts
             self.dts = dts
             self.duration = duration
@@ -22,11 +22,11 @@ public struct PacketIndex: Sendable, Hashable {
     }
 
     /// Packets in decode (file) order.
-    public let entries: [Entry]
+    package let entries: [Entry]
     /// `presentationOrder[f]` is the entry index of frame `f` (frames numbered in presentation order).
-    public let presentationOrder: [Int]
+    package let presentationOrder: [Int]
 
-    public init(entries: [Entry]) {
+    package init(entries: [Entry]) {
         self.entries = entries
         presentationOrder = entries.indices.sorted { a, b in
             entries[a].pts != entries[b].pts ? entries[a].pts < entries[b].pts : a < b
@@ -34,25 +34,25 @@ public struct PacketIndex: Sendable, Hashable {
     }
 
     /// The number of frames.
-    public var frameCount: Int { entries.count }
+    package var frameCount: Int { entries.count }
 
     /// Presentation timestamp of frame `f`.
-    public func pts(ofFrame f: Int) -> Int64 { entries[presentationOrder[f]].pts }
+    package func pts(ofFrame f: Int) -> Int64 { entries[presentationOrder[f]].pts }
 
     /// What to send a worker so it can decode `frames`.
-    public struct Window: Sendable, Hashable {
+    package struct Window: Sendable, Hashable {
         /// Entry indices (decode order) to send: from the keyframe at or before the first needed
         /// frame to the last packet any needed frame depends on.
-        public var packets: Range<Int>
+        package var packets: Range<Int>
         /// The frames decoded and handed to the stage: the segment plus its context.
-        public var decodedFrames: Range<Int>
+        package var decodedFrames: Range<Int>
         /// Presentation timestamps of `decodedFrames`, in order: how the worker tells them apart
         /// from frames it decodes only as references.
-        public var framePTS: [Int64]
+        package var framePTS: [Int64]
     }
 
     /// The packet window for `frames` with `context` frames on each side (clamped to the video).
-    public func window(for frames: Range<Int>, context: Int) -> Window {
+    package func window(for frames: Range<Int>, context: Int) -> Window {
         precondition(!frames.isEmpty && frames.upperBound <= frameCount, "frames \(frames) outside 0..<\(frameCount)")
         let decoded = SegmentPlanner.contextRange(of: frames, context: context, frameCount: frameCount)
         var lo = Int.max, hi = Int.min
@@ -67,7 +67,7 @@ public struct PacketIndex: Sendable, Hashable {
     }
 
     /// The longest run of frames, in decode order, between a keyframe and the next (or the end).
-    public var longestKeyframeInterval: Int {
+    package var longestKeyframeInterval: Int {
         var longest = 0, last = 0
         for (i, e) in entries.enumerated() where e.isKey && i > 0 {
             longest = max(longest, i - last)
@@ -77,13 +77,13 @@ public struct PacketIndex: Sendable, Hashable {
     }
 
     /// Whether the first packet is a keyframe (a stream that starts mid-GOP is re-cut).
-    public var startsWithKeyframe: Bool { entries.first?.isKey ?? false }
+    package var startsWithKeyframe: Bool { entries.first?.isKey ?? false }
 
     // MARK: Persistence
 
     static let magic: [UInt8] = Array("DFPI".utf8)
 
-    public func encoded() -> [UInt8] {
+    package func encoded() -> [UInt8] {
         var w = ByteWriter(capacity: 16 + entries.count * 37)
         w.raw(Self.magic)
         w.u32(UInt32(entries.count))
@@ -98,7 +98,7 @@ public struct PacketIndex: Sendable, Hashable {
         return w.bytes
     }
 
-    public init(decoding bytes: [UInt8]) throws {
+    package init(decoding bytes: [UInt8]) throws {
         var r = ByteReader(bytes)
         let m = [try r.u8(), try r.u8(), try r.u8(), try r.u8()]
         guard m == Self.magic else { throw DubfarmError(.io, "packet index file is damaged (bad magic)") }

@@ -1,33 +1,33 @@
 /// One planned segment: a half-open range of absolute input frame indices.
-public struct SegmentSpan: Sendable, Hashable, Codable, CustomStringConvertible {
-    public var index: Int
-    public var frames: Range<Int>
-    public init(index: Int, frames: Range<Int>) {
+package struct SegmentSpan: Sendable, Hashable, Codable, CustomStringConvertible {
+    package var index: Int
+    package var frames: Range<Int>
+    package init(index: Int, frames: Range<Int>) {
         self.index = index
         self.frames = frames
     }
-    public var description: String { "#\(index) [\(frames.lowerBound), \(frames.upperBound))" }
+    package var description: String { "#\(index) [\(frames.lowerBound), \(frames.upperBound))" }
 }
 
 /// Cuts a video into segments on absolute frame indices.
 ///
 /// A segment is `round(seconds × frame rate)` frames; segment `k` starts at `k × length`, so
 /// rounding never accumulates, and the last one is shorter.
-public enum SegmentPlanner {
+package enum SegmentPlanner {
     /// Frames in one nominal segment: `round(seconds × num / den)`, at least 1.
-    public static func framesPerSegment(seconds: Double, frameRate: Rational) -> Int {
+    package static func framesPerSegment(seconds: Double, frameRate: Rational) -> Int {
         precondition(frameRate.num > 0 && frameRate.den > 0, "frame rate must be positive")
         let exact = seconds * Double(frameRate.num) / Double(frameRate.den)
         return max(1, Int(exact.rounded(.toNearestOrAwayFromZero)))
     }
 
     /// Splits `frameCount` frames into segments of `framesPerSegment(seconds:frameRate:)` frames.
-    public static func plan(frameCount: Int, frameRate: Rational, segmentSeconds: Double) -> [SegmentSpan] {
+    package static func plan(frameCount: Int, frameRate: Rational, segmentSeconds: Double) -> [SegmentSpan] {
         plan(frameCount: frameCount, segmentFrames: framesPerSegment(seconds: segmentSeconds, frameRate: frameRate))
     }
 
     /// Splits `frameCount` frames into segments of `segmentFrames` frames, the last one shorter.
-    public static func plan(frameCount: Int, segmentFrames: Int) -> [SegmentSpan] {
+    package static func plan(frameCount: Int, segmentFrames: Int) -> [SegmentSpan] {
         precondition(segmentFrames > 0)
         guard frameCount > 0 else { return [] }
         return stride(from: 0, to: frameCount, by: segmentFrames).enumerated().map { k, start in
@@ -36,13 +36,13 @@ public enum SegmentPlanner {
     }
 
     /// The frames decoded for a segment: its range plus `context` frames on each side where they exist.
-    public static func contextRange(of frames: Range<Int>, context: Int, frameCount: Int) -> Range<Int> {
+    package static func contextRange(of frames: Range<Int>, context: Int, frameCount: Int) -> Range<Int> {
         max(0, frames.lowerBound - context)..<min(frameCount, frames.upperBound + context)
     }
 
     /// The 16 kHz sample range of the dub track covering `frames` plus `marginSeconds` on each side.
     /// The lower bound may be negative and the upper bound past the track's end: such samples are silence.
-    public static func audioSamples(for frames: Range<Int>, frameRate: Rational, marginSeconds: Double) -> Range<Int64> {
+    package static func audioSamples(for frames: Range<Int>, frameRate: Rational, marginSeconds: Double) -> Range<Int64> {
         let rate = Double(AudioWindow.sampleRate)
         let fps = frameRate.value
         let lo = (Double(frames.lowerBound) / fps - marginSeconds) * rate

@@ -1,15 +1,15 @@
 import Foundation
 
 /// Element-wise activations and softmax, in place.
-public enum Activation {
+package enum Activation {
     /// `x · sigmoid(x)`.
-    public static func silu(_ x: Tensor, _ ctx: ComputeContext) {
+    package static func silu(_ x: Tensor, _ ctx: ComputeContext) {
         let k = ctx.kernels
         chunked(x, ctx) { p, n in k.silu(p, n) }
     }
 
     /// GELU, `0.5 x (1 + erf(x / √2))` (PyTorch's default, erf to 1.5e-7).
-    public static func gelu(_ x: Tensor, _ ctx: ComputeContext) {
+    package static func gelu(_ x: Tensor, _ ctx: ComputeContext) {
         let k = ctx.kernels
         chunked(x, ctx) { p, n in k.gelu(p, n) }
     }
@@ -24,18 +24,18 @@ public enum Activation {
     }
 
     /// Softmax over each row of a `rows × cols` matrix, rows split over the context's threads.
-    public static func softmaxRows(_ p: UnsafeMutablePointer<Float>, rows: Int, cols: Int, _ ctx: ComputeContext) {
+    package static func softmaxRows(_ p: UnsafeMutablePointer<Float>, rows: Int, cols: Int, _ ctx: ComputeContext) {
         let k = ctx.kernels
         ctx.parallelFor(rows, minChunk: 32) { r in k.softmaxRow(p + r * cols, cols) }
     }
 
     /// Softmax over each row of a `rows × cols` matrix on the calling thread.
-    public static func softmaxRows(_ p: UnsafeMutablePointer<Float>, rows: Int, cols: Int, kernels: KernelSet = .active) {
+    package static func softmaxRows(_ p: UnsafeMutablePointer<Float>, rows: Int, cols: Int, kernels: KernelSet = .active) {
         for r in 0..<rows { kernels.softmaxRow(p + r * cols, cols) }
     }
 
     /// Softmax over the last dimension of `x`.
-    public static func softmax(_ x: Tensor, _ ctx: ComputeContext) {
+    package static func softmax(_ x: Tensor, _ ctx: ComputeContext) {
         let cols = x.shape.last ?? 1
         softmaxRows(x.data, rows: x.count / cols, cols: cols, ctx)
     }

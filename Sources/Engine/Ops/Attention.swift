@@ -1,7 +1,7 @@
 import BLAS
 
 /// Scaled dot-product attention on token-major `[N, D]` sequences.
-public enum Attention {
+package enum Attention {
     /// `softmax(q_h k_hᵀ / √d_h) v_h` for each of `heads` heads (head `h` is the column block
     /// `h·d_h ..< (h+1)·d_h`); returns `[Nq, D]`. The per-head products read and write strided
     /// column blocks, so no head is copied.
@@ -11,7 +11,7 @@ public enum Attention {
     /// The threads meet once per call instead of three times per head: the products here are
     /// small (a few hundred tokens), where splitting each one over the threads costs more in
     /// hand-offs than it gains.
-    public static func scaledDotProduct(q: Tensor, k: Tensor, v: Tensor, heads: Int, _ ctx: ComputeContext) -> Tensor {
+    package static func scaledDotProduct(q: Tensor, k: Tensor, v: Tensor, heads: Int, _ ctx: ComputeContext) -> Tensor {
         ctx.timed("attention \(q.shape[0])×\(k.shape[0])×\(q.shape.last!) \(heads) heads") { compute(q: q, k: k, v: v, heads: heads, ctx) }
     }
 
@@ -52,16 +52,16 @@ public enum Attention {
 /// Multi-head attention with separate query, key, value and output projections
 /// (`q`, `k`, `v`, `out` — the reference's tensor names). Self-attention when the key/value
 /// sequence is the query sequence, cross-attention otherwise.
-public struct MultiHeadAttention: @unchecked Sendable {
-    public let q: Linear, k: Linear, v: Linear, out: Linear
-    public let heads: Int
+package struct MultiHeadAttention: @unchecked Sendable {
+    package let q: Linear, k: Linear, v: Linear, out: Linear
+    package let heads: Int
 
-    public init(q: Linear, k: Linear, v: Linear, out: Linear, heads: Int) {
+    package init(q: Linear, k: Linear, v: Linear, out: Linear, heads: Int) {
         self.q = q; self.k = k; self.v = v; self.out = out; self.heads = heads
     }
 
     /// Attends `x` (`[Nq, Dq]`) to `context` (`[Nk, Dk]`), returning `[Nq, out]`.
-    public func callAsFunction(_ x: Tensor, context: Tensor, _ ctx: ComputeContext) -> Tensor {
+    package func callAsFunction(_ x: Tensor, context: Tensor, _ ctx: ComputeContext) -> Tensor {
         let qq = q(x, ctx), kk = k(context, ctx), vv = v(context, ctx)
         let a = Attention.scaledDotProduct(q: qq, k: kk, v: vv, heads: heads, ctx)
         return out(a, ctx)

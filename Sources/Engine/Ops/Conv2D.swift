@@ -15,38 +15,38 @@ import Foundation
 /// - 3×3, stride 1, output of at least ``Winograd/minTiles`` 4×4 tiles: Winograd F(4×4, 3×3)
 ///   (36 sgemms on transformed tiles, filters transformed once at construction).
 /// - anything else: im2col into the workspace, then one sgemm.
-public struct Conv2D: @unchecked Sendable {
+package struct Conv2D: @unchecked Sendable {
     /// How the convolution is computed.
-    public enum Algorithm: Sendable { case auto, im2col, winograd, direct }
+    package enum Algorithm: Sendable { case auto, im2col, winograd, direct }
 
     /// Most output channels for which a 3×3 stride-1 convolution runs the direct loop;
     /// `DUBFARM_DIRECT_MAX_OUT` overrides (0 turns the direct loop off; for tuning).
-    public static let directMaxOutChannels: Int = {
+    package static let directMaxOutChannels: Int = {
         if let v = ProcessInfo.processInfo.environment["DUBFARM_DIRECT_MAX_OUT"], let n = Int(v), n >= 0 { return n }
         return 4
     }()
 
-    public let outChannels: Int
-    public let inChannels: Int
-    public let kernelH: Int
-    public let kernelW: Int
-    public let stride: Int
-    public let padding: Int
+    package let outChannels: Int
+    package let inChannels: Int
+    package let kernelH: Int
+    package let kernelW: Int
+    package let stride: Int
+    package let padding: Int
     /// `[out, in, kh, kw]`.
-    public let weight: Tensor
+    package let weight: Tensor
     /// `[out]` or nil.
-    public let bias: Tensor?
+    package let bias: Tensor?
     let winogradWeight: Tensor?
     let forceWinograd: Bool
     let direct: Bool
     /// Largest input map (bytes) for the direct loop.
-    public static let directMaxInputBytes = 4 << 20
+    package static let directMaxInputBytes = 4 << 20
     /// How a multi-threaded Winograd convolution splits its work (nil: chosen by map size;
     /// set by tests to run both ways on the same shapes).
     var winogradSplit: Winograd.Split?
 
     /// A convolution with PyTorch's weight layout.
-    public init(weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0, algorithm: Algorithm = .auto) {
+    package init(weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0, algorithm: Algorithm = .auto) {
         precondition(weight.shape.count == 4, "conv weight must be [out, in, kh, kw], got \(weight.shape)")
         self.weight = weight
         self.bias = bias
@@ -71,23 +71,23 @@ public struct Conv2D: @unchecked Sendable {
     }
 
     /// Output spatial size for an input of `h × w`.
-    public func outputSize(h: Int, w: Int) -> (h: Int, w: Int) {
+    package func outputSize(h: Int, w: Int) -> (h: Int, w: Int) {
         ((h + 2 * padding - kernelH) / stride + 1, (w + 2 * padding - kernelW) / stride + 1)
     }
 
     /// FLOPs of a direct convolution at this input size (2 per multiply-add).
-    public func flops(h: Int, w: Int) -> Double {
+    package func flops(h: Int, w: Int) -> Double {
         let o = outputSize(h: h, w: w)
         return 2 * Double(outChannels * inChannels * kernelH * kernelW) * Double(o.h * o.w)
     }
 
     /// Convolves `x` (`[in, H, W]`) into a new workspace tensor `[out, Ho, Wo]`.
-    public func callAsFunction(_ x: Tensor, _ ctx: ComputeContext) -> Tensor {
+    package func callAsFunction(_ x: Tensor, _ ctx: ComputeContext) -> Tensor {
         callAsFunction(x, input: nil, upsample2x: false, residual: nil, ctx)
     }
 
     /// `conv(up(x)) + residual` (see ``callAsFunction(_:input:upsample2x:residual:_:)``).
-    public func callAsFunction(_ x: Tensor, upsample2x: Bool, residual: Tensor?, _ ctx: ComputeContext) -> Tensor {
+    package func callAsFunction(_ x: Tensor, upsample2x: Bool, residual: Tensor?, _ ctx: ComputeContext) -> Tensor {
         callAsFunction(x, input: nil, upsample2x: upsample2x, residual: residual, ctx)
     }
 
@@ -101,7 +101,7 @@ public struct Conv2D: @unchecked Sendable {
     /// once into a small buffer (neither the normalised nor the 4× larger upsampled map is
     /// written), and the residual is added while the output tiles are written back. The other
     /// algorithms write the normalised map first (the same values).
-    public func callAsFunction(_ x: Tensor, input: ChannelAffine?, upsample2x: Bool, residual: Tensor?, _ ctx: ComputeContext) -> Tensor {
+    package func callAsFunction(_ x: Tensor, input: ChannelAffine?, upsample2x: Bool, residual: Tensor?, _ ctx: ComputeContext) -> Tensor {
         ctx.timed(profileLabel(x, input: input, upsample2x: upsample2x, residual: residual)) {
             compute(x, input: input, upsample2x: upsample2x, residual: residual, ctx)
         }

@@ -1,16 +1,16 @@
 import BLAS
 
 /// A fully connected layer with PyTorch `Linear` semantics: weight `[out, in]`, bias `[out]`.
-public struct Linear: @unchecked Sendable {
+package struct Linear: @unchecked Sendable {
     /// `[out, in]`.
-    public let weight: Tensor
+    package let weight: Tensor
     /// `[out]` or nil.
-    public let bias: Tensor?
-    public var inFeatures: Int { weight.shape[1] }
-    public var outFeatures: Int { weight.shape[0] }
+    package let bias: Tensor?
+    package var inFeatures: Int { weight.shape[1] }
+    package var outFeatures: Int { weight.shape[0] }
 
     /// A layer from its weight (`[out, in]`, or `[out, in, 1, 1]` of a 1×1 convolution) and bias.
-    public init(weight: Tensor, bias: Tensor?) {
+    package init(weight: Tensor, bias: Tensor?) {
         precondition(weight.shape.count == 2 || (weight.shape.count == 4 && weight.shape[2] == 1 && weight.shape[3] == 1),
                      "linear weight must be [out, in], got \(weight.shape)")
         self.weight = weight.shape.count == 2 ? weight : weight.reshaped([weight.shape[0], weight.shape[1]])
@@ -18,7 +18,7 @@ public struct Linear: @unchecked Sendable {
     }
 
     /// `x · Wᵀ + b` for tokens `x` of shape `[N, in]`, giving `[N, out]`.
-    public func callAsFunction(_ x: Tensor, _ ctx: ComputeContext) -> Tensor {
+    package func callAsFunction(_ x: Tensor, _ ctx: ComputeContext) -> Tensor {
         ctx.timed("linear \(x.count / inFeatures)×\(inFeatures)→\(outFeatures)") { compute(x, ctx) }
     }
 

@@ -1,25 +1,25 @@
 import Foundation
 
 /// Activation fused into a normalisation's output pass.
-public enum FusedActivation: Sendable { case none, silu }
+package enum FusedActivation: Sendable { case none, silu }
 
 /// Group normalisation over a `[C, H, W]` map (PyTorch `GroupNorm`, batch 1): each group of
 /// `C / groups` channels is one contiguous block, normalised with its own mean and biased
 /// variance, then scaled per channel. Optionally fused with SiLU.
-public struct GroupNorm: @unchecked Sendable {
-    public let groups: Int
-    public let eps: Float
+package struct GroupNorm: @unchecked Sendable {
+    package let groups: Int
+    package let eps: Float
     /// `[C]` scale and shift.
-    public let weight: Tensor
-    public let bias: Tensor
+    package let weight: Tensor
+    package let bias: Tensor
 
-    public init(groups: Int, weight: Tensor, bias: Tensor, eps: Float = 1e-6) {
+    package init(groups: Int, weight: Tensor, bias: Tensor, eps: Float = 1e-6) {
         precondition(weight.count % groups == 0, "groupnorm: \(weight.count) channels not divisible by \(groups) groups")
         self.groups = groups; self.eps = eps; self.weight = weight; self.bias = bias
     }
 
     /// Normalises `x` into a new workspace tensor of the same shape.
-    public func callAsFunction(_ x: Tensor, activation: FusedActivation = .none, _ ctx: ComputeContext) -> Tensor {
+    package func callAsFunction(_ x: Tensor, activation: FusedActivation = .none, _ ctx: ComputeContext) -> Tensor {
         ctx.timed("groupnorm \(x.shape.map(String.init).joined(separator: "×"))" + (activation == .silu ? " +silu" : "")) {
             normalize(x, activation: activation, ctx)
         }
@@ -46,7 +46,7 @@ public struct GroupNorm: @unchecked Sendable {
     /// normalisation (and `activation`), without writing the normalised map: a convolution
     /// that takes it (``Conv2D/callAsFunction(_:input:upsample2x:residual:_:)``) applies it to
     /// its input as it reads it. One pass over `x`; `scale` and `shift` live in the workspace.
-    public func affine(_ x: Tensor, activation: FusedActivation = .none, _ ctx: ComputeContext) -> ChannelAffine {
+    package func affine(_ x: Tensor, activation: FusedActivation = .none, _ ctx: ComputeContext) -> ChannelAffine {
         ctx.timed("groupnorm statistics \(x.shape.map(String.init).joined(separator: "×"))") { statistics(x, activation: activation, ctx) }
     }
 
@@ -83,15 +83,15 @@ public struct GroupNorm: @unchecked Sendable {
 /// A per-channel affine map and activation, `act(x · scale[c] + shift[c])`, that a
 /// convolution applies to its input as it reads it (a GroupNorm + SiLU fused into the next
 /// convolution; see ``GroupNorm/affine(_:activation:_:)``).
-public struct ChannelAffine: @unchecked Sendable {
+package struct ChannelAffine: @unchecked Sendable {
     /// `[C]` in the workspace.
-    public let scale: UnsafeMutablePointer<Float>
-    public let shift: UnsafeMutablePointer<Float>
-    public let activation: FusedActivation
-    public let channels: Int
+    package let scale: UnsafeMutablePointer<Float>
+    package let shift: UnsafeMutablePointer<Float>
+    package let activation: FusedActivation
+    package let channels: Int
 
     /// `act(x · scale + shift)` of a whole `[C, ...]` map into a new workspace tensor.
-    public func apply(_ x: Tensor, _ ctx: ComputeContext) -> Tensor {
+    package func apply(_ x: Tensor, _ ctx: ComputeContext) -> Tensor {
         precondition(x.shape[0] == channels, "affine: input \(x.shape), expected \(channels) channels")
         let plane = x.count / channels
         let y = ctx.workspace.tensor(x.shape)
@@ -105,18 +105,18 @@ public struct ChannelAffine: @unchecked Sendable {
 }
 
 /// Layer normalisation over the last dimension of tokens `[N, D]` (PyTorch `LayerNorm`).
-public struct LayerNorm: @unchecked Sendable {
-    public let eps: Float
+package struct LayerNorm: @unchecked Sendable {
+    package let eps: Float
     /// `[D]` scale and shift.
-    public let weight: Tensor
-    public let bias: Tensor
+    package let weight: Tensor
+    package let bias: Tensor
 
-    public init(weight: Tensor, bias: Tensor, eps: Float = 1e-5) {
+    package init(weight: Tensor, bias: Tensor, eps: Float = 1e-5) {
         self.weight = weight; self.bias = bias; self.eps = eps
     }
 
     /// Normalises each token of `x` into a new workspace tensor.
-    public func callAsFunction(_ x: Tensor, _ ctx: ComputeContext) -> Tensor {
+    package func callAsFunction(_ x: Tensor, _ ctx: ComputeContext) -> Tensor {
         let d = weight.count
         precondition(x.shape.last == d, "layernorm: input \(x.shape), expected last dim \(d)")
         let n = x.count / d

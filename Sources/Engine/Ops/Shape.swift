@@ -1,20 +1,20 @@
 /// Layout operations: residual add, concatenation and splitting, transposes, upsampling.
-public enum Shape {
+package enum Shape {
     /// `x += y` element-wise (residual connection).
-    public static func addInPlace(_ x: Tensor, _ y: Tensor) {
+    package static func addInPlace(_ x: Tensor, _ y: Tensor) {
         precondition(x.count == y.count, "add: \(x.shape) + \(y.shape)")
         let a = x.data, b = y.data
         for i in 0..<x.count { a[i] += b[i] }
     }
 
     /// `x[i, :] += row` for every row of a `[N, D]` tensor (broadcast add, e.g. embeddings).
-    public static func addRows(_ x: Tensor, _ row: UnsafePointer<Float>) {
+    package static func addRows(_ x: Tensor, _ row: UnsafePointer<Float>) {
         let d = x.shape.last!, n = x.count / d
         for r in 0..<n { let p = x.data + r * d; for i in 0..<d { p[i] += row[i] } }
     }
 
     /// Concatenates `[C_i, ...]` tensors along the first dimension (channels, or rows).
-    public static func concat(_ parts: [Tensor], _ ctx: ComputeContext) -> Tensor {
+    package static func concat(_ parts: [Tensor], _ ctx: ComputeContext) -> Tensor {
         let rest = Array(parts[0].shape.dropFirst())
         for p in parts { precondition(Array(p.shape.dropFirst()) == rest, "concat: \(p.shape) vs \(parts[0].shape)") }
         let out = ctx.workspace.tensor([parts.reduce(0) { $0 + $1.shape[0] }] + rest)
@@ -24,7 +24,7 @@ public enum Shape {
     }
 
     /// Concatenates `[C, H_i, W]` maps along height.
-    public static func concatHeight(_ parts: [Tensor], _ ctx: ComputeContext) -> Tensor {
+    package static func concatHeight(_ parts: [Tensor], _ ctx: ComputeContext) -> Tensor {
         let c = parts[0].shape[0], w = parts[0].shape[2]
         for p in parts { precondition(p.shape[0] == c && p.shape[2] == w, "concatHeight: \(p.shape) vs \(parts[0].shape)") }
         let h = parts.reduce(0) { $0 + $1.shape[1] }
@@ -41,7 +41,7 @@ public enum Shape {
     }
 
     /// Rows `from ..< from + count` of every channel of a `[C, H, W]` map (a copy).
-    public static func sliceHeight(_ x: Tensor, from: Int, count: Int, _ ctx: ComputeContext) -> Tensor {
+    package static func sliceHeight(_ x: Tensor, from: Int, count: Int, _ ctx: ComputeContext) -> Tensor {
         let c = x.shape[0], h = x.shape[1], w = x.shape[2]
         precondition(from >= 0 && from + count <= h, "sliceHeight: rows \(from)..<\(from + count) of \(x.shape)")
         let out = ctx.workspace.tensor([c, count, w])
@@ -50,13 +50,13 @@ public enum Shape {
     }
 
     /// Channels `from ..< from + count` of a `[C, ...]` tensor, as a view (no copy).
-    public static func sliceChannels(_ x: Tensor, from: Int, count: Int) -> Tensor {
+    package static func sliceChannels(_ x: Tensor, from: Int, count: Int) -> Tensor {
         let plane = x.count / x.shape[0]
         return Tensor(shape: [count] + x.shape.dropFirst(), data: x.data + from * plane, storage: x.storage)
     }
 
     /// `[R, C]` → `[C, R]` (a feature map `[C, H·W]` to tokens `[H·W, C]` and back).
-    public static func transpose(_ x: Tensor, rows: Int, cols: Int, _ ctx: ComputeContext) -> Tensor {
+    package static func transpose(_ x: Tensor, rows: Int, cols: Int, _ ctx: ComputeContext) -> Tensor {
         precondition(rows * cols == x.count, "transpose: \(rows)×\(cols) of \(x.shape)")
         let out = ctx.workspace.tensor([cols, rows])
         let s = x.data, d = out.data
@@ -76,7 +76,7 @@ public enum Shape {
     }
 
     /// Nearest-neighbour 2× upsampling of a `[C, H, W]` map to `[C, 2H, 2W]`.
-    public static func upsampleNearest2x(_ x: Tensor, _ ctx: ComputeContext) -> Tensor {
+    package static func upsampleNearest2x(_ x: Tensor, _ ctx: ComputeContext) -> Tensor {
         let c = x.shape[0], h = x.shape[1], w = x.shape[2]
         let out = ctx.workspace.tensor([c, 2 * h, 2 * w])
         let s = x.data, d = out.data

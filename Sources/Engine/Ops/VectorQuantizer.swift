@@ -4,14 +4,14 @@ import BLAS
 ///
 /// Distances are `‖x‖² − 2 x·c + ‖c‖²`, the cross term one sgemm; ties go to the lowest index
 /// (as `torch.argmin`). The codebook norms are computed once at construction.
-public struct VectorQuantizer: @unchecked Sendable {
+package struct VectorQuantizer: @unchecked Sendable {
     /// `[K, E]`.
-    public let codebook: Tensor
+    package let codebook: Tensor
     let norms: [Float]
-    public var codes: Int { codebook.shape[0] }
-    public var dim: Int { codebook.shape[1] }
+    package var codes: Int { codebook.shape[0] }
+    package var dim: Int { codebook.shape[1] }
 
-    public init(codebook: Tensor) {
+    package init(codebook: Tensor) {
         precondition(codebook.shape.count == 2, "codebook must be [K, E], got \(codebook.shape)")
         self.codebook = codebook
         let k = codebook.shape[0], e = codebook.shape[1]
@@ -24,7 +24,7 @@ public struct VectorQuantizer: @unchecked Sendable {
 
     /// Quantises a feature map `z` (`[E, H, W]`): returns the code index of every position
     /// (row-major) and the quantised map `[E, H, W]` (a workspace tensor).
-    public func callAsFunction(_ z: Tensor, _ ctx: ComputeContext) -> (indices: [Int32], quantized: Tensor) {
+    package func callAsFunction(_ z: Tensor, _ ctx: ComputeContext) -> (indices: [Int32], quantized: Tensor) {
         let e = dim, k = codes
         precondition(z.shape[0] == e, "quantize: input \(z.shape), codebook dim \(e)")
         let n = z.count / e

@@ -2,10 +2,10 @@ import BLAS
 import Foundation
 
 /// Throughput measurements for reports.
-public enum Benchmark {
+package enum Benchmark {
     /// Best observed sgemm GFLOP/s on square `n × n` matrices with the context's thread count,
     /// over about `seconds` of repetitions (the machine's practical peak for the engine).
-    public static func sgemmPeak(_ ctx: ComputeContext, n: Int = 1024, seconds: Double = 0.4) -> Double {
+    package static func sgemmPeak(_ ctx: ComputeContext, n: Int = 1024, seconds: Double = 0.4) -> Double {
         let a = Tensor.zeros([n, n]), b = Tensor.zeros([n, n]), c = Tensor.zeros([n, n])
         var rng = SeededRandom(seed: 1)
         for i in 0..<(n * n) { a.data[i] = rng.uniform(-1, 1); b.data[i] = rng.uniform(-1, 1) }
@@ -34,7 +34,7 @@ public enum Benchmark {
     /// machine `FLOPs / CPU seconds` still shows how much work the engine does per FLOP
     /// (split overheads, duplicated packing) even when wall-clock figures are dominated by
     /// other processes.
-    public static func cpuSeconds() -> Double {
+    package static func cpuSeconds() -> Double {
         var ts = timespec()
         clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
         return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
@@ -42,7 +42,7 @@ public enum Benchmark {
 
     /// Single-threaded 1024² sgemm GFLOP per CPU second (median of `reps`): one core's peak,
     /// measured in CPU time so that it is comparable with ``cpuSeconds()``-based figures.
-    public static func sgemmPeakPerCPUSecond(n: Int = 1024, reps: Int = 7) -> Double {
+    package static func sgemmPeakPerCPUSecond(n: Int = 1024, reps: Int = 7) -> Double {
         let a = Tensor.zeros([n, n]), b = Tensor.zeros([n, n]), c = Tensor.zeros([n, n])
         var rng = SeededRandom(seed: 1)
         for i in 0..<(n * n) { a.data[i] = rng.uniform(-1, 1); b.data[i] = rng.uniform(-1, 1) }
@@ -60,16 +60,16 @@ public enum Benchmark {
     }
 
     /// The 1-minute load average (0 where unavailable).
-    public static func loadAverage() -> Double {
+    package static func loadAverage() -> Double {
         var l = [Double](repeating: 0, count: 3)
         return getloadavg(&l, 3) > 0 ? l[0] : 0
     }
 
     /// Monotonic seconds.
-    public static func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+    package static func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
 
     /// Peak resident set size of this process in bytes.
-    public static func peakRSSBytes() -> Int {
+    package static func peakRSSBytes() -> Int {
         var u = rusage()
         #if os(Linux)
         getrusage(RUSAGE_SELF.rawValue, &u)

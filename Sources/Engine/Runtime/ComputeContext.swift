@@ -10,35 +10,35 @@ import Synchronization
 /// own workers: matrix products are split over them (``gemm(transA:transB:m:n:k:alpha:a:lda:b:ldb:beta:c:ldc:)``)
 /// with OpenBLAS itself kept single-threaded, so OpenBLAS's spinning pool never competes with
 /// the engine's loops (normalisation, Winograd transforms, im2col) for the cores.
-public final class ComputeContext: @unchecked Sendable {
+package final class ComputeContext: @unchecked Sendable {
     /// Threads used by sgemm and by the engine's parallel loops.
-    public private(set) var threads: Int
+    package private(set) var threads: Int
     /// Scratch memory for intermediates; reset between frames.
-    public let workspace: Workspace
+    package let workspace: Workspace
     /// Floating-point operations issued so far (multiply and add counted separately).
-    public var flops: Double = 0
+    package var flops: Double = 0
     /// The vector kernels this context's operations run (``KernelSet/active`` unless set).
-    public var kernels: KernelSet = .active
+    package var kernels: KernelSet = .active
     /// Per-operation timing, when set (``LayerProfile``; nil in production).
-    public var profile: LayerProfile?
+    package var profile: LayerProfile?
     /// Whether models fuse a GroupNorm (+ SiLU) into the convolution that reads it
     /// (``Conv2D/callAsFunction(_:input:upsample2x:residual:_:)``) instead of writing the
     /// normalised map. Off by default, on with `DUBFARM_FUSE_NORM=1`: the results are
     /// identical and the scratch memory smaller (`small`: 18.8 instead of 24.8 MB), but it was
     /// not faster (2-thread `small` decoder, interleaved runs: about 5 % more CPU time; each
     /// source row is normalised once per Winograd block, ~1.2× per value with the overlap).
-    public var fuseNormalization: Bool = ComputeContext.fuseNormalizationDefault
+    package var fuseNormalization: Bool = ComputeContext.fuseNormalizationDefault
     static let fuseNormalizationDefault = ProcessInfo.processInfo.environment["DUBFARM_FUSE_NORM"] == "1"
 
     /// A context using `threads` threads (at least 1).
-    public init(threads: Int = 1, workspace: Workspace = Workspace()) {
+    package init(threads: Int = 1, workspace: Workspace = Workspace()) {
         self.threads = max(1, threads)
         self.workspace = workspace
         BLAS.setThreads(1)
     }
 
     /// Changes the thread count of this context.
-    public func setThreads(_ n: Int) {
+    package func setThreads(_ n: Int) {
         threads = max(1, n)
     }
 
@@ -50,7 +50,7 @@ public final class ComputeContext: @unchecked Sendable {
     /// when `n ≤ m`, by columns (each part re-packs `A`, `m × k`) otherwise. Products below
     /// ``serialWork`` multiply-adds run on the calling thread: splitting them costs more in
     /// packing and hand-offs than it saves (measured on the transformer's 256-token products).
-    public func gemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int, alpha: Float = 1,
+    package func gemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int, alpha: Float = 1,
                      a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                      beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
         let work = m * n * k
@@ -83,7 +83,7 @@ public final class ComputeContext: @unchecked Sendable {
 
     /// Multiply-adds below which ``gemm(transA:transB:m:n:k:alpha:a:lda:b:ldb:beta:c:ldc:)``
     /// does not split a product; `DUBFARM_GEMM_SERIAL` overrides (for tuning).
-    public static let serialWork: Int = {
+    package static let serialWork: Int = {
         if let v = ProcessInfo.processInfo.environment["DUBFARM_GEMM_SERIAL"], let n = Int(v), n > 0 { return n }
         return 4_000_000
     }()
@@ -92,7 +92,7 @@ public final class ComputeContext: @unchecked Sendable {
     /// demand (a few chunks per thread, so a core slowed by another process does not hold up
     /// the rest).
     @inlinable
-    public func parallelFor(_ count: Int, minChunk: Int = 1, _ body: (Int) -> Void) {
+    package func parallelFor(_ count: Int, minChunk: Int = 1, _ body: (Int) -> Void) {
         let chunks = min(threads * 4, max(1, count / max(1, minChunk)), count)
         if threads <= 1 || chunks <= 1 {
             for i in 0..<count { body(i) }
@@ -110,7 +110,7 @@ public final class ComputeContext: @unchecked Sendable {
     /// Runs `body(worker)` once on each of `workers` threads (for loops that claim their own
     /// work: ``claim(_:workers:_:)``).
     @inlinable
-    public func onWorkers(_ workers: Int, _ body: (Int) -> Void) {
+    package func onWorkers(_ workers: Int, _ body: (Int) -> Void) {
         if workers <= 1 { body(0); return }
         withoutActuallyEscaping(body) { body in
             let box = UncheckedBox(body)
@@ -122,7 +122,7 @@ public final class ComputeContext: @unchecked Sendable {
     /// from a shared ``WorkCounter`` by `workers` threads (so a core slowed by another process
     /// does not hold up the rest); `worker` (`0..<workers`) picks the thread's own scratch.
     @inlinable
-    public func claim(_ items: Int, workers: Int, _ body: (_ worker: Int, _ item: Int) -> Void) {
+    package func claim(_ items: Int, workers: Int, _ body: (_ worker: Int, _ item: Int) -> Void) {
         let counter = WorkCounter()
         onWorkers(workers) { worker in
             while true {
@@ -135,11 +135,11 @@ public final class ComputeContext: @unchecked Sendable {
 }
 
 /// A shared counter handing out work items to threads (`next()` returns 0, 1, 2, … once each).
-public final class WorkCounter: @unchecked Sendable {
+package final class WorkCounter: @unchecked Sendable {
     private let value = Atomic<Int>(0)
-    public init() {}
+    package init() {}
     /// The next unclaimed item.
-    public func next() -> Int { value.wrappingAdd(1, ordering: .relaxed).oldValue }
+    package func next() -> Int { value.wrappingAdd(1, ordering: .relaxed).oldValue }
 }
 
 /// Carries a non-Sendable closure into `concurrentPerform`; the engine's loop bodies write

@@ -15,9 +15,9 @@ import Foundation
 /// Items are assigned statically: item `i` of a call always runs on context `i % contexts.count`,
 /// so a multi-phase computation (``map(_:_:)`` once per module) finds each frame's earlier
 /// results in the workspace of the context it runs on. The items of one context run in order.
-public final class FrameBatch: @unchecked Sendable {
+package final class FrameBatch: @unchecked Sendable {
     /// How the threads are spent.
-    public enum Mode: String, Sendable, CaseIterable {
+    package enum Mode: String, Sendable, CaseIterable {
         /// One context with all the threads; frames one after another.
         case splitEachFrame = "split"
         /// One single-threaded context per thread; frames side by side.
@@ -25,13 +25,13 @@ public final class FrameBatch: @unchecked Sendable {
     }
 
     /// The contexts items run on (one per thread in ``Mode/framesInParallel``, else one).
-    public let contexts: [ComputeContext]
-    public let mode: Mode
+    package let contexts: [ComputeContext]
+    package let mode: Mode
     /// The total thread budget.
-    public let threads: Int
+    package let threads: Int
 
     /// A batch runner using `threads` threads in `mode`.
-    public init(threads: Int, mode: Mode) {
+    package init(threads: Int, mode: Mode) {
         let t = max(1, threads)
         self.threads = t
         self.mode = t == 1 ? .splitEachFrame : mode
@@ -39,28 +39,28 @@ public final class FrameBatch: @unchecked Sendable {
     }
 
     /// Frames that run at the same time: `threads` in ``Mode/framesInParallel``, else 1.
-    public var width: Int { contexts.count }
+    package var width: Int { contexts.count }
 
     /// FLOPs issued on all contexts so far.
-    public var flops: Double { contexts.reduce(0) { $0 + $1.flops } }
+    package var flops: Double { contexts.reduce(0) { $0 + $1.flops } }
 
     /// Bytes reserved by all the contexts' workspaces.
-    public var reservedBytes: Int { contexts.reduce(0) { $0 + $1.workspace.reservedBytes } }
+    package var reservedBytes: Int { contexts.reduce(0) { $0 + $1.workspace.reservedBytes } }
 
     /// The context item `i` of a `count`-item call runs on.
-    public func context(forItem i: Int, of count: Int) -> ComputeContext {
+    package func context(forItem i: Int, of count: Int) -> ComputeContext {
         contexts[i % min(contexts.count, max(1, count))]
     }
 
     /// Releases every context's scratch memory (all workspace tensors of earlier calls become invalid).
-    public func reset() {
+    package func reset() {
         for c in contexts { c.workspace.reset() }
     }
 
     /// `body(i, context)` for `i` in `0..<count`, items of different contexts at the same time;
     /// results in item order. If items throw, the error of the lowest-numbered failing item is
     /// rethrown after all contexts have stopped (a context stops at its first failing item).
-    public func map<R>(_ count: Int, _ body: (Int, ComputeContext) throws -> R) throws -> [R] {
+    package func map<R>(_ count: Int, _ body: (Int, ComputeContext) throws -> R) throws -> [R] {
         if count == 0 { return [] }
         let workers = min(contexts.count, count)
         if workers == 1 {

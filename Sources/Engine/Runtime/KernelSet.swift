@@ -10,9 +10,9 @@ import Foundation
 /// ``active`` is the AVX2 build when the CPU has every feature that target assumes (AVX2, FMA,
 /// BMI1/2, F16C, MOVBE, LZCNT), else the baseline one. `DUBFARM_KERNELS=baseline` forces the
 /// baseline build (for comparisons); the results of the two are identical.
-public struct KernelSet: Sendable {
+package struct KernelSet: Sendable {
     /// `baseline` or `avx2`.
-    public let name: String
+    package let name: String
     let silu: @Sendable (UnsafeMutablePointer<Float>, Int) -> Void
     let gelu: @Sendable (UnsafeMutablePointer<Float>, Int) -> Void
     let softmaxRow: @Sendable (UnsafeMutablePointer<Float>, Int) -> Void
@@ -28,7 +28,7 @@ public struct KernelSet: Sendable {
                                   UnsafePointer<Float>?, UnsafeMutablePointer<Float>, Int, Int, UnsafeMutablePointer<Float>) -> Void
 
     /// The build for the baseline target (any x86-64 or arm64 CPU).
-    public static let baseline = KernelSet(
+    package static let baseline = KernelSet(
         name: "baseline",
         silu: { EngineKernels.Kernels.silu($0, $1) },
         gelu: { EngineKernels.Kernels.gelu($0, $1) },
@@ -50,7 +50,7 @@ public struct KernelSet: Sendable {
         })
 
     /// The build for AVX2 CPUs (only run where ``cpuSupportsAVX2`` holds).
-    public static let avx2 = KernelSet(
+    package static let avx2 = KernelSet(
         name: "avx2",
         silu: { EngineKernelsAVX2.Kernels.silu($0, $1) },
         gelu: { EngineKernelsAVX2.Kernels.gelu($0, $1) },
@@ -79,7 +79,7 @@ public struct KernelSet: Sendable {
 
     /// Whether this CPU (and kernel) runs the `avx2` build: x86-64 Linux whose `/proc/cpuinfo`
     /// lists every feature of `-target-cpu haswell`.
-    public static let cpuSupportsAVX2: Bool = {
+    package static let cpuSupportsAVX2: Bool = {
         #if arch(x86_64) && os(Linux)
         guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
               let line = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return false }
@@ -92,11 +92,11 @@ public struct KernelSet: Sendable {
 
     /// The build every context uses unless told otherwise: `avx2` where supported, unless
     /// `DUBFARM_KERNELS=baseline`.
-    public static let active: KernelSet = {
+    package static let active: KernelSet = {
         if ProcessInfo.processInfo.environment["DUBFARM_KERNELS"] == "baseline" { return .baseline }
         return cpuSupportsAVX2 ? .avx2 : .baseline
     }()
 
     /// The builds this machine can run (for tests that compare them).
-    public static var available: [KernelSet] { cpuSupportsAVX2 ? [.baseline, .avx2] : [.baseline] }
+    package static var available: [KernelSet] { cpuSupportsAVX2 ? [.baseline, .avx2] : [.baseline] }
 }

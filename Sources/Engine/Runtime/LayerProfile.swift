@@ -6,26 +6,26 @@ import Foundation
 ///
 /// Operations are keyed by the current ``module`` and a label naming the operation and its
 /// shape (`conv3x3 64→64 128×128 winograd +res`), so equal layers add up.
-public final class LayerProfile: @unchecked Sendable {
+package final class LayerProfile: @unchecked Sendable {
     /// A group of calls of one label.
-    public struct Entry: Sendable {
-        public var module: String
-        public var label: String
-        public var calls = 0
-        public var seconds = 0.0
-        public var flops = 0.0
+    package struct Entry: Sendable {
+        package var module: String
+        package var label: String
+        package var calls = 0
+        package var seconds = 0.0
+        package var flops = 0.0
     }
 
     /// The module that operations are currently booked under (set by the model's profiler).
-    public var module = ""
+    package var module = ""
     /// Entries in order of first appearance.
-    public private(set) var entries: [Entry] = []
+    package private(set) var entries: [Entry] = []
     private var index: [String: Int] = [:]
 
-    public init() {}
+    package init() {}
 
     /// Adds one call.
-    public func add(_ label: String, seconds: Double, flops: Double) {
+    package func add(_ label: String, seconds: Double, flops: Double) {
         let key = module + "\u{1}" + label
         let i: Int
         if let j = index[key] { i = j } else {
@@ -39,7 +39,7 @@ public final class LayerProfile: @unchecked Sendable {
     }
 
     /// Forgets every entry.
-    public func reset() { entries.removeAll(); index.removeAll() }
+    package func reset() { entries.removeAll(); index.removeAll() }
 }
 
 extension ComputeContext {

@@ -2,12 +2,12 @@
 ///
 /// Used for seeded untrained weights and for tests; never the system RNG, so the same seed gives
 /// the same bytes everywhere.
-public struct SeededRandom: RandomNumberGenerator, Sendable {
+package struct SeededRandom: RandomNumberGenerator, Sendable {
     private var state: UInt64
 
-    public init(seed: UInt64) { state = seed &+ 0x9E37_79B9_7F4A_7C15 }
+    package init(seed: UInt64) { state = seed &+ 0x9E37_79B9_7F4A_7C15 }
 
-    public mutating func next() -> UInt64 {
+    package mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
@@ -16,13 +16,13 @@ public struct SeededRandom: RandomNumberGenerator, Sendable {
     }
 
     /// Uniform in `[0, 1)` with 24 random bits.
-    public mutating func nextUnit() -> Float { Float(next() >> 40) * (1.0 / 16_777_216.0) }
+    package mutating func nextUnit() -> Float { Float(next() >> 40) * (1.0 / 16_777_216.0) }
 
     /// Uniform in `[lo, hi)`.
-    public mutating func uniform(_ lo: Float, _ hi: Float) -> Float { lo + (hi - lo) * nextUnit() }
+    package mutating func uniform(_ lo: Float, _ hi: Float) -> Float { lo + (hi - lo) * nextUnit() }
 
     /// `count` uniform values in `[lo, hi)`.
-    public mutating func uniforms(_ count: Int, _ lo: Float = -1, _ hi: Float = 1) -> [Float] {
+    package mutating func uniforms(_ count: Int, _ lo: Float = -1, _ hi: Float = 1) -> [Float] {
         (0..<count).map { _ in uniform(lo, hi) }
     }
 }

@@ -5,15 +5,15 @@
 /// sequences are `[N, D]` (token-major). A tensor either owns its memory (``Tensor/zeros(_:)``,
 /// ``Tensor/init(shape:values:)``, ``copy()``) or is a view into a ``Workspace`` that is valid
 /// until the workspace is reset.
-public struct Tensor: @unchecked Sendable {
+package struct Tensor: @unchecked Sendable {
     /// Dimensions, outermost first.
-    public let shape: [Int]
+    package let shape: [Int]
     /// First value.
-    public let data: UnsafeMutablePointer<Float>
+    package let data: UnsafeMutablePointer<Float>
     let storage: TensorStorage?
 
     /// A view of memory owned elsewhere (a workspace, another tensor).
-    public init(shape: [Int], viewing data: UnsafeMutablePointer<Float>) {
+    package init(shape: [Int], viewing data: UnsafeMutablePointer<Float>) {
         self.shape = shape
         self.data = data
         self.storage = nil
@@ -26,14 +26,14 @@ public struct Tensor: @unchecked Sendable {
     }
 
     /// A new tensor that owns its memory, filled with zeros.
-    public static func zeros(_ shape: [Int]) -> Tensor {
+    package static func zeros(_ shape: [Int]) -> Tensor {
         let s = TensorStorage(count: shape.reduce(1, *))
         s.pointer.initialize(repeating: 0, count: s.count)
         return Tensor(shape: shape, storage: s)
     }
 
     /// A new owning tensor holding `values` (count must equal the shape's element count).
-    public init(shape: [Int], values: [Float]) {
+    package init(shape: [Int], values: [Float]) {
         precondition(values.count == shape.reduce(1, *), "tensor: \(values.count) values for shape \(shape)")
         let s = TensorStorage(count: values.count)
         values.withUnsafeBufferPointer { s.pointer.initialize(from: $0.baseAddress!, count: values.count) }
@@ -41,21 +41,21 @@ public struct Tensor: @unchecked Sendable {
     }
 
     /// Number of elements.
-    public var count: Int { shape.reduce(1, *) }
+    package var count: Int { shape.reduce(1, *) }
     /// The values as a mutable buffer.
-    public var buffer: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: data, count: count) }
+    package var buffer: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: data, count: count) }
     /// The values copied into an array.
-    public var array: [Float] { Array(buffer) }
+    package var array: [Float] { Array(buffer) }
 
     /// An owning copy (survives workspace resets).
-    public func copy() -> Tensor {
+    package func copy() -> Tensor {
         let s = TensorStorage(count: count)
         s.pointer.initialize(from: data, count: count)
         return Tensor(shape: shape, storage: s)
     }
 
     /// The same values under another shape with equal element count (no copy).
-    public func reshaped(_ newShape: [Int]) -> Tensor {
+    package func reshaped(_ newShape: [Int]) -> Tensor {
         precondition(newShape.reduce(1, *) == count, "reshape \(shape) -> \(newShape)")
         var t = self
         t = Tensor(shape: newShape, data: data, storage: storage)
@@ -69,7 +69,7 @@ public struct Tensor: @unchecked Sendable {
     }
 
     /// Element at a flat index.
-    public subscript(i: Int) -> Float {
+    package subscript(i: Int) -> Float {
         get { data[i] }
         nonmutating set { data[i] = newValue }
     }

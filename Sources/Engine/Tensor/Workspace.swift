@@ -4,16 +4,16 @@
 /// at once. The first frame may spill into extra chunks; the reset after it merges them into one
 /// block of the high-water size, so from the second frame on a frame allocates nothing and a
 /// worker's memory does not grow with the length of the video.
-public final class Workspace: @unchecked Sendable {
+package final class Workspace: @unchecked Sendable {
     private var chunks: [(pointer: UnsafeMutablePointer<Float>, capacity: Int)] = []
     private var chunkIndex = 0
     private var offset = 0
     private var used = 0
     /// The most floats in use at once since creation.
-    public private(set) var highWater = 0
+    package private(set) var highWater = 0
 
     /// A workspace with an optional first block of `capacity` floats.
-    public init(capacity: Int = 0) {
+    package init(capacity: Int = 0) {
         if capacity > 0 { addChunk(capacity) }
     }
 
@@ -25,10 +25,10 @@ public final class Workspace: @unchecked Sendable {
     }
 
     /// Bytes reserved by the workspace.
-    public var reservedBytes: Int { chunks.reduce(0) { $0 + $1.capacity } * 4 }
+    package var reservedBytes: Int { chunks.reduce(0) { $0 + $1.capacity } * 4 }
 
     /// Uninitialised scratch memory for `count` floats, 64-byte aligned.
-    public func allocate(_ count: Int) -> UnsafeMutablePointer<Float> {
+    package func allocate(_ count: Int) -> UnsafeMutablePointer<Float> {
         let n = (max(count, 1) + 15) & ~15
         while chunkIndex < chunks.count, offset + n > chunks[chunkIndex].capacity {
             chunkIndex += 1
@@ -46,13 +46,13 @@ public final class Workspace: @unchecked Sendable {
     }
 
     /// A position in the arena to ``rewind(to:)`` to.
-    public struct Mark: Sendable { let chunk: Int, offset: Int, used: Int }
+    package struct Mark: Sendable { let chunk: Int, offset: Int, used: Int }
 
     /// The current allocation position.
-    public func mark() -> Mark { Mark(chunk: chunkIndex, offset: offset, used: used) }
+    package func mark() -> Mark { Mark(chunk: chunkIndex, offset: offset, used: used) }
 
     /// Releases everything allocated since `mark` (those views become invalid).
-    public func rewind(to mark: Mark) {
+    package func rewind(to mark: Mark) {
         chunkIndex = mark.chunk
         offset = mark.offset
         used = mark.used
@@ -61,7 +61,7 @@ public final class Workspace: @unchecked Sendable {
     /// Runs `body` and keeps only its result: the scratch it used is released and the result is
     /// moved down to where the scratch began. Keeps a frame's peak memory near the largest single
     /// layer instead of the sum of all layers.
-    public func scoped(_ body: () throws -> Tensor) rethrows -> Tensor {
+    package func scoped(_ body: () throws -> Tensor) rethrows -> Tensor {
         let m = mark()
         let r = try body()
         rewind(to: m)
@@ -71,12 +71,12 @@ public final class Workspace: @unchecked Sendable {
     }
 
     /// An uninitialised scratch tensor.
-    public func tensor(_ shape: [Int]) -> Tensor {
+    package func tensor(_ shape: [Int]) -> Tensor {
         Tensor(shape: shape, viewing: allocate(shape.reduce(1, *)))
     }
 
     /// A zero-filled scratch tensor.
-    public func zeros(_ shape: [Int]) -> Tensor {
+    package func zeros(_ shape: [Int]) -> Tensor {
         let t = tensor(shape)
         t.data.initialize(repeating: 0, count: t.count)
         return t
@@ -84,7 +84,7 @@ public final class Workspace: @unchecked Sendable {
 
     /// Releases every scratch tensor (their views become invalid) and, if the last frame spilled
     /// over several chunks, replaces them with one block large enough for it.
-    public func reset() {
+    package func reset() {
         if chunks.count > 1 {
             for c in chunks { UnsafeMutableRawPointer(c.pointer).deallocate() }
             chunks.removeAll()

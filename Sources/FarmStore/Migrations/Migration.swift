@@ -3,22 +3,22 @@ import Postgres
 
 /// One numbered schema change (`Migrations/NNNN_name.sql`), embedded in the binary by
 /// `tools/gen-migrations.sh`.
-public struct Migration: Sendable, Hashable, CustomStringConvertible {
-    public var version: Int
-    public var name: String
+package struct Migration: Sendable, Hashable, CustomStringConvertible {
+    package var version: Int
+    package var name: String
     /// The SQL script (no `BEGIN`/`COMMIT`: the migrator wraps it in a transaction).
-    public var sql: String
+    package var sql: String
 
-    public init(version: Int, name: String, sql: String) {
+    package init(version: Int, name: String, sql: String) {
         self.version = version
         self.name = name
         self.sql = sql
     }
 
-    public var description: String { String(format4(version)) + "_" + name }
+    package var description: String { String(format4(version)) + "_" + name }
 
     /// The newest schema version this build knows.
-    public static var latestVersion: Int { embedded.map(\.version).max() ?? 0 }
+    package static var latestVersion: Int { embedded.map(\.version).max() ?? 0 }
 }
 
 private func format4(_ v: Int) -> String {

@@ -5,12 +5,12 @@ import Postgres
 extension FarmStore {
     /// One claim of ``claimSegments(_:leaseSeconds:)``: a worker, the token its lease gets, and
     /// what it can run (as ``claimSegment(worker:token:leaseSeconds:stage:model:)``).
-    public struct ClaimRequest: Sendable {
-        public var worker: String
-        public var token: LeaseToken
-        public var stage: String?
-        public var model: String?
-        public init(worker: String, token: LeaseToken = .random(), stage: String? = nil, model: String? = nil) {
+    package struct ClaimRequest: Sendable {
+        package var worker: String
+        package var token: LeaseToken
+        package var stage: String?
+        package var model: String?
+        package init(worker: String, token: LeaseToken = .random(), stage: String? = nil, model: String? = nil) {
             self.worker = worker
             self.token = token
             self.stage = stage
@@ -24,7 +24,7 @@ extension FarmStore {
     /// (a job starts, a fleet scales out). All or nothing: if one claim fails, none is made (the
     /// error is logged and every entry is `nil`). One entry per request, `nil` where nothing was
     /// claimable.
-    public func claimSegments(_ requests: [ClaimRequest], leaseSeconds: Double) throws -> [ClaimedSegment?] {
+    package func claimSegments(_ requests: [ClaimRequest], leaseSeconds: Double) throws -> [ClaimedSegment?] {
         guard !requests.isEmpty else { return [] }
         let statements = requests.map {
             PostgresStatement(Self.claimSQL, claimParams(worker: $0.worker, token: $0.token, leaseSeconds: leaseSeconds,

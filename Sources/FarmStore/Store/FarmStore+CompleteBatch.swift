@@ -5,18 +5,18 @@ import Postgres
 extension FarmStore {
     /// One completion of ``completeSegments(_:leaseSeconds:)``: the result of lease `token`, and
     /// optionally the next claim for the worker that sent it.
-    public struct CompletionRequest: Sendable {
-        public var ref: SegmentRef
-        public var token: LeaseToken
-        public var resultBytes: Int64
+    package struct CompletionRequest: Sendable {
+        package var ref: SegmentRef
+        package var token: LeaseToken
+        package var resultBytes: Int64
         /// Where the result lies in its job's result log (nil: a file of its own).
-        public var resultOffset: Int64?
-        public var processSeconds: Double
-        public var stats: SegmentStats?
+        package var resultOffset: Int64?
+        package var processSeconds: Double
+        package var stats: SegmentStats?
         /// Lease this worker its next segment in the same round trip (after the commit).
-        public var thenClaim: ClaimRequest?
+        package var thenClaim: ClaimRequest?
 
-        public init(ref: SegmentRef, token: LeaseToken, resultBytes: Int64, resultOffset: Int64? = nil, processSeconds: Double,
+        package init(ref: SegmentRef, token: LeaseToken, resultBytes: Int64, resultOffset: Int64? = nil, processSeconds: Double,
                     stats: SegmentStats? = nil, thenClaim: ClaimRequest? = nil) {
             self.ref = ref
             self.token = token
@@ -30,7 +30,7 @@ extension FarmStore {
 
     /// What one ``CompletionRequest`` came to: accepted (and whether its job is now all done)
     /// or rejected by the fencing rule, and the segment claimed for its worker, if any.
-    public typealias CompletionReply = (completion: Result<CompletionOutcome, SegmentStateMachine.Rejection>,
+    package typealias CompletionReply = (completion: Result<CompletionOutcome, SegmentStateMachine.Rejection>,
                                         next: ClaimedSegment?)
 
     /// Several completions, and the claims chained to them, in one pipelined round trip and one
@@ -49,7 +49,7 @@ extension FarmStore {
     /// All or nothing for the completions: if the transaction fails, the error is thrown and
     /// nothing is recorded (the caller may complete the requests one by one to isolate a bad
     /// one). One reply per request, in order.
-    public func completeSegments(_ requests: [CompletionRequest], leaseSeconds: Double) throws -> [CompletionReply] {
+    package func completeSegments(_ requests: [CompletionRequest], leaseSeconds: Double) throws -> [CompletionReply] {
         guard !requests.isEmpty else { return [] }
         let c = try db()
         let jobs = Set(requests.map(\.ref.job.rawValue)).sorted()

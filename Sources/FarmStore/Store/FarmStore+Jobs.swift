@@ -6,14 +6,14 @@ extension FarmStore {
     // MARK: Reading
 
     /// The job `id`, with its segment counts; `nil` if there is none.
-    public func job(_ id: JobID) throws -> JobRecord? {
+    package func job(_ id: JobID) throws -> JobRecord? {
         let rows = try db().query("SELECT \(Columns.job), counts.* FROM jobs j \(Columns.countsJoin) WHERE j.id = $1",
                                   [.int(Int(id.rawValue))], prepare: true)
         return try rows.first.map(JobRecord.init(row:))
     }
 
     /// Jobs, newest first, optionally only those in `state`, with their segment counts.
-    public func jobs(state: JobState? = nil, limit: Int = 100) throws -> [JobRecord] {
+    package func jobs(state: JobState? = nil, limit: Int = 100) throws -> [JobRecord] {
         let rows = try db().query("""
             SELECT \(Columns.job), counts.* FROM jobs j \(Columns.countsJoin)
             WHERE ($1::text IS NULL OR j.state = $1) ORDER BY j.id DESC LIMIT $2
@@ -24,7 +24,7 @@ extension FarmStore {
     // MARK: Life cycle
 
     /// Records a new job, `queued`.
-    public func createJob(_ new: NewJob, actor: String? = nil) throws -> JobRecord {
+    package func createJob(_ new: NewJob, actor: String? = nil) throws -> JobRecord {
         let params = try jsonText(new.params)
         return try transaction { c in
             let row = try c.query("""
@@ -41,7 +41,7 @@ extension FarmStore {
 
     /// Takes the most urgent queued job for planning (`queued → planning`): highest priority,
     /// then oldest. Concurrent callers never get the same job (`SKIP LOCKED`).
-    public func claimQueuedJob(actor: String? = nil) throws -> JobRecord? {
+    package func claimQueuedJob(actor: String? = nil) throws -> JobRecord? {
         let who = actor ?? defaultActor
         let rows = try db().query("""
             WITH c AS (
@@ -67,7 +67,7 @@ extension FarmStore {
     /// `personalising` instead, with a personalisation `preparing` (or keeps a finished one: a
     /// retried job keeps its weights); its segments are claimable once that is done.
     @discardableResult
-    public func savePlan(job id: JobID, plan: PlannedJob, personalise: PersonaliseRequest? = nil, actor: String? = nil) throws -> JobRecord {
+    package func savePlan(job id: JobID, plan: PlannedJob, personalise: PersonaliseRequest? = nil, actor: String? = nil) throws -> JobRecord {
         for (k, span) in plan.spans.enumerated() where span.index != k || span.frames.isEmpty {
             throw DubfarmError(.internalError, "plan for job \(id) is malformed at segment \(k) (\(span)); segments must be numbered 0..<n and non-empty")
         }
@@ -125,7 +125,7 @@ extension FarmStore {
     /// is done; to `failed`/`cancelled` its unfinished segments are cancelled (prefer
     /// ``failJob(_:error:actor:)``/``cancelJob(_:reason:actor:)``, which return the active leases).
     @discardableResult
-    public func transitionJob(_ id: JobID, to state: JobState, reason: String, actor: String? = nil,
+    package func transitionJob(_ id: JobID, to state: JobState, reason: String, actor: String? = nil,
                               error: DubfarmError? = nil) throws -> JobRecord {
         try transaction { c in
             let from = try lockJob(c, id)
@@ -144,7 +144,7 @@ extension FarmStore {
     }
 
     /// Changes job `id`'s priority (its unfinished segments follow).
-    public func setJobPriority(_ id: JobID, _ priority: Int, actor: String? = nil) throws {
+    package func setJobPriority(_ id: JobID, _ priority: Int, actor: String? = nil) throws {
         try transaction { c in
             _ = try lockJob(c, id)
             try c.query("UPDATE jobs SET priority = $2, updated_at = now() WHERE id = $1", [.int(Int(id.rawValue)), .int(priority)])
@@ -153,14 +153,14 @@ extension FarmStore {
     }
 
     /// Says what the coordinator is doing with job `id` (shown by `status`; not a state change).
-    public func setJobStage(_ id: JobID, _ stage: String?) throws {
+    package func setJobStage(_ id: JobID, _ stage: String?) throws {
         try db().query("UPDATE jobs SET stage = $2, updated_at = now() WHERE id = $1",
                        [.int(Int(id.rawValue)), stage.map { .text($0) }], prepare: true)
     }
 
     /// `running → stitching`; refuses while segments are unfinished.
     @discardableResult
-    public func markStitching(_ id: JobID, actor: String? = nil) throws -> JobRecord {
+    package func markStitching(_ id: JobID, actor: String? = nil) throws -> JobRecord {
         try transaction { c in
             let from = try lockJob(c, id)
             try requireAllDone(c, id)
@@ -172,7 +172,7 @@ extension FarmStore {
 
     /// `stitching → done`, recording how the dub track was fitted and the output's size.
     @discardableResult
-    public func finishJob(_ id: JobID, audioFit: AudioFit, outputBytes: Int64, actor: String? = nil) throws -> JobRecord {
+    package func finishJob(_ id: JobID, audioFit: AudioFit, outputBytes: Int64, actor: String? = nil) throws -> JobRecord {
         try transaction { c in
             let from = try lockJob(c, id)
             try c.query("UPDATE jobs SET audio_fit = $2, output_bytes = $3 WHERE id = $1",
@@ -186,7 +186,7 @@ extension FarmStore {
     /// segments are cancelled; returns the leases that were active so their workers can be told
     /// to stop.
     @discardableResult
-    public func failJob(_ id: JobID, error: DubfarmError, actor: String? = nil) throws -> [LeasedSegment] {
+    package func failJob(_ id: JobID, error: DubfarmError, actor: String? = nil) throws -> [LeasedSegment] {
         try transaction { c in
             let from = try lockJob(c, id)
             try applyJobTransition(c, id, from: from, to: .failed, reason: error.message, actor: actor, error: error)
@@ -196,7 +196,7 @@ extension FarmStore {
 
     /// Fails job `id` with a code and message.
     @discardableResult
-    public func failJob(_ id: JobID, code: DubfarmError.Code, message: String, actor: String? = nil) throws -> [LeasedSegment] {
+    package func failJob(_ id: JobID, code: DubfarmError.Code, message: String, actor: String? = nil) throws -> [LeasedSegment] {
         try failJob(id, error: DubfarmError(code, message), actor: actor)
     }
 
@@ -204,7 +204,7 @@ extension FarmStore {
     /// Returns the leases that were active (tell those workers CANCEL). Cancelling a cancelled
     /// job does nothing; cancelling a finished one is refused.
     @discardableResult
-    public func cancelJob(_ id: JobID, reason: String, actor: String? = nil) throws -> [LeasedSegment] {
+    package func cancelJob(_ id: JobID, reason: String, actor: String? = nil) throws -> [LeasedSegment] {
         try transaction { c in
             let from = try lockJob(c, id)
             if from == .cancelled { return [] }
@@ -218,7 +218,7 @@ extension FarmStore {
     /// to `running` if it was planned (through `queued → planning → running`, each recorded), else
     /// to `queued`.
     @discardableResult
-    public func retryJob(_ id: JobID, actor: String? = nil) throws -> JobRecord {
+    package func retryJob(_ id: JobID, actor: String? = nil) throws -> JobRecord {
         try transaction { c in
             let from = try lockJob(c, id)
             guard from == .failed || from == .cancelled else {
@@ -261,7 +261,7 @@ extension FarmStore {
     /// After a coordinator restart: jobs caught in `planning` go back to `queued` (recorded);
     /// jobs in `stitching`, and running jobs whose segments are all done, are returned to be
     /// stitched (again).
-    public func jobsToResume(actor: String? = nil) throws -> ResumeReport {
+    package func jobsToResume(actor: String? = nil) throws -> ResumeReport {
         try transaction { c in
             let planning = try c.query("SELECT id FROM jobs WHERE state = 'planning' ORDER BY id FOR UPDATE SKIP LOCKED")
             var requeued: [JobID] = []

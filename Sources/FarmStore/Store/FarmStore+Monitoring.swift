@@ -4,16 +4,16 @@ import Postgres
 
 /// Counts by state, for the coordinator's Prometheus gauges (read at scrape time, so they match
 /// the database exactly).
-public struct StateCounts: Sendable, Hashable {
-    public var jobs: [String: Int] = [:]
-    public var segments: [String: Int] = [:]
-    public var workers: [String: Int] = [:]
-    public init() {}
+package struct StateCounts: Sendable, Hashable {
+    package var jobs: [String: Int] = [:]
+    package var segments: [String: Int] = [:]
+    package var workers: [String: Int] = [:]
+    package init() {}
 }
 
 extension FarmStore {
     /// Jobs, segments and workers counted by state, in one consistent query.
-    public func stateCounts() throws -> StateCounts {
+    package func stateCounts() throws -> StateCounts {
         let rows = try db().query("""
             SELECT 'job' AS kind, state, count(*)::bigint AS n FROM jobs GROUP BY state
             UNION ALL SELECT 'segment', state, count(*)::bigint FROM segments GROUP BY state
@@ -32,7 +32,7 @@ extension FarmStore {
     }
 
     /// The most recent `limit` events of all jobs, newest first (for the dashboard).
-    public func recentEvents(limit: Int) throws -> [EventRecord] {
+    package func recentEvents(limit: Int) throws -> [EventRecord] {
         try db().query("SELECT \(Columns.event) FROM events ORDER BY id DESC LIMIT $1", [.int(limit)], prepare: true)
             .map(EventRecord.init(row:))
     }

@@ -3,45 +3,45 @@ import Foundation
 import Postgres
 
 /// A job's personalisation as the database holds it (`submit --personalise`).
-public struct PersonalisationRecord: Sendable, Hashable {
-    public var job: JobID
-    public var machine: PersonalisationMachine
-    public var budgetSeconds: Int
-    public var leaseExpiresAt: Date?
+package struct PersonalisationRecord: Sendable, Hashable {
+    package var job: JobID
+    package var machine: PersonalisationMachine
+    package var budgetSeconds: Int
+    package var leaseExpiresAt: Date?
     /// Frames of the job's video in the dataset, once built.
-    public var datasetFrames: Int?
+    package var datasetFrames: Int?
     /// Progress of the current or last attempt.
-    public var step: Int
-    public var loss: Double?
-    public var elapsedSeconds: Double
+    package var step: Int
+    package var loss: Double?
+    package var elapsedSeconds: Double
     /// The step the current lease started from (0, or the checkpoint it resumed).
-    public var resumedFrom: Int?
+    package var resumedFrom: Int?
     /// SHA-256 of the trained weights, once done.
-    public var weights: String?
+    package var weights: String?
     /// The trainer's report on the held-back part of the clip (JSON), once done.
-    public var report: String?
-    public var error: String?
-    public var updatedAt: Date
+    package var report: String?
+    package var error: String?
+    package var updatedAt: Date
     /// Workers the job asked to train on at once (`--personalise-workers`).
-    public var workers: Int
+    package var workers: Int
     /// Workers the current (or last) lease trains on: its holder and those that joined it.
-    public var worldSize: Int
+    package var worldSize: Int
 
-    public var state: PersonalisationState { machine.state }
+    package var state: PersonalisationState { machine.state }
 }
 
 /// A personalisation leased to a worker.
-public struct PersonalisationClaim: Sendable, Hashable {
-    public var job: JobID
-    public var token: LeaseToken
-    public var worker: String
-    public var budgetSeconds: Int
+package struct PersonalisationClaim: Sendable, Hashable {
+    package var job: JobID
+    package var token: LeaseToken
+    package var worker: String
+    package var budgetSeconds: Int
     /// The checkpoint to resume from, if the coordinator holds one.
-    public var checkpointStep: Int?
+    package var checkpointStep: Int?
     /// 1 for the first lease.
-    public var attempt: Int
+    package var attempt: Int
     /// Workers the job asked to train on at once.
-    public var workers: Int = 1
+    package var workers: Int = 1
 }
 
 extension FarmStore {
@@ -54,14 +54,14 @@ extension FarmStore {
     // MARK: Reading
 
     /// Job `job`'s personalisation; `nil` when it asked for none.
-    public func personalisation(job: JobID) throws -> PersonalisationRecord? {
+    package func personalisation(job: JobID) throws -> PersonalisationRecord? {
         try db().query("SELECT \(Self.personalisationColumns) FROM personalisations WHERE job_id = $1",
                        [.int(Int(job.rawValue))], prepare: true).first.map(PersonalisationRecord.init(row:))
     }
 
     /// Personalisations whose dataset is still to be built (a coordinator builds them; one that
     /// died while building leaves them here for the next).
-    public func personalisationsToPrepare() throws -> [JobID] {
+    package func personalisationsToPrepare() throws -> [JobID] {
         try db().query("""
             SELECT p.job_id FROM personalisations p JOIN jobs j ON j.id = p.job_id
             WHERE p.state = 'preparing' AND j.state = 'personalising' ORDER BY j.priority DESC, j.created_at, j.id
@@ -96,7 +96,7 @@ extension FarmStore {
     }
 
     /// The dataset of job `job`'s video is built (`frames` frames): the fine-tune can be leased.
-    public func personalisationPrepared(job: JobID, frames: Int, actor: String? = nil) throws {
+    package func personalisationPrepared(job: JobID, frames: Int, actor: String? = nil) throws {
         try transaction { c in
             var rec = try lockPersonalisation(c, job)
             let old = rec.machine
@@ -114,7 +114,7 @@ extension FarmStore {
     /// The dataset could not be built (`error` says why): the job falls back to the default
     /// weights if it asked for that, else fails. Returns what happened.
     @discardableResult
-    public func personalisationUnprepared(job: JobID, error: DubfarmError, actor: String? = nil)
+    package func personalisationUnprepared(job: JobID, error: DubfarmError, actor: String? = nil)
         throws -> PersonalisationMachine.FailureOutcome {
         try transaction { c in
             var rec = try lockPersonalisation(c, job)
@@ -127,7 +127,7 @@ extension FarmStore {
 
     /// Leases the most urgent pending personalisation to `worker` under `token` (jobs by
     /// priority, then age; `FOR UPDATE SKIP LOCKED`). `nil` when none waits.
-    public func claimPersonalisation(worker: String, token: LeaseToken = .random(), leaseSeconds: Double) throws -> PersonalisationClaim? {
+    package func claimPersonalisation(worker: String, token: LeaseToken = .random(), leaseSeconds: Double) throws -> PersonalisationClaim? {
         let rows = try db().query("""
             WITH c AS (
                 SELECT p.job_id FROM personalisations p JOIN jobs j ON j.id = p.job_id
@@ -163,7 +163,7 @@ extension FarmStore {
     /// 1…). Recorded for status and events; only the holder's lease fences the reports.
     /// False when the lease is not current.
     @discardableResult
-    public func recordPersonalisationGang(job: JobID, token: LeaseToken, members: [String], actor: String? = nil) throws -> Bool {
+    package func recordPersonalisationGang(job: JobID, token: LeaseToken, members: [String], actor: String? = nil) throws -> Bool {
         try transaction { c in
             let rec = try lockPersonalisation(c, job)
             guard (try? rec.machine.check(token: token)) != nil, let lead = rec.machine.leasedBy else { return false }
@@ -179,7 +179,7 @@ extension FarmStore {
 
     /// Records the worker's progress under lease `token`; false when the lease is not current
     /// (the worker should stop).
-    public func reportPersonalisationProgress(job: JobID, token: LeaseToken, step: Int, loss: Double?, elapsed: Double) throws -> Bool {
+    package func reportPersonalisationProgress(job: JobID, token: LeaseToken, step: Int, loss: Double?, elapsed: Double) throws -> Bool {
         try db().query("""
             UPDATE personalisations SET step = $3, loss = $4, elapsed_seconds = $5, updated_at = now()
             WHERE job_id = $1 AND state = 'leased' AND lease_token = $2
@@ -190,7 +190,7 @@ extension FarmStore {
 
     /// Keeps the checkpoint of step `step` (already written to the media store by the caller)
     /// as the one a new lease resumes from. Fenced by `token`.
-    public func recordPersonalisationCheckpoint(job: JobID, token: LeaseToken, step: Int, elapsed: Double, actor: String? = nil)
+    package func recordPersonalisationCheckpoint(job: JobID, token: LeaseToken, step: Int, elapsed: Double, actor: String? = nil)
         throws -> Result<Void, PersonalisationMachine.Rejection> {
         try transaction { c in
             var rec = try lockPersonalisation(c, job)
@@ -206,7 +206,7 @@ extension FarmStore {
 
     /// Accepts the trained weights (`weights`: the SHA-256 of the file, already in the media
     /// store) of lease `token`: the job runs its segments on them (`personalising → running`).
-    public func completePersonalisation(job: JobID, token: LeaseToken, weights: String, step: Int, elapsed: Double,
+    package func completePersonalisation(job: JobID, token: LeaseToken, weights: String, step: Int, elapsed: Double,
                                         report: String?, actor: String? = nil) throws -> Result<Void, PersonalisationMachine.Rejection> {
         try transaction { c in
             let from = try lockJob(c, job)
@@ -232,7 +232,7 @@ extension FarmStore {
     /// Records a failed attempt of lease `token`: another lease resumes from the last checkpoint
     /// until `maxAttempts` failed; then the job runs on the default weights if it asked for that,
     /// else fails with `error`. A `badInput` error ends it at once.
-    public func failPersonalisation(job: JobID, token: LeaseToken, error: DubfarmError, maxAttempts: Int, actor: String? = nil)
+    package func failPersonalisation(job: JobID, token: LeaseToken, error: DubfarmError, maxAttempts: Int, actor: String? = nil)
         throws -> Result<PersonalisationMachine.FailureOutcome, PersonalisationMachine.Rejection> {
         try transaction { c in
             var rec = try lockPersonalisation(c, job)
@@ -259,7 +259,7 @@ extension FarmStore {
     /// Takes back the personalisation leases of `worker` (lost, disconnected, restarted): they
     /// are `pending` again, no failure counted; the next lease resumes from the last checkpoint.
     @discardableResult
-    public func releasePersonalisations(worker: String, reason: String, actor: String? = nil) throws -> [JobID] {
+    package func releasePersonalisations(worker: String, reason: String, actor: String? = nil) throws -> [JobID] {
         try transaction { c in
             let rows = try c.query("""
                 SELECT \(Self.personalisationColumns) FROM personalisations WHERE state = 'leased' AND leased_by = $1
@@ -270,7 +270,7 @@ extension FarmStore {
     }
 
     /// Takes back the lease `token` of `job` (the worker handed it back).
-    public func releasePersonalisation(job: JobID, token: LeaseToken, reason: String, actor: String? = nil)
+    package func releasePersonalisation(job: JobID, token: LeaseToken, reason: String, actor: String? = nil)
         throws -> Result<Void, PersonalisationMachine.Rejection> {
         try transaction { c in
             var rec = try lockPersonalisation(c, job)
@@ -286,7 +286,7 @@ extension FarmStore {
 
     /// Takes back every personalisation lease past its deadline. Returns their jobs.
     @discardableResult
-    public func expirePersonalisations(actor: String? = nil) throws -> [JobID] {
+    package func expirePersonalisations(actor: String? = nil) throws -> [JobID] {
         try transaction { c in
             let rows = try c.query("""
                 SELECT \(Self.personalisationColumns) FROM personalisations WHERE state = 'leased' AND lease_expires_at < now()
@@ -298,7 +298,7 @@ extension FarmStore {
 
     /// Extends `worker`'s personalisation leases to `seconds` from now.
     @discardableResult
-    public func renewPersonalisations(worker: String, seconds: Double) throws -> Int {
+    package func renewPersonalisations(worker: String, seconds: Double) throws -> Int {
         try db().query("""
             UPDATE personalisations SET lease_expires_at = now() + make_interval(secs => $2)
             WHERE state = 'leased' AND leased_by = $1

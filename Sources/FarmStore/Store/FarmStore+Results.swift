@@ -6,7 +6,7 @@ extension FarmStore {
     /// The kept result of every segment of `job`: the lease token it came from, where it lies
     /// in the job's result log (`offset`, and `bytes`, the record's length; nil offset: a file of
     /// its own) and the worker's statistics (nil where none recorded).
-    public func results(job: JobID) throws -> [Int: (token: LeaseToken?, offset: Int64?, bytes: Int64?, stats: SegmentStats?)] {
+    package func results(job: JobID) throws -> [Int: (token: LeaseToken?, offset: Int64?, bytes: Int64?, stats: SegmentStats?)] {
         let rows = try db().query("""
             SELECT idx, result_token, result_offset, result_bytes, stats::text AS stats FROM segments WHERE job_id = $1
             """, [.int(Int(job.rawValue))], prepare: true)
@@ -23,7 +23,7 @@ extension FarmStore {
 
 extension FarmStore {
     /// Frames finished per job (done segments in full, leased ones as far as reported).
-    public func framesDone(jobs: [JobID]) throws -> [JobID: Int] {
+    package func framesDone(jobs: [JobID]) throws -> [JobID: Int] {
         guard !jobs.isEmpty else { return [:] }
         let rows = try db().query("""
             SELECT job_id, sum(frames_done)::bigint AS frames FROM segments WHERE job_id = ANY($1) GROUP BY job_id

@@ -13,13 +13,13 @@ extension FarmStore {
     // MARK: Reading
 
     /// The segments of `job`, in index order.
-    public func segments(job: JobID) throws -> [SegmentRecord] {
+    package func segments(job: JobID) throws -> [SegmentRecord] {
         try db().query("SELECT \(Columns.segment) FROM segments WHERE job_id = $1 ORDER BY idx",
                        [.int(Int(job.rawValue))], prepare: true).map(SegmentRecord.init(row:))
     }
 
     /// One segment; `nil` if there is none.
-    public func segment(_ ref: SegmentRef) throws -> SegmentRecord? {
+    package func segment(_ ref: SegmentRef) throws -> SegmentRecord? {
         try db().query("SELECT \(Columns.segment) FROM segments WHERE job_id = $1 AND idx = $2",
                        [.int(Int(ref.job.rawValue)), .int(ref.index)], prepare: true).first.map(SegmentRecord.init(row:))
     }
@@ -35,7 +35,7 @@ extension FarmStore {
     /// of their params) is that one, and of those that require a model (the `model` option) only
     /// the ones `model` satisfies (equal, or the job names the model without a version:
     /// ``WorkerCapabilities/model(_:satisfies:)``). Without `stage`, no capability check is made.
-    public func claimSegment(worker: String, token: LeaseToken = .random(), leaseSeconds: Double,
+    package func claimSegment(worker: String, token: LeaseToken = .random(), leaseSeconds: Double,
                              stage: String? = nil, model: String? = nil) throws -> ClaimedSegment? {
         let rows = try db().query(Self.claimSQL, claimParams(worker: worker, token: token, leaseSeconds: leaseSeconds,
                                                              stage: stage, model: model),
@@ -101,7 +101,7 @@ extension FarmStore {
     /// rejected result takes a second one, to read why.
     /// `stats`, when given, is recorded with the result, and the completing `token` is kept as
     /// the segment's result token (the stitch checks the result's record against it).
-    public func completeSegment(_ ref: SegmentRef, token: LeaseToken, resultBytes: Int64, processSeconds: Double,
+    package func completeSegment(_ ref: SegmentRef, token: LeaseToken, resultBytes: Int64, processSeconds: Double,
                                 stats: SegmentStats? = nil)
         throws -> Result<CompletionOutcome, SegmentStateMachine.Rejection> {
         try completeSegments([CompletionRequest(ref: ref, token: token, resultBytes: resultBytes, processSeconds: processSeconds,
@@ -112,7 +112,7 @@ extension FarmStore {
     /// and leases the next claimable segment to `worker` (as ``claimSegment(worker:token:leaseSeconds:)``)
     /// in the same round trip as the completion's commit: what a coordinator does when a worker
     /// returns a result. The claim happens even when the result is rejected.
-    public func completeSegment(_ ref: SegmentRef, token: LeaseToken, resultBytes: Int64, processSeconds: Double,
+    package func completeSegment(_ ref: SegmentRef, token: LeaseToken, resultBytes: Int64, processSeconds: Double,
                                 stats: SegmentStats? = nil, thenClaimFor worker: String, nextToken: LeaseToken = .random(),
                                 leaseSeconds: Double, stage: String? = nil, model: String? = nil)
         throws -> (completion: Result<CompletionOutcome, SegmentStateMachine.Rejection>, next: ClaimedSegment?) {
@@ -157,7 +157,7 @@ extension FarmStore {
     /// the job's segments. A stale token is rejected and changes nothing.
     ///
     /// - Parameter code: the job's error code if this failure kills the job.
-    public func failSegment(_ ref: SegmentRef, token: LeaseToken, error: String, code: DubfarmError.Code = .internalError,
+    package func failSegment(_ ref: SegmentRef, token: LeaseToken, error: String, code: DubfarmError.Code = .internalError,
                             policy: RetryPolicy = RetryPolicy())
         throws -> Result<FailureOutcome, SegmentStateMachine.Rejection> {
         try transaction { c in
@@ -220,7 +220,7 @@ extension FarmStore {
     /// Records progress of lease `token`; `false` (and nothing written) when the token is stale.
     /// Not a state change: no event.
     @discardableResult
-    public func reportProgress(_ ref: SegmentRef, token: LeaseToken, framesDone: Int) throws -> Bool {
+    package func reportProgress(_ ref: SegmentRef, token: LeaseToken, framesDone: Int) throws -> Bool {
         // The fencing check of SegmentStateMachine.check(token:), as one guarded UPDATE (hot path).
         let rows = try db().query("""
             UPDATE segments SET frames_done = least($4, frames_total), updated_at = now()
@@ -233,7 +233,7 @@ extension FarmStore {
 
     /// A worker handed lease `token` back (stopping, draining): the segment is `pending` again,
     /// without counting a failure.
-    public func releaseLease(_ ref: SegmentRef, token: LeaseToken, reason: String, actor: String? = nil)
+    package func releaseLease(_ ref: SegmentRef, token: LeaseToken, reason: String, actor: String? = nil)
         throws -> Result<Void, SegmentStateMachine.Rejection> {
         try transaction { c in
             let rec = try lockSegment(c, ref)
@@ -252,7 +252,7 @@ extension FarmStore {
     /// Takes back every lease held by `worker` (it was lost or disconnected): those segments are
     /// `pending` again, no failure counted. Returns them.
     @discardableResult
-    public func releaseLeases(worker: String, reason: String, actor: String? = nil) throws -> [SegmentRef] {
+    package func releaseLeases(worker: String, reason: String, actor: String? = nil) throws -> [SegmentRef] {
         try transaction { c in
             let rows = try c.query("""
                 SELECT \(Columns.segment) FROM segments WHERE state = 'leased' AND leased_by = $1
@@ -264,7 +264,7 @@ extension FarmStore {
 
     /// Takes back every lease past its deadline (`lease_expires_at < now()`). Returns them.
     @discardableResult
-    public func expireLeases(actor: String? = nil) throws -> [SegmentRef] {
+    package func expireLeases(actor: String? = nil) throws -> [SegmentRef] {
         try transaction { c in
             let rows = try c.query("""
                 SELECT \(Columns.segment) FROM segments WHERE state = 'leased' AND lease_expires_at < now()
@@ -276,7 +276,7 @@ extension FarmStore {
 
     /// Extends every lease of `worker` to `seconds` from now (it is alive). Returns how many.
     @discardableResult
-    public func renewLeases(worker: String, seconds: Double) throws -> Int {
+    package func renewLeases(worker: String, seconds: Double) throws -> Int {
         try db().query("""
             UPDATE segments SET lease_expires_at = now() + make_interval(secs => $2)
             WHERE state = 'leased' AND leased_by = $1

@@ -4,11 +4,11 @@ import Postgres
 
 extension FarmStore {
     /// One worker's state as the coordinator last saw it.
-    public struct WorkerStateUpdate: Sendable, Hashable {
-        public var name: String
-        public var state: WorkerStatus
-        public var segment: SegmentRef?
-        public init(name: String, state: WorkerStatus, segment: SegmentRef?) {
+    package struct WorkerStateUpdate: Sendable, Hashable {
+        package var name: String
+        package var state: WorkerStatus
+        package var segment: SegmentRef?
+        package init(name: String, state: WorkerStatus, segment: SegmentRef?) {
             self.name = name
             self.state = state
             self.segment = segment
@@ -20,7 +20,7 @@ extension FarmStore {
     /// `asyncSegmentCommits`), with an event for each worker whose state changed. Unknown names
     /// are skipped. The coordinator calls this on its liveness tick, so that with many workers the
     /// worker table costs one statement per tick instead of a transaction per worker and segment.
-    public func setWorkerStates(_ updates: [WorkerStateUpdate], actor: String? = nil) throws {
+    package func setWorkerStates(_ updates: [WorkerStateUpdate], actor: String? = nil) throws {
         guard !updates.isEmpty else { return }
         try db().query("""
             WITH u AS (

@@ -7,7 +7,7 @@ extension FarmStore {
 
     /// Records that `info.name` is connected (READY, or any message after a restart): inserts it
     /// or refreshes it. A worker that was `gone` or `lost` comes back `idle`, with the change recorded.
-    public func workerSeen(_ info: WorkerInfo) throws {
+    package func workerSeen(_ info: WorkerInfo) throws {
         let caps = try jsonText(info.capabilities)
         try transaction { c in
             let before = try c.query("SELECT state FROM workers WHERE name = $1 FOR UPDATE", [.text(info.name)],
@@ -29,7 +29,7 @@ extension FarmStore {
     }
 
     /// Refreshes `last_seen` of the named workers (heartbeats), in one statement.
-    public func touchWorkers(_ names: [String]) throws {
+    package func touchWorkers(_ names: [String]) throws {
         guard !names.isEmpty else { return }
         try db().query("UPDATE workers SET last_seen = now() WHERE name = ANY($1::text[])",
                        [.array(names.map { .text($0) })], prepare: true)
@@ -37,7 +37,7 @@ extension FarmStore {
 
     /// Sets a worker's state and current segment (and optionally its stage, e.g. `lipsync 40%`);
     /// a change of state is recorded as an event.
-    public func setWorkerState(_ name: String, _ state: WorkerStatus, segment: SegmentRef? = nil, stage: String? = nil,
+    package func setWorkerState(_ name: String, _ state: WorkerStatus, segment: SegmentRef? = nil, stage: String? = nil,
                                reason: String? = nil, actor: String? = nil) throws {
         try transaction { c in
             let rows = try c.query("SELECT state FROM workers WHERE name = $1 FOR UPDATE", [.text(name)], prepare: true)
@@ -56,14 +56,14 @@ extension FarmStore {
     }
 
     /// All workers ever seen, by name.
-    public func workers() throws -> [WorkerRecord] {
+    package func workers() throws -> [WorkerRecord] {
         try db().query("SELECT \(Columns.worker) FROM workers ORDER BY name", prepare: true).map(WorkerRecord.init(row:))
     }
 
     // MARK: Events
 
     /// Events after `afterID` (oldest first), of one job or of all; pass the last id seen to follow.
-    public func events(job: JobID? = nil, afterID: Int64 = 0, limit: Int = 1000) throws -> [EventRecord] {
+    package func events(job: JobID? = nil, afterID: Int64 = 0, limit: Int = 1000) throws -> [EventRecord] {
         try db().query("""
             SELECT \(Columns.event) FROM events
             WHERE id > $1 AND ($2::bigint IS NULL OR job_id = $2) ORDER BY id LIMIT $3

@@ -14,28 +14,28 @@ import Postgres
 ///
 /// The actor runs on its own ``DubfarmCore/ThreadExecutor``: libpq blocks, and that thread is
 /// the only one it blocks. A lost connection is re-opened on the next call.
-public actor FarmStore {
+package actor FarmStore {
     /// The NOTIFY channel raised when segments become claimable (a wake-up hint only).
-    public static let workChannel = "dubfarm_work"
+    package static let workChannel = "dubfarm_work"
     /// A worker that failed this many segments of one job no longer gets that job's segments.
-    public static let blocklistFailures = 3
+    package static let blocklistFailures = 3
 
     private let executor: ThreadExecutor
-    public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
+    package nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 
     private let url: String
     private var connection: PostgresConnection?
     let logger: Logger
     /// Who this store acts as in events when no actor is given (e.g. `coordinator@host`).
-    public nonisolated let defaultActor: String
+    package nonisolated let defaultActor: String
     /// The database this store talks to, without credentials.
-    public nonisolated let target: String
+    package nonisolated let target: String
     /// Whether claims and completions commit without waiting for the WAL flush.
-    public nonisolated let asyncSegmentCommits: Bool
+    package nonisolated let asyncSegmentCommits: Bool
     /// How long a call waits for a lost database to come back before it fails.
-    public nonisolated let reconnectSeconds: Double
+    package nonisolated let reconnectSeconds: Double
     /// Reconnections after a lost connection since this store was made (for tests and logs).
-    public private(set) var reconnections = 0
+    package private(set) var reconnections = 0
 
     /// A store for the database at `url` (a `postgresql://` URL); nothing is opened until
     /// ``connect(retryFor:)`` or the first call.
@@ -50,7 +50,7 @@ public actor FarmStore {
     /// - Parameter reconnectSeconds: how long a call waits for a lost database to come back
     ///   (reconnecting with exponential backoff) before it fails with `.unreachable`; 0 fails at
     ///   once. See ``db()``.
-    public init(url: String, actor: String? = nil, asyncSegmentCommits: Bool = false,
+    package init(url: String, actor: String? = nil, asyncSegmentCommits: Bool = false,
                 reconnectSeconds: Double = 0, logger: Logger = Logger(label: "dubfarm.store")) {
         self.asyncSegmentCommits = asyncSegmentCommits
         self.reconnectSeconds = max(0, reconnectSeconds)
@@ -66,7 +66,7 @@ public actor FarmStore {
     }
 
     /// Opens the connection, retrying for up to `seconds` (a database that starts with the farm).
-    public func connect(retryFor seconds: Double = 0) async throws {
+    package func connect(retryFor seconds: Double = 0) async throws {
         let deadline = Date().addingTimeInterval(seconds)
         var delay = 0.1
         while true {
@@ -82,7 +82,7 @@ public actor FarmStore {
     }
 
     /// Closes the connection (the next call opens a new one).
-    public func close() {
+    package func close() {
         connection?.close()
         connection = nil
     }
@@ -174,26 +174,26 @@ public actor FarmStore {
     /// Applies the embedded migrations this database lacks; returns those it applied (empty when
     /// the schema is current). Safe to run from several processes at once.
     @discardableResult
-    public func migrate() throws -> [Migration] {
+    package func migrate() throws -> [Migration] {
         try migrate(Migration.embedded)
     }
 
     /// Applies `migrations` (tests use this to simulate other builds).
     @discardableResult
-    public func migrate(_ migrations: [Migration]) throws -> [Migration] {
+    package func migrate(_ migrations: [Migration]) throws -> [Migration] {
         let applied = try Migrator.migrate(try db(), migrations: migrations)
         for m in applied { logger.info("applied migration \(m)") }
         return applied
     }
 
     /// The database's schema version (0: no dubfarm schema).
-    public func schemaVersion() throws -> Int {
+    package func schemaVersion() throws -> Int {
         try Migrator.version(try db())
     }
 
     /// Throws unless the database's schema is exactly what this build knows: `.schemaTooNew` when
     /// it is newer, `.configuration` ("run `dubfarm migrate`") when older.
-    public func checkSchema() throws {
+    package func checkSchema() throws {
         try Migrator.check(try db(), known: Migration.latestVersion)
     }
 
@@ -219,20 +219,20 @@ public actor FarmStore {
 
 /// Waits for the ``FarmStore/workChannel`` hint on a connection of its own (LISTEN blocks the
 /// connection's thread while it waits, so it must not share the store's).
-public actor WorkListener {
+package actor WorkListener {
     private let executor = ThreadExecutor(name: "dubfarm-listen")
-    public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
+    package nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
     private let url: String
     private var connection: PostgresConnection?
 
-    public init(url: String) {
+    package init(url: String) {
         self.url = url
     }
 
     deinit { executor.shutdown() }
 
     /// Starts listening (idempotent).
-    public func start() throws {
+    package func start() throws {
         if let c = connection, c.isConnected { return }
         if let c = connection {
             try c.reconnect()
@@ -245,7 +245,7 @@ public actor WorkListener {
 
     /// Waits up to `timeout` seconds for a hint; returns whether one came. Correctness never
     /// depends on it: callers poll on timeout anyway.
-    public func wait(timeout: Double) throws -> Bool {
+    package func wait(timeout: Double) throws -> Bool {
         try start()
         return try !(connection!.waitForNotifications(timeout: timeout).isEmpty)
     }

@@ -2,9 +2,9 @@ import DubfarmCore
 import Foundation
 
 /// Micro-benchmarks of the store, for `make bench` (no assertions on time).
-public enum StoreBench {
+package enum StoreBench {
     /// How the benchmark drives the store.
-    public enum Mode: Sendable, Hashable, CustomStringConvertible {
+    package enum Mode: Sendable, Hashable, CustomStringConvertible {
         /// `claimSegment` then `completeSegment`, each an actor call (3 round trips per cycle).
         case calls
         /// `completeSegment(…, thenClaimFor:)`: each result also claims the worker's next segment
@@ -13,7 +13,7 @@ public enum StoreBench {
         /// ``calls`` from inside the store's actor: no thread hops per call.
         case insideActor
 
-        public var description: String {
+        package var description: String {
             switch self {
             case .calls: return "claim + complete calls"
             case .chained: return "complete-then-claim calls"
@@ -23,15 +23,15 @@ public enum StoreBench {
     }
 
     /// What one run measured.
-    public struct Report: Sendable, CustomStringConvertible {
+    package struct Report: Sendable, CustomStringConvertible {
         /// Segment state transitions made (each claim and each completion is one).
-        public var transitions: Int
-        public var seconds: Double
+        package var transitions: Int
+        package var seconds: Double
         /// Of which, claiming (one statement each) and completing (two pipelined round trips each).
-        public var claimSeconds: Double
-        public var completeSeconds: Double
-        public var transitionsPerSecond: Double { seconds > 0 ? Double(transitions) / seconds : 0 }
-        public var description: String {
+        package var claimSeconds: Double
+        package var completeSeconds: Double
+        package var transitionsPerSecond: Double { seconds > 0 ? Double(transitions) / seconds : 0 }
+        package var description: String {
             let rate = Int(transitionsPerSecond.rounded())
             let n = Double(max(1, transitions / 2))
             let head = "\(transitions) segment transitions in \(String(format: "%.3f", seconds)) s: \(rate) transitions/s"
@@ -44,7 +44,7 @@ public enum StoreBench {
     /// them through `store` on one connection and reports segment transitions per second
     /// (claim `pending → leased` and complete `leased → done`, each with its event).
     /// Run it on a scratch database: it refuses one with active jobs.
-    public static func transitions(store: FarmStore, count: Int = 2000, mode: Mode = .calls) async throws -> Report {
+    package static func transitions(store: FarmStore, count: Int = 2000, mode: Mode = .calls) async throws -> Report {
         let segments = max(1, count / 2)
         // It claims whatever is claimable: refuse a database with real work in it.
         let active = try await store.jobs(limit: 1000).filter { !$0.state.isTerminal && $0.submittedBy != "bench" }

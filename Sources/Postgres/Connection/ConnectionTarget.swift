@@ -2,12 +2,12 @@ import CLibPQ
 import Foundation
 
 /// Where a connection string points, for messages: never holds the password in anything it prints.
-public struct PostgresTarget: Sendable, Hashable, CustomStringConvertible {
+package struct PostgresTarget: Sendable, Hashable, CustomStringConvertible {
     /// Host name, address or unix-socket directory (`nil`: libpq's default socket).
-    public var host: String?
-    public var port: String?
-    public var database: String?
-    public var user: String?
+    package var host: String?
+    package var port: String?
+    package var database: String?
+    package var user: String?
     /// The password, kept only so it can be scrubbed from libpq's messages.
     let password: String?
 
@@ -20,13 +20,13 @@ public struct PostgresTarget: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// Parses `url` (a `postgresql://` URL or `key=value` string) for printing; `nil` when malformed.
-    public init?(parsing url: String) {
+    package init?(parsing url: String) {
         guard let t = Self.parse(url).0 else { return nil }
         self = t
     }
 
     /// `url` with its password replaced by `***`, for logs and messages.
-    public static func redacted(_ url: String) -> String {
+    package static func redacted(_ url: String) -> String {
         redact(url)
     }
 
@@ -55,7 +55,7 @@ public struct PostgresTarget: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// `user@host:port/database`, without the password.
-    public var description: String {
+    package var description: String {
         var s = ""
         if let user { s += user + "@" }
         s += host ?? "(default socket)"

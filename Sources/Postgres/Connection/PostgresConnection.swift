@@ -9,12 +9,12 @@ import Darwin
 #endif
 
 /// One statement of a ``PostgresConnection/pipeline(_:)``.
-public struct PostgresStatement: Sendable {
-    public var sql: String
-    public var params: [PostgresValue?]
+package struct PostgresStatement: Sendable {
+    package var sql: String
+    package var params: [PostgresValue?]
     /// Prepare once per connection and reuse (for hot statements).
-    public var prepare: Bool
-    public init(_ sql: String, _ params: [PostgresValue?] = [], prepare: Bool = true) {
+    package var prepare: Bool
+    package init(_ sql: String, _ params: [PostgresValue?] = [], prepare: Bool = true) {
         self.sql = sql
         self.params = params
         self.prepare = prepare
@@ -22,11 +22,11 @@ public struct PostgresStatement: Sendable {
 }
 
 /// A notification received on a channel this connection listens to.
-public struct PostgresNotification: Sendable, Hashable {
-    public var channel: String
-    public var payload: String
+package struct PostgresNotification: Sendable, Hashable {
+    package var channel: String
+    package var payload: String
     /// The server process that sent it.
-    public var senderPID: Int32
+    package var senderPID: Int32
 }
 
 /// One blocking libpq connection.
@@ -35,23 +35,23 @@ public struct PostgresNotification: Sendable, Hashable {
 /// every call blocks until the server answers. Errors are ``DubfarmCore/DubfarmError``s:
 /// `.database` for a statement the server refused (with its SQLSTATE), `.unreachable` when the
 /// server cannot be reached or the connection was lost. No message ever contains the password.
-public final class PostgresConnection {
+package final class PostgresConnection {
     private let conninfo: String
     /// Where this connection points (printable: no password).
-    public let target: PostgresTarget
+    package let target: PostgresTarget
     private let connectTimeout: Int
     private let applicationName: String
     private var conn: OpaquePointer?
     private var preparedNames: [String: String] = [:]
     private var listening: Set<String> = []
     /// The SQLSTATE of the last statement the server refused, e.g. `23505` for a unique violation.
-    public private(set) var lastSQLState: String?
+    package private(set) var lastSQLState: String?
 
     /// Connects to `url`: `postgresql://user@/db?host=/socket/dir&port=N`, a normal
     /// `postgresql://user:password@host:port/db` URL, or a libpq `key=value` string.
     ///
     /// The session uses UTF-8, `TimeZone=UTC` and `DateStyle=ISO`.
-    public init(url: String, connectTimeoutSeconds: Int = 5, applicationName: String = "dubfarm") throws {
+    package init(url: String, connectTimeoutSeconds: Int = 5, applicationName: String = "dubfarm") throws {
         let (target, problem) = PostgresTarget.parse(url)
         guard let target else {
             throw DubfarmError(.configuration,
@@ -71,7 +71,7 @@ public final class PostgresConnection {
     // MARK: Connection state
 
     /// Whether the connection is open and healthy as far as libpq knows.
-    public var isConnected: Bool {
+    package var isConnected: Bool {
         guard let conn else { return false }
         return PQstatus(conn) == CONNECTION_OK
     }
@@ -81,7 +81,7 @@ public final class PostgresConnection {
     /// the socket; this notices it *before* the next statement is sent, so the caller can
     /// reconnect instead of losing that statement. (A connection that breaks silently is still
     /// only noticed when a statement fails.)
-    public func checkAlive() -> Bool {
+    package func checkAlive() -> Bool {
         guard let conn, PQstatus(conn) == CONNECTION_OK else { return false }
         // Only between statements: while a result is pending, input belongs to that statement.
         guard PQisBusy(conn) == 0, PQtransactionStatus(conn) == PQTRANS_IDLE else { return true }
@@ -90,27 +90,27 @@ public final class PostgresConnection {
     }
 
     /// Whether a transaction block is open (or failed and awaiting `ROLLBACK`).
-    public var inTransaction: Bool {
+    package var inTransaction: Bool {
         guard let conn else { return false }
         let s = PQtransactionStatus(conn)
         return s == PQTRANS_INTRANS || s == PQTRANS_INERROR || s == PQTRANS_ACTIVE
     }
 
     /// The server's version number, e.g. `150018`.
-    public var serverVersion: Int {
+    package var serverVersion: Int {
         guard let conn else { return 0 }
         return Int(PQserverVersion(conn))
     }
 
     /// The server process serving this connection.
-    public var backendPID: Int32 {
+    package var backendPID: Int32 {
         guard let conn else { return 0 }
         return PQbackendPID(conn)
     }
 
     /// Closes the connection and opens a new one; prepared statements are forgotten and channels
     /// listened to are listened to again.
-    public func reconnect() throws {
+    package func reconnect() throws {
         close()
         try open()
         let channels = listening
@@ -118,7 +118,7 @@ public final class PostgresConnection {
     }
 
     /// Closes the connection. Later calls throw `.unreachable` until ``reconnect()``.
-    public func close() {
+    package func close() {
         if let conn { PQfinish(conn) }
         conn = nil
         preparedNames.removeAll()
@@ -158,7 +158,7 @@ public final class PostgresConnection {
     /// With `prepare: true` the statement is prepared once per connection and reused, which saves
     /// the server's parse and plan on hot statements.
     @discardableResult
-    public func query(_ sql: String, _ params: [PostgresValue?] = [], prepare: Bool = false) throws -> PostgresRows {
+    package func query(_ sql: String, _ params: [PostgresValue?] = [], prepare: Bool = false) throws -> PostgresRows {
         let c = try live()
         let texts = params.map { $0?.textForm }
         let cstrs: [UnsafePointer<CChar>?] = texts.map { $0.map { UnsafePointer(strdup($0)!) } }
@@ -191,7 +191,7 @@ public final class PostgresConnection {
     /// or the last ones with `COMMIT`. (After a failure inside a transaction, the transaction is
     /// aborted: roll it back.)
     @discardableResult
-    public func pipeline(_ statements: [PostgresStatement]) throws -> [PostgresRows] {
+    package func pipeline(_ statements: [PostgresStatement]) throws -> [PostgresRows] {
         var rows: [PostgresRows] = []
         for outcome in try pipelineOutcomes(statements) {
             switch outcome {
@@ -206,7 +206,7 @@ public final class PostgresConnection {
     /// Like ``pipeline(_:)``, but returns each statement's own outcome: its rows, its error, or
     /// `nil` when it was skipped because an earlier one failed. Throws only when the connection
     /// fails.
-    public func pipelineOutcomes(_ statements: [PostgresStatement]) throws -> [Result<PostgresRows, DubfarmError>?] {
+    package func pipelineOutcomes(_ statements: [PostgresStatement]) throws -> [Result<PostgresRows, DubfarmError>?] {
         let c = try live()
         let names = try statements.map { $0.prepare ? try preparedName($0.sql, paramCount: $0.params.count) : nil }
         guard PQenterPipelineMode(c) == 1 else {
@@ -250,14 +250,14 @@ public final class PostgresConnection {
     /// Runs several `;`-separated statements without parameters (a migration, a setup script).
     /// Inside ``transaction(_:)`` they join that transaction; otherwise the server runs the
     /// whole script as one implicit transaction.
-    public func execute(script: String) throws {
+    package func execute(script: String) throws {
         let c = try live()
         _ = try consume(PQexec(c, script), what: script)
     }
 
     /// Runs `body` in a transaction: `BEGIN`, then `COMMIT` when it returns, `ROLLBACK` when it throws.
     /// Not reentrant.
-    public func transaction<T>(_ body: () throws -> T) throws -> T {
+    package func transaction<T>(_ body: () throws -> T) throws -> T {
         try query("BEGIN", prepare: true)
         do {
             let value = try body()
@@ -273,25 +273,25 @@ public final class PostgresConnection {
 
     /// Starts listening to `channel`; notifications arrive through ``drainNotifications()`` and
     /// ``waitForNotifications(timeout:)``.
-    public func listen(_ channel: String) throws {
+    package func listen(_ channel: String) throws {
         try query("LISTEN \(Self.quoteIdentifier(channel))")
         listening.insert(channel)
     }
 
     /// Stops listening to `channel`.
-    public func unlisten(_ channel: String) throws {
+    package func unlisten(_ channel: String) throws {
         try query("UNLISTEN \(Self.quoteIdentifier(channel))")
         listening.remove(channel)
     }
 
     /// Sends `payload` to every session listening to `channel` (delivered when the current
     /// transaction commits, if one is open).
-    public func notify(_ channel: String, payload: String = "") throws {
+    package func notify(_ channel: String, payload: String = "") throws {
         try query("SELECT pg_notify($1, $2)", [.text(channel), .text(payload)], prepare: true)
     }
 
     /// The notifications that arrived so far, without blocking.
-    public func drainNotifications() throws -> [PostgresNotification] {
+    package func drainNotifications() throws -> [PostgresNotification] {
         let c = try live()
         guard PQconsumeInput(c) == 1 else { throw lostConnection(c) }
         var out: [PostgresNotification] = []
@@ -306,7 +306,7 @@ public final class PostgresConnection {
 
     /// Waits up to `timeout` seconds for at least one notification (blocking the calling thread
     /// on the connection's socket) and returns what arrived; empty on timeout.
-    public func waitForNotifications(timeout: Double) throws -> [PostgresNotification] {
+    package func waitForNotifications(timeout: Double) throws -> [PostgresNotification] {
         var got = try drainNotifications()
         guard got.isEmpty else { return got }
         let c = try live()
@@ -329,12 +329,12 @@ public final class PostgresConnection {
     // MARK: Helpers
 
     /// `name` as a double-quoted SQL identifier.
-    public static func quoteIdentifier(_ name: String) -> String {
+    package static func quoteIdentifier(_ name: String) -> String {
         "\"" + name.replacingAll("\"", with: "\"\"") + "\""
     }
 
     /// `text` as a single-quoted SQL string literal.
-    public static func quoteLiteral(_ text: String) -> String {
+    package static func quoteLiteral(_ text: String) -> String {
         "'" + text.replacingAll("'", with: "''") + "'"
     }
 

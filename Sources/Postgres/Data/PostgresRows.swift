@@ -2,7 +2,7 @@ import DubfarmCore
 import Foundation
 
 /// The result of one statement, copied out of libpq: column names and text-format values.
-public struct PostgresRows: Sendable, RandomAccessCollection {
+package struct PostgresRows: Sendable, RandomAccessCollection {
     final class Storage: Sendable {
         let columns: [String]
         let index: [String: Int]
@@ -19,11 +19,11 @@ public struct PostgresRows: Sendable, RandomAccessCollection {
 
     let storage: Storage
     /// Rows in the result.
-    public let count: Int
+    package let count: Int
     /// Rows the statement inserted, updated or deleted (`PQcmdTuples`), or the rows returned.
-    public let affectedRows: Int
+    package let affectedRows: Int
     /// The command tag, e.g. `UPDATE 3`.
-    public let commandTag: String
+    package let commandTag: String
 
     init(columns: [String], values: [String?], rowCount: Int, affectedRows: Int, commandTag: String) {
         self.storage = Storage(columns: columns, values: values)
@@ -33,25 +33,25 @@ public struct PostgresRows: Sendable, RandomAccessCollection {
     }
 
     /// Column names, in order.
-    public var columns: [String] { storage.columns }
-    public var startIndex: Int { 0 }
-    public var endIndex: Int { count }
-    public subscript(position: Int) -> PostgresRow { PostgresRow(storage: storage, row: position) }
+    package var columns: [String] { storage.columns }
+    package var startIndex: Int { 0 }
+    package var endIndex: Int { count }
+    package subscript(position: Int) -> PostgresRow { PostgresRow(storage: storage, row: position) }
 }
 
 /// One row of a ``PostgresRows``.
-public struct PostgresRow: Sendable {
+package struct PostgresRow: Sendable {
     let storage: PostgresRows.Storage
     let row: Int
 
     /// The cell in column `name`. A missing column yields a cell whose decoding throws, naming it.
-    public subscript(name: String) -> PostgresCell {
+    package subscript(name: String) -> PostgresCell {
         guard let i = storage.index[name] else { return PostgresCell(column: name, text: nil, missing: true) }
         return PostgresCell(column: name, text: storage.values[row * storage.columns.count + i], missing: false)
     }
 
     /// The cell in column number `index` (0-based).
-    public subscript(index: Int) -> PostgresCell {
+    package subscript(index: Int) -> PostgresCell {
         guard index >= 0 && index < storage.columns.count else {
             return PostgresCell(column: "#\(index)", text: nil, missing: true)
         }
@@ -66,21 +66,21 @@ public struct PostgresRow: Sendable {
 /// let id = try row["id"].decode(Int64.self)
 /// let face = try row["face_name"].decode(String?.self)
 /// ```
-public struct PostgresCell: Sendable {
+package struct PostgresCell: Sendable {
     /// The column's name.
-    public let column: String
+    package let column: String
     /// The value's text form, `nil` for SQL `NULL`.
-    public let text: String?
+    package let text: String?
     let missing: Bool
 
     /// Whether the result has this column at all.
-    public var exists: Bool { !missing }
+    package var exists: Bool { !missing }
 
     /// Whether the value is SQL `NULL`.
-    public var isNull: Bool { text == nil }
+    package var isNull: Bool { text == nil }
 
     /// Decodes a non-`NULL` value; throws when it is `NULL`, missing or malformed.
-    public func decode<T: PostgresDecodable>(_ type: T.Type = T.self) throws -> T {
+    package func decode<T: PostgresDecodable>(_ type: T.Type = T.self) throws -> T {
         guard !missing else { throw DubfarmError(.internalError, "result has no column \(column)") }
         guard let text else {
             throw DubfarmError(.database, "column \(column) is NULL where a \(T.self) was expected")
@@ -92,35 +92,35 @@ public struct PostgresCell: Sendable {
     }
 
     /// Decodes a value that may be `NULL`.
-    public func decode<T: PostgresDecodable>(_ type: T?.Type) throws -> T? {
+    package func decode<T: PostgresDecodable>(_ type: T?.Type) throws -> T? {
         guard !missing else { throw DubfarmError(.internalError, "result has no column \(column)") }
         guard text != nil else { return nil }
         return try decode(T.self)
     }
 
     /// The text, or `nil` for `NULL`.
-    public var string: String? { text }
+    package var string: String? { text }
 }
 
 /// A Swift type that can be read from PostgreSQL's text format.
-public protocol PostgresDecodable: Sendable {
+package protocol PostgresDecodable: Sendable {
     init?(postgresText: String)
 }
 
 extension String: PostgresDecodable {
-    public init?(postgresText: String) { self = postgresText }
+    package init?(postgresText: String) { self = postgresText }
 }
 extension Int: PostgresDecodable {
-    public init?(postgresText: String) { self.init(postgresText) }
+    package init?(postgresText: String) { self.init(postgresText) }
 }
 extension Int64: PostgresDecodable {
-    public init?(postgresText: String) { self.init(postgresText) }
+    package init?(postgresText: String) { self.init(postgresText) }
 }
 extension Int32: PostgresDecodable {
-    public init?(postgresText: String) { self.init(postgresText) }
+    package init?(postgresText: String) { self.init(postgresText) }
 }
 extension Double: PostgresDecodable {
-    public init?(postgresText: String) {
+    package init?(postgresText: String) {
         switch postgresText {
         case "NaN": self = .nan
         case "Infinity": self = .infinity
@@ -130,7 +130,7 @@ extension Double: PostgresDecodable {
     }
 }
 extension Bool: PostgresDecodable {
-    public init?(postgresText: String) {
+    package init?(postgresText: String) {
         switch postgresText {
         case "t", "true": self = true
         case "f", "false": self = false
@@ -139,14 +139,14 @@ extension Bool: PostgresDecodable {
     }
 }
 extension Date: PostgresDecodable {
-    public init?(postgresText: String) {
+    package init?(postgresText: String) {
         guard let d = PostgresDate.parse(postgresText) else { return nil }
         self = d
     }
 }
 extension Array: PostgresDecodable where Element == UInt8 {
     /// Decodes `bytea` in hex format (`\x0a1b…`).
-    public init?(postgresText: String) {
+    package init?(postgresText: String) {
         let b = Array(postgresText.utf8)
         guard b.count >= 2, b[0] == 92, b[1] == 120, b.count % 2 == 0 else { return nil }
         func nibble(_ c: UInt8) -> UInt8? {

@@ -4,7 +4,7 @@ import Foundation
 ///
 /// The server infers each parameter's type from the statement; where that is ambiguous, cast in
 /// SQL (`$1::bigint`). `nil` in a parameter list is SQL `NULL`.
-public enum PostgresValue: Sendable, Hashable {
+package enum PostgresValue: Sendable, Hashable {
     case text(String)
     case int(Int)
     case double(Double)
@@ -19,7 +19,7 @@ public enum PostgresValue: Sendable, Hashable {
     case array([PostgresValue?])
 
     /// The text form PostgreSQL parses.
-    public var textForm: String {
+    package var textForm: String {
         switch self {
         case .text(let s), .json(let s): return s
         case .int(let v): return String(v)
@@ -61,19 +61,19 @@ public enum PostgresValue: Sendable, Hashable {
 
 extension PostgresValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByBooleanLiteral,
     ExpressibleByFloatLiteral {
-    public init(stringLiteral value: String) { self = .text(value) }
-    public init(integerLiteral value: Int) { self = .int(value) }
-    public init(booleanLiteral value: Bool) { self = .bool(value) }
-    public init(floatLiteral value: Double) { self = .double(value) }
+    package init(stringLiteral value: String) { self = .text(value) }
+    package init(integerLiteral value: Int) { self = .int(value) }
+    package init(booleanLiteral value: Bool) { self = .bool(value) }
+    package init(floatLiteral value: Double) { self = .double(value) }
 }
 
 /// Converts PostgreSQL's text form of timestamps to and from `Date`, without `DateFormatter`.
 ///
 /// Sessions opened by ``PostgresConnection`` use `TimeZone=UTC` and `DateStyle=ISO`, so values
 /// arrive as `2026-11-20 23:37:01.123456+00`.
-public enum PostgresDate {
+package enum PostgresDate {
     /// `Date` → `2026-11-20T23:37:01.123456Z`.
-    public static func format(_ date: Date) -> String {
+    package static func format(_ date: Date) -> String {
         if date == .distantFuture { return "infinity" }
         if date == .distantPast { return "-infinity" }
         let totalMicros = Int64((date.timeIntervalSince1970 * 1_000_000).rounded())
@@ -98,7 +98,7 @@ public enum PostgresDate {
     }
 
     /// Parses `YYYY-MM-DD HH:MM:SS[.ffffff][+HH[:MM[:SS]]]`, `infinity` and `-infinity`.
-    public static func parse(_ text: String) -> Date? {
+    package static func parse(_ text: String) -> Date? {
         if text == "infinity" { return .distantFuture }
         if text == "-infinity" { return .distantPast }
         let b = Array(text.utf8)

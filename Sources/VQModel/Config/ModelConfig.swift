@@ -5,63 +5,63 @@ import Foundation
 /// Fixed by the SwapTalk paper (the `paper` configuration): a 320 × 320 crop, 16× downsampling,
 /// two codebooks of 2048 × 256. Everything else is a field here with the documented default of
 /// each named configuration.
-public struct ModelConfig: Codable, Sendable, Equatable {
+package struct ModelConfig: Codable, Sendable, Equatable {
     /// Configuration name (`tiny`, `small`, `paper`, or a user's own).
-    public var name: String
+    package var name: String
     /// Face crop side in pixels; the crop is split into upper and lower halves of `S/2 × S`.
-    public var imageSize: Int
+    package var imageSize: Int
     /// VQGAN base channel count.
-    public var channels: Int
+    package var channels: Int
     /// Channel multiplier per encoder/decoder level; levels − 1 stride-2 downsamplings.
-    public var channelMult: [Int]
+    package var channelMult: [Int]
     /// ResNet blocks per level (encoder and decoder).
-    public var numResBlocks: Int
+    package var numResBlocks: Int
     /// GroupNorm groups in the VQGAN.
-    public var groups: Int
+    package var groups: Int
     /// Channels of the encoder output before `quant_conv`.
-    public var zChannels: Int
+    package var zChannels: Int
     /// Codebook vector size (token channels).
-    public var embedDim: Int
+    package var embedDim: Int
     /// Codes per codebook (two codebooks: upper and lower face).
-    public var codebookSize: Int
+    package var codebookSize: Int
     /// Heads of the VQGAN mid-block self-attention.
-    public var vqAttentionHeads: Int
+    package var vqAttentionHeads: Int
     /// Face-swap transformer width, heads, layers and MLP ratio.
-    public var swapDim: Int
-    public var swapHeads: Int
-    public var swapLayers: Int
-    public var swapMlpRatio: Int
+    package var swapDim: Int
+    package var swapHeads: Int
+    package var swapLayers: Int
+    package var swapMlpRatio: Int
     /// Lip-sync UNet base channels, per-level multipliers, GroupNorm groups and heads.
-    public var unetChannels: Int
-    public var unetChannelMult: [Int]
-    public var unetGroups: Int
-    public var unetHeads: Int
+    package var unetChannels: Int
+    package var unetChannelMult: [Int]
+    package var unetGroups: Int
+    package var unetHeads: Int
     /// UNet levels with cross-attention to audio (default: the two coarsest) — the mid block
     /// always has it.
-    public var unetAttentionLevels: [Int]
+    package var unetAttentionLevels: [Int]
     /// Log-mel bins and frames in the per-video-frame audio window (16 × 80 = 0.2 s at hop 200).
-    public var melBins: Int
-    public var melFrames: Int
+    package var melBins: Int
+    package var melFrames: Int
     /// Audio encoder width, heads, layers and MLP ratio.
-    public var audioDim: Int
-    public var audioHeads: Int
-    public var audioLayers: Int
-    public var audioMlpRatio: Int
+    package var audioDim: Int
+    package var audioHeads: Int
+    package var audioLayers: Int
+    package var audioMlpRatio: Int
     /// `[rowStart, rowEnd, colStart, colEnd)` of the lower-half token grid where the lip-sync
     /// UNet zeroes its *target* input (the mouth) before it runs, so it draws the mouth from the
     /// audio rather than copying it; the same frame can then be target and reference (R = T).
     /// `nil` (older manifests): no mask. Trained models (training/configs/dubfarm-small.json) set it.
-    public var lipsyncTargetMask: [Int]? = nil
+    package var lipsyncTargetMask: [Int]? = nil
 
     /// Spatial downsampling factor of the VQGAN.
-    public var downsampling: Int { 1 << (channelMult.count - 1) }
+    package var downsampling: Int { 1 << (channelMult.count - 1) }
     /// Side of the full token grid.
-    public var gridSize: Int { imageSize / downsampling }
+    package var gridSize: Int { imageSize / downsampling }
     /// Token grid of one face half: `(gridSize / 2) × gridSize`.
-    public var halfGrid: (h: Int, w: Int) { (gridSize / 2, gridSize) }
+    package var halfGrid: (h: Int, w: Int) { (gridSize / 2, gridSize) }
 
     /// Tests: runs in milliseconds.
-    public static let tiny = ModelConfig(
+    package static let tiny = ModelConfig(
         name: "tiny", imageSize: 16, channels: 8, channelMult: [1, 2], numResBlocks: 1, groups: 4,
         zChannels: 8, embedDim: 8, codebookSize: 16, vqAttentionHeads: 1,
         swapDim: 16, swapHeads: 2, swapLayers: 1, swapMlpRatio: 2,
@@ -70,7 +70,7 @@ public struct ModelConfig: Codable, Sendable, Equatable {
 
     /// Demo and CI default: a 128 × 128 crop, 8× downsampling (16 × 16 tokens), sized to run in
     /// real time on two cores.
-    public static let small = ModelConfig(
+    package static let small = ModelConfig(
         name: "small", imageSize: 128, channels: 32, channelMult: [1, 2, 2, 4], numResBlocks: 1, groups: 8,
         zChannels: 64, embedDim: 64, codebookSize: 512, vqAttentionHeads: 1,
         swapDim: 128, swapHeads: 4, swapLayers: 2, swapMlpRatio: 4,
@@ -78,7 +78,7 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         melBins: 80, melFrames: 16, audioDim: 128, audioHeads: 4, audioLayers: 2, audioMlpRatio: 4)
 
     /// The paper's sizes: 320 × 320 crop, 16× downsampling (20 × 20 tokens), 2 × 2048 × 256 codebooks.
-    public static let paper = ModelConfig(
+    package static let paper = ModelConfig(
         name: "paper", imageSize: 320, channels: 64, channelMult: [1, 1, 2, 2, 4], numResBlocks: 1, groups: 32,
         zChannels: 256, embedDim: 256, codebookSize: 2048, vqAttentionHeads: 1,
         swapDim: 512, swapHeads: 8, swapLayers: 4, swapMlpRatio: 4,
@@ -86,10 +86,10 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         melBins: 80, melFrames: 16, audioDim: 256, audioHeads: 4, audioLayers: 2, audioMlpRatio: 4)
 
     /// The named configurations.
-    public static let named: [String: ModelConfig] = ["tiny": .tiny, "small": .small, "paper": .paper]
+    package static let named: [String: ModelConfig] = ["tiny": .tiny, "small": .small, "paper": .paper]
 
     /// A named configuration or ``ModelError/Code/unknownConfig``.
-    public static func named(_ name: String) throws -> ModelConfig {
+    package static func named(_ name: String) throws -> ModelConfig {
         guard let c = named[name] else {
             throw ModelError(.unknownConfig, "unknown model configuration '\(name)'; known: \(named.keys.sorted().joined(separator: ", "))")
         }
@@ -97,7 +97,7 @@ public struct ModelConfig: Codable, Sendable, Equatable {
     }
 
     /// Checks that the numbers fit together (divisibility of sizes, channels and heads).
-    public func validate() throws {
+    package func validate() throws {
         func need(_ ok: Bool, _ why: String) throws { if !ok { throw ModelError(.badManifest, "configuration '\(name)': \(why)") } }
         try need(!channelMult.isEmpty && !unetChannelMult.isEmpty, "channel multipliers must not be empty")
         try need(imageSize % (2 * downsampling) == 0, "imageSize \(imageSize) must be a multiple of 2 × downsampling (\(2 * downsampling))")
@@ -117,7 +117,7 @@ public struct ModelConfig: Codable, Sendable, Equatable {
     }
 
     /// Reads `manifest.json` from a weights directory.
-    public static func load(directory: URL) throws -> ModelConfig {
+    package static func load(directory: URL) throws -> ModelConfig {
         let url = directory.appendingPathComponent("manifest.json")
         let data: Data
         do { data = try Data(contentsOf: url) } catch {
@@ -132,7 +132,7 @@ public struct ModelConfig: Codable, Sendable, Equatable {
     }
 
     /// The manifest as stable, pretty JSON (sorted keys), identical bytes for equal configs.
-    public func manifestJSON() throws -> Data {
+    package func manifestJSON() throws -> Data {
         let e = JSONEncoder()
         e.outputFormatting = [.prettyPrinted, .sortedKeys]
         var d = try e.encode(self)

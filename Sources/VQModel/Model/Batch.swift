@@ -12,14 +12,14 @@ extension SwapTalkModel {
     /// an eighth for `paper`, for one more workspace (`small` +50 MB, `paper` +220 MB peak RSS) and
     /// a frame's result coming a frame later. So a worker with several threads always runs frames
     /// side by side; `DUBFARM_FRAME_PARALLEL=0` (or `1`) forces the choice, for measurements.
-    public func prefersFramesInParallel(threads: Int) -> Bool {
+    package func prefersFramesInParallel(threads: Int) -> Bool {
         if threads <= 1 { return false }
         if let v = ProcessInfo.processInfo.environment["DUBFARM_FRAME_PARALLEL"], let b = Int(v) { return b != 0 }
         return true
     }
 
     /// A ``FrameBatch`` for `threads` threads in the mode ``prefersFramesInParallel(threads:)`` picks.
-    public func makeFrameBatch(threads: Int) -> FrameBatch {
+    package func makeFrameBatch(threads: Int) -> FrameBatch {
         FrameBatch(threads: threads, mode: prefersFramesInParallel(threads: threads) ? .framesInParallel : .splitEachFrame)
     }
 
@@ -28,7 +28,7 @@ extension SwapTalkModel {
     /// frame on a context with the same thread count as the one it ran on (single-threaded in
     /// ``FrameBatch/Mode/framesInParallel``). Results are workspace tensors of the batch's
     /// contexts, valid until ``FrameBatch/reset()``.
-    public func runFrames(targets: [Tensor], source: SwapSource, mels: [Tensor], _ batch: FrameBatch) throws -> [Tensor] {
+    package func runFrames(targets: [Tensor], source: SwapSource, mels: [Tensor], _ batch: FrameBatch) throws -> [Tensor] {
         guard targets.count == mels.count else {
             throw ModelError(.badInput, "runFrames: \(targets.count) target images but \(mels.count) mel windows")
         }
@@ -39,7 +39,7 @@ extension SwapTalkModel {
     /// once (frames side by side on the batch's contexts), and its cost is the whole batch's —
     /// FLOPs of all frames and the wall time from the first frame's start of that module to the
     /// last frame's end — so `FLOPs / seconds` is the module's throughput.
-    public func profileFrames(targets: [Tensor], source: SwapSource, mels: [Tensor], _ batch: FrameBatch) throws
+    package func profileFrames(targets: [Tensor], source: SwapSource, mels: [Tensor], _ batch: FrameBatch) throws
         -> (images: [Tensor], costs: [ModuleCost]) {
         guard targets.count == mels.count else {
             throw ModelError(.badInput, "profileFrames: \(targets.count) target images but \(mels.count) mel windows")

@@ -70,7 +70,7 @@ struct FaceSwap {
 }
 
 /// The source face, prepared once per job: per swap-layer keys and values.
-public struct SwapSource: @unchecked Sendable {
+package struct SwapSource: @unchecked Sendable {
     let keysValues: [(Tensor, Tensor)]
 }
 

@@ -1,23 +1,23 @@
 import Engine
 
 /// Work and time of one module within one frame.
-public struct ModuleCost: Sendable, Codable {
+package struct ModuleCost: Sendable, Codable {
     /// `encode` (both halves), `quantize` (both halves), `swap`, `audio`, `lipsync`, `decode`.
-    public var module: String
+    package var module: String
     /// Floating-point operations (2 per multiply-add).
-    public var flops: Double
+    package var flops: Double
     /// Wall-clock seconds.
-    public var seconds: Double
+    package var seconds: Double
     /// CPU seconds of all the process's threads (``Benchmark/cpuSeconds()``).
-    public var cpuSeconds: Double = 0
+    package var cpuSeconds: Double = 0
 }
 
 extension SwapTalkModel {
     /// The module names in frame order.
-    public static let moduleNames = ["encode", "quantize", "swap", "audio", "lipsync", "decode"]
+    package static let moduleNames = ["encode", "quantize", "swap", "audio", "lipsync", "decode"]
 
     /// ``runFrame(target:source:mel:_:)`` with the FLOPs and wall time of each module.
-    public func profileFrame(target: Tensor, source: SwapSource, mel: Tensor, _ ctx: ComputeContext) throws
+    package func profileFrame(target: Tensor, source: SwapSource, mel: Tensor, _ ctx: ComputeContext) throws
         -> (image: Tensor, costs: [ModuleCost]) {
         var costs: [ModuleCost] = []
         func measure<T>(_ name: String, _ body: () throws -> T) rethrows -> T {

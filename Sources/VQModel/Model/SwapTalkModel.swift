@@ -8,11 +8,11 @@ import Foundation
 /// halves `[3, S/2, S]`, token grids `[E, H, W]`, mel windows `[melFrames, melBins]`, audio
 /// tokens `[melFrames, audioDim]`. Every entry point takes a ``ComputeContext``; results are
 /// workspace tensors valid until the context's workspace is reset (``copy()`` to keep one).
-public final class SwapTalkModel: @unchecked Sendable {
+package final class SwapTalkModel: @unchecked Sendable {
     /// Which face half (and codebook).
-    public enum Half: String, Sendable, CaseIterable { case upper, lower }
+    package enum Half: String, Sendable, CaseIterable { case upper, lower }
 
-    public let config: ModelConfig
+    package let config: ModelConfig
     let encoder: Encoder
     let quantizers: [Half: VectorQuantizer]
     let faceSwap: FaceSwap
@@ -22,7 +22,7 @@ public final class SwapTalkModel: @unchecked Sendable {
 
     /// Builds the model over `tensors`, checking them all against the configuration; one error
     /// lists every missing, extra and mis-shaped tensor.
-    public init(config: ModelConfig, tensors: [String: Tensor], file: String = "weights") throws {
+    package init(config: ModelConfig, tensors: [String: Tensor], file: String = "weights") throws {
         try config.validate()
         let p = Parameters(tensors: tensors)
         let parts = Self.build(p, config)
@@ -42,14 +42,14 @@ public final class SwapTalkModel: @unchecked Sendable {
     }
 
     /// Name and shape of every parameter of a configuration, in a fixed order.
-    public static func parameterSpecs(_ config: ModelConfig) -> [(name: String, shape: [Int])] {
+    package static func parameterSpecs(_ config: ModelConfig) -> [(name: String, shape: [Int])] {
         let p = Parameters()
         _ = build(p, config)
         return p.specs
     }
 
     /// Parameter count per module (`encoder`, `quantize`, `swap`, `audio`, `lipsync`, `decoder`).
-    public static func parameterCounts(_ config: ModelConfig) -> [String: Int] {
+    package static func parameterCounts(_ config: ModelConfig) -> [String: Int] {
         var r: [String: Int] = [:]
         for s in parameterSpecs(config) { r[module(of: s.name), default: 0] += s.shape.reduce(1, *) }
         return r
@@ -65,10 +65,10 @@ public final class SwapTalkModel: @unchecked Sendable {
     // MARK: weights on disk
 
     /// File names inside a weights directory.
-    public static let manifestFile = "manifest.json", weightsFile = "model.safetensors"
+    package static let manifestFile = "manifest.json", weightsFile = "model.safetensors"
 
     /// Loads `manifest.json` and `model.safetensors` from a directory.
-    public static func load(directory: URL) throws -> SwapTalkModel {
+    package static func load(directory: URL) throws -> SwapTalkModel {
         let config = try ModelConfig.load(directory: directory)
         let url = directory.appendingPathComponent(weightsFile)
         return try SwapTalkModel(config: config, tensors: try SafeTensors.read(url), file: url.path)
@@ -77,7 +77,7 @@ public final class SwapTalkModel: @unchecked Sendable {
     /// Seeded untrained weights: the same configuration and seed give the same values on every
     /// machine. Conv/linear weights uniform in ±1/√fan_in, biases 0, norm scales 1, embeddings
     /// uniform in ±0.02, codebooks uniform in ±1/K.
-    public static func initialWeights(_ config: ModelConfig, seed: UInt64) -> [(String, Tensor)] {
+    package static func initialWeights(_ config: ModelConfig, seed: UInt64) -> [(String, Tensor)] {
         var rng = SeededRandom(seed: seed)
         return parameterSpecs(config).map { spec in
             let (name, shape) = spec
@@ -98,7 +98,7 @@ public final class SwapTalkModel: @unchecked Sendable {
     }
 
     /// Writes `manifest.json` and seeded untrained `model.safetensors` into `directory`.
-    public static func writeInitialWeights(_ config: ModelConfig, seed: UInt64, to directory: URL) throws {
+    package static func writeInitialWeights(_ config: ModelConfig, seed: UInt64, to directory: URL) throws {
         do { try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true) } catch {
             throw ModelError(.io, "cannot create \(directory.path): \(error.localizedDescription)")
         }
@@ -118,24 +118,24 @@ public final class SwapTalkModel: @unchecked Sendable {
     }
 
     /// Encodes one face half `[3, S/2, S]` to continuous tokens `[E, S/2f, S/f]` (after `quant_conv`).
-    public func encode(_ half: Tensor, _ ctx: ComputeContext) throws -> Tensor {
+    package func encode(_ half: Tensor, _ ctx: ComputeContext) throws -> Tensor {
         try expect(half, [3, config.imageSize / 2, config.imageSize], "face half")
         return ctx.workspace.scoped { encoder(half, ctx) }
     }
 
     /// Nearest-code quantisation of a half's tokens with that half's codebook.
-    public func quantize(_ z: Tensor, half: Half, _ ctx: ComputeContext) throws -> (indices: [Int32], quantized: Tensor) {
+    package func quantize(_ z: Tensor, half: Half, _ ctx: ComputeContext) throws -> (indices: [Int32], quantized: Tensor) {
         try expect(z, [config.embedDim, config.halfGrid.h, config.halfGrid.w], "\(half.rawValue) tokens")
         return quantizers[half]!(z, ctx)
     }
 
     /// Encodes and quantises both halves of a face `[3, S, S]`, returning the joined grid `[E, G, G]`.
-    public func tokenize(_ image: Tensor, _ ctx: ComputeContext) throws -> Tensor {
+    package func tokenize(_ image: Tensor, _ ctx: ComputeContext) throws -> Tensor {
         try tokenizeWithIndices(image, ctx).grid
     }
 
     /// ``tokenize(_:_:)`` that also returns the chosen code of every upper and lower position.
-    public func tokenizeWithIndices(_ image: Tensor, _ ctx: ComputeContext) throws
+    package func tokenizeWithIndices(_ image: Tensor, _ ctx: ComputeContext) throws
         -> (grid: Tensor, upper: [Int32], lower: [Int32]) {
         try expect(image, [3, config.imageSize, config.imageSize], "face image")
         let s = config.imageSize
@@ -145,30 +145,30 @@ public final class SwapTalkModel: @unchecked Sendable {
     }
 
     /// Prepares a source face's token grid `[E, G, G]` for swapping (once per job).
-    public func prepareSource(tokens: Tensor, _ ctx: ComputeContext) throws -> SwapSource {
+    package func prepareSource(tokens: Tensor, _ ctx: ComputeContext) throws -> SwapSource {
         try expect(tokens, [config.embedDim, config.gridSize, config.gridSize], "source tokens")
         return faceSwap.prepare(source: tokens, ctx)
     }
 
     /// Encodes, quantises and prepares a source face image `[3, S, S]` (once per job).
-    public func prepareSource(image: Tensor, _ ctx: ComputeContext) throws -> SwapSource {
+    package func prepareSource(image: Tensor, _ ctx: ComputeContext) throws -> SwapSource {
         try prepareSource(tokens: try tokenize(image, ctx), ctx)
     }
 
     /// Swaps the source identity onto a target token grid `[E, G, G]`.
-    public func swap(target: Tensor, source: SwapSource, _ ctx: ComputeContext) throws -> Tensor {
+    package func swap(target: Tensor, source: SwapSource, _ ctx: ComputeContext) throws -> Tensor {
         try expect(target, [config.embedDim, config.gridSize, config.gridSize], "target tokens")
         return ctx.workspace.scoped { faceSwap(target: target, source: source, ctx) }
     }
 
     /// Audio tokens `[melFrames, audioDim]` from a log-mel window `[melFrames, melBins]`.
-    public func audio(mel: Tensor, _ ctx: ComputeContext) throws -> Tensor {
+    package func audio(mel: Tensor, _ ctx: ComputeContext) throws -> Tensor {
         try expect(mel, [config.melFrames, config.melBins], "mel window")
         return ctx.workspace.scoped { audioEncoder(mel, ctx) }
     }
 
     /// Lip-synced lower-half tokens from the target and reference lower halves and audio tokens.
-    public func lipsync(target: Tensor, reference: Tensor, audio: Tensor, _ ctx: ComputeContext) throws -> Tensor {
+    package func lipsync(target: Tensor, reference: Tensor, audio: Tensor, _ ctx: ComputeContext) throws -> Tensor {
         let g = [config.embedDim, config.halfGrid.h, config.halfGrid.w]
         try expect(target, g, "lip-sync target"); try expect(reference, g, "lip-sync reference")
         try expect(audio, [config.melFrames, config.audioDim], "audio tokens")
@@ -176,7 +176,7 @@ public final class SwapTalkModel: @unchecked Sendable {
     }
 
     /// Decodes a token grid `[E, G, G]` to an image `[3, S, S]`.
-    public func decode(_ grid: Tensor, _ ctx: ComputeContext) throws -> Tensor {
+    package func decode(_ grid: Tensor, _ ctx: ComputeContext) throws -> Tensor {
         try expect(grid, [config.embedDim, config.gridSize, config.gridSize], "token grid")
         return ctx.workspace.scoped { decoder(grid, ctx) }
     }
@@ -184,12 +184,12 @@ public final class SwapTalkModel: @unchecked Sendable {
     /// One dubbed frame: tokenize the target, swap in the source, lip-sync the lower half to the
     /// mel window with the frame's own lower half as reference (R = T, the paper's choice for
     /// dubbing), decode. The face-warping branch is bypassed, as at the paper's inference.
-    public func runFrame(target: Tensor, source: SwapSource, mel: Tensor, _ ctx: ComputeContext) throws -> Tensor {
+    package func runFrame(target: Tensor, source: SwapSource, mel: Tensor, _ ctx: ComputeContext) throws -> Tensor {
         try runFrame(tokens: try tokenize(target, ctx), source: source, mel: mel, ctx)
     }
 
     /// ``runFrame(target:source:mel:_:)`` from an already tokenized target grid `[E, G, G]`.
-    public func runFrame(tokens t: Tensor, source: SwapSource, mel: Tensor, _ ctx: ComputeContext) throws -> Tensor {
+    package func runFrame(tokens t: Tensor, source: SwapSource, mel: Tensor, _ ctx: ComputeContext) throws -> Tensor {
         let swapped = try swap(target: t, source: source, ctx)
         let h = config.halfGrid.h
         let lower = Shape.sliceHeight(swapped, from: h, count: h, ctx)

@@ -7,9 +7,9 @@ import Engine
 /// `model init`, `model info`, and checks); in *loading* mode it takes tensors from a weights
 /// file and collects every missing and mis-shaped name, so ``finish()`` can report all problems
 /// at once together with the extra tensors nobody asked for.
-public final class Parameters {
+package final class Parameters {
     /// Name and shape of every parameter asked for, in order.
-    public private(set) var specs: [(name: String, shape: [Int])] = []
+    package private(set) var specs: [(name: String, shape: [Int])] = []
     let source: [String: Tensor]?
     private var missing: [String] = []
     private var misshaped: [String] = []
@@ -17,16 +17,16 @@ public final class Parameters {
     private var placeholders: [Tensor] = []
 
     /// Recording mode: no values, just the list of parameters.
-    public init() { source = nil }
+    package init() { source = nil }
 
     /// Loading mode: take values from `tensors`.
-    public init(tensors: [String: Tensor]) { source = tensors }
+    package init(tensors: [String: Tensor]) { source = tensors }
 
     /// Whether layers should precompute derived data (Winograd filters, code norms).
-    public var materialising: Bool { source != nil }
+    package var materialising: Bool { source != nil }
 
     /// The tensor `name`, which must have `shape`.
-    public func tensor(_ name: String, _ shape: [Int]) -> Tensor {
+    package func tensor(_ name: String, _ shape: [Int]) -> Tensor {
         specs.append((name, shape))
         if let src = source {
             used.insert(name)
@@ -49,7 +49,7 @@ public final class Parameters {
     }
 
     /// Throws one ``ModelError`` listing every missing, extra and mis-shaped tensor.
-    public func finish(file: String) throws {
+    package func finish(file: String) throws {
         guard let src = source else { return }
         let extra = src.keys.filter { !used.contains($0) }.sorted()
         if missing.isEmpty && extra.isEmpty && misshaped.isEmpty { return }

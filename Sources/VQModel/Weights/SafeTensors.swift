@@ -5,12 +5,12 @@ import Foundation
 /// header (`{"name": {"dtype", "shape", "data_offsets"}}`), then raw little-endian data.
 /// Dtypes F32, F16, BF16, U8 and I32: ``read(_:)`` widens them all to float32 (model weights),
 /// ``readRaw(_:)`` keeps them as stored (datasets).
-public enum SafeTensors {
+package enum SafeTensors {
     /// A tensor's element type in the file.
-    public enum DType: String, Sendable, Hashable, CaseIterable {
+    package enum DType: String, Sendable, Hashable, CaseIterable {
         case f32 = "F32", f16 = "F16", bf16 = "BF16", u8 = "U8", i32 = "I32"
         /// Bytes per element.
-        public var size: Int {
+        package var size: Int {
             switch self {
             case .f32, .i32: return 4
             case .f16, .bf16: return 2
@@ -20,17 +20,17 @@ public enum SafeTensors {
     }
 
     /// One tensor as the file holds it: dtype, shape and little-endian element bytes.
-    public struct RawTensor: Sendable, Hashable {
-        public let dtype: DType
-        public let shape: [Int]
+    package struct RawTensor: Sendable, Hashable {
+        package let dtype: DType
+        package let shape: [Int]
         /// `shape.reduce(1, *) × dtype.size` bytes, little-endian.
-        public let bytes: [UInt8]
+        package let bytes: [UInt8]
 
         /// Elements in the tensor.
-        public var count: Int { shape.reduce(1, *) }
+        package var count: Int { shape.reduce(1, *) }
 
         /// Throws ``ModelError`` (`badWeightFile`) when the byte count does not match the shape.
-        public init(dtype: DType, shape: [Int], bytes: [UInt8]) throws {
+        package init(dtype: DType, shape: [Int], bytes: [UInt8]) throws {
             guard shape.allSatisfy({ $0 >= 0 }), shape.reduce(1, *) * dtype.size == bytes.count else {
                 throw ModelError(.badWeightFile, "a \(dtype.rawValue) tensor of shape \(shape) needs \(shape.reduce(1, *) * dtype.size) bytes, not \(bytes.count)")
             }
@@ -40,7 +40,7 @@ public enum SafeTensors {
         }
 
         /// A U8 tensor.
-        public init(u8 values: [UInt8], shape: [Int]) {
+        package init(u8 values: [UInt8], shape: [Int]) {
             precondition(shape.reduce(1, *) == values.count, "RawTensor: \(values.count) values for shape \(shape)")
             dtype = .u8
             self.shape = shape
@@ -48,7 +48,7 @@ public enum SafeTensors {
         }
 
         /// An I32 tensor.
-        public init(i32 values: [Int32], shape: [Int]) {
+        package init(i32 values: [Int32], shape: [Int]) {
             precondition(shape.reduce(1, *) == values.count, "RawTensor: \(values.count) values for shape \(shape)")
             dtype = .i32
             self.shape = shape
@@ -58,7 +58,7 @@ public enum SafeTensors {
         }
 
         /// An F32 tensor.
-        public init(f32 values: [Float], shape: [Int]) {
+        package init(f32 values: [Float], shape: [Int]) {
             precondition(shape.reduce(1, *) == values.count, "RawTensor: \(values.count) values for shape \(shape)")
             dtype = .f32
             self.shape = shape
@@ -68,7 +68,7 @@ public enum SafeTensors {
         }
 
         /// An F16 tensor: each value rounded to the nearest half (ties to even; overflow to ±∞).
-        public init(f16 values: [Float], shape: [Int]) {
+        package init(f16 values: [Float], shape: [Int]) {
             precondition(shape.reduce(1, *) == values.count, "RawTensor: \(values.count) values for shape \(shape)")
             dtype = .f16
             self.shape = shape
@@ -78,15 +78,15 @@ public enum SafeTensors {
         }
 
         /// An F32 tensor of an engine tensor's values.
-        public init(_ t: Tensor) {
+        package init(_ t: Tensor) {
             self.init(f32: t.array, shape: t.shape)
         }
 
         /// The elements of a U8 tensor (nil for other dtypes).
-        public var u8: [UInt8]? { dtype == .u8 ? bytes : nil }
+        package var u8: [UInt8]? { dtype == .u8 ? bytes : nil }
 
         /// The elements of an I32 tensor (nil for other dtypes).
-        public var i32: [Int32]? {
+        package var i32: [Int32]? {
             guard dtype == .i32 else { return nil }
             return bytes.withUnsafeBytes { raw in
                 (0..<count).map { Int32(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self))) }
@@ -95,7 +95,7 @@ public enum SafeTensors {
 
         /// Every element as a Float, whatever the dtype (exact for U8, F16, BF16 and F32; I32
         /// values beyond ±2^24 are rounded).
-        public var floats: [Float] {
+        package var floats: [Float] {
             bytes.withUnsafeBytes { raw in
                 var out = [Float](repeating: 0, count: count)
                 out.withUnsafeMutableBufferPointer { SafeTensors.widen(raw.baseAddress!, dtype: dtype, count: count, into: $0.baseAddress!) }
@@ -113,7 +113,7 @@ public enum SafeTensors {
 
     /// Reads every tensor of a file, memory-mapped, converting F16, BF16, U8 and I32 to float32.
     /// Throws ``ModelError`` for a truncated or malformed file or an unsupported dtype.
-    public static func read(_ url: URL) throws -> [String: Tensor] {
+    package static func read(_ url: URL) throws -> [String: Tensor] {
         let data: Data
         do { data = try Data(contentsOf: url, options: .alwaysMapped) } catch {
             throw ModelError(.io, "cannot read \(url.path): \(error.localizedDescription)")
@@ -122,7 +122,7 @@ public enum SafeTensors {
     }
 
     /// Parses safetensors bytes (every tensor widened to float32); `name` is used in error messages.
-    public static func parse(_ data: Data, name: String) throws -> [String: Tensor] {
+    package static func parse(_ data: Data, name: String) throws -> [String: Tensor] {
         var out: [String: Tensor] = [:]
         try forEachTensor(data, name: name) { key, dtype, shape, src in
             let t = Tensor.zeros(shape)
@@ -134,7 +134,7 @@ public enum SafeTensors {
 
     /// Reads every tensor of a file as stored (dtype, shape, bytes), with the header's
     /// `__metadata__` map. Throws ``ModelError`` as ``read(_:)`` does.
-    public static func readRaw(_ url: URL) throws -> (tensors: [String: RawTensor], metadata: [String: String]) {
+    package static func readRaw(_ url: URL) throws -> (tensors: [String: RawTensor], metadata: [String: String]) {
         let data: Data
         do { data = try Data(contentsOf: url, options: .alwaysMapped) } catch {
             throw ModelError(.io, "cannot read \(url.path): \(error.localizedDescription)")
@@ -143,7 +143,7 @@ public enum SafeTensors {
     }
 
     /// Parses safetensors bytes, keeping each tensor's dtype; `name` is used in error messages.
-    public static func parseRaw(_ data: Data, name: String) throws -> (tensors: [String: RawTensor], metadata: [String: String]) {
+    package static func parseRaw(_ data: Data, name: String) throws -> (tensors: [String: RawTensor], metadata: [String: String]) {
         var out: [String: RawTensor] = [:]
         let metadata = try forEachTensor(data, name: name) { key, dtype, shape, src in
             let n = shape.reduce(1, *) * dtype.size
@@ -242,7 +242,7 @@ public enum SafeTensors {
 
     /// The `__metadata__` map of a file's header (empty when it has none), without reading any
     /// tensor data. Non-string values are skipped (the format allows only strings).
-    public static func readMetadata(_ url: URL) throws -> [String: String] {
+    package static func readMetadata(_ url: URL) throws -> [String: String] {
         func bad(_ why: String) -> ModelError { ModelError(.badWeightFile, "\(url.path): \(why)") }
         guard let h = FileHandle(forReadingAtPath: url.path) else { throw ModelError(.io, "cannot read \(url.path)") }
         defer { try? h.close() }
@@ -271,13 +271,13 @@ public enum SafeTensors {
 
     /// Serialises tensors (as F32, in the given order) with an optional metadata map. Equal
     /// inputs give identical bytes.
-    public static func serialize(_ tensors: [(String, Tensor)], metadata: [String: String] = [:]) -> Data {
+    package static func serialize(_ tensors: [(String, Tensor)], metadata: [String: String] = [:]) -> Data {
         serialize(raw: tensors.map { ($0.0, RawTensor($0.1)) }, metadata: metadata)
     }
 
     /// Serialises tensors of any supported dtype, in the given order, with an optional metadata
     /// map. Equal inputs give identical bytes.
-    public static func serialize(raw tensors: [(String, RawTensor)], metadata: [String: String] = [:]) -> Data {
+    package static func serialize(raw tensors: [(String, RawTensor)], metadata: [String: String] = [:]) -> Data {
         var header = "{"
         var parts: [String] = []
         if !metadata.isEmpty {
@@ -302,14 +302,14 @@ public enum SafeTensors {
     }
 
     /// Writes tensors atomically (temporary name, then rename).
-    public static func write(_ tensors: [(String, Tensor)], to url: URL, metadata: [String: String] = [:]) throws {
+    package static func write(_ tensors: [(String, Tensor)], to url: URL, metadata: [String: String] = [:]) throws {
         do { try serialize(tensors, metadata: metadata).write(to: url, options: .atomic) } catch {
             throw ModelError(.io, "cannot write \(url.path): \(error.localizedDescription)")
         }
     }
 
     /// Writes tensors of any supported dtype atomically (temporary name, then rename).
-    public static func write(raw tensors: [(String, RawTensor)], to url: URL, metadata: [String: String] = [:]) throws {
+    package static func write(raw tensors: [(String, RawTensor)], to url: URL, metadata: [String: String] = [:]) throws {
         do { try serialize(raw: tensors, metadata: metadata).write(to: url, options: .atomic) } catch {
             throw ModelError(.io, "cannot write \(url.path): \(error.localizedDescription)")
         }

@@ -3,23 +3,23 @@
 /// stopping worker hands its work back or leaves, and when a refused key is tried again. No
 /// sockets and no clock: ``WorkerNode`` feeds it events with the time since it started and
 /// performs the actions it returns.
-public struct WorkerLink: Sendable {
-    public struct Settings: Sendable, Hashable {
+package struct WorkerLink: Sendable {
+    package struct Settings: Sendable, Hashable {
         /// Between two messages to the coordinator (a HEARTBEAT when nothing else was sent).
-        public var heartbeat: Duration
+        package var heartbeat: Duration
         /// Heartbeats the coordinator may miss before it counts as silent.
-        public var liveness: Int
+        package var liveness: Int
         /// How long a stopping worker waits for its current work before handing it back.
-        public var grace: Duration
+        package var grace: Duration
         /// The longest wait between two READYs to a silent coordinator.
-        public var maxReconnect: Duration
+        package var maxReconnect: Duration
         /// After the coordinator refused this worker's key: when to try again on a new socket
         /// (libzmq does not retry a refused handshake by itself).
-        public var refusalRetry: Duration = .seconds(5)
+        package var refusalRetry: Duration = .seconds(5)
         /// At most one log line per this long about refused handshakes.
-        public var refusalLogInterval: Duration = .seconds(10)
+        package var refusalLogInterval: Duration = .seconds(10)
 
-        public init(heartbeat: Duration, liveness: Int, grace: Duration, maxReconnect: Duration) {
+        package init(heartbeat: Duration, liveness: Int, grace: Duration, maxReconnect: Duration) {
             self.heartbeat = heartbeat
             self.liveness = liveness
             self.grace = grace
@@ -27,16 +27,16 @@ public struct WorkerLink: Sendable {
         }
 
         /// Silence longer than this means the coordinator died or restarted.
-        public var silence: Duration { heartbeat * liveness }
+        package var silence: Duration { heartbeat * liveness }
     }
 
     /// What the worker is doing, as the link needs to know it.
-    public enum Work: Sendable, Hashable {
+    package enum Work: Sendable, Hashable {
         case idle
         case busy
     }
 
-    public enum Event: Sendable, Hashable {
+    package enum Event: Sendable, Hashable {
         /// The socket is connected and the loop starts.
         case started(at: Duration)
         /// A message went to the coordinator (any message counts as a heartbeat).
@@ -52,7 +52,7 @@ public struct WorkerLink: Sendable {
         case tick(at: Duration, work: Work)
     }
 
-    public enum Action: Sendable, Hashable {
+    package enum Action: Sendable, Hashable {
         case sendReady
         case sendHeartbeat
         /// Stop the current work and return it to the coordinator (grace period over).
@@ -66,9 +66,9 @@ public struct WorkerLink: Sendable {
         case logRefused(authentication: Bool)
     }
 
-    public let settings: Settings
-    public private(set) var connected = false
-    public private(set) var stopped = false
+    package let settings: Settings
+    package private(set) var connected = false
+    package private(set) var stopped = false
     private var lastHeard: Duration = .zero
     private var lastSent: Duration = .zero
     private var readyBackoff: Duration
@@ -77,12 +77,12 @@ public struct WorkerLink: Sendable {
     private var retryRefusedAt: Duration?
     private var lastRefusalLogged: Duration?
 
-    public init(settings: Settings) {
+    package init(settings: Settings) {
         self.settings = settings
         readyBackoff = settings.silence
     }
 
-    public mutating func handle(_ event: Event) -> [Action] {
+    package mutating func handle(_ event: Event) -> [Action] {
         guard !stopped else { return [] }
         switch event {
         case .started(let now):
@@ -148,7 +148,7 @@ public struct WorkerLink: Sendable {
     }
 
     /// How long the loop may wait for the socket before the next heartbeat is due (1 ms…1 s).
-    public func pollTimeout(at now: Duration) -> Duration {
+    package func pollTimeout(at now: Duration) -> Duration {
         min(max(settings.heartbeat - (now - lastSent), .milliseconds(1)), .seconds(1))
     }
 }

@@ -9,23 +9,23 @@ import Logging
 ///
 /// The trainer is a child process: a cancelled or handed-back fine-tune is stopped with SIGTERM,
 /// on which the trainer writes a checkpoint first (sent back like the others).
-public struct Personaliser: Sendable {
+package struct Personaliser: Sendable {
     /// The Python interpreter of the trainer's environment.
-    public var python: String
+    package var python: String
     /// The `training/` directory (holds the `dubtrain` package).
-    public var trainerDirectory: URL
+    package var trainerDirectory: URL
     /// The base weights directory (`manifest.json` + `model.safetensors`) the fine-tune starts from.
-    public var baseModel: URL
+    package var baseModel: URL
     /// Where each fine-tune gets a private directory (removed when it ends).
-    public var workDirectory: URL
-    public var threads: Int
+    package var workDirectory: URL
+    package var threads: Int
     /// The trainer's device: `cpu`, `cuda`, or `auto` (``resolveDevice()`` asks the trainer's torch).
-    public var device: String
+    package var device: String
     /// `HOST:PORT` where this worker hosts the rendezvous of a data-parallel fine-tune as rank
     /// 0; nil: it only joins others' (``Rendezvous``).
-    public var rendezvous: String?
+    package var rendezvous: String?
 
-    public init(python: String, trainerDirectory: URL, baseModel: URL, workDirectory: URL, threads: Int,
+    package init(python: String, trainerDirectory: URL, baseModel: URL, workDirectory: URL, threads: Int,
                 device: String = "cpu", rendezvous: String? = nil) {
         self.python = python
         self.trainerDirectory = trainerDirectory
@@ -38,14 +38,14 @@ public struct Personaliser: Sendable {
 
     /// The capabilities a worker with this personaliser advertises: `personalise`, its device
     /// when not the CPU, and its rendezvous.
-    public var capabilities: [String] {
+    package var capabilities: [String] {
         [WorkerHello.personaliseCapability] + (device == "cpu" ? [] : [WorkerHello.personaliseDevicePrefix + device])
             + (rendezvous.map { [WorkerHello.rendezvousPrefix + $0] } ?? [])
     }
 
     /// `device` with `auto` settled: `cuda` when the trainer's torch sees a GPU, else `cpu`.
     /// Throws when `cuda` is asked for and there is none.
-    public func resolveDevice() throws -> String {
+    package func resolveDevice() throws -> String {
         guard device == "auto" || device == "cuda" else {
             guard device == "cpu" else { throw DubfarmError(.configuration, "--personalise-device \(device): expected auto, cpu or cuda") }
             return device
@@ -71,11 +71,11 @@ public struct Personaliser: Sendable {
     }
 
     /// What a finished fine-tune returns (on the lease holder; a gang member returns none).
-    public struct Outcome: Sendable {
-        public var progress: TrainProgress
+    package struct Outcome: Sendable {
+        package var progress: TrainProgress
         /// The trainer's last line (JSON), with the held-back part's figures.
-        public var report: String
-        public var weights: [UInt8]
+        package var report: String
+        package var weights: [UInt8]
     }
 
     /// One line of the trainer's output (its protocol; one JSON object per line).
@@ -93,7 +93,7 @@ public struct Personaliser: Sendable {
 
     /// Checks that the trainer can run here (its interpreter and package exist), so a worker
     /// that advertises `personalise` says at start, not at its first job, what is missing.
-    public func check() throws {
+    package func check() throws {
         let package = trainerDirectory.appendingPathComponent("dubtrain/personalise.py")
         guard FileManager.default.fileExists(atPath: package.path) else {
             throw DubfarmError(.configuration, "--personalise: the trainer is not at \(package.path); pass --trainer-dir (the repository's training/ directory)")
@@ -136,7 +136,7 @@ public struct Personaliser: Sendable {
     /// Runs the fine-tune of `task` to its end. `report` gets progress and checkpoints as they
     /// come; `cancelled` is polled (a true stops the trainer, which checkpoints first). A gang
     /// member (rank ≥ 1) reports nothing and returns nil: its lease holder returns the weights.
-    public func run(_ task: TrainAssignment, logger: Logger, cancelled: @escaping @Sendable () -> Bool,
+    package func run(_ task: TrainAssignment, logger: Logger, cancelled: @escaping @Sendable () -> Bool,
                     report: @escaping @Sendable (WorkMessage) -> Void) throws -> Outcome? {
         let dir = workDirectory.appendingPathComponent("personalise-\(task.ref.job)-\(UUID().uuidString.prefix(8))")
         let data = dir.appendingPathComponent("data"), out = dir.appendingPathComponent("out")

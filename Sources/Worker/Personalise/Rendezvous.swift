@@ -8,9 +8,9 @@ import Glibc
 /// --rendezvous HOST:PORT`): the other ranks' trainers connect there (`torchrun --master-addr
 /// --master-port`). Unless told, the host is the address this machine uses to reach the
 /// coordinator (the network the other workers share) and the port one the kernel has free.
-public enum Rendezvous {
+package enum Rendezvous {
     /// `HOST:PORT` from `text` (`HOST` alone takes a free port); throws with what is wrong.
-    public static func endpoint(_ text: String?, coordinator: String) throws -> String {
+    package static func endpoint(_ text: String?, coordinator: String) throws -> String {
         var host: String?
         var port: Int?
         if let text, !text.isEmpty {

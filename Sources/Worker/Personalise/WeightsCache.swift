@@ -3,25 +3,25 @@ import DubfarmCore
 import Foundation
 
 /// A job's personalised weights on this worker: where the file is and its SHA-256.
-public struct PersonalisedWeights: Sendable, Hashable {
-    public var sha256: String
+package struct PersonalisedWeights: Sendable, Hashable {
+    package var sha256: String
     /// `model.safetensors` in a directory of its own (the stage adds the manifest it needs).
-    public var file: URL
-    public var directory: URL { file.deletingLastPathComponent() }
+    package var file: URL
+    package var directory: URL { file.deletingLastPathComponent() }
 }
 
 /// The worker's store of personalised weights, by SHA-256 (`<root>/<sha256>/model.safetensors`).
 /// A file is checked against its hash before it is kept, written under a temporary name and
 /// renamed, so a name in the cache always means those exact bytes.
-public struct WeightsCache: Sendable {
-    public let root: URL
+package struct WeightsCache: Sendable {
+    package let root: URL
 
-    public init(root: URL) {
+    package init(root: URL) {
         self.root = root
     }
 
     /// `$DUBFARM_CACHE_DIR/weights`, else `$XDG_CACHE_HOME/dubfarm/weights`, else `~/.cache/dubfarm/weights`.
-    public static func defaultRoot(environment: [String: String] = ProcessInfo.processInfo.environment) -> URL {
+    package static func defaultRoot(environment: [String: String] = ProcessInfo.processInfo.environment) -> URL {
         if let dir = environment["DUBFARM_CACHE_DIR"], !dir.isEmpty {
             return URL(fileURLWithPath: dir).appendingPathComponent("weights")
         }
@@ -31,14 +31,14 @@ public struct WeightsCache: Sendable {
     }
 
     /// The cached weights named `sha256`, if present.
-    public func weights(_ sha256: String) -> PersonalisedWeights? {
+    package func weights(_ sha256: String) -> PersonalisedWeights? {
         let file = root.appendingPathComponent(sha256).appendingPathComponent("model.safetensors")
         return FileManager.default.fileExists(atPath: file.path) ? PersonalisedWeights(sha256: sha256, file: file) : nil
     }
 
     /// Keeps `bytes` as the weights named `sha256`; throws when they do not hash to it.
     @discardableResult
-    public func store(_ bytes: [UInt8], sha256: String) throws -> PersonalisedWeights {
+    package func store(_ bytes: [UInt8], sha256: String) throws -> PersonalisedWeights {
         let actual = Self.sha256(bytes)
         guard actual == sha256 else {
             throw DubfarmError(.protocolViolation, "weights \(sha256.prefix(16))…: the \(bytes.count) bytes received hash to \(actual.prefix(16))…")
@@ -64,7 +64,7 @@ public struct WeightsCache: Sendable {
     }
 
     /// Hex SHA-256 of `bytes`.
-    public static func sha256(_ bytes: [UInt8]) -> String {
+    package static func sha256(_ bytes: [UInt8]) -> String {
         SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
     }
 }
