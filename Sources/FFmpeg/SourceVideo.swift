@@ -131,14 +131,20 @@ package final class SourceVideo: @unchecked Sendable {
             guard Int(pkt.p.pointee.stream_index) == v else { continue }
             let p = pkt.p.pointee
             let pts = p.pts != noPTS ? p.pts : p.dts
-            let dts = p.dts != noPTS ? p.dts : pts
             if !started {
                 guard pts == first.pts && (p.flags & AV_PKT_FLAG_KEY) != 0 else { continue }
                 started = true
             }
             let e = index.entries[range.lowerBound + out.count]
-            guard p.pts == noPTS || pts == e.pts, p.dts == noPTS || dts == e.dts, p.size == e.size else {
-                throw DubfarmError(.badInput, "\(name): video packet \(range.lowerBound + out.count) differs from the index (pts \(pts), expected \(e.pts)); the file changed since it was indexed")
+            // A packet is known by what the container stores: its pts and its size. Decode
+            // timestamps are not compared: Matroska stores none, and what libavformat derives
+            // for them after a seek need not equal what the indexing scan derived (the index's
+            // are the ones handed out).
+            let mismatch: (field: String, got: Int64, expected: Int64)? =
+                p.pts != noPTS && pts != e.pts ? ("pts", pts, e.pts)
+                : Int64(p.size) != Int64(e.size) ? ("size", Int64(p.size), Int64(e.size)) : nil
+            if let mismatch {
+                throw DubfarmError(.badInput, "\(name): video packet \(range.lowerBound + out.count) differs from the index: \(mismatch.field) \(mismatch.got), the index says \(mismatch.expected); the file changed since it was indexed")
             }
             let data = p.size > 0 ? [UInt8](UnsafeBufferPointer(start: p.data, count: Int(p.size))) : []
             out.append(EncodedPacket(pts: e.pts, dts: e.dts, duration: e.duration, isKey: e.isKey, data: data))

@@ -1,6 +1,7 @@
 import DubfarmCore
 import FarmProtocol
 import FarmStore
+import LocalFarm
 import Foundation
 import Testing
 import ZeroMQ
@@ -33,17 +34,44 @@ extension Integration {
             #expect(d.job.audioFit != nil)
         }
 
-        @Test("speaker-a: a container longer than its 135-frame video stream gives exactly 135 frames")
-        func containerLongerThanVideo() async throws {
+        @Test("speaker-a, variable frame rate (135 frames of 1/30 and 2/30 s over 6.07 s): re-timed at a constant 30 fps on its own timeline, the output lasts as long as the input, never sped up")
+        func variableFrameRate() async throws {
+            let source = try SourceIndexer.index(path: media("speaker-a.mp4")).info
+            #expect(source.isVariableFrameRate && source.frameCount == 135)
+            let expected = Int((source.timelineDuration * 30).rounded(.up))
             let farm = try await TestFarm.start(workers: 1)
             defer { farm.shutdown() }
             let job = try farm.submit(media("speaker-a.mp4"), audio: media("dub-1.wav"))
             let d = try farm.wait(job: job)
             #expect(d.job.state == .done, "\(d.job.error ?? "")")
-            #expect(d.job.frames == 135)
+            #expect(d.job.frames == expected)
             let v = try #require(try MediaProbe.probe(path: farm.output(job)).video)
-            #expect(v.frameCount == 135)
-            if let probe = ffprobeCounts(farm.output(job)) { #expect(probe.frames == 135) }
+            #expect(v.frameCount == expected && v.frameRate == Rational(30, 1) && !v.isVariableFrameRate)
+            #expect(abs(Double(v.frameCount) / 30 - source.timelineDuration) < 1.0 / 30, "the picture keeps the input's duration")
+            if let probe = ffprobeCounts(farm.output(job)) {
+                #expect(probe.frames == expected)
+                #expect(abs(probe.audioDuration - source.timelineDuration) < 1.0 / 30 + 0.025, "the dub track fits the real duration")
+            }
+            #expect(farm.tail("coordinator", lines: 200).contains("variable frame rate"), "the coordinator says why it re-cut")
+        }
+
+        @Test("an input from the wild: HEVC with B-frames and Opus in Matroska goes through frame-exact, lasting as long as the input")
+        func hevcInMatroska() async throws {
+            let farm = try await TestFarm.start(workers: 2)
+            defer { farm.shutdown() }
+            let kind = "hevc-bframes.mkv"
+            let input = farm.dir.appendingPathComponent("speaker.mkv").path
+            _ = try ProcessControl.run("/usr/bin/ffmpeg", ["-v", "error", "-i", media("speaker-long.mp4"), "-t", "8", "-c:v", "libx265",
+                                                           "-preset", "ultrafast", "-x265-params", "log-level=error:bframes=4:keyint=50",
+                                                           "-c:a", "libopus", input], timeout: 300)
+            let source = try #require(try MediaProbe.probe(path: input).video)
+            let job = try farm.submit(input, audio: media("dub-1.wav"))
+            let d = try farm.wait(job: job, timeout: 300)
+            #expect(d.job.state == .done, "\(kind): \(d.job.error ?? "")\n\(farm.tail("coordinator", lines: 30))")
+            let v = try #require(try MediaProbe.probe(path: farm.output(job)).video)
+            #expect(v.frameCount == source.frameCount, "\(kind)")
+            #expect(abs(Double(v.frameCount) / v.frameRate.value - Double(source.frameCount) / source.frameRate.value) < 1e-6)
+            if let probe = ffprobeCounts(farm.output(job)) { #expect(probe.frames == source.frameCount) }
         }
 
         @Test("cancel a running job: it stops, is cancelled, and the workers are free")

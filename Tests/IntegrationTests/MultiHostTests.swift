@@ -1,6 +1,7 @@
 import DubfarmCore
 import FarmProtocol
 import Foundation
+import MediaPipeline
 import LocalFarm
 import Testing
 
@@ -119,13 +120,15 @@ extension Integration {
             try farm.startWorker("w1", in: h1, stage: "sleep", extra: ["--sleep-seconds", "1.5"])
             try farm.startWorker("w2", in: h2, stage: "sleep", extra: ["--sleep-seconds", "1.5"])
             try farm.waitForWorkers(2, "2 workers connected across namespaces", timeout: 60)
-            // 1. End to end across both namespaces: 135 frames at 30 fps in 2-second segments.
+            // 1. End to end across both namespaces: speaker-a (variable frame rate, re-timed to
+            //    its 6.07 s at 30 fps) in 2-second segments.
+            let retimed = Int((try SourceIndexer.index(path: media("speaker-a.mp4")).info.timelineDuration * 30).rounded(.up))
             let first = try farm.submit(media("speaker-a.mp4"), audio: media("dub-1.wav"), stage: "sleep")
             let d1 = try farm.wait(job: first, timeout: 300)
             #expect(d1.job.state == .done, "\(d1.job.error ?? "")\n\(farm.tail("coordinator", lines: 30))")
-            #expect(d1.segments.count == 3)
+            #expect(d1.segments.count == (retimed + 59) / 60)
             #expect(Set(d1.segments.compactMap(\.worker)) == ["w1", "w2"], "both namespaces worked on the job")
-            #expect(ffprobeCounts(farm.output(first))?.frames == 135)
+            #expect(ffprobeCounts(farm.output(first))?.frames == retimed)
 
             // 2. Cut w1's link while it works on a segment of the second job.
             let second = try farm.submit(media("speaker-a.mp4"), audio: media("dub-1.wav"), stage: "sleep")
@@ -145,7 +148,7 @@ extension Integration {
             let redone = try #require(d2.segments.first { $0.index == cutSegment })
             #expect(redone.worker == "w2", "the segment w1 was cut off from was redone by w2")
             #expect(redone.leases >= 2)
-            #expect(ffprobeCounts(farm.output(second))?.frames == 135)
+            #expect(ffprobeCounts(farm.output(second))?.frames == retimed)
             #expect(farm.tail("coordinator", lines: 400).contains("worker lost"), "the coordinator noticed the silence")
             let workers = try farm.client().call(.workers, as: [WorkerView].self)
             #expect(workers.map(\.name) == ["w2"], "w1 is no longer counted as connected")
