@@ -72,10 +72,13 @@ extension Dispatcher {
         }
     }
 
-    /// `peer` as the placement rules see it.
+    /// `peer` as the placement rules see it. A worker whose own claim is in flight counts as
+    /// idle: if it joins a gang meanwhile, whatever its claim brings back finds it busy and is
+    /// released at once (``send(_:to:)``, ``sendTraining(_:to:)``), so the gang does not lose
+    /// a worker to a claim that finds nothing.
     func placement(_ peer: Peer) -> PersonalisationPlacement.Worker {
         PersonalisationPlacement.Worker(name: peer.hello.name, device: peer.hello.personaliseDevice, rendezvous: peer.hello.rendezvous,
-                                        idle: peer.isIdle && !claiming.contains(peer.identity))
+                                        idle: peer.isIdle)
     }
 
     /// The other workers that can personalise, by name.
