@@ -37,6 +37,37 @@ extension AudioWindow {
     }
 }
 
+/// Why an input is re-encoded once before it is cut (``Recut``), as planning decides it.
+package enum RecutReason: Sendable, Hashable, Codable, CustomStringConvertible {
+    /// Unevenly spaced frames: re-timed at the nominal rate on the source's own timeline, so the
+    /// output lasts as long as the input (frames repeated where the source held one longer).
+    case variableFrameRate
+    /// Keyframes too far apart for segment tasks of bounded size (or none at the start).
+    case keyframesApart(longest: Int, limit: Int)
+
+    package var description: String {
+        switch self {
+        case .variableFrameRate: return "variable frame rate: re-timed at the nominal rate on the input's own timeline"
+        case .keyframesApart(let longest, let limit):
+            return "keyframes up to \(longest) frames apart (limit \(limit)): re-encoded with a keyframe where each segment starts"
+        }
+    }
+
+    /// Planning's decision for an input with `info` and `index`, keyframes allowed at most
+    /// `maxKeyframeSeconds` apart; nil: cut as it is.
+    package static func decide(info: VideoStreamInfo, index: PacketIndex, maxKeyframeSeconds: Double) -> RecutReason? {
+        if info.isVariableFrameRate { return .variableFrameRate }
+        let limit = Int((maxKeyframeSeconds * info.frameRate.value).rounded(.up))
+        return SegmentCutter.needsRecut(index, maxInterval: limit) ? .keyframesApart(longest: index.longestKeyframeInterval, limit: limit) : nil
+    }
+
+    /// The frames the farm will number for such an input: the input's, or for a variable frame
+    /// rate the timeline at the nominal rate.
+    package static func frameCount(_ info: VideoStreamInfo, _ reason: RecutReason?) -> Int {
+        reason == .variableFrameRate ? max(1, Int((info.timelineDuration * info.frameRate.value).rounded(.up))) : info.frameCount
+    }
+}
+
 /// Cutting a job's input into segment tasks (coordinator side).
 package enum SegmentCutter {
     /// The packets, decoded-frame range and timestamps a worker needs for `frames`, read from `source`.

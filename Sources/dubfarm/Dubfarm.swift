@@ -22,7 +22,7 @@ struct Dubfarm: AsyncParsableCommand {
         subcommands: [
             Submit.self, Status.self, Jobs.self, Workers.self, Logs.self, Top.self, Cancel.self, Retry.self, Fetch.self,
             CoordinatorCommand.self, WorkerCommand.self, Migrate.self, ConfigCommand.self, LocalCommand.self, BenchCommand.self,
-            ModelCommand.self, DatasetCommand.self, KeysCommand.self,
+            ModelCommand.self, DatasetCommand.self, KeysCommand.self, Probe.self,
         ]
     )
 

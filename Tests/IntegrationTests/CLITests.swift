@@ -6,6 +6,29 @@ import Postgres
 import Testing
 @testable import MediaPipeline
 
+/// `dubfarm probe`: what the farm sees in a file, before anyone submits it (issue 16, item 4).
+@Suite("dubfarm probe", .enabled(if: haveMedia, "needs ../shared/media"))
+struct ProbeCommandTests {
+    @Test("a variable-frame-rate file: its frames, both rates, and the plan to re-time it; --json says the same; a missing file exits 2")
+    func probe() throws {
+        let r = try dubfarm(["probe", media("speaker-a.mp4"), media("speaker-long.mp4")])
+        #expect(r.status == 0, "\(r.err)")
+        #expect(r.out.contains("135 frames, variable frame rate (nominal 30 fps"), "\(r.out)")
+        #expect(r.out.contains("re-cut first: variable frame rate"), "\(r.out)")
+        #expect(r.out.contains("629 frames") && r.out.contains("cut as it is"), "\(r.out)")
+        let j = try dubfarm(["probe", media("speaker-a.mp4"), "--json"])
+        #expect(j.status == 0, "\(j.err)")
+        let reports = try #require(try JSONSerialization.jsonObject(with: Data(j.out.utf8)) as? [[String: Any]])
+        let a = try #require(reports.first)
+        let timeline = try SourceIndexer.index(path: media("speaker-a.mp4")).info.timelineDuration
+        #expect(a["frames"] as? Int == Int((timeline * 30).rounded(.up)) && (a["recut"] as? String)?.hasPrefix("variable frame rate") == true)
+        #expect((a["info"] as? [String: Any])?["video"] != nil)
+        let missing = try dubfarm(["probe", "/nonexistent/talk.mp4"])
+        #expect(missing.status == 2 && missing.err.contains("talk.mp4: file not found"), "\(missing.err)")
+        #expect(try dubfarm(["probe", "--help"]).out.contains("re-timed on its own timeline"))
+    }
+}
+
 /// Runs the `dubfarm` binary; returns its exit status and output.
 @discardableResult
 func dubfarm(_ args: [String], environment: [String: String] = [:], timeout: Double = 300) throws -> (status: Int32, out: String, err: String) {

@@ -146,6 +146,22 @@ struct CutTests {
 
     /// speaker-a is variable frame rate: 135 frames over 6.07 s. The default numbering keeps 135
     /// frames at 30 fps; a timestamp recut keeps its timeline instead.
+    /// Planning's decision: a variable frame rate is re-timed (and counts the timeline's frames),
+    /// keyframes too far apart get re-encoded, anything else is cut as it is.
+    @Test func recutDecision() throws {
+        let a = try SourceIndexer.index(path: TestMedia.path("speaker-a.mp4"))
+        #expect(RecutReason.decide(info: a.info, index: a.index, maxKeyframeSeconds: 10) == .variableFrameRate)
+        #expect(RecutReason.frameCount(a.info, .variableFrameRate) == Int((a.info.timelineDuration * 30).rounded(.up)))
+        let long = try SourceIndexer.index(path: TestMedia.path("speaker-long.mp4"))
+        #expect(RecutReason.decide(info: long.info, index: long.index, maxKeyframeSeconds: 10) == nil)
+        #expect(RecutReason.frameCount(long.info, nil) == 629)
+        let limit = Int((0.5 * long.info.frameRate.value).rounded(.up))
+        if long.index.longestKeyframeInterval > limit {
+            #expect(RecutReason.decide(info: long.info, index: long.index, maxKeyframeSeconds: 0.5)
+                    == .keyframesApart(longest: long.index.longestKeyframeInterval, limit: limit))
+        }
+    }
+
     @Test func variableFrameRateRecut() throws {
         let a = try SourceIndexer.index(path: TestMedia.path("speaker-a.mp4"))
         #expect(a.info.isVariableFrameRate)

@@ -181,16 +181,16 @@ actor JobPipeline {
         let segmentFrames = SegmentPlanner.framesPerSegment(seconds: job.params.segmentSeconds, frameRate: info.frameRate)
         var spans = SegmentPlanner.plan(frameCount: indexed.index.frameCount, segmentFrames: segmentFrames)
         guard !spans.isEmpty else { throw DubfarmError(.badInput, "\(job.videoName): the video stream has no frames") }
-        let maxInterval = Int((config.maxKeyframeInterval * info.frameRate.value).rounded(.up))
         let recut = media.recut(job.id)
         var frameCount = info.frameCount
-        if info.isVariableFrameRate {
+        let reason = RecutReason.decide(info: info, index: indexed.index, maxKeyframeSeconds: config.maxKeyframeInterval)
+        if reason == .variableFrameRate {
             // The farm numbers frames at a constant rate. Unevenly spaced frames numbered so would
             // play at the nominal rate, faster or slower than recorded, and the dub track (recorded
             // against the real timing) would be cut to fit. Re-cut once on the source's own
             // timeline at its nominal rate (a frame repeated or dropped where the spacing differs),
             // keyframes where segments start: the picture keeps its duration.
-            let expected = max(1, Int((info.timelineDuration * info.frameRate.value).rounded(.up)))
+            let expected = RecutReason.frameCount(info, reason)
             let planned = SegmentPlanner.plan(frameCount: expected, segmentFrames: segmentFrames)
             let keys = planned.map { max(0, $0.frames.lowerBound - config.contextFrames) } + planned.map(\.frames.lowerBound)
             logger.notice("re-cutting the input: variable frame rate (\(info.frameCount) frames over \(String(format: "%.2f", info.timelineDuration)) s); constant \(info.frameRate) fps on its own timeline, \(expected) frames")
@@ -199,11 +199,11 @@ actor JobPipeline {
             indexed = try naming(recut, as: job.videoName) { try SourceIndexer.index(path: recut.path) }
             frameCount = indexed.index.frameCount
             spans = SegmentPlanner.plan(frameCount: frameCount, segmentFrames: segmentFrames)
-        } else if SegmentCutter.needsRecut(indexed.index, maxInterval: maxInterval) {
+        } else if case .keyframesApart(let longest, let limit) = reason {
             // Keyframes far apart would make tasks carry long runs of reference packets. Re-encode
             // once at high quality with a keyframe where each segment's decoding starts.
             let keys = spans.map { max(0, $0.frames.lowerBound - config.contextFrames) } + spans.map(\.frames.lowerBound)
-            logger.notice("re-cutting the input: keyframes up to \(indexed.index.longestKeyframeInterval) frames apart (limit \(maxInterval))")
+            logger.notice("re-cutting the input: keyframes up to \(longest) frames apart (limit \(limit))")
             try Recut.recut(input: videoPath, output: recut.path, frameRate: info.frameRate, keyframesAt: Array(Set(keys)).sorted())
             indexed = try naming(recut, as: job.videoName) { try SourceIndexer.index(path: recut.path) }
             guard indexed.index.frameCount == info.frameCount else {
