@@ -48,7 +48,11 @@ package struct TrainGang: Sendable, Hashable {
     }
 
     /// The endpoint's host and port, or nil when it is not `HOST:PORT` (`[v6]:PORT` allowed).
-    package var hostAndPort: (host: String, port: Int)? {
+    package var hostAndPort: (host: String, port: Int)? { Self.split(endpoint) }
+
+    /// `endpoint`'s host and port, or nil when it is not `HOST:PORT` (`[v6]:PORT` allowed; the
+    /// brackets are dropped).
+    package static func split(_ endpoint: String) -> (host: String, port: Int)? {
         guard let colon = endpoint.lastIndex(of: ":"), let port = Int(endpoint[endpoint.index(after: colon)...]),
               (1...65535).contains(port) else { return nil }
         var host = String(endpoint[..<colon])

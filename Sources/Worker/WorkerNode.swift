@@ -313,21 +313,20 @@ package final class WorkerNode: Sendable {
             guard let personaliser = options.personaliser else {
                 throw DubfarmError(.unsupported, "worker \(options.name) cannot personalise (start it with --personalise)")
             }
-            guard let outcome = try personaliser.run(task, logger: log, cancelled: { running.cancelled.load(ordering: .relaxed) },
-                                                     report: { outbox.post($0) }) else {
+            if let outcome = try personaliser.run(task, logger: log, cancelled: { running.cancelled.load(ordering: .relaxed) },
+                                                  report: { outbox.post($0) }) {
+                let sha = WeightsCache.sha256(outcome.weights)
+                // Kept here too: this worker will most likely dub some of the job's segments.
+                _ = try? options.weightsCache.store(outcome.weights, sha256: sha)
+                log.info("personalisation done", metadata: [
+                    "weights": .string(sha), "step": .stringConvertible(outcome.progress.step),
+                    "seconds": .string(String(format: "%.1f", outcome.progress.elapsed))])
+                message = .trained(task.ref, outcome.progress, report: outcome.report, weights: outcome.weights)
+            } else {
                 // A gang member: its lease holder returns the weights.
                 log.info("left the data-parallel personalisation", metadata: ["rank": .stringConvertible(task.gang?.rank ?? 0)])
-                throw MemberLeft()
+                message = .trainLeft(task.ref, error: nil)
             }
-            let sha = WeightsCache.sha256(outcome.weights)
-            // Kept here too: this worker will most likely dub some of the job's segments.
-            _ = try? options.weightsCache.store(outcome.weights, sha256: sha)
-            log.info("personalisation done", metadata: [
-                "weights": .string(sha), "step": .stringConvertible(outcome.progress.step),
-                "seconds": .string(String(format: "%.1f", outcome.progress.elapsed))])
-            message = .trained(task.ref, outcome.progress, report: outcome.report, weights: outcome.weights)
-        } catch is MemberLeft {
-            message = .trainLeft(task.ref, error: nil)
         } catch {
             let e = error as? DubfarmError ?? DubfarmError(.internalError, "\(error)")
             let handedBack = running.handBack.load(ordering: .relaxed)
@@ -349,9 +348,6 @@ package final class WorkerNode: Sendable {
         }
         stopSignal.raise()
     }
-
-    /// A gang member's fine-tune ended with the gang's (not an error: it says so with TRAIN-LEFT).
-    private struct MemberLeft: Error {}
 
     /// The heavy work, on its own thread: decode, stage, encode; reports through the outbox.
     private func process(_ task: TaskAssignment, _ running: RunningTask) {

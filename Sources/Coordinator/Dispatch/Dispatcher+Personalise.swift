@@ -31,7 +31,7 @@ extension Dispatcher {
                                        checkpointStep: checkpoint == nil ? nil : claim.checkpointStep)
             // Data-parallel: the idle workers like this one at this moment join it (never waited for).
             let members = PersonalisationPlacement.members(for: placement(peer), from: personaliseCandidates(except: id), want: claim.workers)
-                .compactMap { m in peers.first { $0.value.hello.name == m.name }?.key }
+                .compactMap { identity(of: $0.name) }
             if let endpoint = peer.hello.rendezvous, !members.isEmpty {
                 task.gang = TrainGang(rank: 0, size: members.count + 1, endpoint: endpoint)
             }
@@ -79,6 +79,11 @@ extension Dispatcher {
     func placement(_ peer: Peer) -> PersonalisationPlacement.Worker {
         PersonalisationPlacement.Worker(name: peer.hello.name, device: peer.hello.personaliseDevice, rendezvous: peer.hello.rendezvous,
                                         idle: peer.isIdle)
+    }
+
+    /// The connected worker called `name`.
+    func identity(of name: String) -> [UInt8]? {
+        peers.first { $0.value.hello.name == name }?.key
     }
 
     /// The other workers that can personalise, by name.

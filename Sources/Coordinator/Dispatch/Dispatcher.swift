@@ -444,8 +444,9 @@ actor Dispatcher {
         // Workers that can personalise look for a fine-tune first, one by one (they are few),
         // GPU workers before the others.
         let capable = idle.compactMap { peers[$0] }.filter(\.hello.canPersonalise)
-        let byName = Dictionary(capable.map { ($0.hello.name, $0.identity) }, uniquingKeysWith: { first, _ in first })
-        for worker in PersonalisationPlacement.claimOrder(capable.map(placement)) { await dispatch(to: byName[worker.name]!) }
+        for worker in PersonalisationPlacement.claimOrder(capable.map(placement)) {
+            if let id = identity(of: worker.name) { await dispatch(to: id) }
+        }
         idle.removeAll { peers[$0]?.hello.canPersonalise == true || peers[$0]?.isIdle != true }
         guard idle.count > 1 else {
             for id in idle { await dispatch(to: id) }

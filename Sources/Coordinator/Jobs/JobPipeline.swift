@@ -184,29 +184,24 @@ actor JobPipeline {
         let recut = media.recut(job.id)
         var frameCount = info.frameCount
         let reason = RecutReason.decide(info: info, index: indexed.index, maxKeyframeSeconds: config.maxKeyframeInterval)
-        if reason == .variableFrameRate {
-            // The farm numbers frames at a constant rate. Unevenly spaced frames numbered so would
-            // play at the nominal rate, faster or slower than recorded, and the dub track (recorded
-            // against the real timing) would be cut to fit. Re-cut once on the source's own
-            // timeline at its nominal rate (a frame repeated or dropped where the spacing differs),
-            // keyframes where segments start: the picture keeps its duration.
+        if let reason {
+            // Re-encoded once, with a keyframe where each segment's decoding starts. Keyframes far
+            // apart would make tasks carry long runs of reference packets. A variable frame rate
+            // is re-timed on the source's own timeline at its nominal rate (a frame repeated or
+            // dropped where the spacing differs): numbered at a constant rate as they are, its
+            // frames would play faster or slower than recorded, and the dub track (recorded
+            // against the real timing) would be cut to fit.
             let expected = RecutReason.frameCount(info, reason)
-            let planned = SegmentPlanner.plan(frameCount: expected, segmentFrames: segmentFrames)
-            let keys = planned.map { max(0, $0.frames.lowerBound - config.contextFrames) } + planned.map(\.frames.lowerBound)
-            logger.notice("re-cutting the input: variable frame rate (\(info.frameCount) frames over \(String(format: "%.2f", info.timelineDuration)) s); constant \(info.frameRate) fps on its own timeline, \(expected) frames")
+            let keys = SegmentPlanner.plan(frameCount: expected, segmentFrames: segmentFrames)
+                .flatMap { [max(0, $0.frames.lowerBound - config.contextFrames), $0.frames.lowerBound] }
+            logger.notice("re-cutting the input: \(reason) (\(info.frameCount) frames over \(String(format: "%.2f", info.timelineDuration)) s, \(expected) after)")
             try Recut.recut(input: videoPath, output: recut.path, frameRate: info.frameRate, keyframesAt: Array(Set(keys)).sorted(),
-                            timing: .timestamps)
+                            timing: reason == .variableFrameRate ? .timestamps : .frameIndex)
             indexed = try naming(recut, as: job.videoName) { try SourceIndexer.index(path: recut.path) }
-            frameCount = indexed.index.frameCount
-            spans = SegmentPlanner.plan(frameCount: frameCount, segmentFrames: segmentFrames)
-        } else if case .keyframesApart(let longest, let limit) = reason {
-            // Keyframes far apart would make tasks carry long runs of reference packets. Re-encode
-            // once at high quality with a keyframe where each segment's decoding starts.
-            let keys = spans.map { max(0, $0.frames.lowerBound - config.contextFrames) } + spans.map(\.frames.lowerBound)
-            logger.notice("re-cutting the input: keyframes up to \(longest) frames apart (limit \(limit))")
-            try Recut.recut(input: videoPath, output: recut.path, frameRate: info.frameRate, keyframesAt: Array(Set(keys)).sorted())
-            indexed = try naming(recut, as: job.videoName) { try SourceIndexer.index(path: recut.path) }
-            guard indexed.index.frameCount == info.frameCount else {
+            if reason == .variableFrameRate {
+                frameCount = indexed.index.frameCount
+                spans = SegmentPlanner.plan(frameCount: frameCount, segmentFrames: segmentFrames)
+            } else if indexed.index.frameCount != info.frameCount {
                 throw DubfarmError(.internalError, "\(job.videoName): re-cut produced \(indexed.index.frameCount) frames, expected \(info.frameCount)")
             }
         } else {

@@ -128,7 +128,7 @@ package struct Personaliser: Sendable {
     /// one holding this worker's rendezvous address, the address that reaches the coordinator.
     /// What the environment sets already wins.
     func gangEnvironment(_ environment: [String: String]) -> [String: String] {
-        guard let host = rendezvous.flatMap({ TrainGang(rank: 0, size: 2, endpoint: $0).hostAndPort?.host }),
+        guard let host = rendezvous.flatMap({ TrainGang.split($0)?.host }),
               let interface = Rendezvous.interface(holding: host) else { return [:] }
         return ["GLOO_SOCKET_IFNAME": interface, "NCCL_SOCKET_IFNAME": interface]
     }

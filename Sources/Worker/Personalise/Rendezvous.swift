@@ -62,13 +62,13 @@ package enum Rendezvous {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
         }
         guard named == 0 else { return nil }
+        return withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { numericHost($0, length) } }
+    }
+
+    /// `address` as text (`10.0.0.5`, `fe80::1%eth0`), or nil.
+    private static func numericHost(_ address: UnsafePointer<sockaddr>, _ length: socklen_t) -> String? {
         var text = [CChar](repeating: 0, count: Int(NI_MAXHOST))
-        let ok = withUnsafePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                getnameinfo($0, length, &text, socklen_t(text.count), nil, 0, NI_NUMERICHOST)
-            }
-        }
-        guard ok == 0 else { return nil }
+        guard getnameinfo(address, length, &text, socklen_t(text.count), nil, 0, NI_NUMERICHOST) == 0 else { return nil }
         return String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
@@ -87,9 +87,7 @@ package enum Rendezvous {
             let family = Int32(sa.pointee.sa_family)
             guard family == AF_INET || family == AF_INET6 else { continue }
             let length = socklen_t(family == AF_INET ? MemoryLayout<sockaddr_in>.size : MemoryLayout<sockaddr_in6>.size)
-            var text = [CChar](repeating: 0, count: Int(NI_MAXHOST))
-            guard getnameinfo(sa, length, &text, socklen_t(text.count), nil, 0, NI_NUMERICHOST) == 0 else { continue }
-            let numeric = String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            guard let numeric = numericHost(sa, length) else { continue }
             // IPv6 link-local addresses carry their scope (`fe80::1%eth0`).
             if numeric == address || numeric.split(separator: "%").first.map(String.init) == address {
                 return String(cString: entry.pointee.ifa_name)
