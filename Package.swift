@@ -5,6 +5,7 @@
 // Layout (one module per concern):
 //   C system libraries  CZeroMQ, CFFmpeg, CLibPQ, COpenBLAS   (module maps only)
 //   Thin wrappers       ZeroMQ, FFmpeg, Postgres, BLAS         (the only code touching raw C pointers)
+//   Storage             DurableFiles (atomic writes, packet-bundle files, the result log)
 //   Pure logic          DubfarmCore (ids, states, planning, errors), FarmProtocol (wire codec)
 //   Services            FarmConfig, FarmStore, MediaPipeline, Coordinator, Worker, FarmClient, LocalFarm
 //   Model               Engine (tensors, ops on sgemm), VQModel (SwapTalk-style model, weights)
@@ -52,7 +53,7 @@ let package = Package(
 
         // MARK: Thin wrappers (no raw pointer leaves these)
         .target(name: "ZeroMQ", dependencies: ["CZeroMQ"], swiftSettings: swiftSettings),
-        .target(name: "FFmpeg", dependencies: ["CFFmpeg", "DubfarmCore"], swiftSettings: swiftSettings),
+        .target(name: "FFmpeg", dependencies: ["CFFmpeg"], swiftSettings: swiftSettings),
         .target(name: "Postgres", dependencies: ["CLibPQ", "DubfarmCore"], swiftSettings: swiftSettings),
         .target(name: "BLAS", dependencies: ["COpenBLAS"], swiftSettings: swiftSettings),
 
@@ -68,8 +69,9 @@ let package = Package(
         .target(name: "FarmStore", dependencies: [
             "DubfarmCore", "Postgres", .product(name: "Logging", package: "swift-log"),
         ], resources: [], swiftSettings: swiftSettings),
+        .target(name: "DurableFiles", dependencies: ["DubfarmCore"], swiftSettings: swiftSettings),
         .target(name: "MediaPipeline", dependencies: [
-            "DubfarmCore", "FFmpeg", .product(name: "Logging", package: "swift-log"),
+            "DubfarmCore", "DurableFiles", "FFmpeg", .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
         // MARK: Monitoring (pure views for `top` and the dashboard; metrics and the HTTP server)
         .target(name: "FarmMonitor", dependencies: ["DubfarmCore", "FarmProtocol"], swiftSettings: swiftSettings),
@@ -81,7 +83,7 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], swiftSettings: swiftSettings),
         .target(name: "Coordinator", dependencies: [
-            "DubfarmCore", "FarmProtocol", "FarmConfig", "FarmStore", "MediaPipeline", "ZeroMQ", "Monitoring", "FarmMonitor", "FarmSecurity",
+            "DubfarmCore", "FarmProtocol", "FarmConfig", "FarmStore", "MediaPipeline", "DurableFiles", "ZeroMQ", "Monitoring", "FarmMonitor", "FarmSecurity",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -122,7 +124,7 @@ let package = Package(
         // MARK: Executable
         .executableTarget(name: "dubfarm", dependencies: [
             "DubfarmCore", "FarmConfig", "FarmStore", "Coordinator", "Worker", "FarmClient", "LocalFarm",
-            "MediaPipeline", "Engine", "VQModel", "Dubbing", "TrainingData", "FaceAnalysis", "FarmMonitor", "Monitoring", "FarmSecurity", "ZeroMQ",
+            "MediaPipeline", "DurableFiles", "Engine", "VQModel", "Dubbing", "TrainingData", "FaceAnalysis", "FarmMonitor", "Monitoring", "FarmSecurity", "ZeroMQ",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -138,7 +140,7 @@ let package = Package(
         .testTarget(name: "FarmStoreTests", dependencies: ["FarmStore", "FarmTestSupport"]),
         .testTarget(name: "PostgresTests", dependencies: ["Postgres", "DubfarmCore", "FarmTestSupport"]),
         .testTarget(name: "AudioFeaturesTests", dependencies: ["AudioFeatures"], exclude: ["Fixtures"]),
-        .testTarget(name: "MediaPipelineTests", dependencies: ["MediaPipeline", "FFmpeg", "DubfarmCore"]),
+        .testTarget(name: "MediaPipelineTests", dependencies: ["MediaPipeline", "DurableFiles", "DubfarmCore"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "VQModel", "BLAS"]),
         .testTarget(name: "FaceAnalysisTests", dependencies: ["FaceAnalysis", "DubfarmCore", "MediaPipeline"],
                     exclude: ["Fixtures"]),

@@ -1,25 +1,29 @@
 import CFFmpeg
-import DubfarmCore
 #if canImport(Glibc)
 import Glibc
 #endif
 
+/// A stream of an ``OutputFile``.
+package struct OutputStream: Sendable, Hashable {
+    let index: Int
+}
+
 /// A muxer writing to `tempPath` in the format implied by `finalPath` (MP4 when unknown).
 /// Freed (and its file closed) on deinit; the caller removes or renames the file.
-final class OutputFile {
+package final class OutputFile {
     let ctx: UnsafeMutablePointer<AVFormatContext>
-    let tempPath: String
-    let name: String
-    private var headerWritten = false
+    package let tempPath: String
+    /// The final file's name, as errors say it.
+    package let name: String
 
-    init(tempPath: String, finalPath: String) throws {
+    package init(tempPath: String, finalPath: String) throws {
         _ = ffmpegSetup
         name = fileName(finalPath)
         self.tempPath = tempPath
         var c: UnsafeMutablePointer<AVFormatContext>? = nil
         var r = avformat_alloc_output_context2(&c, nil, nil, finalPath)
         if r < 0 || c == nil { r = avformat_alloc_output_context2(&c, nil, "mp4", finalPath) }
-        guard r >= 0, let c else { throw DubfarmError(.internalError, "\(name): cannot set up the MP4 writer (\(avErrorString(r)))") }
+        guard r >= 0, let c else { throw FFmpegError(.internalError, "\(name): cannot set up the MP4 writer (\(avErrorString(r)))") }
         ctx = c
     }
 
@@ -29,51 +33,70 @@ final class OutputFile {
     }
 
     /// Whether the container wants codec headers out of band (MP4, MKV).
-    var wantsGlobalHeader: Bool { (ctx.pointee.oformat.pointee.flags & AVFMT_GLOBALHEADER) != 0 }
+    package var wantsGlobalHeader: Bool { (ctx.pointee.oformat.pointee.flags & AVFMT_GLOBALHEADER) != 0 }
 
-    /// Adds a video stream copying packets described by `codec`.
-    func addVideoStream(codec: CodecParameters, frameRate: Rational, rotation: Int) throws -> UnsafeMutablePointer<AVStream> {
-        guard let st = avformat_new_stream(ctx, nil) else { throw DubfarmError(.internalError, "\(name): cannot add a video stream") }
-        try fill(st.pointee.codecpar, from: codec, what: name)
-        st.pointee.time_base = avRational(frameRate.inverted)
-        st.pointee.avg_frame_rate = avRational(frameRate)
-        st.pointee.r_frame_rate = avRational(frameRate)
-        st.pointee.sample_aspect_ratio = avRational(codec.sampleAspect)
-        if rotation % 360 != 0 {
-            let r = cffmpeg_stream_set_rotation(st, Double(rotation))
-            guard r >= 0 else { throw DubfarmError(.internalError, "\(name): cannot store the rotation (\(avErrorString(r)))") }
-        }
-        return st
+    private func avStream(_ s: OutputStream) -> UnsafeMutablePointer<AVStream> { ctx.pointee.streams[s.index]! }
+
+    /// Adds a video stream for packets described by `parameters` (copied, not re-encoded), with
+    /// time base 1/`frameRate` and `rotation` degrees (counter-clockwise) in its display matrix.
+    package func addVideoStream(parameters: VideoParameters, frameRate: Ratio, rotation: Int) throws -> OutputStream {
+        guard let st = avformat_new_stream(ctx, nil) else { throw FFmpegError(.internalError, "\(name): cannot add a video stream") }
+        try parameters.fill(st.pointee.codecpar, what: name)
+        st.pointee.time_base = AVRational(num: Int32(frameRate.den), den: Int32(frameRate.num))
+        st.pointee.avg_frame_rate = frameRate.av
+        st.pointee.r_frame_rate = frameRate.av
+        st.pointee.sample_aspect_ratio = parameters.sampleAspect.av
+        let stream = OutputStream(index: Int(st.pointee.index))
+        if rotation % 360 != 0 { try setRotation(stream, degrees: rotation) }
+        return stream
     }
 
-    /// Adds a stream for an opened encoder's output.
-    func addStream(for encoder: UnsafeMutablePointer<AVCodecContext>) throws -> UnsafeMutablePointer<AVStream> {
-        guard let st = avformat_new_stream(ctx, nil) else { throw DubfarmError(.internalError, "\(name): cannot add a stream") }
+    /// Adds a stream for `encoder`'s output, averaging `frameRate`.
+    package func addStream(for encoder: VideoEncoder, frameRate: Ratio) throws -> OutputStream {
+        let s = try addStream(encoder.ctx)
+        avStream(s).pointee.avg_frame_rate = frameRate.av
+        return s
+    }
+
+    /// Adds a stream for an encoded AAC track.
+    package func addStream(for track: AACTrack) throws -> OutputStream {
+        try addStream(track.encoder.ctx)
+    }
+
+    private func addStream(_ encoder: UnsafeMutablePointer<AVCodecContext>) throws -> OutputStream {
+        guard let st = avformat_new_stream(ctx, nil) else { throw FFmpegError(.internalError, "\(name): cannot add a stream") }
         let r = avcodec_parameters_from_context(st.pointee.codecpar, encoder)
-        guard r >= 0 else { throw DubfarmError(.internalError, "\(name): cannot describe a stream (\(avErrorString(r)))") }
+        guard r >= 0 else { throw FFmpegError(.internalError, "\(name): cannot describe a stream (\(avErrorString(r)))") }
         st.pointee.time_base = encoder.pointee.time_base
-        return st
+        return OutputStream(index: Int(st.pointee.index))
+    }
+
+    /// Stores a display matrix rotating `stream` by `degrees` counter-clockwise.
+    package func setRotation(_ stream: OutputStream, degrees: Int) throws {
+        let r = cffmpeg_stream_set_rotation(avStream(stream), Double(degrees))
+        guard r >= 0 else { throw FFmpegError(.internalError, "\(name): cannot store the rotation (\(avErrorString(r)))") }
     }
 
     /// Opens the file and writes the container header.
-    func begin() throws {
+    package func begin() throws {
         var r = avio_open(&ctx.pointee.pb, tempPath, AVIO_FLAG_WRITE)
         guard r >= 0 else { throw writeError(r, name, "creating the output file") }
         r = avformat_write_header(ctx, nil)
         guard r >= 0 else { throw writeError(r, name, "writing the header") }
-        headerWritten = true
     }
 
-    /// Writes one packet (timestamps in `from`, rescaled to the stream's time base).
-    func write(_ p: UnsafeMutablePointer<AVPacket>, stream: UnsafeMutablePointer<AVStream>, from tb: AVRational) throws {
-        p.pointee.stream_index = stream.pointee.index
-        av_packet_rescale_ts(p, tb, stream.pointee.time_base)
-        let r = av_interleaved_write_frame(ctx, p)
+    /// Writes `packet` to `stream`, its timestamps rescaled from `timeBase` to the stream's. The
+    /// muxer takes the packet's data; `packet` is empty afterwards.
+    package func write(_ packet: Packet, to stream: OutputStream, from timeBase: Ratio) throws {
+        let st = avStream(stream)
+        packet.p.pointee.stream_index = st.pointee.index
+        av_packet_rescale_ts(packet.p, timeBase.av, st.pointee.time_base)
+        let r = av_interleaved_write_frame(ctx, packet.p)
         guard r >= 0 else { throw writeError(r, name, "writing packets") }
     }
 
     /// Writes the trailer and closes the file.
-    func finish() throws {
+    package func finish() throws {
         var r = av_write_trailer(ctx)
         guard r >= 0 else { throw writeError(r, name, "finishing the file") }
         if let pb = ctx.pointee.pb, pb.pointee.error < 0 { throw writeError(pb.pointee.error, name, "writing the file") }

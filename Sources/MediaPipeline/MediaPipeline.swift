@@ -1,8 +1,9 @@
-// MediaPipeline: the media operations of the farm, in Swift types only.
+// MediaPipeline: the media operations of the farm, in the farm's types: probing, indexing,
+// cutting, rendering, re-cutting, audio decoding and stitching.
 //
-// The FFmpeg-facing work (probe, index, cut, render, stitch, recut, audio decode) lives in the
-// FFmpeg module, the only code that touches libav* pointers; it is re-exported here so the
-// coordinator and workers import just MediaPipeline. This module adds the pure helpers on top.
+// Built on the FFmpeg module's owning wrappers (it never sees a libav* pointer) and on
+// DurableFiles for what it writes. Every operation here throws `DubfarmError`s: the wrappers'
+// `FFmpegError`s are turned into them at this module's edge (FFmpegBridge.swift).
 //
 // The flow of one job:
 //
@@ -16,7 +17,6 @@
 //                PacketBundle.encoded() -> segment file in the media store (MediaFile.writeAtomically)
 //   coordinator  Stitcher.stitch(StitchRequest)             stream copy + dub encoded once as AAC,
 //                                                           frame count verified, temp+fsync+rename
-@_exported import FFmpeg
 import DubfarmCore
 
 extension AudioWindow {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import DubfarmCore
+import DurableFiles
 import FarmClient
 import FarmProtocol
 import FarmStore

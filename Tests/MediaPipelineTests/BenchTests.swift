@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import DubfarmCore
+import DurableFiles
 import MediaPipeline
 
 /// Cost of the coordinator's media work on a 10-minute input, against `ffmpeg -c copy`.

@@ -1,5 +1,5 @@
 import DubfarmCore
-import FFmpeg
+import DurableFiles
 import Foundation
 import Testing
 

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import DubfarmCore
+import DurableFiles
 import MediaPipeline
 
 @Suite(.enabled(if: TestMedia.available, TestMedia.skipReason))

@@ -1,4 +1,5 @@
 import DubfarmCore
+import DurableFiles
 import Foundation
 import Testing
 import MediaPipeline

@@ -1,4 +1,5 @@
 import DubfarmCore
+import DurableFiles
 import FarmConfig
 import FarmProtocol
 import FarmStore

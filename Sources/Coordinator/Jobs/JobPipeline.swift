@@ -1,5 +1,6 @@
 import Crypto
 import DubfarmCore
+import DurableFiles
 import FarmConfig
 import FarmStore
 import Foundation

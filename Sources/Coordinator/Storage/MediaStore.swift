@@ -1,4 +1,5 @@
 import DubfarmCore
+import DurableFiles
 import Foundation
 import Glibc
 import MediaPipeline

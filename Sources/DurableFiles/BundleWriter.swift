@@ -1,12 +1,11 @@
-import CFFmpeg
 import DubfarmCore
 #if canImport(Glibc)
 import Glibc
 #endif
 
 // Packet bundles on disk without extra copies of their payloads: written with `writev` straight
-// from the packets' own buffers, read back into one FFmpeg buffer that the muxer's packets
-// reference in place.
+// from the packets' own buffers (MediaPipeline's BundleFile reads them back into one buffer that
+// the muxer's packets reference in place).
 
 extension MediaFile {
     /// Writes `bundle` as ``PacketBundle/encoded()`` would, to a temporary file next to `path`,
@@ -98,79 +97,5 @@ extension MediaFile {
             }
         }
         return total
-    }
-}
-
-/// A packet bundle read into one FFmpeg buffer (a whole bundle file, or one record of a
-/// ``ResultLog``); its packets are handed to the muxer as references into that buffer (no copy
-/// per packet).
-final class BundleFile {
-    private let buffer: UnsafeMutablePointer<AVBufferRef>
-    let layout: PacketBundleLayout
-    /// Where the bundle starts in the buffer (after a result record's header).
-    private let start: Int
-
-    /// Reads and parses the bundle file `path`, or, given `record`, that record of the result
-    /// log `path` (its header must name the record's segment and lease). Throws `.notFound` for
-    /// a missing file, `.io` for an unreadable one, `.protocolViolation` for a damaged one or
-    /// a record that is not the one asked for.
-    init(path: String, record: ResultRecord? = nil) throws {
-        let (b, size) = try MediaFile.withOpenFile(path) { fd, fileSize -> (UnsafeMutablePointer<AVBufferRef>, Int) in
-            var size = fileSize, at = 0
-            if let record {
-                guard record.offset >= 0, record.length >= ResultRecord.headerSize, record.offset + record.length <= Int64(fileSize) else {
-                    throw DubfarmError(.protocolViolation, "\(fileName(path)): the result record at byte \(record.offset) (\(record.length) bytes) lies past the end of the file (\(fileSize) bytes)")
-                }
-                size = Int(record.length)
-                at = Int(record.offset)
-            }
-            let padding = Int(AV_INPUT_BUFFER_PADDING_SIZE)
-            guard let b = av_buffer_alloc(size + padding) else {
-                throw DubfarmError(.internalError, "\(fileName(path)): cannot allocate \(size) bytes")
-            }
-            let base = UnsafeMutableRawPointer(b.pointee.data!)
-            memset(base + size, 0, padding)
-            do { try MediaFile.readFully(fd, into: base, count: size, at: at, path: path) } catch {
-                var q: UnsafeMutablePointer<AVBufferRef>? = b
-                av_buffer_unref(&q)
-                throw error
-            }
-            return (b, size)
-        }
-        buffer = b
-        let base = UnsafeMutableRawPointer(b.pointee.data!)
-        do {
-            if let record {
-                try record.check(header: UnsafeRawBufferPointer(start: base, count: size), in: fileName(path))
-                start = ResultRecord.headerSize
-            } else {
-                start = 0
-            }
-            layout = try PacketBundleLayout(scanning: UnsafeRawBufferPointer(start: base + start, count: size - start))
-        } catch {
-            var q: UnsafeMutablePointer<AVBufferRef>? = b
-            av_buffer_unref(&q)
-            throw error
-        }
-    }
-
-    deinit {
-        var q: UnsafeMutablePointer<AVBufferRef>? = buffer
-        av_buffer_unref(&q)
-    }
-
-    /// Makes `pkt` packet `i` of the bundle: a new reference to the file's buffer, pointing at
-    /// the payload (the muxer may keep it queued after this object is gone).
-    func load(_ i: Int, into pkt: Packet) throws {
-        let s = layout.packets[i]
-        av_packet_unref(pkt.p)
-        guard let ref = av_buffer_ref(buffer) else { throw DubfarmError(.internalError, "cannot reference a packet buffer") }
-        pkt.p.pointee.buf = ref
-        pkt.p.pointee.data = ref.pointee.data + start + s.offset
-        pkt.p.pointee.size = Int32(s.size)
-        pkt.p.pointee.pts = s.pts
-        pkt.p.pointee.dts = s.dts
-        pkt.p.pointee.duration = s.duration
-        pkt.p.pointee.flags = s.isKey ? AV_PKT_FLAG_KEY : 0
     }
 }

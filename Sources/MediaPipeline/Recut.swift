@@ -1,5 +1,6 @@
-import CFFmpeg
 import DubfarmCore
+import DurableFiles
+import FFmpeg
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -32,7 +33,14 @@ package enum Recut {
     package static func recut(input: String, output: String, frameRate: Rational, keyframesAt: [Int],
                              timing: Timing = .frameIndex,
                              crf: Int = 12, preset: String = "veryfast", threads: Int = 0) throws -> Int {
-        _ = ffmpegSetup
+        try farmErrors {
+            try recutFrames(input: input, output: output, frameRate: frameRate, keyframesAt: keyframesAt, timing: timing,
+                            crf: crf, preset: preset, threads: threads)
+        }
+    }
+
+    private static func recutFrames(input: String, output: String, frameRate: Rational, keyframesAt: [Int], timing: Timing,
+                                    crf: Int, preset: String, threads: Int) throws -> Int {
         let name = fileName(input)
         let source = try SourceIndexer.index(path: input)
         let info = source.info
@@ -45,20 +53,19 @@ package enum Recut {
             do {
                 let out = try OutputFile(tempPath: tmp, finalPath: output)
                 let settings = EncoderSettings(codec: "libx264", crf: crf, preset: preset, pixelFormat: pixfmt)
-                let enc = try VideoEncoder(settings: settings, width: info.width, height: info.height, frameRate: frameRate,
-                                           sampleAspect: source.codec.sampleAspect, color: source.codec, threads: threads,
-                                           globalHeader: out.wantsGlobalHeader, what: name)
-                let st = try out.addStream(for: enc.ctx)
-                st.pointee.avg_frame_rate = avRational(frameRate)
-                if info.rotation != 0 { _ = cffmpeg_stream_set_rotation(st, Double(info.rotation)) }
+                let enc = try VideoEncoder(settings, width: info.width, height: info.height, frameRate: frameRate,
+                                           sampleAspect: source.codec.sampleAspect, color: VideoParameters(source.codec),
+                                           threads: threads, globalHeader: out.wantsGlobalHeader, what: name)
+                let st = try out.addStream(for: enc, frameRate: Ratio(frameRate))
+                if info.rotation != 0 { try out.setRotation(st, degrees: info.rotation) }
                 try out.begin()
-                let encTB = enc.ctx.pointee.time_base
-                let write: (UnsafeMutablePointer<AVPacket>) throws -> Void = { p in try out.write(p, stream: st, from: encTB) }
+                let encTB = enc.timeBase
+                let write: (Packet) throws -> Void = { p in try out.write(p, to: st, from: encTB) }
+                let converter = FrameConverter(width: info.width, height: info.height, what: name)
                 let converted = Frame()
-                var scaler: Scaler? = nil
-                func emit(_ f: UnsafeMutablePointer<AVFrame>, _ n: Int64) throws {
-                    f.pointee.pts = n
-                    f.pointee.pict_type = keys.contains(Int(n)) ? AV_PICTURE_TYPE_I : AV_PICTURE_TYPE_NONE
+                func emit(_ f: Frame, _ n: Int64) throws {
+                    f.pts = n
+                    f.forcesKeyframe = keys.contains(Int(n))
                     try enc.encode(f, write)
                     written += 1
                 }
@@ -72,42 +79,24 @@ package enum Recut {
                     // n / fps < (t - start) * tb  <=>  n * fps.den * tb.den < (t - start) * tb.num * fps.num
                     let rhs = (t - start) * Int64(tb.num) * Int64(frameRate.num)
                     while written * Int64(frameRate.den) * Int64(tb.den) < rhs {
-                        try emit(held.f, written)  // only pts and picture type change: no copy
+                        try emit(held, written)  // only pts and picture type change: no copy
                     }
                 }
                 frames = try VideoDecoder.forEachDecodedFrame(path: input, threads: threads) { frame, index, _ in
-                    var f = frame.f
-                    if f.pointee.format != enc.pixelFormat.rawValue {
-                        if scaler == nil {
-                            scaler = try Scaler(srcWidth: Int(f.pointee.width), srcHeight: Int(f.pointee.height),
-                                                srcFormat: AVPixelFormat(rawValue: f.pointee.format),
-                                                dstWidth: info.width, dstHeight: info.height, dstFormat: enc.pixelFormat, what: name)
-                            converted.f.pointee.format = enc.pixelFormat.rawValue
-                            converted.f.pointee.width = Int32(info.width)
-                            converted.f.pointee.height = Int32(info.height)
-                            let r = av_frame_get_buffer(converted.f, 0)
-                            guard r >= 0 else { throw DubfarmError(.internalError, "\(name): out of memory") }
-                        }
-                        let r = av_frame_make_writable(converted.f)
-                        guard r >= 0 else { throw DubfarmError(.internalError, "\(name): out of memory") }
-                        cffmpeg_scale_frame_to_frame(scaler!.sws, f, converted.f)
-                        f = converted.f
-                    }
+                    let f = try converter.convert(frame, to: enc.pixelFormat, scratch: converted)
                     switch timing {
                     case .frameIndex:
                         try emit(f, Int64(index))
                     case .timestamps:
                         // Frame `index` is on screen from its pts until the next frame's: emit the
                         // held previous frame for every output instant before this one's start.
-                        let pts = f.pointee.best_effort_timestamp != noPTS ? f.pointee.best_effort_timestamp : f.pointee.pts
-                        if pts != noPTS && held.f.pointee.data.0 != nil { try emitHeld(until: pts) }
-                        av_frame_unref(held.f)
-                        let r = av_frame_ref(held.f, f)
-                        guard r >= 0 else { throw DubfarmError(.internalError, "\(name): out of memory") }
+                        let pts = frame.presentationTime
+                        if pts != noTimestamp && held.hasData { try emitHeld(until: pts) }
+                        try held.reference(f)
                     }
                     return true
                 }
-                if timing == .timestamps && held.f.pointee.data.0 != nil { try emitHeld(until: end) }
+                if timing == .timestamps && held.hasData { try emitHeld(until: end) }
                 try enc.encode(nil, write)
                 try out.finish()
             }

@@ -1,5 +1,5 @@
-import CFFmpeg
 import DubfarmCore
+import FFmpeg
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -93,46 +93,38 @@ package enum MediaProbe {
     ///
     /// Counts video frames by demuxing every packet of the video stream (no decode).
     package static func probe(path: String, requireVideo: Bool = true) throws -> MediaInfo {
-        let input = try InputFile(path: path)
-        var info = MediaInfo(path: path, formatName: input.formatName,
-                             containerDuration: input.ctx.pointee.duration > 0
-                                ? Double(input.ctx.pointee.duration) / Double(AV_TIME_BASE) : nil,
-                             fileSize: input.fileSize, video: nil, audio: nil)
-        if let a = input.audioStreamIndex() {
-            let st = input.stream(a)
-            let par = st.pointee.codecpar.pointee
-            var dur: Double? = nil
-            if st.pointee.duration > 0 && st.pointee.duration != noPTS {
-                dur = Double(st.pointee.duration) * rational(st.pointee.time_base).value
-            } else {
-                dur = info.containerDuration
+        try farmErrors {
+            let input = try InputFile(path: path)
+            var info = MediaInfo(path: path, formatName: input.formatName, containerDuration: input.duration,
+                                 fileSize: input.fileSize, video: nil, audio: nil)
+            if let a = input.audioStreamIndex() {
+                let st = input.stream(a)
+                var dur: Double? = st.duration.map { Double($0) * Rational(st.timeBase).value } ?? info.containerDuration
+                // No duration anywhere in the headers (a WAV with no samples says none): an audio-only
+                // file must at least hold one packet to count as a dub track.
+                if dur == nil, input.videoStreamIndex() == nil, !Self.hasPacket(input, stream: a) { dur = 0 }
+                info.audio = AudioStreamInfo(streamIndex: a, codecName: st.codecName, sampleRate: st.sampleRate,
+                                             channels: st.channels, duration: dur)
             }
-            // No duration anywhere in the headers (a WAV with no samples says none): an audio-only
-            // file must at least hold one packet to count as a dub track.
-            if dur == nil, input.videoStreamIndex() == nil, !Self.hasPacket(input, stream: a) { dur = 0 }
-            info.audio = AudioStreamInfo(streamIndex: a, codecName: String(cString: avcodec_get_name(par.codec_id)),
-                                         sampleRate: Int(par.sample_rate), channels: Int(par.ch_layout.nb_channels),
-                                         duration: dur)
+            if requireVideo, isStillImageFormat(input.formatName) {
+                throw DubfarmError(.badInput, "\(input.name): a still image (\(input.formatName.split(separator: "_").first.map(String.init) ?? input.formatName)), not a video")
+            }
+            if let v = input.videoStreamIndex() {
+                let scan = try VideoScan(input: input, streamIndex: v, verifyPositions: false)
+                info.video = scan.info
+            } else if requireVideo {
+                throw DubfarmError(.badInput, "\(input.name): no video stream (the file holds \(input.describeStreams()))")
+            }
+            return info
         }
-        if requireVideo, isStillImageFormat(input.formatName) {
-            throw DubfarmError(.badInput, "\(input.name): a still image (\(input.formatName.split(separator: "_").first.map(String.init) ?? input.formatName)), not a video")
-        }
-        if let v = input.videoStreamIndex() {
-            let scan = try VideoScan(input: input, streamIndex: v, verifyPositions: false)
-            info.video = scan.info
-        } else if requireVideo {
-            throw DubfarmError(.badInput, "\(input.name): no video stream (the file holds \(describeStreams(input)))")
-        }
-        return info
     }
 
     /// Whether the demuxer yields at least one packet of `stream` (reads from the current position).
     static func hasPacket(_ input: InputFile, stream: Int) -> Bool {
         let pkt = Packet()
         for _ in 0..<256 {
-            guard av_read_frame(input.ctx, pkt.p) >= 0 else { return false }
-            defer { av_packet_unref(pkt.p) }
-            if Int(pkt.p.pointee.stream_index) == stream { return true }
+            guard (try? input.read(into: pkt, failure: { $0 })) == true else { return false }
+            if pkt.streamIndex == stream { return true }
         }
         return true
     }
@@ -143,18 +135,9 @@ package enum MediaProbe {
         name == "image2" || name.hasSuffix("_pipe")
     }
 
-    static func describeStreams(_ input: InputFile) -> String {
-        if input.streamCount == 0 { return "no streams" }
-        return (0..<input.streamCount).map { i -> String in
-            let par = input.stream(i).pointee.codecpar.pointee
-            let type = av_get_media_type_string(par.codec_type).map { String(cString: $0) } ?? "unknown"
-            return "\(type) (\(String(cString: avcodec_get_name(par.codec_id))))"
-        }.joined(separator: ", ")
-    }
-
     /// The frame rate rule described on ``MediaProbe``.
-    static func chooseFrameRate(avg: AVRational, nominal: AVRational) -> Rational? {
-        let a = rational(avg), r = rational(nominal)
+    static func chooseFrameRate(avg: Ratio, nominal: Ratio) -> Rational? {
+        let a = Rational(avg), r = Rational(nominal)
         let aOK = a.num > 0 && a.den > 0, rOK = r.num > 0 && r.den > 0
         if aOK && rOK && abs(a.value - r.value) <= 0.01 * r.value {
             // They agree: take the simpler ratio (25 rather than 6440960/257741 from a concatenated file).
@@ -181,34 +164,29 @@ struct VideoScan {
     init(input: InputFile, streamIndex v: Int, verifyPositions: Bool) throws {
         let name = input.name
         let st = input.stream(v)
-        let par = st.pointee.codecpar.pointee
-        let codecName = String(cString: avcodec_get_name(par.codec_id))
-        let width = Int(par.width), height = Int(par.height)
+        let codecName = st.codecName
+        let width = st.width, height = st.height
         guard width > 0, height > 0 else {
             throw DubfarmError(.badInput, "\(name): the video stream has no picture size (\(width)x\(height)); the file is damaged")
         }
         guard width <= MediaProbe.maxDimension, height <= MediaProbe.maxDimension else {
             throw DubfarmError(.badInput, "\(name): the video is \(width)x\(height), larger than the \(MediaProbe.maxDimension) pixel limit")
         }
-        guard avcodec_find_decoder(par.codec_id) != nil else {
+        guard st.hasDecoder else {
             throw DubfarmError(.unsupported, "\(name): video codec '\(codecName)' is not supported (no decoder in this FFmpeg build)")
         }
-        guard let fps = MediaProbe.chooseFrameRate(avg: st.pointee.avg_frame_rate, nominal: st.pointee.r_frame_rate) else {
+        guard let fps = MediaProbe.chooseFrameRate(avg: st.averageFrameRate, nominal: st.nominalFrameRate) else {
             // An MP4 track with no samples has neither frames nor a rate: say which it is.
-            if st.pointee.nb_frames == 0 {
+            if st.headerFrameCount == 0 {
                 throw DubfarmError(.badInput, "\(name): the video stream is empty (it has no frames)")
             }
             throw DubfarmError(.badInput, "\(name): the video stream states no frame rate")
         }
-        var degrees = 0.0
-        var rotation = 0
-        if cffmpeg_stream_rotation(st, &degrees) != 0 {
-            rotation = ((Int(degrees.rounded()) % 360) + 360) % 360
-        }
+        let rotation = st.rotation.map { ((Int($0.rounded()) % 360) + 360) % 360 } ?? 0
 
         input.discardAll(except: v)
         var entries: [PacketIndex.Entry] = []
-        let headerFrames = Int(st.pointee.nb_frames)
+        let headerFrames = st.headerFrameCount
         entries.reserveCapacity(max(headerFrames, 0) + 16)
         let pkt = Packet()
         var verify = verifyPositions
@@ -228,45 +206,28 @@ struct VideoScan {
         let sampled = input.formatName.hasPrefix("mov")
         var lastPTS: Int64 = 0, lastDuration: Int64 = 0
         var missingPTS = false
-        while true {
-            let r = av_read_frame(input.ctx, pkt.p)
-            if r == averrorEOF { break }
-            if r < 0 {
-                throw DubfarmError(.badInput, "\(name): the file is damaged or truncated after \(entries.count) video frames (\(avErrorString(r)))")
-            }
-            defer { av_packet_unref(pkt.p) }
-            guard Int(pkt.p.pointee.stream_index) == v else { continue }
-            let p = pkt.p.pointee
-            if (p.flags & AV_PKT_FLAG_CORRUPT) != 0 {
+        while try input.read(into: pkt, failure: { "\(name): the file is damaged or truncated after \(entries.count) video frames (\($0))" }) {
+            guard pkt.streamIndex == v else { continue }
+            if pkt.isCorrupt {
                 throw DubfarmError(.badInput, "\(name): video frame \(entries.count) is damaged or cut short; the file is truncated")
             }
-            if p.pos >= 0 && p.pos + Int64(p.size) > input.fileSize {
+            if pkt.position >= 0 && pkt.position + Int64(pkt.size) > input.fileSize {
                 throw DubfarmError(.badInput, "\(name): the file is truncated (video frame \(entries.count) lies past its end)")
             }
-            if p.pts == noPTS { missingPTS = true }
-            let pts: Int64 = p.pts != noPTS ? p.pts : (p.dts != noPTS ? p.dts : (entries.isEmpty ? 0 : lastPTS + max(lastDuration, 1)))
-            let dts: Int64 = p.dts != noPTS ? p.dts : pts
+            if pkt.pts == noTimestamp { missingPTS = true }
+            let pts: Int64 = pkt.pts != noTimestamp ? pkt.pts
+                : (pkt.dts != noTimestamp ? pkt.dts : (entries.isEmpty ? 0 : lastPTS + max(lastDuration, 1)))
+            let dts: Int64 = pkt.dts != noTimestamp ? pkt.dts : pts
             lastPTS = pts
-            lastDuration = p.duration
-            if verify && (!sampled || p.pos < 0 || (p.flags & AV_PKT_FLAG_KEY) != 0 || entries.count % 32 == 0) {
-                if p.pos < 0 {
+            lastDuration = pkt.duration
+            if verify && (!sampled || pkt.position < 0 || pkt.isKey || entries.count % 32 == 0) {
+                if !pkt.matchesFile(fd, scratch: &scratch) {
                     reliable = false
                     verify = false
-                } else {
-                    let size = Int(p.size)
-                    if scratch.count < size { scratch = [UInt8](repeating: 0, count: size) }
-                    let same: Bool = scratch.withUnsafeMutableBytes { buf in
-                        let n = pread(fd, buf.baseAddress!, size, off_t(p.pos))
-                        return n == size && memcmp(buf.baseAddress!, p.data, size) == 0
-                    }
-                    if !same {
-                        reliable = false
-                        verify = false
-                    }
                 }
             }
-            entries.append(PacketIndex.Entry(pts: pts, dts: dts, duration: p.duration, position: p.pos,
-                                             size: p.size, isKey: (p.flags & AV_PKT_FLAG_KEY) != 0))
+            entries.append(PacketIndex.Entry(pts: pts, dts: dts, duration: pkt.duration, position: pkt.position,
+                                             size: Int32(pkt.size), isKey: pkt.isKey))
         }
         guard !entries.isEmpty else {
             throw DubfarmError(.badInput, "\(name): the video stream holds no frames")
@@ -278,15 +239,16 @@ struct VideoScan {
             for i in entries.indices { entries[i].position = -1 }
         }
         self.entries = entries
-        self.codec = codecParameters(of: st, frameRate: fps)
+        var parameters = st.video
+        parameters.frameRate = Ratio(fps)
+        self.codec = CodecParameters(parameters)
         self.info = VideoStreamInfo(streamIndex: v, codecName: codecName, width: width, height: height,
-                                    pixelFormat: pixelFormatName(AVPixelFormat(rawValue: par.format)),
-                                    frameRate: fps, timeBase: rational(st.pointee.time_base),
+                                    pixelFormat: st.pixelFormat, frameRate: fps, timeBase: Rational(st.timeBase),
                                     frameCount: entries.count, rotation: rotation, hasPresentationTimestamps: !missingPTS)
-        self.info.isVariableFrameRate = VideoStreamInfo.variable(avg: rational(st.pointee.avg_frame_rate), nominal: rational(st.pointee.r_frame_rate))
+        self.info.isVariableFrameRate = VideoStreamInfo.variable(avg: Rational(st.averageFrameRate), nominal: Rational(st.nominalFrameRate))
         let first = entries.map(\.pts).min() ?? 0
         let last = entries.map { $0.pts + max($0.duration, 0) }.max() ?? 0
-        self.info.timelineDuration = Double(last - first) * rational(st.pointee.time_base).value
+        self.info.timelineDuration = Double(last - first) * Rational(st.timeBase).value
     }
 }
 
@@ -299,11 +261,13 @@ package enum SourceIndexer {
     /// they cannot be trusted (some Matroska files, streams without positions) every position
     /// is -1 and ``SourceVideo`` demuxes instead of reading byte ranges.
     package static func index(path: String) throws -> (codec: CodecParameters, index: PacketIndex, info: VideoStreamInfo) {
-        let input = try InputFile(path: path)
-        guard let v = input.videoStreamIndex() else {
-            throw DubfarmError(.badInput, "\(input.name): no video stream (the file holds \(MediaProbe.describeStreams(input)))")
+        try farmErrors {
+            let input = try InputFile(path: path)
+            guard let v = input.videoStreamIndex() else {
+                throw DubfarmError(.badInput, "\(input.name): no video stream (the file holds \(input.describeStreams()))")
+            }
+            let scan = try VideoScan(input: input, streamIndex: v, verifyPositions: true)
+            return (scan.codec, PacketIndex(entries: scan.entries), scan.info)
         }
-        let scan = try VideoScan(input: input, streamIndex: v, verifyPositions: true)
-        return (scan.codec, PacketIndex(entries: scan.entries), scan.info)
     }
 }

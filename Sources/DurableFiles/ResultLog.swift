@@ -23,7 +23,7 @@ package struct ResultRecord: Sendable, Hashable, Codable {
     }
 
     /// `DFRL`, version, segment index, lease token, bundle length: 48 bytes, little-endian.
-    static let headerSize = 48
+    package static let headerSize = 48
     static let magic: [UInt8] = Array("DFRL".utf8)
     static let version: UInt16 = 1
 
@@ -42,7 +42,7 @@ package struct ResultRecord: Sendable, Hashable, Codable {
     }
 
     /// Throws `.protocolViolation` unless `raw` starts with this record's header.
-    func check(header raw: UnsafeRawBufferPointer, in file: String) throws {
+    package func check(header raw: UnsafeRawBufferPointer, in file: String) throws {
         func load(_ at: Int) -> UInt64 { UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: UInt64.self)) }
         guard raw.count >= Self.headerSize, Array(raw[0..<4]) == Self.magic,
               UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 4, as: UInt16.self)) == Self.version else {

@@ -1,5 +1,6 @@
-import CFFmpeg
 import DubfarmCore
+import DurableFiles
+import FFmpeg
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -87,7 +88,10 @@ package enum Stitcher {
     /// must equal ``StitchRequest/expectedFrameCount``) and only then renamed into place; on any
     /// error nothing is left at either name.
     package static func stitch(_ request: StitchRequest) throws -> StitchReport {
-        _ = ffmpegSetup
+        try farmErrors { try stitchSegments(request) }
+    }
+
+    private static func stitchSegments(_ request: StitchRequest) throws -> StitchReport {
         let name = fileName(request.outputPath)
         guard !request.segments.isEmpty else { throw DubfarmError(.stitch, "\(name): no segments to stitch") }
         guard request.frameRate.num > 0, request.frameRate.den > 0 else {
@@ -100,7 +104,7 @@ package enum Stitcher {
             try MediaFile.fsync(path: tmp)
             let info: ReadBack
             do {
-                info = try readBack(tmp, expectedFrames: request.expectedFrameCount)
+                info = try farmErrors { try readBack(tmp, expectedFrames: request.expectedFrameCount) }
             } catch let e as DubfarmError {
                 throw DubfarmError(.stitch, "\(name): the written file does not read back (\(e.message)); not delivered")
             }
@@ -145,16 +149,14 @@ package enum Stitcher {
     private static func sampleTableReadBack(_ path: String) throws -> ReadBack? {
         let input = try InputFile(path: path, findStreamInfo: false)
         guard input.formatName.hasPrefix("mov"), let v = input.videoStreamIndex() else { return nil }
-        let st = input.stream(v)
-        let entries = Int(avformat_index_get_entries_count(st))
-        guard entries > 0, Int(st.pointee.nb_frames) == entries,
-              let last = avformat_index_get_entry(st, Int32(entries - 1)),
-              last.pointee.pos >= 0, last.pointee.pos + Int64(last.pointee.size) <= input.fileSize else { return nil }
+        let entries = input.indexEntryCount(stream: v)
+        guard entries > 0, input.stream(v).headerFrameCount == entries, let last = input.lastIndexEntry(stream: v),
+              last.position >= 0, last.position + Int64(last.size) <= input.fileSize else { return nil }
         var audio: Double? = nil
         if let a = input.audioStreamIndex() {
             let ast = input.stream(a)
-            guard ast.pointee.duration > 0, ast.pointee.duration != noPTS else { return nil }
-            audio = Double(ast.pointee.duration) * rational(ast.pointee.time_base).value
+            guard let duration = ast.duration else { return nil }
+            audio = Double(duration) * Rational(ast.timeBase).value
         }
         return ReadBack(frames: entries, audio: audio, fileSize: input.fileSize)
     }
@@ -173,7 +175,7 @@ package enum Stitcher {
     private static func write(_ req: StitchRequest, to tmp: String) throws -> StitchReport {
         let name = fileName(req.outputPath)
         let fps = req.frameRate
-        let videoTB = avRational(fps.inverted)
+        let videoTB = Ratio(fps.inverted)
         let out = try OutputFile(tempPath: tmp, finalPath: req.outputPath)
 
         // The first segment fixes the codec parameters.
@@ -182,7 +184,7 @@ package enum Stitcher {
         guard codec.timeBase.num * fps.num == codec.timeBase.den * fps.den else {
             throw DubfarmError(.stitch, "\(name): segment 0 has time base \(codec.timeBase), expected 1/\(fps) (pts must be frame indices)")
         }
-        let vst = try out.addVideoStream(codec: codec, frameRate: fps, rotation: req.rotation)
+        let vst = try out.addVideoStream(parameters: VideoParameters(codec), frameRate: Ratio(fps), rotation: req.rotation)
 
         // Audio: encoded whole before muxing (a few MB of AAC packets), so it can be interleaved.
         let targetSamples = Int64((Double(req.expectedFrameCount) * Double(fps.den) * Double(req.audioSampleRate) / Double(fps.num)).rounded())
@@ -195,17 +197,16 @@ package enum Stitcher {
             fit = abs(diff) <= exactTolerance ? .exact : diff < 0 ? .padded(seconds: -diff) : .trimmed(seconds: diff)
             audio = track
         }
-        let ast = try audio.map { try out.addStream(for: $0.encoder.ctx) }
+        let ast = try audio.map { try out.addStream(for: $0) }
         try out.begin()
 
-        let audioTB = AVRational(num: 1, den: Int32(req.audioSampleRate))
         var audioNext = 0
         func writeAudio(upTo dts: Int64?) throws {
             guard let track = audio, let ast else { return }
             while audioNext < track.packets.count {
-                let p = track.packets[audioNext].p
-                if let dts, av_compare_ts(p.pointee.pts, audioTB, dts, videoTB) > 0 { return }
-                try out.write(p, stream: ast, from: audioTB)
+                let p = track.packets[audioNext]
+                if let dts, Ratio.compare(p.pts, track.timeBase, dts, videoTB) > 0 { return }
+                try out.write(p, to: ast, from: track.timeBase)
                 audioNext += 1
             }
         }
@@ -239,7 +240,7 @@ package enum Stitcher {
                 try writeAudio(upTo: p.dts)
                 // A reference into the segment file's buffer: no copy of the payload.
                 try segment.load(i, into: pkt)
-                try out.write(pkt.p, stream: vst, from: videoTB)
+                try out.write(pkt, to: vst, from: videoTB)
                 written += 1
             }
             nextFrame = hi + 1
@@ -264,98 +265,5 @@ package enum Stitcher {
         } catch let e as DubfarmError {
             throw DubfarmError(e.code == .notFound ? .stitch : e.code, "\(name): cannot read segment \(k): \(e.message)")
         }
-    }
-}
-
-/// A dub track decoded once, fitted to an exact number of samples and encoded as stereo AAC.
-final class AACTrack {
-    let encoder: CodecContext
-    var packets: [Packet] = []
-    /// The source's length in samples at the output rate.
-    private(set) var sourceSamplesAtOutputRate: Int64 = 0
-
-    init(path: String, rate: Int, bitRate: Int, targetSamples: Int64, globalHeader: Bool) throws {
-        let reader = try AudioReader(path: path, rate: rate, channels: 2, planar: true)
-        let what = reader.input.name
-        guard let enc = avcodec_find_encoder_by_name("aac") else {
-            throw DubfarmError(.configuration, "the AAC encoder is not available in this FFmpeg build")
-        }
-        encoder = CodecContext(codec: enc)
-        let c = encoder.ctx
-        c.pointee.sample_fmt = AV_SAMPLE_FMT_FLTP
-        c.pointee.sample_rate = Int32(rate)
-        av_channel_layout_default(&c.pointee.ch_layout, 2)
-        c.pointee.bit_rate = Int64(bitRate)
-        c.pointee.time_base = AVRational(num: 1, den: Int32(rate))
-        if globalHeader { c.pointee.flags |= AV_CODEC_FLAG_GLOBAL_HEADER }
-        var r = avcodec_open2(c, enc, nil)
-        guard r >= 0 else { throw DubfarmError(.configuration, "\(what): cannot open the AAC encoder at \(rate) Hz (\(avErrorString(r)))") }
-        let frameSize = Int(c.pointee.frame_size > 0 ? c.pointee.frame_size : 1024)
-
-        let frame = Frame()
-        frame.f.pointee.format = AV_SAMPLE_FMT_FLTP.rawValue
-        frame.f.pointee.sample_rate = Int32(rate)
-        av_channel_layout_default(&frame.f.pointee.ch_layout, 2)
-        frame.f.pointee.nb_samples = Int32(frameSize)
-        r = av_frame_get_buffer(frame.f, 0)
-        guard r >= 0 else { throw DubfarmError(.internalError, "\(what): cannot allocate audio buffers") }
-        let pkt = Packet()
-        var fill = 0
-        var submitted: Int64 = 0   // samples handed to the encoder
-        var taken: Int64 = 0       // samples accepted into frames (≤ targetSamples)
-
-        func drain() throws {
-            while true {
-                let r = avcodec_receive_packet(c, pkt.p)
-                if r == averrorEAGAIN || r == averrorEOF { return }
-                if r < 0 { throw DubfarmError(.internalError, "\(what): AAC encoding failed (\(avErrorString(r)))") }
-                let owned = Packet()
-                av_packet_move_ref(owned.p, pkt.p)
-                packets.append(owned)
-            }
-        }
-        func send(_ f: UnsafeMutablePointer<AVFrame>?) throws {
-            let r = avcodec_send_frame(c, f)
-            if r < 0 { throw DubfarmError(.internalError, "\(what): AAC encoding failed (\(avErrorString(r)))") }
-            try drain()
-        }
-        func emit(count: Int) throws {
-            frame.f.pointee.nb_samples = Int32(count)
-            frame.f.pointee.pts = submitted
-            try send(frame.f)
-            submitted += Int64(count)
-            fill = 0
-            let r = av_frame_make_writable(frame.f)
-            guard r >= 0 else { throw DubfarmError(.internalError, "\(what): cannot allocate audio buffers") }
-            frame.f.pointee.nb_samples = Int32(frameSize)
-        }
-        func append(_ planes: [UnsafePointer<Float>?], _ count: Int) throws {
-            var off = 0
-            while off < count && taken < targetSamples {
-                let n = min(count - off, frameSize - fill, Int(targetSamples - taken))
-                for ch in 0..<2 {
-                    let dst = UnsafeMutableRawPointer(frame.plane(ch)!).assumingMemoryBound(to: Float.self) + fill
-                    if let src = planes[ch] {
-                        dst.update(from: src + off, count: n)
-                    } else {
-                        dst.update(repeating: 0, count: n)
-                    }
-                }
-                fill += n
-                off += n
-                taken += Int64(n)
-                if fill == frameSize { try emit(count: fill) }
-            }
-        }
-
-        try reader.read { planes, n in
-            self.sourceSamplesAtOutputRate += Int64(n)
-            try append(planes.map { Optional($0) }, n)
-        }
-        if sourceSamplesAtOutputRate == 0 { throw DubfarmError(.badInput, "\(what): the audio track is empty") }
-        // Pad with silence up to the video's duration.
-        while taken < targetSamples { try append([nil, nil], Int(min(targetSamples - taken, Int64(frameSize)))) }
-        if fill > 0 { try emit(count: fill) }
-        try send(nil)
     }
 }

@@ -1,5 +1,5 @@
-import CFFmpeg
 import DubfarmCore
+import FFmpeg
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -53,7 +53,10 @@ package final class SourceVideo: @unchecked Sendable {
 
     /// The compressed packets of `window` with the codec parameters needed to decode them.
     package func bundle(for window: PacketIndex.Window) throws -> PacketBundle {
-        let range = window.packets
+        try farmErrors { try bundle(packets: window.packets) }
+    }
+
+    private func bundle(packets range: Range<Int>) throws -> PacketBundle {
         guard !range.isEmpty, range.lowerBound >= 0, range.upperBound <= index.entries.count else {
             throw DubfarmError(.internalError, "\(name): packet window \(range) lies outside the index (0..<\(index.entries.count))")
         }
@@ -107,32 +110,32 @@ package final class SourceVideo: @unchecked Sendable {
         }
         input.discardAll(except: v)
         let first = index.entries[range.lowerBound]
-        if av_seek_frame(input.ctx, Int32(v), first.dts, AVSEEK_FLAG_BACKWARD) < 0 {
-            let r = avformat_seek_file(input.ctx, -1, Int64.min, 0, 0, 0)
-            guard r >= 0 else { throw DubfarmError(.io, "\(name): cannot seek (\(avErrorString(r)))") }
-        }
+        if !input.seek(stream: v, toKeyframeBefore: first.dts) { try input.rewind() }
         let pkt = Packet()
         var out: [EncodedPacket] = []
         out.reserveCapacity(range.count)
         var started = false
         var rewound = false
         while out.count < range.count {
-            let r = av_read_frame(input.ctx, pkt.p)
-            if r < 0 {
+            let more: Bool
+            do {
+                more = try input.read(into: pkt) { $0 }
+            } catch let e as FFmpegError {
+                more = false
+                if started || rewound { throw notFound(range, e.message) }
+            }
+            if !more {
                 // The seek landed past the window (inexact index): start over from the beginning once.
                 if !started && !rewound {
                     rewound = true
-                    let s = avformat_seek_file(input.ctx, -1, Int64.min, 0, 0, 0)
-                    if s >= 0 { continue }
+                    if (try? input.rewind()) != nil { continue }
                 }
-                throw DubfarmError(.badInput, "\(name): cannot find video packets \(range) when demuxing (\(avErrorString(r))); the file changed since it was indexed")
+                throw notFound(range, "End of file")
             }
-            defer { av_packet_unref(pkt.p) }
-            guard Int(pkt.p.pointee.stream_index) == v else { continue }
-            let p = pkt.p.pointee
-            let pts = p.pts != noPTS ? p.pts : p.dts
+            guard pkt.streamIndex == v else { continue }
+            let pts = pkt.pts != noTimestamp ? pkt.pts : pkt.dts
             if !started {
-                guard pts == first.pts && (p.flags & AV_PKT_FLAG_KEY) != 0 else { continue }
+                guard pts == first.pts && pkt.isKey else { continue }
                 started = true
             }
             let e = index.entries[range.lowerBound + out.count]
@@ -141,14 +144,17 @@ package final class SourceVideo: @unchecked Sendable {
             // for them after a seek need not equal what the indexing scan derived (the index's
             // are the ones handed out).
             let mismatch: (field: String, got: Int64, expected: Int64)? =
-                p.pts != noPTS && pts != e.pts ? ("pts", pts, e.pts)
-                : Int64(p.size) != Int64(e.size) ? ("size", Int64(p.size), Int64(e.size)) : nil
+                pkt.pts != noTimestamp && pts != e.pts ? ("pts", pts, e.pts)
+                : Int64(pkt.size) != Int64(e.size) ? ("size", Int64(pkt.size), Int64(e.size)) : nil
             if let mismatch {
                 throw DubfarmError(.badInput, "\(name): video packet \(range.lowerBound + out.count) differs from the index: \(mismatch.field) \(mismatch.got), the index says \(mismatch.expected); the file changed since it was indexed")
             }
-            let data = p.size > 0 ? [UInt8](UnsafeBufferPointer(start: p.data, count: Int(p.size))) : []
-            out.append(EncodedPacket(pts: e.pts, dts: e.dts, duration: e.duration, isKey: e.isKey, data: data))
+            out.append(EncodedPacket(pts: e.pts, dts: e.dts, duration: e.duration, isKey: e.isKey, data: pkt.bytes))
         }
         return out
+    }
+
+    private func notFound(_ range: Range<Int>, _ reason: String) -> DubfarmError {
+        DubfarmError(.badInput, "\(name): cannot find video packets \(range) when demuxing (\(reason)); the file changed since it was indexed")
     }
 }

@@ -1,5 +1,5 @@
-import CFFmpeg
 import DubfarmCore
+import FFmpeg
 
 /// The worker's job: decode a segment's source packets, run the processing stage, encode exactly
 /// the segment's frames.
@@ -27,7 +27,17 @@ package enum SegmentRenderer {
                               frameRate: Rational, encoder settings: EncoderSettings, layout: VideoFrame.Layout,
                               processor: any FrameProcessor, threads: Int = 0,
                               progress: (Int) throws -> Void = { _ in }) throws -> PacketBundle {
-        _ = ffmpegSetup
+        try farmErrors {
+            try renderFrames(input: input, framePTS: framePTS, decodedFrames: decodedFrames, outputFrames: outputFrames,
+                             frameRate: frameRate, encoder: settings, layout: layout, processor: processor,
+                             threads: threads, progress: progress)
+        }
+    }
+
+    private static func renderFrames(input: PacketBundle, framePTS: [Int64], decodedFrames: Range<Int>, outputFrames: Range<Int>,
+                                     frameRate: Rational, encoder settings: EncoderSettings, layout: VideoFrame.Layout,
+                                     processor: any FrameProcessor, threads: Int,
+                                     progress: (Int) throws -> Void) throws -> PacketBundle {
         let what = "segment \(outputFrames.lowerBound)..<\(outputFrames.upperBound)"
         guard framePTS.count == decodedFrames.count else {
             throw DubfarmError(.badInput, "\(what): \(framePTS.count) frame timestamps for \(decodedFrames.count) decoded frames")
@@ -42,11 +52,13 @@ package enum SegmentRenderer {
         slotOfPTS.reserveCapacity(framePTS.count)
         for (i, p) in framePTS.enumerated() where slotOfPTS[p] == nil { slotOfPTS[p] = i }
 
-        let decoder = try Decoder(codec: input.codec, threads: threads, what: what)
+        let source = VideoParameters(input.codec)
+        let decoder = try Decoder(video: source, threads: threads, what: what)
         let converter = FrameConverter(width: input.codec.width, height: input.codec.height, what: what)
-        let encoder = try VideoEncoder(settings: settings, width: input.codec.width, height: input.codec.height,
-                                       frameRate: frameRate, sampleAspect: input.codec.sampleAspect, color: input.codec,
+        let encoder = try VideoEncoder(settings, width: input.codec.width, height: input.codec.height,
+                                       frameRate: frameRate, sampleAspect: input.codec.sampleAspect, color: source,
                                        threads: threads, globalHeader: true, what: what)
+        let layoutOut = Picture.Layout(layout)
         let encFrame = Frame()
         let decFrame = Frame()
         let pkt = Packet()
@@ -58,8 +70,8 @@ package enum SegmentRenderer {
         var nextOutput = outputFrames.lowerBound  // next frame index the encoder expects
         let maxPending = 16
 
-        func takeEncoded(_ p: UnsafeMutablePointer<AVPacket>) throws {
-            packets.append(Packet.encodedPacket(p))
+        func takeEncoded(_ p: Packet) throws {
+            packets.append(EncodedPacket(p))
             try progress(packets.count)
         }
 
@@ -68,10 +80,10 @@ package enum SegmentRenderer {
             guard vf.index == nextOutput else {
                 throw DubfarmError(.internalError, "\(what): the processing stage returned frame \(vf.index) where frame \(nextOutput) was due")
             }
-            try converter.fill(encFrame, from: vf, format: encoder.pixelFormat)
-            encFrame.f.pointee.pts = Int64(vf.index)
-            encFrame.f.pointee.pict_type = vf.index == outputFrames.lowerBound ? AV_PICTURE_TYPE_I : AV_PICTURE_TYPE_NONE
-            try encoder.encode(encFrame.f, takeEncoded)
+            try converter.fill(encFrame, from: vf.picture, pixelFormat: encoder.pixelFormat, index: vf.index)
+            encFrame.pts = Int64(vf.index)
+            encFrame.forcesKeyframe = vf.index == outputFrames.lowerBound
+            try encoder.encode(encFrame, takeEncoded)
             nextOutput += 1
         }
 
@@ -80,10 +92,8 @@ package enum SegmentRenderer {
         }
 
         func received(_ frame: Frame) throws {
-            let f = frame.f.pointee
-            let pts = f.best_effort_timestamp != noPTS ? f.best_effort_timestamp : f.pts
-            guard let slot = slotOfPTS[pts], slot >= nextSlot else { return }  // reference-only or duplicate
-            let vf = try converter.videoFrame(from: frame, layout: layout, index: decodedFrames.lowerBound + slot)
+            guard let slot = slotOfPTS[frame.presentationTime], slot >= nextSlot else { return }  // reference-only or duplicate
+            let vf = VideoFrame(try converter.picture(from: frame, layout: layoutOut), index: decodedFrames.lowerBound + slot)
             if slot == nextSlot {
                 try stage(vf)
                 nextSlot += 1
@@ -102,14 +112,16 @@ package enum SegmentRenderer {
         for p in input.packets {
             try pkt.load(p)
             do {
-                try decoder.decode(pkt.p, into: decFrame, received)
-            } catch let e as DubfarmError where e.code == .badInput {
+                try decoder.decode(pkt, into: decFrame, received)
+            } catch {
                 // Name the source frame whose packet the decoder refused (FFmpeg conceals what it
                 // can; what it refuses fails the segment, and the job, with this frame number).
-                guard let slot = framePTS.firstIndex(of: p.pts) else { throw e }
-                throw DubfarmError(.badInput, "\(what): source frame \(decodedFrames.lowerBound + slot) is damaged and cannot be decoded; \(e.message)")
+                let unusable = (error as? FFmpegError).map { $0.code == .invalidData ? $0.message : nil }
+                    ?? (error as? DubfarmError).map { $0.code == .badInput ? $0.message : nil }
+                guard let message = unusable ?? nil, let slot = framePTS.firstIndex(of: p.pts) else { throw error }
+                throw DubfarmError(.badInput, "\(what): source frame \(decodedFrames.lowerBound + slot) is damaged and cannot be decoded; \(message)")
             }
-            av_packet_unref(pkt.p)
+            pkt.unref()
         }
         try decoder.decode(nil, into: decFrame, received)
         if nextSlot < framePTS.count { throw missing(decodedFrames.lowerBound + nextSlot, what) }
@@ -130,7 +142,7 @@ package enum SegmentRenderer {
         guard packets[0].isKey else {
             throw DubfarmError(.internalError, "\(what): the encoder's first packet is not a keyframe")
         }
-        return PacketBundle(codec: encoder.outputCodecParameters(frameRate: frameRate), packets: packets)
+        return PacketBundle(codec: CodecParameters(encoder.outputParameters(frameRate: Ratio(frameRate))), packets: packets)
     }
 
     /// Renders the frames `outputFrames` of a window from ``PacketIndex/window(for:context:)``.
@@ -148,12 +160,12 @@ package enum SegmentRenderer {
     }
 }
 
-extension Packet {
-    /// A packet's contents as Swift bytes.
-    static func encodedPacket(_ p: UnsafeMutablePointer<AVPacket>) -> EncodedPacket {
-        let n = Int(p.pointee.size)
-        let data = n > 0 ? [UInt8](UnsafeBufferPointer(start: p.pointee.data, count: n)) : []
-        return EncodedPacket(pts: p.pointee.pts, dts: p.pointee.dts, duration: p.pointee.duration,
-                             isKey: (p.pointee.flags & AV_PKT_FLAG_KEY) != 0, data: data)
+extension VideoEncoder {
+    /// Opens the encoder `settings` name at the job's frame rate (pts = absolute frame index).
+    convenience init(_ settings: EncoderSettings, width: Int, height: Int, frameRate: Rational, sampleAspect: Rational,
+                     color: VideoParameters?, threads: Int, globalHeader: Bool, what: String) throws {
+        try self.init(name: settings.codec, crf: settings.crf, preset: settings.preset, pixelFormat: settings.pixelFormat,
+                      width: width, height: height, frameRate: Ratio(frameRate), sampleAspect: Ratio(sampleAspect),
+                      color: color, threads: threads, globalHeader: globalHeader, what: what)
     }
 }
