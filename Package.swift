@@ -131,7 +131,7 @@ let package = Package(
         ], swiftSettings: swiftSettings),
 
         // MARK: Tests
-        .target(name: "FarmTestSupport", dependencies: ["LocalFarm", "FarmStore", "DubfarmCore"],
+        .target(name: "FarmTestSupport", dependencies: ["LocalFarm", "FarmStore", "MediaPipeline", "DubfarmCore"],
                 path: "Tests/FarmTestSupport"),
         .testTarget(name: "DubfarmCoreTests", dependencies: ["DubfarmCore"]),
         .testTarget(name: "FarmProtocolTests", dependencies: ["FarmProtocol", "DubfarmCore"]),
@@ -140,19 +140,19 @@ let package = Package(
         .testTarget(name: "FarmStoreTests", dependencies: ["FarmStore", "FarmTestSupport"]),
         .testTarget(name: "PostgresTests", dependencies: ["Postgres", "DubfarmCore", "FarmTestSupport"]),
         .testTarget(name: "AudioFeaturesTests", dependencies: ["AudioFeatures"], exclude: ["Fixtures"]),
-        .testTarget(name: "MediaPipelineTests", dependencies: ["MediaPipeline", "DurableFiles", "DubfarmCore"]),
+        .testTarget(name: "MediaPipelineTests", dependencies: ["MediaPipeline", "DurableFiles", "DubfarmCore", "FarmTestSupport"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "VQModel", "BLAS"]),
-        .testTarget(name: "FaceAnalysisTests", dependencies: ["FaceAnalysis", "DubfarmCore", "MediaPipeline"],
+        .testTarget(name: "FaceAnalysisTests", dependencies: ["FaceAnalysis", "DubfarmCore", "MediaPipeline", "FarmTestSupport"],
                     exclude: ["Fixtures"]),
         .testTarget(name: "DubbingTests", dependencies: [
             "Dubbing", "Worker", "FaceAnalysis", "AudioFeatures", "VQModel", "MediaPipeline", "DubfarmCore", "FarmProtocol",
-            .product(name: "Logging", package: "swift-log"),
+            "FarmTestSupport", .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "WorkerTests", dependencies: ["Worker", "FarmProtocol", "DubfarmCore"]),
-        .testTarget(name: "CoordinatorTests", dependencies: ["Coordinator"]),
+        .testTarget(name: "CoordinatorTests", dependencies: ["Coordinator", "DubfarmCore", "FarmProtocol", "FarmStore"]),
         .testTarget(name: "TrainingDataTests", dependencies: [
             "TrainingData", "Dubbing", "Worker", "FaceAnalysis", "AudioFeatures", "VQModel", "MediaPipeline", "DubfarmCore",
-            "FarmProtocol", "FarmConfig", .product(name: "Logging", package: "swift-log"),
+            "FarmProtocol", "FarmConfig", "FarmTestSupport", .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "FarmMonitorTests", dependencies: ["FarmMonitor", "FarmProtocol", "DubfarmCore", "Monitoring", "FarmTestSupport"]),
         .testTarget(name: "DeployTests", dependencies: [

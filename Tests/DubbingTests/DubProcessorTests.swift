@@ -2,6 +2,7 @@ import AudioFeatures
 import DubfarmCore
 import FaceAnalysis
 import FarmProtocol
+import FarmTestSupport
 import Foundation
 import Logging
 import MediaPipeline
@@ -10,12 +11,8 @@ import VQModel
 import Worker
 @testable import Dubbing
 
-/// `../shared/media` beside the repository.
-let mediaDir: String = {
-    let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    return repo.deletingLastPathComponent().appendingPathComponent("shared/media").path
-}()
-func media(_ name: String) -> String { mediaDir + "/" + name }
+/// The shared test media (`TestMedia`, FarmTestSupport).
+func media(_ name: String) -> String { TestMedia.path(name) }
 var haveMedia: Bool {
     FileManager.default.fileExists(atPath: media("speaker-c.mp4"))
         && FileManager.default.fileExists(atPath: HaarCascade.defaultPath)

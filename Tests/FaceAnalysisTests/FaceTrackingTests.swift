@@ -1,5 +1,6 @@
 import DubfarmCore
 @testable import FaceAnalysis
+import FarmTestSupport
 import Foundation
 import Testing
 

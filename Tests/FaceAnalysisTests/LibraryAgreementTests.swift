@@ -1,5 +1,6 @@
 @testable import FaceAnalysis
 import DubfarmCore
+import FarmTestSupport
 import Foundation
 import MediaPipeline
 import Testing

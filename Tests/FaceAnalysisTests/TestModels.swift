@@ -1,4 +1,5 @@
 import FaceAnalysis
+import FarmTestSupport
 import Foundation
 
 /// Models shared by the tests, loaded once per process.

@@ -9,13 +9,9 @@ import MediaPipeline
 import Testing
 import ZeroMQ
 
-/// The shared test media (`../shared/media` beside the repository).
-let mediaDir: URL = {
-    let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    return repo.deletingLastPathComponent().appendingPathComponent("shared/media")
-}()
-func media(_ name: String) -> String { mediaDir.appendingPathComponent(name).path }
-var haveMedia: Bool { FileManager.default.fileExists(atPath: media("speaker-long.mp4")) }
+/// The shared test media (`TestMedia`, FarmTestSupport).
+func media(_ name: String) -> String { TestMedia.path(name) }
+var haveMedia: Bool { TestMedia.available }
 
 /// The `dubfarm` executable built next to this test binary.
 let dubfarmExecutable: String = {

@@ -1,5 +1,6 @@
 import DubfarmCore
 import DurableFiles
+import FarmTestSupport
 import Foundation
 import Testing
 import MediaPipeline

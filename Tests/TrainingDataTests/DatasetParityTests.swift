@@ -3,6 +3,7 @@ import DubfarmCore
 import FaceAnalysis
 import FarmConfig
 import FarmProtocol
+import FarmTestSupport
 import Foundation
 import Logging
 import MediaPipeline
@@ -12,13 +13,8 @@ import Worker
 @testable import Dubbing
 @testable import TrainingData
 
-/// `../shared/media` beside the repository (or `$DUBFARM_MEDIA`).
-let mediaDir: String = {
-    if let d = ProcessInfo.processInfo.environment["DUBFARM_MEDIA"] { return d }
-    let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    return repo.deletingLastPathComponent().appendingPathComponent("shared/media").path
-}()
-func media(_ name: String) -> String { mediaDir + "/" + name }
+/// The shared test media (`TestMedia`, FarmTestSupport).
+func media(_ name: String) -> String { TestMedia.path(name) }
 var haveMedia: Bool {
     FileManager.default.fileExists(atPath: media("speaker-c.mp4")) && FileManager.default.fileExists(atPath: HaarCascade.defaultPath)
 }

@@ -4,6 +4,6 @@ extension Dispatcher {
     /// What the connected workers can run (for `status`/`jobs` to explain work that no
     /// connected worker can take). The claim itself filters in SQL (`FarmStore.claimSegment`).
     func capabilities() -> [WorkerCapabilities] {
-        peers.values.map { WorkerCapabilities(stage: $0.hello.stage, model: $0.hello.model, threads: $0.hello.threads) }
+        peers.capabilities()
     }
 }

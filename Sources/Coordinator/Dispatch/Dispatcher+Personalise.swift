@@ -36,17 +36,13 @@ extension Dispatcher {
             if let endpoint = peer.hello.rendezvous, !members.isEmpty {
                 task.gang = TrainGang(rank: 0, size: members.count + 1, endpoint: endpoint)
             }
-            peers[id]!.training = ref
-            peers[id]!.trainingRank = 0
-            peers[id]!.lastSent = .now
+            peers.trainingSent(id, ref, rank: 0, at: .now)
             endpoint.send(to: id, WorkMessage.train(task).encode())
             if let gang = task.gang {
                 for (i, member) in members.enumerated() {
                     var part = task
                     part.gang = TrainGang(rank: i + 1, size: gang.size, endpoint: gang.endpoint)
-                    peers[member]!.training = ref
-                    peers[member]!.trainingRank = i + 1
-                    peers[member]!.lastSent = .now
+                    peers.trainingSent(member, ref, rank: i + 1, at: .now)
                     endpoint.send(to: member, WorkMessage.train(part).encode())
                 }
             }
@@ -84,19 +80,19 @@ extension Dispatcher {
 
     /// The connected worker called `name`.
     func identity(of name: String) -> [UInt8]? {
-        peers.first { $0.value.hello.name == name }?.key
+        peers.identity(of: name)
     }
 
     /// The other workers that can personalise, by name.
     func personaliseCandidates(except id: [UInt8]) -> [PersonalisationPlacement.Worker] {
-        peers.values.filter { $0.identity != id && $0.hello.canPersonalise }.sorted { $0.hello.name < $1.hello.name }.map(placement)
+        peers.all.filter { $0.identity != id && $0.hello.canPersonalise }.sorted { $0.hello.name < $1.hello.name }.map(placement)
     }
 
     /// Tells the members (ranks 1…) of job `job`'s fine-tune to stop: its lease holder is gone
     /// or done. They stay busy until they say they left (TRAIN-LEFT).
     func dismissGang(of job: JobID) {
-        for (id, p) in peers where p.training?.job == job && p.trainingRank > 0 {
-            endpoint.send(to: id, WorkMessage.cancelTrain(p.training!).encode())
+        for p in peers.gangMembers(of: job) {
+            endpoint.send(to: p.identity, WorkMessage.cancelTrain(p.training!).encode())
         }
     }
 
@@ -129,9 +125,9 @@ extension Dispatcher {
             // Its job ended or another lease took over: stop it.
             endpoint.send(to: id, WorkMessage.cancelTrain(ref).encode())
             logger.notice("told a worker to stop a personalisation whose lease is not current", metadata: ["job": .stringConvertible(ref.job)])
-        } else if peers[id] != nil, peers[id]!.training == nil, peers[id]!.task == nil {
+        } else {
             // A worker still training from before this coordinator started: its lease is current, keep it.
-            peers[id]!.training = ref
+            peers.trainingResumed(id, ref)
         }
     }
 
@@ -223,10 +219,8 @@ extension Dispatcher {
     /// The worker is free again: look for work for it. When it held the lease, the gang's
     /// members are told to stop (on success they have already left).
     private func finishTraining(_ id: [UInt8], _ ref: TrainRef) async {
-        guard peers[id]?.training == ref else { return }
-        if peers[id]!.trainingRank == 0 { dismissGang(of: ref.job) }
-        peers[id]!.training = nil
-        peers[id]!.trainingRank = 0
+        guard let rank = peers.finishTraining(id, ref) else { return }
+        if rank == 0 { dismissGang(of: ref.job) }
         if !draining { await dispatch(to: id) }
     }
 

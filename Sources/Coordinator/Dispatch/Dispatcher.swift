@@ -17,29 +17,7 @@ actor Dispatcher {
     let executor: ThreadExecutor
     nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 
-    struct Peer {
-        let identity: [UInt8]
-        var hello: WorkerHello
-        var lastHeard: ContinuousClock.Instant
-        var lastSent: ContinuousClock.Instant
-        var task: TaskRef?
-        var taskStarted: ContinuousClock.Instant?
-        /// Frames the current task must return.
-        var taskFrames = 0
-        var framesDone = 0
-        var segmentsDone = 0
-        var totalFrames = 0
-        var connectedAt = Date()
-        var lastSeenDate = Date()
-        /// The job it is fine-tuning the model for (`personalise`), if any.
-        var training: TrainRef?
-        /// Its rank in that fine-tune: 0 holds the lease; 1… joined it (data-parallel).
-        var trainingRank = 0
-        /// Personalised weights sent to it (by SHA-256): it has them in its cache.
-        var weightsSent: Set<String> = []
-        /// Neither a segment nor a fine-tune.
-        var isIdle: Bool { task == nil && training == nil }
-    }
+    typealias Peer = WorkerTable.Peer
 
     let config: FarmConfiguration
     let store: FarmStore
@@ -47,12 +25,10 @@ actor Dispatcher {
     let endpoint: RouterEndpoint
     let logger: Logger
     let onJobReady: @Sendable (JobID) -> Void
-    var peers: [[UInt8]: Peer] = [:]
-    /// Idle workers a segment is being claimed and cut for. The actor is re-entered while the
-    /// database answers; without this, a tick and a READY could both claim for the same idle
-    /// worker, and one of the two leases would be handed straight back.
-    var claiming: Set<[UInt8]> = []
-    var jobs: [JobID: JobMedia] = [:]
+    /// The connected workers and what each is doing.
+    var peers = WorkerTable()
+    /// Open media and result logs of the jobs being worked on.
+    var jobs = JobCache<JobMedia, ResultLog>()
     var draining = false
     /// Who is lost, who needs a heartbeat, when leases are renewed and swept.
     var liveness: Liveness
@@ -61,10 +37,6 @@ actor Dispatcher {
     struct PendingCompletion: Sendable {
         var request: FarmStore.CompletionRequest
         var log: ResultLog
-    }
-    /// A result whose record could not be made durable: it is not committed.
-    struct ResultNotDurable: Error {
-        var underlying: any Error
     }
     /// Completions (each with the worker's next claim) are group-committed on this actor's
     /// thread: the results that arrive while one commit is in flight share the next one (one
@@ -100,41 +72,16 @@ actor Dispatcher {
         }
     }
 
-    /// One group commit: the records first, then the database that references them. One flush
-    /// covers every record of the batch written to the same log.
+    /// One group commit (``CompletionCommit``): the records first, then the database that
+    /// references them.
     private func commit(_ batch: [PendingCompletion]) async -> [Result<FarmStore.CompletionReply, any Error>] {
-        var failed: [ObjectIdentifier: any Error] = [:]
-        var synced: Set<ObjectIdentifier> = []
-        for pending in batch where synced.insert(ObjectIdentifier(pending.log)).inserted {
-            do { try pending.log.sync() } catch { failed[ObjectIdentifier(pending.log)] = error }
-        }
-        // Only durable records are committed; the replies come back in the batch's order.
-        var committed = await commit(batch.filter { failed[ObjectIdentifier($0.log)] == nil }.map(\.request)).makeIterator()
-        return batch.map { pending in
-            if let error = failed[ObjectIdentifier(pending.log)] { return .failure(ResultNotDurable(underlying: error)) }
-            return committed.next()!
-        }
+        let store = self.store, leaseSeconds = config.leaseSeconds
+        return await CompletionCommit.commit(batch.map { ($0.request, $0.log) }, sync: { try $0.sync() },
+                                             transaction: { try await store.completeSegments($0, leaseSeconds: leaseSeconds) },
+                                             isUnreachable: Self.isUnreachable)
     }
 
-    /// Commits `requests` in one transaction; when one of them makes it fail, commits them one
-    /// by one so only that one fails.
-    private func commit(_ requests: [FarmStore.CompletionRequest]) async -> [Result<FarmStore.CompletionReply, any Error>] {
-        guard !requests.isEmpty else { return [] }
-        let leaseSeconds = config.leaseSeconds
-        do {
-            return try await store.completeSegments(requests, leaseSeconds: leaseSeconds).map { .success($0) }
-        } catch let e as DubfarmError where e.code == .unreachable || requests.count == 1 {
-            return requests.map { _ in .failure(e) }
-        } catch {
-            var replies: [Result<FarmStore.CompletionReply, any Error>] = []
-            for request in requests {
-                do { replies.append(.success(try await store.completeSegments([request], leaseSeconds: leaseSeconds)[0])) } catch {
-                    replies.append(.failure(error))
-                }
-            }
-            return replies
-        }
-    }
+    static func isUnreachable(_ error: any Error) -> Bool { (error as? DubfarmError)?.code == .unreachable }
 
     // MARK: Messages
 
@@ -151,7 +98,7 @@ actor Dispatcher {
             await register(id, hello)
             return
         }
-        guard peers[id] != nil else {
+        guard let peer = peers[id] else {
             // Not registered (this coordinator restarted, or the worker was presumed dead). Results
             // are still judged by their lease token; the worker says READY again once it notices
             // that nobody answers its heartbeats.
@@ -162,28 +109,20 @@ actor Dispatcher {
             await handle(message, from: id, workerName: nil)
             return
         }
-        peers[id]!.lastHeard = now
-        peers[id]!.lastSeenDate = Date()
-        await handle(message, from: id, workerName: peers[id]!.hello.name)
+        peers.heard(id, at: now)
+        await handle(message, from: id, workerName: peer.hello.name)
     }
 
     private func register(_ id: [UInt8], _ hello: WorkerHello) async {
         var log = logger
         log[metadataKey: "worker"] = .string(hello.name)
+        let connection = peers.connect(id, hello, now: .now)
+        var peer = connection.peer
+        let existing = connection.existing
         // A worker that restarted under the same name replaces its old self.
-        for (other, peer) in peers where peer.hello.name == hello.name && other != id {
-            peers[other] = nil
-            await releaseLeases(of: peer.hello.name, reason: "worker \(hello.name) reconnected as a new process")
+        for old in connection.replaced {
+            await releaseLeases(of: old.hello.name, reason: "worker \(hello.name) reconnected as a new process")
         }
-        let existing = peers[id]
-        var peer = Peer(identity: id, hello: hello, lastHeard: .now, lastSent: .now,
-                        task: existing?.task, taskStarted: existing?.taskStarted)
-        peer.connectedAt = existing?.connectedAt ?? Date()
-        peer.training = existing?.training
-        peer.trainingRank = existing?.trainingRank ?? 0
-        peer.weightsSent = existing?.weightsSent ?? []
-        peer.segmentsDone = existing?.segmentsDone ?? 0
-        peer.totalFrames = existing?.totalFrames ?? 0
         if let busy = hello.busyWith {
             // Still working on a segment from before a reconnect or a coordinator restart: keep
             // the lease if it is still the segment's current one.
@@ -224,12 +163,12 @@ actor Dispatcher {
             peer.training = nil
             peer.trainingRank = 0
         }
-        peers[id] = peer
+        peers.store(peer)
         do {
             try await store.workerSeen(WorkerInfo(name: hello.name, host: hello.host, threads: hello.threads,
                                                   model: hello.model, capabilities: ["stage": hello.stage]))
             try await store.setWorkerState(hello.name, peer.isIdle ? .idle : .busy, segment: peer.task?.segment, stage: hello.stage)
-            persisted[hello.name] = (peer.isIdle ? .idle : .busy, peer.task?.segment)
+            peers.persisted([.init(name: hello.name, state: peer.isIdle ? .idle : .busy, segment: peer.task?.segment)])
         } catch {
             log.warning("could not record worker: \(error)")
         }
@@ -255,13 +194,13 @@ actor Dispatcher {
         case .trainLeft(let ref, let error):
             await trainLeft(ref, error: error, from: id, workerName: workerName)
         case .disconnect(let reason):
-            guard let peer = peers.removeValue(forKey: id) else { return }
+            guard let peer = peers.remove(id) else { return }
             logger.info("worker disconnected: \(reason)", metadata: ["worker": .string(peer.hello.name)])
             await releaseLeases(of: peer.hello.name, reason: "worker \(peer.hello.name) disconnected: \(reason)")
             try? await store.setWorkerState(peer.hello.name, .gone)
         case .progress(let ref, let done, _):
             if (try? await store.reportProgress(ref.segment, token: ref.token, framesDone: done)) == true {
-                peers[id]?.framesDone = done
+                peers.progress(id, framesDone: done)
             }
         case .result(let ref, let output, let stats):
             await accept(ref, output: output, stats: stats, from: id, workerName: workerName)
@@ -273,20 +212,14 @@ actor Dispatcher {
     /// The worker is free again: hand it `next` (a segment claimed together with its result) or
     /// look for work.
     private func finishTask(_ id: [UInt8], _ ref: TaskRef, frames: Int, next: ClaimedSegment? = nil) async {
-        guard var peer = peers[id], peer.task == ref else {
+        guard peers.finish(id, ref, frames: frames) else {
             if let next { _ = try? await store.releaseLease(next.ref, token: next.token, reason: "worker went away", actor: name) }
             return
         }
-        peer.task = nil
-        peer.taskStarted = nil
-        peer.framesDone = 0
-        peer.segmentsDone += 1
-        peer.totalFrames += frames
-        peers[id] = peer
         if let next {
-            claiming.insert(id)
+            peers.beginClaim(all: [id])
             await send(next, to: id)
-            claiming.remove(id)
+            peers.endClaim(id)
         } else if !draining {
             await dispatch(to: id)
         }
@@ -308,7 +241,7 @@ actor Dispatcher {
         // are never overwritten, and only the one the database accepts is ever read. The write
         // lands in the page cache; the group commit flushes the log before the database may
         // reference the record.
-        if resultLogs[ref.segment.job] == nil, let job = try? await store.job(ref.segment.job), job.state != .running {
+        if !jobs.hasLog(ref.segment.job), let job = try? await store.job(ref.segment.job), job.state != .running {
             // A late result for a job that no longer takes any (stitched, failed, cancelled):
             // stale by definition, and writing it would bring back the job's results directory.
             log.warning("rejected a result for job \(ref.segment.job), which is \(job.state)", metadata: ["token": .stringConvertible(ref.token)])
@@ -318,7 +251,7 @@ actor Dispatcher {
         let record: ResultRecord
         let resultLog: ResultLog
         do {
-            resultLog = try self.resultLog(for: ref.segment.job)
+            resultLog = try jobs.log(for: ref.segment.job) { try MediaStore.openResultLog(media.resultLog(ref.segment.job)) }
             record = try resultLog.write(output, segment: ref.segment.index, token: ref.token)
         } catch {
             await resultNotStored(ref, error, from: id, log: log)
@@ -354,7 +287,7 @@ actor Dispatcher {
                 FarmMetrics.shared.segmentCompleted(frames: stats.frames, seconds: stats.totalSeconds)
                 if outcome.allDone {
                     // Closed now, so the space is freed as soon as the stitch removes the log.
-                    resultLogs[ref.segment.job] = nil
+                    jobs.closeLog(ref.segment.job)
                     onJobReady(ref.segment.job)
                 }
             case .failure(let rejection):
@@ -368,7 +301,7 @@ actor Dispatcher {
             }
             await finishTask(id, ref, frames: stats.frames, next: next)
             return
-        } catch let e as ResultNotDurable {
+        } catch let e as CompletionCommit.ResultNotDurable {
             await resultNotStored(ref, e.underlying, from: id, log: log)
             return
         } catch let e as DubfarmError where e.code == .unreachable && attempt < 5 {
@@ -416,7 +349,7 @@ actor Dispatcher {
                     if outcome.jobFailed {
                         log.error("job failed: segment \(ref.segment.index) is out of attempts")
                         cancel(outcome.cancelledLeases)
-                        jobs[ref.segment.job] = nil
+                        jobs.closeMedia(ref.segment.job)
                     }
                 case .failure(let rejection):
                     log.notice("ignored a failure report: \(rejection)")
@@ -441,7 +374,7 @@ actor Dispatcher {
     /// Offers work to every idle worker (new jobs planned, backoffs expired).
     func dispatchAll() async {
         guard !draining else { return }
-        var idle = peers.values.filter { $0.isIdle && !claiming.contains($0.identity) }.map(\.identity)
+        var idle = peers.idleUnclaimed()
         // Workers that can personalise look for a fine-tune first, one by one (they are few),
         // GPU workers before the others.
         let capable = idle.compactMap { peers[$0] }.filter(\.hello.canPersonalise)
@@ -453,8 +386,8 @@ actor Dispatcher {
             for id in idle { await dispatch(to: id) }
             return
         }
-        claiming.formUnion(idle)
-        defer { claiming.subtract(idle) }
+        peers.beginClaim(all: idle)
+        defer { peers.endClaim(all: idle) }
         // Many idle workers (a job starts, workers join): one round trip claims for all of them.
         let requests = idle.map { id in
             FarmStore.ClaimRequest(worker: peers[id]!.hello.name, stage: peers[id]!.hello.stage, model: peers[id]!.hello.model)
@@ -475,9 +408,8 @@ actor Dispatcher {
     }
 
     func dispatch(to id: [UInt8]) async {
-        guard !draining, let peer = peers[id], peer.isIdle, !claiming.contains(id) else { return }
-        claiming.insert(id)
-        defer { claiming.remove(id) }
+        guard !draining, let peer = peers[id], peers.beginClaim(id) else { return }
+        defer { peers.endClaim(id) }
         if peer.hello.canPersonalise, !PersonalisationPlacement.defers(placement(peer), to: personaliseCandidates(except: id)) {
             do {
                 if let claim = try await store.claimPersonalisation(worker: peer.hello.name, leaseSeconds: config.leaseSeconds) {
@@ -517,14 +449,10 @@ actor Dispatcher {
                 // The job's personalised weights go first; the worker keeps them by their hash.
                 let bytes = try MediaStore.read(media.weights(sha))
                 endpoint.send(to: id, WorkMessage.weights(sha256: sha, bytes: bytes).encode())
-                peers[id]!.weightsSent.insert(sha)
+                _ = peers.weightsSent(id, sha)
                 log.info("personalised weights sent", metadata: ["weights": .string(sha), "bytes": .stringConvertible(bytes.count)])
             }
-            peers[id]!.task = ref
-            peers[id]!.taskStarted = .now
-            peers[id]!.taskFrames = claim.frames.count
-            peers[id]!.framesDone = 0
-            peers[id]!.lastSent = .now
+            peers.taskSent(id, ref, frames: claim.frames.count, at: .now)
             endpoint.send(to: id, WorkMessage.task(task).encode())
             FarmMetrics.shared.taskSent(worker: claim.worker)
             log.debug("task sent", metadata: ["attempt": .stringConvertible(claim.attempt), "packets": .stringConvertible(task.input.packets.count)])
@@ -535,51 +463,25 @@ actor Dispatcher {
             let e = error as? DubfarmError ?? DubfarmError(.io, "\(error)")
             _ = try? await store.failSegment(claim.ref, token: claim.token, error: e.message, code: e.code, policy: config.retry)
             FarmMetrics.shared.segmentFailed(reason: e.code.rawValue)
-            jobs[claim.ref.job] = nil
+            jobs.closeMedia(claim.ref.job)
         }
     }
 
-    /// Open result logs of the jobs being worked on (closed with their ``JobMedia``).
-    var resultLogs: [JobID: ResultLog] = [:]
     /// Each worker's messages in flight, handled in the order it sent them (``serve(_:)``).
     var deliveries = PeerOrderedDelivery<[UInt8]>()
 
-    /// The result log of `job`, opened (and created) on first use.
-    private func resultLog(for job: JobID) throws -> ResultLog {
-        if let log = resultLogs[job] { return log }
-        let log = try MediaStore.openResultLog(media.resultLog(job))
-        if resultLogs.count >= 16, let idle = resultLogs.keys.first(where: { jobs[$0] == nil }) { resultLogs[idle] = nil }
-        resultLogs[job] = log
-        return log
-    }
-
+    /// Cuts the task for `claim` from its job's media (opened on first use).
     private func buildTask(_ claim: ClaimedSegment, _ ref: TaskRef) async throws -> TaskAssignment {
+        let job = claim.ref.job
         let jm: JobMedia
-        if let cached = jobs[claim.ref.job] {
+        if let cached = jobs.media(for: job, now: .now) {
             jm = cached
         } else {
-            guard let job = try await store.job(claim.ref.job) else {
-                throw DubfarmError(.notFound, "job \(claim.ref.job) vanished")
-            }
-            jm = try JobMedia(job: job, store: media, defaultStage: config.defaultStage)
-            if jobs.count >= 8, let oldest = jobs.min(by: { $0.value.lastUsed < $1.value.lastUsed }) { jobs[oldest.key] = nil }
-            jobs[claim.ref.job] = jm
+            guard let record = try await store.job(job) else { throw DubfarmError(.notFound, "job \(job) vanished") }
+            jm = try JobMedia(job: record, store: media, defaultStage: config.defaultStage)
+            jobs.insert(media: jm, for: job, now: .now)
         }
-        jm.lastUsed = .now
-        let (bundle, window) = try SegmentCutter.cut(jm.source, frames: claim.frames, context: config.contextFrames)
-        // Only stages that read the dub track get its PCM (tens of kilobytes per task).
-        let stage = StageCatalog.stage(jm.stage)
-        let audio: AudioWindow
-        if stage?.usesAudio ?? true {
-            let samples = SegmentPlanner.audioSamples(for: window.decodedFrames, frameRate: jm.frameRate, marginSeconds: config.audioMarginSeconds)
-            audio = try jm.audioWindow(samples)
-        } else {
-            audio = AudioWindow(startSample: 0, samples: [])
-        }
-        return TaskAssignment(ref: ref, stage: jm.stage, outputFrames: claim.frames, decodedFrames: window.decodedFrames,
-                              framePTS: window.framePTS, frameRate: jm.frameRate, encoder: jm.encoder, input: bundle,
-                              audio: audio, sourceFace: stage?.usesFace ?? true ? jm.face : nil, model: jm.model,
-                              weights: jm.weights)
+        return try jm.assignment(for: claim, ref: ref, contextFrames: config.contextFrames, audioMarginSeconds: config.audioMarginSeconds)
     }
 
     // MARK: Liveness
@@ -594,15 +496,16 @@ actor Dispatcher {
     func tick() async {
         let now = ContinuousClock.now
         defer { noteStall(since: now) }
-        for (id, peer) in peers {
+        for peer in Array(peers.all) {
+            let id = peer.identity
             switch liveness.verdict(lastHeard: peer.lastHeard, lastSent: peer.lastSent, now: now) {
             case .lost:
-                peers[id] = nil
+                _ = peers.remove(id)
                 logger.warning("worker lost: no heartbeat for \(config.livenessTimeout) s", metadata: ["worker": .string(peer.hello.name)])
                 await releaseLeases(of: peer.hello.name, reason: "worker \(peer.hello.name) lost (no heartbeat for \(config.livenessTimeout) s)")
                 try? await store.setWorkerState(peer.hello.name, .lost)
             case .heartbeatDue:
-                peers[id]!.lastSent = now
+                peers.heartbeatSent(id, at: now)
                 endpoint.send(to: id, WorkMessage.heartbeat.encode())
             case .fine:
                 break
@@ -611,13 +514,13 @@ actor Dispatcher {
         await persistWorkerStates()
         let (renew, sweepDue) = liveness.housekeeping(now: now)
         if renew {
-            for peer in peers.values where peer.task != nil {
+            for peer in peers.all where peer.task != nil {
                 _ = try? await store.renewLeases(worker: peer.hello.name, seconds: config.leaseSeconds)
             }
-            for peer in peers.values where peer.training != nil {
+            for peer in peers.all where peer.training != nil {
                 _ = try? await store.renewPersonalisations(worker: peer.hello.name, seconds: config.leaseSeconds)
             }
-            try? await store.touchWorkers(peers.values.map(\.hello.name))
+            try? await store.touchWorkers(peers.all.map(\.hello.name))
         }
         if sweepDue {
             // Leases nobody renews (their worker never came back after a coordinator restart).
@@ -627,33 +530,22 @@ actor Dispatcher {
             if let expired = try? await store.expirePersonalisations(actor: name), !expired.isEmpty {
                 logger.warning("expired abandoned personalisation lease(s) of job(s) \(expired.map(\.description).joined(separator: ", "))")
             }
-            for (job, jm) in jobs where now - jm.lastUsed > .seconds(120) {
-                jobs[job] = nil
-                resultLogs[job] = nil
-            }
+            jobs.sweep(now: now)
         }
         await dispatchAll()
     }
 
-    /// Worker states as last written to the database, so `tick()` writes only changes (kept out
-    /// of the per-segment path: the live state is here, the table is for history and dashboards).
-    private var persisted: [String: (WorkerStatus, SegmentRef?)] = [:]
-
+    /// Writes the worker states that changed (kept out of the per-segment path: the live state
+    /// is in ``peers``, the table is for history and dashboards).
     private func persistWorkerStates() async {
-        var changed: [FarmStore.WorkerStateUpdate] = []
-        for peer in peers.values {
-            let state: WorkerStatus = peer.isIdle ? (draining ? .draining : .idle) : .busy
-            let current = peer.task?.segment
-            if let p = persisted[peer.hello.name], p.0 == state, p.1 == current { continue }
-            changed.append(.init(name: peer.hello.name, state: state, segment: current))
-        }
+        let changed = peers.stateChanges(draining: draining)
         guard !changed.isEmpty else { return }
         // One statement for all of them: with many workers, each finishing a segment every
         // second, a durable transaction per worker and segment would take most of the store's
         // connection away from claims and completions.
         do {
             try await store.setWorkerStates(changed, actor: name)
-            for u in changed { persisted[u.name] = (u.state, u.segment) }
+            peers.persisted(changed)
         } catch {
             logger.warning("could not record the state of \(changed.count) worker(s): \(error)")
         }
@@ -680,16 +572,15 @@ actor Dispatcher {
     func cancel(_ leases: [LeasedSegment]) {
         for lease in leases {
             let ref = TaskRef(segment: lease.ref, token: lease.token)
-            for (id, peer) in peers where peer.task == ref {
-                endpoint.send(to: id, WorkMessage.cancel(ref).encode())
+            for peer in peers.holders(of: ref) {
+                endpoint.send(to: peer.identity, WorkMessage.cancel(ref).encode())
                 logger.info("cancel sent", metadata: ["worker": .string(peer.hello.name), "segment": .stringConvertible(lease.ref)])
             }
         }
     }
 
     func forget(job: JobID) {
-        jobs[job] = nil
-        resultLogs[job] = nil
+        jobs.close(job)
     }
 
     // MARK: Shutdown
@@ -697,34 +588,23 @@ actor Dispatcher {
     /// Stops handing out work; returns how many segments are still being processed.
     func drain() -> Int {
         draining = true
-        return peers.values.filter { !$0.isIdle }.count
+        return peers.busyCount
     }
 
     /// Says goodbye to every worker (they keep their segments and report to the next coordinator).
     func goodbye() {
-        for id in peers.keys { endpoint.send(to: id, WorkMessage.disconnect(reason: "coordinator stopping").encode()) }
+        for id in peers.identities { endpoint.send(to: id, WorkMessage.disconnect(reason: "coordinator stopping").encode()) }
     }
 
     // MARK: Views
 
     func workerViews() -> [WorkerView] {
-        let now = ContinuousClock.now
-        return peers.values.sorted { $0.hello.name < $1.hello.name }.map { p in
-            let ago = now - p.lastHeard
-            return WorkerView(name: p.hello.name, host: p.hello.host, state: p.isIdle ? (draining ? "draining" : "idle") : "busy",
-                              threads: p.hello.threads, stage: p.hello.stage, model: p.hello.model,
-                              current: p.task.map { "\($0.segment.job)/\($0.segment.index)" } ?? p.training.map { "\($0.job)/personalise" },
-                              connectedAt: p.connectedAt,
-                              lastSeen: Date().addingTimeInterval(-ago.seconds), segmentsDone: p.segmentsDone,
-                              framesDone: p.totalFrames + p.framesDone)
-        }
+        peers.views(now: .now, draining: draining)
     }
 
     /// Frames in progress per leased segment (for job progress).
     func inFlight() -> [SegmentRef: Int] {
-        var out: [SegmentRef: Int] = [:]
-        for p in peers.values { if let t = p.task { out[t.segment] = p.framesDone } }
-        return out
+        peers.inFlight()
     }
 }
 

@@ -1,4 +1,5 @@
 import DubfarmCore
+import FarmProtocol
 import FarmStore
 import Foundation
 import MediaPipeline
@@ -18,7 +19,6 @@ final class JobMedia {
     let model: String?
     /// SHA-256 of the job's personalised weights, if it has them.
     let weights: String?
-    var lastUsed = ContinuousClock.now
 
     init(job: JobRecord, store: MediaStore, defaultStage: String) throws {
         self.job = job.id
@@ -45,6 +45,25 @@ final class JobMedia {
 }
 
 extension JobMedia {
+    /// The task for `claim` under `ref`: the source packets of its frames with `contextFrames`
+    /// around them (read straight from the file), and the inputs its stage reads.
+    func assignment(for claim: ClaimedSegment, ref: TaskRef, contextFrames: Int, audioMarginSeconds: Double) throws -> TaskAssignment {
+        let (bundle, window) = try SegmentCutter.cut(source, frames: claim.frames, context: contextFrames)
+        // Only stages that read the dub track get its PCM (tens of kilobytes per task).
+        let spec = StageCatalog.stage(stage)
+        let audio: AudioWindow
+        if spec?.usesAudio ?? true {
+            let samples = SegmentPlanner.audioSamples(for: window.decodedFrames, frameRate: frameRate, marginSeconds: audioMarginSeconds)
+            audio = try audioWindow(samples)
+        } else {
+            audio = AudioWindow(startSample: 0, samples: [])
+        }
+        return TaskAssignment(ref: ref, stage: stage, outputFrames: claim.frames, decodedFrames: window.decodedFrames,
+                              framePTS: window.framePTS, frameRate: frameRate, encoder: encoder, input: bundle,
+                              audio: audio, sourceFace: spec?.usesFace ?? true ? face : nil, model: model,
+                              weights: weights)
+    }
+
     /// The 16 kHz samples `range` of the dub track; silence outside the track.
     func audioWindow(_ range: Range<Int64>) throws -> AudioWindow {
         var samples = [Float](repeating: 0, count: range.count)
