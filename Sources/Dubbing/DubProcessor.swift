@@ -66,11 +66,18 @@ package final class DubProcessor: FrameProcessor {
     var modelInputsObserver: ((Int, ModelInputs) -> Void)?
 
     package func process(_ frame: VideoFrame) throws -> [VideoFrame] {
-        try release(track { tracker.push(frame) }, all: false)
+        // Faces are looked for, and the model run, in the picture as a player shows it; the
+        // frame goes back in the input's own orientation (the output keeps the rotation).
+        let upright = context.rotation == 0 ? frame : frame.rotated(by: context.rotation)
+        return try turnedBack(release(track { tracker.push(upright) }, all: false))
     }
 
     package func flush() throws -> [VideoFrame] {
-        try release(track { tracker.flush() }, all: true)
+        try turnedBack(release(track { tracker.flush() }, all: true))
+    }
+
+    private func turnedBack(_ frames: [VideoFrame]) -> [VideoFrame] {
+        context.rotation == 0 ? frames : frames.map { $0.rotated(by: -context.rotation) }
     }
 
     /// Queues newly tracked frames and renders the queue once it holds a frame for every

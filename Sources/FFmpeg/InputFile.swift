@@ -194,16 +194,19 @@ package final class InputFile {
     package func stream(_ i: Int) -> StreamInfo { StreamInfo(avStream(i)) }
     func avStream(_ i: Int) -> UnsafeMutablePointer<AVStream> { ctx.pointee.streams[i]! }
 
-    /// The first real video stream (cover art excluded), if any.
-    package func videoStreamIndex() -> Int? {
-        for i in 0..<streamCount {
+    /// The real video streams (cover art excluded), in file order.
+    package func videoStreamIndices() -> [Int] {
+        (0..<streamCount).filter { i in
             let s = avStream(i)
-            if s.pointee.codecpar.pointee.codec_type == AVMEDIA_TYPE_VIDEO
-                && (s.pointee.disposition & AV_DISPOSITION_ATTACHED_PIC) == 0 {
-                return i
-            }
+            return s.pointee.codecpar.pointee.codec_type == AVMEDIA_TYPE_VIDEO && (s.pointee.disposition & AV_DISPOSITION_ATTACHED_PIC) == 0
         }
-        return nil
+    }
+
+    /// The video stream a player shows: the one marked default when several are, else the first
+    /// real video stream (cover art excluded), if any.
+    package func videoStreamIndex() -> Int? {
+        let video = videoStreamIndices()
+        return video.first { (avStream($0).pointee.disposition & AV_DISPOSITION_DEFAULT) != 0 } ?? video.first
     }
 
     /// The best audio stream, if any.

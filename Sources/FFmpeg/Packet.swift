@@ -30,6 +30,9 @@ package final class Packet {
     }
     package var duration: Int64 { p.pointee.duration }
     package var isKey: Bool { (p.pointee.flags & AV_PKT_FLAG_KEY) != 0 }
+    /// The container hides the frame (an edit list trims it): decoders need it as a reference
+    /// but do not output it.
+    package var isDiscarded: Bool { (p.pointee.flags & AV_PKT_FLAG_DISCARD) != 0 }
     /// The demuxer found the packet damaged or cut short.
     package var isCorrupt: Bool { (p.pointee.flags & AV_PKT_FLAG_CORRUPT) != 0 }
     /// Byte position in the file, -1 when the container does not say.

@@ -4,8 +4,8 @@ import Foundation
 /// Protocol names and versions: the first frame of every message.
 package enum ProtocolName {
     /// Coordinator ↔ worker (binary headers since version 2; personalisation since 3; its
-    /// data-parallel gang and TRAIN-LEFT since 4: docs/protocol.md).
-    package static let work = "DUBFARM-WORK/4"
+    /// data-parallel gang and TRAIN-LEFT since 4; the video's rotation in TASK since 5: docs/protocol.md).
+    package static let work = "DUBFARM-WORK/5"
     /// CLI ↔ coordinator.
     package static let control = "DUBFARM-CTL/1"
 }

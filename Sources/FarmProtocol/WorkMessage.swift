@@ -91,10 +91,14 @@ package struct TaskAssignment: Sendable, Hashable {
     /// SHA-256 (hex) of the job's personalised weights (`submit --personalise`), which the
     /// coordinator sent in a WEIGHTS message before; nil: the worker's own weights.
     package var weights: String?
+    /// The video's display rotation in degrees counter-clockwise (0, 90, 180 or 270): a stage
+    /// that looks for faces turns frames upright first (`VideoFrame.rotated(by:)`). The output
+    /// keeps the input's pixels' orientation; the stitch keeps the rotation.
+    package var rotation: Int
 
     package init(ref: TaskRef, stage: String, outputFrames: Range<Int>, decodedFrames: Range<Int>, framePTS: [Int64],
                 frameRate: Rational, encoder: EncoderSettings, input: PacketBundle, audio: AudioWindow,
-                sourceFace: [UInt8]? = nil, model: String? = nil, weights: String? = nil) {
+                sourceFace: [UInt8]? = nil, model: String? = nil, weights: String? = nil, rotation: Int = 0) {
         self.ref = ref
         self.stage = stage
         self.outputFrames = outputFrames
@@ -107,6 +111,7 @@ package struct TaskAssignment: Sendable, Hashable {
         self.sourceFace = sourceFace
         self.model = model
         self.weights = weights
+        self.rotation = rotation
     }
 }
 
@@ -127,7 +132,7 @@ package struct FailureReport: Codable, Sendable, Hashable {
 
 /// A message between the coordinator's work endpoint and a worker.
 ///
-/// On the wire: `[DUBFARM-WORK/4, COMMAND, header, payload frames…]`, the header in binary
+/// On the wire: `[DUBFARM-WORK/5, COMMAND, header, payload frames…]`, the header in binary
 /// (see `WorkHeaders.swift`; version 1 had JSON headers; version 3 added personalisation:
 /// `PersonaliseMessages.swift`; version 4 data-parallel personalisation: TRAIN's gang, TRAIN-LEFT).
 /// Any message counts as a heartbeat.
@@ -204,6 +209,7 @@ package enum WorkMessage: Sendable, Hashable {
             h.bool(t.sourceFace != nil)
             h.optionalString(t.model)
             h.optionalString(t.weights)
+            h.u16(UInt16(((t.rotation % 360) + 360) % 360))
             frames.append(h.bytes)
             frames.append(t.input.encoded())
             var w = ByteWriter(capacity: t.audio.samples.count * 4 + 8)
@@ -315,12 +321,15 @@ package enum WorkMessage: Sendable, Hashable {
                  framePTS: try (0..<(try r.count(minElementSize: 8, max: 1 << 24))).map { _ in try r.i64() },
                  frameRate: try Rational.read(&r), encoder: try EncoderSettings.read(&r), audioStart: try r.i64(),
                  hasFace: try r.bool(), model: try r.optionalString(max: maxNameBytes),
-                 weights: try r.optionalString(max: maxNameBytes))
+                 weights: try r.optionalString(max: maxNameBytes), rotation: Int(try r.u16()))
             }
             guard h.outputStart >= 0, h.outputStart < h.outputEnd, h.decodedStart <= h.outputStart,
                   h.decodedEnd >= h.outputEnd, h.framePTS.count == h.decodedEnd - h.decodedStart,
                   h.frameRate.num > 0, h.frameRate.den > 0 else {
                 throw DubfarmError(.protocolViolation, "TASK: inconsistent frame ranges")
+            }
+            guard h.rotation % 90 == 0, h.rotation < 360 else {
+                throw DubfarmError(.protocolViolation, "TASK: rotation \(h.rotation)° is not a quarter turn")
             }
             let bundle = try PacketBundle(decoding: f[3])
             var r = ByteReader(f[4])
@@ -331,7 +340,7 @@ package enum WorkMessage: Sendable, Hashable {
                 ref: h.ref, stage: h.stage, outputFrames: h.outputStart..<h.outputEnd, decodedFrames: h.decodedStart..<h.decodedEnd,
                 framePTS: h.framePTS, frameRate: h.frameRate, encoder: h.encoder, input: bundle,
                 audio: AudioWindow(startSample: h.audioStart, samples: samples), sourceFace: h.hasFace ? f[5] : nil, model: h.model,
-                weights: h.weights))
+                weights: h.weights, rotation: h.rotation))
         case "PROGRESS":
             try expectFrames(3)
             let h = try header { r in (ref: try TaskRef.read(&r), done: try r.int(), total: try r.int()) }

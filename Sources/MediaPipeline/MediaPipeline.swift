@@ -9,13 +9,14 @@
 //
 //   coordinator  MediaProbe.probe(path:)                    facts + clear errors for bad input
 //                SourceIndexer.index(path:)                 one demux pass -> PacketIndex (store it)
-//                SegmentCutter.needsRecut(_:info:maxInterval:) -> Recut.recut(...) once, re-index
+//                RecutReason.decide(...) -> Recut.recut(...) once, re-index (when the input needs it)
 //                SourceVideo(path:codec:index:)             opened once per job
 //                SegmentCutter.cut(_:frames:context:)       PacketBundle + Window per task (pread)
 //                DubAudio.decodePCM(path:) + AudioWindow.slice(pcm:range:)   lip-sync audio per task
-//   worker       SegmentRenderer.render(input:window:outputFrames:...)       exactly the segment's frames
-//                PacketBundle.encoded() -> segment file in the media store (MediaFile.writeAtomically)
-//   coordinator  Stitcher.stitch(StitchRequest)             stream copy + dub encoded once as AAC,
+//   worker       SegmentRenderer.render(input:window:outputFrames:...)       exactly the segment's frames,
+//                                                           returned in RESULT
+//   coordinator  ResultLog.write (DurableFiles)             the result appended to the job's log
+//                Stitcher.stitch(StitchRequest)             stream copy + dub encoded once as AAC,
 //                                                           frame count verified, temp+fsync+rename
 import DubfarmCore
 
@@ -44,12 +45,36 @@ package enum RecutReason: Sendable, Hashable, Codable, CustomStringConvertible {
     case variableFrameRate
     /// Keyframes too far apart for segment tasks of bounded size (or none at the start).
     case keyframesApart(longest: Int, limit: Int)
+    /// The container hides frames (an edit list trims the start): re-encoded with exactly the
+    /// frames a player shows.
+    case hiddenFrames(Int)
+    /// The container lists its streams only as they are read (an MPEG program stream), so a
+    /// task's packets cannot be found by seeking: re-encoded into a file that can be cut.
+    case streamsUnlisted
+    /// The packets carry no presentation timestamps (a raw elementary stream such as `.h264`),
+    /// which a task relies on to tell its frames apart: re-encoded with them.
+    case noTimestamps
 
     package var description: String {
         switch self {
         case .variableFrameRate: return "variable frame rate: re-timed at the nominal rate on the input's own timeline"
         case .keyframesApart(let longest, let limit):
             return "keyframes up to \(longest) frames apart (limit \(limit)): re-encoded with a keyframe where each segment starts"
+        case .hiddenFrames(let n):
+            return "\(n) frame\(n == 1 ? " is" : "s are") never shown (an edit list hides \(n == 1 ? "it" : "them"), or the stream starts before its first keyframe): re-encoded on the timeline a player shows"
+        case .streamsUnlisted:
+            return "the container lists its streams only as they are read (as MPEG program streams do): re-encoded so tasks can be cut from it"
+        case .noTimestamps:
+            return "the stream has no timestamps (a raw elementary stream): re-encoded with them"
+        }
+    }
+
+    /// Whether the re-cut keeps the input's timeline (``Recut/Timing/timestamps``): frames
+    /// repeated or dropped so that output frame n shows what is on screen at n / frame rate.
+    package var retimes: Bool {
+        switch self {
+        case .variableFrameRate, .hiddenFrames: return true
+        case .keyframesApart, .streamsUnlisted, .noTimestamps: return false
         }
     }
 
@@ -57,14 +82,17 @@ package enum RecutReason: Sendable, Hashable, Codable, CustomStringConvertible {
     /// `maxKeyframeSeconds` apart; nil: cut as it is.
     package static func decide(info: VideoStreamInfo, index: PacketIndex, maxKeyframeSeconds: Double) -> RecutReason? {
         if info.isVariableFrameRate { return .variableFrameRate }
+        if info.hiddenFrames > 0 { return .hiddenFrames(info.hiddenFrames) }
+        if !info.listedInHeader { return .streamsUnlisted }
+        if !info.hasPresentationTimestamps { return .noTimestamps }
         let limit = Int((maxKeyframeSeconds * info.frameRate.value).rounded(.up))
         return SegmentCutter.needsRecut(index, maxInterval: limit) ? .keyframesApart(longest: index.longestKeyframeInterval, limit: limit) : nil
     }
 
-    /// The frames the farm will number for such an input: the input's, or for a variable frame
-    /// rate the timeline at the nominal rate.
+    /// The frames the farm will number for such an input: the input's, or when the re-cut
+    /// keeps its timeline (``retimes``), the frames that cover it at the nominal rate.
     package static func frameCount(_ info: VideoStreamInfo, _ reason: RecutReason?) -> Int {
-        reason == .variableFrameRate ? max(1, Int((info.timelineDuration * info.frameRate.value).rounded(.up))) : info.frameCount
+        reason?.retimes == true ? max(1, info.timelineFrames) : info.frameCount
     }
 }
 
@@ -82,9 +110,4 @@ package enum SegmentCutter {
         !index.startsWithKeyframe || index.longestKeyframeInterval > maxInterval
     }
 
-    /// ``needsRecut(_:maxInterval:)``, and also when the stream lacks presentation timestamps
-    /// (a raw elementary stream), which the cut relies on to tell frames apart.
-    package static func needsRecut(_ index: PacketIndex, info: VideoStreamInfo, maxInterval: Int) -> Bool {
-        needsRecut(index, maxInterval: maxInterval) || !info.hasPresentationTimestamps
-    }
 }

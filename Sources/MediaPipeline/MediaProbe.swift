@@ -24,14 +24,39 @@ package struct VideoStreamInfo: Sendable, Hashable, Codable {
     package var rotation: Int
     /// Whether every packet carried a presentation timestamp. Raw elementary streams (`.h264`)
     /// do not: their frames cannot be cut by timestamp and the input must be re-cut first
-    /// (see ``SegmentCutter/needsRecut(_:info:maxInterval:)`` in MediaPipeline).
+    /// (``RecutReason/noTimestamps``).
     package var hasPresentationTimestamps: Bool = true
-    /// Whether the average frame rate differs from the nominal one by more than 1 %: the frames
-    /// are not evenly spaced (phones record so). The farm numbers frames at ``frameRate``; to
-    /// keep the source's timeline instead, re-cut with ``Recut/Timing/timestamps`` first.
+    /// Whether the frames are not evenly spaced at the nominal rate (phones record so): the
+    /// average frame rate differs from the nominal one by more than 1 %, or (after a full scan)
+    /// two shown frames lie more than half a frame off the nominal spacing. The farm numbers
+    /// frames at ``frameRate``; to keep the source's timeline, such an input is re-cut with
+    /// ``Recut/Timing/timestamps`` first.
     package var isVariableFrameRate: Bool = false
-    /// Seconds from the first frame's presentation time to the end of the last frame.
-    package var timelineDuration: Double = 0
+    /// Presentation times (``timeBase`` ticks) of the first and the last frame a player shows.
+    package var timeline: ClosedRange<Int64> = 0...0
+    /// Seconds from the first shown frame to the end of the last, which counts for one frame at
+    /// ``frameRate`` (its stored duration is often a rounding remainder, or an edit list's).
+    package var timelineDuration: Double {
+        Double(timeline.upperBound - timeline.lowerBound) * timeBase.value + (frameRate.value > 0 ? 1 / frameRate.value : 0)
+    }
+    /// Frames at ``frameRate`` that cover the timeline: one per instant n / rate from the first
+    /// shown frame up to the last one's, plus the last (exact in integers).
+    package var timelineFrames: Int {
+        let num = (timeline.upperBound - timeline.lowerBound) * Int64(timeBase.num) * Int64(frameRate.num)
+        let den = Int64(timeBase.den) * Int64(frameRate.den)
+        return den > 0 ? Int((num + den - 1) / den) + 1 : 0
+    }
+    /// Real video streams in the file (this one is the default, or the first).
+    package var videoStreams: Int = 1
+    /// Frames the container holds but a player never shows: an edit list hides them, or they
+    /// come before the first keyframe (a stream cut mid-GOP) and cannot be decoded. ``frameCount``
+    /// does not count them; the packet index lists them, so such an input is re-cut first
+    /// (``RecutReason/hiddenFrames(_:)``).
+    package var hiddenFrames: Int = 0
+    /// Whether the container lists this stream in its header. An MPEG program stream lists its
+    /// streams only as they are read, so the seek-and-demux fallback of ``SourceVideo`` cannot
+    /// find it; set by ``SourceIndexer`` only (``MediaProbe`` leaves it true).
+    package var listedInHeader: Bool = true
 
     package init(streamIndex: Int, codecName: String, width: Int, height: Int, pixelFormat: String, frameRate: Rational,
                 timeBase: Rational, frameCount: Int, rotation: Int, hasPresentationTimestamps: Bool = true) {
@@ -206,6 +231,9 @@ struct VideoScan {
         let sampled = input.formatName.hasPrefix("mov")
         var lastPTS: Int64 = 0, lastDuration: Int64 = 0
         var missingPTS = false
+        var hidden = 0
+        var shown: [Int64] = []   // presentation times of the frames a player shows
+        var keyframeSeen = false
         while try input.read(into: pkt, failure: { "\(name): the file is damaged or truncated after \(entries.count) video frames (\($0))" }) {
             guard pkt.streamIndex == v else { continue }
             if pkt.isCorrupt {
@@ -220,6 +248,12 @@ struct VideoScan {
             let dts: Int64 = pkt.dts != noTimestamp ? pkt.dts : pts
             lastPTS = pts
             lastDuration = pkt.duration
+            keyframeSeen = keyframeSeen || pkt.isKey
+            if pkt.isDiscarded || !keyframeSeen {
+                hidden += 1
+            } else {
+                shown.append(pts)
+            }
             if verify && (!sampled || pkt.position < 0 || pkt.isKey || entries.count % 32 == 0) {
                 if !pkt.matchesFile(fd, scratch: &scratch) {
                     reliable = false
@@ -229,7 +263,7 @@ struct VideoScan {
             entries.append(PacketIndex.Entry(pts: pts, dts: dts, duration: pkt.duration, position: pkt.position,
                                              size: Int32(pkt.size), isKey: pkt.isKey))
         }
-        guard !entries.isEmpty else {
+        guard !shown.isEmpty else {
             throw DubfarmError(.badInput, "\(name): the video stream holds no frames")
         }
         if headerFrames > 0 && entries.count < headerFrames && input.formatName.hasPrefix("mov") {
@@ -244,11 +278,17 @@ struct VideoScan {
         self.codec = CodecParameters(parameters)
         self.info = VideoStreamInfo(streamIndex: v, codecName: codecName, width: width, height: height,
                                     pixelFormat: st.pixelFormat, frameRate: fps, timeBase: Rational(st.timeBase),
-                                    frameCount: entries.count, rotation: rotation, hasPresentationTimestamps: !missingPTS)
-        self.info.isVariableFrameRate = VideoStreamInfo.variable(avg: Rational(st.averageFrameRate), nominal: Rational(st.nominalFrameRate))
-        let first = entries.map(\.pts).min() ?? 0
-        let last = entries.map { $0.pts + max($0.duration, 0) }.max() ?? 0
-        self.info.timelineDuration = Double(last - first) * Rational(st.timeBase).value
+                                    frameCount: entries.count - hidden, rotation: rotation, hasPresentationTimestamps: !missingPTS)
+        self.info.hiddenFrames = hidden
+        self.info.videoStreams = input.videoStreamIndices().count
+        shown.sort()
+        let tb = Rational(st.timeBase)
+        self.info.timeline = shown[0]...shown[shown.count - 1]
+        // Spacing of the shown frames, in units of the nominal frame duration: 1 ± ½ when even.
+        let ticksPerFrame = Double(fps.den) * Double(tb.den) / (Double(fps.num) * Double(tb.num))
+        let uneven = !missingPTS && zip(shown, shown.dropFirst()).contains { abs(Double($1 - $0) / ticksPerFrame - 1) > 0.5 }
+        self.info.isVariableFrameRate = uneven
+            || VideoStreamInfo.variable(avg: Rational(st.averageFrameRate), nominal: Rational(st.nominalFrameRate))
     }
 }
 
@@ -266,7 +306,12 @@ package enum SourceIndexer {
             guard let v = input.videoStreamIndex() else {
                 throw DubfarmError(.badInput, "\(input.name): no video stream (the file holds \(input.describeStreams()))")
             }
-            let scan = try VideoScan(input: input, streamIndex: v, verifyPositions: true)
+            var scan = try VideoScan(input: input, streamIndex: v, verifyPositions: true)
+            if scan.entries.contains(where: { $0.position < 0 }) {
+                // Tasks will be cut by seeking and demuxing, which opens the file without probing
+                // its streams: it must find this one by its header alone.
+                scan.info.listedInHeader = (try? InputFile(path: path, findStreamInfo: false).videoStreamIndex()) == v
+            }
             return (scan.codec, PacketIndex(entries: scan.entries), scan.info)
         }
     }

@@ -69,10 +69,9 @@ package enum Recut {
                     try enc.encode(f, write)
                     written += 1
                 }
-                // Timestamp mode: the source timeline [start, end) in stream ticks, and the frame held back.
+                // Timestamp mode: the first shown frame's time in stream ticks, and the frame held back.
                 let tb = info.timeBase
-                let start = source.index.entries.map(\.pts).min() ?? 0
-                let end = source.index.entries.map { $0.pts + max($0.duration, 0) }.max() ?? 0
+                let start = info.timeline.lowerBound
                 let held = Frame()
                 /// Emits the held frame for every output instant n / frameRate before `t` (stream ticks).
                 func emitHeld(until t: Int64) throws {
@@ -96,7 +95,8 @@ package enum Recut {
                     }
                     return true
                 }
-                if timing == .timestamps && held.hasData { try emitHeld(until: end) }
+                // The last frame, for every instant up to the timeline's end (VideoStreamInfo.timelineFrames).
+                while timing == .timestamps && held.hasData && written < Int64(info.timelineFrames) { try emit(held, written) }
                 try enc.encode(nil, write)
                 try out.finish()
             }

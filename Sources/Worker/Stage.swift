@@ -14,6 +14,9 @@ package struct StageContext: Sendable {
     /// runs the segment on them instead of its own.
     package var weights: PersonalisedWeights?
     package var threads: Int
+    /// The video's display rotation (degrees counter-clockwise): `frame.rotated(by: rotation)`
+    /// is the picture upright, as a player shows it.
+    package var rotation = 0
     /// Whether the segment was cancelled (or is being handed back): long stages poll this.
     package var isCancelled: @Sendable () -> Bool
 

@@ -381,6 +381,7 @@ package final class WorkerNode: Sendable {
                                        threads: options.threads,
                                        isCancelled: { running.cancelled.load(ordering: .relaxed) })
             context.weights = weights
+            context.rotation = task.rotation
             if let packetStage = stage as? any PacketStage {
                 // No decoding or encoding: the stage returns the segment's packets itself.
                 let output = try packetStage.process(task, context: context)

@@ -58,11 +58,13 @@ struct Probe: ParsableCommand {
     static func describe(_ file: String, _ r: Report, video v: VideoStreamInfo) -> String {
         let fps = { (x: Double) in String(format: x == x.rounded() ? "%.0f" : "%.3f", x) }
         var lines = ["\(file)  (\(r.info.formatName), \(r.info.fileSize) bytes)"]
-        lines.append("  video  \(v.codecName) \(v.width)x\(v.height) \(v.pixelFormat), stream \(v.streamIndex)")
+        lines.append("  video  \(v.codecName) \(v.width)x\(v.height) \(v.pixelFormat), stream \(v.streamIndex)"
+                     + (v.videoStreams > 1 ? " (the default of \(v.videoStreams) video streams; the farm dubs this one)" : ""))
         let rate = v.isVariableFrameRate
             ? "variable frame rate (nominal \(fps(v.frameRate.value)) fps, average \(fps(Double(v.frameCount) / max(v.timelineDuration, 1e-9))) fps)"
             : "\(fps(v.frameRate.value)) fps"
-        lines.append("         \(v.frameCount) frames, \(rate), \(String(format: "%.2f", v.timelineDuration)) s")
+        lines.append("         \(v.frameCount) frames, \(rate), \(String(format: "%.2f", v.timelineDuration)) s"
+                     + (v.hiddenFrames > 0 ? "; \(v.hiddenFrames) more hidden by an edit list" : ""))
         lines.append("         rotation \(v.rotation)°; keyframes: \(r.startsWithKeyframe ? "first frame is one" : "the first frame is NOT one"), longest interval \(r.longestKeyframeInterval) frames"
                      + (v.hasPresentationTimestamps ? "" : "; no presentation timestamps"))
         if let a = r.info.audio {

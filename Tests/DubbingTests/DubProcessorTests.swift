@@ -155,11 +155,29 @@ struct DubProcessorTests {
         #expect(Shared.engine.sourceEncodings == encoded, "the source face should come from the cache")
     }
 
+    @Test("a rotated video is dubbed upright: its frames turned by the display rotation come out exactly as the upright frames do, turned back",
+          arguments: [90, 180, 270])
+    func rotatedIsDubbedUpright(degrees: Int) throws {
+        let upright = try frames("speaker-c.mp4", count: 12)
+        // As a phone stores it: the picture turned the other way, the rotation saying how to show it.
+        let stored = upright.map { $0.rotated(by: -degrees) }
+        let plain = try context(decoded: 0..<12, output: 2..<10, face: nil)
+        var turned = plain
+        turned.rotation = degrees
+        let reference = try DubProcessor(engine: Shared.engine, context: plain, source: nil)
+        let rotated = try DubProcessor(engine: Shared.engine, context: turned, source: nil)
+        let expected = try run(reference, upright)
+        let got = try run(rotated, stored)
+        #expect(reference.counts.framesWithFace == 8 && rotated.counts == reference.counts)
+        #expect(got.map(\.index) == expected.map(\.index))
+        #expect(zip(got, expected).allSatisfy { $0.0.width == stored[0].width && $0.0.rotated(by: degrees).planes == $0.1.planes })
+        #expect(zip(got, stored).contains { $0.0.planes != $0.1.planes }, "the dub changed nothing")
+    }
+
     @Test("frames side by side on two threads: bit-identical frames, same order, counts and per-step frame counts as one thread")
     func framesInParallelMatchOneThread() throws {
         let input = try frames("speaker-c.mp4", count: 16, black: 7)
         let face = try [UInt8](Data(contentsOf: URL(fileURLWithPath: media("face-source.png"))))
-        let stage = DubStage(engine: Shared.engine)
         let two = try context(decoded: 0..<16, output: 3..<14, face: face)
         var one = two
         one.threads = 1

@@ -151,7 +151,7 @@ struct WorkMessageTests {
     @Test("every command survives a round trip", arguments: allWorkMessages())
     func roundTrip(message: WorkMessage) throws {
         let frames = message.encode()
-        #expect(frames[0] == Array("DUBFARM-WORK/4".utf8))
+        #expect(frames[0] == Array("DUBFARM-WORK/5".utf8))
         #expect(try WorkMessage.decode(frames) == message)
     }
 
@@ -162,6 +162,21 @@ struct WorkMessageTests {
         t.audio = AudioWindow(startSample: 0, samples: [])
         t.model = nil
         #expect(try WorkMessage.decode(WorkMessage.task(t).encode()) == .task(t))
+    }
+
+    @Test("a task carries the video's rotation (protocol 5); only quarter turns are accepted")
+    func rotation() throws {
+        for degrees in [0, 90, 180, 270] {
+            var t = sampleTask()
+            t.rotation = degrees
+            #expect(try WorkMessage.decode(WorkMessage.task(t).encode()) == .task(t))
+        }
+        var frames = WorkMessage.task(sampleTask()).encode()
+        // The rotation is the header's last field: make it 45°.
+        frames[2].replaceSubrange((frames[2].count - 2)..., with: [45, 0])
+        #expect(throws: DubfarmError.self) { try WorkMessage.decode(frames) }
+        frames[2].removeLast(2)   // a version 4 header, without it
+        #expect(throws: DubfarmError.self) { try WorkMessage.decode(frames) }
     }
 
     @Test("malformed messages are rejected with a reason")

@@ -137,12 +137,13 @@ struct CutTests {
         let r = try SourceIndexer.index(path: raw)
         #expect(r.info.frameCount == 125)
         #expect(!r.info.hasPresentationTimestamps)
-        #expect(SegmentCutter.needsRecut(r.index, info: r.info, maxInterval: 250))
+        #expect(RecutReason.decide(info: r.info, index: r.index, maxKeyframeSeconds: 10) == .noTimestamps)
         let fixed = "\(dir)/fixed.mp4"
         try Recut.recut(input: raw, output: fixed, frameRate: r.info.frameRate, keyframesAt: [0, 50, 100], crf: 30, preset: "ultrafast", threads: 2)
         let f = try SourceIndexer.index(path: fixed)
         #expect(f.info.frameCount == 125 && f.info.hasPresentationTimestamps)
-        #expect(!SegmentCutter.needsRecut(f.index, info: f.info, maxInterval: 50))
+        #expect(!SegmentCutter.needsRecut(f.index, maxInterval: 50))
+        #expect(RecutReason.decide(info: f.info, index: f.index, maxKeyframeSeconds: 2) == nil)
     }
 
     /// speaker-a is variable frame rate: 135 frames over 6.07 s. The default numbering keeps 135
@@ -152,7 +153,7 @@ struct CutTests {
     @Test func recutDecision() throws {
         let a = try SourceIndexer.index(path: TestMedia.path("speaker-a.mp4"))
         #expect(RecutReason.decide(info: a.info, index: a.index, maxKeyframeSeconds: 10) == .variableFrameRate)
-        #expect(RecutReason.frameCount(a.info, .variableFrameRate) == Int((a.info.timelineDuration * 30).rounded(.up)))
+        #expect(RecutReason.frameCount(a.info, .variableFrameRate) == 183 && a.info.timelineFrames == 183)
         let long = try SourceIndexer.index(path: TestMedia.path("speaker-long.mp4"))
         #expect(RecutReason.decide(info: long.info, index: long.index, maxKeyframeSeconds: 10) == nil)
         #expect(RecutReason.frameCount(long.info, nil) == 629)
@@ -163,10 +164,47 @@ struct CutTests {
         }
     }
 
+    @Test("hidden frames (an MOV edit list), a stream cut before its keyframe and an MPEG program stream are re-cut, with the frames a player shows")
+    func containersThatNeedARecut() throws {
+        guard let ffmpeg = TestMedia.tool("ffmpeg") else { return }
+        let dir = try TestMedia.scratch("containers")
+        defer { TestMedia.cleanup(dir) }
+        let base = "\(dir)/base.mp4"
+        try TestMedia.run(ffmpeg, ["-v", "error", "-t", "2", "-i", TestMedia.path("speaker-c.mp4"), "-vf", "scale=160:160",
+                                   "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-an", base])
+        // Copied from 0.3 s: the copy starts at the keyframe before, the edit list hides 8 frames.
+        try TestMedia.run(ffmpeg, ["-v", "error", "-ss", "0.3", "-i", base, "-c", "copy", "\(dir)/trimmed.mov"])
+        let trimmed = try SourceIndexer.index(path: "\(dir)/trimmed.mov")
+        #expect(trimmed.info.hiddenFrames == 8 && trimmed.info.frameCount == trimmed.index.entries.count - 8)
+        #expect(RecutReason.decide(info: trimmed.info, index: trimmed.index, maxKeyframeSeconds: 10) == .hiddenFrames(8))
+        #expect(RecutReason.frameCount(trimmed.info, .hiddenFrames(8)) == trimmed.info.frameCount)
+        let n = try Recut.recut(input: "\(dir)/trimmed.mov", output: "\(dir)/trimmed-recut.mp4", frameRate: trimmed.info.frameRate,
+                                keyframesAt: [0], timing: .timestamps, crf: 30, preset: "ultrafast", threads: 2)
+        #expect(n == trimmed.info.frameCount)
+        // A transport stream that starts 10 frames before a keyframe.
+        try TestMedia.run(ffmpeg, ["-v", "error", "-i", base, "-c", "copy", "-f", "mpegts", "\(dir)/whole.ts"])
+        let whole = try Data(contentsOf: URL(fileURLWithPath: "\(dir)/whole.ts"))
+        try whole.suffix(from: 188 * (whole.count / 188 / 3)).write(to: URL(fileURLWithPath: "\(dir)/cut.ts"))
+        let cut = try SourceIndexer.index(path: "\(dir)/cut.ts")
+        #expect(!cut.index.startsWithKeyframe && cut.info.hiddenFrames > 0)
+        #expect(RecutReason.decide(info: cut.info, index: cut.index, maxKeyframeSeconds: 10) == .hiddenFrames(cut.info.hiddenFrames))
+        // An MPEG program stream: the seek-and-demux fallback could not find its video.
+        try TestMedia.run(ffmpeg, ["-v", "error", "-i", base, "-c:v", "mpeg2video", "-f", "vob", "\(dir)/ps.mpg"])
+        let ps = try SourceIndexer.index(path: "\(dir)/ps.mpg")
+        #expect(!ps.info.listedInHeader && ps.info.frameCount == 50)
+        #expect(RecutReason.decide(info: ps.info, index: ps.index, maxKeyframeSeconds: 10) == .streamsUnlisted)
+        #expect(try MediaProbe.probe(path: "\(dir)/ps.mpg").video?.listedInHeader == true)   // probing does not look
+        // The common case stays as it is.
+        let plain = try SourceIndexer.index(path: base)
+        #expect(plain.info.hiddenFrames == 0 && plain.info.listedInHeader && !plain.info.isVariableFrameRate)
+        #expect(RecutReason.decide(info: plain.info, index: plain.index, maxKeyframeSeconds: 10) == nil)
+        #expect(plain.info.timelineFrames == 50 && abs(plain.info.timelineDuration - 2) < 1e-9)
+    }
+
     @Test func variableFrameRateRecut() throws {
         let a = try SourceIndexer.index(path: TestMedia.path("speaker-a.mp4"))
         #expect(a.info.isVariableFrameRate)
-        #expect(abs(a.info.timelineDuration - 6.067) < 0.01)
+        #expect(abs(a.info.timelineDuration - 6.1) < 0.01)   // 6.066 s from the first frame to the last, plus the last
         let b = try MediaProbe.probe(path: TestMedia.path("speaker-b.mp4"))
         #expect(b.video?.isVariableFrameRate == false)
 
@@ -175,7 +213,7 @@ struct CutTests {
         let out = "\(dir)/cfr.mp4"
         let n = try Recut.recut(input: TestMedia.path("speaker-a.mp4"), output: out, frameRate: Rational(30, 1), keyframesAt: [0, 90],
                                 timing: .timestamps, crf: 30, preset: "ultrafast", threads: 2)
-        let expected = Int((a.info.timelineDuration * 30).rounded(.up))
+        let expected = a.info.timelineFrames
         #expect(n == expected)
         let r = try SourceIndexer.index(path: out)
         #expect(r.info.frameCount == n && r.info.frameRate == Rational(30, 1) && !r.info.isVariableFrameRate)

@@ -202,6 +202,29 @@ struct RenderStitchTests {
         #expect(probed.audio == nil)
     }
 
+    @Test("a frame turned by the probed rotation is the picture a player shows (ffmpeg's own auto-rotation)", arguments: [90, 180, 270])
+    func uprightMatchesFFmpeg(degrees: Int) throws {
+        guard let ffmpeg = TestMedia.tool("ffmpeg") else { return }
+        let dir = try TestMedia.scratch("upright")
+        defer { TestMedia.cleanup(dir) }
+        let rotated = "\(dir)/rotated.mp4", shown = "\(dir)/shown.rgb"
+        try TestMedia.run(ffmpeg, ["-v", "error", "-i", TestMedia.path("speaker-c.mp4"), "-c", "copy", "-metadata:s:v:0", "rotate=\(degrees)", rotated])
+        try TestMedia.run(ffmpeg, ["-v", "error", "-i", rotated, "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", shown])
+        let player = [UInt8](try Data(contentsOf: URL(fileURLWithPath: shown)))
+        let rotation = try #require(MediaProbe.probe(path: rotated).video?.rotation)
+        let raw = try #require(TestMedia.frames(rotated).first)
+        // The same decoder and nearly the same colour conversion: only the right turn is close.
+        func difference(_ turn: Int) -> Double {
+            let f = raw.rotated(by: turn)
+            guard f.planes[0].count == player.count else { return .infinity }
+            return Double(zip(f.planes[0], player).reduce(0) { $0 + abs(Int($1.0) - Int($1.1)) }) / Double(player.count)
+        }
+        #expect(difference(rotation) < 3, "rotation \(rotation)°: \(difference(rotation))")
+        for other in [0, 90, 180, 270] where other != rotation {
+            #expect(difference(other) > 10, "turning by \(other)° also matches (\(difference(other)))")
+        }
+    }
+
     @Test func missingFrameIsNamed() throws {
         let source = try SourceVideo(path: TestMedia.path("speaker-c.mp4"))
         let (input, window) = try SegmentCutter.cut(source, frames: 10..<20, context: 0)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A dubfarm worker in Python, written against docs/protocol.md.
 
-It speaks DUBFARM-WORK/4 over a ZeroMQ DEALER socket (CURVE optional) and runs the passthrough
+It speaks DUBFARM-WORK/5 over a ZeroMQ DEALER socket (CURVE optional) and runs the passthrough
 stage without a codec: it returns each segment's own packets, restamped with their frame
 indices (docs/protocol.md, section 7), so the input must be all-intra. The stage runs on a
 thread of its own, so heartbeats go on while it works: put a PyTorch model in `run_stage` and a
@@ -22,7 +22,7 @@ import time
 
 import zmq
 
-PROTOCOL = b"DUBFARM-WORK/4"
+PROTOCOL = b"DUBFARM-WORK/5"
 VERSION = "pyworker-1"
 NAME_MAX, TEXT_MAX = 1024, 64 << 10
 
@@ -151,6 +151,7 @@ def read_task(frames):
     t["encoder"] = (r.string(64), r.get("q"), r.string(64), r.string(64))  # codec, crf, preset, pixel format
     t["audio_start"], t["has_face"] = r.get("q"), r.bool()
     t["model"], t["weights"] = r.optional_string(), r.optional_string()
+    t["rotation"] = r.get("H")  # degrees counter-clockwise; passthrough does not need it
     r.end()
     t["codec"], t["packets"] = read_bundle(frames[1])
     t["face"] = frames[3] if t["has_face"] else None   # frames[2]: u32 n + n float32, 16 kHz mono

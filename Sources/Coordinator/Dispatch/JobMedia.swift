@@ -19,6 +19,8 @@ final class JobMedia {
     let model: String?
     /// SHA-256 of the job's personalised weights, if it has them.
     let weights: String?
+    /// The input's display rotation (degrees counter-clockwise).
+    let rotation: Int
 
     init(job: JobRecord, store: MediaStore, defaultStage: String) throws {
         self.job = job.id
@@ -41,6 +43,7 @@ final class JobMedia {
         stage = job.params.options["stage"] ?? defaultStage
         model = job.params.options["model"]
         weights = job.weights
+        rotation = job.rotation ?? 0
     }
 }
 
@@ -49,7 +52,8 @@ extension JobMedia {
     /// around them (read straight from the file), and the inputs its stage reads.
     func assignment(for claim: ClaimedSegment, ref: TaskRef, contextFrames: Int, audioMarginSeconds: Double) throws -> TaskAssignment {
         let (bundle, window) = try SegmentCutter.cut(source, frames: claim.frames, context: contextFrames)
-        // Only stages that read the dub track get its PCM (tens of kilobytes per task).
+        // Only stages that read the dub track get its PCM (64 kB per second of window: about
+        // 0.7 MB for a 10 s segment with its context and margins).
         let spec = StageCatalog.stage(stage)
         let audio: AudioWindow
         if spec?.usesAudio ?? true {
@@ -61,7 +65,7 @@ extension JobMedia {
         return TaskAssignment(ref: ref, stage: stage, outputFrames: claim.frames, decodedFrames: window.decodedFrames,
                               framePTS: window.framePTS, frameRate: frameRate, encoder: encoder, input: bundle,
                               audio: audio, sourceFace: spec?.usesFace ?? true ? face : nil, model: model,
-                              weights: weights)
+                              weights: weights, rotation: rotation)
     }
 
     /// The 16 kHz samples `range` of the dub track; silence outside the track.

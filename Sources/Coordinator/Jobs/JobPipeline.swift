@@ -185,6 +185,9 @@ actor JobPipeline {
         let recut = media.recut(job.id)
         var frameCount = info.frameCount
         let reason = RecutReason.decide(info: info, index: indexed.index, maxKeyframeSeconds: config.maxKeyframeInterval)
+        if info.videoStreams > 1 {
+            logger.notice("the file holds \(info.videoStreams) video streams: dubbing stream \(info.streamIndex), the default")
+        }
         if let reason {
             // Re-encoded once, with a keyframe where each segment's decoding starts. Keyframes far
             // apart would make tasks carry long runs of reference packets. A variable frame rate
@@ -197,14 +200,14 @@ actor JobPipeline {
                 .flatMap { [max(0, $0.frames.lowerBound - config.contextFrames), $0.frames.lowerBound] }
             logger.notice("re-cutting the input: \(reason) (\(info.frameCount) frames over \(String(format: "%.2f", info.timelineDuration)) s, \(expected) after)")
             try Recut.recut(input: videoPath, output: recut.path, frameRate: info.frameRate, keyframesAt: Array(Set(keys)).sorted(),
-                            timing: reason == .variableFrameRate ? .timestamps : .frameIndex)
+                            timing: reason.retimes ? .timestamps : .frameIndex)
             indexed = try naming(recut, as: job.videoName) { try SourceIndexer.index(path: recut.path) }
-            if reason == .variableFrameRate {
-                frameCount = indexed.index.frameCount
-                spans = SegmentPlanner.plan(frameCount: frameCount, segmentFrames: segmentFrames)
-            } else if indexed.index.frameCount != info.frameCount {
+            if !reason.retimes && indexed.index.frameCount != info.frameCount {
                 throw DubfarmError(.internalError, "\(job.videoName): re-cut produced \(indexed.index.frameCount) frames, expected \(info.frameCount)")
             }
+            // The frames the re-cut holds: the input's, or its timeline at the nominal rate.
+            frameCount = indexed.index.frameCount
+            spans = SegmentPlanner.plan(frameCount: frameCount, segmentFrames: segmentFrames)
         } else {
             try? FileManager.default.removeItem(at: recut)
         }

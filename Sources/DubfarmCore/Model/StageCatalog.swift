@@ -1,7 +1,7 @@
 /// The processing stages a worker can run, and what each needs in its tasks.
 ///
 /// A job names one stage; the coordinator refuses names not listed here, and sends a task only
-/// the inputs its stage reads: the dub track's PCM (tens of kilobytes per second of video, read
+/// the inputs its stage reads: the dub track's PCM (64 kB per second of video, read
 /// and re-sent for every segment) goes only to stages that use it.
 package struct StageInfo: Sendable, Hashable {
     /// The name jobs and workers use (`--stage`).
