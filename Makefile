@@ -13,7 +13,7 @@ BIN := .build/release/dubfarm
 FARM_DIR ?= $(CURDIR)/.farm
 OUT ?= $(CURDIR)/out
 
-.PHONY: deps py-deps build test demo demo-down bench bench-scale eval clean help
+.PHONY: deps py-deps build test docs demo demo-down bench bench-scale eval clean help
 
 help:
 	@echo "make demo      start a local farm and dub the bundled sample"
@@ -21,6 +21,7 @@ help:
 	@echo "make bench     print the benchmark figures"
 	@echo "make bench-scale  1 to 64 workers on this machine: speedup, efficiency, coordinator CPU per segment"
 	@echo "make build     build bin: $(BIN)"
+	@echo "make docs      DocC reference of the main modules: $(OUT)/docs/<module>/index.html"
 	@echo "make demo-down stop the local farm"
 	@echo "make eval      held-out evaluation through the farm: table, out/eval/ (EVAL_ARGS='--model untrained:small')"
 
@@ -45,6 +46,19 @@ test: deps py-deps
 	$(SWIFT) build $(SWIFT_FLAGS) --build-tests
 	$(SWIFT) test $(SWIFT_FLAGS) --skip-build
 	$(PY) -m pytest -q training/tests
+
+# DocC reference of the main modules, with their package-level API (the package has no public
+# API: its only product is the executable). One static site per module under $(OUT)/docs.
+DOC_TARGETS ?= DubfarmCore FFmpeg MediaPipeline Worker Coordinator
+docs: deps
+	@mkdir -p $(OUT)/docs
+	@for t in $(DOC_TARGETS); do \
+	  echo "documenting $$t"; \
+	  $(SWIFT) package --allow-writing-to-directory $(OUT)/docs generate-documentation --target $$t \
+	    --symbol-graph-minimum-access-level package --disable-indexing --transform-for-static-hosting \
+	    --hosting-base-path $$t --output-path $(OUT)/docs/$$t || exit 1; \
+	done
+	@echo "open $(OUT)/docs/<module>/index.html through a web server (static hosting), e.g. python3 -m http.server -d $(OUT)/docs"
 
 demo: build
 	@mkdir -p $(OUT)

@@ -40,6 +40,8 @@ let package = Package(
         // Monitoring: the metrics/dashboard HTTP server (core product only, no default traits) and Prometheus.
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        // `make docs` only (a command plugin: not built by `swift build`).
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
         // MARK: C system libraries
