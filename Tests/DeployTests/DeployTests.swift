@@ -232,31 +232,61 @@ struct DeployTests {
         #expect((secret.object("stringData") ?? [:])[ref.string("key") ?? ""] != nil)
     }
 
-    @Test("KEDA: the query runs against the real schema and counts outstanding segments of running jobs")
+    @Test("KEDA: as its read-only role, the query asks for leased + ceil(pending / 4) + fine-tunes at a job's start, middle and end, and cannot write")
     func kedaQueryOnRealSchema() async throws {
         let m = try Manifests()
-        let query = try #require((m.one("ScaledObject", "dubfarm-worker")?.at("spec.triggers") as? [Object])?.first?.at("metadata.query") as? String)
+        let trigger = try #require((m.one("ScaledObject", "dubfarm-worker")?.at("spec.triggers") as? [Object])?.first)
+        let query = try #require(trigger.at("metadata.query") as? String)
+        #expect(trigger.at("metadata.targetQueryValue") as? String == "1", "one worker per unit the query returns")
+        #expect(m.one("Deployment", "dubfarm-worker")?.at("spec.replicas") == nil, "KEDA owns the worker count")
         let db = try await TestDatabase.create()
         defer { db.drop() }
-        let conn = try PostgresConnection(url: db.url)
-        #expect(try conn.query(query).first?[0].decode(Int64.self) == 0, "an empty farm asks for no workers")
-        // A running job: 5 pending (one in backoff), 2 leased, 3 done. A finished job and a
-        // cancelled one whose segments must not count.
-        try conn.execute(script: """
+        let admin = try PostgresConnection(url: db.url)
+        // The role script as an operator runs it, under a name of this test's own (roles are
+        // shared by every database of the cluster).
+        let role = "keda_\(UInt32.random(in: 0...UInt32.max))"
+        let script = try read("kubernetes/keda-role.sql").replacingOccurrences(of: "dubfarm_keda", with: role)
+            .replacingOccurrences(of: ":password", with: "'test'").replacingOccurrences(of: ":\"DBNAME\"", with: "\"\(db.name)\"")
+        try admin.execute(script: script)
+        defer { _ = try? admin.execute(script: "DROP OWNED BY \(role); DROP ROLE \(role)") }
+        let keda = try PostgresConnection(url: db.url.replacingOccurrences(of: "postgresql://postgres@", with: "postgresql://\(role):test@"))
+        func wanted() throws -> Int64 { try #require(try keda.query(query).first?[0].decode(Int64.self)) }
+        #expect(try wanted() == 0, "an empty farm asks for no workers")
+        // Job 1 runs 10 segments; a finished and a cancelled job's segments never count.
+        try admin.execute(script: """
             INSERT INTO jobs (id, state, video_name, audio_name) OVERRIDING SYSTEM VALUE VALUES
                 (1, 'running', 'a.mp4', 'a.wav'), (2, 'done', 'b.mp4', 'b.wav'), (3, 'cancelled', 'c.mp4', 'c.wav');
-            INSERT INTO segments (job_id, idx, start_frame, end_frame, frames_total, state, lease_token, leased_by, not_before)
-            SELECT 1, i, i * 250, i * 250 + 250, 250,
-                   CASE WHEN i < 5 THEN 'pending' WHEN i < 7 THEN 'leased' ELSE 'done' END,
-                   CASE WHEN i BETWEEN 5 AND 6 THEN md5(i::text) END, CASE WHEN i BETWEEN 5 AND 6 THEN 'w' END,
-                   CASE WHEN i = 4 THEN now() + interval '1 minute' ELSE '-infinity' END
-            FROM generate_series(0, 9) i;
+            INSERT INTO segments (job_id, idx, start_frame, end_frame, frames_total, state)
+            SELECT 1, i, i * 250, i * 250 + 250, 250, 'pending' FROM generate_series(0, 9) i;
             INSERT INTO segments (job_id, idx, start_frame, end_frame, frames_total, state)
             SELECT 2, i, i * 250, i * 250 + 250, 250, 'done' FROM generate_series(0, 3) i;
             INSERT INTO segments (job_id, idx, start_frame, end_frame, frames_total, state)
             SELECT 3, i, i * 250, i * 250 + 250, 250, 'cancelled' FROM generate_series(0, 3) i;
             """)
-        #expect(try conn.query(query).first?[0].decode(Int64.self) == 7)
+        func set(_ state: String, _ indices: ClosedRange<Int>) throws {
+            try admin.execute(script: state == "leased"
+                ? "UPDATE segments SET state = 'leased', lease_token = md5(idx::text), leased_by = 'w' || idx WHERE job_id = 1 AND idx BETWEEN \(indices.lowerBound) AND \(indices.upperBound)"
+                : "UPDATE segments SET state = '\(state)', lease_token = NULL, leased_by = NULL WHERE job_id = 1 AND idx BETWEEN \(indices.lowerBound) AND \(indices.upperBound)")
+        }
+        #expect(try wanted() == 3, "start: 10 pending want ceil(10 / 4) = 3 workers")
+        try set("leased", 0...3)
+        try set("done", 4...5)
+        #expect(try wanted() == 4 + 1, "middle: 4 leased, 4 pending: 4 + 1")
+        try set("done", 0...0)
+        try set("leased", 6...9)
+        #expect(try wanted() == 7, "end: nothing pending, 7 busy workers: keep all 7")
+        try set("done", 1...9)
+        #expect(try wanted() == 0, "done: nobody needed")
+        // A fine-tune in progress keeps its worker too (a job personalising has no claimable segments).
+        try admin.execute(script: """
+            INSERT INTO jobs (id, state, video_name, audio_name) OVERRIDING SYSTEM VALUE VALUES (4, 'personalising', 'd.mp4', 'd.wav');
+            INSERT INTO personalisations (job_id, state, budget_seconds, lease_token, leased_by) VALUES (4, 'leased', 300, 'token', 'gpu1');
+            """)
+        #expect(try wanted() == 1, "a fine-tune in progress: 1")
+        // The role reads; it cannot write.
+        #expect(throws: (any Error).self) { try keda.execute(script: "UPDATE segments SET state = 'pending'") }
+        #expect(throws: (any Error).self) { try keda.execute(script: "DELETE FROM jobs") }
+        #expect(throws: (any Error).self) { try keda.query("SELECT count(*) FROM workers") }
     }
 
     @Test("every DUBFARM_* variable in Deploy/ is a configuration key or a worker/CLI variable")
