@@ -6,11 +6,6 @@ import DubfarmCore
 import Glibc
 #endif
 
-/// The last path component, used in every error message (the user knows their file by name).
-func fileName(_ path: String) -> String {
-    path.split(separator: "/").last.map(String.init) ?? path
-}
-
 /// File helpers used by the writers: temporary names, fsync, atomic rename, whole-file reads.
 package enum MediaFile {
     /// A temporary name in the same directory as `path` (so the final rename is atomic).

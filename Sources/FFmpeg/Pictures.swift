@@ -113,15 +113,13 @@ package final class FrameConverter {
         return Picture(width: w, height: h, layout: layout, planes: planes, strides: geo.map(\.stride))
     }
 
-    /// Writes `picture` into `dst`, allocated here in `pixelFormat` at the converter's size.
-    /// `index` names the picture in errors.
-    package func fill(_ dst: Frame, from picture: Picture, pixelFormat: String, index: Int) throws {
+    /// Writes `picture` into `dst`, allocated here in `encoder`'s pixel format at the
+    /// converter's size. `index` names the picture in errors.
+    package func fill(_ dst: Frame, from picture: Picture, for encoder: VideoEncoder, index: Int) throws {
         guard picture.width == width, picture.height == height else {
             throw FFmpegError(.internalError, "\(what): the processor returned a \(picture.width)x\(picture.height) frame for a \(width)x\(height) video")
         }
-        guard let format = FFmpeg.pixelFormat(named: pixelFormat) else {
-            throw FFmpegError(.configuration, "\(what): unknown pixel format '\(pixelFormat)'")
-        }
+        let format = encoder.avPixelFormat
         let geo = Picture.planeGeometry(picture.layout, width: picture.width, height: picture.height)
         let wellFormed = picture.planes.count == geo.count && picture.strides.count == geo.count && geo.indices.allSatisfy { i in
             picture.strides[i] >= geo[i].stride && picture.planes[i].count >= picture.strides[i] * (geo[i].rows - 1) + geo[i].stride
@@ -171,14 +169,12 @@ package final class FrameConverter {
         }
     }
 
-    /// `src` in `pixelFormat` at the converter's size: `src` itself when it already is, else
-    /// converted into `scratch` (allocated once, reused) and `scratch` returned.
-    package func convert(_ src: Frame, to pixelFormat: String, scratch: Frame) throws -> Frame {
-        guard src.pixelFormat != pixelFormat else { return src }
-        guard let format = FFmpeg.pixelFormat(named: pixelFormat) else {
-            throw FFmpegError(.configuration, "\(what): unknown pixel format '\(pixelFormat)'")
-        }
+    /// `src` in `encoder`'s pixel format at the converter's size: `src` itself when it already
+    /// is, else converted into `scratch` (allocated once, reused) and `scratch` returned.
+    package func convert(_ src: Frame, for encoder: VideoEncoder, scratch: Frame) throws -> Frame {
+        let format = encoder.avPixelFormat
         let s = src.f.pointee
+        guard s.format != format.rawValue else { return src }
         let key = (s.format, s.width, s.height, format.rawValue)
         if toFormat == nil || toFormatKey! != key {
             toFormat = try Scaler(srcWidth: Int(s.width), srcHeight: Int(s.height), srcFormat: AVPixelFormat(rawValue: s.format),

@@ -93,8 +93,3 @@ extension Packet {
         try load(data: packet.data, pts: packet.pts, dts: packet.dts, duration: packet.duration, isKey: packet.isKey)
     }
 }
-
-/// The last path component, used in every error message (the user knows their file by name).
-func fileName(_ path: String) -> String {
-    path.split(separator: "/").last.map(String.init) ?? path
-}

@@ -82,7 +82,7 @@ package enum Recut {
                     }
                 }
                 frames = try VideoDecoder.forEachDecodedFrame(path: input, threads: threads) { frame, index, _ in
-                    let f = try converter.convert(frame, to: enc.pixelFormat, scratch: converted)
+                    let f = try converter.convert(frame, for: enc, scratch: converted)
                     switch timing {
                     case .frameIndex:
                         try emit(f, Int64(index))

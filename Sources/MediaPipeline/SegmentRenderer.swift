@@ -80,7 +80,7 @@ package enum SegmentRenderer {
             guard vf.index == nextOutput else {
                 throw DubfarmError(.internalError, "\(what): the processing stage returned frame \(vf.index) where frame \(nextOutput) was due")
             }
-            try converter.fill(encFrame, from: vf.picture, pixelFormat: encoder.pixelFormat, index: vf.index)
+            try converter.fill(encFrame, from: vf.picture, for: encoder, index: vf.index)
             encFrame.pts = Int64(vf.index)
             encFrame.forcesKeyframe = vf.index == outputFrames.lowerBound
             try encoder.encode(encFrame, takeEncoded)

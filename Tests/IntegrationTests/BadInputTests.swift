@@ -35,10 +35,7 @@ enum BadInputCorpus {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
         func write(_ name: String, _ bytes: [UInt8]) throws { try Data(bytes).write(to: URL(fileURLWithPath: path(name))) }
-        func ff(_ args: [String]) throws {
-            let r = try ProcessControl.run(ffmpeg, ["-v", "error", "-y"] + args, timeout: 120)
-            guard r.status == 0 else { throw TestTimeout(description: "ffmpeg \(args.joined(separator: " ")) failed: \(r.stderr)") }
-        }
+        func ff(_ args: [String]) throws { try runFFmpeg(args, timeout: 120) }
         func bytes(_ name: String) throws -> [UInt8] { [UInt8](try Data(contentsOf: URL(fileURLWithPath: path(name)))) }
         func find(_ hay: [UInt8], _ needle: String, from: Int = 0) -> Int? {
             let n = Array(needle.utf8)

@@ -36,10 +36,7 @@ enum MediaCorpus {
     static func make(in dir: URL) throws -> [CorpusCase] {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
-        func ff(_ args: [String]) throws {
-            let r = try ProcessControl.run(ffmpeg, ["-v", "error", "-y"] + args, timeout: 300)
-            guard r.status == 0 else { throw TestTimeout(description: "ffmpeg \(args.joined(separator: " ")) failed: \(r.stderr)") }
-        }
+        func ff(_ args: [String]) throws { try runFFmpeg(args, timeout: 300) }
         let source = media("speaker-c.mp4")
         let clip = ["-t", "2", "-i", source, "-vf", "scale=320:320"]
         let x264 = ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p"]

@@ -219,3 +219,10 @@ func ffprobeCounts(_ path: String) -> (frames: Int, rate: String, audioDuration:
     }
     return (frames, rate, audio)
 }
+
+/// Runs `/usr/bin/ffmpeg -v error -y ARGS` (the corpora's files are made with it), failing with
+/// its error output.
+func runFFmpeg(_ args: [String], timeout: Double) throws {
+    let r = try ProcessControl.run("/usr/bin/ffmpeg", ["-v", "error", "-y"] + args, timeout: timeout)
+    guard r.status == 0 else { throw TestTimeout(description: "ffmpeg \(args.joined(separator: " ")) failed: \(r.stderr)") }
+}

@@ -65,3 +65,9 @@ package struct DubfarmError: Error, Sendable, Hashable, CustomStringConvertible 
 
     package var description: String { message }
 }
+
+/// The last path component of `path`, as error messages name a file (the user knows their file
+/// by name). The FFmpeg module, which does not depend on DubfarmCore, keeps its own.
+package func fileName(_ path: String) -> String {
+    path.split(separator: "/").last.map(String.init) ?? path
+}
