@@ -5,7 +5,7 @@ import Foundation
 package enum ProtocolName {
     /// Coordinator ↔ worker (binary headers since version 2; personalisation since 3; its
     /// data-parallel gang and TRAIN-LEFT since 4; the video's rotation in TASK since 5: docs/protocol.md).
-    package static let work = "DUBFARM-WORK/5"
+    package static let work = "DUBFARM-WORK/6"
     /// CLI ↔ coordinator.
     package static let control = "DUBFARM-CTL/1"
 }

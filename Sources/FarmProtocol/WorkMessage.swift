@@ -132,15 +132,20 @@ package struct FailureReport: Codable, Sendable, Hashable {
 
 /// A message between the coordinator's work endpoint and a worker.
 ///
-/// On the wire: `[DUBFARM-WORK/5, COMMAND, header, payload frames…]`, the header in binary
+/// On the wire: `[DUBFARM-WORK/6, COMMAND, header, payload frames…]`, the header in binary
 /// (see `WorkHeaders.swift`; version 1 had JSON headers; version 3 added personalisation:
-/// `PersonaliseMessages.swift`; version 4 data-parallel personalisation: TRAIN's gang, TRAIN-LEFT).
+/// `PersonaliseMessages.swift`; version 4 data-parallel personalisation: TRAIN's gang, TRAIN-LEFT;
+/// version 5 TASK's rotation; version 6 PARTIAL).
 /// Any message counts as a heartbeat.
 package enum WorkMessage: Sendable, Hashable {
     case ready(WorkerHello)
     case task(TaskAssignment)
     case progress(TaskRef, framesDone: Int, framesTotal: Int)
     case result(TaskRef, output: PacketBundle, stats: SegmentStats)
+    /// Worker → coordinator: a stopping worker's first `frames` output frames of the task (more
+    /// than none, fewer than all), held to a RESULT's rules for those frames; the coordinator
+    /// plans the rest of the segment anew.
+    case partial(TaskRef, frames: Int, output: PacketBundle, stats: SegmentStats)
     case failed(TaskRef, FailureReport)
     case cancel(TaskRef)
     case heartbeat
@@ -169,6 +174,7 @@ package enum WorkMessage: Sendable, Hashable {
         case .task: return "TASK"
         case .progress: return "PROGRESS"
         case .result: return "RESULT"
+        case .partial: return "PARTIAL"
         case .failed: return "FAILED"
         case .cancel: return "CANCEL"
         case .heartbeat: return "HEARTBEAT"
@@ -223,6 +229,12 @@ package enum WorkMessage: Sendable, Hashable {
             frames.append(h.bytes)
         case .result(let ref, let output, let stats):
             ref.write(&h)
+            stats.write(&h)
+            frames.append(h.bytes)
+            frames.append(output.encoded())
+        case .partial(let ref, let count, let output, let stats):
+            ref.write(&h)
+            h.int(count)
             stats.write(&h)
             frames.append(h.bytes)
             frames.append(output.encoded())
@@ -349,6 +361,11 @@ package enum WorkMessage: Sendable, Hashable {
             try expectFrames(4)
             let h = try header { r in (ref: try TaskRef.read(&r), stats: try SegmentStats.read(&r)) }
             return .result(h.ref, output: try PacketBundle(decoding: f[3]), stats: h.stats)
+        case "PARTIAL":
+            try expectFrames(4)
+            let h = try header { r in (ref: try TaskRef.read(&r), frames: try r.int(), stats: try SegmentStats.read(&r)) }
+            guard h.frames > 0 else { throw DubfarmError(.protocolViolation, "PARTIAL: \(h.frames) frames (a partial result holds at least one)") }
+            return .partial(h.ref, frames: h.frames, output: try PacketBundle(decoding: f[3]), stats: h.stats)
         case "FAILED":
             try expectFrames(3)
             let h = try header { r in (ref: try TaskRef.read(&r), failure: try FailureReport.read(&r)) }

@@ -20,24 +20,33 @@ package enum SegmentRenderer {
     ///   - threads: decoder and encoder threads (0: FFmpeg/x264 choose; 1: single-threaded).
     ///   - progress: called with the number of frames encoded so far; throwing from it (e.g. a
     ///     `.cancelled` error when the lease is lost) abandons the segment.
+    ///   - stopEarly: asked before each frame goes to the stage; once it says yes, no further
+    ///     frame does: the stage is flushed and the segment ends with the frames finished so far
+    ///     (a stopping worker's partial result).
     /// - Returns: the encoded segment: closed GOPs, first packet an IDR, SPS/PPS in the codec
-    ///   parameters' extradata.
+    ///   parameters' extradata; all of `outputFrames`, or, stopped early, its first frames (at
+    ///   least one).
+    /// - Throws: `.cancelled` when stopped before the first output frame was finished.
     /// - Throws: `DubfarmError` naming the missing frame when the source does not yield one.
     package static func render(input: PacketBundle, framePTS: [Int64], decodedFrames: Range<Int>, outputFrames: Range<Int>,
                               frameRate: Rational, encoder settings: EncoderSettings, layout: VideoFrame.Layout,
                               processor: any FrameProcessor, threads: Int = 0,
-                              progress: (Int) throws -> Void = { _ in }) throws -> PacketBundle {
+                              progress: (Int) throws -> Void = { _ in }, stopEarly: () -> Bool = { false }) throws -> PacketBundle {
         try farmErrors {
             try renderFrames(input: input, framePTS: framePTS, decodedFrames: decodedFrames, outputFrames: outputFrames,
                              frameRate: frameRate, encoder: settings, layout: layout, processor: processor,
-                             threads: threads, progress: progress)
+                             threads: threads, progress: progress, stopEarly: stopEarly)
         }
     }
+
+    /// Thrown inside the decode loop when ``render(input:framePTS:decodedFrames:outputFrames:frameRate:encoder:layout:processor:threads:progress:stopEarly:)``
+    /// is asked to stop early; never leaves it.
+    private struct StoppedEarly: Error {}
 
     private static func renderFrames(input: PacketBundle, framePTS: [Int64], decodedFrames: Range<Int>, outputFrames: Range<Int>,
                                      frameRate: Rational, encoder settings: EncoderSettings, layout: VideoFrame.Layout,
                                      processor: any FrameProcessor, threads: Int,
-                                     progress: (Int) throws -> Void) throws -> PacketBundle {
+                                     progress: (Int) throws -> Void, stopEarly: () -> Bool) throws -> PacketBundle {
         let what = "segment \(outputFrames.lowerBound)..<\(outputFrames.upperBound)"
         guard framePTS.count == decodedFrames.count else {
             throw DubfarmError(.badInput, "\(what): \(framePTS.count) frame timestamps for \(decodedFrames.count) decoded frames")
@@ -88,6 +97,7 @@ package enum SegmentRenderer {
         }
 
         func stage(_ vf: VideoFrame) throws {
+            if stopEarly() { throw StoppedEarly() }
             for out in try processor.process(vf) { try encode(out) }
         }
 
@@ -109,35 +119,49 @@ package enum SegmentRenderer {
             }
         }
 
-        for p in input.packets {
-            try pkt.load(p)
-            do {
-                try decoder.decode(pkt, into: decFrame, received)
-            } catch {
-                // Name the source frame whose packet the decoder refused (FFmpeg conceals what it
-                // can; what it refuses fails the segment, and the job, with this frame number).
-                let unusable = (error as? FFmpegError).map { $0.code == .invalidData ? $0.message : nil }
-                    ?? (error as? DubfarmError).map { $0.code == .badInput ? $0.message : nil }
-                guard let message = unusable ?? nil, let slot = framePTS.firstIndex(of: p.pts) else { throw error }
-                throw DubfarmError(.badInput, "\(what): source frame \(decodedFrames.lowerBound + slot) is damaged and cannot be decoded; \(message)")
+        /// Every packet through the decoder, every frame through the stage (and the encoder).
+        func decodeAll() throws {
+            for p in input.packets {
+                try pkt.load(p)
+                do {
+                    try decoder.decode(pkt, into: decFrame, received)
+                } catch {
+                    // Name the source frame whose packet the decoder refused (FFmpeg conceals what it
+                    // can; what it refuses fails the segment, and the job, with this frame number).
+                    let unusable = (error as? FFmpegError).map { $0.code == .invalidData ? $0.message : nil }
+                        ?? (error as? DubfarmError).map { $0.code == .badInput ? $0.message : nil }
+                    guard let message = unusable ?? nil, let slot = framePTS.firstIndex(of: p.pts) else { throw error }
+                    throw DubfarmError(.badInput, "\(what): source frame \(decodedFrames.lowerBound + slot) is damaged and cannot be decoded; \(message)")
+                }
+                pkt.unref()
             }
-            pkt.unref()
+            try decoder.decode(nil, into: decFrame, received)
         }
-        try decoder.decode(nil, into: decFrame, received)
-        if nextSlot < framePTS.count { throw missing(decodedFrames.lowerBound + nextSlot, what) }
+        var stopped = false
+        do {
+            try decodeAll()
+        } catch is StoppedEarly {
+            stopped = true
+        }
+        if !stopped && nextSlot < framePTS.count { throw missing(decodedFrames.lowerBound + nextSlot, what) }
+        // Stopped early, the stage finishes the frames it holds as it would at the segment's end.
         for out in try processor.flush() { try encode(out) }
         try encoder.encode(nil, takeEncoded)
 
-        if nextOutput != outputFrames.upperBound {
+        let finished = outputFrames.lowerBound..<(stopped ? nextOutput : outputFrames.upperBound)
+        if stopped && finished.isEmpty {
+            throw DubfarmError(.cancelled, "\(what): stopped before its first frame was finished")
+        }
+        if nextOutput != finished.upperBound {
             throw DubfarmError(.internalError, "\(what): the processing stage returned frames up to \(nextOutput - 1) only; frame \(nextOutput) was never returned")
         }
-        guard packets.count == outputFrames.count else {
-            throw DubfarmError(.internalError, "\(what): encoded \(packets.count) frames, expected exactly \(outputFrames.count)")
+        guard packets.count == finished.count else {
+            throw DubfarmError(.internalError, "\(what): encoded \(packets.count) frames, expected exactly \(finished.count)")
         }
         let sortedPTS = packets.map(\.pts).sorted()
-        guard sortedPTS.first == Int64(outputFrames.lowerBound), sortedPTS.last == Int64(outputFrames.upperBound - 1),
+        guard sortedPTS.first == Int64(finished.lowerBound), sortedPTS.last == Int64(finished.upperBound - 1),
               zip(sortedPTS, sortedPTS.dropFirst()).allSatisfy({ $1 == $0 + 1 }) else {
-            throw DubfarmError(.internalError, "\(what): the encoder's timestamps do not cover exactly frames \(outputFrames)")
+            throw DubfarmError(.internalError, "\(what): the encoder's timestamps do not cover exactly frames \(finished)")
         }
         guard packets[0].isKey else {
             throw DubfarmError(.internalError, "\(what): the encoder's first packet is not a keyframe")

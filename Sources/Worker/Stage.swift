@@ -63,34 +63,31 @@ package struct PassthroughStage: Stage {
     package func makeProcessor(for context: StageContext) throws -> any FrameProcessor { PassthroughProcessor() }
 }
 
-/// Like passthrough, but takes a fixed time per segment before encoding: for scaling tests and
-/// benchmarks where the stage's cost must be known exactly.
+/// Like passthrough, but takes a fixed time per segment, spread evenly over the frames it
+/// decodes (as a model stage's time is, so a stopping worker has finished frames to return):
+/// for scaling tests and benchmarks where the stage's cost must be known exactly.
 package struct SleepStage: Stage {
     package let seconds: Double
     package init(seconds: Double) { self.seconds = seconds }
     package var name: String { "sleep" }
     package var layout: VideoFrame.Layout { .yuv420p }
     package func makeProcessor(for context: StageContext) throws -> any FrameProcessor {
-        SleepProcessor(seconds: seconds, isCancelled: context.isCancelled)
+        SleepProcessor(secondsPerFrame: seconds / Double(max(1, context.decodedFrames.count)), isCancelled: context.isCancelled)
     }
 }
 
 final class SleepProcessor: FrameProcessor {
-    let seconds: Double
+    let secondsPerFrame: Double
     let isCancelled: @Sendable () -> Bool
-    var slept = false
-    init(seconds: Double, isCancelled: @escaping @Sendable () -> Bool) {
-        self.seconds = seconds
+    init(secondsPerFrame: Double, isCancelled: @escaping @Sendable () -> Bool) {
+        self.secondsPerFrame = secondsPerFrame
         self.isCancelled = isCancelled
     }
     func process(_ frame: VideoFrame) throws -> [VideoFrame] {
-        if !slept {
-            slept = true
-            let end = Date().addingTimeInterval(seconds)
-            while Date() < end {
-                if isCancelled() { throw DubfarmError(.cancelled, "cancelled while sleeping") }
-                Thread.sleep(forTimeInterval: min(0.02, max(0, end.timeIntervalSinceNow)))
-            }
+        let end = Date().addingTimeInterval(secondsPerFrame)
+        while Date() < end {
+            if isCancelled() { throw DubfarmError(.cancelled, "cancelled while sleeping") }
+            Thread.sleep(forTimeInterval: min(0.02, max(0, end.timeIntervalSinceNow)))
         }
         return [frame]
     }
@@ -130,7 +127,7 @@ package struct SleepCopyStage: PacketStage {
     package var name: String { "sleep-copy" }
     package var layout: VideoFrame.Layout { .yuv420p }
     package func makeProcessor(for context: StageContext) throws -> any FrameProcessor {
-        SleepProcessor(seconds: seconds, isCancelled: context.isCancelled)
+        SleepProcessor(secondsPerFrame: seconds / Double(max(1, context.decodedFrames.count)), isCancelled: context.isCancelled)
     }
 
     package func process(_ task: TaskAssignment, context: StageContext) throws -> PacketBundle {

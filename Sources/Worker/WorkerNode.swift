@@ -14,7 +14,8 @@ package struct WorkerOptions: Sendable {
     package var threads: Int
     package var heartbeatInterval: Double = 1
     package var liveness: Int = 5
-    /// Seconds a stopping worker waits for its current segment before handing it back.
+    /// Seconds a stopping worker keeps working on its current segment; then it returns the frames
+    /// it has finished (PARTIAL) and the rest is planned anew.
     package var graceSeconds: Double = 30
     /// Largest message accepted from the coordinator.
     package var maxMessageBytes: Int64 = 1 << 30
@@ -62,6 +63,8 @@ package final class WorkerNode: Sendable {
         let trainRank: Int
         let cancelled = Atomic<Bool>(false)
         let handBack = Atomic<Bool>(false)
+        /// Stop after the frame in hand and return the frames finished (a partial result).
+        let wrapUp = Atomic<Bool>(false)
         /// Its RESULT or FAILED is posted; the worker is as good as idle.
         let finished = Atomic<Bool>(false)
         init(ref: TaskRef) {
@@ -85,8 +88,9 @@ package final class WorkerNode: Sendable {
         self.logger = l
     }
 
-    /// Asks the worker to stop: it finishes its current segment within the grace period or hands
-    /// it back, says DISCONNECT, and `run()` returns. Safe from any thread (a signal handler task).
+    /// Asks the worker to stop: it finishes its current segment within the grace period or
+    /// returns the frames finished by then (the rest is handed back), says DISCONNECT, and `run()`
+    /// returns. Safe from any thread (a signal handler task).
     package func stop() {
         control.withLock { s in
             if !s.stopping {
@@ -173,10 +177,18 @@ package final class WorkerNode: Sendable {
                 case .sendHeartbeat: send(.heartbeat)
                 case .handBack:
                     if let current = control.withLock({ $0.current }) {
-                        logger.notice("grace period over: handing \(current.ref == nil ? "personalisation" : "segment") back",
-                                      metadata: ["segment": .stringConvertible(current)])
                         current.handBack.store(true, ordering: .relaxed)
-                        current.cancelled.store(true, ordering: .relaxed)
+                        if current.ref != nil, !(stage is any PacketStage) {
+                            // Nothing finished is thrown away: the frames done so far go back as a
+                            // PARTIAL result and the coordinator plans the rest anew.
+                            logger.notice("grace period over: returning the segment's finished frames, handing the rest back",
+                                          metadata: ["segment": .stringConvertible(current)])
+                            current.wrapUp.store(true, ordering: .relaxed)
+                        } else {
+                            logger.notice("grace period over: handing \(current.ref == nil ? "personalisation" : "segment") back",
+                                          metadata: ["segment": .stringConvertible(current)])
+                            current.cancelled.store(true, ordering: .relaxed)
+                        }
                     }
                 case .disconnect:
                     // The last segment's RESULT was posted before `current` was cleared: send it first.
@@ -288,7 +300,7 @@ package final class WorkerNode: Sendable {
             }
         case .disconnect(let reason):
             logger.notice("coordinator said goodbye: \(reason)")
-        case .heartbeat, .ready, .progress, .result, .failed, .trainProgress, .checkpoint, .trained, .trainFailed, .trainLeft:
+        case .heartbeat, .ready, .progress, .result, .partial, .failed, .trainProgress, .checkpoint, .trained, .trainFailed, .trainLeft:
             break
         }
     }
@@ -400,16 +412,19 @@ package final class WorkerNode: Sendable {
                         lastProgress = .now
                         outbox.post(.progress(task.ref, framesDone: done, framesTotal: total))
                     }
+                } stopEarly: {
+                    running.wrapUp.load(ordering: .relaxed)
                 }
+                let returned = output.packets.count
                 let counts = stage.statistics(of: inner)
                 let steps = stage.timings(of: inner)
                 let seconds = (ContinuousClock.now - started).seconds
-                let stats = SegmentStats(frames: total, framesWithFace: counts.framesWithFace, framesSwapped: counts.framesSwapped,
+                let stats = SegmentStats(frames: returned, framesWithFace: counts.framesWithFace, framesSwapped: counts.framesSwapped,
                                          decodeSeconds: 0, stageSeconds: processor.stageSeconds,
                                          encodeSeconds: max(0, seconds - processor.stageSeconds), totalSeconds: seconds,
                                          steps: steps.isEmpty ? nil : steps.map { StepTiming(step: $0.step, msPerFrame: $0.msPerFrame) })
                 var done: Logger.Metadata = ["seconds": .string(String(format: "%.2f", seconds)),
-                                             "fps": .string(String(format: "%.1f", Double(total) / max(seconds, 1e-9)))]
+                                             "fps": .string(String(format: "%.1f", Double(returned) / max(seconds, 1e-9)))]
                 if stage.name != "passthrough" {
                     done["with_face"] = .stringConvertible(counts.framesWithFace)
                     done["swapped"] = .stringConvertible(counts.framesSwapped)
@@ -417,13 +432,19 @@ package final class WorkerNode: Sendable {
                 if !steps.isEmpty {
                     done["ms_per_frame"] = .string(steps.map { "\($0.step) \(String(format: "%.1f", $0.msPerFrame))" }.joined(separator: ", "))
                 }
-                log.info("segment done", metadata: done)
-                message = .result(task.ref, output: output, stats: stats)
+                if returned < total {
+                    done["frames"] = .string("\(returned) of \(total)")
+                    log.notice("segment stopped early: returning its finished frames", metadata: done)
+                    message = .partial(task.ref, frames: returned, output: output, stats: stats)
+                } else {
+                    log.info("segment done", metadata: done)
+                    message = .result(task.ref, output: output, stats: stats)
+                }
             }
         } catch {
             let e = error as? DubfarmError ?? DubfarmError(.internalError, "\(error)")
             let handedBack = running.handBack.load(ordering: .relaxed)
-            if running.cancelled.load(ordering: .relaxed) {
+            if running.cancelled.load(ordering: .relaxed) || handedBack && e.code == .cancelled {
                 log.notice(handedBack ? "segment handed back" : "segment cancelled")
             } else {
                 log.error("segment failed: \(e.message)")

@@ -66,8 +66,10 @@ struct WorkerCommand: AsyncParsableCommand {
         abstract: "Run a worker that processes segments for a coordinator.",
         discussion: """
             Needs no database and no shared filesystem: everything arrives in the task. Start as many
-            as you like, on any machine that reaches the coordinator's work endpoint. SIGTERM finishes
-            the current segment within --grace seconds or hands it back.
+            as you like, on any machine that reaches the coordinator's work endpoint. SIGTERM lets the
+            current segment finish within --grace seconds; past that the worker returns the frames it
+            has finished and the coordinator plans the rest of the segment for another worker, so no
+            finished frame is lost.
             """)
 
     @Option(name: .long, help: "The coordinator's work endpoint, e.g. tcp://render-01:5555.")
@@ -88,7 +90,7 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Seconds per segment for the sleep and sleep-copy stages.")
     var sleepSeconds: Double = 1
 
-    @Option(name: .long, help: "Seconds a stopping worker waits for its segment before handing it back.")
+    @Option(name: .long, help: "Seconds a stopping worker (SIGTERM) keeps working on its segment; then it returns the frames finished and hands the rest back. Give the process this plus about 15 s before it is killed (Kubernetes terminationGracePeriodSeconds, systemd TimeoutStopSec).")
     var grace: Double = 30
 
     @Option(name: .long, help: "Seconds between heartbeats (match the coordinator's workers.heartbeat_interval).")

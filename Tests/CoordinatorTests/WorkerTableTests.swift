@@ -121,4 +121,20 @@ struct WorkerTableTests {
         #expect(removed?.hello.name == "w1")
         #expect(t.stateChanges(draining: false).isEmpty)
     }
+
+    @Test("a worker that sent a partial result is stopping: it is never claimed for again and shows as draining")
+    func stoppingWorkerGetsNoWork() {
+        var t = table("w1", "w2")
+        let a = Array("w1".utf8)
+        let ref = task(1, 0)
+        t.taskSent(a, ref, frames: 250, at: now)
+        t.markStopping(a)
+        let finished = t.finish(a, ref, frames: 40)
+        #expect(finished)
+        #expect(t.idleUnclaimed() == [Array("w2".utf8)])
+        let claimed = t.beginClaim(a)
+        #expect(!claimed)
+        #expect(t.stateChanges(draining: false).first { $0.name == "w1" }?.state == .draining)
+        #expect(t.stateChanges(draining: false).first { $0.name == "w2" }?.state == .idle)
+    }
 }

@@ -129,4 +129,27 @@ struct PacketIndexTests {
         bad.removeLast(3)
         #expect(throws: DubfarmError.self) { try PacketIndex(decoding: bad) }
     }
+
+    @Test("a partial result splits a segment after the frames returned; none or all is not a split")
+    func split() {
+        let parts = SegmentPlanner.split(250..<500, afterFrames: 37)
+        #expect(parts?.finished == 250..<287 && parts?.remainder == 287..<500)
+        #expect(SegmentPlanner.split(250..<500, afterFrames: 0) == nil)
+        #expect(SegmentPlanner.split(250..<500, afterFrames: 250) == nil)
+        #expect(SegmentPlanner.split(250..<500, afterFrames: 251) == nil)
+        #expect(SegmentPlanner.split(250..<500, afterFrames: -1) == nil)
+    }
+
+    @Test("split segments still refine their plan (a retried job keeps them); gaps, overlaps and lost cuts do not")
+    func refines() {
+        let plan = SegmentPlanner.plan(frameCount: 629, segmentFrames: 250)
+        #expect(SegmentPlanner.refines(plan.map(\.frames), plan: plan, frameCount: 629))
+        // Segment 0 split at 100, its remainder numbered last: any order.
+        #expect(SegmentPlanner.refines([0..<100, 250..<500, 500..<629, 100..<250], plan: plan, frameCount: 629))
+        #expect(!SegmentPlanner.refines([0..<100, 250..<500, 500..<629], plan: plan, frameCount: 629), "a gap")
+        #expect(!SegmentPlanner.refines([0..<100, 90..<250, 250..<500, 500..<629], plan: plan, frameCount: 629), "an overlap")
+        #expect(!SegmentPlanner.refines([0..<300, 300..<500, 500..<629], plan: plan, frameCount: 629), "the plan's cut at 250 is gone")
+        #expect(!SegmentPlanner.refines(plan.map(\.frames), plan: plan, frameCount: 700), "not the whole video")
+        #expect(!SegmentPlanner.refines([], plan: plan, frameCount: 629))
+    }
 }

@@ -29,6 +29,8 @@ func allWorkMessages() -> [WorkMessage] {
         .ready(hello), .task(sampleTask()), .progress(ref, framesDone: 10, framesTotal: 250),
         .result(ref, output: PacketBundle(codec: sampleCodec, packets: [EncodedPacket(pts: 0, dts: 0, duration: 1, isKey: true, data: [1, 2, 3])]),
                 stats: SegmentStats(frames: 250, framesWithFace: 240, framesSwapped: 0, decodeSeconds: 0.5, stageSeconds: 1, encodeSeconds: 2, totalSeconds: 3.5)),
+        .partial(ref, frames: 1, output: PacketBundle(codec: sampleCodec, packets: [EncodedPacket(pts: 250, dts: 250, duration: 1, isKey: true, data: [4, 5])]),
+                 stats: SegmentStats(frames: 1, totalSeconds: 0.2)),
         .failed(ref, FailureReport(code: "badInput", message: "decoder error at frame 17")),
         .failed(ref, FailureReport(code: "cancelled", message: "worker stopping", handedBack: true)),
         .cancel(ref), .heartbeat, .disconnect(reason: "SIGTERM"),
@@ -151,7 +153,7 @@ struct WorkMessageTests {
     @Test("every command survives a round trip", arguments: allWorkMessages())
     func roundTrip(message: WorkMessage) throws {
         let frames = message.encode()
-        #expect(frames[0] == Array("DUBFARM-WORK/5".utf8))
+        #expect(frames[0] == Array("DUBFARM-WORK/6".utf8))
         #expect(try WorkMessage.decode(frames) == message)
     }
 
@@ -218,6 +220,11 @@ struct WorkMessageTests {
         let countAt = 8 + 8 + 16 + 4 + "passthrough".utf8.count + 4 * 8
         hugeCount[2].replaceSubrange(countAt..<countAt + 4, with: [0xff, 0xff, 0xff, 0x00])
         cases.append(("huge frame count", hugeCount))
+        // A partial result of no frames (that is a hand-back: FAILED).
+        var empty = WorkMessage.partial(TaskRef(segment: SegmentRef(job: JobID(1), index: 0), token: .random()), frames: 1,
+                                        output: PacketBundle(codec: sampleCodec, packets: []), stats: SegmentStats(frames: 0)).encode()
+        empty[2].replaceSubrange((8 + 8 + 16)..<(8 + 8 + 16 + 8), with: [UInt8](repeating: 0, count: 8))
+        cases.append(("partial of no frames", empty))
         for (name, frames) in cases {
             let accepted = (try? WorkMessage.decode(frames)) != nil
             #expect(!accepted, "\(name) was accepted")

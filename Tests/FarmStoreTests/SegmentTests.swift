@@ -349,4 +349,68 @@ struct SegmentTests {
         #expect(try c3.get().allDone && n3 == nil)
         #expect(try await store.segments(job: job.id).allSatisfy { $0.state == .done })
     }
+
+    @Test("a partial result: the segment keeps the frames returned and is done, the rest is a new pending segment after the job's last; a stale one changes nothing")
+    func partialResult() async throws {
+        let db = try await TestDatabase.create()
+        defer { db.drop() }
+        let store = db.store()
+        let job = try await makeRunningJob(store, segments: 3)  // 0..<10, 10..<20, 20..<30
+        _ = try #require(try await store.claimSegment(worker: "w0", leaseSeconds: 60))
+        let s = try #require(try await store.claimSegment(worker: "w1", leaseSeconds: 60))
+        #expect(s.ref.index == 1)
+        // A stale token: refused, nothing changes.
+        let stale = try await store.completePartially(s.ref, token: .random(), frames: 4, resultBytes: 10, resultOffset: 0,
+                                                      processSeconds: 1, stats: nil)
+        #expect(stale.failureValue != nil)
+        #expect(try await store.segments(job: job.id).count == 3)
+        // None or all of the frames is not a partial result.
+        for frames in [0, 10] {
+            await #expect(throws: DubfarmError.self) {
+                _ = try await store.completePartially(s.ref, token: s.token, frames: frames, resultBytes: 10, resultOffset: 0,
+                                                      processSeconds: 1, stats: nil)
+            }
+        }
+        let outcome = try #require(try await store.completePartially(s.ref, token: s.token, frames: 4, resultBytes: 123, resultOffset: 77,
+                                                                     processSeconds: 2, stats: SegmentStats(frames: 4)).get())
+        #expect(outcome.finished == 10..<14 && outcome.remainder == SegmentRef(job: job.id, index: 3) && outcome.remainderFrames == 14..<20)
+        let segments = try await store.segments(job: job.id)
+        #expect(segments.map(\.ref.index) == [0, 1, 3, 2], "in the video's order")
+        #expect(segments.map(\.frames) == [0..<10, 10..<14, 14..<20, 20..<30])
+        #expect(segments[1].state == .done && segments[1].framesTotal == 4 && segments[1].framesDone == 4 && segments[1].resultBytes == 123)
+        #expect(segments[2].state == .pending && segments[2].framesTotal == 6 && segments[2].leases == 0)
+        #expect(try await store.results(job: job.id)[1]?.offset == 77)
+        #expect(try await store.job(job.id)?.segmentCount == 4)
+        let events = try await store.events(job: job.id).suffix(2)
+        #expect(events.first?.reason?.hasPrefix("partial: w1 stopped after frames 10..<14 of 10..<20; frames 14..<20 are segment 3") == true)
+        #expect(events.last?.segment == 3 && events.last?.to == "pending")
+        // The same lease again: it is no longer current.
+        let again = try await store.completePartially(s.ref, token: s.token, frames: 2, resultBytes: 1, resultOffset: 0, processSeconds: 1, stats: nil)
+        #expect(again.failureValue != nil)
+        // The remainder is claimed like any segment (after segment 2, by index) and finishing everything finishes the job.
+        let next = try #require(try await store.claimSegment(worker: "w1", leaseSeconds: 60))
+        #expect(next.ref.index == 2)
+        let last = try #require(try await store.claimSegment(worker: "w1", leaseSeconds: 60))
+        #expect(last.ref.index == 3 && last.frames == 14..<20)
+    }
+
+    @Test("re-planning a retried job keeps segments split by partial results, and their finished work")
+    func replanKeepsSplitSegments() async throws {
+        let db = try await TestDatabase.create()
+        defer { db.drop() }
+        let store = db.store()
+        let job = try await makeRunningJob(store, segments: 2)
+        let s = try #require(try await store.claimSegment(worker: "w", leaseSeconds: 60))
+        _ = try await store.completePartially(s.ref, token: s.token, frames: 3, resultBytes: 1, resultOffset: 0, processSeconds: 1, stats: nil)
+        try await store.transitionJob(job.id, to: .failed, reason: "test")
+        try await store.transitionJob(job.id, to: .queued, reason: "retry")
+        try await store.transitionJob(job.id, to: .planning, reason: "test planning")
+        let spans = SegmentPlanner.plan(frameCount: 20, segmentFrames: 10)
+        let record = try await store.savePlan(job: job.id, plan: PlannedJob(frameCount: 20, frameRate: Rational(25, 1), width: 320, height: 240,
+                                                                          segmentFrames: 10, spans: spans))
+        #expect(record.segmentCount == 3)
+        let segments = try await store.segments(job: job.id)
+        #expect(segments.map(\.frames) == [0..<3, 3..<10, 10..<20])
+        #expect(segments[0].state == .done)
+    }
 }

@@ -73,7 +73,9 @@ func farmWithRunningJob() async throws -> (TestFarm, Int64, Int) {
     do {
         try farm.startCoordinator()
         try farm.startWorker("w1", stage: "sleep", extra: ["--sleep-seconds", "3"])
-        try farm.startWorker("w2", stage: "sleep", extra: ["--sleep-seconds", "120"])
+        // The sleep stage spreads its time over the segment's frames: w2 takes minutes per frame,
+        // so the job's progress stands still while the views are compared.
+        try farm.startWorker("w2", stage: "sleep", extra: ["--sleep-seconds", "100000"])
         try farm.waitForWorkers(2, "2 workers connected", timeout: 30)
         let job = try farm.submit(media("speaker-long.mp4"), audio: media("dub-long.wav"), stage: "sleep")
         try farm.waitFor("2 of 3 segments done and w2 busy", timeout: 120) {

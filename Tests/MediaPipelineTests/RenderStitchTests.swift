@@ -225,6 +225,47 @@ struct RenderStitchTests {
         }
     }
 
+    @Test("stopped early: the frames finished so far as a segment of their own; the rest, rendered as a new segment, stitches frame-exact")
+    func stoppedEarlyThenRemainder() throws {
+        let dir = try TestMedia.scratch("partial")
+        defer { TestMedia.cleanup(dir) }
+        let source = try SourceVideo(path: TestMedia.path("speaker-long.mp4"))
+        let info = try #require(source.info)
+        func render(_ frames: Range<Int>, stopAfter staged: Int? = nil) throws -> PacketBundle {
+            let (input, window) = try SegmentCutter.cut(source, frames: frames, context: 3)
+            var seen = 0
+            return try SegmentRenderer.render(input: input, framePTS: window.framePTS, decodedFrames: window.decodedFrames,
+                                              outputFrames: frames, frameRate: info.frameRate, encoder: Self.settings,
+                                              layout: .yuv420p, processor: PassthroughProcessor(), threads: 2,
+                                              stopEarly: {
+                                                  seen += 1
+                                                  return staged.map { seen > $0 } ?? false
+                                              })
+        }
+        // Segment 0..<250 (no context before frame 0) stops once 100 frames have gone to the stage.
+        let partial = try render(0..<250, stopAfter: 100)
+        #expect(partial.packets.count == 100)
+        #expect(partial.packets.first?.isKey == true)
+        #expect(partial.packets.map(\.pts).sorted() == (0..<100).map(Int64.init))
+        var paths: [String] = []
+        for (k, bundle) in try [partial, render(100..<250), render(250..<500), render(500..<629)].enumerated() {
+            #expect(bundle.codec == partial.codec, "a partial segment is encoded like any other")
+            let path = "\(dir)/seg-\(k).dfpb"
+            try MediaFile.writeAtomically(bundle.encoded(), to: path)
+            paths.append(path)
+        }
+        let output = "\(dir)/out.mp4"
+        let report = try Stitcher.stitch(StitchRequest(segmentPaths: paths, audioPath: TestMedia.path("dub-long.wav"),
+                                                       outputPath: output, expectedFrameCount: info.frameCount,
+                                                       frameRate: info.frameRate, rotation: info.rotation))
+        #expect(report.framesWritten == 629)
+        #expect(try VideoDecoder.decodeFrames(path: output, layout: .yuv420p, threads: 2) { _ in } == 629)
+
+        // Stopped before the first frame of the segment was finished: nothing to return.
+        let error = #expect(throws: DubfarmError.self) { try render(300..<400, stopAfter: 0) }
+        #expect(error?.code == .cancelled)
+    }
+
     @Test func missingFrameIsNamed() throws {
         let source = try SourceVideo(path: TestMedia.path("speaker-c.mp4"))
         let (input, window) = try SegmentCutter.cut(source, frames: 10..<20, context: 0)

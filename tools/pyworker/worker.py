@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A dubfarm worker in Python, written against docs/protocol.md.
 
-It speaks DUBFARM-WORK/5 over a ZeroMQ DEALER socket (CURVE optional) and runs the passthrough
+It speaks DUBFARM-WORK/6 over a ZeroMQ DEALER socket (CURVE optional) and runs the passthrough
 stage without a codec: it returns each segment's own packets, restamped with their frame
 indices (docs/protocol.md, section 7), so the input must be all-intra. The stage runs on a
 thread of its own, so heartbeats go on while it works: put a PyTorch model in `run_stage` and a
@@ -22,7 +22,7 @@ import time
 
 import zmq
 
-PROTOCOL = b"DUBFARM-WORK/5"
+PROTOCOL = b"DUBFARM-WORK/6"
 VERSION = "pyworker-1"
 NAME_MAX, TEXT_MAX = 1024, 64 << 10
 

@@ -103,7 +103,7 @@ actor Dispatcher {
             // are still judged by their lease token; the worker says READY again once it notices
             // that nobody answers its heartbeats.
             switch message {
-            case .result, .failed, .progress, .trained, .trainFailed, .checkpoint, .trainProgress, .trainLeft: break
+            case .result, .partial, .failed, .progress, .trained, .trainFailed, .checkpoint, .trainProgress, .trainLeft: break
             default: return
             }
             await handle(message, from: id, workerName: nil)
@@ -204,6 +204,8 @@ actor Dispatcher {
             }
         case .result(let ref, let output, let stats):
             await accept(ref, output: output, stats: stats, from: id, workerName: workerName)
+        case .partial(let ref, let frames, let output, let stats):
+            await acceptPartial(ref, frames: frames, output: output, stats: stats, from: id, workerName: workerName)
         case .failed(let ref, let failure):
             await failed(ref, failure, from: id, workerName: workerName)
         }
@@ -315,6 +317,59 @@ actor Dispatcher {
             return
         }
         }
+    }
+
+    /// A stopping worker's first `frames` frames of its segment (PARTIAL): stored and made
+    /// durable as a result is, then the segment is cut after them and the rest planned as a new
+    /// segment (``FarmStore/completePartially(_:token:frames:resultBytes:resultOffset:processSeconds:stats:)``),
+    /// which the next idle worker gets. Rare (scale-in, node drains), so not group-committed.
+    private func acceptPartial(_ ref: TaskRef, frames: Int, output: PacketBundle, stats: SegmentStats, from id: [UInt8],
+                               workerName: String?) async {
+        var log = logger
+        log[metadataKey: "job"] = .stringConvertible(ref.segment.job)
+        log[metadataKey: "segment"] = .stringConvertible(ref.segment.index)
+        log[metadataKey: "worker"] = .string(workerName ?? "unregistered")
+        if let peer = peers[id], peer.task == ref, frames >= peer.taskFrames || output.packets.count != frames {
+            let msg = "worker returned a partial result of \(output.packets.count) packets for \(frames) of a segment of \(peer.taskFrames) frames"
+            log.error("\(msg)")
+            await failed(ref, FailureReport(code: DubfarmError.Code.protocolViolation.rawValue, message: msg), from: id, workerName: workerName)
+            return
+        }
+        if !jobs.hasLog(ref.segment.job), let job = try? await store.job(ref.segment.job), job.state != .running {
+            log.warning("rejected a partial result for job \(ref.segment.job), which is \(job.state)", metadata: ["token": .stringConvertible(ref.token)])
+            await finishTask(id, ref, frames: 0)
+            return
+        }
+        let record: ResultRecord
+        do {
+            let resultLog = try jobs.log(for: ref.segment.job) { try MediaStore.openResultLog(media.resultLog(ref.segment.job)) }
+            record = try resultLog.write(output, segment: ref.segment.index, token: ref.token)
+            // Durable before the database references it, as the group commit does for results.
+            try resultLog.sync()
+        } catch {
+            await resultNotStored(ref, error, from: id, log: log)
+            return
+        }
+        do {
+            switch try await store.completePartially(ref.segment, token: ref.token, frames: frames, resultBytes: record.length,
+                                                     resultOffset: record.offset, processSeconds: stats.totalSeconds, stats: stats) {
+            case .success(let outcome):
+                log.notice("partial result kept", metadata: [
+                    "frames": .string("\(outcome.finished.lowerBound)..<\(outcome.finished.upperBound)"),
+                    "remainder": .string("segment \(outcome.remainder.index), frames \(outcome.remainderFrames.lowerBound)..<\(outcome.remainderFrames.upperBound)")])
+                FarmMetrics.shared.segmentCompleted(frames: frames, seconds: stats.totalSeconds)
+            case .failure(let rejection):
+                log.warning("rejected a partial result with a stale lease token: \(rejection)", metadata: ["token": .stringConvertible(ref.token)])
+            }
+        } catch {
+            // The lease stays: it is released when the worker disconnects or expires, and the
+            // whole segment is done again.
+            log.error("could not record the partial result: \(error)")
+        }
+        // Only a stopping worker sends one: it gets no more work; the remainder goes to another.
+        peers.markStopping(id)
+        await finishTask(id, ref, frames: frames)
+        if !draining { await dispatchAll() }
     }
 
     /// The coordinator could not write or flush `ref`'s result: the segment goes back to the

@@ -30,6 +30,8 @@ struct WorkerTable {
         var trainingRank = 0
         /// Personalised weights sent to it (by SHA-256): it has them in its cache.
         var weightsSent: Set<String> = []
+        /// It sent a partial result: it is stopping and takes no more work.
+        var stopping = false
         /// Neither a segment nor a fine-tune.
         var isIdle: Bool { task == nil && training == nil }
     }
@@ -103,12 +105,12 @@ struct WorkerTable {
 
     /// Idle workers nobody is claiming for.
     func idleUnclaimed() -> [[UInt8]] {
-        peers.values.filter { $0.isIdle && !claiming.contains($0.identity) }.map(\.identity)
+        peers.values.filter { $0.isIdle && !$0.stopping && !claiming.contains($0.identity) }.map(\.identity)
     }
 
     /// Starts claiming for `id`: false when it is gone, busy or already being claimed for.
     mutating func beginClaim(_ id: [UInt8]) -> Bool {
-        guard let peer = peers[id], peer.isIdle, !claiming.contains(id) else { return false }
+        guard let peer = peers[id], peer.isIdle, !peer.stopping, !claiming.contains(id) else { return false }
         claiming.insert(id)
         return true
     }
@@ -138,6 +140,11 @@ struct WorkerTable {
 
     /// `id` is done with `ref` (result or failure; `frames` counted as its work): false, and
     /// nothing changes, when `ref` is not its task (it left, or the task was taken back).
+    /// `id` said it is stopping (a partial result): it is offered no more work.
+    mutating func markStopping(_ id: [UInt8]) {
+        peers[id]?.stopping = true
+    }
+
     mutating func finish(_ id: [UInt8], _ ref: TaskRef, frames: Int) -> Bool {
         guard var peer = peers[id], peer.task == ref else { return false }
         peer.task = nil
@@ -197,7 +204,7 @@ struct WorkerTable {
     /// last written (see ``persisted(_:)``).
     func stateChanges(draining: Bool) -> [FarmStore.WorkerStateUpdate] {
         peers.values.compactMap { peer in
-            let state: WorkerStatus = peer.isIdle ? (draining ? .draining : .idle) : .busy
+            let state: WorkerStatus = peer.isIdle ? (draining || peer.stopping ? .draining : .idle) : .busy
             let current = peer.task?.segment
             if let p = persisted[peer.hello.name], p.0 == state, p.1 == current { return nil }
             return FarmStore.WorkerStateUpdate(name: peer.hello.name, state: state, segment: current)

@@ -35,6 +35,31 @@ package enum SegmentPlanner {
         }
     }
 
+    /// A segment cut in two after its first `done` frames, when a stopping worker returned only
+    /// those (a partial result): the frames it finished and the remainder, planned as a segment
+    /// of its own. `nil` unless `0 < done < frames.count` (none done is a hand-back; all done is
+    /// a whole result).
+    package static func split(_ frames: Range<Int>, afterFrames done: Int) -> (finished: Range<Int>, remainder: Range<Int>)? {
+        guard done > 0, done < frames.count else { return nil }
+        let cut = frames.lowerBound + done
+        return (frames.lowerBound..<cut, cut..<frames.upperBound)
+    }
+
+    /// Whether `spans` (in any order) tile `0..<frameCount` without gap or overlap and cut it at
+    /// least wherever `plan` does: the segments of a job whose plan was `plan`, some of them
+    /// split by partial results since. A retried job keeps such segments and their finished work.
+    package static func refines(_ spans: [Range<Int>], plan: [SegmentSpan], frameCount: Int) -> Bool {
+        let sorted = spans.sorted { $0.lowerBound < $1.lowerBound }
+        var next = 0
+        for s in sorted {
+            guard s.lowerBound == next, !s.isEmpty else { return false }
+            next = s.upperBound
+        }
+        guard next == frameCount else { return false }
+        let cuts = Set(sorted.map(\.lowerBound))
+        return plan.allSatisfy { cuts.contains($0.frames.lowerBound) }
+    }
+
     /// The frames decoded for a segment: its range plus `context` frames on each side where they exist.
     package static func contextRange(of frames: Range<Int>, context: Int, frameCount: Int) -> Range<Int> {
         max(0, frames.lowerBound - context)..<min(frameCount, frames.upperBound + context)

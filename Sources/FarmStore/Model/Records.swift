@@ -216,6 +216,22 @@ package struct CompletionOutcome: Sendable, Hashable {
     }
 }
 
+/// What accepting a partial result led to: the segment now holds the frames returned, and the
+/// rest of its frames are a new pending segment.
+package struct PartialOutcome: Sendable, Hashable {
+    /// The frames the worker returned (the segment's new range; it is done).
+    package var finished: Range<Int>
+    /// The new segment for the frames it did not finish.
+    package var remainder: SegmentRef
+    package var remainderFrames: Range<Int>
+
+    package init(finished: Range<Int>, remainder: SegmentRef, remainderFrames: Range<Int>) {
+        self.finished = finished
+        self.remainder = remainder
+        self.remainderFrames = remainderFrames
+    }
+}
+
 /// What recording a failed attempt led to.
 package struct FailureOutcome: Sendable, Hashable {
     /// Retry after a backoff, or dead.

@@ -61,7 +61,8 @@ extension FarmStore {
 
     /// Saves a planning job's plan and starts it (`planning → running`), in one transaction:
     /// the job's video fields are filled and its segments written. When the job already has
-    /// exactly these segments (a retried job), their states (done work) are kept.
+    /// these segments (a retried job), or these segments split further by partial results, their
+    /// states (done work) are kept.
     ///
     /// A job that asks to be personalised (`personalise`, from its options) becomes
     /// `personalising` instead, with a personalisation `preparing` (or keeps a finished one: a
@@ -78,10 +79,9 @@ extension FarmStore {
             }
             let existing = try c.query("SELECT idx, start_frame, end_frame FROM segments WHERE job_id = $1 ORDER BY idx",
                                        [.int(Int(id.rawValue))])
-            let same = try existing.count == plan.spans.count && zip(existing, plan.spans).allSatisfy { row, span in
-                try row["start_frame"].decode(Int.self) == span.frames.lowerBound
-                    && row["end_frame"].decode(Int.self) == span.frames.upperBound
-            }
+            // The plan's segments, or those segments split further by partial results.
+            let spans = try existing.map { try $0["start_frame"].decode(Int.self)..<$0["end_frame"].decode(Int.self) }
+            let same = SegmentPlanner.refines(spans, plan: plan.spans, frameCount: plan.frameCount)
             if !same {
                 try c.query("DELETE FROM segments WHERE job_id = $1", [.int(Int(id.rawValue))])
                 try c.query("""
@@ -98,7 +98,7 @@ extension FarmStore {
                 WHERE id = $1
                 """, [.int(Int(id.rawValue)), .int(plan.frameCount), .int(plan.frameRate.num), .int(plan.frameRate.den),
                       .int(plan.width), .int(plan.height), .int(plan.rotation), .int(plan.segmentFrames),
-                      .int(plan.spans.count), plan.planData.map { .json($0) }])
+                      .int(same ? spans.count : plan.spans.count), plan.planData.map { .json($0) }])
             let planned = "planned: \(plan.spans.count) segments of \(plan.segmentFrames) frames"
             if let personalise, try startPersonalisation(c, id, personalise, actor: actor) {
                 try applyJobTransition(c, id, from: .planning, to: .personalising, reason: planned + "; personalising first",

@@ -12,9 +12,10 @@ struct SegmentChange {
 extension FarmStore {
     // MARK: Reading
 
-    /// The segments of `job`, in index order.
+    /// The segments of `job`, in the video's order (by first frame: a segment split by a partial
+    /// result has its remainder numbered after the job's last segment).
     package func segments(job: JobID) throws -> [SegmentRecord] {
-        try db().query("SELECT \(Columns.segment) FROM segments WHERE job_id = $1 ORDER BY idx",
+        try db().query("SELECT \(Columns.segment) FROM segments WHERE job_id = $1 ORDER BY start_frame",
                        [.int(Int(job.rawValue))], prepare: true).map(SegmentRecord.init(row:))
     }
 
@@ -149,6 +150,61 @@ extension FarmStore {
         SELECT (SELECT count(*) FROM u) AS accepted,
                NOT EXISTS (SELECT 1 FROM segments WHERE job_id = $1 AND state <> 'done' AND idx <> $2) AS all_done
         """
+
+    /// Accepts a partial result of lease `token`: a stopping worker returned the first `frames`
+    /// frames of the segment and no more. In one transaction the segment shrinks to those frames
+    /// and is `done` (its result stored as a whole result's is), and its other frames become a
+    /// new `pending` segment, numbered after the job's last (the stitch orders segments by their
+    /// first frame). The job gains a segment; nothing the worker finished is redone.
+    ///
+    /// A stale token is rejected and changes nothing. `frames` must be more than none and fewer
+    /// than the segment's (a `protocolViolation` otherwise: none is a hand-back, all a RESULT).
+    package func completePartially(_ ref: SegmentRef, token: LeaseToken, frames: Int, resultBytes: Int64, resultOffset: Int64?,
+                                   processSeconds: Double, stats: SegmentStats?)
+        throws -> Result<PartialOutcome, SegmentStateMachine.Rejection> {
+        let statsJSON = try stats.map { PostgresValue.json(String(decoding: try JSONEncoder().encode($0), as: UTF8.self)) }
+        return try transaction { c in
+            _ = try lockJob(c, ref.job)
+            let rec = try lockSegment(c, ref)
+            var m = rec.machine
+            do throws(SegmentStateMachine.Rejection) {
+                try m.complete(token: token)
+            } catch {
+                return .failure(error)
+            }
+            guard let (finished, rest) = SegmentPlanner.split(rec.frames, afterFrames: frames) else {
+                throw DubfarmError(.protocolViolation, "a partial result of segment \(ref) must hold more than none and fewer than its \(rec.frames.count) frames, not \(frames)")
+            }
+            let worker = rec.leasedBy
+            try c.query("""
+                UPDATE segments SET state = 'done', lease_token = NULL, lease_expires_at = NULL, end_frame = $3,
+                    frames_total = $4, frames_done = $4, result_bytes = $5, process_seconds = $6, result_token = $7,
+                    stats = coalesce($8, stats), result_offset = $9, finished_at = now(), updated_at = now()
+                WHERE job_id = $1 AND idx = $2
+                """, [.int(Int(ref.job.rawValue)), .int(ref.index), .int(finished.upperBound), .int(finished.count),
+                      .int(Int(resultBytes)), .double(processSeconds), .text(token.description), statsJSON,
+                      resultOffset.map { .int(Int($0)) }])
+            let index = try c.query("""
+                INSERT INTO segments (job_id, idx, start_frame, end_frame, frames_total, job_priority, job_created_at)
+                SELECT $1, (SELECT max(idx) + 1 FROM segments WHERE job_id = $1), $2::int, $3::int, $3::int - $2::int, job_priority, job_created_at
+                FROM segments WHERE job_id = $1 AND idx = $4
+                RETURNING idx
+                """, [.int(Int(ref.job.rawValue)), .int(rest.lowerBound), .int(rest.upperBound), .int(ref.index)])[0]["idx"].decode(Int.self)
+            try c.query("UPDATE jobs SET segment_count = segment_count + 1, updated_at = now() WHERE id = $1", [.int(Int(ref.job.rawValue))])
+            if let worker {
+                try c.query("UPDATE workers SET frames_done = frames_done + $2, last_seen = now() WHERE name = $1",
+                            [.text(worker), .int(finished.count)])
+            }
+            try recordEvent(c, kind: .segment, job: ref.job, segment: ref.index, worker: worker,
+                            from: SegmentState.leased.rawValue, to: SegmentState.done.rawValue,
+                            reason: "partial: \(worker ?? "the worker") stopped after frames \(finished.lowerBound)..<\(finished.upperBound) of \(rec.frames.lowerBound)..<\(rec.frames.upperBound); frames \(rest.lowerBound)..<\(rest.upperBound) are segment \(index)",
+                            actor: worker)
+            try recordEvent(c, kind: .segment, job: ref.job, segment: index, worker: nil, from: nil, to: SegmentState.pending.rawValue,
+                            reason: "planned: frames \(rest.lowerBound)..<\(rest.upperBound), the rest of segment \(ref.index)", actor: worker)
+            try notifyWork(c)
+            return .success(PartialOutcome(finished: finished, remainder: SegmentRef(job: ref.job, index: index), remainderFrames: rest))
+        }
+    }
 
     /// Records a failed attempt of lease `token`. The segment goes back to `pending` after a
     /// backoff (``DubfarmCore/RetryPolicy``), or, its attempts spent, becomes `dead` and its job

@@ -55,7 +55,8 @@ package struct WorkerLink: Sendable {
     package enum Action: Sendable, Hashable {
         case sendReady
         case sendHeartbeat
-        /// Stop the current work and return it to the coordinator (grace period over).
+        /// Grace period over: a segment stops after the frame in hand and returns the frames
+        /// finished (PARTIAL); other work is stopped and handed back.
         case handBack
         /// Say DISCONNECT and end: stopping, and nothing left to finish.
         case disconnect
