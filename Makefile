@@ -32,15 +32,16 @@ build: deps
 	$(SWIFT) build $(SWIFT_FLAGS) --product dubfarm
 
 # The trainer and the evaluation (training/) run in a virtual environment of their own, with the
-# versions training/requirements.txt pins; it is (re)made when that file changes.
+# versions training/requirements.txt pins, and so do the deployment files' validators
+# (tools/requirements-check.txt, for Tests/DeployTests); it is (re)made when either file changes.
 VENV ?= $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 py-deps: $(VENV)/.requirements
 
-$(VENV)/.requirements: training/requirements.txt
+$(VENV)/.requirements: training/requirements.txt tools/requirements-check.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q -r training/requirements.txt
-	@cp training/requirements.txt $@
+	$(PY) -m pip install -q -r training/requirements.txt -r tools/requirements-check.txt
+	@cat training/requirements.txt tools/requirements-check.txt > $@
 
 test: deps py-deps
 	$(SWIFT) build $(SWIFT_FLAGS) --build-tests

@@ -31,17 +31,19 @@ let package = Package(
     products: [
         .executable(name: "dubfarm", targets: ["dubfarm"]),
     ],
+    // Exact versions: the image build (Deploy/docker/Dockerfile) resolves without Package.resolved,
+    // which stays out of git (the package mirror's commit ids are not GitHub's).
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
-        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
-        .package(url: "https://github.com/jpsim/Yams.git", from: "6.0.0"),
-        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.0"),
-        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", exact: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", exact: "1.16.2"),
+        .package(url: "https://github.com/jpsim/Yams.git", exact: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", exact: "3.12.3"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", exact: "2.13.0"),
         // Monitoring: the metrics/dashboard HTTP server (core product only, no default traits) and Prometheus.
-        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
-        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", exact: "2.28.1", traits: []),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", exact: "2.4.1"),
         // `make docs` only (a command plugin: not built by `swift build`).
-        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", exact: "1.5.0"),
     ],
     targets: [
         // MARK: C system libraries
@@ -157,9 +159,10 @@ let package = Package(
             "FarmProtocol", "FarmConfig", "FarmTestSupport", .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "FarmMonitorTests", dependencies: ["FarmMonitor", "FarmProtocol", "DubfarmCore", "Monitoring", "FarmTestSupport"]),
+        // Validators/: the schema checks (Python) and vendored schemas the tests run.
         .testTarget(name: "DeployTests", dependencies: [
             "FarmConfig", "FarmTestSupport", "Postgres", .product(name: "Yams", package: "Yams"),
-        ]),
+        ], exclude: ["Validators"]),
         .testTarget(name: "IntegrationTests", dependencies: [
             "FarmTestSupport", "FarmMonitor", "Coordinator", "Worker", "FarmClient", "FarmProtocol", "ZeroMQ", "MediaPipeline", "FaceAnalysis",
             "FarmSecurity", "Postgres", .product(name: "Crypto", package: "swift-crypto"),

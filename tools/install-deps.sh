@@ -17,7 +17,13 @@ packages=(
   fonts-dejavu-core # …and screenshot it with real glyphs
   iproute2          # ip netns: the multi-host test (workers in their own network namespaces)
   python3-venv      # training/ and make eval run in a virtual environment (Makefile py-deps)
+  systemd           # systemd-analyze verify/security: the deployment tests check Deploy/systemd with it
+  util-linux        # setpriv: the deployment tests read key files as the user the units and pods run
 )
+# Not installed here: kubectl. The deployment tests render Deploy/kubernetes with `kubectl kustomize`
+# and need kustomize v4 or later (kubectl 1.21+); Debian 12 has only kubernetes-client 1.20
+# (kustomize v2.0.3). Without one, those tests are skipped and say so; install kubectl from the
+# Kubernetes project to run them.
 # Extra packages for optional features can be added by callers: install-deps.sh pkg...
 packages+=("$@")
 
