@@ -121,10 +121,18 @@ package enum KeyFiles {
         return CurveKeyPair(publicKey: derived, secretKey: secret)
     }
 
-    /// Whether a secret key file can be read by users other than its owner (mode & 0o077).
+    /// Whether a secret key file can be read by users other than its owner and this process's
+    /// own group (``isExposed(mode:group:processGroup:)``).
     package static func isExposed(_ path: String) -> Bool {
         var st = stat()
-        return stat(path, &st) == 0 && st.st_mode & 0o077 != 0
+        return stat(path, &st) == 0 && isExposed(mode: st.st_mode, group: st.st_gid, processGroup: getegid())
+    }
+
+    /// Others may read or write it, or its group may and that group is not the reading process's:
+    /// a Kubernetes secret mounted with `fsGroup` (root-owned, mode 0440, the pod's own group) is
+    /// not exposed; a 0640 file of another group is.
+    package static func isExposed(mode: mode_t, group: gid_t, processGroup: gid_t) -> Bool {
+        mode & 0o007 != 0 || (mode & 0o070 != 0 && group != processGroup)
     }
 
     /// The coordinator's public key from `--server-key`: the key itself, or a file holding it.

@@ -75,6 +75,17 @@ struct KeyFileTests {
         #expect(throws: DubfarmError.self) { try KeyFiles.write(pair, name: "../w2", directory: dir) }
     }
 
+    @Test("a secret key file is exposed when others can read it, or a group that is not the process's own")
+    func exposure() {
+        #expect(!KeyFiles.isExposed(mode: 0o600, group: 0, processGroup: 10001))
+        #expect(!KeyFiles.isExposed(mode: 0o400, group: 0, processGroup: 10001))
+        // Kubernetes fsGroup: root:10001, 0440, read by a process of group 10001.
+        #expect(!KeyFiles.isExposed(mode: 0o440, group: 10001, processGroup: 10001))
+        #expect(KeyFiles.isExposed(mode: 0o440, group: 100, processGroup: 10001))
+        #expect(KeyFiles.isExposed(mode: 0o604, group: 10001, processGroup: 10001))
+        #expect(KeyFiles.isExposed(mode: 0o644, group: 0, processGroup: 0))
+    }
+
     @Test("an allow-list directory holds every public key in it and skips secret files")
     func allowListDirectory() throws {
         let dir = try tempDir()

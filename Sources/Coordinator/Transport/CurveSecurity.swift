@@ -35,7 +35,7 @@ final class CurveSecurity: Sendable {
             throw DubfarmError(.configuration, "security.secret_key_file: \(e.message)")
         }
         if KeyFiles.isExposed(file) {
-            logger.warning("the coordinator's secret key file can be read by other users; chmod 600 it", metadata: ["file": .string(file)])
+            logger.warning("the coordinator's secret key file can be read by other users; chmod 600 it (or 0440 with this process's own group)", metadata: ["file": .string(file)])
         }
         let policy = try loadPolicy(config)
         let security = CurveSecurity(keys: keys, policy: policy, config: config, logger: logger)
