@@ -4,8 +4,10 @@
     python training/export.py --run RUN --out models/dubfarm-small [--float32]
 
 manifest.json (the run's model configuration) + model.safetensors: the VQGAN of the vqgan stage,
-the audio encoder and lip-sync UNet of the lipsync stage, and the face-swap transformer as
-initialised (it is not trained yet). The safetensors metadata says which modules were trained
+the audio encoder and lip-sync UNet of the lipsync stage, and the face-swap transformer of the swap
+stage (as initialised when the run has none). A run whose swap stage started from a weights
+directory (--swap-init) and has no vqgan stage of its own exports that directory's modules with
+the trained swap. The safetensors metadata says which modules were trained
 (`dubfarm.trained`), so workers know not to apply an untrained swap, and where they came from.
 By default the tensors are stored as IEEE half, which the engine widens to float32 on load
 (--float32 keeps full precision); check.py then compares the engine with PyTorch on the same
@@ -21,15 +23,22 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dubtrain.common import load_checkpoint  # noqa: E402
 from dubtrain.model import SwapTalk  # noqa: E402
+from dubtrain import weights  # noqa: E402
 from dubtrain.weights import save_safetensors  # noqa: E402
 
 VQGAN_PREFIXES = ("encoder.", "quant_conv.", "quantize_upper.", "quantize_lower.", "post_quant_conv.", "decoder.")
 LIPSYNC_PREFIXES = ("audio.", "lipsync.")
 
 
+SWAP_PREFIXES = ("swap.",)
+
+
 def assemble(run):
     """(manifest, state_dict, trained module names, provenance) of a run's final checkpoints."""
     vq = load_checkpoint(os.path.join(run, "vqgan", "ckpt.pt"))
+    swap = load_checkpoint(os.path.join(run, "swap", "ckpt.pt"))
+    if vq is None and swap is not None:
+        return assemble_swap_only(run, swap)
     if vq is None:
         raise SystemExit(f"export: {run} has no vqgan checkpoint")
     lip = load_checkpoint(os.path.join(run, "lipsync", "ckpt.pt"))
@@ -55,12 +64,31 @@ def assemble(run):
             if k.startswith(LIPSYNC_PREFIXES):
                 sd[k] = v
         trained += ["audio", "lipsync"]
+    if swap is not None:
+        for k, v in swap["model"].items():
+            if k.startswith(SWAP_PREFIXES):
+                sd[k] = v
+        trained += ["swap"]
     model.load_state_dict(sd, strict=True)
-    steps = {"vqgan": vq["step"], "lipsync": lip["step"] if lip else 0}
+    steps = {"vqgan": vq["step"], "lipsync": lip["step"] if lip else 0, "swap": swap["step"] if swap else 0}
     sync = load_checkpoint(os.path.join(run, "sync", "ckpt.pt"))
     steps["sync"] = sync["step"] if sync else 0
     seconds = vq["seconds"] + (lip["seconds"] if lip else 0) + (sync["seconds"] if sync else 0)
     return manifest, model.state_dict(), trained, {"steps": steps, "seconds": seconds}
+
+
+def assemble_swap_only(run, swap):
+    """A run that trained only the swap, on a weights directory (--swap-init): that directory's
+    modules (and what its metadata says was trained) with the swap stage's transformer."""
+    init = swap["config"].get("swap_init")
+    if not init:
+        raise SystemExit(f"export: {run} has a swap checkpoint but no vqgan checkpoint and no --swap-init")
+    base_manifest, _, meta, _ = weights.load(init)
+    trained = [m for m in meta.get("dubfarm.trained", "").split(",") if m and m != "swap"] + ["swap"]
+    model = SwapTalk(swap["manifest"])
+    model.load_state_dict(swap["model"], strict=True)
+    return swap["manifest"], model.state_dict(), trained, {"steps": {"swap": swap["step"]}, "seconds": swap["seconds"],
+                                                           "from": init}
 
 
 def export(run, out, float16=True):

@@ -6,7 +6,9 @@
 
 Stages, in order (`--stages` picks some): vqgan (encoder, two EMA codebooks, decoder, patch GAN),
 tokens (every frame's codes under the final VQGAN), sync (the latent lip-sync expert), lipsync
-(the audio encoder and lip-sync UNet, with the frozen expert's sync loss). Each stage keeps
+(the audio encoder and lip-sync UNet, with the frozen expert's sync loss); swap (the face-swap
+transformer with dlib's face-recognition network as the identity loss; only when asked for:
+`--stages swap`, after lipsync or on a weights directory given as --swap-init). Each stage keeps
 RUN/STAGE/ckpt.pt and RUN/STAGE/log.csv; run the same command again and it resumes where the
 last checkpoint left off (a finished stage is skipped). Then
 `python training/export.py --run RUN --out DIR` writes the weights directory workers load.
@@ -22,7 +24,7 @@ from dubtrain.config import add_arguments, from_arguments  # noqa: E402
 from dubtrain.common import Runtime  # noqa: E402
 from dubtrain.data import load_train_val  # noqa: E402
 
-STAGES = ("vqgan", "tokens", "sync", "lipsync")
+STAGES = ("vqgan", "tokens", "sync", "lipsync", "swap")
 
 
 def main(argv=None):
@@ -59,6 +61,9 @@ def main(argv=None):
         elif stage == "lipsync":
             from dubtrain.lipsync import train_lipsync
             train_lipsync(cfg, rt, cfg.out)
+        elif stage == "swap":
+            from dubtrain.swap import train_swap
+            train_swap(cfg, rt, train, val, cfg.out)
         rt.barrier()
     if rt.main:
         print(f"train: done in {(time.time() - t0) / 60:.1f} min; export with "

@@ -74,6 +74,20 @@ class TrainConfig:
     lip_sync_start: int = 500
     lip_reference_min_gap: int = 5       # reference frame at least this many frames from the target
 
+    # --- stage 4: face swap (dlib's face-recognition ResNet as the identity loss; dubtrain/swap.py) ---
+    # Not in the default stages yet: run it with --stages swap (after lipsync, or on a weights
+    # directory with --swap-init).
+    swap_steps: int = 3000
+    swap_batch: int = 8
+    swap_lr: float = 2e-4
+    swap_warmup_steps: int = 300         # token MSE alone (every pair) before the decoder and identity net join
+    swap_same_prob: float = 0.5          # pairs whose source is the same speaker (from another clip)
+    swap_min_gap: int = 25               # a speaker with one clip: the source at least this many frames away
+    swap_identity_weight: float = 1.0    # ‖d(out) − d(source)‖², dlib descriptors
+    swap_recon_weight: float = 1.0       # same person: L1 to the target + token MSE
+    swap_keep_weight: float = 1.0        # other person: coarse (8×-downsampled) L1 to the target + lower-half token MSE
+    swap_init: str = ""                  # weights directory to start from when the run has no vqgan/lipsync checkpoint
+
     stages: list = field(default_factory=lambda: ["vqgan", "tokens", "sync", "lipsync"])
 
     def manifest(self):
