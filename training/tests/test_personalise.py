@@ -419,7 +419,10 @@ def test_sigterm_to_rank_0s_torchrun_checkpoints_first(tiny_base, tiny_dataset, 
     assert lines[-2]["event"] == "checkpoint" and lines[-2]["step"] >= 3, lines
     assert checkpoint(r0.out)["step"] == lines[-2]["step"]
     assert "personalise: rank 0 of 2: stopped by SIGTERM" in r0.err()
-    assert "personalise: rank 1 of 2: stopped by another rank's stop" in r1.err() and r1.stdout.read_text() == ""
+    # Failed once under heavy load (2026-12-07, make test beside a training run): rank 1 said
+    # something else; its whole account, for the next time.
+    assert "personalise: rank 1 of 2: stopped by another rank's stop" in r1.err(), r1.err()[-4000:]
+    assert r1.stdout.read_text() == ""
 
 
 def test_the_end_of_stdin_stops_it_as_sigterm_does(tiny_base, tiny_dataset, tmp_path):
