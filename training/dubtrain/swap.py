@@ -28,7 +28,7 @@ from .common import StageRun, load_checkpoint, step_generator
 from .model import SwapTalk
 
 LOSSES = ["loss", "identity", "recon", "keep", "token_mse", "dist_source", "dist_target",
-          "val_dist_source", "val_dist_target", "val_same_l1"]
+          "val_dist_source", "val_dist_source_decoded", "val_dist_target", "val_floor", "val_same_l1"]
 
 CHIP = identity.CHIP_SIZE  # 150: dlib's face-recognition input side
 CHIP_PADDING = 0.25        # dlib's default padding around the face in get_face_chip
@@ -186,9 +186,11 @@ def train_swap(cfg, rt, train, val, run_dir):
 
 @torch.no_grad()
 def validate(model, idnet, val, pairs, cfg, n=32):
-    """Held-out speakers, fixed pairs: the dlib distance of the output to the source and to the
-    target (other-person pairs: the swap should take it near the source, away from the target),
-    and the L1 of same-person outputs to their target."""
+    """Held-out speakers, fixed pairs. Other-person pairs: the dlib distance of the output to the
+    source photo, to the source as the VQGAN draws it (decoded from its own tokens: what a swap
+    can reach at best), and to the target (the swap should take it away). The floor: the
+    distance of each target to its own VQGAN reconstruction, with no swap: how much identity the
+    VQGAN alone loses. Same-person pairs: the L1 of the output to its target."""
     g = step_generator(cfg.seed, 0, 0, salt=97)
     t, s, same = pairs.draw(n, 0.5, g)
     x_t, x_s = val.images(t), val.images(s)
@@ -197,8 +199,16 @@ def validate(model, idnet, val, pairs, cfg, n=32):
     out = model.decode(model.swap(grid_t, grid_s)).float()
     g_t, g_s = chip_grids(val.landmarks[t], val.image_size), chip_grids(val.landmarks[s], val.image_size)
     d_out, d_src, d_tgt = idnet(chips(out, g_t)), idnet(chips(x_s, g_s)), idnet(chips(x_t, g_t))
+    d_src_decoded = idnet(chips(model.decode(grid_s).float(), g_s))
+    d_floor = idnet(chips(model.decode(grid_t).float(), g_t))
     other = ~same
     nan = float("nan")
-    return {"val_dist_source": float((d_out - d_src).norm(dim=1)[other].mean()) if other.any() else nan,
-            "val_dist_target": float((d_out - d_tgt).norm(dim=1)[other].mean()) if other.any() else nan,
+
+    def mean_over(a, b, sel):
+        return float((a - b).norm(dim=1)[sel].mean()) if sel.any() else nan
+
+    return {"val_dist_source": mean_over(d_out, d_src, other),
+            "val_dist_source_decoded": mean_over(d_out, d_src_decoded, other),
+            "val_dist_target": mean_over(d_out, d_tgt, other),
+            "val_floor": mean_over(d_floor, d_tgt, torch.ones_like(same)),
             "val_same_l1": float((out - x_t).abs().mean((1, 2, 3))[same].mean()) if same.any() else nan}

@@ -61,8 +61,23 @@ def test_tiny_swap_stage_identity_loss_falls_and_exports_a_trained_swap(tiny_dat
     with safe_open(os.path.join(weights, "model.safetensors"), "pt") as f:
         assert f.metadata()["dubfarm.trained"] == "encode,quantize,decode,swap"
         trained = f.get_tensor("swap.out_proj.weight")
-    state = torch.load(os.path.join(out, "swap", "ckpt.pt"), weights_only=False)["model"]
-    assert torch.allclose(trained.float(), state["swap.out_proj.weight"].float(), atol=1e-3)
+    ckpt = torch.load(os.path.join(out, "swap", "ckpt.pt"), weights_only=False)
+    assert torch.allclose(trained.float(), ckpt["model"]["swap.out_proj.weight"].float(), atol=1e-3)
+
+    # Validation (the tiny split holds no speaker out: run it on the training set). One speaker:
+    # same-person pairs only, so the other-person distances are not defined.
+    from dubtrain import identity
+    from dubtrain.config import TrainConfig
+    from dubtrain.data import FaceDataset
+    from dubtrain.model import SwapTalk
+    from dubtrain.swap import Pairs, validate
+    model = SwapTalk(ckpt["manifest"])
+    model.load_state_dict(ckpt["model"])
+    dataset = FaceDataset(data)
+    row = validate(model.eval(), identity.load(), dataset, Pairs(dataset, 10), TrainConfig(), n=8)
+    assert set(row) == {"val_dist_source", "val_dist_source_decoded", "val_dist_target", "val_floor", "val_same_l1"}
+    assert row["val_floor"] > 0 and row["val_same_l1"] > 0
+    assert all(row[k] != row[k] for k in ("val_dist_source", "val_dist_source_decoded", "val_dist_target"))  # NaN
 
 
 def test_swap_stage_without_a_model_says_what_to_do(tiny_dataset, tmp_path):
