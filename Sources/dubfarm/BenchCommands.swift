@@ -55,8 +55,8 @@ struct DispatchBench: ParsableCommand {
         commandName: "dispatch",
         abstract: "Dispatch latency and transitions per second against a running coordinator, with no-op workers.",
         discussion: """
-            Needs a coordinator whose segments are one frame long and without context
-            (DUBFARM_SEGMENTS_SECONDS=0.04 DUBFARM_SEGMENTS_CONTEXT_FRAMES=0 at 25 fps) and an all-intra
+            Needs a coordinator whose segments are one frame long and without context \
+            (DUBFARM_SEGMENTS_SECONDS=0.04 DUBFARM_SEGMENTS_CONTEXT_FRAMES=0 at 25 fps) and an all-intra \
             input (every packet a keyframe), so a task's packet is a valid one-frame segment.
             """)
     @Option(name: .long, help: "The coordinator's work endpoint.") var work: String

@@ -11,11 +11,11 @@ struct Dubfarm: AsyncParsableCommand {
             Quick start:  dubfarm local up            (a private farm on this machine)
                           dubfarm submit talk.mp4 --audio dub.wav --wait --out dubbed.mp4
 
-            A coordinator cuts each video into 10-second segments, keeps all state in PostgreSQL and
-            hands segments to workers over ZeroMQ; workers may run on any number of machines
+            A coordinator cuts each video into 10-second segments, keeps all state in PostgreSQL and \
+            hands segments to workers over ZeroMQ; workers may run on any number of machines \
             (`dubfarm worker --connect tcp://COORDINATOR:5555`).
 
-            Exit codes: 0 success · 1 the job failed or was cancelled · 2 usage or input error ·
+            Exit codes: 0 success · 1 the job failed or was cancelled · 2 usage or input error · \
             3 coordinator (or database) unreachable.
             """,
         version: DubfarmVersion.current,

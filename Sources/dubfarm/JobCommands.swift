@@ -8,8 +8,8 @@ struct Submit: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Submit a video and a dub track; prints the job id.",
         discussion: """
-            The files are uploaded to the coordinator in checksummed chunks, so it may run on another
-            machine. With --wait the command follows the job with a progress bar and exits 0 when it
+            The files are uploaded to the coordinator in checksummed chunks, so it may run on another \
+            machine. With --wait the command follows the job with a progress bar and exits 0 when it \
             is done, 1 when it failed; with --out it also downloads the result.
 
             Example: dubfarm submit talk.mp4 --audio dub-es.wav --wait --out talk-es.mp4

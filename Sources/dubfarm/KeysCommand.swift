@@ -9,9 +9,9 @@ struct KeysCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "keys", abstract: "Make CURVE key pairs (encryption and authentication of both endpoints).",
         discussion: """
-            One pair per machine or user: the coordinator's (security.secret_key_file), each worker's
-            (--key-file) and each CLI user's (--key-file). Copy only public NAME.key files around: a
-            worker's into the coordinator's authorized_workers directory, a user's into
+            One pair per machine or user: the coordinator's (security.secret_key_file), each worker's \
+            (--key-file) and each CLI user's (--key-file). Copy only public NAME.key files around: a \
+            worker's into the coordinator's authorized_workers directory, a user's into \
             authorized_clients, and the coordinator's to the workers and users (--server-key).
             """,
         subcommands: [Generate.self])

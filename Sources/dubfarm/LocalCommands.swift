@@ -15,8 +15,8 @@ struct LocalCommand: AsyncParsableCommand {
         commandName: "local",
         abstract: "Run a private farm on this machine: its own PostgreSQL, a coordinator and workers.",
         discussion: """
-            Everything lives in one directory (default ./.farm, or --dir, or $DUBFARM_LOCAL_DIR):
-            the PostgreSQL cluster, the media store, logs/ and farm.json. Other dubfarm commands
+            Everything lives in one directory (default ./.farm, or --dir, or $DUBFARM_LOCAL_DIR): \
+            the PostgreSQL cluster, the media store, logs/ and farm.json. Other dubfarm commands \
             find the local coordinator by themselves. Running `local up` again is harmless.
             """,
         subcommands: [Up.self, LocalStatus.self, Down.self])

@@ -8,9 +8,9 @@ struct Probe: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show what the farm sees in a video: streams, frames, frame rate, rotation, keyframes, and how it would be cut.",
         discussion: """
-            Reads the file here, as the coordinator will (every packet is counted; nothing is sent).
-            'plan' says whether the input is re-encoded once before it is cut — a variable frame rate
-            is re-timed on its own timeline at the nominal rate, keyframes far apart get one where
+            Reads the file here, as the coordinator will (every packet is counted; nothing is sent). \
+            'plan' says whether the input is re-encoded once before it is cut — a variable frame rate \
+            is re-timed on its own timeline at the nominal rate, keyframes far apart get one where \
             each segment starts — and how many frames and segments the farm will dub.
 
               dubfarm probe talk.mp4

@@ -19,8 +19,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
         commandName: "coordinator",
         abstract: "Run the coordinator: work endpoint for workers, control endpoint for the CLI.",
         discussion: """
-            All state lives in PostgreSQL (run `dubfarm migrate` once first); media lives in the store
-            directory. Kill it at any moment: a new one resumes from the database and the store.
+            All state lives in PostgreSQL (run `dubfarm migrate` once first); media lives in the store \
+            directory. Kill it at any moment: a new one resumes from the database and the store. \
             SIGTERM stops handing out work, waits briefly for segments in flight, and exits.
             """)
 
@@ -65,10 +65,10 @@ struct WorkerCommand: AsyncParsableCommand {
         commandName: "worker",
         abstract: "Run a worker that processes segments for a coordinator.",
         discussion: """
-            Needs no database and no shared filesystem: everything arrives in the task. Start as many
-            as you like, on any machine that reaches the coordinator's work endpoint. SIGTERM lets the
-            current segment finish within --grace seconds; past that the worker returns the frames it
-            has finished and the coordinator plans the rest of the segment for another worker, so no
+            Needs no database and no shared filesystem: everything arrives in the task. Start as many \
+            as you like, on any machine that reaches the coordinator's work endpoint. SIGTERM lets the \
+            current segment finish within --grace seconds; past that the worker returns the frames it \
+            has finished and the coordinator plans the rest of the segment for another worker, so no \
             finished frame is lost.
             """)
 

@@ -9,10 +9,10 @@ struct Top: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "A live view of the farm: jobs, workers, queue depth and throughput.",
         discussion: """
-            On a terminal: a full-screen view refreshed every --interval seconds. Keys: q quits,
-            f cycles the job filter through the states, a shows all jobs again. It follows the
-            terminal's size. When stdout is not a terminal it prints plain lines each refresh
-            (a summary, then one line per unfinished job and per worker); --json prints one
+            On a terminal: a full-screen view refreshed every --interval seconds. Keys: q quits, \
+            f cycles the job filter through the states, a shows all jobs again. It follows the \
+            terminal's size. When stdout is not a terminal it prints plain lines each refresh \
+            (a summary, then one line per unfinished job and per worker); --json prints one \
             snapshot object per line (the dashboard's /api/farm schema, see docs/json-output.md).
             """)
 

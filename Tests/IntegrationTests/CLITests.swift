@@ -29,6 +29,37 @@ struct ProbeCommandTests {
     }
 }
 
+/// `--help` reads as paragraphs: the parser wraps the discussions; nothing breaks them by hand.
+@Suite("dubfarm --help")
+struct HelpTextTests {
+    /// Every command path: the top level and each subcommand it lists, recursively.
+    static func commands(_ path: [String] = []) throws -> [[String]] {
+        let out = try dubfarm(path + ["--help"]).out
+        guard let list = out.range(of: "SUBCOMMANDS:\n") else { return [path] }
+        // "  name   abstract" lines, up to the blank line before "  See 'dubfarm help …'".
+        let names = out[list.upperBound...].split(separator: "\n", omittingEmptySubsequences: false)
+            .prefix { !$0.isEmpty }
+            .compactMap { line -> String? in
+                guard line.hasPrefix("  "), !line.hasPrefix("   ") else { return nil }
+                return line.split(separator: " ").first.map(String.init)
+            }
+        return try [path] + names.filter { $0 != "help" }.flatMap { try commands(path + [$0]) }
+    }
+
+    @Test("no command's --help breaks a sentence by hand: a short line is never continued by a lowercase word")
+    func paragraphsWrap() throws {
+        let paths = try Self.commands()
+        #expect(paths.count > 20)
+        for path in paths {
+            let out = try dubfarm(path + ["--help"]).out
+            let prose = out.components(separatedBy: "USAGE:")[0].split(separator: "\n", omittingEmptySubsequences: false)
+            for (a, b) in zip(prose, prose.dropFirst()) where !a.hasPrefix(" ") && !b.hasPrefix(" ") && a.count < 60 {
+                #expect(!(b.first?.isLowercase ?? false), "dubfarm \(path.joined(separator: " ")) --help: '\(a)' then '\(b)'")
+            }
+        }
+    }
+}
+
 /// Runs the `dubfarm` binary; returns its exit status and output.
 @discardableResult
 func dubfarm(_ args: [String], environment: [String: String] = [:], timeout: Double = 300) throws -> (status: Int32, out: String, err: String) {
