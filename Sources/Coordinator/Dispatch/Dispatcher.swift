@@ -228,10 +228,7 @@ actor Dispatcher {
     }
 
     private func accept(_ ref: TaskRef, output: PacketBundle, stats: SegmentStats, from id: [UInt8], workerName: String?) async {
-        var log = logger
-        log[metadataKey: "job"] = .stringConvertible(ref.segment.job)
-        log[metadataKey: "segment"] = .stringConvertible(ref.segment.index)
-        log[metadataKey: "worker"] = .string(workerName ?? "unregistered")
+        let log = segmentLogger(ref, worker: workerName)
         FarmMetrics.shared.resultArrived(worker: workerName)
         if let peer = peers[id], peer.task == ref, output.packets.count != peer.taskFrames {
             let msg = "worker returned \(output.packets.count) frames for a segment of \(peer.taskFrames)"
@@ -239,17 +236,14 @@ actor Dispatcher {
             await failed(ref, FailureReport(code: DubfarmError.Code.protocolViolation.rawValue, message: msg), from: id, workerName: workerName)
             return
         }
+        if await isLate(ref, "result", log: log) {
+            await finishTask(id, ref, frames: 0)
+            return
+        }
         // The result is appended to the job's result log before the fenced completion: records
         // are never overwritten, and only the one the database accepts is ever read. The write
         // lands in the page cache; the group commit flushes the log before the database may
         // reference the record.
-        if !jobs.hasLog(ref.segment.job), let job = try? await store.job(ref.segment.job), job.state != .running {
-            // A late result for a job that no longer takes any (stitched, failed, cancelled):
-            // stale by definition, and writing it would bring back the job's results directory.
-            log.warning("rejected a result for job \(ref.segment.job), which is \(job.state)", metadata: ["token": .stringConvertible(ref.token)])
-            await finishTask(id, ref, frames: 0)
-            return
-        }
         let record: ResultRecord
         let resultLog: ResultLog
         do {
@@ -325,18 +319,14 @@ actor Dispatcher {
     /// which the next idle worker gets. Rare (scale-in, node drains), so not group-committed.
     private func acceptPartial(_ ref: TaskRef, frames: Int, output: PacketBundle, stats: SegmentStats, from id: [UInt8],
                                workerName: String?) async {
-        var log = logger
-        log[metadataKey: "job"] = .stringConvertible(ref.segment.job)
-        log[metadataKey: "segment"] = .stringConvertible(ref.segment.index)
-        log[metadataKey: "worker"] = .string(workerName ?? "unregistered")
+        let log = segmentLogger(ref, worker: workerName)
         if let peer = peers[id], peer.task == ref, frames >= peer.taskFrames || output.packets.count != frames {
             let msg = "worker returned a partial result of \(output.packets.count) packets for \(frames) of a segment of \(peer.taskFrames) frames"
             log.error("\(msg)")
             await failed(ref, FailureReport(code: DubfarmError.Code.protocolViolation.rawValue, message: msg), from: id, workerName: workerName)
             return
         }
-        if !jobs.hasLog(ref.segment.job), let job = try? await store.job(ref.segment.job), job.state != .running {
-            log.warning("rejected a partial result for job \(ref.segment.job), which is \(job.state)", metadata: ["token": .stringConvertible(ref.token)])
+        if await isLate(ref, "partial result", log: log) {
             await finishTask(id, ref, frames: 0)
             return
         }
@@ -372,6 +362,23 @@ actor Dispatcher {
         if !draining { await dispatchAll() }
     }
 
+    /// A logger naming the job, segment and worker of `ref`.
+    private func segmentLogger(_ ref: TaskRef, worker: String?) -> Logger {
+        var log = logger
+        log[metadataKey: "job"] = .stringConvertible(ref.segment.job)
+        log[metadataKey: "segment"] = .stringConvertible(ref.segment.index)
+        log[metadataKey: "worker"] = .string(worker ?? "unregistered")
+        return log
+    }
+
+    /// Whether `ref`'s job no longer takes results (stitched, failed, cancelled): such a result
+    /// is stale by definition, and writing it would bring back the job's results directory.
+    private func isLate(_ ref: TaskRef, _ what: String, log: Logger) async -> Bool {
+        guard !jobs.hasLog(ref.segment.job), let job = try? await store.job(ref.segment.job), job.state != .running else { return false }
+        log.warning("rejected a \(what) for job \(ref.segment.job), which is \(job.state)", metadata: ["token": .stringConvertible(ref.token)])
+        return true
+    }
+
     /// The coordinator could not write or flush `ref`'s result: the segment goes back to the
     /// queue (the disk may recover; it is not the worker's fault).
     private func resultNotStored(_ ref: TaskRef, _ error: any Error, from id: [UInt8], log: Logger) async {
@@ -381,10 +388,7 @@ actor Dispatcher {
     }
 
     private func failed(_ ref: TaskRef, _ failure: FailureReport, from id: [UInt8], workerName: String?) async {
-        var log = logger
-        log[metadataKey: "job"] = .stringConvertible(ref.segment.job)
-        log[metadataKey: "segment"] = .stringConvertible(ref.segment.index)
-        log[metadataKey: "worker"] = .string(workerName ?? "unregistered")
+        let log = segmentLogger(ref, worker: workerName)
         do {
             if failure.handedBack {
                 if case .success = try await store.releaseLease(ref.segment, token: ref.token,
