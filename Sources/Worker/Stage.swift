@@ -72,16 +72,17 @@ package struct SleepStage: Stage {
     package var name: String { "sleep" }
     package var layout: VideoFrame.Layout { .yuv420p }
     package func makeProcessor(for context: StageContext) throws -> any FrameProcessor {
-        SleepProcessor(secondsPerFrame: seconds / Double(max(1, context.decodedFrames.count)), isCancelled: context.isCancelled)
+        SleepProcessor(seconds: seconds, over: context)
     }
 }
 
 final class SleepProcessor: FrameProcessor {
     let secondsPerFrame: Double
     let isCancelled: @Sendable () -> Bool
-    init(secondsPerFrame: Double, isCancelled: @escaping @Sendable () -> Bool) {
-        self.secondsPerFrame = secondsPerFrame
-        self.isCancelled = isCancelled
+    /// `seconds` for the segment of `context`, spread evenly over the frames it decodes.
+    init(seconds: Double, over context: StageContext) {
+        self.secondsPerFrame = seconds / Double(max(1, context.decodedFrames.count))
+        self.isCancelled = context.isCancelled
     }
     func process(_ frame: VideoFrame) throws -> [VideoFrame] {
         let end = Date().addingTimeInterval(secondsPerFrame)
@@ -127,7 +128,7 @@ package struct SleepCopyStage: PacketStage {
     package var name: String { "sleep-copy" }
     package var layout: VideoFrame.Layout { .yuv420p }
     package func makeProcessor(for context: StageContext) throws -> any FrameProcessor {
-        SleepProcessor(secondsPerFrame: seconds / Double(max(1, context.decodedFrames.count)), isCancelled: context.isCancelled)
+        SleepProcessor(seconds: seconds, over: context)
     }
 
     package func process(_ task: TaskAssignment, context: StageContext) throws -> PacketBundle {

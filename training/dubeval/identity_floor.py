@@ -19,7 +19,7 @@ from dubtrain import identity, weights
 from dubtrain.config import ROOT, TRAINING
 from dubtrain.data import FaceDataset, load_split
 from dubtrain.model import SwapTalk
-from dubtrain.swap import chip_grids, chips
+from dubtrain.swap import chip_grids, chips, identity_floor
 
 
 @torch.no_grad()
@@ -34,14 +34,14 @@ def measure(data, weights_dir, frames=48, seed=0, split=None):
     rows = torch.nonzero(val.has_landmarks).flatten()
     rows = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:frames]]
     x = val.images(rows)
-    grid, _ = model.tokenize(x)
     g = chip_grids(val.landmarks[rows], val.image_size)
-    d_orig, d_rec = net(chips(x, g)), net(chips(model.decode(grid).clamp(-1, 1), g))
+    d_orig = net(chips(x, g))
+    floor = identity_floor(model, net, x, g, d_images=d_orig)
     speaker = val.speaker[rows]
     pairs = torch.cdist(d_orig, d_orig)
     upper = torch.triu(torch.ones_like(pairs, dtype=torch.bool), diagonal=1)
     same = speaker[:, None] == speaker[None, :]
-    return {"floor": identity.distance(d_orig, d_rec).tolist(),
+    return {"floor": floor.tolist(),
             "same_speaker": pairs[upper & same].tolist(), "other_speakers": pairs[upper & ~same].tolist()}
 
 

@@ -152,7 +152,7 @@ def train_swap(cfg, rt, train, val, run_dir):
             token_mse = ((out_grid.float() - grid_t) ** 2).mean((1, 2, 3))
             lower_mse = ((out_grid.float()[:, :, h:] - grid_t[:, :, h:]) ** 2).mean((1, 2, 3))
             zero = torch.zeros((), device=rt.device)
-            identity = recon = keep = dist_s = dist_t = zero
+            id_loss = recon = keep = dist_s = dist_t = zero
             if step < cfg.swap_warmup_steps:
                 loss = token_mse.mean()
             else:
@@ -164,10 +164,10 @@ def train_swap(cfg, rt, train, val, run_dir):
                 with torch.no_grad():
                     d_src, d_tgt = idnet(chips(x_s, g_s)), idnet(chips(x_t, g_t))
                 id_sq = ((d_out - d_src) ** 2).sum(1)
-                identity = id_sq.mean()
+                id_loss = id_sq.mean()
                 recon = torch.where(same, l1 + token_mse, zero).mean()
                 keep = torch.where(~same, coarse + lower_mse, zero).mean()
-                loss = cfg.swap_identity_weight * identity + cfg.swap_recon_weight * recon + cfg.swap_keep_weight * keep
+                loss = cfg.swap_identity_weight * id_loss + cfg.swap_recon_weight * recon + cfg.swap_keep_weight * keep
                 dist_s = id_sq.detach().sqrt().mean()
                 dist_t = (d_out.detach() - d_tgt).norm(dim=1).mean()
         opt.zero_grad(set_to_none=True)
@@ -175,13 +175,26 @@ def train_swap(cfg, rt, train, val, run_dir):
         rt.average_gradients_(params)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        return {"loss": loss.item(), "identity": identity.item(), "recon": recon.item(), "keep": keep.item(),
+        return {"loss": loss.item(), "identity": id_loss.item(), "recon": recon.item(), "keep": keep.item(),
                 "token_mse": token_mse.mean().item(), "dist_source": dist_s.item(), "dist_target": dist_t.item()}
 
     run.train(one_step, lambda: {"model": model.state_dict(), "opt": opt.state_dict(), "manifest": manifest},
               LOSSES, show=("token_mse", "dist_source", "dist_target"),
               validate=(lambda: validate(model, idnet, val, val_pairs, cfg)) if val_pairs is not None and len(val_pairs.rows) else None)
     return model
+
+
+@torch.no_grad()
+def identity_floor(model, idnet, images, grids, grid=None, d_images=None):
+    """Per image [N], the dlib distance between a face crop (images in [-1, 1], `grids` from
+    chip_grids) and its own reconstruction by the model's VQGAN, with no swap: how much identity
+    the VQGAN alone loses, the floor under any swap it decodes. `grid` (the images' token grids)
+    and `d_images` (their descriptors) are reused when the caller has them."""
+    if grid is None:
+        grid, _ = model.tokenize(images)
+    if d_images is None:
+        d_images = idnet(chips(images, grids))
+    return identity.distance(idnet(chips(model.decode(grid).float().clamp(-1, 1), grids)), d_images)
 
 
 @torch.no_grad()
@@ -200,7 +213,6 @@ def validate(model, idnet, val, pairs, cfg, n=32):
     g_t, g_s = chip_grids(val.landmarks[t], val.image_size), chip_grids(val.landmarks[s], val.image_size)
     d_out, d_src, d_tgt = idnet(chips(out, g_t)), idnet(chips(x_s, g_s)), idnet(chips(x_t, g_t))
     d_src_decoded = idnet(chips(model.decode(grid_s).float(), g_s))
-    d_floor = idnet(chips(model.decode(grid_t).float(), g_t))
     other = ~same
     nan = float("nan")
 
@@ -210,5 +222,5 @@ def validate(model, idnet, val, pairs, cfg, n=32):
     return {"val_dist_source": mean_over(d_out, d_src, other),
             "val_dist_source_decoded": mean_over(d_out, d_src_decoded, other),
             "val_dist_target": mean_over(d_out, d_tgt, other),
-            "val_floor": mean_over(d_floor, d_tgt, torch.ones_like(same)),
+            "val_floor": float(identity_floor(model, idnet, x_t, g_t, grid=grid_t, d_images=d_tgt).mean()),
             "val_same_l1": float((out - x_t).abs().mean((1, 2, 3))[same].mean()) if same.any() else nan}

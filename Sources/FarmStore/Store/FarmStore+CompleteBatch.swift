@@ -57,7 +57,7 @@ extension FarmStore {
         statements += jobs.map { PostgresStatement("SELECT state FROM jobs WHERE id = $1 FOR NO KEY UPDATE", [.int(Int($0))]) }
         let firstCompletion = statements.count
         for r in requests {
-            let stats = try r.stats.map { PostgresValue.json(String(decoding: try JSONEncoder().encode($0), as: UTF8.self)) }
+            let stats = try Self.statsParameter(r.stats)
             statements.append(PostgresStatement(Self.completeSQL, [
                 .int(Int(r.ref.job.rawValue)), .int(r.ref.index), .int(Int(r.resultBytes)), .double(r.processSeconds),
                 .text(r.token.description), stats, r.resultOffset.map { .int(Int($0)) },

@@ -162,7 +162,7 @@ extension FarmStore {
     package func completePartially(_ ref: SegmentRef, token: LeaseToken, frames: Int, resultBytes: Int64, resultOffset: Int64?,
                                    processSeconds: Double, stats: SegmentStats?)
         throws -> Result<PartialOutcome, SegmentStateMachine.Rejection> {
-        let statsJSON = try stats.map { PostgresValue.json(String(decoding: try JSONEncoder().encode($0), as: UTF8.self)) }
+        let statsJSON = try Self.statsParameter(stats)
         return try transaction { c in
             _ = try lockJob(c, ref.job)
             let rec = try lockSegment(c, ref)

@@ -199,6 +199,11 @@ package actor FarmStore {
 
     // MARK: Shared helpers
 
+    /// A segment's statistics as the `stats` jsonb parameter (nil: keep what the row has).
+    static func statsParameter(_ stats: SegmentStats?) throws -> PostgresValue? {
+        try stats.map { PostgresValue.json(String(decoding: try JSONEncoder().encode($0), as: UTF8.self)) }
+    }
+
     /// Inserts one event row.
     func recordEvent(_ c: PostgresConnection, kind: EventKind, job: JobID? = nil, segment: Int? = nil,
                      worker: String? = nil, from: String?, to: String?, reason: String?, actor: String?) throws {
