@@ -320,6 +320,9 @@ actor Dispatcher {
     private func acceptPartial(_ ref: TaskRef, frames: Int, output: PacketBundle, stats: SegmentStats, from id: [UInt8],
                                workerName: String?) async {
         let log = segmentLogger(ref, worker: workerName)
+        // Only a stopping worker sends one, whatever becomes of it: it is offered no more work
+        // (the remainder goes to another).
+        peers.markStopping(id)
         if let peer = peers[id], peer.task == ref, frames >= peer.taskFrames || output.packets.count != frames {
             let msg = "worker returned a partial result of \(output.packets.count) packets for \(frames) of a segment of \(peer.taskFrames) frames"
             log.error("\(msg)")
@@ -356,8 +359,6 @@ actor Dispatcher {
             // whole segment is done again.
             log.error("could not record the partial result: \(error)")
         }
-        // Only a stopping worker sends one: it gets no more work; the remainder goes to another.
-        peers.markStopping(id)
         await finishTask(id, ref, frames: frames)
         if !draining { await dispatchAll() }
     }
