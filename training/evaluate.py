@@ -1,6 +1,6 @@
 """`make eval`: the held-out evaluation of the dub model through the real farm.
 
-    python training/evaluate.py                      # trained (models/dubfarm-small), untrained, original
+    python training/evaluate.py                      # trained (models/dubfarm-small), untrained, original, swapped
     python training/evaluate.py --model untrained:small --max-seconds 4   # quick, no trained weights
     python training/evaluate.py --json -             # also the results as JSON on stdout
     python training/evaluate.py --personalise-seconds 300   # + 'personalised' rows (the default; 0: none)
@@ -14,12 +14,24 @@ clip's first --personalise-fraction (0.7) of frames for N s ('personalised'); th
 second part where 'trained' and 'personalised' are measured on the rest of each clip only (the
 tail the fine-tune never saw), per clip and over all, and the JSON a "personalisation" section
 (per clip: split, phase wall time, steps, the trainer's own held-back PSNR, weights' SHA-256).
+
+Face swap (issue 18, dubeval/swapmetrics.py): the 'swapped' system is the trained model with a
+source face (submit --face): per held-out clip, the frame nearest the middle (with a face) of its
+cross-drive partner, another held-out speaker, written to OUT/inputs/STEM-face-OTHER.png; it runs
+both drives. Every row gets identity spread over time (×the original's), expression difference
+with the identity removed and pose difference; the swapped rows also the distance to the source
+photo. A "Face swap" table sets them beside 'trained' (with sync with/without the swap) against
+the issue's targets, and the JSON's "swap" section says whether the workers applied the face
+(weights whose metadata marks the swap untrained do not: those rows are then the no-swap baseline).
 """
 import argparse
 import dataclasses
 import os
 import sys
 import time
+
+import numpy as np
+from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,17 +56,22 @@ def parse(argv=None):
     return EvalConfig(**vars(p.parse_args(argv)))
 
 
+def swap_label(system, clip):
+    """The contact sheet's word on the source face of a 'swapped' row."""
+    return f"face of {clip['face_of']}, " if system == "swapped" and clip.get("face_of") else ""
+
+
 def main(argv=None):
     cfg = parse(argv)
     t0 = time.time()
     os.makedirs(cfg.out, exist_ok=True)
     log = lambda s: print(f"[eval {time.time() - t0:5.0f} s] {s}", file=sys.stderr, flush=True)
     systems = [s.strip() for s in cfg.systems.split(",") if s.strip()]
-    if "trained" in systems and not cfg.model.startswith("untrained:") and \
-            not os.path.exists(os.path.join(cfg.model, "manifest.json")):
-        log(f"no trained weights at {cfg.model} (manifest.json): the 'trained' system is left out; "
-            "give --model DIR (or --model untrained:small to exercise the harness)")
-        systems.remove("trained")
+    if not cfg.model.startswith("untrained:") and not os.path.exists(os.path.join(cfg.model, "manifest.json")):
+        for s in [s for s in ("trained", "swapped") if s in systems]:
+            log(f"no trained weights at {cfg.model} (manifest.json): the '{s}' system is left out; "
+                "give --model DIR (or --model untrained:small to exercise the harness)")
+            systems.remove(s)
     results, videos = evaluate(cfg, systems, log)
     results["seconds"] = round(time.time() - t0, 1)
 
@@ -65,9 +82,12 @@ def main(argv=None):
         if x["speaker"] in seen:
             continue
         seen.add(x["speaker"])
-        rows = [(f"{s} ({'own picture, ' if s == 'original' else ''}audio of {x['cross_audio_of']})",
-                 media.read_frames(videos[s]["cross"][stem])[0]) for s in ("original", "untrained", "trained")
-                if s in videos]
+        rows = [(f"{s} ({'own picture, ' if s == 'original' else ''}{swap_label(s, x)}audio of {x['cross_audio_of']})",
+                 media.read_frames(videos[s]["cross"][stem])[0]) for s in ("original", "untrained", "trained", "swapped")
+                if s in videos and stem in videos[s]["cross"]]
+        if "swapped" in videos and x.get("face"):
+            rows.append((f"source photo of 'swapped': frame {x['face_frame']} of {x['face_of']}",
+                         np.asarray(Image.open(x["face"]).convert("RGB"))[None]))
         sheets.append(report.contact_sheet(rows, os.path.join(cfg.out, f"contact-{x['speaker']}.png")))
     # the personalised system beside the default weights on the held-back tail (self-driven: the original is the truth)
     p = results.get("personalisation")
@@ -89,10 +109,12 @@ def main(argv=None):
     if curves is None:
         log(f"no training logs (*.csv) in {log_dir}: no loss-curves.png")
 
+    if "swap" in results:
+        results["swap"]["targets"] = report.swap_checks(results)
     text = report.table(results)
-    ptext = report.personalisation_table(results)
-    if ptext:
-        text += "\n\n" + ptext
+    for part in (report.swap_table(results), report.personalisation_table(results)):
+        if part:
+            text += "\n\n" + part
     with open(os.path.join(cfg.out, "table.txt"), "w") as f:
         f.write(text + "\n")
     with open(os.path.join(cfg.out, "summary.md"), "w") as f:
@@ -103,7 +125,9 @@ def main(argv=None):
     print(f"sync model: true offset within ±1 frame in {100 * s['within_1']:.0f} % of {s['windows']} "
           f"one-second windows of the held-out original videos (target ≥ 80 %)")
     print(text)
-    for line in report.personalisation_targets(results):
+    if "swap" in results:
+        print(f"face swap: {results['swap']['note']}")
+    for line in report.swap_targets(results) + report.personalisation_targets(results):
         print(line)
     print(f"\nwrote {cfg.out}/: table.txt, summary.md, results.json, {len(sheets)} contact sheet(s)"
           f"{', loss-curves.png' if curves else ''}; {results['seconds']:.0f} s")

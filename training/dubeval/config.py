@@ -24,7 +24,7 @@ class EvalConfig:
     cache_dir: str = os.environ.get("DUBEVAL_CACHE", "/work/data/eval-cache")
     json: str = ""                      # also write the results as JSON here ("-": print)
     # --- what to run ---
-    systems: str = "original,untrained,trained"
+    systems: str = "original,untrained,trained,swapped"   # swapped: trained, submit --face (another held-out speaker)
     max_seconds: float = 0.0            # evaluate only the first N seconds of each clip (0: all)
     workers: int = 2
     threads: int = 1

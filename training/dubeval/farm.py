@@ -1,5 +1,5 @@
 """Running a system through the real farm: `dubfarm local up` (a private farm per system),
-`dubfarm submit VIDEO --audio WAV --wait --out OUT.mp4` per input, `dubfarm local down`.
+`dubfarm submit VIDEO --audio WAV [--face PHOTO] --wait --out OUT.mp4` per input, `dubfarm local down`.
 
 The model is chosen with `local up --model SPEC` when the binary has that option; otherwise the
 farm starts with no workers and this module starts `dubfarm worker --model SPEC` processes
@@ -137,13 +137,16 @@ class Farm:
             time.sleep(0.5)
         raise RuntimeError(f"workers not ready in {timeout} s; see {logs}")
 
-    def dub(self, video, audio, out, personalise=0):
-        """Submits, waits, downloads to `out`; returns the job id. personalise: the job's
-        training budget in seconds (submit --personalise=N; 0: none)."""
+    def dub(self, video, audio, out, face=None, personalise=0):
+        """Submits, waits, downloads to `out`; returns the job id. face: a source photo to swap in
+        (submit --face; the worker leaves it out when its weights have no trained swap);
+        personalise: the job's training budget in seconds (submit --personalise=N; 0: none)."""
         self._wait_binary()
         env = dict(os.environ, DUBFARM_LOCAL_DIR=self.dir)
         tmp = out + ".part.mp4"
         cmd = ["nice", "-n", "15", self.binary, "submit", video, "--audio", audio, "--wait", "--out", tmp]
+        if face:
+            cmd += ["--face", face]
         if personalise:
             cmd.append(f"--personalise={int(personalise)}")
         text = self._run(cmd, env=env)
@@ -158,6 +161,12 @@ class Farm:
     def status(self, job):
         """`dubfarm status JOB --json`: {"job": {...}, "segments": [...]}."""
         return json.loads(self._json_cmd("status", str(job)))
+
+    def frame_counts(self, job):
+        """{frames, swapped}: the job's output frames and those its workers swapped the source face
+        into, summed over its segments' stats (`status --json`)."""
+        stats = [g.get("stats") or {} for g in self.status(job).get("segments") or []]
+        return {"frames": sum(x.get("frames", 0) for x in stats), "swapped": sum(x.get("framesSwapped", 0) for x in stats)}
 
     def events(self, job):
         """`dubfarm logs JOB --json`: the job's history, one dict per event, oldest first."""
@@ -181,7 +190,8 @@ class Farm:
         return os.path.join(self.dir, "store", "weights", f"{sha256}.safetensors")
 
     def dub_all(self, jobs, parallel=4):
-        """jobs: [(video, audio, out)]; submitted side by side so every worker has work."""
+        """jobs: [(video, audio, out[, face])]; submitted side by side so every worker has work;
+        returns their job ids."""
         with ThreadPoolExecutor(parallel) as pool:
             return list(pool.map(lambda j: self.dub(*j), jobs))
 

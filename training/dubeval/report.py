@@ -25,12 +25,27 @@ def _cell(row, key, fmt):
     return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt(v)
 
 
+FACE_COLUMNS = [  # identity over time, expression and pose against the original (issue 18, dubeval/swapmetrics.py)
+    ("dist_source", "to source", lambda v: f"{v:.3f}"),
+    ("id_spread", "id spread", lambda v: f"{v:.3f}"),
+    ("id_spread_ratio", "id spread ×orig", lambda v: f"{v:.2f}"),
+    ("expr_diff", "expr diff", lambda v: f"{v:.3f}"),
+    ("pose_diff", "pose diff °", lambda v: f"{v:.2f}"),
+    ("yaw_diff", "yaw diff", lambda v: f"{v:.3f}"),
+]
+
+
+def _system_rows(rows, columns):
+    return _grid(["system", "drive"] + [h for _, h, _ in columns],
+                 [[r["system"], r["drive"]] + [_cell(r, k, f) for k, _, f in columns] for r in rows])
+
+
 def table(results):
-    head = ["system", "drive"] + [h for _, h, _ in COLUMNS]
-    rows = [[r["system"], r["drive"]] + [_cell(r, k, f) for k, _, f in COLUMNS] for r in results["results"]]
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
-    line = lambda cells: "  ".join(str(c).rjust(w) if i > 1 else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])
+    """Every (system, drive) row twice: image quality, sync and jitter; then identity, expression
+    and pose (two blocks keep the lines short)."""
+    rows = results["results"]
+    return "\n".join(_system_rows(rows, COLUMNS) + ["", "Identity, expression and pose (issue 18):"]
+                     + _system_rows(rows, FACE_COLUMNS))
 
 
 TAIL_COLUMNS = COLUMNS[:8] + [("sync_windows", "windows", lambda v: f"{v:d}")] + COLUMNS[8:]
@@ -149,6 +164,78 @@ def targets(results):
     return out
 
 
+SWAP_COLUMNS = [
+    ("face_found", "face found", lambda v: f"{100 * v:.1f} %"),
+    ("dist_source", "to source", lambda v: f"{v:.3f}"),
+    ("identity", "to target", lambda v: f"{v:.3f}"),
+    ("id_spread_ratio", "id spread ×orig", lambda v: f"{v:.2f}"),
+    ("expr_diff", "expr diff", lambda v: f"{v:.3f}"),
+    ("pose_diff", "pose diff °", lambda v: f"{v:.2f}"),
+    ("sync_conf", "sync conf", lambda v: f"{v:.3f}"),
+    ("sync_vs_no_swap", "sync vs no swap", lambda v: f"{100 * v:.0f} %"),
+    ("swapped_frames", "frames swapped", lambda v: f"{100 * v:.0f} %"),
+]
+
+
+def swap_rows(results):
+    """[(drive, system, figures)]: per drive (cross first: the dubbing case) 'trained' then
+    'swapped'; a swapped row's sync_vs_no_swap is its sync confidence over the trained row's of
+    the same drive (None where the trained one is not positive)."""
+    by = {(r["system"], r["drive"]): r for r in results["results"]}
+    out = []
+    for drive in ("cross", "self"):
+        t, w = by.get(("trained", drive)), by.get(("swapped", drive))
+        if not w:
+            continue
+        if t:
+            out.append((drive, "trained", t))
+        ratio = None
+        if t and t.get("sync_conf") and t["sync_conf"] > 0 and w.get("sync_conf") is not None:
+            ratio = w["sync_conf"] / t["sync_conf"]
+        out.append((drive, "swapped", dict(w, sync_vs_no_swap=ratio)))
+    return out
+
+
+def swap_table(results):
+    """The face swap (issue 18): the trained model with and without a source face, per drive."""
+    rows = swap_rows(results)
+    if not rows:
+        return ""
+    head = ["drive", "system"] + [h for _, h, _ in SWAP_COLUMNS]
+    lines = ["Face swap (issue 18): the trained model without and with a source face (a frame of another "
+             "held-out speaker); to target = identity dist"]
+    return "\n".join(lines + _grid(head, [[d, s] + [_cell(r, k, f) for k, _, f in SWAP_COLUMNS] for d, s, r in rows]))
+
+
+def swap_checks(results):
+    """Issue 18's targets on each drive's swapped row: [{target, drive, value, wanted, met}]."""
+    out = []
+    for drive, system, r in swap_rows(results):
+        if system != "swapped":
+            continue
+        if r.get("dist_source") is not None:
+            out.append({"target": "distance to the source photo (face found)", "drive": drive,
+                        "value": f"{r['dist_source']:.3f} ({100 * r['face_found']:.1f} %)", "wanted": "≤ 0.55 with ≥ 98 %",
+                        "met": r["dist_source"] <= 0.55 and r["face_found"] >= 0.98})
+        if r.get("id_spread_ratio") is not None:
+            out.append({"target": "identity spread / original's", "drive": drive, "value": f"{r['id_spread_ratio']:.2f}×",
+                        "wanted": "≤ 1.5×", "met": r["id_spread_ratio"] <= 1.5})
+        if r.get("sync_vs_no_swap") is not None:
+            out.append({"target": "sync confidence with / without the swap", "drive": drive,
+                        "value": f"{100 * r['sync_vs_no_swap']:.0f} %", "wanted": "≥ 90 %", "met": r["sync_vs_no_swap"] >= 0.9})
+    return out
+
+
+def swap_targets(results):
+    """swap_checks as a markdown table (empty without swapped rows)."""
+    checks = swap_checks(results)
+    if not checks:
+        return []
+    return ["| target (issue 18) | swapped | wanted | met |", "|---|---|---|---|"] + [
+        f"| {c['target']}, {c['drive']}-driven | {c['value']} | {c['wanted']} | {'yes' if c['met'] else 'no'} |"
+        for c in checks]
+
+
 def summary_markdown(results):
     s = results["sync_model"]
     clips = ", ".join(f"{k} ({v['speaker']})" for k, v in results["held_out_clips"].items())
@@ -165,10 +252,23 @@ def summary_markdown(results):
         "sync conf = mean over 1-s windows of s(0) − median s(d); sync peak = max s(d) − median s(d); "
         "s(d) = mean cosine of mouth and audio embeddings at audio offset d. Identity: dlib descriptor "
         "distance to the input frame (same person < 0.6). PSNR/SSIM on the original's landmark box; "
-        "LMD in % of interocular distance; jitter = mouth-landmark acceleration / the original's.", ""]
+        "LMD in % of interocular distance; jitter = mouth-landmark acceleration / the original's. "
+        "To source: descriptor distance to the swap's source photo. Id spread: mean distance of a clip's "
+        "descriptors to their mean (×orig: over the original video's, per clip). Expr diff: mean |difference| of "
+        "the eyes' aspect ratios and the inner and outer mouth's height/width, each minus its clip median "
+        "(identity removed). Pose diff: mean |difference| of head roll (the eye line), degrees; yaw diff: of the "
+        "nose tip's offset along the eye line, in eye distances.", ""]
     tg = targets(results)
     if tg:
         lines += ["Targets (issue 13):", ""] + tg + [""]
+    st = swap_table(results)
+    if st:
+        sw = results.get("swap") or {}
+        photos = ", ".join(f"{k} ← frame {v['face_frame']} of {v['face_of']}"
+                           for k, v in (sw.get("source_photos") or {}).items() if v.get("face_of"))
+        lines += ["## Face swap (issue 18)", "", "```", st, "```", "",
+                  f"Source photos (clip ← photo): {photos}." if photos else "No source photos.",
+                  f"Swap: {sw['note']}." if sw.get("note") else "", "", "Targets (issue 18):", ""] + swap_targets(results) + [""]
     pt = personalisation_table(results)
     if pt:
         lines += ["## Per-job personalisation (issue 14)", "", "```", pt, "```", "",
@@ -190,22 +290,27 @@ def _label(img, text, size=18):
 
 def contact_sheet(rows, path, n=4, height=200, first=0):
     """rows: [(label, frames [N, H, W, 3])]; n frames evenly spaced, side by side, one row each
-    (first: the clip's frame number of frames[0], for the labels)."""
+    (first: the clip's frame number of frames[0], for the labels). A row of one frame (a photo)
+    shows it once."""
     from PIL import Image
-    count = min(len(f) for _, f in rows)
+    count = min(len(f) for _, f in rows if len(f) > 1)
     idx = np.linspace(0, count - 1, n + 2)[1:-1].round().astype(int)
-    tiles = []
+    strips = []
     for label, frames in rows:
         row = []
-        for i in idx:
+        for i in (idx if len(frames) > 1 else [0]):
             im = Image.fromarray(frames[i])
             row.append(im.resize((round(im.width * height / im.height), height), Image.Resampling.BILINEAR))
-        strip = Image.new("RGB", (sum(t.width for t in row) + 4 * (len(row) - 1), height), (255, 255, 255))
+        strips.append((label if len(frames) == 1 else f"{label}   (frames {', '.join(str(i + first) for i in idx)})", row))
+    width = max(sum(t.width for t in row) + 4 * (len(row) - 1) for _, row in strips)
+    tiles = []
+    for label, row in strips:
+        strip = Image.new("RGB", (width, height), (255, 255, 255))   # full width: a photo's label is not cut
         x = 0
         for t in row:
             strip.paste(t, (x, 0))
             x += t.width + 4
-        _label(strip, f"{label}   (frames {', '.join(str(i + first) for i in idx)})")
+        _label(strip, label)
         tiles.append(strip)
     sheet = Image.new("RGB", (max(t.width for t in tiles), sum(t.height for t in tiles) + 4 * (len(tiles) - 1)),
                       (255, 255, 255))

@@ -80,12 +80,14 @@ class TrainConfig:
     swap_steps: int = 3000
     swap_batch: int = 8
     swap_lr: float = 2e-4
-    swap_warmup_steps: int = 300         # token MSE alone (every pair) before the decoder and identity net join
-    swap_same_prob: float = 0.5          # pairs whose source is the same speaker (from another clip)
+    swap_warmup_steps: int = 300         # token MSE to the paste prior alone (every pair) before the decoder and identity net join
+    swap_prior_split: float = 0.75       # paste prior: the source's token rows above this fraction of the grid, the target's below
+    swap_same_prob: float = 0.25         # pairs whose source is the same speaker (from another clip)
     swap_min_gap: int = 25               # a speaker with one clip: the source at least this many frames away
     swap_identity_weight: float = 1.0    # ‖d(out) − d(source)‖², dlib descriptors
     swap_recon_weight: float = 1.0       # same person: L1 to the target + token MSE
-    swap_keep_weight: float = 1.0        # other person: coarse (8×-downsampled) L1 to the target + lower-half token MSE
+    swap_keep_weight: float = 1.0        # other person: coarse (8×-downsampled) L1 of the lower half + mouth-row token MSE, to the target
+    swap_prior_weight: float = 0.25      # other person, after the warm-up: token MSE to the paste prior (keeps the output a face the decoder knows)
     swap_init: str = ""                  # weights directory to start from when the run has no vqgan/lipsync checkpoint
 
     stages: list = field(default_factory=lambda: ["vqgan", "tokens", "sync", "lipsync"])

@@ -27,8 +27,8 @@ from . import identity, weights
 from .common import StageRun, load_checkpoint, step_generator
 from .model import SwapTalk
 
-LOSSES = ["loss", "identity", "recon", "keep", "token_mse", "dist_source", "dist_target",
-          "val_dist_source", "val_dist_source_decoded", "val_dist_target", "val_floor", "val_same_l1"]
+LOSSES = ["loss", "identity", "recon", "keep", "prior", "token_mse", "dist_source", "dist_target",
+          "val_dist_source", "val_dist_source_decoded", "val_dist_prior", "val_dist_target", "val_floor", "val_same_l1"]
 
 CHIP = identity.CHIP_SIZE  # 150: dlib's face-recognition input side
 CHIP_PADDING = 0.25        # dlib's default padding around the face in get_face_chip
@@ -101,6 +101,12 @@ class Pairs:
         return t, s, same
 
 
+def paste_prior(grid_t, grid_s, split):
+    """The paste prior: the source's token rows above `split` × height, the target's below."""
+    rows = torch.arange(grid_t.shape[2], device=grid_t.device).view(1, 1, -1, 1)
+    return torch.where(rows < round(split * grid_t.shape[2]), grid_s, grid_t)
+
+
 def load_base(cfg, run_dir, device):
     """The model the swap is trained into: the run's lip-sync stage, else its VQGAN, else the
     weights directory cfg.swap_init (e.g. models/dubfarm-small). Returns (model, manifest, where)."""
@@ -146,19 +152,22 @@ def train_swap(cfg, rt, train, val, run_dir):
         with torch.no_grad():
             grid_t, _ = model.tokenize(x_t)
             grid_s, _ = model.tokenize(x_s)
+        prior = paste_prior(grid_t, grid_s, cfg.swap_prior_split)
+        m = round(cfg.swap_prior_split * grid_t.shape[2])
         with rt.autocast():
             out_grid = model.swap(grid_t, grid_s)
-            h = out_grid.shape[2] // 2
-            token_mse = ((out_grid.float() - grid_t) ** 2).mean((1, 2, 3))
-            lower_mse = ((out_grid.float()[:, :, h:] - grid_t[:, :, h:]) ** 2).mean((1, 2, 3))
+            sq = (out_grid.float() - grid_t) ** 2
+            token_mse, mouth_mse = sq.mean((1, 2, 3)), sq[:, :, m:].mean((1, 2, 3))
+            prior_mse = ((out_grid.float() - prior) ** 2).mean((1, 2, 3))
             zero = torch.zeros((), device=rt.device)
-            id_loss = recon = keep = dist_s = dist_t = zero
+            id_loss = recon = keep = prior_loss = dist_s = dist_t = zero
             if step < cfg.swap_warmup_steps:
-                loss = token_mse.mean()
+                loss = prior_loss = prior_mse.mean()
             else:
                 out = model.decode(out_grid).float()
                 l1 = (out - x_t).abs().mean((1, 2, 3))
-                coarse = (F.avg_pool2d(out, 8) - F.avg_pool2d(x_t, 8)).abs().mean((1, 2, 3))
+                half = size // 2
+                coarse = (F.avg_pool2d(out[:, :, half:], 8) - F.avg_pool2d(x_t[:, :, half:], 8)).abs().mean((1, 2, 3))
                 g_t, g_s = chip_grids(train.landmarks[t], size), chip_grids(train.landmarks[s], size)
                 d_out = idnet(chips(out, g_t))
                 with torch.no_grad():
@@ -166,8 +175,10 @@ def train_swap(cfg, rt, train, val, run_dir):
                 id_sq = ((d_out - d_src) ** 2).sum(1)
                 id_loss = id_sq.mean()
                 recon = torch.where(same, l1 + token_mse, zero).mean()
-                keep = torch.where(~same, coarse + lower_mse, zero).mean()
-                loss = cfg.swap_identity_weight * id_loss + cfg.swap_recon_weight * recon + cfg.swap_keep_weight * keep
+                keep = torch.where(~same, coarse + mouth_mse, zero).mean()
+                prior_loss = torch.where(~same, prior_mse, zero).mean()
+                loss = (cfg.swap_identity_weight * id_loss + cfg.swap_recon_weight * recon
+                        + cfg.swap_keep_weight * keep + cfg.swap_prior_weight * prior_loss)
                 dist_s = id_sq.detach().sqrt().mean()
                 dist_t = (d_out.detach() - d_tgt).norm(dim=1).mean()
         opt.zero_grad(set_to_none=True)
@@ -176,10 +187,10 @@ def train_swap(cfg, rt, train, val, run_dir):
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         return {"loss": loss.item(), "identity": id_loss.item(), "recon": recon.item(), "keep": keep.item(),
-                "token_mse": token_mse.mean().item(), "dist_source": dist_s.item(), "dist_target": dist_t.item()}
+                "prior": prior_loss.item(), "token_mse": token_mse.mean().item(), "dist_source": dist_s.item(), "dist_target": dist_t.item()}
 
     run.train(one_step, lambda: {"model": model.state_dict(), "opt": opt.state_dict(), "manifest": manifest},
-              LOSSES, show=("token_mse", "dist_source", "dist_target"),
+              LOSSES, show=("prior", "dist_source", "dist_target"),
               validate=(lambda: validate(model, idnet, val, val_pairs, cfg)) if val_pairs is not None and len(val_pairs.rows) else None)
     return model
 
@@ -201,7 +212,8 @@ def identity_floor(model, idnet, images, grids, grid=None, d_images=None):
 def validate(model, idnet, val, pairs, cfg, n=32):
     """Held-out speakers, fixed pairs. Other-person pairs: the dlib distance of the output to the
     source photo, to the source as the VQGAN draws it (decoded from its own tokens: what a swap
-    can reach at best), and to the target (the swap should take it away). The floor: the
+    can reach at best), and to the target (the swap should take it away); and the paste prior's
+    distance to the source photo (what the warm-up's positional copy alone gives). The floor: the
     distance of each target to its own VQGAN reconstruction, with no swap: how much identity the
     VQGAN alone loses. Same-person pairs: the L1 of the output to its target."""
     g = step_generator(cfg.seed, 0, 0, salt=97)
@@ -213,6 +225,7 @@ def validate(model, idnet, val, pairs, cfg, n=32):
     g_t, g_s = chip_grids(val.landmarks[t], val.image_size), chip_grids(val.landmarks[s], val.image_size)
     d_out, d_src, d_tgt = idnet(chips(out, g_t)), idnet(chips(x_s, g_s)), idnet(chips(x_t, g_t))
     d_src_decoded = idnet(chips(model.decode(grid_s).float(), g_s))
+    d_prior = idnet(chips(model.decode(paste_prior(grid_t, grid_s, cfg.swap_prior_split)).float().clamp(-1, 1), g_t))
     other = ~same
     nan = float("nan")
 
@@ -221,6 +234,7 @@ def validate(model, idnet, val, pairs, cfg, n=32):
 
     return {"val_dist_source": mean_over(d_out, d_src, other),
             "val_dist_source_decoded": mean_over(d_out, d_src_decoded, other),
+            "val_dist_prior": mean_over(d_prior, d_src, other),
             "val_dist_target": mean_over(d_out, d_tgt, other),
             "val_floor": float(identity_floor(model, idnet, x_t, g_t, grid=grid_t, d_images=d_tgt).mean()),
             "val_same_l1": float((out - x_t).abs().mean((1, 2, 3))[same].mean()) if same.any() else nan}

@@ -51,7 +51,7 @@ def test_tiny_swap_stage_identity_loss_falls_and_exports_a_trained_swap(tiny_dat
                          "--swap-lr", "2e-3", "--swap-min-gap", "10"])
     log = read_csv(os.path.join(out, "swap", "log.csv"))
     assert len(log["loss"]) == 12
-    assert log["token_mse"][1] < log["token_mse"][0], log["token_mse"]            # the warm-up carries T through
+    assert log["prior"][1] < log["prior"][0], log["prior"]                        # the warm-up learns the paste
     identity = log["identity"][2:]                                                  # after the warm-up
     assert all(v > 0 for v in identity)
     assert sum(identity[-3:]) / 3 < sum(identity[:3]) / 3, identity
@@ -75,9 +75,9 @@ def test_tiny_swap_stage_identity_loss_falls_and_exports_a_trained_swap(tiny_dat
     model.load_state_dict(ckpt["model"])
     dataset = FaceDataset(data)
     row = validate(model.eval(), identity.load(), dataset, Pairs(dataset, 10), TrainConfig(), n=8)
-    assert set(row) == {"val_dist_source", "val_dist_source_decoded", "val_dist_target", "val_floor", "val_same_l1"}
+    assert set(row) == {"val_dist_source", "val_dist_source_decoded", "val_dist_prior", "val_dist_target", "val_floor", "val_same_l1"}
     assert row["val_floor"] > 0 and row["val_same_l1"] > 0
-    assert all(row[k] != row[k] for k in ("val_dist_source", "val_dist_source_decoded", "val_dist_target"))  # NaN
+    assert all(row[k] != row[k] for k in ("val_dist_source", "val_dist_source_decoded", "val_dist_prior", "val_dist_target"))  # NaN
 
 
 def test_swap_stage_without_a_model_says_what_to_do(tiny_dataset, tmp_path):
