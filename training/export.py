@@ -87,8 +87,10 @@ def assemble_swap_only(run, swap):
     trained = [m for m in meta.get("dubfarm.trained", "").split(",") if m and m != "swap"] + ["swap"]
     model = SwapTalk(swap["manifest"])
     model.load_state_dict(swap["model"], strict=True)
-    return swap["manifest"], model.state_dict(), trained, {"steps": {"swap": swap["step"]}, "seconds": swap["seconds"],
-                                                           "from": init}
+    # The base's provenance carries over: its stages' steps and training time, plus the swap's.
+    steps = {**json.loads(meta.get("steps", "{}")), "swap": swap["step"]}
+    seconds = float(meta.get("train_seconds", 0)) + swap["seconds"]
+    return swap["manifest"], model.state_dict(), trained, {"steps": steps, "seconds": seconds, "from": init}
 
 
 def export(run, out, float16=True):

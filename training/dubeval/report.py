@@ -203,7 +203,7 @@ def swap_table(results):
         return ""
     head = ["drive", "system"] + [h for _, h, _ in SWAP_COLUMNS]
     lines = ["Face swap (issue 18): the trained model without and with a source face (a frame of another "
-             "held-out speaker); to target = identity dist"]
+             "held-out speaker); to target = identity dist; to source without the swap: the baseline"]
     return "\n".join(lines + _grid(head, [[d, s] + [_cell(r, k, f) for k, _, f in SWAP_COLUMNS] for d, s, r in rows]))
 
 
@@ -253,7 +253,8 @@ def summary_markdown(results):
         "s(d) = mean cosine of mouth and audio embeddings at audio offset d. Identity: dlib descriptor "
         "distance to the input frame (same person < 0.6). PSNR/SSIM on the original's landmark box; "
         "LMD in % of interocular distance; jitter = mouth-landmark acceleration / the original's. "
-        "To source: descriptor distance to the swap's source photo. Id spread: mean distance of a clip's "
+        "To source: descriptor distance to the swap's source photo (on rows without a swap, the baseline: "
+        "how far the clip's person already is from it). Id spread: mean distance of a clip's "
         "descriptors to their mean (×orig: over the original video's, per clip). Expr diff: mean |difference| of "
         "the eyes' aspect ratios and the inner and outer mouth's height/width, each minus its clip median "
         "(identity removed). Pose diff: mean |difference| of head roll (the eye line), degrees; yaw diff: of the "

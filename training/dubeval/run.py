@@ -226,7 +226,9 @@ def evaluate(cfg, systems, log=print):
         for drive in DRIVES:
             per_clip, found_all, scores, offs = {}, [], [], None
             for stem, path in videos[system][drive].items():
-                source = inputs[stem].get("face_descriptor") if system == "swapped" else None
+                # Every row gets the distance to the clip's source photo when there is one: on the
+                # rows without a swap it is the baseline, how far the person already is from it.
+                source = inputs[stem].get("face_descriptor")
                 r, found, s, offs_ = measure(cfg, scorer, system, path, refs[stem], ref_frames,
                                              inputs[stem]["video"], stem, drive, faces, log, source=source)
                 if system == "swapped":

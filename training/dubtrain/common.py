@@ -277,7 +277,8 @@ class StageRun:
     `one_step(step)` trains step `step` (0-based; its random numbers from `step_generator`) and
     returns its values {name: float}. Every cfg.log_every steps and at the last, their mean over
     those steps and over the processes is a row of RUN/STAGE/log.csv, with what `report()` adds
-    (read once a row) and, every cfg.val_every steps and at the last, what `validate()` adds; the
+    (read once a row) and, every cfg.val_every steps and at the last, what `validate()` adds (a
+    validation step writes a row even between cfg.log_every steps); the
     progress line shows the row's `show` columns. The checkpoint RUN/STAGE/ckpt.pt is `state()`
     plus step, seconds and config, written by rank 0 every cfg.checkpoint_every steps, at the end,
     when --max-minutes is up and on any exception (Ctrl-C). In a torchrun job all processes stop
@@ -322,12 +323,14 @@ class StageRun:
                 for k, v in one_step(self.step).items():
                     acc.setdefault(k, []).append(v)
                 self.step += 1
-                if self.step % cfg.log_every == 0 or self.step == self.steps:
+                validating = validate is not None and (self.step % cfg.val_every == 0 or self.step == self.steps)
+                # A validation step always writes a row: --val-every need not be a multiple of --log-every.
+                if self.step % cfg.log_every == 0 or self.step == self.steps or validating:
                     row = {k: rt.mean(sum(v) / len(v)) for k, v in acc.items()}
                     acc = {}
                     if report is not None:
                         row.update(report())
-                    if validate is not None and (self.step % cfg.val_every == 0 or self.step == self.steps):
+                    if validating:
                         row.update(validate())
                     log.write(self.step, clock.seconds, row)
                     bar.update(self.step, {k: row[k] for k in show if k in row})

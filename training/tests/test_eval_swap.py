@@ -177,7 +177,7 @@ def _results():
                      "source_photos": {"a": {"face": "a-face-b.png", "face_of": "b", "face_frame": 62},
                                        "b": {"face": "b-face-a.png", "face_of": "a", "face_frame": 87}}},
             "results": [row("original", "self", sync_conf=0.30), row("original", "cross", sync_conf=0.02),
-                        row("trained", "self", identity=0.35, sync_conf=0.20),
+                        row("trained", "self", identity=0.35, sync_conf=0.20, dist_source=0.81),
                         row("trained", "cross", identity=0.36, sync_conf=0.10, expr_diff=0.031, pose_diff=1.2),
                         row("swapped", "self", identity=0.62, dist_source=0.50, face_found=0.99, id_spread_ratio=1.4,
                             sync_conf=0.19, swapped_frames=0.98),
@@ -195,7 +195,9 @@ def test_swap_table_and_targets():
     assert "to source" in lines[1] and "sync vs no swap" in lines[1] and "frames swapped" in lines[1]
     cross = lines[4].split()
     assert cross[:2] == ["cross", "swapped"] and "0.580" in cross and "2.35" in cross and "80 %" in text and "97" in cross
-    assert lines[3].split()[:3] == ["cross", "trained", "100.0"] and "—" in lines[3]    # no source photo: no distance
+    assert lines[3].split()[:4] == ["cross", "trained", "100.0", "%"] and lines[3].split()[4] == "—"  # not measured: no figure
+    assert lines[5].split()[:5] == ["self", "trained", "100.0", "%", "0.810"]                      # the no-swap baseline
+    assert len(report.swap_checks(results)) == 6                                                   # targets: swapped rows only
     tg = report.swap_targets(results)
     assert tg[0] == "| target (issue 18) | swapped | wanted | met |"
     assert "| distance to the source photo (face found), cross-driven | 0.580 (98.5 %) | ≤ 0.55 with ≥ 98 % | no |" in tg

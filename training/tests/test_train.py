@@ -216,3 +216,22 @@ def test_dense_sync_expert_learns_the_offset_of_a_tiny_clip(tiny_dataset, tmp_pa
     assert len(log["loss"]) == 8
     assert sum(log["loss"][-2:]) < sum(log["loss"][:2]), log["loss"]
     assert sum(log["accuracy"][-2:]) / 2 > 1 / 7, log["accuracy"]
+
+
+def test_validation_runs_every_val_every_steps_even_between_log_rows(tmp_path):
+    from dubtrain.common import Runtime, StageRun
+    from dubtrain.config import TrainConfig
+    cfg = TrainConfig(log_every=5, val_every=7, checkpoint_every=100)
+    validated = []
+
+    def validate():
+        validated.append(run.step)
+        return {"val": float(run.step)}
+
+    run = StageRun("probe", cfg, Runtime("cpu"), str(tmp_path), 16)
+    run.train(lambda step: {"loss": float(step)}, lambda: {}, ["loss", "val"], validate=validate)
+    assert validated == [7, 14, 16]
+    log = read_csv(os.path.join(tmp_path, "probe", "log.csv"))
+    assert [int(s) for s in log["step"]] == [5, 7, 10, 14, 15, 16]
+    assert log["loss"][1] == 5.5                       # steps 5 and 6 (0-based) since the row at 5
+    assert [v for v in log["val"] if v == v] == [7.0, 14.0, 16.0]
