@@ -64,9 +64,9 @@ docs: deps
 demo: build
 	@mkdir -p $(OUT)
 	$(BIN) local up --dir $(FARM_DIR) --workers 2
-	@echo "Note: the workers run the trained default model, models/dubfarm-small: a first model (about 2.3 hours of training on 2 CPU cores)."
+	@echo "Note: the workers run the trained default model, models/dubfarm-small: a first model (about 2.5 hours of training on 2 CPU cores)."
 	@echo "      On unseen speakers: face found in 100 % of frames, identity distance 0.46, face PSNR 22.3 dB (soft), sync about 70 % of the original's (MODEL_CARD.md)."
-	@echo "      Its face swap is not trained yet: the job's --face is not applied (lip sync only; the worker log says so)."
+	@echo "      Its face swap is a first one: demo/face.png's eyes, brows and skin over the speaker's own mouth and jaw, with a visible seam."
 	DUBFARM_LOCAL_DIR=$(FARM_DIR) $(BIN) submit demo/speaker.mp4 --audio demo/dub.wav --face demo/face.png --wait --out $(OUT)/demo-dubbed.mp4
 	@echo
 	@echo "Done. The dubbed video is $(OUT)/demo-dubbed.mp4 (dub stage, trained models/dubfarm-small; 'make eval' measures it)"

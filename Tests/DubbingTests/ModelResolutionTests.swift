@@ -105,7 +105,7 @@ struct ModelResolutionTests {
     }
 
     /// The weights are committed: their absence is a failure, not a reason to skip.
-    @Test("the committed models/dubfarm-small is the default of a worker in this checkout, advertised as NAME@hash, trained, swap untrained")
+    @Test("the committed models/dubfarm-small is the default of a worker in this checkout, advertised as NAME@hash, every module trained, the swap included")
     func committedDefault() throws {
         // The path `make build` puts the binary at; no flag, no environment.
         let r = try DubModelSpec.resolve(flag: nil, environment: [:], executable: repoRoot.appendingPathComponent(".build/release/dubfarm").path)
@@ -114,8 +114,8 @@ struct ModelResolutionTests {
         let parts = m.id.split(separator: "@")
         #expect(parts.count == 2 && parts[0] == Substring(m.model.config.name) && parts[1].count == 16 && !m.id.contains("untrained"), "\(m.id)")
         #expect(m.trained)
-        #expect(m.trainedModules?.isSuperset(of: ["encode", "quantize", "decode", "audio", "lipsync"]) == true, "\(m.trainedModules ?? [])")
-        #expect(m.trainedModules?.contains("swap") == false, "face swap is not trained yet (the model card says so)")
+        #expect(m.trainedModules == ["encode", "quantize", "decode", "audio", "lipsync", "swap"], "\(m.trainedModules ?? [])")
+        #expect(m.swapsFaces, "the swap is trained (issue 18): a job's --face is applied")
         #expect(FileManager.default.fileExists(atPath: committedModel.appendingPathComponent("MODEL_CARD.md").path))
     }
 }
