@@ -119,7 +119,7 @@ package final class ControlClient {
             while offset < size && inFlight.count < window {
                 let data = try handle.read(upToCount: started.chunkSize) ?? Data()
                 guard !data.isEmpty else {
-                    throw DubfarmError(.io, "\(path): the file shrank while it was being uploaded")
+                    throw DubfarmError(.localFile, "\(path): the file shrank while it was being uploaded")
                 }
                 inFlight.append(try send(.uploadChunk(id: started.id, offset: offset, data: Array(data))))
                 offset += Int64(data.count)
@@ -141,7 +141,7 @@ package final class ControlClient {
         let tmp = dest.deletingLastPathComponent().appendingPathComponent(".\(dest.lastPathComponent).part-\(getpid())")
         guard FileManager.default.createFile(atPath: tmp.path, contents: nil),
               let out = try? FileHandle(forWritingTo: tmp) else {
-            throw DubfarmError(.io, "\(path): cannot create the file (does the directory exist and is it writable?)")
+            throw DubfarmError(.localFile, "\(path): cannot create the file (does the directory exist and is it writable?)")
         }
         var ok = false
         defer {
@@ -161,18 +161,22 @@ package final class ControlClient {
             expected = head.sha256
             hasher.update(data: data)
             do { try out.write(contentsOf: data) } catch {
-                throw DubfarmError(.io, "\(path): write failed: \(error.localizedDescription)")
+                throw DubfarmError(.localFile, "\(path): write failed: \(error.localizedDescription)")
             }
             offset += Int64(data.count)
             progress(offset, total)
             if data.isEmpty && offset < total { throw DubfarmError(.io, "job \(job): the coordinator sent an empty chunk at \(offset)") }
         } while offset < total
-        try out.synchronize()
+        do { try out.synchronize() } catch {
+            throw DubfarmError(.localFile, "\(path): cannot flush the file to disk: \(error.localizedDescription)")
+        }
         guard hex(hasher.finalize()) == expected else {
             throw DubfarmError(.io, "job \(job): the downloaded output does not match its checksum; try again")
         }
         try? FileManager.default.removeItem(at: dest)
-        try FileManager.default.moveItem(at: tmp, to: dest)
+        do { try FileManager.default.moveItem(at: tmp, to: dest) } catch {
+            throw DubfarmError(.localFile, "\(path): cannot move the finished download into place: \(error.localizedDescription)")
+        }
         ok = true
     }
 }

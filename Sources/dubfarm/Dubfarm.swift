@@ -16,13 +16,20 @@ struct Dubfarm: AsyncParsableCommand {
             (`dubfarm worker --connect tcp://COORDINATOR:5555`).
 
             Exit codes: 0 success · 1 the job failed or was cancelled · 2 usage or input error · \
-            3 coordinator (or database) unreachable.
+            3 coordinator (or database) unreachable · 4 a file on this machine could not be read or \
+            written (an upload, or a download's --out).
             """,
         version: DubfarmVersion.current,
-        subcommands: [
-            Submit.self, Status.self, Jobs.self, Workers.self, Logs.self, Top.self, Cancel.self, Retry.self, Fetch.self,
-            CoordinatorCommand.self, WorkerCommand.self, Migrate.self, ConfigCommand.self, LocalCommand.self, BenchCommand.self,
-            ModelCommand.self, DatasetCommand.self, KeysCommand.self, Probe.self,
+        // Grouped by who runs them: whoever dubs videos, whoever runs the farm, whoever works on the model.
+        groupedSubcommands: [
+            CommandGroup(name: "User", subcommands: [
+                Submit.self, Status.self, Jobs.self, Logs.self, Top.self, Cancel.self, Retry.self, Fetch.self, Probe.self,
+            ]),
+            CommandGroup(name: "Operator", subcommands: [
+                LocalCommand.self, CoordinatorCommand.self, WorkerCommand.self, Workers.self, Migrate.self, ConfigCommand.self,
+                KeysCommand.self,
+            ]),
+            CommandGroup(name: "Developer", subcommands: [ModelCommand.self, DatasetCommand.self, BenchCommand.self]),
         ]
     )
 
@@ -60,10 +67,12 @@ enum ExitStatus {
     static let jobFailed: Int32 = 1
     static let usage: Int32 = 2
     static let unreachable: Int32 = 3
+    static let localFile: Int32 = 4
 
     static func `for`(_ e: DubfarmError) -> Int32 {
         switch e.code {
         case .unreachable, .timeout: return unreachable
+        case .localFile: return localFile
         case .badInput, .unsupported, .notFound, .configuration, .schemaTooNew: return usage
         case .cancelled, .stitch: return jobFailed
         default: return jobFailed

@@ -175,7 +175,7 @@ struct JobTests {
         await #expect(throws: DubfarmError.self) { try await store.retryJob(JobID(123_456)) }
 
         let retried = try await store.retryJob(job.id, actor: "alice")
-        #expect(retried.state == .running && retried.error == nil && retried.errorCode == nil && retried.finishedAt == nil)
+        #expect(retried.state == .running && retried.error == nil && retried.errorCode == nil && retried.finishedAt == nil, "\(retried.state) \(String(describing: retried.error)) \(String(describing: retried.errorCode))")
         let segs = try await store.segments(job: job.id)
         #expect(segs.map(\.state) == [.done, .pending, .pending])
         #expect(segs.allSatisfy { $0.failures == 0 && $0.notBefore == nil && $0.error == nil })

@@ -34,16 +34,34 @@ struct ProbeCommandTests {
 struct HelpTextTests {
     /// Every command path: the top level and each subcommand it lists, recursively.
     static func commands(_ path: [String] = []) throws -> [[String]] {
-        let out = try dubfarm(path + ["--help"]).out
-        guard let list = out.range(of: "SUBCOMMANDS:\n") else { return [path] }
-        // "  name   abstract" lines, up to the blank line before "  See 'dubfarm help …'".
-        let names = out[list.upperBound...].split(separator: "\n", omittingEmptySubsequences: false)
-            .prefix { !$0.isEmpty }
-            .compactMap { line -> String? in
+        let names = try subcommands(of: try dubfarm(path + ["--help"]).out).flatMap(\.names)
+        return try [path] + names.filter { $0 != "help" }.flatMap { try commands(path + [$0]) }
+    }
+
+    /// The subcommand sections of a help text: each "… SUBCOMMANDS:" header (the top level's
+    /// are grouped: "USER SUBCOMMANDS:") and the names of its "  name   abstract" lines, up to
+    /// the section's blank line.
+    static func subcommands(of help: String) -> [(header: String, names: [String])] {
+        let lines = help.split(separator: "\n", omittingEmptySubsequences: false)
+        return lines.indices.compactMap { i in
+            guard lines[i].hasSuffix("SUBCOMMANDS:") else { return nil }
+            let names = lines[(i + 1)...].prefix { !$0.isEmpty }.compactMap { line -> String? in
                 guard line.hasPrefix("  "), !line.hasPrefix("   ") else { return nil }
                 return line.split(separator: " ").first.map(String.init)
             }
-        return try [path] + names.filter { $0 != "help" }.flatMap { try commands(path + [$0]) }
+            return (String(lines[i]), names)
+        }
+    }
+
+    @Test("the top level groups its commands by who runs them: user, operator, developer")
+    func grouped() throws {
+        let sections = Self.subcommands(of: try dubfarm(["--help"]).out)
+        #expect(sections.map(\.header) == ["USER SUBCOMMANDS:", "OPERATOR SUBCOMMANDS:", "DEVELOPER SUBCOMMANDS:"])
+        let byHeader = Dictionary(uniqueKeysWithValues: sections.map { ($0.header, Set($0.names)) })
+        #expect(byHeader["USER SUBCOMMANDS:"] == ["submit", "status", "jobs", "logs", "top", "cancel", "retry", "fetch", "probe"])
+        #expect(byHeader["OPERATOR SUBCOMMANDS:"] == ["local", "coordinator", "worker", "workers", "migrate", "config", "keys"])
+        #expect(byHeader["DEVELOPER SUBCOMMANDS:"] == ["model", "dataset"])   // bench: hidden, for `make bench`
+        #expect(try dubfarm(["workers", "--help"]).status == 0)               // grouping changes no command's path
     }
 
     @Test("no command's --help breaks a sentence by hand: a short line is never continued by a lowercase word")
@@ -80,6 +98,15 @@ extension Integration {
             #expect(r.err.contains("/nonexistent/talk.mp4"))
             #expect(try dubfarm(["jobs", "--state", "bogus", "--coordinator", "tcp://127.0.0.1:1"]).status == 2)
             #expect(try dubfarm(["no-such-command"]).status == 2)
+        }
+
+        @Test("a download whose --out cannot be written exits 4, naming the file, before it asks the coordinator")
+        func localFile() throws {
+            let port = ProcessControl.freePort()
+            let r = try dubfarm(["fetch", "1", "--out", "/nonexistent-dir/dubbed.mp4", "--coordinator", "tcp://127.0.0.1:\(port)", "--timeout", "1"])
+            #expect(r.status == 4, "\(r.status) \(r.err)")
+            #expect(r.err.contains("/nonexistent-dir/dubbed.mp4: cannot create the file"), "\(r.err)")
+            #expect(try dubfarm(["--help"]).out.contains("4 a file on this machine"))
         }
 
         @Test("an unreachable coordinator exits 3 and says how to start one")

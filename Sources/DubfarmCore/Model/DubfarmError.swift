@@ -8,6 +8,7 @@ package struct DubfarmError: Error, Sendable, Hashable, CustomStringConvertible 
         enum Base: String, Sendable, Hashable {
             case badInput, unsupported, notFound, io, database, protocolViolation, unreachable
             case configuration, stitch, cancelled, internalError, schemaTooNew, diskFull, timeout
+            case localFile
         }
         let base: Base
         init(_ base: Base) { self.base = base }
@@ -25,6 +26,9 @@ package struct DubfarmError: Error, Sendable, Hashable, CustomStringConvertible 
         package static let notFound = Code(.notFound)
         /// Reading or writing a file failed.
         package static let io = Code(.io)
+        /// A file on the CLI's own machine (an upload being read, a download being written) could not
+        /// be read or written: the user's disk or path, not the farm (exit code 4).
+        package static let localFile = Code(.localFile)
         /// The disk or filesystem is full.
         package static let diskFull = Code(.diskFull)
         /// PostgreSQL refused or failed a statement.
