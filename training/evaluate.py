@@ -19,8 +19,8 @@ Face swap (issue 18, dubeval/swapmetrics.py): the 'swapped' system is the traine
 source face (submit --face): per held-out clip, the frame nearest the middle (with a face) of its
 cross-drive partner, another held-out speaker, written to OUT/inputs/STEM-face-OTHER.png; it runs
 both drives. Every row gets identity spread over time (×the original's), expression difference
-with the identity removed and pose difference; the swapped rows also the distance to the source
-photo. A "Face swap" table sets them beside 'trained' (with sync with/without the swap) against
+with the identity removed, pose difference and the distance to the clip's source photo (on the
+rows without a swap, the baseline). A "Face swap" table sets them beside 'trained' (with sync with/without the swap) against
 the issue's targets, and the JSON's "swap" section says whether the workers applied the face
 (weights whose metadata marks the swap untrained do not: those rows are then the no-swap baseline).
 """

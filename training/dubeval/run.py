@@ -99,12 +99,12 @@ def prepare_sources(cfg, held, inputs, full, faces, log):
 def trained_modules(model):
     """The modules a weights directory's model.safetensors lists as trained (its `dubfarm.trained`
     metadata, what the worker reads), or None (seeded weights, or not recorded)."""
+    from safetensors import safe_open
     p = os.path.join(model, "model.safetensors")
     if not os.path.exists(p):
         return None
-    with open(p, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        meta = json.loads(f.read(n)).get("__metadata__") or {}
+    with safe_open(p, framework="numpy") as f:
+        meta = f.metadata() or {}
     v = meta.get("dubfarm.trained")
     return None if v is None else sorted(m.strip() for m in v.split(",") if m.strip())
 
