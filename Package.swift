@@ -42,6 +42,10 @@ let package = Package(
         // Monitoring: the metrics/dashboard HTTP server (core product only, no default traits) and Prometheus.
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", exact: "2.28.1", traits: []),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", exact: "2.4.1"),
+        // The dashboard's login: bcrypt password hashes.
+        .package(url: "https://github.com/hummingbird-project/hummingbird-auth.git", exact: "2.5.0"),
+        // Batch manifests (`submit --manifest jobs.csv`).
+        .package(url: "https://github.com/swiftcsv/SwiftCSV.git", exact: "0.10.0"),
         // `make docs` only (a command plugin: not built by `swift build`).
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", exact: "1.5.0"),
     ],
@@ -82,6 +86,7 @@ let package = Package(
         .target(name: "Monitoring", dependencies: [
             "DubfarmCore", "FarmProtocol", "FarmMonitor",
             .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -100,6 +105,8 @@ let package = Package(
         .target(name: "FarmClient", dependencies: [
             "DubfarmCore", "FarmProtocol", "ZeroMQ",
             .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "Yams", package: "Yams"),
+            .product(name: "SwiftCSV", package: "SwiftCSV"),
         ], swiftSettings: swiftSettings),
         .target(name: "LocalFarm", dependencies: [
             "DubfarmCore", "FarmConfig", "Postgres", .product(name: "Logging", package: "swift-log"),
@@ -140,6 +147,7 @@ let package = Package(
         .testTarget(name: "DubfarmCoreTests", dependencies: ["DubfarmCore"]),
         .testTarget(name: "FarmProtocolTests", dependencies: ["FarmProtocol", "DubfarmCore"]),
         .testTarget(name: "FarmConfigTests", dependencies: ["FarmConfig"]),
+        .testTarget(name: "FarmClientTests", dependencies: ["FarmClient", "FarmProtocol", "DubfarmCore"]),
         .testTarget(name: "FarmSecurityTests", dependencies: ["FarmSecurity", "ZeroMQ", "DubfarmCore"]),
         .testTarget(name: "FarmStoreTests", dependencies: ["FarmStore", "FarmTestSupport"]),
         .testTarget(name: "PostgresTests", dependencies: ["Postgres", "DubfarmCore", "FarmTestSupport"]),

@@ -98,7 +98,7 @@ package final class CoordinatorService: Service, Sendable {
                                                     "curve": .string(security == nil ? "off" : "on")])
 
         let work = self.work, control = self.control, logger = self.logger, drainSeconds = self.drainSeconds
-        let heartbeat = config.heartbeatInterval
+        let heartbeat = config.heartbeatInterval, retentionHours = config.retentionHours
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { await dispatcher.serve(work.inbound) }
@@ -108,6 +108,21 @@ package final class CoordinatorService: Service, Sendable {
                     while !Task.isCancelled {
                         try? await Task.sleep(for: .milliseconds(Int(max(50, heartbeat * 1000 / 4))))
                         await dispatcher.tick()
+                    }
+                }
+                if retentionHours > 0 {
+                    // media.retention_hours: gc on its own, a few times per retention period
+                    // (at most hourly). Loops until cancelled (the group's first finished task
+                    // ends the coordinator).
+                    group.addTask {
+                        let period = min(3600, retentionHours * 3600 / 4)
+                        while !Task.isCancelled {
+                            try? await Task.sleep(for: .seconds(period))
+                            if Task.isCancelled { break }
+                            do { _ = try await controller.collectGarbage(olderThan: retentionHours * 3600, dryRun: false) } catch {
+                                logger.error("gc (media.retention_hours) failed: \(error)")
+                            }
+                        }
                     }
                 }
                 // Shutdown: wait for the endpoints to close, then stop the rest.
@@ -138,7 +153,11 @@ extension CoordinatorService {
     /// next to this service in the same `ServiceGroup`.
     package func monitoringServer() throws -> MonitoringServer? {
         guard let listen = try FarmConfiguration.parseListen(config.metricsListen) else { return nil }
-        return MonitoringServer(host: listen.host, port: listen.port, source: monitor, metrics: .shared, logger: logger)
+        let users = try config.dashboardUsersFile.map(DashboardAuth.loadUsers(path:)) ?? [:]
+        if config.dashboardUsersFile != nil && users.isEmpty {
+            logger.warning("dashboard.users_file \(config.dashboardUsersFile!) lists nobody: nobody can act from the dashboard")
+        }
+        return MonitoringServer(host: listen.host, port: listen.port, source: monitor, metrics: .shared, logger: logger, users: users)
     }
 }
 

@@ -76,10 +76,11 @@ package final class VideoEncoder {
     /// Opens encoder `name` (`libx264`) for `width`×`height` pictures in `pixelFormat` at
     /// `frameRate`: constant quality `crf` at `preset` for x264/x265, closed GOPs, a frame marked
     /// with ``Frame/forcesKeyframe`` becomes an IDR. `color` gives the colour description to
-    /// keep; `globalHeader` puts the codec headers out of band (MP4, MKV). Errors start with `what`.
+    /// keep; `globalHeader` puts the codec headers out of band (MP4, MKV); `closedGOP` false for
+    /// encoders without GOPs (`mjpeg`). Errors start with `what`.
     package init(name: String, crf: Int, preset: String, pixelFormat: String, width: Int, height: Int,
                  frameRate: Ratio, sampleAspect: Ratio, color: VideoParameters?, threads: Int,
-                 globalHeader: Bool, what: String) throws {
+                 globalHeader: Bool, closedGOP: Bool = true, what: String) throws {
         self.what = what
         guard let enc = avcodec_find_encoder_by_name(name) else {
             throw FFmpegError(.configuration, "\(what): video encoder '\(name)' is not available in this FFmpeg build")
@@ -109,7 +110,8 @@ package final class VideoEncoder {
             c.pointee.color_trc = AVColorTransferCharacteristic(rawValue: UInt32(color.colorTransfer))
         }
         c.pointee.thread_count = Int32(max(0, threads))
-        c.pointee.flags |= cffmpeg_closed_gop_flag()
+        // Intra-only encoders built on mpegvideo (mjpeg) refuse the flag.
+        if closedGOP { c.pointee.flags |= cffmpeg_closed_gop_flag() }
         if globalHeader { c.pointee.flags |= AV_CODEC_FLAG_GLOBAL_HEADER }
         if name == "libx264" || name == "libx265" {
             av_opt_set(c.pointee.priv_data, "crf", String(crf), 0)

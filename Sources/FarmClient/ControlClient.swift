@@ -98,23 +98,35 @@ package final class ControlClient {
 
     // MARK: Uploads and downloads
 
-    /// Uploads a file in checksummed chunks (several in flight); returns the upload id.
+    /// Upload payload bytes this client has sent (what crossed the wire for uploads).
+    package private(set) var uploadBytesSent: Int64 = 0
+
+    /// Uploads a file in checksummed chunks (several in flight); returns its upload id (its
+    /// SHA-256). The coordinator keeps files by content: one it holds already is not sent again,
+    /// and one whose upload was cut off goes on from where it stopped.
     package func upload(path: String, progress: (Int64, Int64) -> Void = { _, _ in }) throws -> String {
         let url = URL(fileURLWithPath: path)
         guard let handle = try? FileHandle(forReadingFrom: url) else {
-            throw DubfarmError(.badInput, "\(path): cannot open the file for reading")
+            throw DubfarmError(.localFile, "\(path): cannot open the file for reading")
         }
         defer { try? handle.close() }
-        let size = Int64((try? FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)??.int64Value ?? 0)
         var hasher = SHA256()
-        while let chunk = try handle.read(upToCount: 4 << 20), !chunk.isEmpty { hasher.update(data: chunk) }
+        var size: Int64 = 0
+        while let chunk = try handle.read(upToCount: 4 << 20), !chunk.isEmpty {
+            hasher.update(data: chunk)
+            size += Int64(chunk.count)
+        }
         let digest = hex(hasher.finalize())
-        try handle.seek(toOffset: 0)
 
         let started = try call(.uploadBegin(UploadBegin(name: url.lastPathComponent, size: size, sha256: digest)), as: UploadStarted.self)
+        if started.complete == true {
+            progress(size, size)
+            return started.id
+        }
+        var offset = min(max(started.received ?? 0, 0), size)
+        try handle.seek(toOffset: UInt64(offset))
         let window = 4
         var inFlight: [UInt64] = []
-        var offset: Int64 = 0
         while offset < size || !inFlight.isEmpty {
             while offset < size && inFlight.count < window {
                 let data = try handle.read(upToCount: started.chunkSize) ?? Data()
@@ -123,6 +135,7 @@ package final class ControlClient {
                 }
                 inFlight.append(try send(.uploadChunk(id: started.id, offset: offset, data: Array(data))))
                 offset += Int64(data.count)
+                uploadBytesSent += Int64(data.count)
             }
             let reply = try receive(id: inFlight.removeFirst())
             let status = try reply.value(UploadStatus.self)

@@ -47,6 +47,9 @@ package struct FarmConfiguration: Sendable, Hashable {
     package var maxMessageBytes: Int64 = 512 << 20
     /// Largest single upload accepted.
     package var maxUploadBytes: Int64 = 8 << 30
+    /// Hours after which the coordinator removes a finished job's files and uploads no
+    /// unfinished job needs (what `dubfarm gc --older-than` does by hand); 0: never.
+    package var retentionHours = 0.0
     /// trace, debug, info, notice, warning, error, critical.
     package var logLevel = "info"
     /// `HOST:PORT` of the coordinator's HTTP server for Prometheus metrics and the dashboard
@@ -66,6 +69,8 @@ package struct FarmConfiguration: Sendable, Hashable {
     package var personaliseModelConfig = "small"
     /// CURVE: the coordinator's secret key file (`dubfarm keys generate`); `nil` = plaintext, no authentication.
     package var secretKeyFile: String? = nil
+    /// The dashboard's users (`name:bcrypt-hash` lines); nil: nobody can act from the dashboard.
+    package var dashboardUsersFile: String? = nil
     /// CURVE: a public key file, or a directory of them, naming the workers admitted on the work endpoint.
     package var authorizedWorkers: String? = nil
     /// CURVE: a public key file, or a directory of them, naming the CLI clients admitted on the control endpoint.
@@ -172,6 +177,7 @@ extension ConfigKey {
         key("database.reconnect_seconds", "seconds a database call waits for a lost connection to come back", \.databaseReconnectSeconds, 0...86400),
         key("media.store", "directory for uploads, segments and outputs (the coordinator's disk)", \.mediaStore),
         key("media.max_upload_bytes", "largest file a client may upload", \.maxUploadBytes, 1...(1 << 50)),
+        key("media.retention_hours", "hours after which finished jobs' files and unused uploads are removed (0: keep them)", \.retentionHours, 0...1_000_000),
         key("segments.seconds", "nominal segment length in seconds", \.segmentSeconds, 0.01...3600),
         key("segments.context_frames", "frames decoded on each side of a segment (tracking across seams)", \.contextFrames, 0...120),
         key("segments.max_keyframe_interval", "inputs with keyframes further apart (seconds) are re-cut once", \.maxKeyframeInterval, 0.5...3600),
@@ -232,6 +238,7 @@ extension ConfigKey {
                       guard ["tiny", "small", "paper"].contains(v) else { throw invalid("personalise.model_config", v, "tiny, small or paper") }
                       c.personaliseModelConfig = v
                   }),
+        key("dashboard.users_file", "who may cancel, retry and re-prioritise jobs from the dashboard: NAME:BCRYPT-HASH lines (dubfarm config hash-password); empty = nobody", \.dashboardUsersFile),
         key("security.secret_key_file", "the coordinator's CURVE secret key file (dubfarm keys generate); empty = CURVE off, plaintext", \.secretKeyFile),
         key("security.authorized_workers", "public key file or directory of the workers admitted (CURVE on)", \.authorizedWorkers),
         key("security.authorized_clients", "public key file or directory of the CLI clients admitted (CURVE on)", \.authorizedClients),

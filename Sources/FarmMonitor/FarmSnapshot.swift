@@ -130,3 +130,23 @@ package struct RateTracker: Sendable {
         return rates
     }
 }
+
+/// What the dashboard's job page shows: the job with its segments (as `dubfarm status`) and its
+/// whole event history (as `dubfarm logs`).
+package struct JobPage: Codable, Sendable, Hashable {
+    package var detail: JobDetail
+    package var events: [EventView]
+    /// Whether a thumbnail of a finished frame can be asked for (`/api/jobs/ID/thumbnail`).
+    package var hasThumbnail: Bool
+    package init(detail: JobDetail, events: [EventView], hasThumbnail: Bool) {
+        self.detail = detail
+        self.events = events
+        self.hasThumbnail = hasThumbnail
+    }
+}
+
+/// What a dashboard user can do to a job.
+package enum JobAction: Sendable, Hashable {
+    case cancel, retry
+    case setPriority(Int)
+}

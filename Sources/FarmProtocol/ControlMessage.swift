@@ -13,12 +13,22 @@ package struct UploadBegin: Codable, Sendable, Hashable {
     }
 }
 /// The coordinator's answer to ``UploadBegin``.
+///
+/// The coordinator keeps uploads by their SHA-256: when it already has the file (`complete`)
+/// the client sends nothing; when an earlier upload of it was cut off, `received` says where to
+/// go on from. Both are absent from coordinators before content addressing (send everything).
 package struct UploadStarted: Codable, Sendable, Hashable {
     package var id: String
     package var chunkSize: Int
-    package init(id: String, chunkSize: Int) {
+    /// Bytes the coordinator already holds; the client sends from this offset.
+    package var received: Int64?
+    /// The coordinator has the whole file already: nothing to send, no UPLOAD-END needed.
+    package var complete: Bool?
+    package init(id: String, chunkSize: Int, received: Int64? = nil, complete: Bool? = nil) {
         self.id = id
         self.chunkSize = chunkSize
+        self.received = received
+        self.complete = complete
     }
 }
 /// Bytes received so far / the verified upload.
@@ -49,10 +59,15 @@ package struct SubmitSpec: Codable, Sendable, Hashable {
     /// `submit --personalise[=SECONDS]`: fine-tune the model on the video first; `seconds` 0
     /// turns a coordinator's default personalisation off for this job.
     package var personalise: PersonaliseRequest?
+    /// `submit --name` and `--label k=v` (``JobLabels``).
+    package var name: String?
+    package var labels: [String: String]?
     package init(video: String, audio: String, face: String? = nil, videoName: String = "video", audioName: String = "audio",
                 faceName: String? = nil, priority: Int = 0, stage: String? = nil, model: String? = nil,
-                personalise: PersonaliseRequest? = nil) {
+                personalise: PersonaliseRequest? = nil, name: String? = nil, labels: [String: String]? = nil) {
         self.personalise = personalise
+        self.name = name
+        self.labels = labels
         self.video = video
         self.audio = audio
         self.face = face
@@ -64,12 +79,53 @@ package struct SubmitSpec: Codable, Sendable, Hashable {
         self.model = model
     }
 }
+/// `dubfarm jobs`: newest first, filtered by state, labels (every pair must match) and name.
 package struct JobsQuery: Codable, Sendable, Hashable {
     package var state: JobState?
     package var limit: Int
-    package init(state: JobState? = nil, limit: Int = 100) {
+    package var labels: [String: String]?
+    package var name: String?
+    package init(state: JobState? = nil, limit: Int = 100, labels: [String: String]? = nil, name: String? = nil) {
         self.state = state
         self.limit = limit
+        self.labels = labels
+        self.name = name
+    }
+}
+/// `dubfarm set-priority JOB N`.
+package struct PriorityChange: Codable, Sendable, Hashable {
+    package var job: Int64
+    package var priority: Int
+    package init(job: Int64, priority: Int) {
+        self.job = job
+        self.priority = priority
+    }
+}
+/// `dubfarm gc`: remove the files of jobs finished more than `olderThanSeconds` ago and uploads
+/// no unfinished job needs that were last used that long ago; `dryRun` only counts them.
+package struct GCRequest: Codable, Sendable, Hashable {
+    package var olderThanSeconds: Double
+    package var dryRun: Bool
+    package init(olderThanSeconds: Double, dryRun: Bool = false) {
+        self.olderThanSeconds = olderThanSeconds
+        self.dryRun = dryRun
+    }
+}
+/// What `dubfarm gc` removed (or, with `dryRun`, would remove).
+package struct GCReport: Codable, Sendable, Hashable {
+    /// Finished jobs whose inputs and output were removed.
+    package var jobs: [Int64]
+    /// Uploaded files (by SHA-256) removed, and cut-off uploads removed.
+    package var uploads: Int
+    package var partialUploads: Int
+    package var bytes: Int64
+    package var dryRun: Bool
+    package init(jobs: [Int64] = [], uploads: Int = 0, partialUploads: Int = 0, bytes: Int64 = 0, dryRun: Bool = false) {
+        self.jobs = jobs
+        self.uploads = uploads
+        self.partialUploads = partialUploads
+        self.bytes = bytes
+        self.dryRun = dryRun
     }
 }
 package struct EventsQuery: Codable, Sendable, Hashable {
@@ -136,6 +192,8 @@ package enum ControlRequest: Sendable, Hashable {
     case retry(job: Int64)
     case fetch(FetchRequest)
     case events(EventsQuery)
+    case setPriority(PriorityChange)
+    case gc(GCRequest)
 
     package var command: String {
         switch self {
@@ -151,6 +209,8 @@ package enum ControlRequest: Sendable, Hashable {
         case .retry: return "RETRY"
         case .fetch: return "FETCH"
         case .events: return "EVENTS"
+        case .setPriority: return "SET-PRIORITY"
+        case .gc: return "GC"
         }
     }
 
@@ -171,6 +231,8 @@ package enum ControlRequest: Sendable, Hashable {
         case .jobs(let q): frames.append(Wire.header(q))
         case .fetch(let f): frames.append(Wire.header(f))
         case .events(let q): frames.append(Wire.header(q))
+        case .setPriority(let p): frames.append(Wire.header(p))
+        case .gc(let g): frames.append(Wire.header(g))
         }
         return frames
     }
@@ -208,6 +270,8 @@ package enum ControlRequest: Sendable, Hashable {
         case "RETRY": request = .retry(job: try header(JobRef.self).job)
         case "FETCH": request = .fetch(try header(FetchRequest.self))
         case "EVENTS": request = .events(try header(EventsQuery.self))
+        case "SET-PRIORITY": request = .setPriority(try header(PriorityChange.self))
+        case "GC": request = .gc(try header(GCRequest.self))
         default: throw DubfarmError(.protocolViolation, "unknown command '\(command)'")
         }
         return (id, request)

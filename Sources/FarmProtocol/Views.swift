@@ -102,6 +102,11 @@ package struct JobView: Codable, Sendable, Hashable {
     package var personalisation: PersonalisationView?
     /// SHA-256 of the personalised weights its segments run on, once trained.
     package var weights: String?
+    /// `submit --name` and `--label k=v`.
+    package var name: String?
+    package var labels: [String: String]?
+    /// When `dubfarm gc` removed its inputs and output (nothing left to fetch).
+    package var mediaRemovedAt: Date?
 
     package init(id: Int64, state: JobState, priority: Int, createdAt: Date, updatedAt: Date, video: String, audio: String,
                 face: String?, stage: String) {

@@ -17,6 +17,8 @@ package struct LocalFarmState: Codable, Sendable, Hashable {
     package var clientKeyFile: String?
     /// CURVE: the coordinator's public key file.
     package var serverPublicKey: String?
+    /// The coordinator's dashboard and metrics port on 127.0.0.1 (nil: a farm.json from before).
+    package var metricsPort: Int?
 
     package init(directory: String, databaseURL: String, postgresPort: Int, workEndpoint: String, controlEndpoint: String,
                 coordinatorPID: Int32, workerPIDs: [Int32], workerNames: [String]) {
@@ -52,6 +54,38 @@ package struct LocalFarmState: Codable, Sendable, Hashable {
 
     package var isCoordinatorAlive: Bool { ProcessControl.isAlive(coordinatorPID) }
     package var aliveWorkers: [Int32] { workerPIDs.filter(ProcessControl.isAlive) }
+
+    /// The dashboard's address, when the farm has one.
+    package var dashboardURL: String? { metricsPort.map { "http://127.0.0.1:\($0)/" } }
+
+    /// The variable every process `local up` starts carries (the farm's directory), so that the
+    /// farm finds what it started even when farm.json lost track of it.
+    package static let processMarker = "DUBFARM_LOCAL_FARM"
+
+    /// The environment for a process of the farm in `directory`.
+    package static func environment(directory: String, base: [String: String] = ProcessInfo.processInfo.environment) -> [String: String] {
+        var env = base
+        env[processMarker] = directory
+        return env
+    }
+
+    /// Live processes started by the farm in `directory` (`local up`, any earlier run too), found
+    /// by their environment: pid and command line.
+    package static func processes(directory: String) -> [(pid: Int32, arguments: [String])] {
+        let wanted = Array("\(processMarker)=\(directory)".utf8)
+        let me = getpid()
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        var found: [(Int32, [String])] = []
+        for entry in entries {
+            guard let pid = Int32(entry), pid != me, ProcessControl.isAlive(pid),
+                  let environ = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { continue }
+            guard environ.split(separator: 0).contains(where: { Array($0) == wanted }) else { continue }
+            let args = (FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") ?? Data())
+                .split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            found.append((pid, args))
+        }
+        return found.sorted { $0.0 < $1.0 }
+    }
 }
 
 /// Starting and stopping background processes by pid.
@@ -199,6 +233,21 @@ package enum ProcessControl {
     package static func reap(_ pid: Int32) {
         var status: Int32 = 0
         _ = waitpid(pid, &status, WNOHANG)
+    }
+
+    /// Whether `port` on 127.0.0.1 can be bound right now (nobody listens on it).
+    package static func isPortFree(_ port: Int) -> Bool {
+        guard (1...65535).contains(port) else { return false }
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var yes: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = UInt16(port).bigEndian
+        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        return rc == 0
     }
 
     /// A TCP port on 127.0.0.1 that is free right now.

@@ -42,6 +42,7 @@ package final class FarmMetrics: Sendable {
     let framesProcessed: Counter
     let segmentsCompleted: Counter
     let uploadBytes: Counter
+    let uploadReusedBytes: Counter
     let stitchBytes: Counter
     let jobsStitched: Counter
     /// When each worker's last result arrived, until its next task is sent.
@@ -62,6 +63,8 @@ package final class FarmMetrics: Sendable {
                                                                    helpText: "Segment results accepted"), labels: [])
         uploadBytes = registry.makeCounter(descriptor: .init(namespace: "dubfarm", metricName: "upload", unitName: "bytes_total",
                                                              helpText: "Bytes received in uploads from clients"), labels: [])
+        uploadReusedBytes = registry.makeCounter(descriptor: .init(namespace: "dubfarm", metricName: "upload_reused", unitName: "bytes_total",
+                                                                   helpText: "Bytes clients did not have to send: the farm held the file already (content-addressed uploads)"), labels: [])
         stitchBytes = registry.makeCounter(descriptor: .init(namespace: "dubfarm", metricName: "stitch_output", unitName: "bytes_total",
                                                              helpText: "Bytes of stitched outputs written"), labels: [])
         jobsStitched = registry.makeCounter(descriptor: .init(namespace: "dubfarm", metricName: "jobs_stitched", unitName: "total",
@@ -104,6 +107,8 @@ package final class FarmMetrics: Sendable {
 
     /// An upload chunk of `bytes` was stored.
     package func uploaded(bytes: Int) { uploadBytes.increment(by: Int64(max(0, bytes))) }
+    /// An upload of `bytes` was skipped: the store had the file.
+    package func uploadReused(bytes: Int64) { uploadReusedBytes.increment(by: max(0, bytes)) }
 
     /// A job's output of `bytes` was stitched.
     package func stitched(bytes: Int64) {

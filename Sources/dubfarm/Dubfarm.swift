@@ -23,10 +23,11 @@ struct Dubfarm: AsyncParsableCommand {
         // Grouped by who runs them: whoever dubs videos, whoever runs the farm, whoever works on the model.
         groupedSubcommands: [
             CommandGroup(name: "User", subcommands: [
-                Submit.self, Status.self, Jobs.self, Logs.self, Top.self, Cancel.self, Retry.self, Fetch.self, Probe.self,
+                Submit.self, Wait.self, Status.self, Jobs.self, Logs.self, Top.self, Cancel.self, Retry.self, SetPriority.self, Fetch.self,
+                Probe.self,
             ]),
             CommandGroup(name: "Operator", subcommands: [
-                LocalCommand.self, CoordinatorCommand.self, WorkerCommand.self, Workers.self, Migrate.self, ConfigCommand.self,
+                LocalCommand.self, CoordinatorCommand.self, WorkerCommand.self, Workers.self, GC.self, Migrate.self, ConfigCommand.self,
                 KeysCommand.self,
             ]),
             CommandGroup(name: "Developer", subcommands: [ModelCommand.self, DatasetCommand.self, BenchCommand.self]),

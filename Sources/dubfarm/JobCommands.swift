@@ -4,164 +4,6 @@ import FarmClient
 import FarmProtocol
 import Foundation
 
-struct Submit: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Submit a video and a dub track; prints the job id.",
-        discussion: """
-            The files are uploaded to the coordinator in checksummed chunks, so it may run on another \
-            machine. With --wait the command follows the job with a progress bar and exits 0 when it \
-            is done, 1 when it failed; with --out it also downloads the result.
-
-            Example: dubfarm submit talk.mp4 --audio dub-es.wav --wait --out talk-es.mp4
-            """)
-
-    @Argument(help: "The video to dub (any container and codec FFmpeg reads).")
-    var video: String
-
-    @Option(name: .long, help: "The dub track: replaces the video's audio, fitted to the video's duration.")
-    var audio: String
-
-    @Option(name: .long, help: "A picture of the face to swap in (optional).")
-    var face: String?
-
-    @Option(name: .long, help: "Higher runs first.")
-    var priority: Int = 0
-
-    @Option(name: .long, help: "Processing stage (default: the coordinator's).")
-    var stage: String?
-
-    @Option(name: .long, help: "Model the job requires: NAME (any version) or NAME@VERSION, as `dubfarm workers` shows them. Workers without it get none of its segments; `status` says when none connected has it.")
-    var model: String?
-
-    @Option(name: .long, help: ArgumentHelp("Fine-tune the model on this video's own face and speech before dubbing it, for SECONDS of training (--personalise alone: 300); a worker started with --personalise does it, and every segment then runs on the job's own weights. 0: none, even when the coordinator personalises by default.", valueName: "SECONDS"))
-    var personalise: Int?
-
-    @Flag(name: .long, help: "If the personalisation fails, dub with the default weights instead of failing the job.")
-    var personaliseFallback = false
-
-    @Option(name: .long, help: ArgumentHelp("Train the personalisation data-parallel (torchrun) on up to N workers started with --personalise: the one that takes it and those idle at that moment. Each trains on its own batches for the same SECONDS, so N workers see about N times the footage.", valueName: "N"))
-    var personaliseWorkers: Int?
-
-    @Option(name: .long, help: "Download the result here when done (implies --wait).")
-    var out: String?
-
-    @Flag(name: .long, help: "Wait for the job to finish, showing progress.")
-    var wait = false
-
-    @OptionGroup var client: ClientOptions
-
-    func validate() throws {
-        for (what, path) in [("video", video), ("audio", audio)] + (face.map { [("face", $0)] } ?? []) {
-            var isDir: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
-                throw ValidationError("\(path): no such \(what) file")
-            }
-            guard !isDir.boolValue else { throw ValidationError("\(path): is a directory, not a \(what) file") }
-            guard FileManager.default.isReadableFile(atPath: path) else { throw ValidationError("\(path): not readable") }
-        }
-        if let p = personalise, !(0...PersonaliseRequest.maxSeconds).contains(p) {
-            throw ValidationError("--personalise takes seconds of training, 0…\(PersonaliseRequest.maxSeconds) (\(p) given)")
-        }
-        if personaliseFallback && personalise == nil {
-            throw ValidationError("--personalise-fallback goes with --personalise")
-        }
-        if let n = personaliseWorkers {
-            guard personalise != nil else { throw ValidationError("--personalise-workers goes with --personalise") }
-            guard (1...PersonaliseRequest.maxWorkers).contains(n) else {
-                throw ValidationError("--personalise-workers takes 1…\(PersonaliseRequest.maxWorkers) workers (\(n) given)")
-            }
-        }
-        if let out {
-            let dir = URL(fileURLWithPath: out).deletingLastPathComponent().path
-            guard FileManager.default.isWritableFile(atPath: dir) else {
-                throw ValidationError("--out \(out): cannot write to \(dir)")
-            }
-        }
-    }
-
-    func run() throws {
-        let c = try client.client()
-        _ = try c.call(.hello, as: ServerHello.self)
-        let progress = UploadProgress(quiet: client.json)
-        let v = try c.upload(path: video) { progress.show(video, $0, $1) }
-        let a = try c.upload(path: audio) { progress.show(audio, $0, $1) }
-        let f = try face.map { p in try c.upload(path: p) { progress.show(p, $0, $1) } }
-        progress.done()
-        let name = { (p: String) in URL(fileURLWithPath: p).lastPathComponent }
-        let job = try c.call(.submit(SubmitSpec(video: v, audio: a, face: f, videoName: name(video), audioName: name(audio),
-                                                faceName: face.map(name), priority: priority, stage: stage, model: model,
-                                                personalise: personalise.map { PersonaliseRequest(seconds: $0, fallback: personaliseFallback,
-                                                                                                  workers: personaliseWorkers ?? 1) })),
-                             as: JobView.self)
-        if !(wait || out != nil) {
-            if client.json { try printJSON(job) } else { print(job.id) }
-            return
-        }
-        if !client.json { print("job \(job.id) submitted") }
-        let final = try follow(c, job: job.id, json: client.json)
-        if client.json { try printJSON(final) }
-        guard final.state == .done else {
-            throw JobEnded(message: "job \(final.id) \(final.state): \(final.error ?? "no reason recorded")")
-        }
-        if let out {
-            try c.download(job: job.id, to: out) { done, total in
-                if !client.json && stdoutIsTerminal { printProgressLine("downloading", Double(done) / Double(max(total, 1)), "") }
-            }
-            if !client.json {
-                if stdoutIsTerminal { print("") }
-                print("output: \(out)")
-            }
-        } else if !client.json {
-            print("job \(final.id) done; download it with: dubfarm fetch \(final.id) --out FILE")
-        }
-    }
-}
-
-extension Submit {
-    /// `--personalise` takes its value only as `--personalise=SECONDS`: alone, it means the
-    /// default budget (ArgumentParser has no options with an optional value).
-    static func expandingPersonalise(_ arguments: [String]) -> [String] {
-        guard arguments.first == "submit" else { return arguments }
-        return arguments.map { $0 == "--personalise" ? "--personalise=\(PersonaliseRequest.defaultSeconds)" : $0 }
-    }
-}
-
-/// Follows a job until it ends, drawing a progress bar on a terminal or one line per change otherwise.
-func follow(_ c: ControlClient, job: Int64, json: Bool) throws -> JobView {
-    var last = ""
-    var rate = RateEstimator()
-    while true {
-        let detail = try c.call(.status(job: job), as: JobDetail.self)
-        let j = detail.job
-        rate.add(frames: j.framesDone)
-        if !json {
-            let segs = "segments \(j.segments.done)/\(j.segments.total)"
-            let frames = j.frames.map { "frames \(j.framesDone)/\($0)" } ?? "frames ?"
-            let fps = rate.fps.map { String(format: "%.1f fps", $0) } ?? "-- fps"
-            var eta = ""
-            if let f = j.frames, let r = rate.fps, r > 0 { eta = "ETA " + formatDuration(Double(f - j.framesDone) / r) }
-            var text = "\(j.state)  \(segs)  \(frames)  \(fps)  \(eta)"
-            var plain = "job \(j.id) \(j.state) \(segs) \(frames)"
-            if j.state == .personalising, let p = detail.job.personalisation {
-                text = "personalising: \(p.summary)"
-                plain = "job \(j.id) personalising: \(p.state) step \(p.step)"
-            }
-            if stdoutIsTerminal {
-                printProgressLine("job \(j.id)", j.state == .personalising ? (j.personalisation?.progress ?? 0) : j.progress, text)
-            } else {
-                let line = plain
-                if line != last { print(line); fflush(nil) }
-                last = line
-            }
-        }
-        if j.state.isTerminal {
-            if !json && stdoutIsTerminal { print("") }
-            return j
-        }
-        Thread.sleep(forTimeInterval: 0.5)
-    }
-}
-
 /// Frames per second over the last few seconds.
 struct RateEstimator {
     var samples: [(Date, Int)] = []
@@ -213,6 +55,8 @@ struct Status: ParsableCommand {
         if client.json { return try printJSON(d) }
         let j = d.job
         print("job \(j.id)  \(j.state)  priority \(j.priority)  stage \(j.stage)" + (j.model.map { "  model \($0)" } ?? ""))
+        if let n = j.name { print("  name    \(n)") }
+        if let l = j.labels, !l.isEmpty { print("  labels  \(JobLabels.format(l))") }
         print("  video   \(j.video)" + (j.frames.map { "  (\($0) frames at \(j.frameRate ?? "?") fps, \(j.width ?? 0)x\(j.height ?? 0))" } ?? ""))
         print("  audio   \(j.audio)" + (j.audioFit.map { "  (\($0))" } ?? ""))
         if let f = j.face { print("  face    \(f)") }
@@ -230,7 +74,9 @@ struct Status: ParsableCommand {
         }
         if let w = j.weights { print("  weights \(w) (personalised)") }
         if let e = j.error { print("  error   \(e)") }
-        if let b = j.outputBytes { print("  output  \(b) bytes (dubfarm fetch \(j.id) --out FILE)") }
+        if let removed = j.mediaRemovedAt {
+            print("  files   removed by gc on \(ISO8601DateFormatter().string(from: removed)) (nothing to fetch)")
+        } else if let b = j.outputBytes { print("  output  \(b) bytes (dubfarm fetch \(j.id) --out FILE)") }
         guard !d.segments.isEmpty else { return }
         var rows = [["SEG", "FRAMES", "STATE", "WORKER", "DONE", "TRIES", "SECONDS", "FACES", "SWAPPED", "NOTE"]]
         for s in d.segments {
@@ -251,10 +97,17 @@ struct Status: ParsableCommand {
 }
 
 struct Jobs: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List jobs, newest first.")
+    static let configuration = CommandConfiguration(
+        abstract: "List jobs, newest first.",
+        discussion: "Examples: dubfarm jobs --label show=pilot · dubfarm jobs --state running --watch")
     @Option(name: .long, help: "Only jobs in this state: \(JobState.allCases.map(\.rawValue).joined(separator: ", ")).")
     var state: String?
+    @Option(name: .customLong("label"), help: ArgumentHelp("Only jobs with this label (repeat: all of them).", valueName: "KEY=VALUE"))
+    var labels: [String] = []
+    @Option(name: .long, help: "Only jobs with this name.") var name: String?
     @Option(name: .long, help: "At most this many.") var limit: Int = 50
+    @Flag(name: .long, help: "Keep the list on screen, redrawn every second, until Ctrl-C (off a terminal: print it again whenever it changes).")
+    var watch = false
     @OptionGroup var client: ClientOptions
 
     func run() throws {
@@ -265,16 +118,53 @@ struct Jobs: ParsableCommand {
             }
             s = parsed
         }
-        let jobs = try client.client().call(.jobs(JobsQuery(state: s, limit: limit)), as: [JobView].self)
-        if client.json { return try printJSON(jobs) }
-        var rows = [["JOB", "STATE", "PRI", "PROGRESS", "SEGMENTS", "VIDEO", "CREATED", "NOTE"]]
+        let selector: [String: String]
+        do { selector = try JobLabels.parse(labels) } catch let e as DubfarmError { throw ValidationError("--label: \(e.message)") }
+        let query = JobsQuery(state: s, limit: limit, labels: selector.isEmpty ? nil : selector, name: name)
+        guard watch else {
+            let jobs = try client.client().call(.jobs(query), as: [JobView].self)
+            if client.json { return try printJSON(jobs) }
+            return printTable(Self.rows(jobs))
+        }
+        let session = try client.reconnectingClient(patience: nil)
+        var last = ""
+        while true {
+            let jobs = try session.resilient { try $0.call(.jobs(query), as: [JobView].self) }
+            if client.json {
+                try printJSONLine(jobs)
+            } else {
+                let table = Self.rows(jobs).map { $0.joined(separator: "\u{1}") }.joined(separator: "\n")
+                if stdoutIsTerminal {
+                    // Home and clear, then the table: a screen that stays put.
+                    print("\u{1B}[H\u{1B}[2J" + "dubfarm jobs — \(Self.clock.string(from: Date()))  (Ctrl-C to stop)\n")
+                    printTable(Self.rows(jobs))
+                } else if table != last {
+                    print("--- \(Self.clock.string(from: Date()))")
+                    printTable(Self.rows(jobs))
+                }
+                last = table
+            }
+            fflush(nil)
+            Thread.sleep(forTimeInterval: 1)
+        }
+    }
+
+    static let clock: DateFormatter = {
+        let df = DateFormatter()
+        df.dateFormat = "HH:mm:ss"
+        return df
+    }()
+
+    static func rows(_ jobs: [JobView]) -> [[String]] {
+        var rows = [["JOB", "STATE", "PRI", "PROGRESS", "SEGMENTS", "NAME", "VIDEO", "LABELS", "CREATED", "NOTE"]]
         let df = DateFormatter()
         df.dateFormat = "yyyy-MM-dd HH:mm:ss"
         for j in jobs {
             rows.append(["\(j.id)", j.state.rawValue, "\(j.priority)", "\(Int(j.progress * 100))%",
-                         "\(j.segments.done)/\(j.segments.total)", j.video, df.string(from: j.createdAt), j.waitingFor ?? ""])
+                         "\(j.segments.done)/\(j.segments.total)", j.name ?? "", j.video, JobLabels.format(j.labels ?? [:]),
+                         df.string(from: j.createdAt), j.waitingFor ?? (j.mediaRemovedAt != nil ? "files removed by gc" : "")])
         }
-        printTable(rows)
+        return rows
     }
 }
 
@@ -328,38 +218,93 @@ struct Logs: ParsableCommand {
 }
 
 struct Cancel: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Cancel a job; its running segments stop and workers are freed.")
-    @Argument(help: "The job id.") var job: Int64
+    static let configuration = CommandConfiguration(
+        abstract: "Cancel jobs; their running segments stop and workers are freed.",
+        discussion: "Examples: dubfarm cancel 12 · dubfarm cancel --label show=pilot (finished jobs are left as they are)")
+    @OptionGroup var selection: JobSelection
     @OptionGroup var client: ClientOptions
     func run() throws {
-        let j = try client.client().call(.cancel(job: job), as: JobView.self)
-        if client.json { try printJSON(j) } else { print("job \(j.id) \(j.state)") }
+        let c = try client.client()
+        let jobs = try selection.resolve(c)
+        var out: [JobView] = []
+        for j in jobs {
+            if j.state.isTerminal && !selection.jobs.contains(j.id) { continue }
+            out.append(try c.call(.cancel(job: j.id), as: JobView.self))
+        }
+        if client.json { return try selection.jobs.count == 1 && out.count == 1 && selection.labels.isEmpty && selection.name == nil ? printJSON(out[0]) : printJSON(out) }
+        for j in out { print("job \(j.id) \(j.state)") }
+        if out.isEmpty { print("no unfinished job to cancel among \(jobs.count)") }
     }
 }
 
 struct Retry: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Retry a failed or cancelled job; finished segments are kept.")
-    @Argument(help: "The job id.") var job: Int64
+    static let configuration = CommandConfiguration(
+        abstract: "Retry failed or cancelled jobs; finished segments are kept.",
+        discussion: "Examples: dubfarm retry 12 · dubfarm retry --label show=pilot (only the failed and cancelled ones)")
+    @OptionGroup var selection: JobSelection
     @OptionGroup var client: ClientOptions
     func run() throws {
-        let j = try client.client().call(.retry(job: job), as: JobView.self)
-        if client.json { try printJSON(j) } else { print("job \(j.id) \(j.state)") }
+        let c = try client.client()
+        let jobs = try selection.resolve(c)
+        var out: [JobView] = []
+        for j in jobs {
+            if !(j.state == .failed || j.state == .cancelled) && !selection.jobs.contains(j.id) { continue }
+            out.append(try c.call(.retry(job: j.id), as: JobView.self))
+        }
+        if client.json { return try selection.jobs.count == 1 && out.count == 1 && selection.labels.isEmpty && selection.name == nil ? printJSON(out[0]) : printJSON(out) }
+        for j in out { print("job \(j.id) \(j.state)") }
+        if out.isEmpty { print("no failed or cancelled job to retry among \(jobs.count)") }
     }
 }
 
 struct Fetch: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Download a finished job's output.")
-    @Argument(help: "The job id.") var job: Int64
-    @Option(name: .long, help: "Where to write the MP4.") var out: String
+    static let configuration = CommandConfiguration(
+        abstract: "Download finished jobs' outputs.",
+        discussion: """
+            With --all (and --label or --name) every finished job selected is downloaded, to an             --out pattern: {job}, {stem} (the video's name without extension), {audio}, {lang}             (the job's lang label), {name}.
+
+            Examples:
+              dubfarm fetch 12 --out talk-es.mp4
+              dubfarm fetch --all --label show=pilot --out 'out/{stem}.{lang}.mp4'
+            """)
+    @OptionGroup var selection: JobSelection
+    @Flag(name: .long, help: "Every done job selected (with --label or --name); others are skipped.") var all = false
+    @Option(name: .long, help: ArgumentHelp("Where to write the MP4 (a pattern with several jobs).", valueName: "PATH")) var out: String
     @OptionGroup var client: ClientOptions
+
+    func validate() throws {
+        if !all && (selection.jobs.count != 1 || !selection.labels.isEmpty || selection.name != nil) {
+            throw ValidationError("fetch takes one JOB id; for several, use --all with --label or --name (or JOB ids) and an --out pattern")
+        }
+    }
+
     func run() throws {
-        try client.client().download(job: job, to: out) { done, total in
-            if !client.json && stdoutIsTerminal { printProgressLine("downloading", Double(done) / Double(max(total, 1)), "") }
+        let c = try client.client()
+        if !all {
+            let job = selection.jobs[0]
+            let target = try outputPaths(out, for: [JobView(id: job, state: .done, priority: 0, createdAt: Date(), updatedAt: Date(),
+                                                           video: "video", audio: "audio", face: nil, stage: "")])[0]!
+            try download(c, job: job, to: target)
+            if client.json { try printJSON(["job": "\(job)", "out": target]) } else { print("output: \(target)") }
+            return
         }
-        if client.json { try printJSON(["job": "\(job)", "out": out]) } else {
-            if stdoutIsTerminal { print("") }
-            print("output: \(out)")
+        let jobs = try selection.resolve(c, states: [.done]).filter { $0.mediaRemovedAt == nil }
+        guard !jobs.isEmpty else { throw DubfarmError(.notFound, "none of the selected jobs is done with its output kept") }
+        let paths = try outputPaths(out, for: jobs)
+        var written: [[String: String]] = []
+        for (j, path) in zip(jobs, paths) {
+            try download(c, job: j.id, to: path!)
+            written.append(["job": "\(j.id)", "out": path!])
+            if !client.json { print("output: \(path!)  (job \(j.id))") }
         }
+        if client.json { try printJSON(written) }
+    }
+
+    func download(_ c: ControlClient, job: Int64, to path: String) throws {
+        try c.download(job: job, to: path) { done, total in
+            if !client.json && stdoutIsTerminal { printProgressLine("downloading \(job)", Double(done) / Double(max(total, 1)), "") }
+        }
+        if !client.json && stdoutIsTerminal { print("") }
     }
 }
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import FarmClient
 import DubfarmCore
 import FarmSecurity
 import Foundation
@@ -49,20 +50,25 @@ struct CurveOptions: ParsableArguments {
                                             discussion: "Default: $DUBFARM_SERVER_KEY."))
     var serverKey: String?
 
-    /// The CURVE settings from the flags, then the environment, then `fallback` (a local farm's
-    /// keys); `nil` when none is given (plaintext). Errors name the file and the reason.
-    func resolve(fallback: (keyFile: String, serverKey: String)? = nil) throws -> (serverKey: String, keys: CurveKeyPair)? {
+    /// The CURVE settings from the flags, then the environment, then the client config file,
+    /// then `fallback` (a local farm's keys); `nil` when none is given (plaintext). Errors name
+    /// the file and the reason.
+    func resolve(config: ClientConfigFile? = nil, fallback: (keyFile: String, serverKey: String)? = nil) throws -> (serverKey: String, keys: CurveKeyPair)? {
         let env = ProcessInfo.processInfo.environment
-        let keyFile = self.keyFile ?? env["DUBFARM_KEY_FILE"].flatMap { $0.isEmpty ? nil : $0 }
-        let serverKey = self.serverKey ?? env["DUBFARM_SERVER_KEY"].flatMap { $0.isEmpty ? nil : $0 }
+        var keyFile = self.keyFile ?? env["DUBFARM_KEY_FILE"].flatMap { $0.isEmpty ? nil : $0 }
+        var serverKey = self.serverKey ?? env["DUBFARM_SERVER_KEY"].flatMap { $0.isEmpty ? nil : $0 }
+        if keyFile == nil && serverKey == nil {
+            keyFile = config?.keyFile
+            serverKey = config?.serverKey
+        }
         if let k = keyFile, let s = serverKey {
             return (try KeyFiles.resolveServerKey(s), try KeyFiles.loadKeyPair(k))
         }
         if keyFile != nil {
-            throw DubfarmError(.configuration, "--key-file (DUBFARM_KEY_FILE) needs --server-key (DUBFARM_SERVER_KEY): the coordinator's CURVE public key")
+            throw DubfarmError(.configuration, "--key-file (DUBFARM_KEY_FILE, key_file in the client config file) needs --server-key (DUBFARM_SERVER_KEY, server_key): the coordinator's CURVE public key")
         }
         if serverKey != nil {
-            throw DubfarmError(.configuration, "--server-key (DUBFARM_SERVER_KEY) needs --key-file (DUBFARM_KEY_FILE): this machine's own CURVE key pair")
+            throw DubfarmError(.configuration, "--server-key (DUBFARM_SERVER_KEY, server_key in the client config file) needs --key-file (DUBFARM_KEY_FILE, key_file): this machine's own CURVE key pair")
         }
         guard let fallback else { return nil }
         return (try KeyFiles.resolveServerKey(fallback.serverKey), try KeyFiles.loadKeyPair(fallback.keyFile))

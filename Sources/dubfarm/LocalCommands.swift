@@ -7,6 +7,7 @@ import FarmStore
 import Foundation
 import LocalFarm
 import Logging
+import Monitoring
 import FarmSecurity
 import ZeroMQ
 
@@ -48,12 +49,13 @@ struct LocalCommand: AsyncParsableCommand {
                 let missing = workers - state.aliveWorkers.count
                 if missing > 0 {
                     let started = try startWorkers(missing, state: state, logs: logs, offset: state.workerNames.count)
-                    state.workerPIDs = state.aliveWorkers + started.map(\.0)
-                    state.workerNames += started.map(\.1)
+                    let alive = zip(state.workerPIDs, state.workerNames).filter { ProcessControl.isAlive($0.0) }
+                    state.workerPIDs = alive.map(\.0) + started.map(\.0)
+                    state.workerNames = alive.map(\.1) + started.map(\.1)
                     try state.save()
                 }
                 print("local farm already running (\(state.aliveWorkers.count) workers)")
-                print("coordinator: \(state.controlEndpoint)")
+                Self.printAddresses(state, logs: logs)
                 return
             }
             let previous = LocalFarmState.load(directory: root)
@@ -72,8 +74,16 @@ struct LocalCommand: AsyncParsableCommand {
             if !applied.isEmpty { print("  applied \(applied.count) migration(s)") }
 
             let keys = try LocalKeys.ensure(in: root)
-            let work = "tcp://127.0.0.1:\(ProcessControl.freePort())"
-            let control = "tcp://127.0.0.1:\(ProcessControl.freePort())"
+            // The previous run's addresses while they are free: workers it started that are still
+            // running (their coordinator was killed) reconnect to them by themselves.
+            func reuse(_ endpoint: String?) -> String? {
+                guard let endpoint, let port = endpoint.split(separator: ":").last.flatMap({ Int($0) }), ProcessControl.isPortFree(port) else { return nil }
+                return endpoint
+            }
+            let work = reuse(previous?.workEndpoint) ?? "tcp://127.0.0.1:\(ProcessControl.freePort())"
+            let control = reuse(previous?.controlEndpoint) ?? "tcp://127.0.0.1:\(ProcessControl.freePort())"
+            // Its own dashboard port, so two local farms on one machine do not fight over 9464.
+            let metricsPort = previous?.metricsPort.flatMap { ProcessControl.isPortFree($0) ? $0 : nil } ?? ProcessControl.freePort()
             let configFile = root.appendingPathComponent("coordinator.yml")
             try """
                 # Written by `dubfarm local up`.
@@ -85,18 +95,44 @@ struct LocalCommand: AsyncParsableCommand {
                   url: "\(dbURL)"
                 media:
                   store: "\(root.appendingPathComponent("store").path)"
+                metrics:
+                  listen: "127.0.0.1:\(metricsPort)"
+                dashboard:
+                  users_file: "\(try LocalDashboardUser.ensure(in: root).usersFile)"
                 security:
                   secret_key_file: "\(keys.coordinatorSecret)"
                   authorized_workers: "\(keys.workersDirectory)"
                   authorized_clients: "\(keys.clientsDirectory)"
                 """.write(to: configFile, atomically: true, encoding: .utf8)
 
+            // What an earlier run started and is still running (its coordinator was killed, or
+            // farm.json lost track of it): a coordinator is stopped; workers connected to this
+            // run's work endpoint are adopted, the others stopped.
+            let leftovers = LocalFarmState.processes(directory: root.path)
+            for p in leftovers where p.arguments.dropFirst().first == "coordinator" {
+                ProcessControl.stop(p.pid, grace: 15)
+                print("stopped a coordinator left running by an earlier `local up` (pid \(p.pid))")
+            }
+            var adopted: [(Int32, String)] = []
+            for p in leftovers where p.arguments.dropFirst().first == "worker" {
+                let args = p.arguments
+                let connect = args.firstIndex(of: "--connect").flatMap { args.indices.contains($0 + 1) ? args[$0 + 1] : nil }
+                let name = args.firstIndex(of: "--name").flatMap { args.indices.contains($0 + 1) ? args[$0 + 1] : nil }
+                if connect == work, let name {
+                    adopted.append((p.pid, name))
+                } else {
+                    ProcessControl.stop(p.pid, grace: 15)
+                    print("stopped worker \(name ?? "pid \(p.pid)") left running by an earlier `local up` (it served another address)")
+                }
+            }
+
             print("starting the coordinator…")
             let ready = root.appendingPathComponent("coordinator.ready")
             try? FileManager.default.removeItem(at: ready)
             let exe = ProcessControl.currentExecutable
             let pid = try ProcessControl.spawnDetached(exe, ["coordinator", "--config", configFile.path, "--ready-file", ready.path],
-                                                       log: logs.appendingPathComponent("coordinator.log"))
+                                                       log: logs.appendingPathComponent("coordinator.log"),
+                                                       environment: LocalFarmState.environment(directory: root.path))
             let deadline = Date().addingTimeInterval(30)
             while !FileManager.default.fileExists(atPath: ready.path) {
                 guard ProcessControl.isAlive(pid), Date() < deadline else {
@@ -107,17 +143,35 @@ struct LocalCommand: AsyncParsableCommand {
                 usleep(50_000)
             }
             var state = LocalFarmState(directory: root.path, databaseURL: dbURL, postgresPort: cluster.port, workEndpoint: work,
-                                       controlEndpoint: control, coordinatorPID: pid, workerPIDs: [], workerNames: [])
+                                       controlEndpoint: control, coordinatorPID: pid, workerPIDs: adopted.map(\.0), workerNames: adopted.map(\.1))
             state.clientKeyFile = keys.clientSecret
             state.serverPublicKey = keys.coordinatorPublic
+            state.metricsPort = metricsPort
             try state.save()
-            print("starting \(workers) worker(s)…")
-            let started = try startWorkers(workers, state: state, logs: logs, offset: 0)
-            state.workerPIDs = started.map(\.0)
-            state.workerNames = started.map(\.1)
-            try state.save()
+            if !adopted.isEmpty {
+                print("adopted \(adopted.count) worker(s) still running from before: \(adopted.map(\.1).joined(separator: ", "))")
+            }
+            let missing = max(0, workers - adopted.count)
+            if missing > 0 {
+                print("starting \(missing) worker(s)…")
+                // Names after the highest in use (local-3 when local-1 and local-2 were adopted).
+                let used = adopted.compactMap { Int($0.1.split(separator: "-").last ?? "") }.max() ?? 0
+                let started = try startWorkers(missing, state: state, logs: logs, offset: used)
+                state.workerPIDs += started.map(\.0)
+                state.workerNames += started.map(\.1)
+                try state.save()
+            }
             print("local farm is up")
-            print("coordinator: \(control)")
+            Self.printAddresses(state, logs: logs)
+        }
+
+        static func printAddresses(_ state: LocalFarmState, logs: URL) {
+            print("coordinator: \(state.controlEndpoint)")
+            if let d = state.dashboardURL {
+                let login = LocalDashboardUser(root: URL(fileURLWithPath: state.directory))
+                print("dashboard:   \(d)  (to act on jobs, log in as \(LocalDashboardUser.name) with the password in \(login.passwordFile))")
+                print("metrics:     \(d)metrics")
+            }
             print("logs:        \(logs.path)")
         }
 
@@ -147,7 +201,8 @@ struct LocalCommand: AsyncParsableCommand {
                 }
                 let pid = try ProcessControl.spawnDetached(
                     exe, args,
-                    log: logs.appendingPathComponent("\(name).log"))
+                    log: logs.appendingPathComponent("\(name).log"),
+                    environment: LocalFarmState.environment(directory: state.directory))
                 return (pid, name)
             }
         }
@@ -168,6 +223,7 @@ struct LocalCommand: AsyncParsableCommand {
             print("local farm in \(state.directory)")
             print("  postgres     port \(state.postgresPort)")
             print("  coordinator  pid \(state.coordinatorPID)  \(alive(state.coordinatorPID))  \(state.controlEndpoint)")
+            if let d = state.dashboardURL { print("  dashboard    \(d)") }
             for (pid, name) in zip(state.workerPIDs, state.workerNames) {
                 print("  worker       pid \(pid)  \(alive(pid))  \(name)")
             }
@@ -192,6 +248,16 @@ struct LocalCommand: AsyncParsableCommand {
             if ProcessControl.isAlive(state.coordinatorPID) {
                 ProcessControl.stop(state.coordinatorPID, grace: 15)
                 print("stopped the coordinator")
+            }
+            // Whatever an earlier run started and lost track of (marked in its environment):
+            // workers first, then coordinators, then anything they started.
+            let leftovers = LocalFarmState.processes(directory: state.directory)
+            let order = { (p: (pid: Int32, arguments: [String])) -> Int in
+                switch p.arguments.dropFirst().first { case "worker": return 0; case "coordinator": return 1; default: return 2 }
+            }
+            for p in leftovers.sorted(by: { order($0) < order($1) }) where ProcessControl.isAlive(p.pid) {
+                ProcessControl.stop(p.pid, grace: 15)
+                print("stopped \(p.arguments.dropFirst().first ?? "a process") (pid \(p.pid)) left running by an earlier `local up`")
             }
             let cluster = try PostgresCluster(directory: URL(fileURLWithPath: state.directory).appendingPathComponent("postgres"),
                                               port: state.postgresPort)
@@ -231,5 +297,26 @@ struct LocalKeys {
             try KeyFiles.write(try CurveKeyPair.generate(), name: name, directory: dir)
         }
         return k
+    }
+}
+
+/// The local farm's dashboard user (`admin`), made on the first `local up`: a random password in
+/// `DIR/dashboard-password` (readable by the owner only) and its bcrypt line in
+/// `DIR/dashboard-users` (the coordinator's dashboard.users_file).
+struct LocalDashboardUser {
+    static let name = "admin"
+    let root: URL
+    var passwordFile: String { root.appendingPathComponent("dashboard-password").path }
+    var usersFile: String { root.appendingPathComponent("dashboard-users").path }
+
+    static func ensure(in root: URL) throws -> LocalDashboardUser {
+        let u = LocalDashboardUser(root: root)
+        if FileManager.default.fileExists(atPath: u.usersFile) && FileManager.default.fileExists(atPath: u.passwordFile) { return u }
+        let password = (0..<12).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+        guard FileManager.default.createFile(atPath: u.passwordFile, contents: Data((password + "\n").utf8), attributes: [.posixPermissions: 0o600]) else {
+            throw DubfarmError(.io, "cannot write \(u.passwordFile)")
+        }
+        try "\(name):\(DashboardAuth.hash(password))\n".write(toFile: u.usersFile, atomically: true, encoding: .utf8)
+        return u
     }
 }

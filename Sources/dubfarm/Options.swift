@@ -10,21 +10,28 @@ import Logging
 struct ClientOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp(
         "The coordinator's control endpoint (tcp://HOST:5556).",
-        discussion: "Default: $DUBFARM_COORDINATOR, else the local farm started by `dubfarm local up`, else tcp://127.0.0.1:5556."))
+        discussion: "Default: $DUBFARM_COORDINATOR, else `coordinator` in the client config file, else the local farm started by `dubfarm local up`, else tcp://127.0.0.1:5556."))
     var coordinator: String?
 
-    @Option(name: .long, help: "Seconds to wait for the coordinator to answer.")
-    var timeout: Double = 10
+    @Option(name: .long, help: ArgumentHelp("Seconds to wait for the coordinator to answer.", discussion: "Default: `timeout` in the client config file, else 10."))
+    var timeout: Double?
 
     @Flag(name: .long, help: "Print machine-readable JSON (schema in docs/json-output.md).")
     var json = false
 
     @OptionGroup var curve: CurveOptions
 
-    /// The endpoint to use, by precedence: flag, environment, local farm, default.
-    func endpoint() -> String {
+    /// The client config file (`~/.config/dubfarm/client.yml`, or $DUBFARM_CLIENT_CONFIG), if any.
+    func configFile() throws -> ClientConfigFile? {
+        guard let path = ClientConfigFile.defaultPath(environment: ProcessInfo.processInfo.environment) else { return nil }
+        return try ClientConfigFile.load(path: path)
+    }
+
+    /// The endpoint to use, by precedence: flag, environment, client config file, local farm, default.
+    func endpoint(config: ClientConfigFile? = nil) -> String {
         if let c = coordinator { return normalize(c) }
         if let e = ProcessInfo.processInfo.environment["DUBFARM_COORDINATOR"], !e.isEmpty { return normalize(e) }
+        if let c = config?.coordinator, !c.isEmpty { return normalize(c) }
         if let local = LocalFarmState.load(directory: LocalFarmState.defaultDirectory()), local.isCoordinatorAlive {
             return local.controlEndpoint
         }
@@ -32,12 +39,28 @@ struct ClientOptions: ParsableArguments {
     }
 
     func client() throws -> ControlClient {
-        try ControlClient(endpoint: endpoint(), timeout: timeout, curve: curve.resolve(fallback: localFarmKeys()))
+        let config = try configFile()
+        let endpoint = endpoint(config: config)
+        return try ControlClient(endpoint: endpoint, timeout: timeout ?? config?.timeout ?? 10,
+                                 curve: curve.resolve(config: config, fallback: localFarmKeys(config: config)))
+    }
+
+    /// A connection for commands that wait on jobs: it reconnects (finding the coordinator again
+    /// the same way) for up to `patience` seconds when the coordinator goes away.
+    func reconnectingClient(patience: Double?) throws -> ReconnectingClient {
+        let config = try configFile()
+        let json = self.json
+        return try ReconnectingClient(patience: patience ?? config?.reconnectSeconds ?? ReconnectOption.defaultSeconds,
+                                      notice: { line in
+                                          if stdoutIsTerminal && !json { print("") }
+                                          FileHandle.standardError.write(Data("dubfarm: \(line)\n".utf8))
+                                      },
+                                      connect: { try client() })
     }
 
     /// The local farm's client keys, when the CLI talks to a local farm that has CURVE on.
-    private func localFarmKeys() -> (keyFile: String, serverKey: String)? {
-        guard coordinator == nil, (ProcessInfo.processInfo.environment["DUBFARM_COORDINATOR"] ?? "").isEmpty,
+    private func localFarmKeys(config: ClientConfigFile?) -> (keyFile: String, serverKey: String)? {
+        guard coordinator == nil, (ProcessInfo.processInfo.environment["DUBFARM_COORDINATOR"] ?? "").isEmpty, config?.coordinator == nil,
               let local = LocalFarmState.load(directory: LocalFarmState.defaultDirectory()), local.isCoordinatorAlive,
               let key = local.clientKeyFile, let server = local.serverPublicKey else { return nil }
         return (key, server)
@@ -45,6 +68,21 @@ struct ClientOptions: ParsableArguments {
 
     private func normalize(_ s: String) -> String {
         s.contains("://") ? s : "tcp://\(s)"
+    }
+}
+
+/// `--reconnect SECONDS` of the commands that wait on jobs.
+struct ReconnectOption: ParsableArguments {
+    static let defaultSeconds = 600.0
+
+    @Option(name: .long, help: ArgumentHelp(
+        "Seconds to keep reconnecting when the coordinator goes away while waiting (0: give up at once).",
+        discussion: "The farm finishes the job without the coordinator's client; a coordinator that is back within this time (restarted, or a new `local up`) is found again and the wait goes on. Default: `reconnect_seconds` in the client config file, else 600.",
+        valueName: "SECONDS"))
+    var reconnect: Double?
+
+    func validate() throws {
+        if let r = reconnect, !(r >= 0 && r.isFinite) { throw ValidationError("--reconnect takes seconds, 0 or more") }
     }
 }
 

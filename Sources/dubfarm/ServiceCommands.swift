@@ -7,6 +7,7 @@ import FarmConfig
 import FarmSecurity
 import FarmStore
 import Foundation
+import Monitoring
 import Logging
 import ServiceLifecycle
 import LocalFarm
@@ -207,7 +208,42 @@ struct Migrate: AsyncParsableCommand {
 
 struct ConfigCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "config", abstract: "Inspect the coordinator's configuration.", subcommands: [Check.self])
+        commandName: "config", abstract: "Inspect the coordinator's configuration; make dashboard users.", subcommands: [Check.self, HashPassword.self])
+
+    struct HashPassword: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "hash-password",
+            abstract: "Print a dashboard user's line for dashboard.users_file: NAME:BCRYPT-HASH.",
+            discussion: """
+                Asks for the password (or reads its first line from standard input when that is not \
+                a terminal), hashes it with bcrypt and prints the line to add to the file named by \
+                dashboard.users_file. Users who log in at the dashboard may cancel, retry and \
+                re-prioritise jobs.
+
+                Example: dubfarm config hash-password --user ops >> /etc/dubfarm/dashboard-users
+                """)
+        @Option(name: .long, help: "The user's name.") var user: String = "admin"
+
+        func validate() throws {
+            guard !user.isEmpty, !user.contains(":"), !user.contains(where: \.isNewline) else {
+                throw ValidationError("--user: a name without ':' or line breaks")
+            }
+        }
+
+        func run() throws {
+            let password: String
+            if isatty(STDIN_FILENO) != 0 {
+                guard let first = getpass("password for \(user): ").map({ String(cString: $0) }),
+                      let again = getpass("again: ").map({ String(cString: $0) }) else { throw ValidationError("no password given") }
+                guard first == again else { throw ValidationError("the two passwords differ") }
+                password = first
+            } else {
+                password = readLine(strippingNewline: true) ?? ""
+            }
+            guard password.count >= 8 else { throw ValidationError("a dashboard password needs at least 8 characters") }
+            print("\(user):\(DashboardAuth.hash(password))")
+        }
+    }
 
     struct Check: ParsableCommand {
         static let configuration = CommandConfiguration(

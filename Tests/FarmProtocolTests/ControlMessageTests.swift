@@ -12,6 +12,9 @@ struct ControlMessageTests {
         .status(job: 4), .jobs(JobsQuery(state: .running, limit: 10)), .jobs(JobsQuery()), .workers,
         .cancel(job: 9), .retry(job: 9), .fetch(FetchRequest(job: 3, offset: 0, length: 1 << 20)),
         .events(EventsQuery(job: 3, after: 17, limit: 50)), .events(EventsQuery(job: nil)),
+        .submit(SubmitSpec(video: "u1", audio: "u2", name: "pilot (es)", labels: ["lang": "es", "show": "pilot"])),
+        .jobs(JobsQuery(state: nil, limit: 5, labels: ["lang": "es"], name: "pilot (es)")),
+        .setPriority(PriorityChange(job: 4, priority: -3)), .gc(GCRequest(olderThanSeconds: 86_400, dryRun: true)),
     ]
 
     @Test("every request survives a round trip", arguments: requests)

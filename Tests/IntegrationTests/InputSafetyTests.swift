@@ -94,18 +94,20 @@ extension Integration {
             try c.call(.uploadChunk(id: other.id, offset: 0, data: data))
             let sum = refusal("a checksum mismatch") { try c.call(.uploadEnd(id: other.id)) }
             #expect(sum?.message.contains("checksum mismatch") == true)
-            // Out-of-order chunks.
+            // Nothing of the two refused uploads is left behind.
+            let left = try FileManager.default.contentsOfDirectory(atPath: farm.store.root.appendingPathComponent("blobs").path)
+            #expect(!left.contains { $0.hasPrefix(begun.id) || $0.hasPrefix(other.id) }, "\(left)")
+            // Out-of-order chunks (refused; the upload itself stays open, to be resumed at 0).
             let third = try c.call(.uploadBegin(UploadBegin(name: "z.bin", size: 10, sha256: sha256Hex(data))), as: UploadStarted.self)
             #expect(refusal("a chunk at the wrong offset") { try c.call(.uploadChunk(id: third.id, offset: 5, data: [1])) }?.code == .badInput)
             #expect(refusal("a bad checksum format") {
                 try c.call(.uploadBegin(UploadBegin(name: "w.bin", size: 1, sha256: "../../etc")))
             }?.code == .badInput)
             #expect(refusal("a negative size") { try c.call(.uploadBegin(UploadBegin(name: "n.bin", size: -1, sha256: sha256Hex(data)))) } != nil)
-            let left = try FileManager.default.contentsOfDirectory(atPath: farm.store.root.appendingPathComponent("uploads").path)
-            #expect(!left.contains { $0.hasPrefix(begun.id) || $0.hasPrefix(other.id) }, "\(left)")
-            // A good upload within the limit is verified end to end.
+            // A good upload within the limit is verified end to end, and kept by its SHA-256.
             let ok = try c.upload(path: media("speaker-c.mp4"))
-            #expect(FileManager.default.fileExists(atPath: farm.store.root.appendingPathComponent("uploads/\(ok).done").path))
+            #expect(ok == sha256Hex(Array(try Data(contentsOf: URL(fileURLWithPath: media("speaker-c.mp4"))))))
+            #expect(FileManager.default.fileExists(atPath: farm.store.root.appendingPathComponent("blobs/\(ok)").path))
         }
 
         @Test("database credentials: the password never reaches the coordinator's log or config check, even when the connection fails")

@@ -35,9 +35,28 @@ enum Chromium {
         return try ProcessControl.run(path!, base + args, timeout: timeout)
     }
 
-    /// The DOM after the page's scripts ran for `budget` ms of virtual time.
-    static func dumpDOM(_ url: String, budget: Int = 4000) throws -> String {
-        try run(["--virtual-time-budget=\(budget)", "--dump-dom", url]).stdout
+    /// A live page (one that keeps its update stream open) rendered by a real browser over the
+    /// DevTools protocol (tools/browser/render.py): its DOM once the first update has been drawn,
+    /// and a screenshot if `screenshot` is given.
+    static func renderLive(_ url: String, screenshot: URL? = nil, width: Int = 1280, height: Int = 800) throws -> String {
+        let dom = FileManager.default.temporaryDirectory.appendingPathComponent("dubfarm-dom-\(UUID().uuidString.prefix(8)).html")
+        defer { try? FileManager.default.removeItem(at: dom) }
+        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        var args = [repo.appendingPathComponent("tools/browser/render.py").path, "--chromium", path!, "--url", url, "--dom", dom.path,
+                    "--width", "\(width)", "--height", "\(height)"]
+        if let screenshot { args += ["--screenshot", screenshot.path] }
+        let r = try ProcessControl.run(repo.appendingPathComponent(".venv/bin/python").path, args, timeout: 120)
+        guard r.status == 0 else { throw TestTimeout(description: "render.py \(url) failed (\(r.status)): \(r.stderr.suffix(800))") }
+        return try String(contentsOf: dom, encoding: .utf8)
+    }
+
+    /// Whether ``renderLive(_:screenshot:width:height:)`` can run: chromium and the .venv's websockets.
+    static var canRenderLive: Bool {
+        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let py = repo.appendingPathComponent(".venv/bin/python").path
+        guard available, FileManager.default.isExecutableFile(atPath: py),
+              let r = try? ProcessControl.run(py, ["-c", "import websockets"], timeout: 60) else { return false }
+        return r.status == 0
     }
 
     static func screenshot(_ url: String, to file: URL, width: Int = 1280, height: Int = 800, budget: Int = 4000) throws {
@@ -171,7 +190,7 @@ extension Integration {
         }
 
         @Test("the dashboard in headless Chromium shows the running job with its progress and both workers",
-              .enabled(if: Chromium.available, "needs Debian's chromium (tools/install-deps.sh)"))
+              .enabled(if: Chromium.canRenderLive, "needs Debian's chromium (tools/install-deps.sh) and the .venv's websockets (make py-deps)"))
         func dashboard() async throws {
             let (farm, job, pct) = try await farmWithRunningJob()
             defer { farm.shutdown() }
@@ -182,7 +201,8 @@ extension Integration {
             #expect(api.jobs.first?.segments == cli.first?.segments)
             #expect(api.workers.map(\.name) == ["w1", "w2"])
 
-            let dom = try Chromium.dumpDOM(farm.metricsURL + "/")
+            let shot = testArtifacts.appendingPathComponent("dashboard.png")
+            let dom = try Chromium.renderLive(farm.metricsURL + "/", screenshot: shot)
             try dom.write(to: testArtifacts.appendingPathComponent("dashboard.html"), atomically: true, encoding: .utf8)
             let row = try #require(Self.element(in: dom, tag: "tr", attribute: "data-job=\"\(job)\""), "no row for job \(job) in:\n\(dom.prefix(3000))")
             #expect(row.contains("data-state=\"running\""))
@@ -197,10 +217,8 @@ extension Integration {
             #expect(dom.contains("jobs running <b>1</b>"), "the queue shows one running job")
             #expect(dom.contains("data-event="), "recent events are listed")
 
-            let shot = testArtifacts.appendingPathComponent("dashboard.png")
-            try Chromium.screenshot(farm.metricsURL + "/", to: shot)
             let phone = testArtifacts.appendingPathComponent("dashboard-phone.png")
-            try Chromium.screenshot(farm.metricsURL + "/", to: phone, width: 390, height: 844)
+            _ = try Chromium.renderLive(farm.metricsURL + "/", screenshot: phone, width: 390, height: 844)
             print("dashboard screenshots: \(shot.path) \(phone.path)")
         }
 

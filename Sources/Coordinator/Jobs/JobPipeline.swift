@@ -173,6 +173,28 @@ actor JobPipeline {
     /// Probe, index (re-cutting inputs with far-apart keyframes), decode the dub track once.
     static func makePlan(_ job: JobRecord, config: FarmConfiguration, media: MediaStore, logger: Logger) throws -> PlannedJob {
         try adoptUploads(job, media: media)
+        // Another job of the same upload planned this video already (several dub tracks).
+        let cache = PlanCache(media: media), key = PlanCache.key(segmentSeconds: job.params.segmentSeconds, config: config)
+        let videoID = job.params.options["upload.video"].flatMap { MediaStore.isContentID($0) ? $0 : nil }
+        if let videoID, let plan = cache.reuse(video: videoID, key: key, into: job.id) {
+            logger.info("reusing the plan of the same video", metadata: ["video": .string(String(videoID.prefix(16)))])
+            try writeDubPCM(job, media: media)
+            return plan
+        }
+        let plan = try indexAndCut(job, config: config, media: media, logger: logger)
+        if let videoID { cache.keep(plan, video: videoID, key: key, from: job.id) }
+        try writeDubPCM(job, media: media)
+        return plan
+    }
+
+    /// The job's dub track decoded once, as 16 kHz mono float samples for the workers.
+    static func writeDubPCM(_ job: JobRecord, media: MediaStore) throws {
+        let pcm = try naming(media.audio(job.id), as: job.audioName) { try DubAudio.decodePCM(path: media.audio(job.id).path) }
+        try MediaStore.writeAtomically(pcm.rawBytes, to: media.dubPCM(job.id))
+    }
+
+    /// Indexes the job's video, re-cutting it first when its keyframes are too far apart.
+    static func indexAndCut(_ job: JobRecord, config: FarmConfiguration, media: MediaStore, logger: Logger) throws -> PlannedJob {
         let videoPath = media.video(job.id).path
         var indexed = try naming(media.video(job.id), as: job.videoName) { try SourceIndexer.index(path: videoPath) }
         let info = indexed.info
@@ -214,13 +236,11 @@ actor JobPipeline {
         try MediaStore.writeAtomically(indexed.index.encoded(), to: media.packetIndex(job.id))
         try MediaStore.writeAtomically(indexed.codec.fileBytes(), to: media.codec(job.id))
         TestHooks.pause(TestHooks.planning, "planning", logger: logger)
-        let pcm = try naming(media.audio(job.id), as: job.audioName) { try DubAudio.decodePCM(path: media.audio(job.id).path) }
-        try MediaStore.writeAtomically(pcm.rawBytes, to: media.dubPCM(job.id))
         return PlannedJob(frameCount: frameCount, frameRate: info.frameRate, width: info.width, height: info.height,
                           rotation: info.rotation, segmentFrames: segmentFrames, spans: spans)
     }
 
-    /// Moves the job's finished uploads into its directory (idempotent: done on every planning
+    /// Links the job's finished uploads into its directory (idempotent: done on every planning
     /// attempt, a no-op once they are there).
     static func adoptUploads(_ job: JobRecord, media: MediaStore) throws {
         try FileManager.default.createDirectory(at: media.jobDir(job.id), withIntermediateDirectories: true)
@@ -234,7 +254,18 @@ actor JobPipeline {
             guard MediaStore.isValidUploadID(uid), FileManager.default.fileExists(atPath: src.path) else {
                 throw DubfarmError(.notFound, "\(name): the uploaded file is missing from the media store")
             }
-            try FileManager.default.moveItem(at: src, to: dest)
+            if MediaStore.isContentID(uid) {
+                // Shared with every job that uploaded the same file: a hard link (the job keeps
+                // its inputs whatever gc does to the upload), a copy where links are refused.
+                do { try FileManager.default.linkItem(at: src, to: dest) } catch {
+                    let tmp = dest.appendingPathExtension("copying")
+                    try? FileManager.default.removeItem(at: tmp)
+                    try FileManager.default.copyItem(at: src, to: tmp)
+                    try FileManager.default.moveItem(at: tmp, to: dest)
+                }
+            } else {
+                try FileManager.default.moveItem(at: src, to: dest)
+            }
         }
         MediaStore.syncDirectory(media.jobDir(job.id))
     }

@@ -3,13 +3,14 @@ import FarmMonitor
 import FarmProtocol
 import FarmStore
 import Foundation
+import MediaPipeline
 import Monitoring
 import Synchronization
 
 extension ControlService {
     /// The `dubfarm jobs` view: newest first, with frames done (the dashboard and `top` use it too).
-    func jobViews(state: JobState?, limit: Int) async throws -> [JobView] {
-        let records = try await store.jobs(state: state, limit: min(max(limit, 1), 10_000))
+    func jobViews(state: JobState?, labels: [String: String] = [:], name: String? = nil, limit: Int) async throws -> [JobView] {
+        let records = try await store.jobs(state: state, labels: labels, name: name, limit: min(max(limit, 1), 10_000))
         let frames = try await store.framesDone(jobs: records.map(\.id))
         let capabilities = await dispatcher.capabilities()
         // The personalisation phase of the jobs in it (few at a time: one query each).
@@ -39,6 +40,28 @@ extension ControlService {
         return FarmSnapshot(at: Date(), jobs: jobs, workers: workers, events: events)
     }
 
+    /// The dashboard's job page: the job, its segments and its whole history.
+    func jobPage(_ job: Int64) async throws -> JobPage {
+        let d = try await detail(job)
+        let events = try await store.events(job: JobID(job), afterID: 0, limit: 10_000).map(Self.eventView)
+        let hasThumbnail = d.job.state == .done && d.job.mediaRemovedAt == nil && media.isStoreFile(media.output(JobID(job)))
+        return JobPage(detail: d, events: events, hasThumbnail: hasThumbnail)
+    }
+
+    /// A JPEG of the middle frame of a finished job's output, made once and kept beside it.
+    func thumbnail(job: Int64) async throws -> [UInt8]? {
+        guard let rec = try await store.job(JobID(job)), rec.state == .done, rec.mediaRemovedAt == nil else { return nil }
+        let output = media.output(JobID(job)), cached = media.jobDir(JobID(job)).appendingPathComponent("thumbnail.jpg")
+        guard media.isStoreFile(output) else { return nil }
+        if media.isStoreFile(cached), let bytes = try? MediaStore.read(cached) { return bytes }
+        let middle = (rec.frameCount ?? 2) / 2
+        return try await runBlocking("thumbnail \(job)") {
+            let jpeg = try Thumbnail.jpeg(path: output.path, frame: middle)
+            try? MediaStore.writeAtomically(jpeg, to: cached)
+            return jpeg
+        }
+    }
+
     /// Counts by state from the database, for the Prometheus gauges.
     func gauges() async throws -> FarmGauges {
         let c = try await store.stateCounts()
@@ -66,4 +89,15 @@ package final class CoordinatorMonitor: MonitoringSource, Sendable {
 
     package func snapshot() async throws -> FarmSnapshot { try await current().snapshot() }
     package func gauges() async throws -> FarmGauges { try await current().gauges() }
+    package func jobPage(_ job: Int64) async throws -> JobPage { try await current().jobPage(job) }
+    package func thumbnail(job: Int64) async throws -> [UInt8]? { try await current().thumbnail(job: job) }
+
+    package func perform(_ action: JobAction, job: Int64, user: String) async throws -> JobView {
+        let c = try current(), actor = "dashboard:\(user)"
+        switch action {
+        case .cancel: return try await c.cancel(job, actor: actor)
+        case .retry: return try await c.retry(job, actor: actor)
+        case .setPriority(let p): return try await c.setPriority(job, p, actor: actor)
+        }
+    }
 }

@@ -16,22 +16,35 @@ package struct MediaStore: Sendable {
 
     package init(root: String) throws {
         self.root = URL(fileURLWithPath: root).standardizedFileURL
-        for dir in [self.root, uploads, jobsRoot] {
+        for dir in [self.root, uploads, blobs, jobsRoot, plansRoot] {
             do { try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true) } catch {
                 throw DubfarmError(.io, "cannot create the media store directory \(dir.path): \(error.localizedDescription)")
             }
         }
     }
 
+    /// Uploads of coordinators before content addressing (random ids); still taken by jobs
+    /// queued before an upgrade.
     var uploads: URL { root.appendingPathComponent("uploads", isDirectory: true) }
+    /// Uploaded files named by their SHA-256, shared by every job that uses them (one video
+    /// dubbed into ten languages is stored once); `SHA.part` while it is being received.
+    var blobs: URL { root.appendingPathComponent("blobs", isDirectory: true) }
     var jobsRoot: URL { root.appendingPathComponent("jobs", isDirectory: true) }
+    /// Plans of uploaded videos kept for the next job of the same video (``PlanCache``).
+    var plansRoot: URL { root.appendingPathComponent("plans", isDirectory: true) }
 
-    /// Upload ids are generated here (hex), and checked again on use.
+    /// An upload id: the file's SHA-256 (64 lowercase hex digits), or a 32-digit id of an older
+    /// coordinator. Checked before an id touches a path.
     package static func isValidUploadID(_ id: String) -> Bool {
-        id.count == 32 && id.allSatisfy { $0.isHexDigit && !$0.isUppercase }
+        (id.count == 64 || id.count == 32) && id.allSatisfy { $0.isHexDigit && !$0.isUppercase }
     }
-    package func uploadPart(_ id: String) -> URL { uploads.appendingPathComponent("\(id).part") }
-    package func uploadDone(_ id: String) -> URL { uploads.appendingPathComponent("\(id).done") }
+    package static func isContentID(_ id: String) -> Bool { id.count == 64 && isValidUploadID(id) }
+    package func uploadPart(_ id: String) -> URL {
+        Self.isContentID(id) ? blobs.appendingPathComponent("\(id).part") : uploads.appendingPathComponent("\(id).part")
+    }
+    package func uploadDone(_ id: String) -> URL {
+        Self.isContentID(id) ? blobs.appendingPathComponent(id) : uploads.appendingPathComponent("\(id).done")
+    }
 
     package func jobDir(_ job: JobID) -> URL { jobsRoot.appendingPathComponent(String(job.rawValue), isDirectory: true) }
     package func video(_ job: JobID) -> URL { jobDir(job).appendingPathComponent("video") }

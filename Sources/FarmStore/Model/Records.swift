@@ -14,9 +14,14 @@ package struct NewJob: Sendable, Hashable {
     package var params: JobParams
     /// Who submitted it (a CLI user, a key id), for events and `status`.
     package var submittedBy: String?
+    /// `submit --name` and `--label k=v` (``JobLabels`` checks them).
+    package var name: String?
+    package var labels: [String: String]
 
     package init(videoName: String, audioName: String, faceName: String? = nil, priority: Int = 0,
-                params: JobParams = JobParams(), submittedBy: String? = nil) {
+                params: JobParams = JobParams(), submittedBy: String? = nil, name: String? = nil, labels: [String: String] = [:]) {
+        self.name = name
+        self.labels = labels
         self.videoName = videoName
         self.audioName = audioName
         self.faceName = faceName
@@ -65,6 +70,11 @@ package struct JobRecord: Sendable, Hashable, Identifiable {
     /// When it became `done`, `failed` or `cancelled`.
     package var finishedAt: Date?
     package var submittedBy: String?
+    /// Its name and labels (`submit --name`, `--label`).
+    package var name: String?
+    package var labels: [String: String]
+    /// When `dubfarm gc` removed its inputs and output from the media store.
+    package var mediaRemovedAt: Date?
     package var videoName: String
     package var audioName: String
     package var faceName: String?

@@ -9,7 +9,8 @@ enum Columns {
         j.id, j.state, j.priority, j.created_at, j.updated_at, j.started_at, j.finished_at, j.submitted_by,
         j.video_name, j.audio_name, j.face_name, j.stage, j.frame_count, j.fps_num, j.fps_den, j.width, j.height,
         j.rotation, j.segment_frames, j.segment_count, j.audio_fit, j.output_bytes, j.error_code, j.error,
-        j.params::text AS params, j.plan_data::text AS plan_data, j.coordinator, j.weights
+        j.params::text AS params, j.plan_data::text AS plan_data, j.coordinator, j.weights,
+        j.name, j.labels::text AS labels, j.media_removed_at
         """
 
     /// A lateral join adding `n_pending`, `n_leased`, … for `jobs j`.
@@ -78,6 +79,14 @@ extension JobRecord {
         planData = try row["plan_data"].decode(String?.self)
         coordinator = try row["coordinator"].decode(String?.self)
         weights = try row["weights"].decode(String?.self)
+        name = try row["name"].decode(String?.self)
+        let labelsText = try row["labels"].decode(String.self)
+        do {
+            labels = try JSONDecoder().decode([String: String].self, from: Data(labelsText.utf8))
+        } catch {
+            throw DubfarmError(.database, "job \(id) has unreadable labels \(labelsText.prefix(200)): \(error)")
+        }
+        mediaRemovedAt = try row["media_removed_at"].decode(Date?.self)
         if row["n_pending"].exists, let pending = try row["n_pending"].decode(Int?.self) {
             var c = SegmentCounts()
             c.pending = pending

@@ -12,12 +12,14 @@ extension FarmStore {
         return try rows.first.map(JobRecord.init(row:))
     }
 
-    /// Jobs, newest first, optionally only those in `state`, with their segment counts.
-    package func jobs(state: JobState? = nil, limit: Int = 100) throws -> [JobRecord] {
+    /// Jobs, newest first, with their segment counts; only those in `state`, with every label
+    /// of `labels` and named `name` where given.
+    package func jobs(state: JobState? = nil, labels: [String: String] = [:], name: String? = nil, limit: Int = 100) throws -> [JobRecord] {
         let rows = try db().query("""
             SELECT \(Columns.job), counts.* FROM jobs j \(Columns.countsJoin)
-            WHERE ($1::text IS NULL OR j.state = $1) ORDER BY j.id DESC LIMIT $2
-            """, [state.map { .text($0.rawValue) }, .int(limit)], prepare: true)
+            WHERE ($1::text IS NULL OR j.state = $1) AND j.labels @> $3::jsonb AND ($4::text IS NULL OR j.name = $4)
+            ORDER BY j.id DESC LIMIT $2
+            """, [state.map { .text($0.rawValue) }, .int(limit), .json(try jsonText(labels)), name.map { .text($0) }], prepare: true)
         return try rows.map(JobRecord.init(row:))
     }
 
@@ -28,10 +30,11 @@ extension FarmStore {
         let params = try jsonText(new.params)
         return try transaction { c in
             let row = try c.query("""
-                INSERT INTO jobs (video_name, audio_name, face_name, priority, params, submitted_by)
-                VALUES ($1, $2, $3, $4, $5::jsonb, $6) RETURNING id
+                INSERT INTO jobs (video_name, audio_name, face_name, priority, params, submitted_by, name, labels)
+                VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8::jsonb) RETURNING id
                 """, [.text(new.videoName), .text(new.audioName), new.faceName.map { .text($0) }, .int(new.priority),
-                      .json(params), new.submittedBy.map { .text($0) }], prepare: true)[0]
+                      .json(params), new.submittedBy.map { .text($0) }, new.name.map { .text($0) }, .json(try jsonText(new.labels))],
+                prepare: true)[0]
             let id = JobID(try row["id"].decode(Int64.self))
             try recordEvent(c, kind: .job, job: id, from: nil, to: JobState.queued.rawValue, reason: "submitted",
                             actor: actor ?? new.submittedBy)
@@ -143,12 +146,19 @@ extension FarmStore {
         }
     }
 
-    /// Changes job `id`'s priority (its unfinished segments follow).
-    package func setJobPriority(_ id: JobID, _ priority: Int, actor: String? = nil) throws {
+    /// Changes job `id`'s priority (its unfinished segments follow) and records the change.
+    @discardableResult
+    package func setJobPriority(_ id: JobID, _ priority: Int, actor: String? = nil) throws -> JobRecord {
         try transaction { c in
-            _ = try lockJob(c, id)
+            let state = try lockJob(c, id)
+            let old = try c.query("SELECT priority FROM jobs WHERE id = $1", [.int(Int(id.rawValue))])[0]["priority"].decode(Int.self)
             try c.query("UPDATE jobs SET priority = $2, updated_at = now() WHERE id = $1", [.int(Int(id.rawValue)), .int(priority)])
             try c.query("UPDATE segments SET job_priority = $2 WHERE job_id = $1", [.int(Int(id.rawValue)), .int(priority)])
+            if old != priority {
+                try recordEvent(c, kind: .job, job: id, from: state.rawValue, to: state.rawValue,
+                                reason: "priority \(old) → \(priority)", actor: actor ?? defaultActor)
+            }
+            return try loadJob(c, id)
         }
     }
 
