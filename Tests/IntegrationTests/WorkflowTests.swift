@@ -250,6 +250,22 @@ extension Integration {
             #expect(try dubfarm(["gc", "--older-than", "1d"] + c).out.contains("removed the files of 0 finished jobs"))
         }
 
+        @Test("media.retention_hours: the coordinator removes a finished job's files by itself", .enabled(if: haveMedia))
+        func retention() async throws {
+            // 0.001 h = 3.6 s: the coordinator collects every 0.9 s.
+            let farm = try await TestFarm.start(workers: 1, settings: ["DUBFARM_MEDIA_RETENTION_HOURS": "0.001"])
+            defer { farm.shutdown() }
+            let job = try farm.submit(media("speaker-c.mp4"), audio: media("dub-1.wav"))
+            try farm.wait(job: job)
+            #expect(FileManager.default.fileExists(atPath: farm.output(job)))
+            try farm.waitFor("the finished job's files to go", timeout: 60) { try farm.status(job).job.mediaRemovedAt != nil }
+            #expect(!FileManager.default.fileExists(atPath: farm.store.root.appendingPathComponent("jobs/\(job)").path))
+            try farm.waitFor("its unused uploads to go", timeout: 60) {
+                try FileManager.default.contentsOfDirectory(atPath: farm.store.root.appendingPathComponent("blobs").path).isEmpty
+            }
+            #expect(farm.tail("coordinator", lines: 400).contains("gc removed the files of 1 finished job"))
+        }
+
         @Test("the client config file names the coordinator; an unknown key is refused by name", .enabled(if: haveMedia))
         func clientConfig() async throws {
             let farm = try await TestFarm.start(workers: 0)
