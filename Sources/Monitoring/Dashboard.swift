@@ -174,6 +174,7 @@ fetch("api/session").then(r => r.json()).then(s => {
   dd { margin:0; }
   button, input { font:inherit; background:var(--bg); color:var(--text); border:1px solid var(--line); border-radius:4px; padding:.25rem .7rem; }
   button:hover { border-color:var(--accent); cursor:pointer; }
+  button:disabled { opacity:.4; border-color:var(--line); cursor:default; }
   #actions { display:flex; flex-wrap:wrap; gap:.5rem; align-items:center; }
   #thumb img { max-width:360px; width:100%; border-radius:6px; }
   .state-running, .state-personalising, .state-leased { color:var(--busy); }
