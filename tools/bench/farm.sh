@@ -107,3 +107,12 @@ if [[ -x tools/bench/model.sh ]]; then tools/bench/model.sh; fi
 
 # 5. The dub stage per step (its own script).
 if [[ -x tools/bench/dub.sh ]]; then tools/bench/dub.sh; fi
+
+# 6. The engine against ONNX Runtime and OpenVINO on the same model (its own script; needs
+#    .venv/bin/pip install -r tools/requirements-bench.txt).
+if .venv/bin/python -c "import onnxruntime, openvino" 2>/dev/null; then
+  echo "-- tools/bench/runtimes.sh small paper (THREADS=\"1 2\", REPEAT=3)"
+  ORT_NO_SPIN=1 tools/bench/runtimes.sh small paper
+else
+  echo "-- runtimes: skipped (install them with: .venv/bin/pip install -r tools/requirements-bench.txt; then tools/bench/runtimes.sh)"
+fi

@@ -132,7 +132,7 @@ class CachedSwap:
             for l, (k, v) in zip(sw.layers, self.kv):
                 x = x + l.attn.out(swaptalk.attention(l.attn.q(l.norm_q(x)), k, v, l.attn.heads))
                 x = x + l.mlp(l.norm_mlp(x))
-            return sw.out_proj(sw.norm_out(x)).t().reshape(target.shape)
+            return sw.out_proj(sw.norm_out(x)).transpose(-1, -2).reshape(target.shape)
         b, e = target.shape[:2]
         x = sw.in_proj(target.reshape(b, e, -1).transpose(1, 2)) + sw.pos_emb + sw.type_emb[1]
         for l, (k, v) in zip(sw.layers, self.kv):
