@@ -3,6 +3,7 @@ import DubfarmCore
 import Engine
 import FaceAnalysis
 import Foundation
+import Synchronization
 import VQModel
 import Worker
 
@@ -21,7 +22,8 @@ package struct DubCounts: Sendable, Hashable {
 /// (``SwapTalkModel/prefersFramesInParallel(threads:)``), frames that need the model are
 /// collected until there is one per thread and run together, each on a single-threaded context
 /// of its own (``FrameBatch``); frames are then handed back up to `threads − 1` model frames
-/// later. Each frame's result is exactly the single-threaded model's for that frame.
+/// later. Each frame's result is exactly the single-threaded model's for that frame. With several
+/// threads the face tracker also runs on a thread of its own, a few frames ahead of the model.
 package final class DubProcessor: FrameProcessor {
     let engine: DubEngine
     let context: StageContext
@@ -31,9 +33,20 @@ package final class DubProcessor: FrameProcessor {
     /// Tracked frames not yet handed back, in order, and how many of them need the model.
     private var pending: [TrackedFrame] = []
     private var pendingModelFrames = 0
-    private var tracker: FaceTracker!
+    /// The face tracker, on a thread of its own when the context has more than one: it looks
+    /// for the faces of the next frames while the model runs on the current ones.
+    private let tracking: OffThreadStage<VideoFrame, TrackedFrame>
+    /// Frames that may wait for the tracking thread: with it, a processor holds up to this many
+    /// frames (and the one being tracked) beyond the tracker's latency and the model's batch.
+    package static let trackingQueue = 4
+    /// Detection, landmarks and tracking time and counts, booked on the tracking thread.
+    private let tracked: TrackingLedger
+    private var renderTimings = DubTimings()
     package private(set) var counts = DubCounts()
-    package private(set) var timings = DubTimings()
+    /// Time spent in each step (tracking and rendering may overlap: their sum exceeds wall time).
+    package var timings: DubTimings { renderTimings + tracked.timings }
+    /// The face tracker's counts over the frames it has handed back (context frames included).
+    package var trackingStats: FaceTrackingStats { tracked.stats }
 
     /// A processor for one segment; `source` is the job's encoded source face (nil: lip sync only).
     ///
@@ -49,14 +62,39 @@ package final class DubProcessor: FrameProcessor {
         self.batch = mode.map { FrameBatch(threads: context.threads, mode: $0) } ?? model.makeFrameBatch(threads: context.threads)
         var t = DubTimings()
         self.mel = t.measure("audio", frames: max(context.outputFrames.count, 1)) { Self.logMel(context.audio) }
-        self.timings = t
-        let analyzer = engine.analyzer
-        // Detection and landmarks timed apart; the same analysis as FaceAnalyzer.analyze.
-        self.tracker = FaceTracker(analyzer: analyzer, parameters: engine.trackerParameters) { [unowned self] frame, near in
-            guard let best = self.timings.measure("detect", { analyzer.detectFace(frame, near: near) }) else { return nil }
-            return self.timings.measure("landmarks") { analyzer.observe(frame, detectorBox: best.box, neighbors: best.neighbors) }
+        self.renderTimings = t
+        let analyzer = engine.analyzer, parameters = engine.trackerParameters
+        let ledger = TrackingLedger()
+        self.tracked = ledger
+        tracking = try OffThreadStage(name: "face-tracking", capacity: Self.trackingQueue, inline: context.threads <= 1) {
+            var timings = DubTimings()
+            // Detection, landmarks and following timed apart; the same analysis as
+            // FaceTracker(analyzer:parameters:). Every step counts every frame, so its figure is
+            // milliseconds per decoded frame whether it ran on that frame or not.
+            let follow = FaceTracker.following(analyzer, parameters)
+            let tracker = FaceTracker(analyzer: analyzer, parameters: parameters, follow: { frame, previous in
+                timings.measure("follow", frames: 0) { follow(frame, previous) }
+            }, observe: { frame, near in
+                guard let best = timings.measure("detect", frames: 0, { analyzer.detectFace(frame, near: near) }) else { return nil }
+                return timings.measure("landmarks", frames: 0) { analyzer.observe(frame, detectorBox: best.box, neighbors: best.neighbors) }
+            })
+            /// Runs the tracker on `frames` new frames, booking its time beyond the analysis as `track`.
+            func track(frames: Int, _ body: () -> [TrackedFrame]) -> [TrackedFrame] {
+                timings = DubTimings()
+                let t0 = Benchmark.now()
+                let out = body()
+                let spent = Benchmark.now() - t0
+                let analysed = ["detect", "landmarks", "follow"].reduce(0) { $0 + (timings.seconds[$1] ?? 0) }
+                timings.add("track", seconds: max(0, spent - analysed), frames: frames)
+                for step in ["detect", "landmarks", "follow"] { timings.add(step, seconds: 0, frames: frames) }
+                ledger.add(timings, stats: tracker.stats)
+                return out
+            }
+            return .init(process: { frame in track(frames: 1) { tracker.push(frame) } }, finish: { track(frames: 0) { tracker.flush() } })
         }
     }
+
+    deinit { tracking.cancel() }
 
     /// The log-mel frames of a task's audio window (``ModelInputs/logMel(_:)``).
     static func logMel(_ audio: AudioWindow) -> LogMel { ModelInputs.logMel(audio) }
@@ -69,11 +107,12 @@ package final class DubProcessor: FrameProcessor {
         // Faces are looked for, and the model run, in the picture as a player shows it; the
         // frame goes back in the input's own orientation (the output keeps the rotation).
         let upright = context.rotation == 0 ? frame : frame.rotated(by: context.rotation)
-        return try turnedBack(release(track { tracker.push(upright) }, all: false))
+        try tracking.put(upright)
+        return try turnedBack(release(tracking.takeAvailable(), all: false))
     }
 
     package func flush() throws -> [VideoFrame] {
-        try turnedBack(release(track { tracker.flush() }, all: true))
+        try turnedBack(release(tracking.finish(), all: true))
     }
 
     private func turnedBack(_ frames: [VideoFrame]) -> [VideoFrame] {
@@ -97,17 +136,6 @@ package final class DubProcessor: FrameProcessor {
         t.face != nil && context.outputFrames.contains(t.frame.index)
     }
 
-    /// Runs the tracker, booking its time beyond detection and landmarks as `track`.
-    private func track(_ body: () -> [TrackedFrame]) -> [TrackedFrame] {
-        let before = (timings.seconds["detect"] ?? 0) + (timings.seconds["landmarks"] ?? 0)
-        let t0 = Benchmark.now()
-        let out = body()
-        let spent = Benchmark.now() - t0
-        let analysed = (timings.seconds["detect"] ?? 0) + (timings.seconds["landmarks"] ?? 0) - before
-        timings.add("track", seconds: max(0, spent - analysed), frames: out.count)
-        return out
-    }
-
     /// Renders the queued frames: context frames and faceless frames unchanged, the others
     /// warped, run through the model together and blended back; in order.
     private func renderPending() throws -> [VideoFrame] {
@@ -123,7 +151,7 @@ package final class DubProcessor: FrameProcessor {
             counts.frames += 1
             guard let face = tracked.face else { continue }
             counts.framesWithFace += 1
-            let inputs = try timings.measure("warp") {
+            let inputs = try renderTimings.measure("warp") {
                 try ModelInputs.compute(frame: frame, face: face, cropSize: s, mel: mel, frameRate: context.frameRate)
             }
             modelInputsObserver?(frame.index, inputs)
@@ -132,7 +160,7 @@ package final class DubProcessor: FrameProcessor {
         if jobs.isEmpty { return frames }
         let results = try runModel(jobs.map(\.crop), melWindows: jobs.map(\.window))
         for (job, out) in zip(jobs, results) {
-            _ = try timings.measure("blend") {
+            _ = try renderTimings.measure("blend") {
                 try FaceWarp.paste(out, into: &frames[job.slot], transform: job.transform, mask: source == nil ? .lowerFace : .wholeFace)
             }
             if source != nil { counts.framesSwapped += 1 }
@@ -150,7 +178,7 @@ package final class DubProcessor: FrameProcessor {
         defer { batch.reset() }
         let s = c.imageSize, h = c.halfGrid.h, n = crops.count
         func step<T>(_ name: String, _ body: (Int, ComputeContext) throws -> T) throws -> [T] {
-            try timings.measure(name, frames: n) { try batch.map(n, body) }
+            try renderTimings.measure(name, frames: n) { try batch.map(n, body) }
         }
         do {
             let images = (0..<n).map { i -> Tensor in
@@ -193,4 +221,17 @@ package final class DubProcessor: FrameProcessor {
             throw DubfarmError(.internalError, "dub model failed on \(n) \(s)×\(s) face crop(s): \(error)")
         }
     }
+}
+
+/// What the face-tracking thread reports: its steps' times and the tracker's counts.
+final class TrackingLedger: Sendable {
+    private let state = Mutex((timings: DubTimings(), stats: FaceTrackingStats()))
+    func add(_ t: DubTimings, stats: FaceTrackingStats) {
+        state.withLock {
+            $0.timings = $0.timings + t
+            $0.stats = stats
+        }
+    }
+    var timings: DubTimings { state.withLock { $0.timings } }
+    var stats: FaceTrackingStats { state.withLock { $0.stats } }
 }

@@ -2,12 +2,12 @@ import Engine
 import FaceAnalysis
 
 /// Wall time spent in each step of the dub stage over one segment, and how many frames each
-/// step saw (detection runs on every decoded frame, context included; the model only on output
-/// frames with a face).
+/// step saw (face tracking's steps count every decoded frame, context included, whether the
+/// detector or following ran on it or not; the model only output frames with a face).
 package struct DubTimings: Sendable, Hashable {
     /// The steps in pipeline order. `audio` is the mel front end (once per segment, shared out
     /// over the segment's frames); `audio-encoder` is the model's audio transformer.
-    package static let steps = ["detect", "landmarks", "track", "warp", "audio", "encode", "quantize", "swap",
+    package static let steps = ["detect", "landmarks", "follow", "track", "warp", "audio", "encode", "quantize", "swap",
                                "audio-encoder", "lipsync", "decode", "blend"]
 
     package private(set) var seconds: [String: Double] = [:]

@@ -69,6 +69,65 @@ package struct FaceAnalyzer: Sendable {
         return best
     }
 
+    /// Follows the face of the previous frame into `frame` without the detector: landmarks from
+    /// the box the previous frame's landmarks imply (the box the landmark model wants, so one pass
+    /// suffices), the detector box carried along with it. Nil when the face is lost: no landmark
+    /// model or previous landmarks, the landmarks jumped in size or place, or no face-like pattern
+    /// remains where the detector would look (``looksLikeFace(_:detectorBox:minStdDev:minStageDepth:)``).
+    package func follow(_ frame: VideoFrame, from previous: FaceObservation,
+                        minStdDev: Double = 8, minStageDepth: Double = 0.5) -> FaceObservation? {
+        guard let predictor, let prev = previous.landmarks else { return nil }
+        let from = predictor.impliedBox(for: prev)
+        let lm = predictor.landmarks(in: frame, box: from)
+        let box = predictor.impliedBox(for: lm)
+        // Faces move a few pixels per frame; landmarks that jumped have lost the face.
+        let k = box.width / max(from.width, 1)
+        let moved = ((box.centerX - from.centerX) * (box.centerX - from.centerX)
+                     + (box.centerY - from.centerY) * (box.centerY - from.centerY)).squareRoot()
+        guard k > 0.85, k < 1.18, moved < 0.2 * from.width else { return nil }
+        let d = previous.detectorBox
+        let cx = box.centerX + (d.centerX - from.centerX) * k, cy = box.centerY + (d.centerY - from.centerY) * k
+        let detectorBox = FaceBox(x: cx - d.width * k / 2, y: cy - d.height * k / 2, width: d.width * k, height: d.height * k)
+        guard looksLikeFace(frame, detectorBox: detectorBox, minStdDev: minStdDev, minStageDepth: minStageDepth) else { return nil }
+        return FaceObservation(box: Self.enclosing(box, lm), detectorBox: detectorBox, landmarks: lm,
+                               alignment: .ffhq(landmarks: lm), neighbors: previous.neighbors)
+    }
+
+    /// Whether `frame` still shows a face-like pattern at `detectorBox` (frame pixels): luma
+    /// standard deviation of at least `minStdDev` in the box, and at least `minStageDepth` of the
+    /// cascade's stages passed near it (``FaceDetector/stageDepth(in:around:)``). Cheap: one
+    /// pyramid level around the box.
+    package func looksLikeFace(_ frame: VideoFrame, detectorBox box: FaceBox, minStdDev: Double, minStageDepth: Double) -> Bool {
+        // stageDepth reads windows up to a quarter of the box away, each about the box's size.
+        let a = detector.prepare(frame, around: box, margin: 0.6)
+        let b = box.scaled(by: 1 / a.factor)
+        let img = a.image
+        let x0 = max(0, Int(b.x)), y0 = max(0, Int(b.y))
+        let x1 = min(img.width, Int(b.maxX)), y1 = min(img.height, Int(b.maxY))
+        guard x1 > x0 + 4, y1 > y0 + 4 else { return false }
+        var s = 0.0, q = 0.0
+        for y in y0..<y1 {
+            for x in x0..<x1 {
+                let v = Double(img.pixels[y * img.width + x])
+                s += v
+                q += v * v
+            }
+        }
+        let n = Double((x1 - x0) * (y1 - y0))
+        let sd = max(0, q / n - (s / n) * (s / n)).squareRoot()
+        guard sd >= minStdDev else { return false }
+        return detector.stageDepth(in: img, around: b) >= minStageDepth
+    }
+
+    /// `box` grown where needed to enclose every landmark.
+    static func enclosing(_ box: FaceBox, _ landmarks: [Point2]) -> FaceBox {
+        var x0 = box.x, y0 = box.y, x1 = box.maxX, y1 = box.maxY
+        for p in landmarks {
+            x0 = min(x0, p.x); y0 = min(y0, p.y); x1 = max(x1, p.x); y1 = max(y1, p.y)
+        }
+        return FaceBox(x: x0, y: y0, width: x1 - x0, height: y1 - y0)
+    }
+
     /// Landmarks and alignment for a face at `detectorBox`.
     package func observe(_ frame: VideoFrame, detectorBox: FaceBox, neighbors: Int) -> FaceObservation {
         guard let predictor else {
@@ -81,11 +140,7 @@ package struct FaceAnalyzer: Sendable {
         let first = predictor.landmarks(in: frame, box: detectorBox)
         let box = predictor.impliedBox(for: first)
         let lm = predictor.landmarks(in: frame, box: box)
-        var x0 = box.x, y0 = box.y, x1 = box.maxX, y1 = box.maxY
-        for p in lm {
-            x0 = min(x0, p.x); y0 = min(y0, p.y); x1 = max(x1, p.x); y1 = max(y1, p.y)
-        }
-        return FaceObservation(box: FaceBox(x: x0, y: y0, width: x1 - x0, height: y1 - y0), detectorBox: detectorBox, landmarks: lm,
+        return FaceObservation(box: Self.enclosing(box, lm), detectorBox: detectorBox, landmarks: lm,
                                alignment: .ffhq(landmarks: lm), neighbors: neighbors)
     }
 }

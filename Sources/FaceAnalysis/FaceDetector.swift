@@ -74,6 +74,29 @@ package struct FaceDetector: Sendable {
         return AnalysisImage(image: img, factor: f)
     }
 
+    /// ``prepare(_:)`` computed only around `box` (frame pixels, grown by `margin` of its size on
+    /// each side): the analysis image has the full analysis size, its pixels there equal
+    /// ``prepare(_:)``'s and are zero elsewhere. For checks that read only near one face.
+    package func prepare(_ frame: VideoFrame, around box: FaceBox, margin: Double) -> AnalysisImage {
+        let size = GrayImage.downscaledSize(width: frame.width, height: frame.height, maxSide: parameters.analysisSide)
+        let b = box.scaled(by: 1 / size.factor)
+        let x0 = max(0, Int((b.x - margin * b.width).rounded(.down))), y0 = max(0, Int((b.y - margin * b.height).rounded(.down)))
+        let x1 = min(size.width, Int((b.maxX + margin * b.width).rounded(.up))), y1 = min(size.height, Int((b.maxY + margin * b.height).rounded(.up)))
+        guard x1 > x0, y1 > y0 else { return AnalysisImage(image: GrayImage(width: size.width, height: size.height, pixels: [UInt8](repeating: 0, count: size.width * size.height)), factor: size.factor) }
+        // The frame pixels the area filter reads for that region (its taps span under 2 + factor pixels).
+        let sx = Double(frame.width) / Double(size.width), sy = Double(frame.height) / Double(size.height)
+        let luma = GrayImage(luma: frame, columns: Int(Double(x0) * sx) - 2..<Int(Double(x1) * sx) + 3,
+                             rows: Int(Double(y0) * sy) - 2..<Int(Double(y1) * sy) + 3)
+        guard size.factor != 1 else { return AnalysisImage(image: luma, factor: 1) }
+        let part = luma.resizedArea(to: size.width, size.height, region: (x0, y0, x1 - x0, y1 - y0))
+        var pixels = [UInt8](repeating: 0, count: size.width * size.height)
+        for y in 0..<part.height {
+            let row = (y0 + y) * size.width + x0
+            for x in 0..<part.width { pixels[row + x] = part.pixels[y * part.width + x] }
+        }
+        return AnalysisImage(image: GrayImage(width: size.width, height: size.height, pixels: pixels), factor: size.factor)
+    }
+
     /// Detection on a prepared image; boxes in frame coordinates.
     package func detect(inAnalysis a: AnalysisImage, near: FaceBox? = nil) -> [FaceDetection] {
         let roi = near.map { $0.scaled(by: 1 / a.factor) }

@@ -30,6 +30,10 @@ package struct FaceTrackingStats: Sendable, Hashable {
     package var framesWithFace = 0
     /// Frames bridged over a detection miss (included in ``framesWithFace``).
     package var bridgedFrames = 0
+    /// Frames whose face was followed from the previous frame rather than detected.
+    package var followedFrames = 0
+    /// Frames the detector searched.
+    package var detectorRuns = 0
     /// Frames without a face: they pass through unchanged.
     package var framesWithoutFace: Int { frames - framesWithFace }
     package init() {}
@@ -37,7 +41,9 @@ package struct FaceTrackingStats: Sendable, Hashable {
 
 /// Follows the face through a segment's frames (context frames included), fed in order.
 ///
-/// Each frame is analysed as it arrives (near the previous detection). A frame is handed back
+/// Each frame is analysed as it arrives: its face followed from the previous frame's landmarks,
+/// or searched by the detector (near the previous detection) on every
+/// ``Parameters/redetectInterval``-th frame and wherever following loses it. A frame is handed back
 /// ``Parameters/latency`` frames later, once its smoothing window and gap look-ahead are known:
 ///
 /// - **Bridging**: a frame without a detection, within ``Parameters/maxGap`` frames of detections,
@@ -59,6 +65,13 @@ package final class FaceTracker {
         package var bridgeMinStdDev = 8.0
         /// ... and at least this fraction of cascade stages passed near its box.
         package var bridgeMinStageDepth = 0.5
+        /// Frames whose index is a multiple of this are always searched by the detector; in
+        /// between, the face is followed from the previous frame's landmarks
+        /// (``FaceAnalyzer/follow(_:from:minStdDev:minStageDepth:)``) and the detector runs only
+        /// where following loses it. 1: the detector on every frame. A segment whose first decoded
+        /// frames lie before the next multiple sees the same faces as one long run from there on,
+        /// so up to `smoothingRadius + maxGap` context frames keep segment borders seamless.
+        package var redetectInterval = 4
         /// Frames held back before being handed out.
         package var latency: Int { smoothingRadius + maxGap }
         package init() {}
@@ -84,27 +97,51 @@ package final class FaceTracker {
     /// Sequence number of the next entry to hand out.
     private var nextOut = 0
     private var lastBox: FaceBox?
+    /// The previous frame's own observation (nil when it had none): what the next one follows.
+    private var previous: FaceObservation?
 
     /// Per-frame analysis; replaceable in tests to simulate detector misses.
     private let observe: (VideoFrame, FaceBox?) -> FaceObservation?
+    /// Following from the previous frame's observation; nil: the detector on every frame.
+    private let follow: ((VideoFrame, FaceObservation) -> FaceObservation?)?
 
+    /// A tracker with the analyzer's detection (``FaceAnalyzer/analyze(_:near:)``) and following
+    /// (``FaceAnalyzer/follow(_:from:minStdDev:minStageDepth:)``).
     package convenience init(analyzer: FaceAnalyzer, parameters: Parameters = Parameters()) {
-        self.init(analyzer: analyzer, parameters: parameters) { analyzer.analyze($0, near: $1) }
+        self.init(analyzer: analyzer, parameters: parameters, follow: Self.following(analyzer, parameters),
+                  observe: { analyzer.analyze($0, near: $1) })
     }
 
     /// A tracker whose per-frame analysis is `observe(frame, previousDetectorBox)` (it must behave
-    /// like ``FaceAnalyzer/analyze(_:near:)``): for tests that simulate misses, and for callers
-    /// that time detection and landmarks separately.
+    /// like ``FaceAnalyzer/analyze(_:near:)``) and whose following is `follow(frame, previous)`
+    /// (nil: none, the detector on every frame): for tests that simulate misses, and for callers
+    /// that time detection, landmarks and following separately.
     package init(analyzer: FaceAnalyzer, parameters: Parameters = Parameters(),
+                follow: ((VideoFrame, FaceObservation) -> FaceObservation?)? = nil,
                 observe: @escaping (VideoFrame, FaceBox?) -> FaceObservation?) {
         self.analyzer = analyzer
         self.parameters = parameters
         self.observe = observe
+        self.follow = follow
+    }
+
+    /// The analyzer's following with the tracker's face-likeness thresholds.
+    package static func following(_ analyzer: FaceAnalyzer, _ parameters: Parameters) -> (VideoFrame, FaceObservation) -> FaceObservation? {
+        { analyzer.follow($0, from: $1, minStdDev: parameters.bridgeMinStdDev, minStageDepth: parameters.bridgeMinStageDepth) }
     }
 
     /// Takes the next frame; returns the frames now ready, in order.
     package func push(_ frame: VideoFrame) -> [TrackedFrame] {
-        let obs = observe(frame, lastBox)
+        var obs: FaceObservation?
+        if let follow, let prev = previous, parameters.redetectInterval > 1, frame.index % parameters.redetectInterval != 0 {
+            obs = follow(frame, prev)
+            if obs != nil { stats.followedFrames += 1 }
+        }
+        if obs == nil {
+            obs = observe(frame, lastBox)
+            stats.detectorRuns += 1
+        }
+        previous = obs
         if let o = obs { lastBox = o.detectorBox }
         entries.append(Entry(frame: frame, analysis: nil, observation: obs, detected: obs != nil, resolved: obs != nil))
         return drain(final: false)
@@ -175,24 +212,7 @@ package final class FaceTracker {
     }
 
     private func looksLikeFace(_ frame: VideoFrame, box: FaceBox) -> Bool {
-        let a = analyzer.detector.prepare(frame)
-        let b = box.scaled(by: 1 / a.factor)
-        let img = a.image
-        let x0 = max(0, Int(b.x)), y0 = max(0, Int(b.y))
-        let x1 = min(img.width, Int(b.maxX)), y1 = min(img.height, Int(b.maxY))
-        guard x1 > x0 + 4, y1 > y0 + 4 else { return false }
-        var s = 0.0, q = 0.0
-        for y in y0..<y1 {
-            for x in x0..<x1 {
-                let v = Double(img.pixels[y * img.width + x])
-                s += v
-                q += v * v
-            }
-        }
-        let n = Double((x1 - x0) * (y1 - y0))
-        let sd = max(0, q / n - (s / n) * (s / n)).squareRoot()
-        guard sd >= parameters.bridgeMinStdDev else { return false }
-        return analyzer.detector.stageDepth(in: img, around: b) >= parameters.bridgeMinStageDepth
+        analyzer.looksLikeFace(frame, detectorBox: box, minStdDev: parameters.bridgeMinStdDev, minStageDepth: parameters.bridgeMinStageDepth)
     }
 
     private func emit(_ i: Int, final: Bool) -> TrackedFrame {

@@ -17,25 +17,33 @@ package struct GrayImage: Sendable {
     /// (`0.299 R + 0.587 G + 0.114 B`, 15-bit fixed point, rounded) as `cvtColor(RGB2GRAY)`
     /// computes them (checked against OpenCV 4.12 by LibraryAgreementTests).
     package init(luma frame: VideoFrame) {
+        self.init(luma: frame, columns: 0..<frame.width, rows: 0..<frame.height)
+    }
+
+    /// Luma of the pixels of `frame` within `columns` × `rows` (clamped to the frame), zero
+    /// elsewhere: an image of the frame's size for work that reads only that rectangle.
+    package init(luma frame: VideoFrame, columns: Range<Int>, rows: Range<Int>) {
         width = frame.width
         height = frame.height
         var out = [UInt8](repeating: 0, count: frame.width * frame.height)
-        let w = frame.width, h = frame.height, stride = frame.strides[0]
+        let w = frame.width, stride = frame.strides[0]
+        let xs = max(0, columns.lowerBound)..<max(max(0, columns.lowerBound), min(w, columns.upperBound))
+        let ys = max(0, rows.lowerBound)..<max(max(0, rows.lowerBound), min(frame.height, rows.upperBound))
         switch frame.layout {
         case .yuv420p:
             frame.planes[0].withUnsafeBufferPointer { src in
                 out.withUnsafeMutableBufferPointer { dst in
-                    for y in 0..<h {
-                        for x in 0..<w { dst[y * w + x] = src[y * stride + x] }
+                    for y in ys {
+                        for x in xs { dst[y * w + x] = src[y * stride + x] }
                     }
                 }
             }
         case .rgb24:
             frame.planes[0].withUnsafeBufferPointer { src in
                 out.withUnsafeMutableBufferPointer { dst in
-                    for y in 0..<h {
-                        var s = y * stride
-                        for x in 0..<w {
+                    for y in ys {
+                        var s = y * stride + 3 * xs.lowerBound
+                        for x in xs {
                             // 15-bit fixed point, as OpenCV's RGB2Gray<uchar> (RY15, GY15, BY15;
                             // its 14-bit R2Y/G2Y/B2Y are for YUV and differ by 1 on ~0.3% of pixels).
                             let v = 9798 * Int(src[s]) + 19235 * Int(src[s + 1]) + 3735 * Int(src[s + 2])
@@ -53,13 +61,20 @@ package struct GrayImage: Sendable {
     /// (each output pixel is the mean of the input pixels it covers, as `INTER_AREA`).
     /// Returns the image and the factor `input / output` (1 when no shrinking was needed).
     package func downscaled(maxSide: Int) -> (image: GrayImage, factor: Double) {
+        let size = Self.downscaledSize(width: width, height: height, maxSide: maxSide)
+        guard size.width != width || size.height != height else { return (self, 1) }
+        return (resizedArea(to: size.width, size.height), size.factor)
+    }
+
+    /// The size ``downscaled(maxSide:)`` gives a `width` × `height` image, and its factor.
+    package static func downscaledSize(width: Int, height: Int, maxSide: Int) -> (width: Int, height: Int, factor: Double) {
         let longest = max(width, height)
-        guard longest > maxSide else { return (self, 1) }
+        guard longest > maxSide else { return (width, height, 1) }
         let f = Double(longest) / Double(maxSide)
         let ow = max(1, Int((Double(width) / f).rounded()))
         let oh = max(1, Int((Double(height) / f).rounded()))
         let fx = Double(width) / Double(ow), fy = Double(height) / Double(oh)
-        return (resizedArea(to: ow, oh), (fx + fy) / 2)
+        return (ow, oh, (fx + fy) / 2)
     }
 
     /// Area-averaging resize to a smaller size (separable; fractional pixel coverage weighted).

@@ -86,7 +86,3 @@ package final class ReconnectingClient {
         return s >= 120 ? "\(s / 60) min" : "\(s) s"
     }
 }
-
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
-}

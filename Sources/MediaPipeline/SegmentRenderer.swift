@@ -61,27 +61,38 @@ package enum SegmentRenderer {
         slotOfPTS.reserveCapacity(framePTS.count)
         for (i, p) in framePTS.enumerated() where slotOfPTS[p] == nil { slotOfPTS[p] = i }
 
+        // With more than one thread, decoding and encoding each run on a thread of their own,
+        // overlapped with the stage (which stays on the calling thread); with one, all three run
+        // in turn on the calling thread. Either way the same steps see the same frames in order.
+        let inline = threads == 1
         let source = VideoParameters(input.codec)
-        let decoder = try Decoder(video: source, threads: threads, what: what)
-        let converter = FrameConverter(width: input.codec.width, height: input.codec.height, what: what)
-        let encoder = try VideoEncoder(settings, width: input.codec.width, height: input.codec.height,
-                                       frameRate: frameRate, sampleAspect: input.codec.sampleAspect, color: source,
-                                       threads: threads, globalHeader: true, what: what)
-        let layoutOut = Picture.Layout(layout)
-        let encFrame = Frame()
-        let decFrame = Frame()
-        let pkt = Packet()
+        let codec = input.codec
+        let slots = slotOfPTS, firstFrame = decodedFrames.lowerBound, ptsList = framePTS
+        let decoding = try OffThreadStage<EncodedPacket?, VideoFrame>(name: "decode", capacity: 4, inline: inline) {
+            try decodeStep(source: source, codec: codec, layout: layout, slots: slots, framePTS: ptsList,
+                           firstFrame: firstFrame, threads: threads, what: what)
+        }
+        defer { decoding.cancel() }
+        let encoding = try OffThreadStage<VideoFrame?, Encoded>(name: "encode", capacity: 4, inline: inline) {
+            try encodeStep(settings, source: source, codec: codec, frameRate: frameRate, keyframe: outputFrames.lowerBound,
+                           threads: threads, what: what)
+        }
+        defer { encoding.cancel() }
 
         var packets: [EncodedPacket] = []
         packets.reserveCapacity(outputFrames.count)
-        var nextSlot = 0                 // next frame (slot in decodedFrames) to hand to the stage
-        var pending: [Int: VideoFrame] = [:]  // frames the decoder returned early (reordering glitches)
+        var codecOut: CodecParameters?
         var nextOutput = outputFrames.lowerBound  // next frame index the encoder expects
-        let maxPending = 16
 
-        func takeEncoded(_ p: Packet) throws {
-            packets.append(EncodedPacket(p))
-            try progress(packets.count)
+        func collect(_ encoded: [Encoded]) throws {
+            let before = packets.count
+            for e in encoded {
+                switch e {
+                case .packet(let p): packets.append(p)
+                case .finished(let c): codecOut = c
+                }
+            }
+            for n in before..<packets.count { try progress(n + 1) }
         }
 
         func encode(_ vf: VideoFrame) throws {
@@ -89,64 +100,34 @@ package enum SegmentRenderer {
             guard vf.index == nextOutput else {
                 throw DubfarmError(.internalError, "\(what): the processing stage returned frame \(vf.index) where frame \(nextOutput) was due")
             }
-            try converter.fill(encFrame, from: vf.picture, for: encoder, index: vf.index)
-            encFrame.pts = Int64(vf.index)
-            encFrame.forcesKeyframe = vf.index == outputFrames.lowerBound
-            try encoder.encode(encFrame, takeEncoded)
+            try encoding.put(vf)
             nextOutput += 1
+            try collect(try encoding.takeAvailable())
         }
 
-        func stage(_ vf: VideoFrame) throws {
-            if stopEarly() { throw StoppedEarly() }
-            for out in try processor.process(vf) { try encode(out) }
-        }
-
-        func received(_ frame: Frame) throws {
-            guard let slot = slotOfPTS[frame.presentationTime], slot >= nextSlot else { return }  // reference-only or duplicate
-            let vf = VideoFrame(try converter.picture(from: frame, layout: layoutOut), index: decodedFrames.lowerBound + slot)
-            if slot == nextSlot {
-                try stage(vf)
-                nextSlot += 1
-                while let held = pending.removeValue(forKey: nextSlot) {
-                    try stage(held)
-                    nextSlot += 1
-                }
-            } else {
-                pending[slot] = vf
-                if pending.count > maxPending {
-                    throw missing(decodedFrames.lowerBound + nextSlot, what)
-                }
+        func stage(_ frames: [VideoFrame]) throws {
+            for vf in frames {
+                if stopEarly() { throw StoppedEarly() }
+                for out in try processor.process(vf) { try encode(out) }
             }
         }
 
-        /// Every packet through the decoder, every frame through the stage (and the encoder).
-        func decodeAll() throws {
-            for p in input.packets {
-                try pkt.load(p)
-                do {
-                    try decoder.decode(pkt, into: decFrame, received)
-                } catch {
-                    // Name the source frame whose packet the decoder refused (FFmpeg conceals what it
-                    // can; what it refuses fails the segment, and the job, with this frame number).
-                    let unusable = (error as? FFmpegError).map { $0.code == .invalidData ? $0.message : nil }
-                        ?? (error as? DubfarmError).map { $0.code == .badInput ? $0.message : nil }
-                    guard let message = unusable ?? nil, let slot = framePTS.firstIndex(of: p.pts) else { throw error }
-                    throw DubfarmError(.badInput, "\(what): source frame \(decodedFrames.lowerBound + slot) is damaged and cannot be decoded; \(message)")
-                }
-                pkt.unref()
-            }
-            try decoder.decode(nil, into: decFrame, received)
-        }
         var stopped = false
         do {
-            try decodeAll()
+            for p in input.packets {
+                try decoding.put(p)
+                try stage(try decoding.takeAvailable())
+            }
+            try decoding.put(nil)
+            try stage(try decoding.finish())
         } catch is StoppedEarly {
             stopped = true
+            decoding.cancel()
         }
-        if !stopped && nextSlot < framePTS.count { throw missing(decodedFrames.lowerBound + nextSlot, what) }
         // Stopped early, the stage finishes the frames it holds as it would at the segment's end.
         for out in try processor.flush() { try encode(out) }
-        try encoder.encode(nil, takeEncoded)
+        try encoding.put(nil)
+        try collect(try encoding.finish())
 
         let finished = outputFrames.lowerBound..<(stopped ? nextOutput : outputFrames.upperBound)
         if stopped && finished.isEmpty {
@@ -166,7 +147,94 @@ package enum SegmentRenderer {
         guard packets[0].isKey else {
             throw DubfarmError(.internalError, "\(what): the encoder's first packet is not a keyframe")
         }
-        return PacketBundle(codec: CodecParameters(encoder.outputParameters(frameRate: Ratio(frameRate))), packets: packets)
+        guard let codecOut else { throw DubfarmError(.internalError, "\(what): the encoder did not report its parameters") }
+        return PacketBundle(codec: codecOut, packets: packets)
+    }
+
+    /// What the encoding thread hands back: packets, then once the encoder's parameters.
+    private enum Encoded: Sendable {
+        case packet(EncodedPacket)
+        case finished(CodecParameters)
+    }
+
+    /// The decoding step: packets (nil: the end) in, the frames named in `slots` out, in slot
+    /// order (frames with other timestamps are reference-only and dropped).
+    private static func decodeStep(source: VideoParameters, codec: CodecParameters, layout: VideoFrame.Layout,
+                                   slots: [Int64: Int], framePTS: [Int64], firstFrame: Int, threads: Int,
+                                   what: String) throws -> OffThreadStage<EncodedPacket?, VideoFrame>.Step {
+        let decoder = try Decoder(video: source, threads: threads, what: what)
+        let converter = FrameConverter(width: codec.width, height: codec.height, what: what)
+        let layoutOut = Picture.Layout(layout)
+        let decFrame = Frame()
+        let pkt = Packet()
+        var nextSlot = 0                        // next frame (slot in decodedFrames) to hand on
+        var pending: [Int: VideoFrame] = [:]    // frames the decoder returned early (reordering glitches)
+        let maxPending = 16
+        var ready: [VideoFrame] = []
+
+        func received(_ frame: Frame) throws {
+            guard let slot = slots[frame.presentationTime], slot >= nextSlot else { return }  // reference-only or duplicate
+            let vf = VideoFrame(try converter.picture(from: frame, layout: layoutOut), index: firstFrame + slot)
+            if slot == nextSlot {
+                ready.append(vf)
+                nextSlot += 1
+                while let held = pending.removeValue(forKey: nextSlot) {
+                    ready.append(held)
+                    nextSlot += 1
+                }
+            } else {
+                pending[slot] = vf
+                if pending.count > maxPending { throw missing(firstFrame + nextSlot, what) }
+            }
+        }
+
+        return .init { packet in
+            defer { ready.removeAll(keepingCapacity: true) }
+            guard let p = packet else {
+                try decoder.decode(nil, into: decFrame, received)
+                if nextSlot < framePTS.count { throw missing(firstFrame + nextSlot, what) }
+                return ready
+            }
+            try pkt.load(p)
+            do {
+                try decoder.decode(pkt, into: decFrame, received)
+            } catch {
+                // Name the source frame whose packet the decoder refused (FFmpeg conceals what it
+                // can; what it refuses fails the segment, and the job, with this frame number).
+                let unusable = (error as? FFmpegError).map { $0.code == .invalidData ? $0.message : nil }
+                    ?? (error as? DubfarmError).map { $0.code == .badInput ? $0.message : nil }
+                guard let message = unusable ?? nil, let slot = framePTS.firstIndex(of: p.pts) else { throw error }
+                throw DubfarmError(.badInput, "\(what): source frame \(firstFrame + slot) is damaged and cannot be decoded; \(message)")
+            }
+            pkt.unref()
+            return ready
+        }
+    }
+
+    /// The encoding step: frames (nil: the end) in, packets out, then the encoder's parameters.
+    private static func encodeStep(_ settings: EncoderSettings, source: VideoParameters, codec: CodecParameters,
+                                   frameRate: Rational, keyframe: Int, threads: Int,
+                                   what: String) throws -> OffThreadStage<VideoFrame?, Encoded>.Step {
+        let encoder = try VideoEncoder(settings, width: codec.width, height: codec.height,
+                                       frameRate: frameRate, sampleAspect: codec.sampleAspect, color: source,
+                                       threads: threads, globalHeader: true, what: what)
+        let converter = FrameConverter(width: codec.width, height: codec.height, what: what)
+        let encFrame = Frame()
+        var out: [Encoded] = []
+        func take(_ p: Packet) { out.append(.packet(EncodedPacket(p))) }
+        return .init { frame in
+            defer { out.removeAll(keepingCapacity: true) }
+            guard let vf = frame else {
+                try encoder.encode(nil, take)
+                out.append(.finished(CodecParameters(encoder.outputParameters(frameRate: Ratio(frameRate)))))
+                return out
+            }
+            try converter.fill(encFrame, from: vf.picture, for: encoder, index: vf.index)
+            encFrame.pts = Int64(vf.index)
+            encFrame.forcesKeyframe = vf.index == keyframe
+            try encoder.encode(encFrame, take)
+            return out
+        }
     }
 
     /// Renders the frames `outputFrames` of a window from ``PacketIndex/window(for:context:)``.

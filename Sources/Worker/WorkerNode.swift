@@ -491,10 +491,6 @@ package final class WorkerNode: Sendable {
     static let tunesAllocator = ProcessInfo.processInfo.environment["DUBFARM_MALLOC_TUNING"] != "0"
 }
 
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
-}
-
 /// Wraps a stage's processor: stops the segment when it is cancelled (between frames) and
 /// measures the time spent in the stage itself.
 final class InstrumentedProcessor: FrameProcessor {

@@ -58,8 +58,12 @@ struct DubBench: ParsableCommand {
         steps.append((step: "video decode+encode", msPerFrame: videoMs))
         let fps = Double(n) / total
         let counts = stage.statistics(of: processor)
+        let tracking = (processor as? DubProcessor)?.trackingStats
         if json {
             var fields = steps.map { "\"\($0.step)\": \(String(format: "%.2f", $0.msPerFrame))" }
+            if let tracking {
+                fields += ["\"detector_runs\": \(tracking.detectorRuns)", "\"followed\": \(tracking.followedFrames)"]
+            }
             fields += ["\"config\": \"\(dubModel.model.config.name)\"", "\"frames\": \(n)", "\"threads\": \(threads)",
                        "\"fps\": \(String(format: "%.2f", fps))", "\"with_face\": \(counts.framesWithFace)"]
             print("{" + fields.joined(separator: ", ") + "}")
@@ -68,6 +72,9 @@ struct DubBench: ParsableCommand {
         print("dub \(dubModel.id) (\(dubModel.model.config.imageSize)px crop), \(URL(fileURLWithPath: video).lastPathComponent), "
               + "\(n) frames (+\(window.decodedFrames.count - n) context), \(threads) threads, "
               + (faceBytes == nil ? "lip sync only" : "swap + lip sync") + ", \(counts.framesWithFace) frames with a face")
+        if let t = tracking {
+            print("  face tracking over \(t.frames) decoded frames: detector on \(t.detectorRuns), followed from the frame before on \(t.followedFrames)")
+        }
         func pad(_ s: String) -> String { s.padding(toLength: 20, withPad: " ", startingAt: 0) }
         for s in steps { print("  \(pad(s.step)) \(String(format: "%8.2f", s.msPerFrame)) ms/frame") }
         print("  \(pad("total")) \(String(format: "%8.2f", 1000 * total / Double(n))) ms/frame  ->  \(String(format: "%.2f", fps)) frames/s per worker")

@@ -117,6 +117,67 @@ struct FaceTrackingTests {
         #expect(tracker.stats.framesWithFace == 39)
     }
 
+    /// Following (the detector on every fourth frame, landmarks carried from the frame before on
+    /// the others) against the detector on every frame: the same faces, crop squares within a
+    /// pixel or two, and most frames followed.
+    @Test(arguments: ["speaker-a.mp4", "speaker-b.mp4", "speaker-c.mp4"])
+    func followingAgreesWithDetection(_ name: String) throws {
+        var frames: [VideoFrame] = []
+        try TestMedia.forEachFrame(TestMedia.path(name), limit: TestModels.debugFrameLimit ?? 80) { frames.append($0) }
+        func run(_ interval: Int) -> (faces: [Int: TrackedFace], stats: FaceTrackingStats, ms: Double) {
+            var p = FaceTracker.Parameters()
+            p.redetectInterval = interval
+            let t = FaceTracker(analyzer: TestModels.analyzer, parameters: p)
+            let t0 = Date()
+            var out: [TrackedFrame] = []
+            for f in frames { out += t.push(f) }
+            out += t.flush()
+            let ms = 1000 * Date().timeIntervalSince(t0) / Double(frames.count)
+            var faces: [Int: TrackedFace] = [:]
+            for f in out { faces[f.frame.index] = f.face }
+            return (faces, t.stats, ms)
+        }
+        let detected = run(1), followed = run(4)
+        #expect(detected.stats.followedFrames == 0)
+        #expect(detected.stats.detectorRuns == frames.count)
+        #expect(Set(followed.faces.keys) == Set(detected.faces.keys), "the same frames have a face")
+        var deviations: [Double] = []
+        for (i, a) in detected.faces {
+            guard let b = followed.faces[i] else { continue }
+            let ta = a.alignment.transform(cropSize: 1), tb = b.alignment.transform(cropSize: 1)
+            // Largest displacement of a crop corner, frame pixels.
+            deviations.append([Point2(0, 0), Point2(1, 0), Point2(0, 1), Point2(1, 1)].map { (ta.apply($0) - tb.apply($0)).length }.max()!)
+        }
+        let side = detected.faces.values.map { 2 * $0.alignment.halfSide }.reduce(0, +) / Double(max(1, detected.faces.count))
+        print(String(format: "%@: %d frames, followed %d, detector %d; crop corners vs detection every frame: median %.2f px, max %.2f px (crop side %.0f px); %.1f vs %.1f ms/frame",
+                     name, frames.count, followed.stats.followedFrames, followed.stats.detectorRuns, median(deviations),
+                     deviations.max() ?? 0, side, followed.ms, detected.ms))
+        #expect(followed.stats.followedFrames + followed.stats.detectorRuns == frames.count)
+        #expect(Double(followed.stats.followedFrames) >= 0.7 * Double(frames.count))
+        #expect(median(deviations) < 0.01 * side)
+        #expect((deviations.max() ?? 0) < 0.04 * side)
+    }
+
+    /// A cut to black between two detector frames: following must notice that the face is gone,
+    /// and the frames after it find the face again.
+    @Test func followingLosesAFaceThatIsGone() throws {
+        var frames: [VideoFrame] = []
+        try TestMedia.forEachFrame(TestMedia.path("speaker-c.mp4"), limit: 30) { frames.append($0) }
+        let blackAt = 21   // not a multiple of redetectInterval (4): frame 20's face is followed into it
+        let f = frames[blackAt]
+        frames[blackAt] = VideoFrame(width: f.width, height: f.height, layout: .rgb24,
+                                     planes: [[UInt8](repeating: 0, count: f.planes[0].count)], strides: f.strides, index: blackAt)
+        let tracker = FaceTracker(analyzer: TestModels.analyzer)
+        var out: [TrackedFrame] = []
+        for fr in frames { out += tracker.push(fr) }
+        out += tracker.flush()
+        #expect(out.map(\.frame.index) == Array(0..<30))
+        #expect(out[blackAt].face == nil)
+        #expect(out[blackAt - 1].face != nil && out[blackAt + 1].face != nil && out[blackAt + 2].face != nil)
+        #expect(tracker.stats.framesWithoutFace == 1)
+        #expect(tracker.stats.followedFrames > 15)
+    }
+
     @Test(arguments: [BlendMask.lowerFace, BlendMask.wholeFace])
     func warpRoundTrip(_ mask: BlendMask) throws {
         for name in ["speaker-b.mp4", "speaker-c.mp4"] {

@@ -65,7 +65,9 @@ struct DatasetParityTests {
     ///   detection the segment never decoded, so such a frame may legitimately differ (the dataset
     ///   keeps the long run's crop); they are counted, not asserted. Detection does not depend on
     ///   where a segment starts: a search near the last box gives the full search's box for that
-    ///   face (``FaceDetector``), which this test also relies on.
+    ///   face (``FaceDetector``), which this test also relies on; following starts afresh at each
+    ///   detector frame (index a multiple of ``FaceTracker/Parameters/redetectInterval``, at
+    ///   most 3 frames into a task), so it matches the long run from there on.
     /// - Which frames have a face must agree on the same frames as the crops.
     @Test("crops and mel windows of speaker-c are bit-identical to the dub stage's model inputs")
     func cropsAndMelWindowsMatchTheDubStage() throws {

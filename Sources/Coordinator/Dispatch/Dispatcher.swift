@@ -667,7 +667,3 @@ actor Dispatcher {
         peers.inFlight()
     }
 }
-
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
-}
