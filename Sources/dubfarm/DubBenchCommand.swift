@@ -78,6 +78,10 @@ struct DubBench: ParsableCommand {
         func pad(_ s: String) -> String { s.padding(toLength: 20, withPad: " ", startingAt: 0) }
         for s in steps { print("  \(pad(s.step)) \(String(format: "%8.2f", s.msPerFrame)) ms/frame") }
         print("  \(pad("total")) \(String(format: "%8.2f", 1000 * total / Double(n))) ms/frame  ->  \(String(format: "%.2f", fps)) frames/s per worker")
+        if threads > 1 {
+            print("  (with \(threads) threads, face tracking and video decoding/encoding run beside the model, so the steps add up to more"
+                  + " than the total; 'video decode+encode' is the time not hidden behind the stage)")
+        }
     }
 }
 

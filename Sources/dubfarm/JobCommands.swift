@@ -282,8 +282,15 @@ struct Fetch: ParsableCommand {
         let c = try client.client()
         if !all {
             let job = selection.jobs[0]
-            let target = try outputPaths(out, for: [JobView(id: job, state: .done, priority: 0, createdAt: Date(), updatedAt: Date(),
-                                                           video: "video", audio: "audio", face: nil, stage: "")])[0]!
+            let target: String
+            if try OutputPattern(out).isConstant {
+                // A fixed path is checked before the coordinator is asked anything.
+                target = try OutputPattern(out).expand(video: "", audio: "", lang: nil, name: nil, index: 1, job: job)
+                try checkWritableOutput(target)
+            } else {
+                let view = try c.call(.status(job: job), as: JobDetail.self).job
+                target = try outputPaths(out, for: [view])[0]!
+            }
             try download(c, job: job, to: target)
             if client.json { try printJSON(["job": "\(job)", "out": target]) } else { print("output: \(target)") }
             return

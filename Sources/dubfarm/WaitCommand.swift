@@ -171,11 +171,16 @@ func outputPaths(_ out: String?, for jobs: [JobView]) throws -> [String?] {
             throw DubfarmError(.badInput, "--out gives \(path) for both job \(other) and job \(j.id); put {job} in it to tell them apart")
         }
         seen[path] = j.id
-        let dir = URL(fileURLWithPath: path).deletingLastPathComponent().path
-        guard FileManager.default.isWritableFile(atPath: dir) else {
-            throw DubfarmError(.localFile, "--out \(path): cannot write to \(dir) (does the directory exist?)")
-        }
+        try checkWritableOutput(path)
         return path
+    }
+}
+
+/// Refuses an `--out` path whose directory cannot be written, before anything is downloaded.
+func checkWritableOutput(_ path: String) throws {
+    let dir = URL(fileURLWithPath: path).deletingLastPathComponent().path
+    guard FileManager.default.isWritableFile(atPath: dir) else {
+        throw DubfarmError(.localFile, "--out \(path): cannot write to \(dir) (does the directory exist?)")
     }
 }
 

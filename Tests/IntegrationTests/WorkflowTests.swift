@@ -195,6 +195,10 @@ extension Integration {
             let fetched = try dubfarm(["fetch", "--all", "--label", "show=a", "--out", out.path + "/{job}.{lang}.mp4"] + c)
             #expect(fetched.status == 0, "\(fetched.err)")
             #expect(Set(try FileManager.default.contentsOfDirectory(atPath: out.path)) == ["1.es.mp4", "2.de.mp4"])
+            // One job with a pattern: its placeholders come from the job itself.
+            let one = try dubfarm(["fetch", "2", "--out", out.path + "/one-{stem}.{lang}.mp4"] + c)
+            #expect(one.status == 0, "\(one.err)")
+            #expect(FileManager.default.fileExists(atPath: out.path + "/one-speaker-c.de.mp4"), "\(one.out)")
         }
 
         @Test("jobs --watch prints the list again when a job changes")
