@@ -2,9 +2,9 @@
 # Dub stage benchmark: one segment of speaker-long.mp4 through the dub stage exactly as a worker
 # renders it (cut, decode, face tracking, model, blend, encode): milliseconds per frame of every
 # step and frames per second per worker. CONFIGS are weights a worker takes with --model:
-# `trained` is the bundled default (models/dubfarm-small, lip sync only: its weights have no trained
-# swap, so --face is ignored), `small` and `paper` are seeded untrained weights of those
-# configurations (untrained:CONFIG, which swap with face-source.png: the paper's full path).
+# `trained` is the bundled default (models/dubfarm-small, trained swap and lip sync: it swaps in
+# face-source.png), `small` and `paper` are seeded untrained weights of those configurations
+# (untrained:CONFIG, which swap too: the paper's full path).
 # The engine's speed does not depend on the weights' values, only on the configuration and path.
 #   tools/bench/dub.sh [CONFIGS...]     (default: trained small paper; THREADS=2; FRAMES: paper 25, else 100)
 # then tools/bench/memory.sh: a worker's peak RSS over a short and a long video (MEMORY=0 skips it).
