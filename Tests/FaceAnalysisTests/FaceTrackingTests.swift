@@ -158,6 +158,35 @@ struct FaceTrackingTests {
         #expect((deviations.max() ?? 0) < 0.04 * side)
     }
 
+    /// The analysis image computed only around a face (what following's face check reads) has,
+    /// there, exactly the pixels of the whole frame's.
+    @Test func preparedAroundAFaceMatchesTheWholeFrame() throws {
+        for name in ["speaker-b.mp4", "speaker-c.mp4"] {
+            var frame: VideoFrame?
+            try TestMedia.forEachFrame(TestMedia.path(name), limit: 1) { frame = $0 }
+            let f = try #require(frame)
+            let d = TestModels.analyzer.detector
+            let box = try #require(d.detect(in: f).first).box
+            let whole = d.prepare(f), part = d.prepare(f, around: box, margin: 0.6)
+            #expect(part.factor == whole.factor)
+            #expect(part.image.width == whole.image.width && part.image.height == whole.image.height)
+            let b = box.scaled(by: 1 / whole.factor)
+            let x0 = max(0, Int((b.x - 0.6 * b.width).rounded(.down))), y0 = max(0, Int((b.y - 0.6 * b.height).rounded(.down)))
+            let x1 = min(whole.image.width, Int((b.maxX + 0.6 * b.width).rounded(.up)))
+            let y1 = min(whole.image.height, Int((b.maxY + 0.6 * b.height).rounded(.up)))
+            var differing = 0, compared = 0
+            for y in y0..<y1 {
+                for x in x0..<x1 {
+                    let i = y * whole.image.width + x
+                    if part.image.pixels[i] != whole.image.pixels[i] { differing += 1 }
+                    compared += 1
+                }
+            }
+            #expect(compared > 1000)
+            #expect(differing == 0, "\(name): \(differing) of \(compared) pixels differ")
+        }
+    }
+
     /// A cut to black between two detector frames: following must notice that the face is gone,
     /// and the frames after it find the face again.
     @Test func followingLosesAFaceThatIsGone() throws {
